@@ -1,0 +1,1 @@
+//! Coffer client library.

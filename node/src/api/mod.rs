@@ -1,0 +1,3 @@
+//! HTTP APIs: Key Vault data plane (`akv`) and operator endpoints (`sys`).
+
+pub mod akv;

@@ -1,0 +1,1 @@
+//! Raft wiring, gRPC transport, forwarding and membership.

@@ -1,0 +1,1 @@
+//! TLS: certificate generation (cluster CA, node certs) and rustls/tonic configs.
