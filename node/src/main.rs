@@ -1,1 +1,115 @@
-fn main() {}
+//! The `coffer` binary: the server and the operator/secret CLI.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use coffer::cli::{self, ClientArgs, OperatorCommand, SecretCommand};
+use coffer::config::Config;
+use coffer::server::{self, DevOptions, Server};
+
+/// Coffer: a self-hosted, Raft-replicated key vault speaking the Azure Key Vault API.
+#[derive(Parser)]
+#[command(name = "coffer", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node.
+    Server(ServerArgs),
+    /// Operate the cluster: init, unseal, seal, status, raft, vaults, tls.
+    Operator {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: OperatorCli,
+    },
+    /// Manage secrets through the Key Vault API.
+    Secret {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCli {
+    /// Create the cluster CA and node certificates.
+    Tls(cli::tls::TlsArgs),
+    #[command(flatten)]
+    Remote(OperatorCommand),
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Single node, embedded store, auto-initialised and auto-unsealed, TLS
+    /// from a generated CA. For development only.
+    #[arg(long, conflicts_with = "config")]
+    dev: bool,
+    /// Node configuration file (TOML).
+    #[arg(long, required_unless_present = "dev")]
+    config: Option<PathBuf>,
+    /// Data directory of the dev node.
+    #[arg(long, default_value = "coffer-dev")]
+    data_dir: PathBuf,
+    /// HTTPS API address of the dev node.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    api_addr: SocketAddr,
+    /// gRPC cluster address of the dev node.
+    #[arg(long, default_value = "127.0.0.1:8444")]
+    cluster_addr: SocketAddr,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // One crypto provider for every TLS stack in the process.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Server(args) => run_server(args).await,
+        Command::Operator { client, command } => match command {
+            OperatorCli::Tls(args) => cli::tls::run(args),
+            OperatorCli::Remote(command) => cli::run_operator(&client, command).await,
+        },
+        Command::Secret { client, command } => cli::run_secret(&client, command).await,
+    }
+}
+
+async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    if args.dev {
+        init_logging("text");
+        return server::run_dev(DevOptions {
+            data_dir: args.data_dir,
+            api_addr: args.api_addr,
+            cluster_addr: args.cluster_addr,
+        })
+        .await;
+    }
+    let path = args.config.context("--config is required without --dev")?;
+    let config = Config::load(&path)?;
+    init_logging(&config.log_format);
+    Server::start(&config).await?.serve().await
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,108 @@
+//! Authentication in front of the Key Vault and protected operator routes.
+//!
+//! Runs before any handler, so the body of an unauthenticated request is
+//! never read: the Azure SDKs send their first request without a body and
+//! expect the 401 challenge that tells them where to get a token.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::operator::Operator;
+
+/// Which API's error format the middleware answers in.
+#[derive(Clone, Copy, Debug)]
+pub enum Flavor {
+    /// `{"error":{"code","message"}}` plus the Bearer challenge.
+    KeyVault,
+    /// `{"errors":["…"]}`.
+    Sys,
+}
+
+/// What the authentication middleware needs.
+#[derive(Clone)]
+pub struct AuthState {
+    /// Token verification and seal state.
+    pub operator: Arc<Operator>,
+    /// Tenant named in the challenge's `authorization` URI.
+    pub tenant: String,
+    /// Resource named in the challenge (`https://{vault_domain}`), when set.
+    pub vault_domain: Option<String>,
+    /// Error format.
+    pub flavor: Flavor,
+}
+
+/// Rejects sealed-node, unauthenticated and bad-token requests.
+pub async fn authenticate(State(auth): State<AuthState>, req: Request, next: Next) -> Response {
+    if auth.operator.is_sealed() {
+        return sealed(auth.flavor);
+    }
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let Some(token) = token else {
+        return challenge(&auth, &req, "Request is missing a Bearer or PoP token.");
+    };
+    match auth.operator.verify_token(token) {
+        Ok(Some(_record)) => next.run(req).await,
+        Ok(None) => challenge(&auth, &req, "The bearer token is not valid for this vault."),
+        Err(e) => {
+            tracing::warn!(error = %e, "token verification failed");
+            unavailable(auth.flavor, "token verification is unavailable on this node")
+        }
+    }
+}
+
+fn challenge(auth: &AuthState, req: &Request, message: &str) -> Response {
+    match auth.flavor {
+        Flavor::Sys => sys_error(StatusCode::UNAUTHORIZED, message),
+        Flavor::KeyVault => {
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri().authority().map(|a| a.as_str()))
+                .unwrap_or("localhost");
+            let resource = auth.vault_domain.as_deref().unwrap_or(host);
+            let value = format!(
+                "Bearer authorization=\"https://{host}/{}\", resource=\"https://{resource}\"",
+                auth.tenant
+            );
+            let mut response = akv_error(StatusCode::UNAUTHORIZED, "Unauthorized", message);
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+            }
+            response
+        }
+    }
+}
+
+fn sealed(flavor: Flavor) -> Response {
+    unavailable(
+        flavor,
+        "This Coffer node is sealed: unseal it with the key shares (coffer operator unseal) or use another node.",
+    )
+}
+
+fn unavailable(flavor: Flavor, message: &str) -> Response {
+    match flavor {
+        Flavor::Sys => sys_error(StatusCode::SERVICE_UNAVAILABLE, message),
+        Flavor::KeyVault => akv_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message),
+    }
+}
+
+fn sys_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "errors": [message] }))).into_response()
+}
+
+fn akv_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response()
+}

@@ -1,0 +1,54 @@
+//! The node's HTTP router: operator routes, then the Key Vault data plane,
+//! each behind the authentication its callers expect.
+
+use std::sync::Arc;
+
+use axum::middleware::from_fn_with_state;
+use axum::Router;
+
+use crate::api::akv::{self, AkvState};
+use crate::api::auth::{authenticate, AuthState, Flavor};
+use crate::api::sys::{self, SysState};
+use crate::engine::secrets::SecretsEngine;
+use crate::engine::vaults::VaultsEngine;
+use crate::operator::Operator;
+
+/// Everything the router needs.
+pub struct ApiConfig {
+    /// Operator actions and token checks.
+    pub operator: Arc<Operator>,
+    /// Vaults engine.
+    pub vaults: Arc<VaultsEngine>,
+    /// Secrets engine.
+    pub secrets: Arc<SecretsEngine>,
+    /// DNS suffix of `{vault}.{domain}` hosts.
+    pub vault_domain: Option<String>,
+    /// Vault for bare addresses.
+    pub default_vault: String,
+    /// Tenant named in the authentication challenge.
+    pub tenant: String,
+}
+
+/// Builds the complete router.
+pub fn router(cfg: ApiConfig) -> Router {
+    let auth = |flavor| AuthState {
+        operator: cfg.operator.clone(),
+        tenant: cfg.tenant.clone(),
+        vault_domain: cfg.vault_domain.clone(),
+        flavor,
+    };
+    let sys_state = SysState {
+        operator: cfg.operator.clone(),
+        vaults: cfg.vaults.clone(),
+    };
+    let protected_sys = sys::protected_router(sys_state.clone())
+        .layer(from_fn_with_state(auth(Flavor::Sys), authenticate));
+    let akv = akv::router(AkvState {
+        secrets: cfg.secrets.clone(),
+        vaults: cfg.vaults.clone(),
+        vault_domain: cfg.vault_domain.clone(),
+        default_vault: cfg.default_vault.clone(),
+    })
+    .layer(from_fn_with_state(auth(Flavor::KeyVault), authenticate));
+    sys::public_router(sys_state).merge(protected_sys).merge(akv)
+}

@@ -1,0 +1,228 @@
+//! Node configuration: the TOML file of `coffer server --config`, and the
+//! settings `--dev` derives from its flags.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use raft_store::{Node, NodeId};
+use serde::Deserialize;
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// The values are inconsistent.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// Paths of the PEM files a node presents and trusts.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Cluster CA certificate (trusted for peers; clients should trust it too).
+    pub ca: PathBuf,
+    /// This node's certificate (used for the API and for mutual TLS between nodes).
+    pub cert: PathBuf,
+    /// This node's private key.
+    pub key: PathBuf,
+}
+
+/// Another member of the cluster at bootstrap time.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its Raft node id.
+    pub node_id: NodeId,
+    /// `host:port` of its HTTPS API.
+    pub api_addr: String,
+    /// `host:port` of its gRPC cluster endpoint.
+    pub cluster_addr: String,
+}
+
+/// A node's configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Raft node id, unique in the cluster, never reused.
+    pub node_id: NodeId,
+    /// Directory holding the Raft log, state machine and snapshots.
+    pub data_dir: PathBuf,
+    /// Address the HTTPS API listens on.
+    pub api_addr: SocketAddr,
+    /// Address the gRPC cluster endpoint listens on.
+    pub cluster_addr: SocketAddr,
+    /// API address other nodes and clients should use (default: `api_addr`).
+    #[serde(default)]
+    pub advertise_api_addr: Option<String>,
+    /// Cluster address other nodes should use (default: `cluster_addr`).
+    #[serde(default)]
+    pub advertise_cluster_addr: Option<String>,
+    /// DNS suffix under which vaults are addressed as `{vault}.{vault_domain}`.
+    #[serde(default)]
+    pub vault_domain: Option<String>,
+    /// Vault served for hosts outside `vault_domain` (bare addresses).
+    #[serde(default = "default_vault")]
+    pub default_vault: String,
+    /// Tenant named in the authentication challenge.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+    /// When true and this node has never been part of a cluster, it
+    /// initialises Raft with itself and `peers` as the voters. Set it on
+    /// exactly one node of a new cluster.
+    #[serde(default)]
+    pub bootstrap: bool,
+    /// The other initial members (used with `bootstrap`).
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// Certificates.
+    pub tls: TlsConfig,
+    /// `json` (default) or `text` log lines.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+    /// TEST ONLY: serve reads from the local state machine without a
+    /// ReadIndex round trip. Breaks linearizability; exists so the fault
+    /// tests can prove they catch stale reads.
+    #[serde(default)]
+    pub unsafe_stale_reads: bool,
+}
+
+fn default_vault() -> String {
+    "default".to_string()
+}
+
+fn default_tenant() -> String {
+    "coffer".to_string()
+}
+
+fn default_log_format() -> String {
+    "json".to_string()
+}
+
+impl Config {
+    /// Reads and validates a TOML config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(ConfigError::Invalid("node_id must be at least 1".into()));
+        }
+        if self.peers.iter().any(|p| p.node_id == self.node_id) {
+            return Err(ConfigError::Invalid(
+                "peers must not list this node's own node_id".into(),
+            ));
+        }
+        if !is_vault_name(&self.default_vault) {
+            return Err(ConfigError::Invalid(format!(
+                "default_vault {:?} must match ^[0-9a-zA-Z-]{{1,24}}$",
+                self.default_vault
+            )));
+        }
+        Ok(())
+    }
+
+    /// This node as the rest of the cluster addresses it.
+    pub fn advertised_node(&self) -> Node {
+        Node {
+            api_addr: self
+                .advertise_api_addr
+                .clone()
+                .unwrap_or_else(|| self.api_addr.to_string()),
+            cluster_addr: self
+                .advertise_cluster_addr
+                .clone()
+                .unwrap_or_else(|| self.cluster_addr.to_string()),
+        }
+    }
+
+    /// The voters a bootstrapping node initialises Raft with.
+    pub fn initial_members(&self) -> BTreeMap<NodeId, Node> {
+        let mut members: BTreeMap<NodeId, Node> = self
+            .peers
+            .iter()
+            .map(|p| {
+                let node = Node {
+                    api_addr: p.api_addr.clone(),
+                    cluster_addr: p.cluster_addr.clone(),
+                };
+                (p.node_id, node)
+            })
+            .collect();
+        members.insert(self.node_id, self.advertised_node());
+        members
+    }
+}
+
+/// Vault names follow Key Vault's rule for vault names, shortened for hosts.
+pub fn is_vault_name(name: &str) -> bool {
+    (1..=24).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+        node_id = 1
+        data_dir = "/tmp/n1"
+        api_addr = "127.0.0.1:8443"
+        cluster_addr = "127.0.0.1:8444"
+        bootstrap = true
+        [tls]
+        ca = "ca.pem"
+        cert = "n1.pem"
+        key = "n1-key.pem"
+        [[peers]]
+        node_id = 2
+        api_addr = "127.0.0.1:8453"
+        cluster_addr = "127.0.0.1:8454"
+    "#;
+
+    #[test]
+    fn parses_a_bootstrap_config_with_peers() {
+        let config: Config = toml::from_str(SAMPLE).unwrap();
+        config.validate().unwrap();
+        let members = config.initial_members();
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[&1].cluster_addr, "127.0.0.1:8444");
+        assert_eq!(members[&2].api_addr, "127.0.0.1:8453");
+        assert_eq!(config.default_vault, "default");
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_self_in_peers() {
+        let unknown = format!("{SAMPLE}\nbogus = 1\n");
+        assert!(toml::from_str::<Config>(&unknown).is_err());
+        let selfpeer = SAMPLE.replace("node_id = 2", "node_id = 1");
+        let config: Config = toml::from_str(&selfpeer).unwrap();
+        assert!(config.validate().is_err());
+    }
+}

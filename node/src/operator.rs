@@ -1,0 +1,304 @@
+//! Operator actions on a node: initialise the cluster, unseal and seal this
+//! node, report health, verify tokens. Free of HTTP; `api::sys` renders it.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use raft_store::{Compare, Mutation, Request, Txn};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::cluster::{ClusterNode, RaftStatus};
+use crate::engine::store::{Store, StoreError};
+use crate::engine::vaults::VaultsEngine;
+use crate::seal::{self, SealConfig, SealError, SealManager, SealStatus, StoredSeal};
+
+/// Raw (never barrier-encrypted) records of the seal, readable while sealed.
+pub const SEAL_CONFIG_KEY: &[u8] = b"sys/seal-config";
+/// The root key, encrypted under the unseal key.
+pub const ROOT_KEY_KEY: &[u8] = b"sys/root-key";
+/// The keyring, encrypted under the root key.
+pub const KEYRING_KEY: &[u8] = b"sys/keyring";
+const TOKEN_PREFIX: &str = "sys/token/";
+
+/// Why an operator action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    /// `init` on an initialised cluster.
+    #[error("the vault is already initialized")]
+    AlreadyInitialized,
+    /// The seal records have not reached this node (or init never ran).
+    #[error("the vault is not initialized (or its seal configuration has not replicated to this node yet)")]
+    NotInitialized,
+    /// Bad arguments.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The seal refused (wrong shares, malformed share, …).
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// Storage or cluster failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What `init` hands out, exactly once.
+pub struct InitResult {
+    /// Unseal key shares, one per custodian.
+    pub shares: Vec<Zeroizing<String>>,
+    /// The initial root token.
+    pub root_token: Zeroizing<String>,
+}
+
+/// A stored token record (the token itself is only kept as a SHA-256 hash).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Policy name; `root` grants everything.
+    pub policy: String,
+    /// Unix seconds.
+    pub created: u64,
+}
+
+/// Health as load balancers and operators see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// The cluster has been initialised.
+    pub initialized: bool,
+    /// This node is sealed.
+    pub sealed: bool,
+    /// This node is not the leader.
+    pub standby: bool,
+    /// This node's id.
+    pub node_id: u64,
+    /// The current leader, if known.
+    pub leader_id: Option<u64>,
+    /// Current Raft term.
+    pub term: u64,
+    /// Highest log index known committed.
+    pub commit_index: u64,
+    /// Highest log index applied on this node.
+    pub applied_index: u64,
+    /// Coffer version.
+    pub version: &'static str,
+}
+
+/// Operator actions against this node.
+pub struct Operator {
+    node: Arc<ClusterNode>,
+    seal: Arc<SealManager>,
+    store: Arc<dyn Store>,
+    vaults: Arc<VaultsEngine>,
+    default_vault: String,
+}
+
+impl Operator {
+    /// Wires the operator to the node's cluster, seal and engines.
+    pub fn new(
+        node: Arc<ClusterNode>,
+        seal: Arc<SealManager>,
+        store: Arc<dyn Store>,
+        vaults: Arc<VaultsEngine>,
+        default_vault: String,
+    ) -> Self {
+        Self {
+            node,
+            seal,
+            store,
+            vaults,
+            default_vault,
+        }
+    }
+
+    /// The node's Raft handle (membership, status).
+    pub fn node(&self) -> &Arc<ClusterNode> {
+        &self.node
+    }
+
+    /// Whether the seal records are present on this node.
+    pub fn is_initialized(&self) -> Result<bool, OperatorError> {
+        Ok(self.node.get_raw(SEAL_CONFIG_KEY)?.is_some())
+    }
+
+    /// Creates the root key, keyring and unseal shares, replicates the seal
+    /// records, unseals this node and creates the default vault.
+    pub async fn init(&self, shares: u8, threshold: u8) -> Result<InitResult, OperatorError> {
+        if shares == 0 || threshold == 0 || threshold > shares {
+            return Err(OperatorError::BadRequest(
+                "secret_shares and secret_threshold must satisfy 1 <= threshold <= shares <= 255"
+                    .into(),
+            ));
+        }
+        self.node.read_fence().await?;
+        if self.is_initialized()? {
+            return Err(OperatorError::AlreadyInitialized);
+        }
+        let material = seal::initialize(shares, threshold)?;
+        let root_token = new_token();
+        let txn = init_txn(&material.stored, &material.barrier, &root_token)?;
+        let response = self
+            .node
+            .propose(Request {
+                request_id: None,
+                time_ms: now_ms(),
+                txn,
+            })
+            .await?;
+        if !response.succeeded {
+            return Err(OperatorError::AlreadyInitialized);
+        }
+        self.seal.unseal_with(&material);
+        self.vaults.create(&self.default_vault, None).await.map_err(|e| {
+            OperatorError::BadRequest(format!("creating the default vault failed: {e}"))
+        })?;
+        Ok(InitResult {
+            shares: material.shares.clone(),
+            root_token,
+        })
+    }
+
+    /// The seal records as replicated to this node.
+    fn stored_seal(&self) -> Result<StoredSeal, OperatorError> {
+        let config = self
+            .node
+            .get_raw(SEAL_CONFIG_KEY)?
+            .ok_or(OperatorError::NotInitialized)?;
+        let config: SealConfig = serde_json::from_slice(&config.value)
+            .map_err(|e| StoreError::Corrupt(format!("seal config: {e}")))?;
+        let root = self.node.get_raw(ROOT_KEY_KEY)?;
+        let keyring = self.node.get_raw(KEYRING_KEY)?;
+        match (root, keyring) {
+            (Some(root), Some(keyring)) => Ok(StoredSeal {
+                config,
+                root_key_record: root.value,
+                keyring_record: keyring.value,
+            }),
+            _ => Err(OperatorError::NotInitialized),
+        }
+    }
+
+    /// Seal status of this node.
+    pub fn seal_status(&self) -> Result<SealStatus, OperatorError> {
+        let config = match self.stored_seal() {
+            Ok(stored) => Some(stored.config),
+            Err(OperatorError::NotInitialized) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(self.seal.status(config.as_ref()))
+    }
+
+    /// Adds one unseal share to this node's progress.
+    pub fn unseal(&self, share: &str) -> Result<SealStatus, OperatorError> {
+        let stored = self.stored_seal()?;
+        if !self.seal.is_sealed() {
+            return Ok(self.seal.status(Some(&stored.config)));
+        }
+        Ok(self.seal.submit_share(share, &stored)?)
+    }
+
+    /// Discards this node's unseal progress.
+    pub fn unseal_reset(&self) -> Result<SealStatus, OperatorError> {
+        self.seal.reset();
+        self.seal_status()
+    }
+
+    /// Seals this node: key material is wiped from memory.
+    pub fn seal(&self) {
+        self.seal.seal();
+    }
+
+    /// Whether this node is sealed.
+    pub fn is_sealed(&self) -> bool {
+        self.seal.is_sealed()
+    }
+
+    /// Health of this node.
+    pub fn health(&self) -> Result<Health, OperatorError> {
+        let status: RaftStatus = self.node.status();
+        Ok(Health {
+            initialized: self.is_initialized()?,
+            sealed: self.seal.is_sealed(),
+            standby: !status.is_leader,
+            node_id: status.node_id,
+            leader_id: status.leader_id,
+            term: status.term,
+            commit_index: status.commit_index,
+            applied_index: status.applied_index,
+            version: env!("CARGO_PKG_VERSION"),
+        })
+    }
+
+    /// Checks a bearer token against the replicated token records.
+    pub fn verify_token(&self, token: &str) -> Result<Option<TokenRecord>, OperatorError> {
+        let key = token_key(token);
+        let Some(entry) = self.store.get(key.as_bytes())? else {
+            return Ok(None);
+        };
+        let record: TokenRecord = serde_json::from_slice(&entry.value)
+            .map_err(|e| StoreError::Corrupt(format!("token record: {e}")))?;
+        Ok(Some(record))
+    }
+}
+
+/// The transaction that writes the seal records and the root token, only if
+/// no other init won the race.
+fn init_txn(
+    stored: &StoredSeal,
+    barrier: &seal::Barrier,
+    root_token: &str,
+) -> Result<Txn, OperatorError> {
+    let config = serde_json::to_vec(&stored.config)
+        .map_err(|e| StoreError::Internal(format!("encoding seal config: {e}")))?;
+    let record = TokenRecord {
+        policy: "root".into(),
+        created: now_ms() / 1000,
+    };
+    let record = serde_json::to_vec(&record)
+        .map_err(|e| StoreError::Internal(format!("encoding token record: {e}")))?;
+    let token_key = token_key(root_token).into_bytes();
+    let token_value = barrier.encrypt(&token_key, &record);
+    Ok(Txn {
+        compare: vec![Compare::Revision {
+            key: SEAL_CONFIG_KEY.to_vec(),
+            revision: 0,
+        }],
+        mutations: vec![
+            put(SEAL_CONFIG_KEY, config),
+            put(ROOT_KEY_KEY, stored.root_key_record.clone()),
+            put(KEYRING_KEY, stored.keyring_record.clone()),
+            Mutation::Put {
+                key: token_key,
+                value: token_value,
+            },
+        ],
+        result: Vec::new(),
+    })
+}
+
+fn put(key: &[u8], value: Vec<u8>) -> Mutation {
+    Mutation::Put {
+        key: key.to_vec(),
+        value,
+    }
+}
+
+/// Storage key of a token: only its hash is ever stored.
+fn token_key(token: &str) -> String {
+    format!("{TOKEN_PREFIX}{}", hex::encode(Sha256::digest(token.as_bytes())))
+}
+
+fn new_token() -> Zeroizing<String> {
+    let bytes: [u8; 32] = rand::random();
+    Zeroizing::new(format!(
+        "cft.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
+}
+
+/// Wall clock in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

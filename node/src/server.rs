@@ -1,0 +1,276 @@
+//! Assembles a node: cluster, seal, engines, HTTPS API; and the `--dev` mode
+//! that initialises and unseals a single node by itself.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use axum::extract::ConnectInfo;
+use axum::{Extension, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use zeroize::Zeroizing;
+
+use crate::api;
+use crate::cluster::{ClusterConfig, ClusterNode, ClusterStore};
+use crate::config::{Config, TlsConfig};
+use crate::engine::secrets::SecretsEngine;
+use crate::engine::store::Store;
+use crate::engine::vaults::VaultsEngine;
+use crate::operator::{now_ms, Operator, OperatorError};
+use crate::seal::SealManager;
+use crate::tls::{self, TlsMaterial};
+
+/// File names `--dev` writes into its data dir.
+pub const DEV_ROOT_TOKEN_FILE: &str = "root-token";
+/// The single unseal share of a dev node.
+pub const DEV_UNSEAL_KEY_FILE: &str = "unseal-key";
+/// How often the leader purges soft-deleted objects past their purge date.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A running node.
+pub struct Server {
+    /// Operator actions (init, unseal, health).
+    pub operator: Arc<Operator>,
+    /// Cluster handle.
+    pub node: Arc<ClusterNode>,
+    api_addr: SocketAddr,
+    router: Router,
+    api_tls: Arc<rustls::ServerConfig>,
+    secrets: Arc<SecretsEngine>,
+}
+
+impl Server {
+    /// Opens storage, joins the cluster transport and builds the API.
+    pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        let material = load_tls(&config.tls)?;
+        let api_tls = tls::api_server_config(&material)?;
+        let node = ClusterNode::start(ClusterConfig {
+            node_id: config.node_id,
+            listen_addr: config.cluster_addr,
+            advertise: config.advertised_node(),
+            data_dir: config.data_dir.clone(),
+            tls: material,
+            stale_reads: config.unsafe_stale_reads,
+        })
+        .await
+        .context("starting the cluster node")?;
+        if config.bootstrap {
+            node.bootstrap(config.initial_members())
+                .await
+                .context("bootstrapping the Raft cluster")?;
+        }
+        let seal = Arc::new(SealManager::new());
+        let store: Arc<dyn Store> = Arc::new(ClusterStore::new(node.clone(), seal.clone()));
+        let vaults = Arc::new(VaultsEngine::new(store.clone()));
+        let secrets = Arc::new(SecretsEngine::new(store.clone()));
+        let operator = Arc::new(Operator::new(
+            node.clone(),
+            seal,
+            store,
+            vaults.clone(),
+            config.default_vault.clone(),
+        ));
+        let router = api::router(api::ApiConfig {
+            operator: operator.clone(),
+            vaults,
+            secrets: secrets.clone(),
+            vault_domain: config.vault_domain.clone(),
+            default_vault: config.default_vault.clone(),
+            tenant: config.tenant.clone(),
+        });
+        Ok(Self {
+            operator,
+            node,
+            api_addr: config.api_addr,
+            router,
+            api_tls,
+            secrets,
+        })
+    }
+
+    /// Serves HTTPS until SIGINT/SIGTERM, then shuts the node down.
+    pub async fn serve(self) -> anyhow::Result<()> {
+        let listener = TcpListener::bind(self.api_addr)
+            .await
+            .with_context(|| format!("binding the API address {}", self.api_addr))?;
+        tracing::info!(addr = %self.api_addr, "API listening");
+        tokio::spawn(purge_loop(self.operator.clone(), self.secrets.clone()));
+        let acceptor = TlsAcceptor::from(self.api_tls.clone());
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => serve_connection(acceptor.clone(), self.router.clone(), tcp, peer),
+                    Err(e) => tracing::warn!(error = %e, "accept failed"),
+                },
+                _ = &mut shutdown => break,
+            }
+        }
+        tracing::info!("shutting down");
+        self.node.shutdown().await;
+        Ok(())
+    }
+}
+
+fn serve_connection(acceptor: TlsAcceptor, router: Router, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    tokio::spawn(async move {
+        let tls = match acceptor.accept(tcp).await {
+            Ok(tls) => tls,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+        };
+        let app = router.layer(Extension(ConnectInfo(peer)));
+        let service = TowerToHyperService::new(app);
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}
+
+/// The leader purges soft-deleted objects whose purge date has passed.
+async fn purge_loop(operator: Arc<Operator>, secrets: Arc<SecretsEngine>) {
+    let mut tick = tokio::time::interval(PURGE_INTERVAL);
+    loop {
+        tick.tick().await;
+        if operator.is_sealed() || !operator.node().status().is_leader {
+            continue;
+        }
+        match secrets.purge_expired(now_ms() / 1000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "purged soft-deleted secrets past their purge date"),
+            Err(e) => tracing::warn!(error = %e, "purging expired secrets failed"),
+        }
+    }
+}
+
+fn load_tls(paths: &TlsConfig) -> anyhow::Result<TlsMaterial> {
+    TlsMaterial::load(&paths.ca, &paths.cert, &paths.key).context("loading TLS certificates")
+}
+
+/// Settings of `coffer server --dev`.
+pub struct DevOptions {
+    /// Where the store, certificates, token and unseal key live.
+    pub data_dir: PathBuf,
+    /// HTTPS API address.
+    pub api_addr: SocketAddr,
+    /// gRPC cluster address.
+    pub cluster_addr: SocketAddr,
+}
+
+/// Runs a single self-initialising, self-unsealing node.
+pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("creating {}", opts.data_dir.display()))?;
+    let tls_paths = tls::ensure_dev_tls(&opts.data_dir).context("creating dev TLS certificates")?;
+    let config = Config {
+        node_id: 1,
+        data_dir: opts.data_dir.join("raft"),
+        api_addr: opts.api_addr,
+        cluster_addr: opts.cluster_addr,
+        advertise_api_addr: None,
+        advertise_cluster_addr: None,
+        vault_domain: None,
+        default_vault: "default".into(),
+        tenant: "coffer".into(),
+        bootstrap: true,
+        peers: Vec::new(),
+        tls: TlsConfig {
+            ca: tls_paths.ca.clone(),
+            cert: tls_paths.cert,
+            key: tls_paths.key,
+        },
+        log_format: "text".into(),
+        unsafe_stale_reads: false,
+    };
+    let server = Server::start(&config).await?;
+    wait_for_leader(&server.node).await?;
+    dev_init_or_unseal(&server.operator, &opts.data_dir).await?;
+    print_dev_banner(&opts, &tls_paths.ca);
+    server.serve().await
+}
+
+async fn wait_for_leader(node: &ClusterNode) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if node.status().is_leader {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the dev node did not become leader within 10 s")
+}
+
+async fn dev_init_or_unseal(operator: &Operator, dir: &Path) -> anyhow::Result<()> {
+    let key_path = dir.join(DEV_UNSEAL_KEY_FILE);
+    let token_path = dir.join(DEV_ROOT_TOKEN_FILE);
+    if operator.is_initialized()? {
+        let key = Zeroizing::new(
+            std::fs::read_to_string(&key_path)
+                .with_context(|| format!("reading {}", key_path.display()))?,
+        );
+        operator
+            .unseal(key.trim())
+            .map_err(|e: OperatorError| anyhow::anyhow!("auto-unseal failed: {e}"))?;
+        return Ok(());
+    }
+    let result = operator.init(1, 1).await?;
+    let share = result.shares.first().context("init returned no share")?;
+    write_private(&key_path, share.as_bytes())?;
+    write_private(&token_path, result.root_token.as_bytes())?;
+    Ok(())
+}
+
+/// Writes a file readable by its owner only.
+fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+fn print_dev_banner(opts: &DevOptions, ca: &Path) {
+    let dir = opts.data_dir.display();
+    let addr = opts.api_addr;
+    // The banner prints paths, never the token or key themselves.
+    println!(
+        "\nCoffer dev server: single node, initialised and unsealed.\n\
+         \n  API:         https://{addr}\n  CA cert:     {ca}\n  Root token:  {dir}/{DEV_ROOT_TOKEN_FILE}\n  Unseal key:  {dir}/{DEV_UNSEAL_KEY_FILE}\n\
+         \nTry it:\n\
+         \n  export COFFER_ADDR=https://{addr} COFFER_CACERT={ca} COFFER_TOKEN=$(cat {dir}/{DEV_ROOT_TOKEN_FILE})\
+         \n  coffer secret set hello --value world && coffer secret get hello\
+         \n  curl --cacert {ca} -H \"Authorization: Bearer $COFFER_TOKEN\" \"https://{addr}/secrets/hello?api-version=2026-04-01\"\n",
+        ca = ca.display(),
+    );
+}

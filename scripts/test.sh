@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what the tests need
+# (Python venv with the official Azure SDK from PyPI), builds, runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# A build cache outside the checkout, reused across runs.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/coffer-target}"
+export COFFER_VENV="${COFFER_VENV:-/var/tmp/coffer-venv}"
+
+log() { printf '\n== %s\n' "$*"; }
+
+install_system_packages() {
+    local missing=()
+    command -v python3 >/dev/null || missing+=(python3)
+    python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq "${missing[@]}"
+    fi
+}
+
+install_python_sdk() {
+    local req=node/tests/conformance/requirements.txt
+    local stamp="$COFFER_VENV/.requirements"
+    if [[ -x "$COFFER_VENV/bin/python" ]] && cmp -s "$req" "$stamp"; then
+        return
+    fi
+    log "creating $COFFER_VENV with the Azure SDK"
+    python3 -m venv "$COFFER_VENV"
+    "$COFFER_VENV/bin/pip" install -q --upgrade pip
+    "$COFFER_VENV/bin/pip" install -q -r "$req"
+    cp "$req" "$stamp"
+}
+
+install_nextest() {
+    command -v cargo-nextest >/dev/null && return
+    log "installing cargo-nextest"
+    cargo install --locked cargo-nextest
+}
+
+install_system_packages
+install_python_sdk
+install_nextest
+export COFFER_PYTHON="$COFFER_VENV/bin/python"
+
+log "building"
+cargo build --workspace --all-targets
+
+log "testing"
+cargo nextest run --workspace --no-fail-fast "$@"
