@@ -17,7 +17,7 @@ use std::path::Path;
 
 pub use error::StorageError;
 pub use log_store::LogStore;
-pub use state_machine::{StateMachineStore, DEFAULT_DEDUP_WINDOW_MS};
+pub use state_machine::{AppliedState, StateMachineStore, DEFAULT_DEDUP_WINDOW_MS};
 pub use types::*;
 
 /// File name of the log database inside the data directory.

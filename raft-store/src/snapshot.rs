@@ -6,11 +6,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::apply::DedupRecord;
 use crate::error::StorageError;
+use crate::state_machine::AppliedState;
 use crate::tables::{
     decode, encode, get_meta, DEDUP, DEDUP_BY_TIME, KEY_LAST_APPLIED, KEY_MEMBERSHIP,
     KEY_SNAP_DATA, KEY_SNAP_META, KV, SM_META, SNAPSHOT,
 };
 use crate::{Node, NodeId, Versioned};
+
+/// A stored snapshot: its meta and its encoded [`SnapshotPayload`].
+pub(crate) type StoredSnapshot = (SnapshotMeta<NodeId, Node>, Vec<u8>);
 
 /// Everything a replica needs to continue from a snapshot. Encoded with postcard.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -22,9 +26,7 @@ pub(crate) struct SnapshotPayload {
 }
 
 /// Reads last applied id and membership within `txn`.
-pub(crate) fn read_applied(
-    txn: &ReadTransaction,
-) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>), StorageError> {
+pub(crate) fn read_applied(txn: &ReadTransaction) -> Result<AppliedState, StorageError> {
     let meta = txn.open_table(SM_META)?;
     let applied: Option<Option<LogId<NodeId>>> = get_meta(&meta, KEY_LAST_APPLIED)?;
     let membership = get_meta(&meta, KEY_MEMBERSHIP)?.unwrap_or_default();
@@ -89,9 +91,7 @@ pub(crate) fn save_current(
 }
 
 /// The current snapshot's meta and data, if one was built or installed.
-pub(crate) fn load_current(
-    txn: &ReadTransaction,
-) -> Result<Option<(SnapshotMeta<NodeId, Node>, Vec<u8>)>, StorageError> {
+pub(crate) fn load_current(txn: &ReadTransaction) -> Result<Option<StoredSnapshot>, StorageError> {
     let table = txn.open_table(SNAPSHOT)?;
     let Some(meta) = get_meta(&table, KEY_SNAP_META)? else {
         return Ok(None);

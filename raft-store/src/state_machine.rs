@@ -23,6 +23,9 @@ use crate::{Node, NodeId, Response, TypeConfig, Versioned};
 /// Default time a request id is remembered for deduplication: one hour.
 pub const DEFAULT_DEDUP_WINDOW_MS: u64 = 60 * 60 * 1000;
 
+/// Last applied log id and the last applied membership.
+pub type AppliedState = (Option<LogId<NodeId>>, StoredMembership<NodeId, Node>);
+
 struct Inner {
     db: Database,
     /// Mirrors the stored last applied index so readers need no transaction.
@@ -127,9 +130,7 @@ impl StateMachineStore {
     }
 
     /// Last applied log id and membership as stored.
-    pub fn applied_state_sync(
-        &self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>), StorageError> {
+    pub fn applied_state_sync(&self) -> Result<AppliedState, StorageError> {
         read_applied(&self.inner.db.begin_read()?)
     }
 
@@ -264,5 +265,276 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
         self.current_snapshot()
             .map_err(raft_err(ErrorSubject::Snapshot(None), ErrorVerb::Read))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload, Membership};
+
+    use redb::ReadableTableMetadata;
+
+    use super::*;
+    use crate::{Compare, Mutation, Request, Txn};
+
+    fn store(window_ms: u64) -> (tempfile::TempDir, StateMachineStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = StateMachineStore::open(&dir.path().join("state.redb"), window_ms).unwrap();
+        (dir, sm)
+    }
+
+    fn log_id(index: u64) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    fn normal(index: u64, req: Request) -> Entry<TypeConfig> {
+        Entry {
+            log_id: log_id(index),
+            payload: EntryPayload::Normal(req),
+        }
+    }
+
+    fn put(key: &str, value: &str) -> Mutation {
+        Mutation::Put {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    fn req(
+        id: Option<&str>,
+        time_ms: u64,
+        compare: Vec<Compare>,
+        mutations: Vec<Mutation>,
+    ) -> Request {
+        Request {
+            request_id: id.map(str::to_owned),
+            time_ms,
+            txn: Txn {
+                compare,
+                mutations,
+                result: b"done".to_vec(),
+            },
+        }
+    }
+
+    fn rev(key: &str, revision: u64) -> Compare {
+        Compare::Revision {
+            key: key.into(),
+            revision,
+        }
+    }
+
+    fn apply_one(sm: &StateMachineStore, index: u64, r: Request) -> Response {
+        sm.apply_entries(vec![normal(index, r)]).unwrap().remove(0)
+    }
+
+    fn value(sm: &StateMachineStore, key: &str) -> Option<(u64, Vec<u8>)> {
+        sm.get(key.as_bytes())
+            .unwrap()
+            .map(|v| (v.revision, v.value))
+    }
+
+    #[test]
+    fn cas_applies_only_when_revisions_match() {
+        let (_d, sm) = store(DEFAULT_DEDUP_WINDOW_MS);
+        let r = apply_one(&sm, 1, req(None, 0, vec![rev("a", 0)], vec![put("a", "1")]));
+        assert!(r.succeeded);
+        assert_eq!((r.revision, r.result.as_slice()), (1, &b"done"[..]));
+        assert_eq!(value(&sm, "a"), Some((1, b"1".to_vec())));
+
+        // Stale revision: nothing changes, empty result.
+        let r = apply_one(
+            &sm,
+            2,
+            req(
+                None,
+                0,
+                vec![rev("a", 0)],
+                vec![put("a", "2"), put("b", "x")],
+            ),
+        );
+        assert!(!r.succeeded);
+        assert_eq!((r.revision, r.result.len()), (2, 0));
+        assert_eq!(value(&sm, "a"), Some((1, b"1".to_vec())));
+        assert_eq!(value(&sm, "b"), None);
+
+        let r = apply_one(
+            &sm,
+            3,
+            req(None, 0, vec![rev("a", 1), rev("b", 0)], vec![put("a", "3")]),
+        );
+        assert!(r.succeeded);
+        assert_eq!(value(&sm, "a"), Some((3, b"3".to_vec())));
+        assert_eq!(sm.applied_index(), 3);
+    }
+
+    #[test]
+    fn duplicate_request_replays_first_response_and_changes_nothing() {
+        let (_d, sm) = store(DEFAULT_DEDUP_WINDOW_MS);
+        let first = apply_one(&sm, 1, req(Some("id1"), 1000, vec![], vec![put("k", "v1")]));
+        assert!(first.succeeded && !first.deduplicated);
+
+        let again = apply_one(&sm, 2, req(Some("id1"), 2000, vec![], vec![put("k", "v2")]));
+        assert!(again.deduplicated);
+        assert_eq!(
+            (again.succeeded, again.revision, again.result),
+            (true, 1, b"done".to_vec())
+        );
+        assert_eq!(value(&sm, "k"), Some((1, b"v1".to_vec())));
+
+        // A failed outcome is remembered too.
+        let failed = apply_one(
+            &sm,
+            3,
+            req(Some("id2"), 3000, vec![rev("k", 99)], vec![put("k", "x")]),
+        );
+        assert!(!failed.succeeded);
+        let replay = apply_one(
+            &sm,
+            4,
+            req(Some("id2"), 3000, vec![rev("k", 1)], vec![put("k", "x")]),
+        );
+        assert!(replay.deduplicated && !replay.succeeded);
+        assert_eq!(replay.revision, 3);
+        assert_eq!(value(&sm, "k"), Some((1, b"v1".to_vec())));
+        assert_eq!(sm.applied_index(), 4);
+    }
+
+    #[test]
+    fn request_ids_expire_after_the_window() {
+        let (_d, sm) = store(1000);
+        apply_one(
+            &sm,
+            1,
+            req(Some("old"), 10_000, vec![], vec![put("k", "v1")]),
+        );
+        // Within the window: deduplicated.
+        let r = apply_one(
+            &sm,
+            2,
+            req(Some("old"), 11_000, vec![], vec![put("k", "v2")]),
+        );
+        assert!(r.deduplicated);
+        // Past the window the id is forgotten and the request applies again.
+        let r = apply_one(
+            &sm,
+            3,
+            req(Some("old"), 11_001, vec![], vec![put("k", "v3")]),
+        );
+        assert!(!r.deduplicated && r.succeeded);
+        assert_eq!(value(&sm, "k"), Some((3, b"v3".to_vec())));
+        let txn = sm.inner.db.begin_read().unwrap();
+        assert_eq!(txn.open_table(DEDUP).unwrap().len().unwrap(), 1);
+        assert_eq!(txn.open_table(DEDUP_BY_TIME).unwrap().len().unwrap(), 1);
+    }
+
+    #[test]
+    fn delete_prefix_removes_only_matching_keys() {
+        let (_d, sm) = store(DEFAULT_DEDUP_WINDOW_MS);
+        let puts = ["s/a/1", "s/a/2", "s/ab", "s/b/1", "s/"]
+            .map(|k| put(k, "v"))
+            .to_vec();
+        apply_one(&sm, 1, req(None, 0, vec![], puts));
+        let del = vec![
+            Mutation::DeletePrefix {
+                prefix: b"s/a/".to_vec(),
+            },
+            Mutation::Delete {
+                key: b"s/".to_vec(),
+            },
+        ];
+        apply_one(&sm, 2, req(None, 0, vec![], del));
+        let keys: Vec<_> = sm
+            .scan_prefix(b"", None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, vec![b"s/ab".to_vec(), b"s/b/1".to_vec()]);
+    }
+
+    #[test]
+    fn scan_prefix_pages_with_start_after() {
+        let (_d, sm) = store(DEFAULT_DEDUP_WINDOW_MS);
+        let mut puts: Vec<_> = (0..7).map(|i| put(&format!("p/{i}"), "v")).collect();
+        puts.extend([put("o", "v"), put("q", "v")]);
+        apply_one(&sm, 1, req(None, 0, vec![], puts));
+        let mut seen = Vec::new();
+        let mut cursor: Option<Vec<u8>> = None;
+        loop {
+            let page = sm.scan_prefix(b"p/", cursor.as_deref(), 3).unwrap();
+            assert!(page.len() <= 3);
+            let Some((last, _)) = page.last() else { break };
+            cursor = Some(last.clone());
+            seen.extend(page.into_iter().map(|(k, _)| String::from_utf8(k).unwrap()));
+        }
+        let expected: Vec<_> = (0..7).map(|i| format!("p/{i}")).collect();
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn snapshot_roundtrip_preserves_state_and_dedup() {
+        let (_d1, a) = store(DEFAULT_DEDUP_WINDOW_MS);
+        let (_d2, b) = store(DEFAULT_DEDUP_WINDOW_MS);
+        let members = Membership::new(vec![[1u64, 2].into()], None);
+        let entries = vec![
+            Entry {
+                log_id: log_id(1),
+                payload: EntryPayload::Membership(members),
+            },
+            normal(
+                2,
+                req(Some("x"), 5, vec![], vec![put("k1", "v1"), put("k2", "v2")]),
+            ),
+        ];
+        a.apply_entries(entries).unwrap();
+        // State on b that the snapshot must replace.
+        b.apply_entries(vec![normal(
+            1,
+            req(None, 0, vec![], vec![put("zz", "gone")]),
+        )])
+        .unwrap();
+
+        let snap = a.build().unwrap();
+        assert_eq!(snap.meta.last_log_id, Some(log_id(2)));
+        b.install(&snap.meta, snap.snapshot.into_inner()).unwrap();
+
+        assert_eq!(a.digest().unwrap(), b.digest().unwrap());
+        assert_eq!(b.get(b"zz").unwrap(), None);
+        assert_eq!(b.applied_index(), 2);
+        assert_eq!(
+            a.applied_state_sync().unwrap(),
+            b.applied_state_sync().unwrap()
+        );
+        let current = b.current_snapshot().unwrap().unwrap();
+        assert_eq!(current.meta, snap.meta);
+        // The dedup memory came along: a retry on b is answered from it.
+        let r = apply_one(&b, 3, req(Some("x"), 6, vec![], vec![put("k1", "other")]));
+        assert!(r.deduplicated);
+        assert_eq!(r.revision, 2);
+    }
+
+    #[test]
+    fn digest_changes_with_content() {
+        let (_d, sm) = store(DEFAULT_DEDUP_WINDOW_MS);
+        let empty = sm.digest().unwrap();
+        apply_one(&sm, 1, req(None, 0, vec![], vec![put("k", "v")]));
+        assert_ne!(sm.digest().unwrap(), empty);
+        assert_eq!(sm.digest().unwrap().len(), 64);
+    }
+
+    #[test]
+    fn state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            let sm = StateMachineStore::open(&path, DEFAULT_DEDUP_WINDOW_MS).unwrap();
+            apply_one(&sm, 5, req(Some("r"), 1, vec![], vec![put("k", "v")]));
+        }
+        let sm = StateMachineStore::open(&path, DEFAULT_DEDUP_WINDOW_MS).unwrap();
+        assert_eq!(sm.applied_index(), 5);
+        assert_eq!(value(&sm, "k"), Some((5, b"v".to_vec())));
+        assert!(apply_one(&sm, 6, req(Some("r"), 2, vec![], vec![])).deduplicated);
     }
 }

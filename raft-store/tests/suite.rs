@@ -18,6 +18,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for FreshSto
 }
 
 #[test]
-fn openraft_storage_suite() -> Result<(), StorageError<NodeId>> {
-    Suite::test_all(FreshStore)
+fn openraft_storage_suite() {
+    if let Err(e) = Suite::test_all(FreshStore) {
+        panic!("storage suite failed: {e}");
+    }
 }
