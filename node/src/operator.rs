@@ -13,14 +13,11 @@ use zeroize::Zeroizing;
 use crate::cluster::{ClusterNode, RaftStatus};
 use crate::engine::store::{Store, StoreError};
 use crate::engine::vaults::VaultsEngine;
-use crate::seal::{self, SealConfig, SealError, SealManager, SealStatus, StoredSeal};
+use crate::seal::{
+    self, SealConfig, SealError, SealManager, SealStatus, StoredSeal, KEYRING_KEY, ROOT_KEY_KEY,
+    SEAL_CONFIG_KEY,
+};
 
-/// Raw (never barrier-encrypted) records of the seal, readable while sealed.
-pub const SEAL_CONFIG_KEY: &[u8] = b"sys/seal-config";
-/// The root key, encrypted under the unseal key.
-pub const ROOT_KEY_KEY: &[u8] = b"sys/root-key";
-/// The keyring, encrypted under the root key.
-pub const KEYRING_KEY: &[u8] = b"sys/keyring";
 const TOKEN_PREFIX: &str = "sys/token/";
 
 /// Why an operator action failed.
@@ -163,8 +160,7 @@ impl Operator {
             .node
             .get_raw(SEAL_CONFIG_KEY)?
             .ok_or(OperatorError::NotInitialized)?;
-        let config: SealConfig = serde_json::from_slice(&config.value)
-            .map_err(|e| StoreError::Corrupt(format!("seal config: {e}")))?;
+        let config = SealConfig::from_json(&config.value)?;
         let root = self.node.get_raw(ROOT_KEY_KEY)?;
         let keyring = self.node.get_raw(KEYRING_KEY)?;
         match (root, keyring) {
@@ -175,6 +171,38 @@ impl Operator {
             }),
             _ => Err(OperatorError::NotInitialized),
         }
+    }
+
+    /// Adds a new keyring term through Raft: new writes use it, old terms
+    /// stay for decryption. Other nodes load it when they first meet it.
+    pub async fn rotate_keyring(&self) -> Result<u32, OperatorError> {
+        self.node.read_fence().await?;
+        let current = self
+            .node
+            .get_raw(KEYRING_KEY)?
+            .ok_or(OperatorError::NotInitialized)?;
+        self.seal.reload_keyring(&current.value)?;
+        let (record, term) = self.seal.rotate_keyring()?;
+        let txn = Txn {
+            compare: vec![Compare::Revision {
+                key: KEYRING_KEY.to_vec(),
+                revision: current.revision,
+            }],
+            mutations: vec![put(KEYRING_KEY, record.clone())],
+            result: Vec::new(),
+        };
+        let request = Request {
+            request_id: None,
+            time_ms: now_ms(),
+            txn,
+        };
+        if !self.node.propose(request).await?.succeeded {
+            return Err(OperatorError::BadRequest(
+                "a concurrent keyring rotation won; retry".into(),
+            ));
+        }
+        self.seal.reload_keyring(&record)?;
+        Ok(term)
     }
 
     /// Seal status of this node.
@@ -247,8 +275,7 @@ fn init_txn(
     barrier: &seal::Barrier,
     root_token: &str,
 ) -> Result<Txn, OperatorError> {
-    let config = serde_json::to_vec(&stored.config)
-        .map_err(|e| StoreError::Internal(format!("encoding seal config: {e}")))?;
+    let config = stored.config.to_json()?;
     let record = TokenRecord {
         policy: "root".into(),
         created: now_ms() / 1000,

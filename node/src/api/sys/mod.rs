@@ -41,6 +41,7 @@ pub fn public_router(state: SysState) -> Router {
 pub fn protected_router(state: SysState) -> Router {
     Router::new()
         .route("/v1/sys/seal", post(seal))
+        .route("/v1/sys/rotate", post(rotate))
         .route("/v1/sys/raft/peers", get(peers))
         .route("/v1/sys/raft/join", post(join))
         .route("/v1/sys/raft/remove", post(remove))
@@ -190,6 +191,11 @@ async fn unseal(
 async fn seal(State(s): State<SysState>) -> StatusCode {
     s.operator.seal();
     StatusCode::NO_CONTENT
+}
+
+async fn rotate(State(s): State<SysState>) -> Result<Response, SysError> {
+    let term = s.operator.rotate_keyring().await?;
+    Ok(Json(json!({ "term": term })).into_response())
 }
 
 fn peers_body(p: PeersInfo) -> Response {
