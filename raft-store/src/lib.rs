@@ -1,5 +1,57 @@
 //! Durable openraft storage for Coffer on redb.
+//!
+//! [`open`] returns the two halves openraft's storage-v2 API needs: a
+//! [`LogStore`] (log, vote, committed id in `log.redb`) and a
+//! [`StateMachineStore`] (key/value data, request-id dedup, snapshots in
+//! `state.redb`). Every write commits with redb's immediate durability.
 
+mod apply;
+pub mod error;
+pub mod log_store;
+mod snapshot;
+pub mod state_machine;
+mod tables;
 pub mod types;
 
+use std::path::Path;
+
+pub use error::StorageError;
+pub use log_store::LogStore;
+pub use state_machine::{AppliedState, StateMachineStore, DEFAULT_DEDUP_WINDOW_MS};
 pub use types::*;
+
+/// File name of the log database inside the data directory.
+pub const LOG_FILE: &str = "log.redb";
+/// File name of the state machine database inside the data directory.
+pub const STATE_FILE: &str = "state.redb";
+
+/// Tunables for [`open_with`].
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// How long (in entry `time_ms`) an applied request id is remembered.
+    pub dedup_window_ms: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            dedup_window_ms: DEFAULT_DEDUP_WINDOW_MS,
+        }
+    }
+}
+
+/// Opens (creating if needed) the log and state machine stores in `dir`.
+pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageError> {
+    open_with(dir, &StoreOptions::default())
+}
+
+/// Like [`open`], with explicit options.
+pub fn open_with(
+    dir: &Path,
+    opts: &StoreOptions,
+) -> Result<(LogStore, StateMachineStore), StorageError> {
+    std::fs::create_dir_all(dir)?;
+    let log = LogStore::open(&dir.join(LOG_FILE))?;
+    let sm = StateMachineStore::open(&dir.join(STATE_FILE), opts.dedup_window_ms)?;
+    Ok((log, sm))
+}

@@ -1,0 +1,198 @@
+//! Deterministic application of log entries inside one redb write transaction.
+
+use openraft::{Entry, EntryPayload, LogId, StoredMembership};
+use redb::{ReadableTable, Table, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StorageError;
+use crate::tables::{
+    decode, encode, DEDUP, DEDUP_BY_TIME, KEY_LAST_APPLIED, KEY_MEMBERSHIP, KV, SM_META,
+};
+use crate::{Compare, Mutation, NodeId, Request, Response, Txn, TypeConfig, Versioned};
+
+/// What is remembered about an applied request id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DedupRecord {
+    /// `time_ms` of the entry that first carried the id.
+    pub time_ms: u64,
+    /// The response that entry produced.
+    pub response: Response,
+}
+
+/// The tables `apply` touches, opened once per batch.
+struct Tables<'t> {
+    kv: Table<'t, &'static [u8], &'static [u8]>,
+    dedup: Table<'t, &'static str, &'static [u8]>,
+    by_time: Table<'t, (u64, &'static str), ()>,
+}
+
+/// Applies `entries` in order and records the last applied id and membership.
+pub(crate) fn apply_batch(
+    txn: &WriteTransaction,
+    entries: Vec<Entry<TypeConfig>>,
+    dedup_window_ms: u64,
+) -> Result<Vec<Response>, StorageError> {
+    let mut t = Tables {
+        kv: txn.open_table(KV)?,
+        dedup: txn.open_table(DEDUP)?,
+        by_time: txn.open_table(DEDUP_BY_TIME)?,
+    };
+    let mut meta = txn.open_table(SM_META)?;
+    let mut last: Option<LogId<NodeId>> = None;
+    let mut responses = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let index = entry.log_id.index;
+        let response = match entry.payload {
+            EntryPayload::Normal(req) => apply_request(&mut t, index, req, dedup_window_ms)?,
+            EntryPayload::Membership(m) => {
+                let stored = StoredMembership::new(Some(entry.log_id), m);
+                meta.insert(KEY_MEMBERSHIP, encode(&stored)?.as_slice())?;
+                meta_response(index)
+            }
+            EntryPayload::Blank => meta_response(index),
+        };
+        last = Some(entry.log_id);
+        responses.push(response);
+    }
+    if let Some(last) = last {
+        meta.insert(KEY_LAST_APPLIED, encode(&Some(last))?.as_slice())?;
+    }
+    Ok(responses)
+}
+
+fn meta_response(index: u64) -> Response {
+    Response {
+        revision: index,
+        ..Response::default()
+    }
+}
+
+fn apply_request(
+    t: &mut Tables<'_>,
+    index: u64,
+    req: Request,
+    window_ms: u64,
+) -> Result<Response, StorageError> {
+    evict_expired(t, req.time_ms.saturating_sub(window_ms))?;
+    if let Some(id) = &req.request_id {
+        if let Some(rec) = t.dedup.get(id.as_str())? {
+            let rec: DedupRecord = decode(rec.value())?;
+            return Ok(Response {
+                deduplicated: true,
+                ..rec.response
+            });
+        }
+    }
+    let response = apply_txn(&mut t.kv, index, req.txn)?;
+    if let Some(id) = &req.request_id {
+        remember(t, id, req.time_ms, &response)?;
+    }
+    Ok(response)
+}
+
+/// Forgets every request id first seen before `threshold_ms`. Runs inside
+/// apply with the entry's own time so all replicas evict identically.
+fn evict_expired(t: &mut Tables<'_>, threshold_ms: u64) -> Result<(), StorageError> {
+    loop {
+        let (time, id) = match t.by_time.first()? {
+            Some((k, _)) if k.value().0 < threshold_ms => (k.value().0, k.value().1.to_owned()),
+            _ => return Ok(()),
+        };
+        t.by_time.remove((time, id.as_str()))?;
+        t.dedup.remove(id.as_str())?;
+    }
+}
+
+fn remember(
+    t: &mut Tables<'_>,
+    id: &str,
+    time_ms: u64,
+    response: &Response,
+) -> Result<(), StorageError> {
+    let rec = DedupRecord {
+        time_ms,
+        response: response.clone(),
+    };
+    t.dedup.insert(id, encode(&rec)?.as_slice())?;
+    t.by_time.insert((time_ms, id), ())?;
+    Ok(())
+}
+
+/// Evaluates the comparisons and, when all hold, applies the mutations.
+fn apply_txn(
+    kv: &mut Table<&'static [u8], &'static [u8]>,
+    index: u64,
+    txn: Txn,
+) -> Result<Response, StorageError> {
+    for c in &txn.compare {
+        if !compare_holds(kv, c)? {
+            return Ok(Response {
+                succeeded: false,
+                revision: index,
+                result: Vec::new(),
+                deduplicated: false,
+            });
+        }
+    }
+    for m in txn.mutations {
+        apply_mutation(kv, index, m)?;
+    }
+    Ok(Response {
+        succeeded: true,
+        revision: index,
+        result: txn.result,
+        deduplicated: false,
+    })
+}
+
+fn compare_holds(
+    kv: &Table<&'static [u8], &'static [u8]>,
+    c: &Compare,
+) -> Result<bool, StorageError> {
+    let Compare::Revision { key, revision } = c;
+    let current = match kv.get(key.as_slice())? {
+        Some(v) => decode::<Versioned>(v.value())?.revision,
+        None => 0,
+    };
+    Ok(current == *revision)
+}
+
+fn apply_mutation(
+    kv: &mut Table<&'static [u8], &'static [u8]>,
+    index: u64,
+    m: Mutation,
+) -> Result<(), StorageError> {
+    match m {
+        Mutation::Put { key, value } => {
+            let v = Versioned {
+                revision: index,
+                value,
+            };
+            kv.insert(key.as_slice(), encode(&v)?.as_slice())?;
+        }
+        Mutation::Delete { key } => {
+            kv.remove(key.as_slice())?;
+        }
+        Mutation::DeletePrefix { prefix } => {
+            for key in keys_with_prefix(kv, &prefix)? {
+                kv.remove(key.as_slice())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn keys_with_prefix(
+    kv: &Table<&'static [u8], &'static [u8]>,
+    prefix: &[u8],
+) -> Result<Vec<Vec<u8>>, StorageError> {
+    let mut keys = Vec::new();
+    for item in kv.range::<&[u8]>(prefix..)? {
+        let (k, _) = item?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
+        keys.push(k.value().to_vec());
+    }
+    Ok(keys)
+}
