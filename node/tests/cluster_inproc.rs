@@ -191,6 +191,7 @@ async fn cluster_fails_over_when_leader_stops() {
     let stopped = Instant::now();
     let leader_node = c.nodes.remove(&old).unwrap();
     leader_node.shutdown().await;
+    eprintln!("leader shutdown took {:?}", stopped.elapsed());
     let new = c.wait_leader(Duration::from_secs(10)).await;
     let failover = stopped.elapsed();
     eprintln!("failover took {failover:?}");
