@@ -1,1 +1,3 @@
 //! Operator CLI subcommands.
+
+pub mod tls;

@@ -1,0 +1,407 @@
+//! [`ClusterNode`]: the node-local Raft handle with leader forwarding.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::Raft;
+use raft_store::{Node, NodeId, Request, Response, StateMachineStore, TypeConfig, Versioned};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::forward::{self, AdminRequest, AdminResult, ForwardError, ReadIndexResult, WriteResult};
+use super::grpc::{ForwardService, RaftService};
+use super::network::{blob, NetworkFactory, Peers, RpcFailure};
+use super::{
+    membership, pb, raft_config, ClusterConfig, ClusterError, PeersInfo, RaftStatus, ADMIN_TIMEOUT,
+    MAX_ATTEMPTS, OP_TIMEOUT, RETRY_DELAY,
+};
+use crate::engine::store::StoreError;
+
+/// How long a graceful gRPC shutdown may take before the server is aborted.
+const SERVER_STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// A running cluster member.
+pub struct ClusterNode {
+    /// The openraft instance.
+    pub raft: Raft<TypeConfig>,
+    id: NodeId,
+    sm: StateMachineStore,
+    peers: Peers,
+    stale_reads: bool,
+    local_addr: SocketAddr,
+    server: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+}
+
+/// Where an operation must run.
+enum Target {
+    Local,
+    Remote(Node),
+}
+
+impl ClusterNode {
+    /// Opens the Raft storage, starts openraft and the gRPC server (mTLS).
+    pub async fn start(cfg: ClusterConfig) -> Result<Arc<Self>, ClusterError> {
+        let (log, sm) = raft_store::open(&cfg.data_dir)?;
+        let peers = Peers::new(cfg.tls.clone());
+        let config = Arc::new(raft_config()?);
+        let raft = Raft::new(
+            cfg.node_id,
+            config,
+            NetworkFactory::new(peers.clone()),
+            log,
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let (local_addr, server) = serve(&cfg, raft.clone()).await?;
+        Ok(Arc::new(Self {
+            raft,
+            id: cfg.node_id,
+            sm,
+            peers,
+            stale_reads: cfg.stale_reads,
+            local_addr,
+            server: Mutex::new(Some(server)),
+        }))
+    }
+
+    /// The address the gRPC server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Initialises a new cluster with `members` unless this node already
+    /// belongs to one. Safe to call again (on any node of the new cluster).
+    pub async fn bootstrap(&self, members: BTreeMap<NodeId, Node>) -> Result<(), ClusterError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        match self.raft.initialize(members).await {
+            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(ClusterError::Raft(e.to_string())),
+        }
+    }
+
+    /// Replicates `req` through the leader (forwarding when this node is a
+    /// follower) and returns once this node has applied it, so a read here
+    /// afterwards sees the write. Retries keep the same request, whose id
+    /// makes a repeated application a no-op.
+    pub async fn propose(&self, req: Request) -> Result<Response, StoreError> {
+        let reply = self
+            .with_leader(OP_TIMEOUT, |target| {
+                let req = req.clone();
+                async move {
+                    match target {
+                        Target::Local => forward::leader_write(&self.raft, req).await,
+                        Target::Remote(node) => self.remote_write(&node, &req).await,
+                    }
+                }
+            })
+            .await?;
+        self.wait_applied(reply.log_index).await?;
+        Ok(reply.response)
+    }
+
+    /// Returns once the local state machine reflects every write committed
+    /// before the call (ReadIndex through the leader).
+    pub async fn read_fence(&self) -> Result<(), StoreError> {
+        if self.stale_reads {
+            return Ok(());
+        }
+        let index = self
+            .with_leader(OP_TIMEOUT, |target| async move {
+                match target {
+                    Target::Local => forward::leader_read_index(&self.raft).await,
+                    Target::Remote(node) => self.remote_read_index(&node).await,
+                }
+            })
+            .await?;
+        self.wait_applied(index).await
+    }
+
+    /// Reads one key from the local state machine (no fence, no decryption).
+    pub fn get_raw(&self, key: &[u8]) -> Result<Option<Versioned>, StoreError> {
+        self.sm
+            .get(key)
+            .map_err(|e| StoreError::Internal(e.to_string()))
+    }
+
+    /// Scans the local state machine (no fence, no decryption).
+    pub fn scan_raw(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Versioned)>, StoreError> {
+        self.sm
+            .scan_prefix(prefix, start_after, limit)
+            .map_err(|e| StoreError::Internal(e.to_string()))
+    }
+
+    /// Adds `id` as a learner and then as a voter (run on the leader).
+    pub async fn join(&self, id: NodeId, node: Node) -> Result<PeersInfo, ClusterError> {
+        self.admin(AdminRequest::Join { id, node }).await
+    }
+
+    /// Removes `id` from the cluster (run on the leader).
+    pub async fn remove(&self, id: NodeId) -> Result<PeersInfo, ClusterError> {
+        self.admin(AdminRequest::Remove { id }).await
+    }
+
+    /// The membership as this node knows it.
+    pub async fn peers(&self) -> Result<PeersInfo, ClusterError> {
+        Ok(membership::peers_info(&self.raft))
+    }
+
+    /// This node's Raft state.
+    pub fn status(&self) -> RaftStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        let is_leader = m.current_leader == Some(self.id);
+        let commit_index = if is_leader {
+            quorum_index(&m).unwrap_or(applied).max(applied)
+        } else {
+            applied
+        };
+        RaftStatus {
+            node_id: self.id,
+            leader_id: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            commit_index,
+            applied_index: applied,
+            is_leader,
+        }
+    }
+
+    /// Stops Raft and the gRPC server.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        let server = self.server.lock().ok().and_then(|mut s| s.take());
+        if let Some((stop, handle)) = server {
+            let _ = stop.send(());
+            let abort = handle.abort_handle();
+            if tokio::time::timeout(SERVER_STOP_GRACE, handle)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+
+    async fn admin(&self, req: AdminRequest) -> Result<PeersInfo, ClusterError> {
+        self.with_leader(ADMIN_TIMEOUT, |target| {
+            let req = req.clone();
+            async move {
+                match target {
+                    Target::Local => membership::leader_admin(&self.raft, req).await,
+                    Target::Remote(node) => self.remote_admin(&node, &req).await,
+                }
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            ForwardError::Refused(m) => ClusterError::Invalid(m),
+            other => ClusterError::Unavailable(other.to_string()),
+        })
+    }
+
+    /// Runs `op` at the current leader, following leader hints and retrying
+    /// while leadership is unknown or moving, within `timeout`.
+    async fn with_leader<T, F, Fut>(&self, timeout: Duration, mut op: F) -> Result<T, ForwardError>
+    where
+        F: FnMut(Target) -> Fut,
+        Fut: Future<Output = Result<T, ForwardError>>,
+    {
+        let deadline = Instant::now() + timeout;
+        let mut hint: Option<(NodeId, Option<Node>)> = None;
+        let mut last = ForwardError::Unavailable("no leader known".into());
+        for _ in 0..MAX_ATTEMPTS {
+            if let Some(target) = self.target(hint.take()) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, op(target)).await {
+                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Err(ForwardError::ForwardToLeader {
+                        leader_id,
+                        leader_node,
+                    })) => {
+                        hint = leader_id.map(|id| (id, leader_node));
+                        last = ForwardError::Unavailable("leader moved".into());
+                        if hint.is_some() {
+                            continue;
+                        }
+                    }
+                    Ok(Err(ForwardError::Unavailable(m))) => last = ForwardError::Unavailable(m),
+                    Ok(Err(refused)) => return Err(refused),
+                    Err(_) => return Err(ForwardError::Unavailable("timed out".into())),
+                }
+            }
+            if Instant::now() + RETRY_DELAY >= deadline {
+                break;
+            }
+            tokio::time::sleep(RETRY_DELAY).await;
+        }
+        Err(last)
+    }
+
+    /// The leader to talk to: a fresh hint first, else the local view.
+    fn target(&self, hint: Option<(NodeId, Option<Node>)>) -> Option<Target> {
+        let (leader, node) = match hint {
+            Some(h) => h,
+            None => (self.raft.metrics().borrow().current_leader?, None),
+        };
+        if leader == self.id {
+            return Some(Target::Local);
+        }
+        let node = node.or_else(|| {
+            let m = self.raft.metrics().borrow().clone();
+            m.membership_config.membership().get_node(&leader).cloned()
+        })?;
+        Some(Target::Remote(node))
+    }
+
+    async fn remote_write(&self, node: &Node, req: &Request) -> WriteResult {
+        let addr = &node.cluster_addr;
+        let msg = blob(addr, req).map_err(unavailable)?;
+        let reply: WriteResult = self
+            .peers
+            .call(addr, msg, Some(OP_TIMEOUT), |ch, r| async move {
+                pb::forward_client::ForwardClient::new(ch).write(r).await
+            })
+            .await
+            .map_err(unavailable)?;
+        reply
+    }
+
+    async fn remote_read_index(&self, node: &Node) -> ReadIndexResult {
+        let addr = &node.cluster_addr;
+        let reply: ReadIndexResult = self
+            .peers
+            .call(addr, pb::Empty {}, Some(OP_TIMEOUT), |ch, r| async move {
+                pb::forward_client::ForwardClient::new(ch)
+                    .read_index(r)
+                    .await
+            })
+            .await
+            .map_err(unavailable)?;
+        reply
+    }
+
+    async fn remote_admin(&self, node: &Node, req: &AdminRequest) -> AdminResult {
+        let addr = &node.cluster_addr;
+        let msg = blob(addr, req).map_err(unavailable)?;
+        let reply: AdminResult = self
+            .peers
+            .call(addr, msg, Some(ADMIN_TIMEOUT), |ch, r| async move {
+                pb::forward_client::ForwardClient::new(ch).admin(r).await
+            })
+            .await
+            .map_err(unavailable)?;
+        reply
+    }
+
+    /// Waits until the local state machine applied `index`.
+    async fn wait_applied(&self, index: u64) -> Result<(), StoreError> {
+        if self.sm.applied_index() >= index {
+            return Ok(());
+        }
+        self.raft
+            .wait(Some(OP_TIMEOUT))
+            .applied_index_at_least(Some(index), "coffer wait applied")
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Unavailable(format!("waiting for index {index}: {e}")))
+    }
+}
+
+impl From<ForwardError> for StoreError {
+    fn from(e: ForwardError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+fn unavailable(f: RpcFailure) -> ForwardError {
+    ForwardError::Unavailable(f.to_string())
+}
+
+/// The highest index replicated to a majority of voters (leader only).
+fn quorum_index(m: &openraft::RaftMetrics<NodeId, Node>) -> Option<u64> {
+    let repl = m.replication.as_ref()?;
+    let mut matched: Vec<u64> = m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .map(|id| {
+            if id == m.id {
+                m.last_log_index.unwrap_or(0)
+            } else {
+                repl.get(&id).and_then(|l| l.map(|l| l.index)).unwrap_or(0)
+            }
+        })
+        .collect();
+    if matched.is_empty() {
+        return None;
+    }
+    matched.sort_unstable_by(|a, b| b.cmp(a));
+    matched.get(matched.len() / 2).copied()
+}
+
+/// Binds the listener and spawns the mTLS gRPC server.
+async fn serve(
+    cfg: &ClusterConfig,
+    raft: Raft<TypeConfig>,
+) -> Result<(SocketAddr, (oneshot::Sender<()>, JoinHandle<()>)), ClusterError> {
+    let transport = |e: &dyn std::fmt::Display| ClusterError::Transport(e.to_string());
+    let listener = tokio::net::TcpListener::bind(cfg.listen_addr)
+        .await
+        .map_err(|e| transport(&format!("bind {}: {e}", cfg.listen_addr)))?;
+    let local_addr = listener.local_addr().map_err(|e| transport(&e))?;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let router = tonic::transport::Server::builder()
+        .tls_config(crate::tls::grpc_server_tls(&cfg.tls))
+        .map_err(|e| transport(&e))?
+        .add_service(pb::raft_server::RaftServer::new(RaftService::new(
+            raft.clone(),
+        )))
+        .add_service(pb::forward_server::ForwardServer::new(ForwardService::new(
+            raft,
+        )));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        let stop = async {
+            let _ = stop_rx.await;
+        };
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
+            tracing::error!(error = %e, "cluster gRPC server stopped");
+        }
+    });
+    Ok((local_addr, (stop_tx, handle)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::raft_config;
+
+    #[test]
+    fn raft_timing_is_valid_for_openraft() {
+        let c = raft_config().unwrap();
+        assert!(c.election_timeout_min > c.heartbeat_interval * 3);
+    }
+}
