@@ -13,8 +13,11 @@ use crate::engine::secrets::{
 /// Attributes as clients send them (server-owned fields are ignored).
 #[derive(Debug, Default, Deserialize)]
 pub struct AttributesIn {
+    /// Whether the version can be read.
     pub enabled: Option<bool>,
+    /// Not-before, Unix seconds.
     pub nbf: Option<i64>,
+    /// Expiry, Unix seconds.
     pub exp: Option<i64>,
 }
 
@@ -22,9 +25,13 @@ pub struct AttributesIn {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SetSecretBody {
+    /// The secret value (required).
     pub value: String,
+    /// Content type.
     pub content_type: Option<String>,
+    /// Attributes.
     pub attributes: Option<AttributesIn>,
+    /// Tags.
     pub tags: Option<BTreeMap<String, String>>,
 }
 
@@ -46,8 +53,11 @@ impl From<SetSecretBody> for SetSecret {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateSecretBody {
+    /// New content type.
     pub content_type: Option<String>,
+    /// Attribute changes.
     pub attributes: Option<AttributesIn>,
+    /// New tags (replace all).
     pub tags: Option<BTreeMap<String, String>>,
 }
 
@@ -67,6 +77,7 @@ impl From<UpdateSecretBody> for UpdateSecret {
 /// Body of `POST /secrets/restore` and of a backup response.
 #[derive(Deserialize, Serialize)]
 pub struct BlobBody {
+    /// base64url of the backup blob.
     pub value: String,
 }
 
