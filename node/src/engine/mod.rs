@@ -1,3 +1,16 @@
 //! Domain logic: vaults, secrets (later keys, certificates). Knows nothing of HTTP.
 
+pub mod clock;
+pub mod error;
+pub mod mem_store;
+pub mod names;
+pub mod paging;
+pub mod secrets;
 pub mod store;
+pub mod vaults;
+
+mod cas;
+mod secret_records;
+
+pub use clock::Clock;
+pub use error::{EngineError, ObjectKind};

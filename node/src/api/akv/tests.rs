@@ -1,0 +1,701 @@
+//! Router-level tests over the in-memory store.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use super::{router, AkvState};
+use crate::engine::mem_store::MemStore;
+use crate::engine::secrets::SecretsEngine;
+use crate::engine::vaults::VaultsEngine;
+
+const V: &str = "api-version=2026-04-01";
+const HOST: &str = "prod.vault.test";
+
+struct App {
+    router: Router,
+    store: Arc<MemStore>,
+}
+
+async fn app() -> App {
+    let store = Arc::new(MemStore::new());
+    let vaults = Arc::new(VaultsEngine::new(store.clone()));
+    vaults.create("prod", None).await.unwrap();
+    vaults.create("default", None).await.unwrap();
+    let state = AkvState {
+        secrets: Arc::new(SecretsEngine::new(store.clone())),
+        vaults,
+        vault_domain: Some("vault.test".into()),
+        default_vault: "default".into(),
+    };
+    App {
+        router: router(state),
+        store,
+    }
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Resp {
+    fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+    fn inner(&self) -> &str {
+        self.body["error"]["innererror"]["code"]
+            .as_str()
+            .unwrap_or("")
+    }
+}
+
+impl App {
+    async fn raw(
+        &self,
+        method: Method,
+        uri: &str,
+        host: &str,
+        body: Body,
+        rid: Option<&str>,
+    ) -> Resp {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", host);
+        if let Some(r) = rid {
+            req = req.header("x-ms-client-request-id", r);
+        }
+        let resp = self
+            .router
+            .clone()
+            .oneshot(
+                req.header("content-type", "application/json")
+                    .body(body)
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("non-JSON body: {}", String::from_utf8_lossy(&bytes)))
+        };
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
+        let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+        let sep = if path.contains('?') { '&' } else { '?' };
+        self.raw(method, &format!("{path}{sep}{V}"), HOST, body, None)
+            .await
+    }
+
+    async fn set(&self, name: &str, value: &str) -> Resp {
+        let r = self
+            .call(
+                Method::PUT,
+                &format!("/secrets/{name}"),
+                Some(json!({ "value": value })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r
+    }
+}
+
+fn version_of(id: &str) -> String {
+    id.rsplit('/').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn set_get_update_and_versions() {
+    let app = app().await;
+    let body = json!({"value": "s3cret", "contentType": "text/plain", "tags": {"env": "prod"},
+                      "attributes": {"enabled": true, "exp": 1900000000}});
+    let r = app.call(Method::PUT, "/secrets/MyName", Some(body)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["value"], "s3cret");
+    assert_eq!(r.body["contentType"], "text/plain");
+    assert_eq!(r.body["tags"]["env"], "prod");
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    assert!(
+        id.starts_with("https://prod.vault.test/secrets/MyName/"),
+        "{id}"
+    );
+    let v1 = version_of(&id);
+    assert_eq!(v1.len(), 32);
+    let a = &r.body["attributes"];
+    assert_eq!(a["enabled"], true);
+    assert_eq!(a["exp"], 1900000000);
+    assert_eq!(a["recoveryLevel"], "Recoverable+Purgeable");
+    assert_eq!(a["recoverableDays"], 90);
+    assert!(a["created"].is_u64() && a["updated"].is_u64());
+    assert!(a.get("nbf").is_none());
+
+    let v2 = version_of(
+        app.set("myname", "second").await.body["id"]
+            .as_str()
+            .unwrap(),
+    );
+    for path in ["/secrets/myname/", "/secrets/MYNAME"] {
+        let r = app.call(Method::GET, path, None).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body["value"], "second");
+        assert_eq!(version_of(r.body["id"].as_str().unwrap()), v2);
+    }
+    let r = app
+        .call(Method::GET, &format!("/secrets/myname/{v1}"), None)
+        .await;
+    assert_eq!(r.body["value"], "s3cret");
+
+    // PATCH a version: no value in the answer; disabling blocks reads.
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/secrets/myname/{v1}"),
+            Some(json!({"attributes": {"enabled": false}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.get("value").is_none());
+    assert_eq!(r.body["attributes"]["enabled"], false);
+    assert_eq!(r.body["tags"]["env"], "prod");
+    let r = app
+        .call(Method::GET, &format!("/secrets/myname/{v1}"), None)
+        .await;
+    assert_eq!(
+        (r.status, r.code(), r.inner()),
+        (StatusCode::FORBIDDEN, "Forbidden", "SecretDisabled")
+    );
+    assert!(!r.body.to_string().contains("s3cret"));
+    // PATCH latest through the trailing-slash route.
+    let r = app
+        .call(
+            Method::PATCH,
+            "/secrets/myname/",
+            Some(json!({"contentType": "x"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(version_of(r.body["id"].as_str().unwrap()), v2);
+
+    let r = app
+        .call(Method::GET, "/secrets/myname/versions", None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let items = r.body["value"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(items
+        .iter()
+        .all(|i| i.get("value").is_none() && i["id"].as_str().unwrap().len() > 40));
+    assert!(r.body["nextLink"].is_null());
+
+    let r = app.call(Method::GET, "/secrets/absent", None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "SecretNotFound")
+    );
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("absent"));
+    let r = app
+        .call(
+            Method::GET,
+            "/secrets/myname/0123456789abcdef0123456789abcdef",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "SecretNotFound")
+    );
+}
+
+#[tokio::test]
+async fn list_pages_follow_absolute_next_link() {
+    let app = app().await;
+    for n in ["a", "b", "c"] {
+        app.set(n, "x").await;
+    }
+    let r = app.call(Method::GET, "/secrets?maxresults=2", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let items = r.body["value"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["id"], "https://prod.vault.test/secrets/a");
+    assert!(items[0].get("value").is_none());
+    let next = r.body["nextLink"].as_str().unwrap();
+    assert!(
+        next.starts_with("https://prod.vault.test/secrets?api-version=2026-04-01&$skiptoken="),
+        "{next}"
+    );
+    let path = next.trim_start_matches("https://prod.vault.test");
+    let r = app.raw(Method::GET, path, HOST, Body::empty(), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["value"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        r.body["value"][0]["id"],
+        "https://prod.vault.test/secrets/c"
+    );
+    assert!(r.body["nextLink"].is_null());
+}
+
+#[tokio::test]
+async fn delete_recover_purge_lifecycle() {
+    let app = app().await;
+    let v = version_of(app.set("gone", "x").await.body["id"].as_str().unwrap());
+    let r = app.call(Method::DELETE, "/secrets/gone", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.body["recoveryId"],
+        "https://prod.vault.test/deletedsecrets/gone"
+    );
+    assert_eq!(
+        r.body["id"],
+        format!("https://prod.vault.test/secrets/gone/{v}")
+    );
+    let deleted = r.body["deletedDate"].as_u64().unwrap();
+    assert_eq!(
+        r.body["scheduledPurgeDate"].as_u64().unwrap(),
+        deleted + 90 * 86_400
+    );
+    assert!(r.body.get("value").is_none());
+
+    let r = app.call(Method::GET, "/secrets/gone", None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "SecretNotFound")
+    );
+    let keys = app.store.keys();
+    let r = app
+        .call(Method::PUT, "/secrets/gone", Some(json!({"value": "y"})))
+        .await;
+    assert_eq!(
+        (r.status, r.code(), r.inner()),
+        (
+            StatusCode::CONFLICT,
+            "Conflict",
+            "ObjectIsDeletedButRecoverable"
+        )
+    );
+    assert_eq!(app.store.keys(), keys);
+
+    let r = app.call(Method::GET, "/deletedsecrets/gone", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.body["recoveryId"],
+        "https://prod.vault.test/deletedsecrets/gone"
+    );
+    let r = app.call(Method::GET, "/deletedsecrets", None).await;
+    assert_eq!(
+        r.body["value"][0]["recoveryId"],
+        "https://prod.vault.test/deletedsecrets/gone"
+    );
+    assert_eq!(
+        r.body["value"][0]["id"],
+        "https://prod.vault.test/secrets/gone"
+    );
+
+    let r = app
+        .call(Method::POST, "/deletedsecrets/gone/recover", None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.body["id"],
+        format!("https://prod.vault.test/secrets/gone/{v}")
+    );
+    assert_eq!(
+        app.call(Method::GET, "/secrets/gone", None).await.body["value"],
+        "x"
+    );
+    let r = app.call(Method::GET, "/deletedsecrets/gone", None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "SecretNotFound")
+    );
+
+    app.call(Method::DELETE, "/secrets/gone", None).await;
+    let r = app.call(Method::DELETE, "/deletedsecrets/gone", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(r.body, Value::Null);
+    let r = app.call(Method::DELETE, "/deletedsecrets/gone", None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "SecretNotFound")
+    );
+    assert!(app
+        .store
+        .keys()
+        .iter()
+        .all(|k| !k.starts_with(b"s/prod/") && !k.starts_with(b"sv/prod/")));
+}
+
+#[tokio::test]
+async fn backup_and_restore() {
+    let app = app().await;
+    app.set("bk", "payload").await;
+    let r = app.call(Method::POST, "/secrets/bk/backup", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let blob = r.body["value"].as_str().unwrap().to_owned();
+    assert!(!blob.contains('=') && !blob.contains('+') && !blob.contains('/'));
+
+    let r = app
+        .call(
+            Method::POST,
+            "/secrets/restore",
+            Some(json!({"value": blob})),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "Conflict"));
+    app.call(Method::DELETE, "/secrets/bk", None).await;
+    app.call(Method::DELETE, "/deletedsecrets/bk", None).await;
+    let r = app
+        .call(
+            Method::POST,
+            "/secrets/restore",
+            Some(json!({"value": blob})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body["id"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://prod.vault.test/secrets/bk/"));
+    assert_eq!(
+        app.call(Method::GET, "/secrets/bk", None).await.body["value"],
+        "payload"
+    );
+
+    let keys = app.store.keys();
+    for bad in [
+        "!!!not base64",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ] {
+        let r = app
+            .call(
+                Method::POST,
+                "/secrets/restore",
+                Some(json!({"value": bad})),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "BadParameter")
+        );
+        assert_eq!(r.body["error"]["message"], "Malformed backup blob");
+    }
+    assert_eq!(app.store.keys(), keys);
+    let r = app.call(Method::POST, "/secrets/absent/backup", None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "SecretNotFound")
+    );
+}
+
+#[tokio::test]
+async fn bad_inputs_are_400_and_change_nothing() {
+    let app = app().await;
+    app.set("keep", "x").await;
+    let keys = app.store.keys();
+    let commits = app.store.commit_count();
+    let tags16: serde_json::Map<String, Value> =
+        (0..16).map(|i| (format!("t{i}"), json!("v"))).collect();
+    let cases: Vec<(Method, String, Body)> = vec![
+        (
+            Method::PUT,
+            format!("/secrets/bad_name?{V}"),
+            Body::from(r#"{"value":"x"}"#),
+        ),
+        (
+            Method::PUT,
+            format!("/secrets/{}?{V}", "a".repeat(128)),
+            Body::from(r#"{"value":"x"}"#),
+        ),
+        (
+            Method::PUT,
+            "/secrets/keep".into(),
+            Body::from(r#"{"value":"x"}"#),
+        ),
+        (
+            Method::PUT,
+            "/secrets/keep?api-version=1999-01-01".into(),
+            Body::from(r#"{"value":"x"}"#),
+        ),
+        (Method::GET, "/secrets/keep".into(), Body::empty()),
+        (
+            Method::PUT,
+            format!("/secrets/keep?{V}"),
+            Body::from("{not json"),
+        ),
+        (
+            Method::PUT,
+            format!("/secrets/keep?{V}"),
+            Body::from(r#"{"value":5}"#),
+        ),
+        (
+            Method::PUT,
+            format!("/secrets/keep?{V}"),
+            Body::from(r#"{"contentType":"x"}"#),
+        ),
+        (
+            Method::PUT,
+            format!("/secrets/keep?{V}"),
+            Body::from(r#"{"value":"x","tags":{"a":1}}"#),
+        ),
+        (Method::PUT, format!("/secrets/keep?{V}"), Body::empty()),
+        (
+            Method::PUT,
+            format!("/secrets/keep?{V}"),
+            Body::from(json!({"value": "x".repeat(25 * 1024 + 1)}).to_string()),
+        ),
+        (
+            Method::PUT,
+            format!("/secrets/keep?{V}"),
+            Body::from(json!({"value": "x", "tags": tags16}).to_string()),
+        ),
+        (
+            Method::PUT,
+            format!("/secrets/keep?{V}"),
+            Body::from(json!({"value": "x".repeat(300 * 1024)}).to_string()),
+        ),
+        (
+            Method::PATCH,
+            format!("/secrets/keep/?{V}"),
+            Body::from(r#"{"attributes":{"enabled":"yes"}}"#),
+        ),
+        (
+            Method::GET,
+            format!("/secrets?{V}&maxresults=0"),
+            Body::empty(),
+        ),
+        (
+            Method::GET,
+            format!("/secrets?{V}&maxresults=26"),
+            Body::empty(),
+        ),
+        (
+            Method::GET,
+            format!("/secrets?{V}&maxresults=abc"),
+            Body::empty(),
+        ),
+        (
+            Method::GET,
+            format!("/secrets/keep/versions?{V}&maxresults=26"),
+            Body::empty(),
+        ),
+        (
+            Method::GET,
+            format!("/deletedsecrets?{V}&maxresults=0"),
+            Body::empty(),
+        ),
+        (
+            Method::GET,
+            format!("/secrets?{V}&$skiptoken=%25%25"),
+            Body::empty(),
+        ),
+        (
+            Method::POST,
+            format!("/secrets/restore?{V}"),
+            Body::from(r#"{"value":7}"#),
+        ),
+    ];
+    for (method, uri, body) in cases {
+        let r = app.raw(method.clone(), &uri, HOST, body, None).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "BadParameter"),
+            "{method} {uri}: {}",
+            r.body
+        );
+        assert!(r.body["error"]["message"].is_string());
+    }
+    // A valid body that fits the limit right at 25 KiB is accepted after all that.
+    assert_eq!(app.store.keys(), keys);
+    assert_eq!(app.store.commit_count(), commits);
+    let r = app
+        .call(
+            Method::PUT,
+            "/secrets/keep",
+            Some(json!({"value": "x".repeat(25 * 1024)})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn error_bodies_never_echo_secret_values() {
+    let app = app().await;
+    let r = app
+        .raw(
+            Method::PUT,
+            &format!("/secrets/k?{V}"),
+            HOST,
+            Body::from(r#"{"value":"hunter2","tags":"hunter3"}"#),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(!r.body.to_string().contains("hunter"));
+}
+
+#[tokio::test]
+async fn unknown_vault_is_404_vault_not_found() {
+    let app = app().await;
+    let keys = app.store.keys();
+    let body = || Body::from(r#"{"value":"x"}"#);
+    let r = app
+        .raw(
+            Method::PUT,
+            &format!("/secrets/a?{V}"),
+            "nope.vault.test",
+            body(),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "VaultNotFound")
+    );
+    let r = app
+        .raw(
+            Method::GET,
+            &format!("/secrets?{V}"),
+            "nope.vault.test:8443",
+            Body::empty(),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "VaultNotFound")
+    );
+    assert_eq!(app.store.keys(), keys);
+    // A bare address uses the default vault.
+    let r = app
+        .raw(
+            Method::PUT,
+            &format!("/secrets/a?{V}"),
+            "127.0.0.1:8443",
+            body(),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body["id"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://127.0.0.1:8443/secrets/a/"));
+    assert!(app
+        .store
+        .keys()
+        .iter()
+        .any(|k| k.starts_with(b"s/default/a")));
+}
+
+#[tokio::test]
+async fn request_id_is_echoed_and_dedups_writes() {
+    let app = app().await;
+    let body = || Body::from(r#"{"value":"x"}"#);
+    let uri = format!("/secrets/d?{V}");
+    let a = app
+        .raw(Method::PUT, &uri, HOST, body(), Some("rid-1"))
+        .await;
+    let b = app
+        .raw(Method::PUT, &uri, HOST, body(), Some("rid-1"))
+        .await;
+    assert_eq!(a.headers["x-ms-client-request-id"], "rid-1");
+    assert_eq!(a.headers["x-ms-request-id"], "rid-1");
+    assert_eq!(a.body["id"], b.body["id"]);
+    let c = app
+        .raw(Method::PUT, &uri, HOST, body(), Some("rid-2"))
+        .await;
+    assert_ne!(a.body["id"], c.body["id"]);
+    // The same client id on another secret is a different write.
+    let d = app
+        .raw(
+            Method::PUT,
+            &format!("/secrets/e?{V}"),
+            HOST,
+            body(),
+            Some("rid-1"),
+        )
+        .await;
+    assert!(d.body["id"].as_str().unwrap().contains("/secrets/e/"));
+    let r = app.call(Method::GET, "/secrets/d/versions", None).await;
+    assert_eq!(r.body["value"].as_array().unwrap().len(), 2);
+    // Generated when absent, echoed on errors too.
+    let e = app
+        .raw(Method::GET, "/secrets/d", HOST, Body::empty(), None)
+        .await;
+    assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    assert_eq!(e.headers["x-ms-request-id"].to_str().unwrap().len(), 36);
+}
+
+#[tokio::test]
+async fn sealed_node_answers_503() {
+    let app = app().await;
+    app.store.set_sealed(true);
+    let r = app.call(Method::GET, "/secrets/a", None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
+    );
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("sealed"));
+    assert_eq!(r.headers["retry-after"], "1");
+}
+
+#[tokio::test]
+async fn a_secret_may_be_named_restore() {
+    let app = app().await;
+    app.set("restore", "r").await;
+    assert_eq!(
+        app.call(Method::GET, "/secrets/restore", None).await.body["value"],
+        "r"
+    );
+    assert_eq!(
+        app.call(Method::GET, "/secrets/restore/", None).await.body["value"],
+        "r"
+    );
+    let r = app.call(Method::DELETE, "/secrets/restore", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.body["recoveryId"],
+        "https://prod.vault.test/deletedsecrets/restore"
+    );
+}
+
+#[tokio::test]
+async fn every_listed_api_version_is_accepted() {
+    let app = app().await;
+    for v in ["7.0", "7.4", "7.6", "2025-07-01", "2026-04-01"] {
+        let r = app
+            .raw(
+                Method::GET,
+                &format!("/secrets?api-version={v}"),
+                HOST,
+                Body::empty(),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{v}");
+    }
+}

@@ -1,0 +1,78 @@
+//! Object and vault name rules and the storage keys derived from them.
+
+/// True for a Key Vault object name: `^[0-9a-zA-Z-]{1,127}$`.
+pub fn is_valid_object_name(name: &str) -> bool {
+    (1..=127).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// True for a vault name: 1–63 characters of `[0-9a-zA-Z-]` (a DNS label).
+pub fn is_valid_vault_name(name: &str) -> bool {
+    (1..=63).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// True for a version id as this service issues them: 32 lowercase hex digits.
+pub fn is_valid_version(version: &str) -> bool {
+    version.len() == 32
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// `vault/{vault}`.
+pub fn vault_key(vault: &str) -> Vec<u8> {
+    format!("vault/{vault}").into_bytes()
+}
+
+/// Prefix of every vault record.
+pub const VAULT_PREFIX: &[u8] = b"vault/";
+
+/// `s/{vault}/` — prefix of the secret metadata records of a vault.
+pub fn secret_meta_prefix(vault: &str) -> Vec<u8> {
+    format!("s/{vault}/").into_bytes()
+}
+
+/// Prefix of all secret metadata records of all vaults.
+pub const ALL_SECRET_META_PREFIX: &[u8] = b"s/";
+
+/// `s/{vault}/{name_lower}`.
+pub fn secret_meta_key(vault: &str, name_lower: &str) -> Vec<u8> {
+    format!("s/{vault}/{name_lower}").into_bytes()
+}
+
+/// `sv/{vault}/` — prefix of every secret version of a vault.
+pub fn secret_versions_vault_prefix(vault: &str) -> Vec<u8> {
+    format!("sv/{vault}/").into_bytes()
+}
+
+/// `sv/{vault}/{name_lower}/` — prefix of the versions of one secret.
+pub fn secret_versions_prefix(vault: &str, name_lower: &str) -> Vec<u8> {
+    format!("sv/{vault}/{name_lower}/").into_bytes()
+}
+
+/// `sv/{vault}/{name_lower}/{version}`.
+pub fn secret_version_key(vault: &str, name_lower: &str, version: &str) -> Vec<u8> {
+    format!("sv/{vault}/{name_lower}/{version}").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_names_follow_key_vault_rules() {
+        assert!(is_valid_object_name("my-Secret-1"));
+        assert!(is_valid_object_name(&"a".repeat(127)));
+        assert!(!is_valid_object_name(&"a".repeat(128)));
+        assert!(!is_valid_object_name(""));
+        assert!(!is_valid_object_name("a_b"));
+        assert!(!is_valid_object_name("a/b"));
+        assert!(!is_valid_object_name("é"));
+    }
+
+    #[test]
+    fn versions_are_32_lowercase_hex() {
+        assert!(is_valid_version("0123456789abcdef0123456789abcdef"));
+        assert!(!is_valid_version("0123456789ABCDEF0123456789abcdef"));
+        assert!(!is_valid_version("0123"));
+    }
+}

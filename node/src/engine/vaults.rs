@@ -1,0 +1,228 @@
+//! Vaults: named containers of secrets (the Host of a Key Vault request).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::cas::{decode, encode, try_commit, RequestIds, MAX_ATTEMPTS};
+use super::clock::{system_clock, Clock};
+use super::error::EngineError;
+use super::names::{
+    is_valid_vault_name, secret_meta_prefix, secret_versions_vault_prefix, vault_key, VAULT_PREFIX,
+};
+use super::store::{Compare, Mutation, Store, Txn};
+
+/// A vault as the operator API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultInfo {
+    /// Lower-case vault name.
+    pub name: String,
+    /// Unix seconds of creation.
+    pub created: u64,
+}
+
+/// Creates, lists and deletes vaults.
+pub struct VaultsEngine {
+    store: Arc<dyn Store>,
+    clock: Clock,
+}
+
+impl VaultsEngine {
+    /// An engine over `store` using the system clock.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self::with_clock(store, system_clock())
+    }
+
+    /// An engine over `store` using `clock` (Unix seconds).
+    pub fn with_clock(store: Arc<dyn Store>, clock: Clock) -> Self {
+        Self { store, clock }
+    }
+
+    /// Creates the vault; idempotent: an existing vault is returned as is.
+    /// Names are case-insensitive and stored lower-case.
+    pub async fn create(
+        &self,
+        name: &str,
+        request_id: Option<&str>,
+    ) -> Result<VaultInfo, EngineError> {
+        let name = normalize(name)?;
+        let key = vault_key(&name);
+        let mut ids = RequestIds::new(request_id);
+        for _ in 0..MAX_ATTEMPTS {
+            self.store.read_fence().await?;
+            if let Some(e) = self.store.get(&key)? {
+                return decode(&e.value);
+            }
+            let info = VaultInfo {
+                name: name.clone(),
+                created: (self.clock)(),
+            };
+            let bytes = encode(&info)?;
+            let txn = Txn {
+                compare: vec![Compare::Revision {
+                    key: key.clone(),
+                    revision: 0,
+                }],
+                mutations: vec![Mutation::Put {
+                    key: key.clone(),
+                    value: bytes.clone(),
+                }],
+                result: bytes,
+            };
+            if let Some(out) = try_commit(self.store.as_ref(), &mut ids, txn).await? {
+                return decode(&out.result);
+            }
+        }
+        Err(EngineError::Busy)
+    }
+
+    /// Every vault, ordered by name.
+    pub async fn list(&self) -> Result<Vec<VaultInfo>, EngineError> {
+        self.store.read_fence().await?;
+        let mut out = Vec::new();
+        let mut cursor: Option<Vec<u8>> = None;
+        loop {
+            let batch = self.store.scan(VAULT_PREFIX, cursor.as_deref(), 256)?;
+            for (_, e) in &batch {
+                out.push(decode(&e.value)?);
+            }
+            match batch.last() {
+                Some((k, _)) if batch.len() == 256 => cursor = Some(k.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Deletes the vault and every secret in it (no soft delete).
+    pub async fn delete(&self, name: &str, request_id: Option<&str>) -> Result<(), EngineError> {
+        let name = normalize(name)?;
+        let key = vault_key(&name);
+        self.store.read_fence().await?;
+        let Some(entry) = self.store.get(&key)? else {
+            if super::cas::replay_if_applied(self.store.as_ref(), request_id)
+                .await?
+                .is_some()
+            {
+                return Ok(());
+            }
+            return Err(EngineError::VaultNotFound(name));
+        };
+        let txn = Txn {
+            compare: vec![Compare::Revision {
+                key: key.clone(),
+                revision: entry.revision,
+            }],
+            mutations: vec![
+                Mutation::DeletePrefix {
+                    prefix: secret_meta_prefix(&name),
+                },
+                Mutation::DeletePrefix {
+                    prefix: secret_versions_vault_prefix(&name),
+                },
+                Mutation::Delete { key },
+            ],
+            result: Vec::new(),
+        };
+        let mut ids = RequestIds::new(request_id);
+        match try_commit(self.store.as_ref(), &mut ids, txn).await? {
+            Some(_) => Ok(()),
+            // The vault record never changes in place, so a failed compare
+            // means someone else deleted (or re-created) it meanwhile.
+            None => Err(EngineError::VaultNotFound(name)),
+        }
+    }
+
+    /// Whether the vault exists.
+    pub async fn exists(&self, name: &str) -> Result<bool, EngineError> {
+        let Ok(name) = normalize(name) else {
+            return Ok(false);
+        };
+        self.store.read_fence().await?;
+        Ok(self.store.get(&vault_key(&name))?.is_some())
+    }
+}
+
+/// Validates and lower-cases a vault name.
+fn normalize(name: &str) -> Result<String, EngineError> {
+    if is_valid_vault_name(name) {
+        Ok(name.to_ascii_lowercase())
+    } else {
+        Err(EngineError::BadParameter(
+            "vault names are 1-63 characters of 0-9, a-z, A-Z and -".into(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::mem_store::MemStore;
+
+    fn engine() -> (Arc<MemStore>, VaultsEngine) {
+        let store = Arc::new(MemStore::new());
+        let clock: Clock = Arc::new(|| 1_700_000_000);
+        (store.clone(), VaultsEngine::with_clock(store, clock))
+    }
+
+    #[tokio::test]
+    async fn create_is_idempotent_and_case_insensitive() {
+        let (_, v) = engine();
+        let a = v.create("Prod", Some("r1")).await.unwrap();
+        assert_eq!(a.name, "prod");
+        assert_eq!(a.created, 1_700_000_000);
+        let b = v.create("PROD", Some("r2")).await.unwrap();
+        assert_eq!(a, b);
+        assert!(v.exists("prod").await.unwrap());
+        assert_eq!(v.list().await.unwrap(), vec![a]);
+    }
+
+    #[tokio::test]
+    async fn bad_names_are_rejected() {
+        let (store, v) = engine();
+        assert!(matches!(
+            v.create("a/b", None).await,
+            Err(EngineError::BadParameter(_))
+        ));
+        assert!(matches!(
+            v.create("", None).await,
+            Err(EngineError::BadParameter(_))
+        ));
+        assert!(store.keys().is_empty());
+        assert!(!v.exists("a/b").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn delete_removes_the_vault_and_only_its_data() {
+        let (store, v) = engine();
+        v.create("a", None).await.unwrap();
+        v.create("a-b", None).await.unwrap();
+        let secrets = crate::engine::secrets::SecretsEngine::new(store.clone());
+        let params = crate::engine::secrets::SetSecret {
+            value: "x".into(),
+            ..Default::default()
+        };
+        secrets.set("a", "s1", params.clone(), None).await.unwrap();
+        secrets.set("a-b", "s1", params, None).await.unwrap();
+        v.delete("A", Some("d1")).await.unwrap();
+        assert!(!v.exists("a").await.unwrap());
+        assert!(store
+            .keys()
+            .iter()
+            .all(|k| !k.starts_with(b"s/a/") && !k.starts_with(b"sv/a/")));
+        assert!(secrets.get("a-b", "s1", None).await.is_ok());
+        assert!(matches!(
+            v.delete("a", Some("d2")).await,
+            Err(EngineError::VaultNotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn retried_delete_whose_answer_was_lost_succeeds() {
+        let (store, v) = engine();
+        v.create("a", None).await.unwrap();
+        store.lose_next_answers(1);
+        assert!(v.delete("a", Some("d1")).await.is_err());
+        v.delete("a", Some("d1")).await.unwrap();
+        assert!(!v.exists("a").await.unwrap());
+    }
+}
