@@ -179,8 +179,10 @@ mod tests {
 
     #[test]
     fn auto_attempts_scale_with_endpoints() {
-        let mut cfg = ClientConfig::default();
-        cfg.endpoints = vec!["https://a:1".into()];
+        let mut cfg = ClientConfig {
+            endpoints: vec!["https://a:1".into()],
+            ..ClientConfig::default()
+        };
         assert_eq!(cfg.attempts(), 3);
         cfg.endpoints = vec!["https://a:1".into(); 5];
         assert_eq!(cfg.attempts(), 10);

@@ -314,8 +314,10 @@ fn request_id_for(req: &Request) -> String {
 /// No pause during the first pass over the nodes; afterwards 50 ms doubling
 /// per pass, capped at 800 ms, so a cluster mid-election gets time to settle.
 fn backoff(attempt: usize, nodes: usize) -> Option<Duration> {
-    let pass = attempt / nodes.max(1);
-    if pass == 0 || attempt % nodes.max(1) != 0 {
+    let n = nodes.max(1);
+    let pass = attempt / n;
+    // Pause only at the first attempt of a new pass.
+    if pass == 0 || attempt != pass * n {
         return None;
     }
     let shift = u32::try_from(pass - 1).unwrap_or(u32::MAX).min(4);
