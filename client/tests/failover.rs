@@ -66,6 +66,11 @@ fn pki() -> Pki {
 }
 
 async fn serve(pki: &Pki, handler: Handler) -> TestServer {
+    serve_delayed(pki, handler, Duration::ZERO).await
+}
+
+/// A server that waits `delay` before answering each request.
+async fn serve_delayed(pki: &Pki, handler: Handler, delay: Duration) -> TestServer {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -94,7 +99,10 @@ async fn serve(pki: &Pki, handler: Handler) -> TestServer {
                 };
                 let svc = service_fn(move |req: hyper::Request<Incoming>| {
                     let (handler, log) = (handler.clone(), log.clone());
-                    async move { Ok::<_, hyper::Error>(answer(req, &handler, &log).await) }
+                    async move {
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, hyper::Error>(answer(req, &handler, &log).await)
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), svc)
@@ -247,18 +255,10 @@ async fn pinned_send_does_not_fail_over() {
     ));
 }
 
-// The handler blocks its worker thread, so the client needs another one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn slow_node_times_out_and_fails_over() {
     let pki = pki();
-    let slow = serve(
-        &pki,
-        Arc::new(|_| {
-            std::thread::sleep(Duration::from_millis(2500));
-            (200, "{}".into())
-        }),
-    )
-    .await;
+    let slow = serve_delayed(&pki, healthy(), Duration::from_millis(2500)).await;
     let good = serve(&pki, healthy()).await;
     let c = client(&pki, vec![slow.url(), good.url()], false);
     let resp = c.send(Request::get("/x")).await.unwrap();
