@@ -3,6 +3,9 @@
 pub mod api;
 pub mod cli;
 pub mod cluster;
+pub mod config;
 pub mod engine;
+pub mod operator;
 pub mod seal;
+pub mod server;
 pub mod tls;

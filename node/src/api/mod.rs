@@ -1,3 +1,9 @@
-//! HTTP APIs: Key Vault data plane (`akv`) and operator endpoints (`sys`).
+//! HTTP APIs: Key Vault data plane (`akv`) and operator endpoints (`sys`),
+//! the authentication in front of them, and the router that joins them.
 
 pub mod akv;
+pub mod auth;
+pub mod router;
+pub mod sys;
+
+pub use router::{router, ApiConfig};

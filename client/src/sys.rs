@@ -1,0 +1,324 @@
+//! Typed operator API (`/v1/sys/...`).
+//!
+//! Node-local operations (health, seal status, init, unseal, seal) always go
+//! to one node: the pinned one, else the first endpoint. Failing over would
+//! send unseal shares or a seal to a node the operator did not mean.
+//! Cluster-wide operations (peers, membership, vaults) fail over.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use zeroize::Zeroize;
+
+use crate::{Client, ClientError, Request, Response};
+
+/// Body of `GET /v1/sys/health`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HealthBody {
+    /// Whether the cluster has been initialised.
+    pub initialized: bool,
+    /// Whether this node is sealed.
+    pub sealed: bool,
+    /// Whether this node is a follower.
+    pub standby: bool,
+    /// This node's id.
+    pub node_id: Option<u64>,
+    /// Current leader, if known.
+    pub leader_id: Option<u64>,
+    /// Raft term.
+    pub term: Option<u64>,
+    /// Commit index.
+    pub commit_index: Option<u64>,
+    /// Applied index.
+    pub applied_index: Option<u64>,
+    /// Server version.
+    pub version: Option<String>,
+}
+
+/// Health answer: 200 leader, 429 standby, 501 not initialised, 503 sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// HTTP status the node answered with.
+    pub status: u16,
+    /// Parsed body.
+    pub body: HealthBody,
+}
+
+/// Body of `GET /v1/sys/seal-status` and of unseal answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SealStatusBody {
+    /// Seal type, `shamir`.
+    #[serde(rename = "type")]
+    pub seal_type: String,
+    /// Whether the cluster has been initialised.
+    pub initialized: bool,
+    /// Whether this node is sealed.
+    pub sealed: bool,
+    /// Threshold of shares needed.
+    pub t: u8,
+    /// Number of shares.
+    pub n: u8,
+    /// Shares submitted so far.
+    pub progress: u8,
+    /// Nonce of the current unseal attempt.
+    pub nonce: Option<String>,
+    /// This node's id.
+    pub node_id: Option<u64>,
+}
+
+/// Answer of `POST /v1/sys/init`: shown once, zeroized on drop.
+#[derive(Clone, Deserialize, Serialize)]
+pub struct InitResponse {
+    /// Unseal key shares.
+    pub keys: Vec<String>,
+    /// Initial root token.
+    pub root_token: String,
+}
+
+impl fmt::Debug for InitResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InitResponse")
+            .field("keys", &format_args!("<{} redacted>", self.keys.len()))
+            .field("root_token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Drop for InitResponse {
+    fn drop(&mut self) {
+        self.keys.iter_mut().for_each(Zeroize::zeroize);
+        self.root_token.zeroize();
+    }
+}
+
+/// One Raft member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// Node id.
+    pub node_id: u64,
+    /// API address (`host:port`).
+    pub api_addr: String,
+    /// Cluster (gRPC) address.
+    pub cluster_addr: String,
+    /// Voter (true) or learner.
+    #[serde(default)]
+    pub voter: bool,
+}
+
+/// Body of the `/v1/sys/raft/*` answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeersBody {
+    /// Current leader, if known.
+    #[serde(default)]
+    pub leader_id: Option<u64>,
+    /// Raft term.
+    #[serde(default)]
+    pub term: u64,
+    /// Members.
+    #[serde(default)]
+    pub peers: Vec<Peer>,
+}
+
+/// A vault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultInfo {
+    /// Vault name.
+    pub name: String,
+    /// Creation time (Unix seconds).
+    #[serde(default)]
+    pub created: i64,
+}
+
+#[derive(Deserialize)]
+struct VaultList {
+    #[serde(default)]
+    vaults: Vec<VaultInfo>,
+}
+
+/// Handle on the operator API; obtained with [`Client::sys`].
+#[derive(Debug, Clone)]
+pub struct Sys<'a> {
+    client: &'a Client,
+    pinned: Option<usize>,
+    request_id: Option<String>,
+}
+
+impl Client {
+    /// The operator API; node-local calls go to the first endpoint.
+    pub fn sys(&self) -> Sys<'_> {
+        Sys {
+            client: self,
+            pinned: None,
+            request_id: None,
+        }
+    }
+}
+
+impl<'a> Sys<'a> {
+    /// Sends every call to endpoint `index` only.
+    pub fn pinned(mut self, index: usize) -> Self {
+        self.pinned = Some(index);
+        self
+    }
+
+    /// Uses `id` as `x-ms-client-request-id` for the calls of this handle.
+    pub fn with_request_id(mut self, id: impl Into<String>) -> Self {
+        self.request_id = Some(id.into());
+        self
+    }
+
+    /// `GET /v1/sys/health`; 429, 501 and 503 are answers, not errors.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        let resp = self.local(Request::get("/v1/sys/health")).await?;
+        let status = resp.status.as_u16();
+        if !matches!(status, 200 | 429 | 501 | 503) {
+            return Err(ClientError::from_response(status, &resp.body));
+        }
+        Ok(Health {
+            status,
+            body: resp.json()?,
+        })
+    }
+
+    /// `GET /v1/sys/seal-status`.
+    pub async fn seal_status(&self) -> Result<SealStatusBody, ClientError> {
+        ok(self.local(Request::get("/v1/sys/seal-status")).await?)?.json()
+    }
+
+    /// `POST /v1/sys/init`: creates the seal; the answer is shown only once.
+    pub async fn init(&self, shares: u8, threshold: u8) -> Result<InitResponse, ClientError> {
+        let req = Request::post("/v1/sys/init")
+            .json(&json!({"secret_shares": shares, "secret_threshold": threshold}))?;
+        ok(self.local(req).await?)?.json()
+    }
+
+    /// `POST /v1/sys/unseal` with one key share.
+    pub async fn unseal(&self, key: &str) -> Result<SealStatusBody, ClientError> {
+        let req = Request::post("/v1/sys/unseal").json(&json!({ "key": key }))?;
+        ok(self.local(req).await?)?.json()
+    }
+
+    /// `POST /v1/sys/unseal` with `reset`: forgets submitted shares.
+    pub async fn unseal_reset(&self) -> Result<SealStatusBody, ClientError> {
+        let req = Request::post("/v1/sys/unseal").json(&json!({"reset": true}))?;
+        ok(self.local(req).await?)?.json()
+    }
+
+    /// `POST /v1/sys/seal`: seals this node.
+    pub async fn seal(&self) -> Result<(), ClientError> {
+        ok(self.local(Request::post("/v1/sys/seal")).await?).map(drop)
+    }
+
+    /// `GET /v1/sys/raft/peers`.
+    pub async fn peers(&self) -> Result<PeersBody, ClientError> {
+        ok(self.any(Request::get("/v1/sys/raft/peers")).await?)?.json()
+    }
+
+    /// `POST /v1/sys/raft/join`: adds a node (learner, then voter).
+    pub async fn join(
+        &self,
+        node_id: u64,
+        api_addr: &str,
+        cluster_addr: &str,
+    ) -> Result<PeersBody, ClientError> {
+        let req = Request::post("/v1/sys/raft/join").json(&json!({
+            "node_id": node_id, "api_addr": api_addr, "cluster_addr": cluster_addr
+        }))?;
+        ok(self.any(req).await?)?.json()
+    }
+
+    /// `POST /v1/sys/raft/remove`.
+    pub async fn remove(&self, node_id: u64) -> Result<PeersBody, ClientError> {
+        let req = Request::post("/v1/sys/raft/remove").json(&json!({ "node_id": node_id }))?;
+        ok(self.any(req).await?)?.json()
+    }
+
+    /// `GET /v1/sys/vaults`.
+    pub async fn list_vaults(&self) -> Result<Vec<VaultInfo>, ClientError> {
+        let list: VaultList = ok(self.any(Request::get("/v1/sys/vaults")).await?)?.json()?;
+        Ok(list.vaults)
+    }
+
+    /// `PUT /v1/sys/vaults/{name}`.
+    pub async fn create_vault(&self, name: &str) -> Result<VaultInfo, ClientError> {
+        let req = Request::put(format!("/v1/sys/vaults/{}", vault_name(name)?));
+        ok(self.any(req).await?)?.json()
+    }
+
+    /// `DELETE /v1/sys/vaults/{name}`: removes the vault and all its data.
+    pub async fn delete_vault(&self, name: &str) -> Result<(), ClientError> {
+        let req = Request::delete(format!("/v1/sys/vaults/{}", vault_name(name)?));
+        ok(self.any(req).await?).map(drop)
+    }
+
+    async fn local(&self, req: Request) -> Result<Response, ClientError> {
+        self.client
+            .send_to(self.pinned.unwrap_or(0), self.with_id(req))
+            .await
+    }
+
+    async fn any(&self, req: Request) -> Result<Response, ClientError> {
+        let req = self.with_id(req);
+        match self.pinned {
+            Some(idx) => self.client.send_to(idx, req).await,
+            None => self.client.send(req).await,
+        }
+    }
+
+    fn with_id(&self, mut req: Request) -> Request {
+        if let Some(id) = &self.request_id {
+            req.request_id = Some(id.clone());
+        }
+        req
+    }
+}
+
+fn ok(resp: Response) -> Result<Response, ClientError> {
+    resp.error_for_status()
+}
+
+fn vault_name(name: &str) -> Result<&str, ClientError> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if valid {
+        Ok(name)
+    } else {
+        Err(ClientError::Config(format!(
+            "invalid vault name {name:?}: use letters, digits and '-'"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_status_decodes_contract_shape() {
+        let s: SealStatusBody = serde_json::from_str(
+            r#"{"type":"shamir","initialized":true,"sealed":true,"t":3,"n":5,"progress":1,"nonce":"ab","node_id":2}"#,
+        )
+        .unwrap();
+        assert_eq!((s.t, s.n, s.progress), (3, 5, 1));
+        assert_eq!(s.seal_type, "shamir");
+        assert_eq!(s.node_id, Some(2));
+    }
+
+    #[test]
+    fn init_response_debug_is_redacted() {
+        let r: InitResponse =
+            serde_json::from_str(r#"{"keys":["share-one"],"root_token":"root-tok"}"#).unwrap();
+        let dbg = format!("{r:?}");
+        assert!(!dbg.contains("share-one") && !dbg.contains("root-tok"));
+    }
+
+    #[test]
+    fn vault_names_are_checked() {
+        assert!(vault_name("team-a").is_ok());
+        assert!(vault_name("a/b").is_err());
+    }
+}

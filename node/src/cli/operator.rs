@@ -1,0 +1,391 @@
+//! `coffer operator …`: init, unseal, seal, status, Raft membership, vaults.
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+
+use anyhow::{bail, Context as _};
+use clap::Subcommand;
+use coffer_client::sys::{Health, PeersBody, SealStatusBody};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::{format_time, print_json, print_rows, ClientArgs};
+
+/// Operator subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum OperatorCommand {
+    /// Initialise the cluster: creates the seal, prints the key shares and the
+    /// root token exactly once.
+    Init {
+        /// Number of key shares to split the unseal key into.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..))]
+        key_shares: u8,
+        /// Number of shares needed to unseal.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..))]
+        key_threshold: u8,
+    },
+    /// Submit one key share to the node (read from stdin when KEY is omitted).
+    Unseal {
+        /// The key share; omit it to type it without echo or pipe it in.
+        #[arg(conflicts_with = "reset")]
+        key: Option<String>,
+        /// Forget the shares submitted so far.
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Seal the node: it drops its keys and answers 503 until unsealed.
+    Seal,
+    /// Show the node's seal status and health.
+    Status,
+    /// Raft membership.
+    #[command(subcommand)]
+    Raft(RaftCommand),
+    /// Vault management.
+    #[command(subcommand)]
+    Vault(VaultCommand),
+    // `Tls(crate::cli::tls::TlsArgs)` (certificate generation) is added by the
+    // cluster helper.
+}
+
+/// `coffer operator raft …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum RaftCommand {
+    /// List the cluster members.
+    ListPeers,
+    /// Add a node (as learner, then voter).
+    Join {
+        /// Id of the new node.
+        #[arg(long)]
+        node_id: u64,
+        /// Its API address (`host:port`).
+        #[arg(long)]
+        api_addr: String,
+        /// Its cluster (gRPC) address (`host:port`).
+        #[arg(long)]
+        cluster_addr: String,
+    },
+    /// Remove a node.
+    Remove {
+        /// Id of the node to remove.
+        #[arg(long)]
+        node_id: u64,
+    },
+}
+
+/// `coffer operator vault …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum VaultCommand {
+    /// List vaults.
+    List,
+    /// Create a vault.
+    Create {
+        /// Vault name (letters, digits, '-').
+        name: String,
+    },
+    /// Delete a vault and everything in it.
+    Delete {
+        /// Vault name.
+        name: String,
+    },
+}
+
+/// Runs one operator command against the cluster.
+pub async fn run_operator(args: &ClientArgs, cmd: OperatorCommand) -> anyhow::Result<()> {
+    let client = args.client()?;
+    let sys = client.sys();
+    let json = args.json_output();
+    match cmd {
+        OperatorCommand::Init {
+            key_shares,
+            key_threshold,
+        } => {
+            if key_threshold > key_shares {
+                bail!(
+                    "--key-threshold ({key_threshold}) must not exceed --key-shares ({key_shares})"
+                );
+            }
+            let init = sys.init(key_shares, key_threshold).await?;
+            if json {
+                print_json(&init)?;
+            } else {
+                print_init(&init.keys, &init.root_token, key_threshold);
+            }
+        }
+        OperatorCommand::Unseal { reset: true, .. } => {
+            show_seal_status(&sys.unseal_reset().await?, json)?;
+        }
+        OperatorCommand::Unseal { key, .. } => {
+            let key = match key {
+                Some(k) => Zeroizing::new(k),
+                None => read_share()?,
+            };
+            show_seal_status(&sys.unseal(key.trim()).await?, json)?;
+        }
+        OperatorCommand::Seal => {
+            sys.seal().await?;
+            if !json {
+                println!("Node sealed.");
+            }
+        }
+        OperatorCommand::Status => {
+            let seal = sys.seal_status().await?;
+            let health = sys.health().await?;
+            show_status(&seal, &health, json)?;
+        }
+        OperatorCommand::Raft(cmd) => run_raft(&client, cmd, json).await?,
+        OperatorCommand::Vault(cmd) => run_vault(&client, cmd, json).await?,
+    }
+    Ok(())
+}
+
+async fn run_raft(
+    client: &coffer_client::Client,
+    cmd: RaftCommand,
+    json: bool,
+) -> anyhow::Result<()> {
+    let sys = client.sys();
+    let peers = match cmd {
+        RaftCommand::ListPeers => sys.peers().await?,
+        RaftCommand::Join {
+            node_id,
+            api_addr,
+            cluster_addr,
+        } => sys.join(node_id, &api_addr, &cluster_addr).await?,
+        RaftCommand::Remove { node_id } => sys.remove(node_id).await?,
+    };
+    if json {
+        return print_json(&peers);
+    }
+    show_peers(&peers);
+    Ok(())
+}
+
+async fn run_vault(
+    client: &coffer_client::Client,
+    cmd: VaultCommand,
+    json: bool,
+) -> anyhow::Result<()> {
+    let sys = client.sys();
+    match cmd {
+        VaultCommand::List => {
+            let vaults = sys.list_vaults().await?;
+            if json {
+                return print_json(&json!({ "vaults": vaults }));
+            }
+            println!("{:<32}  CREATED", "NAME");
+            for v in vaults {
+                println!("{:<32}  {}", v.name, format_time(Some(v.created)));
+            }
+        }
+        VaultCommand::Create { name } => {
+            let v = sys.create_vault(&name).await?;
+            if json {
+                return print_json(&v);
+            }
+            println!("Vault {} created.", v.name);
+        }
+        VaultCommand::Delete { name } => {
+            sys.delete_vault(&name).await?;
+            if !json {
+                println!("Vault {name} deleted.");
+            }
+        }
+    }
+    Ok(())
+}
+
+// Printing the shares and the root token is the one purpose of `init`; they
+// are shown once and never stored by Coffer in clear.
+fn print_init(keys: &[String], root_token: &str, threshold: u8) {
+    for (i, k) in keys.iter().enumerate() {
+        println!("Unseal Key {}: {k}", i + 1);
+    }
+    println!();
+    println!("Initial Root Token: {root_token}");
+    println!();
+    println!(
+        "Cluster initialised with {} key shares and a key threshold of {threshold}.",
+        keys.len()
+    );
+    println!("Store the key shares and the root token now, each share with a different");
+    println!("custodian: they are shown only this once and cannot be recovered. Every");
+    println!("node must be unsealed with {threshold} shares after each restart.");
+}
+
+/// Reads one share from stdin, without echo when stdin is a terminal.
+fn read_share() -> anyhow::Result<Zeroizing<String>> {
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    if tty {
+        eprint!("Unseal key share (will be hidden): ");
+        std::io::stderr().flush().ok();
+        set_echo(false);
+    }
+    let mut line = Zeroizing::new(String::new());
+    let read = stdin.lock().read_line(&mut line);
+    if tty {
+        set_echo(true);
+        eprintln!();
+    }
+    read.context("cannot read the key share from stdin")?;
+    if line.trim().is_empty() {
+        bail!("no key share given");
+    }
+    Ok(line)
+}
+
+/// Toggles terminal echo through `stty`; harmless if `stty` is missing.
+fn set_echo(on: bool) {
+    let _ = std::process::Command::new("stty")
+        .arg(if on { "echo" } else { "-echo" })
+        .stdin(std::process::Stdio::inherit())
+        .status();
+}
+
+fn show_seal_status(s: &SealStatusBody, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(s);
+    }
+    print_rows(&seal_rows(s));
+    Ok(())
+}
+
+fn seal_rows(s: &SealStatusBody) -> Vec<(&'static str, String)> {
+    vec![
+        ("Seal Type", s.seal_type.clone()),
+        ("Initialized", s.initialized.to_string()),
+        ("Sealed", s.sealed.to_string()),
+        ("Total Shares", s.n.to_string()),
+        ("Threshold", s.t.to_string()),
+        ("Unseal Progress", format!("{}/{}", s.progress, s.t)),
+        (
+            "Unseal Nonce",
+            s.nonce.clone().unwrap_or_else(|| "-".into()),
+        ),
+        ("Node ID", opt(s.node_id)),
+    ]
+}
+
+fn show_status(seal: &SealStatusBody, health: &Health, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&json!({
+            "seal_status": seal,
+            "health": { "status": health.status, "body": health.body },
+        }));
+    }
+    let h = &health.body;
+    let role = match health.status {
+        200 => "leader",
+        429 => "standby",
+        501 => "not initialised",
+        503 => "sealed",
+        _ => "unknown",
+    };
+    let mut rows = seal_rows(seal);
+    rows.extend([
+        ("Health", format!("{} ({role})", health.status)),
+        ("Leader ID", opt(h.leader_id)),
+        ("Raft Term", opt(h.term)),
+        ("Commit Index", opt(h.commit_index)),
+        ("Applied Index", opt(h.applied_index)),
+        ("Version", h.version.clone().unwrap_or_else(|| "-".into())),
+    ]);
+    print_rows(&rows);
+    Ok(())
+}
+
+fn show_peers(p: &PeersBody) {
+    println!("Leader: {}   Term: {}", opt(p.leader_id), p.term);
+    println!(
+        "{:<8}  {:<24}  {:<24}  {:<7}  STATE",
+        "NODE", "API ADDRESS", "CLUSTER ADDRESS", "ROLE"
+    );
+    for peer in &p.peers {
+        let role = if peer.voter { "voter" } else { "learner" };
+        let state = if Some(peer.node_id) == p.leader_id {
+            "leader"
+        } else {
+            "follower"
+        };
+        println!(
+            "{:<8}  {:<24}  {:<24}  {:<7}  {state}",
+            peer.node_id, peer.api_addr, peer.cluster_addr, role
+        );
+    }
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: OperatorCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<OperatorCommand, clap::Error> {
+        Cli::try_parse_from(std::iter::once("operator").chain(args.iter().copied())).map(|c| c.cmd)
+    }
+
+    #[test]
+    fn parses_init_and_rejects_zero_shares() {
+        let cmd = parse(&["init", "--key-shares", "3", "--key-threshold", "2"]).unwrap();
+        assert!(matches!(
+            cmd,
+            OperatorCommand::Init {
+                key_shares: 3,
+                key_threshold: 2
+            }
+        ));
+        assert!(parse(&["init", "--key-shares", "0"]).is_err());
+    }
+
+    #[test]
+    fn unseal_key_and_reset_are_exclusive() {
+        assert!(matches!(
+            parse(&["unseal", "abc"]).unwrap(),
+            OperatorCommand::Unseal { key: Some(ref k), reset: false } if k == "abc"
+        ));
+        assert!(matches!(
+            parse(&["unseal", "--reset"]).unwrap(),
+            OperatorCommand::Unseal {
+                key: None,
+                reset: true
+            }
+        ));
+        assert!(parse(&["unseal", "abc", "--reset"]).is_err());
+    }
+
+    #[test]
+    fn parses_raft_and_vault_subcommands() {
+        let cmd = parse(&[
+            "raft",
+            "join",
+            "--node-id",
+            "4",
+            "--api-addr",
+            "127.0.0.1:8453",
+            "--cluster-addr",
+            "127.0.0.1:8454",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cmd,
+            OperatorCommand::Raft(RaftCommand::Join { node_id: 4, .. })
+        ));
+        assert!(matches!(
+            parse(&["raft", "list-peers"]).unwrap(),
+            OperatorCommand::Raft(RaftCommand::ListPeers)
+        ));
+        assert!(parse(&["raft", "remove"]).is_err(), "--node-id is required");
+        assert!(matches!(
+            parse(&["vault", "create", "team-a"]).unwrap(),
+            OperatorCommand::Vault(VaultCommand::Create { ref name }) if name == "team-a"
+        ));
+    }
+}
