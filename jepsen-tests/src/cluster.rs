@@ -243,7 +243,15 @@ impl LocalCluster {
         let client = self.node_client(i)?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let status = client.sys().seal_status().await?;
+            let status = match client.sys().seal_status().await {
+                Ok(status) => status,
+                // A node that was just (re)started may not listen yet.
+                Err(e) if e.is_transient() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             if !status.sealed {
                 return Ok(());
             }

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use coffer_client::{Client, ClientConfig, SetOptions};
+use coffer_client::secrets::SetOptions;
+use coffer_client::{Client, ClientConfig};
 
 fn free_addr() -> String {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
