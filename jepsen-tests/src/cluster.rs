@@ -89,7 +89,9 @@ fn free_port() -> anyhow::Result<u16> {
 impl LocalCluster {
     /// Generates certificates and configs, then starts every node.
     pub fn start(binary: &Path, options: ClusterOptions) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("coffer-cluster-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("coffer-cluster-")
+            .tempdir()?;
         let tls_dir = dir.path().join("tls");
         let mut nodes = Vec::new();
         for i in 0..options.nodes {
@@ -211,7 +213,9 @@ impl LocalCluster {
                 if !node.is_running() {
                     continue;
                 }
-                let Ok(client) = self.node_client(i) else { continue };
+                let Ok(client) = self.node_client(i) else {
+                    continue;
+                };
                 if let Ok(h) = client.sys().health().await {
                     if h.body.leader_id == Some(node.id) && h.body.node_id == Some(node.id) {
                         return Ok(i);
@@ -220,7 +224,10 @@ impl LocalCluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        bail!("no leader within {timeout:?}; logs in {}", self.dir().display())
+        bail!(
+            "no leader within {timeout:?}; logs in {}",
+            self.dir().display()
+        )
     }
 
     /// Initialises the cluster through node `via` and unseals every running node.
@@ -264,7 +271,11 @@ impl LocalCluster {
                 }
             }
             if Instant::now() > deadline {
-                bail!("node {} did not unseal; logs in {}", i + 1, self.dir().display());
+                bail!(
+                    "node {} did not unseal; logs in {}",
+                    i + 1,
+                    self.dir().display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -290,7 +301,10 @@ impl LocalCluster {
         // SAFETY: kill(2) with a pid we spawned and still own; no memory involved.
         let rc = unsafe { libc::kill(pid as i32, signal) };
         if rc != 0 {
-            bail!("kill({pid}, {signal}) failed: {}", std::io::Error::last_os_error());
+            bail!(
+                "kill({pid}, {signal}) failed: {}",
+                std::io::Error::last_os_error()
+            );
         }
         Ok(())
     }

@@ -145,9 +145,12 @@ impl Operator {
             return Err(OperatorError::AlreadyInitialized);
         }
         self.seal.unseal_with(&material);
-        self.vaults.create(&self.default_vault, None).await.map_err(|e| {
-            OperatorError::BadRequest(format!("creating the default vault failed: {e}"))
-        })?;
+        self.vaults
+            .create(&self.default_vault, None)
+            .await
+            .map_err(|e| {
+                OperatorError::BadRequest(format!("creating the default vault failed: {e}"))
+            })?;
         Ok(InitResult {
             shares: material.shares.clone(),
             root_token,
@@ -311,7 +314,10 @@ fn put(key: &[u8], value: Vec<u8>) -> Mutation {
 
 /// Storage key of a token: only its hash is ever stored.
 fn token_key(token: &str) -> String {
-    format!("{TOKEN_PREFIX}{}", hex::encode(Sha256::digest(token.as_bytes())))
+    format!(
+        "{TOKEN_PREFIX}{}",
+        hex::encode(Sha256::digest(token.as_bytes()))
+    )
 }
 
 fn new_token() -> Zeroizing<String> {

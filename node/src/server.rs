@@ -118,7 +118,12 @@ impl Server {
     }
 }
 
-fn serve_connection(acceptor: TlsAcceptor, router: Router, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+fn serve_connection(
+    acceptor: TlsAcceptor,
+    router: Router,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
     let _ = tcp.set_nodelay(true);
     tokio::spawn(async move {
         let tls = match acceptor.accept(tcp).await {
@@ -162,7 +167,10 @@ async fn purge_loop(operator: Arc<Operator>, secrets: Arc<SecretsEngine>) {
         }
         match secrets.purge_expired(now_ms() / 1000).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(purged = n, "purged soft-deleted secrets past their purge date"),
+            Ok(n) => tracing::info!(
+                purged = n,
+                "purged soft-deleted secrets past their purge date"
+            ),
             Err(e) => tracing::warn!(error = %e, "purging expired secrets failed"),
         }
     }

@@ -14,7 +14,10 @@ fn binary() -> PathBuf {
 
 async fn started_cluster() -> LocalCluster {
     let mut cluster = LocalCluster::start(&binary(), ClusterOptions::default()).unwrap();
-    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .unwrap();
     // Initialise through a follower: init is forwarded like any write.
     let follower = (leader + 1) % 3;
     cluster.init(follower, 5, 3).await.unwrap();
@@ -29,12 +32,21 @@ fn followers(leader: usize) -> (usize, usize) {
 async fn every_node_unseals_and_a_follower_write_is_read_through_another_follower() {
     let cluster = started_cluster().await;
     for i in 0..3 {
-        let health = cluster.node_client(i).unwrap().sys().health().await.unwrap();
+        let health = cluster
+            .node_client(i)
+            .unwrap()
+            .sys()
+            .health()
+            .await
+            .unwrap();
         assert!(!health.body.sealed, "node {} sealed", i + 1);
         assert!(health.body.initialized);
         assert!(health.status == 200 || health.status == 429, "{health:?}");
     }
-    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .unwrap();
     let (a, b) = followers(leader);
     let written = cluster
         .node_client(a)
@@ -64,7 +76,10 @@ async fn writes_resume_after_the_leader_is_killed_and_it_catches_up_on_restart()
         .set("before-kill", "v1", &SetOptions::default())
         .await
         .unwrap();
-    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .unwrap();
 
     cluster.kill(leader);
     let killed_at = Instant::now();
@@ -72,7 +87,11 @@ async fn writes_resume_after_the_leader_is_killed_and_it_catches_up_on_restart()
     loop {
         attempt += 1;
         let name = format!("after-kill-{attempt}");
-        match client.secrets().set(&name, "v", &SetOptions::default()).await {
+        match client
+            .secrets()
+            .set(&name, "v", &SetOptions::default())
+            .await
+        {
             Ok(_) => break,
             Err(e) if killed_at.elapsed() < Duration::from_secs(30) => {
                 eprintln!("write {attempt} failed during failover: {e}");
@@ -93,7 +112,11 @@ async fn writes_resume_after_the_leader_is_killed_and_it_catches_up_on_restart()
     cluster.restart(leader).unwrap();
     cluster.unseal(leader).await.unwrap();
     let old_leader = cluster.node_client(leader).unwrap();
-    let read = old_leader.secrets().get("while-down-19", None).await.unwrap();
+    let read = old_leader
+        .secrets()
+        .get("while-down-19", None)
+        .await
+        .unwrap();
     assert_eq!(read.value.as_deref(), Some("v"));
     let read = old_leader.secrets().get("before-kill", None).await.unwrap();
     assert_eq!(read.value.as_deref(), Some("v1"));
@@ -112,9 +135,16 @@ async fn a_sealed_node_answers_503_and_clients_fail_over_past_it() {
     let node0 = cluster.node_client(0).unwrap();
     node0.sys().seal().await.unwrap();
 
-    let err = node0.secrets().pinned(0).get("sealed-test", None).await.unwrap_err();
+    let err = node0
+        .secrets()
+        .pinned(0)
+        .get("sealed-test", None)
+        .await
+        .unwrap_err();
     match &err {
-        ClientError::Http { status, message, .. } => {
+        ClientError::Http {
+            status, message, ..
+        } => {
             assert_eq!(*status, 503);
             assert!(message.contains("sealed"), "{message}");
         }
@@ -125,14 +155,23 @@ async fn a_sealed_node_answers_503_and_clients_fail_over_past_it() {
     assert!(health.body.sealed);
 
     // The failover client starts at node 1 and moves on to an unsealed node.
-    let read = cluster.client().unwrap().secrets().get("sealed-test", None).await.unwrap();
+    let read = cluster
+        .client()
+        .unwrap()
+        .secrets()
+        .get("sealed-test", None)
+        .await
+        .unwrap();
     assert_eq!(read.value.as_deref(), Some("x"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retried_write_with_the_same_request_id_creates_one_version() {
     let cluster = started_cluster().await;
-    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .unwrap();
     let (a, b) = followers(leader);
     let id = "3f0e4b52-0000-4000-8000-00000000c0ff";
     let first = cluster
@@ -178,14 +217,23 @@ async fn no_file_in_any_data_dir_holds_a_secret_value() {
     }
     // Let every follower apply, then look at every byte on disk.
     for i in 0..3 {
-        let read = cluster.node_client(i).unwrap().secrets().get("canary-4", None).await.unwrap();
+        let read = cluster
+            .node_client(i)
+            .unwrap()
+            .secrets()
+            .get("canary-4", None)
+            .await
+            .unwrap();
         assert_eq!(read.value.as_deref(), Some(value));
     }
     let mut scanned = 0;
     for node in &cluster.nodes {
         scanned += assert_not_in_tree(&node.data_dir, value.as_bytes());
     }
-    assert!(scanned >= 3, "expected store files in every data dir, scanned {scanned}");
+    assert!(
+        scanned >= 3,
+        "expected store files in every data dir, scanned {scanned}"
+    );
 }
 
 /// Returns the number of files scanned.

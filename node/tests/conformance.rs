@@ -15,13 +15,23 @@ async fn azure_sdk_secret_client_conformance() {
     );
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_coffer"));
     let mut cluster = LocalCluster::start(&binary, ClusterOptions::default()).unwrap();
-    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .unwrap();
     cluster.init(leader, 3, 2).await.unwrap();
     // The SDK talks to a follower, so every write is forwarded to the leader.
     let follower = &cluster.nodes[(leader + 1) % 3];
     let tests = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance");
     let output = Command::new(python)
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "test_secrets.py"])
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "test_secrets.py",
+        ])
         .current_dir(&tests)
         .env("COFFER_VAULT_URL", follower.url())
         .env("COFFER_TOKEN", cluster.root_token.clone().unwrap())
@@ -31,5 +41,8 @@ async fn azure_sdk_secret_client_conformance() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}\n{stderr}");
-    assert!(output.status.success(), "SDK conformance failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "SDK conformance failed:\n{stdout}\n{stderr}"
+    );
 }

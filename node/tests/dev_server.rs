@@ -10,7 +10,11 @@ use coffer_client::secrets::SetOptions;
 use coffer_client::{Client, ClientConfig};
 
 fn free_addr() -> String {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     format!("127.0.0.1:{port}")
 }
 
@@ -25,7 +29,15 @@ impl Drop for DevNode {
 
 fn start(dir: &Path, api: &str, cluster: &str) -> DevNode {
     let child = Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .args(["server", "--dev", "--api-addr", api, "--cluster-addr", cluster, "--data-dir"])
+        .args([
+            "server",
+            "--dev",
+            "--api-addr",
+            api,
+            "--cluster-addr",
+            cluster,
+            "--data-dir",
+        ])
         .arg(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -53,7 +65,10 @@ async fn ready_client(dir: &Path, api: &str) -> Client {
                 }
             }
         }
-        assert!(Instant::now() < deadline, "dev server not ready within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "dev server not ready within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -69,7 +84,11 @@ async fn dev_server_initialises_itself_and_keeps_data_across_restarts() {
     for file in ["ca.pem", "root-token", "unseal-key"] {
         assert!(data.join(file).is_file(), "{file} missing");
     }
-    let set = client.secrets().set("kept", "across-restarts", &SetOptions::default()).await.unwrap();
+    let set = client
+        .secrets()
+        .set("kept", "across-restarts", &SetOptions::default())
+        .await
+        .unwrap();
     drop(node);
 
     let _node = start(&data, &api, &cluster);

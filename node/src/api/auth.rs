@@ -46,7 +46,10 @@ pub async fn authenticate(State(auth): State<AuthState>, req: Request, next: Nex
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     let Some(token) = token else {
         return challenge(&auth, &req, "Request is missing a Bearer or PoP token.");
@@ -56,7 +59,10 @@ pub async fn authenticate(State(auth): State<AuthState>, req: Request, next: Nex
         Ok(None) => challenge(&auth, &req, "The bearer token is not valid for this vault."),
         Err(e) => {
             tracing::warn!(error = %e, "token verification failed");
-            unavailable(auth.flavor, "token verification is unavailable on this node")
+            unavailable(
+                auth.flavor,
+                "token verification is unavailable on this node",
+            )
         }
     }
 }
@@ -78,7 +84,9 @@ fn challenge(auth: &AuthState, req: &Request, message: &str) -> Response {
             );
             let mut response = akv_error(StatusCode::UNAUTHORIZED, "Unauthorized", message);
             if let Ok(value) = HeaderValue::from_str(&value) {
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
             }
             response
         }
@@ -95,7 +103,11 @@ fn sealed(flavor: Flavor) -> Response {
 fn unavailable(flavor: Flavor, message: &str) -> Response {
     match flavor {
         Flavor::Sys => sys_error(StatusCode::SERVICE_UNAVAILABLE, message),
-        Flavor::KeyVault => akv_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message),
+        Flavor::KeyVault => akv_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            message,
+        ),
     }
 }
 
@@ -104,5 +116,9 @@ fn sys_error(status: StatusCode, message: &str) -> Response {
 }
 
 fn akv_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response()
+    (
+        status,
+        Json(json!({ "error": { "code": code, "message": message } })),
+    )
+        .into_response()
 }

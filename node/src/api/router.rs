@@ -50,5 +50,7 @@ pub fn router(cfg: ApiConfig) -> Router {
         default_vault: cfg.default_vault.clone(),
     })
     .layer(from_fn_with_state(auth(Flavor::KeyVault), authenticate));
-    sys::public_router(sys_state).merge(protected_sys).merge(akv)
+    sys::public_router(sys_state)
+        .merge(protected_sys)
+        .merge(akv)
 }

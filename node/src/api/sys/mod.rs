@@ -104,7 +104,10 @@ fn store_status(e: &StoreError) -> StatusCode {
 
 /// Body-parse failures become `{"errors":[…]}` 400s rather than axum's text.
 fn bad_json(e: axum::extract::rejection::JsonRejection) -> SysError {
-    SysError(StatusCode::BAD_REQUEST, format!("invalid request body: {}", e.body_text()))
+    SysError(
+        StatusCode::BAD_REQUEST,
+        format!("invalid request body: {}", e.body_text()),
+    )
 }
 
 async fn health(State(s): State<SysState>) -> Result<Response, SysError> {
@@ -158,7 +161,10 @@ async fn init(
     body: Result<Json<InitRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, SysError> {
     let Json(req) = body.map_err(bad_json)?;
-    let result = s.operator.init(req.secret_shares, req.secret_threshold).await?;
+    let result = s
+        .operator
+        .init(req.secret_shares, req.secret_threshold)
+        .await?;
     let keys: Vec<&str> = result.shares.iter().map(|k| k.as_str()).collect();
     Ok(Json(json!({ "keys": keys, "root_token": result.root_token.as_str() })).into_response())
 }
@@ -181,7 +187,10 @@ async fn unseal(
         s.operator.unseal_reset()?;
     } else {
         let key = req.key.ok_or_else(|| {
-            SysError(StatusCode::BAD_REQUEST, "missing \"key\" (or \"reset\": true)".into())
+            SysError(
+                StatusCode::BAD_REQUEST,
+                "missing \"key\" (or \"reset\": true)".into(),
+            )
         })?;
         s.operator.unseal(key.trim())?;
     }
@@ -257,7 +266,10 @@ async fn create_vault(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, SysError> {
-    let info = s.vaults.create(&name, request_id(&headers).as_deref()).await?;
+    let info = s
+        .vaults
+        .create(&name, request_id(&headers).as_deref())
+        .await?;
     Ok(Json(info).into_response())
 }
 
@@ -266,6 +278,8 @@ async fn delete_vault(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, SysError> {
-    s.vaults.delete(&name, request_id(&headers).as_deref()).await?;
+    s.vaults
+        .delete(&name, request_id(&headers).as_deref())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
