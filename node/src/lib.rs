@@ -4,6 +4,7 @@ pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod crypto;
 pub mod engine;
 pub mod operator;
 pub mod seal;
