@@ -254,6 +254,8 @@ impl Client {
 
 impl<'a> Secrets<'a> {
     /// Sends `Host: {host}` so the server picks the vault `{vault}.{domain}`.
+    /// Only effective over HTTP/1.1 (`ClientConfig::http2 = false`): over
+    /// HTTP/2 the server sees the endpoint URL's authority instead.
     pub fn with_host(mut self, host: impl Into<String>) -> Self {
         self.host = Some(host.into());
         self

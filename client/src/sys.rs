@@ -33,6 +33,8 @@ pub struct HealthBody {
     pub commit_index: Option<u64>,
     /// Applied index.
     pub applied_index: Option<u64>,
+    /// Last log index covered by the node's snapshot.
+    pub snapshot_index: Option<u64>,
     /// Server version.
     pub version: Option<String>,
 }

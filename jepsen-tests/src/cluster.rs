@@ -54,6 +54,10 @@ pub struct ClusterOptions {
     pub unsafe_stale_reads: bool,
     /// Extra `KEY=VALUE` environment for node processes (e.g. `COFFER_LOG`).
     pub env: Vec<(String, String)>,
+    /// `vault_domain` of every node (vaults addressed as `{vault}.{domain}`).
+    pub vault_domain: Option<String>,
+    /// Snapshot interval in log entries (`raft_snapshot_logs`).
+    pub raft_snapshot_logs: Option<u64>,
 }
 
 impl Default for ClusterOptions {
@@ -62,6 +66,8 @@ impl Default for ClusterOptions {
             nodes: 3,
             unsafe_stale_reads: false,
             env: Vec::new(),
+            vault_domain: None,
+            raft_snapshot_logs: None,
         }
     }
 }
@@ -153,6 +159,12 @@ impl LocalCluster {
             cert = tls_dir.join(format!("node{}.pem", node.id)),
             key = tls_dir.join(format!("node{}-key.pem", node.id)),
         );
+        if let Some(domain) = &self.options.vault_domain {
+            text = format!("vault_domain = {domain:?}\n{text}");
+        }
+        if let Some(n) = self.options.raft_snapshot_logs {
+            text = format!("raft_snapshot_logs = {n}\n{text}");
+        }
         for peer in self.nodes.iter().filter(|p| p.id != node.id) {
             text.push_str(&format!(
                 "[[peers]]\nnode_id = {}\napi_addr = {:?}\ncluster_addr = {:?}\n",

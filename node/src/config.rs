@@ -96,6 +96,10 @@ pub struct Config {
     /// `json` (default) or `text` log lines.
     #[serde(default = "default_log_format")]
     pub log_format: String,
+    /// Build a Raft snapshot (and purge the log behind it) every this many
+    /// entries. Small values make lagging nodes catch up from snapshots.
+    #[serde(default = "default_snapshot_logs")]
+    pub raft_snapshot_logs: u64,
     /// TEST ONLY: serve reads from the local state machine without a
     /// ReadIndex round trip. Breaks linearizability; exists so the fault
     /// tests can prove they catch stale reads.
@@ -109,6 +113,10 @@ fn default_vault() -> String {
 
 fn default_tenant() -> String {
     "coffer".to_string()
+}
+
+fn default_snapshot_logs() -> u64 {
+    crate::cluster::SNAPSHOT_LOGS
 }
 
 fn default_log_format() -> String {
@@ -134,6 +142,11 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.node_id == 0 {
             return Err(ConfigError::Invalid("node_id must be at least 1".into()));
+        }
+        if self.raft_snapshot_logs < 10 {
+            return Err(ConfigError::Invalid(
+                "raft_snapshot_logs must be at least 10".into(),
+            ));
         }
         if self.peers.iter().any(|p| p.node_id == self.node_id) {
             return Err(ConfigError::Invalid(

@@ -76,6 +76,8 @@ pub struct Health {
     pub commit_index: u64,
     /// Highest log index applied on this node.
     pub applied_index: u64,
+    /// Last log index covered by this node's snapshot (0: none yet).
+    pub snapshot_index: u64,
     /// Coffer version.
     pub version: &'static str,
 }
@@ -255,6 +257,7 @@ impl Operator {
             term: status.term,
             commit_index: status.commit_index,
             applied_index: status.applied_index,
+            snapshot_index: status.snapshot_index,
             version: env!("CARGO_PKG_VERSION"),
         })
     }

@@ -56,6 +56,7 @@ impl Server {
             data_dir: config.data_dir.clone(),
             tls: material,
             stale_reads: config.unsafe_stale_reads,
+            snapshot_logs: config.raft_snapshot_logs,
         })
         .await
         .context("starting the cluster node")?;
@@ -213,6 +214,7 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
             key: tls_paths.key,
         },
         log_format: "text".into(),
+        raft_snapshot_logs: crate::cluster::SNAPSHOT_LOGS,
         unsafe_stale_reads: false,
     };
     let server = Server::start(&config).await?;

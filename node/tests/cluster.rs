@@ -255,3 +255,284 @@ fn assert_not_in_tree(dir: &Path, needle: &[u8]) -> usize {
     }
     scanned
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_far_behind_catches_up_from_a_snapshot() {
+    let options = ClusterOptions {
+        raft_snapshot_logs: Some(50),
+        ..ClusterOptions::default()
+    };
+    let mut cluster = LocalCluster::start(&binary(), options).unwrap();
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .unwrap();
+    cluster.init(leader, 3, 2).await.unwrap();
+    let (lagging, _) = followers(leader);
+    cluster.kill(lagging);
+
+    let client = cluster.client().unwrap();
+    for i in 0..300 {
+        client
+            .secrets()
+            .set(
+                &format!("bulk-{i}"),
+                &format!("value-{i}"),
+                &SetOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let leader_log = cluster
+        .node_client(leader)
+        .unwrap()
+        .sys()
+        .health()
+        .await
+        .unwrap();
+    let leader_snapshot = leader_log.body.snapshot_index.unwrap();
+    assert!(
+        leader_snapshot > 200,
+        "leader snapshot at {leader_snapshot}"
+    );
+
+    cluster.restart(lagging).unwrap();
+    cluster.unseal(lagging).await.unwrap();
+    let node = cluster.node_client(lagging).unwrap();
+    let read = node.secrets().get("bulk-299", None).await.unwrap();
+    assert_eq!(read.value.as_deref(), Some("value-299"));
+    let read = node.secrets().get("bulk-3", None).await.unwrap();
+    assert_eq!(read.value.as_deref(), Some("value-3"));
+    // The log it needed was purged: it can only have caught up by
+    // installing the leader's snapshot.
+    let health = node.sys().health().await.unwrap();
+    assert!(
+        health.body.snapshot_index.unwrap() >= 50,
+        "restarted node has no snapshot: {health:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vaults_are_chosen_by_host_and_isolated() {
+    let options = ClusterOptions {
+        vault_domain: Some("vault.test".into()),
+        ..ClusterOptions::default()
+    };
+    let mut cluster = LocalCluster::start(&binary(), options).unwrap();
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .unwrap();
+    cluster.init(leader, 1, 1).await.unwrap();
+    let client = cluster.client().unwrap();
+    client.sys().create_vault("payments").await.unwrap();
+    let names: Vec<String> = client
+        .sys()
+        .list_vaults()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    assert!(names.contains(&"payments".to_string()) && names.contains(&"default".to_string()));
+
+    let port = cluster.nodes[0]
+        .api_addr
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    // A Host header naming the vault needs HTTP/1.1: over HTTP/2 the URL's
+    // authority (the IP address here) is what the server sees.
+    let http1 = coffer_client::Client::new(coffer_client::ClientConfig {
+        endpoints: cluster.nodes.iter().map(|n| n.url()).collect(),
+        token: cluster.root_token.clone(),
+        ca_pem: Some(std::fs::read(&cluster.ca_path).unwrap()),
+        http2: false,
+        ..coffer_client::ClientConfig::default()
+    })
+    .unwrap();
+    let payments = http1
+        .secrets()
+        .with_host(format!("payments.vault.test:{port}"));
+    payments
+        .set("api-key", "in-payments", &SetOptions::default())
+        .await
+        .unwrap();
+    let got = payments.get("api-key", None).await.unwrap();
+    assert_eq!(got.value.as_deref(), Some("in-payments"));
+    let id = got.id.as_deref().unwrap();
+    assert!(id.starts_with("https://payments.vault.test:"), "{id}");
+
+    let err = client.secrets().get("api-key", None).await.unwrap_err();
+    assert_eq!(
+        err.status(),
+        Some(404),
+        "default vault must not see it: {err}"
+    );
+    let unknown = http1
+        .secrets()
+        .with_host(format!("nosuch.vault.test:{port}"));
+    let err = unknown.get("api-key", None).await.unwrap_err();
+    assert_eq!(err.status(), Some(404));
+
+    client.sys().delete_vault("payments").await.unwrap();
+    let err = payments.get("api-key", None).await.unwrap_err();
+    assert_eq!(err.status(), Some(404));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keyring_rotation_replicates_and_old_values_stay_readable() {
+    let cluster = started_cluster().await;
+    let client = cluster.client().unwrap();
+    client
+        .secrets()
+        .set("before-rotation", "old-term", &SetOptions::default())
+        .await
+        .unwrap();
+    let response = client
+        .send(coffer_client::Request::post("/v1/sys/rotate"))
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let term: serde_json::Value = response.json().unwrap();
+    assert_eq!(term["term"], 2);
+    client
+        .secrets()
+        .set("after-rotation", "new-term", &SetOptions::default())
+        .await
+        .unwrap();
+    // Every node meets the new term on its first read and loads it.
+    for i in 0..3 {
+        let node = cluster.node_client(i).unwrap();
+        let new = node.secrets().get("after-rotation", None).await.unwrap();
+        assert_eq!(new.value.as_deref(), Some("new-term"));
+        let old = node.secrets().get("before-rotation", None).await.unwrap();
+        assert_eq!(old.value.as_deref(), Some("old-term"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unauthenticated_requests_get_the_key_vault_challenge() {
+    let cluster = started_cluster().await;
+    let config = coffer_client::ClientConfig {
+        endpoints: vec![cluster.nodes[0].url()],
+        token: None,
+        ca_pem: Some(std::fs::read(&cluster.ca_path).unwrap()),
+        ..coffer_client::ClientConfig::default()
+    };
+    let anonymous = coffer_client::Client::new(config).unwrap();
+    let response = anonymous
+        .send(coffer_client::Request::get(
+            "/secrets/x?api-version=2026-04-01",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status.as_u16(), 401);
+    let challenge = response.headers["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.starts_with("Bearer authorization=\"https://"),
+        "{challenge}"
+    );
+    assert!(challenge.contains("resource=\""), "{challenge}");
+    let body: serde_json::Value = response.json().unwrap();
+    assert_eq!(body["error"]["code"], "Unauthorized");
+
+    let config = coffer_client::ClientConfig {
+        endpoints: vec![cluster.nodes[0].url()],
+        token: Some("cft.not-a-real-token".into()),
+        ca_pem: Some(std::fs::read(&cluster.ca_path).unwrap()),
+        ..coffer_client::ClientConfig::default()
+    };
+    let forged = coffer_client::Client::new(config).unwrap();
+    let err = forged.secrets().get("x", None).await.unwrap_err();
+    assert_eq!(err.status(), Some(401));
+    let err = forged.sys().peers().await.unwrap_err();
+    assert_eq!(err.status(), Some(401));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_through_the_real_server_is_rejected_and_changes_nothing() {
+    let cluster = started_cluster().await;
+    let client = cluster.client().unwrap();
+    let cases: [(&str, &str, &str); 4] = [
+        (
+            "PUT",
+            "/secrets/bad_name!?api-version=2026-04-01",
+            r#"{"value":"x"}"#,
+        ),
+        ("PUT", "/secrets/good", r#"{"value":"x"}"#),
+        (
+            "PUT",
+            "/secrets/good?api-version=1999-01-01",
+            r#"{"value":"x"}"#,
+        ),
+        (
+            "PUT",
+            "/secrets/good?api-version=2026-04-01",
+            r#"{"value": 12"#,
+        ),
+    ];
+    for (method, path, body) in cases {
+        let request = coffer_client::Request::new(method.parse().unwrap(), path).header(
+            "content-type".parse().unwrap(),
+            "application/json".parse().unwrap(),
+        );
+        let request = coffer_client::Request {
+            body: Some(bytes::Bytes::from(body.to_string())),
+            ..request
+        };
+        let response = client.send(request).await.unwrap();
+        assert_eq!(response.status.as_u16(), 400, "{method} {path}");
+        let body: serde_json::Value = response.json().unwrap();
+        assert_eq!(body["error"]["code"], "BadParameter", "{method} {path}");
+    }
+    let big = "x".repeat(25 * 1024 + 1);
+    let err = client
+        .secrets()
+        .set("good", &big, &SetOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400));
+    let err = client.secrets().get("good", None).await.unwrap_err();
+    assert_eq!(
+        err.status(),
+        Some(404),
+        "no bad request may have created it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_drives_a_cluster() {
+    let cluster = started_cluster().await;
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.url()).collect();
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(binary())
+            .args(args)
+            .env("COFFER_ADDR", addrs.join(","))
+            .env("COFFER_TOKEN", cluster.root_token.clone().unwrap())
+            .env("COFFER_CACERT", &cluster.ca_path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "coffer {args:?} failed: {stdout}{stderr}"
+        );
+        stdout
+    };
+    run(&["secret", "set", "cli-secret", "--value", "from-the-cli"]);
+    let got = run(&["secret", "get", "cli-secret", "--field", "value"]);
+    assert_eq!(got.trim(), "from-the-cli");
+    let peers = run(&["operator", "raft", "list-peers", "-o", "json"]);
+    let peers: serde_json::Value = serde_json::from_str(&peers).unwrap();
+    assert_eq!(peers["peers"].as_array().unwrap().len(), 3);
+    let status = run(&["operator", "status", "-o", "json"]);
+    assert!(status.contains("\"sealed\""), "{status}");
+    run(&["secret", "delete", "cli-secret"]);
+    run(&["secret", "recover", "cli-secret"]);
+    let versions = run(&["secret", "versions", "cli-secret", "-o", "json"]);
+    assert!(versions.contains("cli-secret"), "{versions}");
+}

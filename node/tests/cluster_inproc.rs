@@ -52,6 +52,7 @@ async fn start_node(ca: &Ca, id: NodeId, dirs: &mut Vec<TempDir>) -> Arc<Cluster
         data_dir: dir.path().to_path_buf(),
         tls: ca.material(&format!("n{id}")),
         stale_reads: false,
+        snapshot_logs: coffer::cluster::SNAPSHOT_LOGS,
     };
     dirs.push(dir);
     ClusterNode::start(cfg).await.unwrap()

@@ -37,11 +37,11 @@ pub const HEARTBEAT_MS: u64 = 100;
 /// Randomised election timeout range: failover takes roughly this long plus
 /// one vote round trip.
 pub const ELECTION_TIMEOUT_MS: (u64, u64) = (400, 800);
-/// Build a snapshot after this many log entries since the last one.
+/// Default: build a snapshot after this many log entries since the last one.
 pub const SNAPSHOT_LOGS: u64 = 5000;
-/// Log entries kept after a snapshot so slightly lagging followers catch up
-/// from the log instead of a snapshot.
-pub const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 1000;
+/// Log entries kept after a snapshot (a fifth of the snapshot interval) so
+/// slightly lagging followers catch up from the log instead of a snapshot.
+const LOGS_KEPT_PER_SNAPSHOT_INTERVAL: u64 = 5;
 
 /// How long `propose` and `read_fence` keep trying before giving up.
 const OP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,6 +71,8 @@ pub struct ClusterConfig {
     pub tls: crate::tls::TlsMaterial,
     /// Test-only: serve reads without a ReadIndex round (may be stale).
     pub stale_reads: bool,
+    /// Build a snapshot (and purge the log) every this many entries.
+    pub snapshot_logs: u64,
 }
 
 /// Why a cluster operation failed.
@@ -133,20 +135,22 @@ pub struct RaftStatus {
     pub commit_index: u64,
     /// Index of the last entry applied to the local state machine.
     pub applied_index: u64,
+    /// Last log index covered by this node's current snapshot (0: none).
+    pub snapshot_index: u64,
     /// Whether this node is the leader.
     pub is_leader: bool,
 }
 
 /// The openraft configuration Coffer runs with.
-pub fn raft_config() -> Result<openraft::Config, ClusterError> {
+pub fn raft_config(snapshot_logs: u64) -> Result<openraft::Config, ClusterError> {
     let cfg = openraft::Config {
         cluster_name: "coffer".into(),
         heartbeat_interval: HEARTBEAT_MS,
         election_timeout_min: ELECTION_TIMEOUT_MS.0,
         election_timeout_max: ELECTION_TIMEOUT_MS.1,
         install_snapshot_timeout: 2_000,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_LOGS),
-        max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_logs),
+        max_in_snapshot_log_to_keep: snapshot_logs / LOGS_KEPT_PER_SNAPSHOT_INTERVAL,
         ..Default::default()
     };
     cfg.validate()

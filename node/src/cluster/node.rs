@@ -47,7 +47,7 @@ impl ClusterNode {
     pub async fn start(cfg: ClusterConfig) -> Result<Arc<Self>, ClusterError> {
         let (log, sm) = raft_store::open(&cfg.data_dir)?;
         let peers = Peers::new(cfg.tls.clone());
-        let config = Arc::new(raft_config()?);
+        let config = Arc::new(raft_config(cfg.snapshot_logs)?);
         let raft = Raft::new(
             cfg.node_id,
             config,
@@ -184,6 +184,7 @@ impl ClusterNode {
             last_log_index: m.last_log_index.unwrap_or(0),
             commit_index,
             applied_index: applied,
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
             is_leader,
         }
     }
@@ -401,7 +402,7 @@ mod tests {
 
     #[test]
     fn raft_timing_is_valid_for_openraft() {
-        let c = raft_config().unwrap();
+        let c = raft_config(super::super::SNAPSHOT_LOGS).unwrap();
         assert!(c.election_timeout_min > c.heartbeat_interval * 3);
     }
 }
