@@ -207,14 +207,22 @@ impl LocalCluster {
     }
 
     fn client_for_urls(&self, endpoints: Vec<String>) -> anyhow::Result<Client> {
-        let ca_pem = fs::read(&self.ca_path)?;
         let config = ClientConfig {
             endpoints,
-            token: self.root_token.clone(),
-            ca_pem: Some(ca_pem),
-            ..ClientConfig::default()
+            ..self.client_config()?
         };
         Ok(Client::new(config)?)
+    }
+
+    /// Client settings for every node with the root token and the cluster
+    /// CA, for tests that need to adjust them (no token, HTTP/1.1, …).
+    pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
+        Ok(ClientConfig {
+            endpoints: self.nodes.iter().map(LocalNode::url).collect(),
+            token: self.root_token.clone(),
+            ca_pem: Some(fs::read(&self.ca_path)?),
+            ..ClientConfig::default()
+        })
     }
 
     /// Waits until some running node reports itself leader; returns its index.

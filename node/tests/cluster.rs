@@ -345,11 +345,8 @@ async fn vaults_are_chosen_by_host_and_isolated() {
     // A Host header naming the vault needs HTTP/1.1: over HTTP/2 the URL's
     // authority (the IP address here) is what the server sees.
     let http1 = coffer_client::Client::new(coffer_client::ClientConfig {
-        endpoints: cluster.nodes.iter().map(|n| n.url()).collect(),
-        token: cluster.root_token.clone(),
-        ca_pem: Some(std::fs::read(&cluster.ca_path).unwrap()),
         http2: false,
-        ..coffer_client::ClientConfig::default()
+        ..cluster.client_config().unwrap()
     })
     .unwrap();
     let payments = http1
@@ -419,8 +416,7 @@ async fn unauthenticated_requests_get_the_key_vault_challenge() {
     let config = coffer_client::ClientConfig {
         endpoints: vec![cluster.nodes[0].url()],
         token: None,
-        ca_pem: Some(std::fs::read(&cluster.ca_path).unwrap()),
-        ..coffer_client::ClientConfig::default()
+        ..cluster.client_config().unwrap()
     };
     let anonymous = coffer_client::Client::new(config).unwrap();
     let response = anonymous
@@ -442,8 +438,7 @@ async fn unauthenticated_requests_get_the_key_vault_challenge() {
     let config = coffer_client::ClientConfig {
         endpoints: vec![cluster.nodes[0].url()],
         token: Some("cft.not-a-real-token".into()),
-        ca_pem: Some(std::fs::read(&cluster.ca_path).unwrap()),
-        ..coffer_client::ClientConfig::default()
+        ..cluster.client_config().unwrap()
     };
     let forged = coffer_client::Client::new(config).unwrap();
     let err = forged.secrets().get("x", None).await.unwrap_err();
