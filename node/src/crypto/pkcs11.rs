@@ -875,6 +875,7 @@ impl HsmProvider for Pkcs11Hsm {
     }
 
     fn sign(&self, key: &HsmKey, alg: SignAlg, digest: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.open_device()?;
         let (mech, input) = sign_input(key, alg, digest)?;
         self.with_key(key, |s, h| Ok(s.sign(&mech, h, &input)?))
     }

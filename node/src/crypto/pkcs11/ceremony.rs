@@ -15,7 +15,7 @@
 
 use cryptoki::error::Error as CkError;
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, KeyType as CkKeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use serde::{Deserialize, Serialize};
 
@@ -61,18 +61,30 @@ pub struct KekExport {
 /// What a device says about its KEK.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KekInfo {
-    /// `CKA_CHECK_VALUE` (hex), equal on every device holding the same KEK;
-    /// `None` if the device does not compute it.
+    /// Key check value (hex), equal on every device holding the same KEK;
+    /// `None` if the device could not compute it.
     pub check_value: Option<String>,
 }
 
-/// The KEK's check value, if the device computes one.
+/// A check value for the KEK, equal on every device holding the same KEK:
+/// the first 8 bytes of `CKM_AES_KEY_WRAP` (deterministic, RFC 3394) of 16
+/// zero bytes under it, the usual "encrypt zeros" KCV. Computed rather than
+/// read from `CKA_CHECK_VALUE` because SoftHSM2 sets that only on generated
+/// keys, not on unwrapped ones.
 pub(super) fn check_value(s: &Session, kek: ObjectHandle) -> Option<String> {
-    let attrs = s.get_attributes(kek, &[AttributeType::CheckValue]).ok()?;
-    attrs.into_iter().find_map(|a| match a {
-        Attribute::CheckValue(v) if !v.is_empty() => Some(hex::encode(v)),
-        _ => None,
-    })
+    let zeros = s
+        .create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(CkKeyType::GENERIC_SECRET),
+            Attribute::Token(false),
+            Attribute::Sensitive(false),
+            Attribute::Extractable(true),
+            Attribute::Value(vec![0; 16]),
+        ])
+        .ok()?;
+    let wrapped = s.wrap_key(&Mechanism::AesKeyWrap, kek, zeros);
+    let _ = s.destroy_object(zeros);
+    wrapped.ok().map(|w| hex::encode(&w[..w.len().min(8)]))
 }
 
 fn kek_template() -> Vec<Attribute> {
