@@ -397,3 +397,41 @@ fn concurrent_signing_shares_the_session_pool() {
     assert_eq!(hsm.cached_keys(), 1, "one unwrap shared by every thread");
     assert!(hsm.max_sessions() <= 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_ceremony_gives_every_node_the_same_kek() {
+    use jepsen_tests::cluster::{ClusterOptions, LocalCluster};
+    let binary = Path::new(env!("CARGO_BIN_EXE_coffer"));
+    let options = ClusterOptions { hsm: true, ..ClusterOptions::default() };
+    let mut cluster = LocalCluster::start(binary, options).unwrap();
+    cluster.init(0, 1, 1).await.unwrap();
+    let mut check_values = Vec::new();
+    for i in 0..cluster.nodes.len() {
+        let client = cluster.node_client(i).unwrap();
+        let resp = client
+            .send_to(0, coffer_client::Request::get("/v1/sys/hsm/status"))
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+        let status: serde_json::Value = resp.json().unwrap();
+        assert_eq!(status["available"], true, "node {}: {status}", i + 1);
+        assert_eq!(status["kek_present"], true, "node {}: {status}", i + 1);
+        assert_eq!(status["token_label"], format!("coffer-node{}", i + 1));
+        let kcv = status["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|n| n.as_str().unwrap().strip_prefix("cluster KEK check value: ").map(str::to_string))
+            .unwrap();
+        check_values.push(kcv);
+    }
+    assert!(check_values.windows(2).all(|w| w[0] == w[1]), "{check_values:?}");
+    // A second KEK is refused through the API.
+    let client = cluster.node_client(1).unwrap();
+    let resp = client
+        .send_to(0, coffer_client::Request::post("/v1/sys/hsm/kek/create"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status.as_u16(), 400);
+}
