@@ -300,7 +300,10 @@ impl LocalCluster {
     /// Creates the cluster KEK in node 1's device and distributes it to
     /// every other running node with `coffer operator hsm`.
     pub async fn hsm_ceremony(&self) -> anyhow::Result<()> {
-        let token = self.root_token.clone().context("hsm ceremony before init")?;
+        let token = self
+            .root_token
+            .clone()
+            .context("hsm ceremony before init")?;
         let first = self.nodes[0].url();
         let mut runs = vec![vec!["create-kek".to_string()]];
         for node in self.nodes.iter().skip(1).filter(|n| n.is_running()) {

@@ -48,14 +48,26 @@ fn env() -> &'static Env {
         let conf = dir.path().join("softhsm2.conf");
         std::fs::write(
             &conf,
-            format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display()),
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
         )
         .unwrap();
         // Set before any module initialisation in this process.
         std::env::set_var("SOFTHSM2_CONF", &conf);
         for label in TOKENS {
             let status = Command::new("softhsm2-util")
-                .args(["--init-token", "--free", "--label", label, "--pin", PIN, "--so-pin", SO_PIN])
+                .args([
+                    "--init-token",
+                    "--free",
+                    "--label",
+                    label,
+                    "--pin",
+                    PIN,
+                    "--so-pin",
+                    SO_PIN,
+                ])
                 .env("SOFTHSM2_CONF", &conf)
                 .stdout(std::process::Stdio::null())
                 .status()
@@ -64,7 +76,10 @@ fn env() -> &'static Env {
         }
         let pin_file = dir.path().join("pin");
         std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
-        Env { _dir: dir, pin_file }
+        Env {
+            _dir: dir,
+            pin_file,
+        }
     })
 }
 
@@ -130,9 +145,12 @@ fn rsa_public(key: &HsmKey) -> PublicEncryptingKey {
     let PublicKey::Rsa { n, e } = &key.public else {
         panic!("not RSA")
     };
-    PublicKeyComponents { n: n.as_slice(), e: e.as_slice() }
-        .try_into()
-        .unwrap()
+    PublicKeyComponents {
+        n: n.as_slice(),
+        e: e.as_slice(),
+    }
+    .try_into()
+    .unwrap()
 }
 
 #[test]
@@ -173,7 +191,12 @@ fn wrong_pin_missing_token_and_missing_module_are_unavailable() {
     assert!(!hsm.status().available);
     assert!(matches!(
         hsm.sign(
-            &HsmKey { kty: KeyType::EcHsm, wrapped: vec![1], public: PublicKey::Oct, bits: 256 },
+            &HsmKey {
+                kty: KeyType::EcHsm,
+                wrapped: vec![1],
+                public: PublicKey::Oct,
+                bits: 256
+            },
             SignAlg::ES256,
             &[0; 32]
         ),
@@ -184,7 +207,11 @@ fn wrong_pin_missing_token_and_missing_module_are_unavailable() {
     let mut cfg = config("t-nokek");
     cfg.pin_file = None;
     cfg.pin_env = Some("COFFER_HSM_TEST_NO_PIN".into());
-    assert!(Pkcs11Hsm::open(&cfg).status().error.unwrap().contains("COFFER_HSM_TEST_NO_PIN"));
+    assert!(Pkcs11Hsm::open(&cfg)
+        .status()
+        .error
+        .unwrap()
+        .contains("COFFER_HSM_TEST_NO_PIN"));
 }
 
 #[test]
@@ -193,12 +220,22 @@ fn rsa_keys_sign_pkcs1_and_pss_and_decrypt_what_software_encrypted() {
     let msg = b"coffer hsm rsa";
     for bits in [2048u32, 3072, 4096] {
         let key = hsm
-            .generate(&KeySpec::Rsa { bits, public_exponent: 65537 })
+            .generate(&KeySpec::Rsa {
+                bits,
+                public_exponent: 65537,
+            })
             .unwrap();
         assert_eq!(key.kty, KeyType::RsaHsm);
         assert_eq!(key.bits, bits);
         let algs: &[SignAlg] = if bits == 2048 {
-            &[SignAlg::RS256, SignAlg::RS384, SignAlg::RS512, SignAlg::PS256, SignAlg::PS384, SignAlg::PS512]
+            &[
+                SignAlg::RS256,
+                SignAlg::RS384,
+                SignAlg::RS512,
+                SignAlg::PS256,
+                SignAlg::PS384,
+                SignAlg::PS512,
+            ]
         } else {
             &[SignAlg::RS256, SignAlg::PS256]
         };
@@ -217,17 +254,29 @@ fn rsa_keys_sign_pkcs1_and_pss_and_decrypt_what_software_encrypted() {
         ));
     }
 
-    let key = hsm.generate(&KeySpec::Rsa { bits: 2048, public_exponent: 65537 }).unwrap();
+    let key = hsm
+        .generate(&KeySpec::Rsa {
+            bits: 2048,
+            public_exponent: 65537,
+        })
+        .unwrap();
     let oaep = OaepPublicEncryptingKey::new(rsa_public(&key)).unwrap();
     let mut ct = vec![0u8; oaep.ciphertext_size()];
-    let ct = oaep.encrypt(&OAEP_SHA1_MGF1SHA1, b"secret", &mut ct, None).unwrap().to_vec();
-    let pt = hsm.decrypt(&key, EncAlg::RsaOaep, &ct, &SymParams::default()).unwrap();
+    let ct = oaep
+        .encrypt(&OAEP_SHA1_MGF1SHA1, b"secret", &mut ct, None)
+        .unwrap()
+        .to_vec();
+    let pt = hsm
+        .decrypt(&key, EncAlg::RsaOaep, &ct, &SymParams::default())
+        .unwrap();
     assert_eq!(pt.as_slice(), b"secret");
 
     let pkcs1 = Pkcs1PublicEncryptingKey::new(rsa_public(&key)).unwrap();
     let mut ct = vec![0u8; pkcs1.ciphertext_size()];
     let ct = pkcs1.encrypt(b"legacy", &mut ct).unwrap().to_vec();
-    let pt = hsm.decrypt(&key, EncAlg::Rsa15, &ct, &SymParams::default()).unwrap();
+    let pt = hsm
+        .decrypt(&key, EncAlg::Rsa15, &ct, &SymParams::default())
+        .unwrap();
     assert_eq!(pt.as_slice(), b"legacy");
 
     // Tampered ciphertext is a plain decryption failure.
@@ -239,10 +288,19 @@ fn rsa_keys_sign_pkcs1_and_pss_and_decrypt_what_software_encrypted() {
     ));
 
     // RSA-OAEP-256 works natively or answers unsupported, never anything else.
-    let oaep256 = hsm.status().notes.iter().any(|n| n.starts_with("RSA-OAEP-256: native"));
+    let oaep256 = hsm
+        .status()
+        .notes
+        .iter()
+        .any(|n| n.starts_with("RSA-OAEP-256: native"));
     let mut ct = vec![0u8; oaep.ciphertext_size()];
     let ct = oaep
-        .encrypt(&aws_lc_rs::rsa::OAEP_SHA256_MGF1SHA256, b"s256", &mut ct, None)
+        .encrypt(
+            &aws_lc_rs::rsa::OAEP_SHA256_MGF1SHA256,
+            b"s256",
+            &mut ct,
+            None,
+        )
         .unwrap()
         .to_vec();
     match hsm.decrypt(&key, EncAlg::RsaOaep256, &ct, &SymParams::default()) {
@@ -266,7 +324,11 @@ fn ec_keys_sign_on_every_curve_and_verify_in_software() {
         assert_eq!(key.kty, KeyType::EcHsm);
         let sig = hsm.sign(&key, alg, &sha(dalg, msg)).unwrap();
         verify(&key, alg, msg, &sig);
-        let wrong = if alg == SignAlg::ES256 { SignAlg::ES384 } else { SignAlg::ES256 };
+        let wrong = if alg == SignAlg::ES256 {
+            SignAlg::ES384
+        } else {
+            SignAlg::ES256
+        };
         assert!(hsm.sign(&key, wrong, &sha(&digest::SHA256, msg)).is_err());
     }
 }
@@ -277,30 +339,77 @@ fn oct_keys_round_trip_gcm_cbc_and_key_wrap() {
     for bits in [128u32, 192, 256] {
         let key = hsm.generate(&KeySpec::Oct { bits }).unwrap();
         let (gcm, cbc, cbcpad, kw) = match bits {
-            128 => (EncAlg::A128GCM, EncAlg::A128CBC, EncAlg::A128CBCPAD, EncAlg::A128KW),
-            192 => (EncAlg::A192GCM, EncAlg::A192CBC, EncAlg::A192CBCPAD, EncAlg::A192KW),
-            _ => (EncAlg::A256GCM, EncAlg::A256CBC, EncAlg::A256CBCPAD, EncAlg::A256KW),
+            128 => (
+                EncAlg::A128GCM,
+                EncAlg::A128CBC,
+                EncAlg::A128CBCPAD,
+                EncAlg::A128KW,
+            ),
+            192 => (
+                EncAlg::A192GCM,
+                EncAlg::A192CBC,
+                EncAlg::A192CBCPAD,
+                EncAlg::A192KW,
+            ),
+            _ => (
+                EncAlg::A256GCM,
+                EncAlg::A256CBC,
+                EncAlg::A256CBCPAD,
+                EncAlg::A256KW,
+            ),
         };
-        let params = SymParams { aad: Some(b"hdr".to_vec()), ..Default::default() };
+        let params = SymParams {
+            aad: Some(b"hdr".to_vec()),
+            ..Default::default()
+        };
         let ct = hsm.encrypt(&key, gcm, b"hello gcm", &params).unwrap();
         assert_eq!(ct.iv.as_ref().unwrap().len(), 12);
-        let dec = SymParams { iv: ct.iv.clone(), aad: params.aad.clone(), tag: ct.tag.clone() };
-        assert_eq!(hsm.decrypt(&key, gcm, &ct.value, &dec).unwrap().as_slice(), b"hello gcm");
+        let dec = SymParams {
+            iv: ct.iv.clone(),
+            aad: params.aad.clone(),
+            tag: ct.tag.clone(),
+        };
+        assert_eq!(
+            hsm.decrypt(&key, gcm, &ct.value, &dec).unwrap().as_slice(),
+            b"hello gcm"
+        );
         let mut bad = dec.clone();
         bad.aad = Some(b"other".to_vec());
-        assert!(matches!(hsm.decrypt(&key, gcm, &ct.value, &bad), Err(CryptoError::DecryptFailed)));
+        assert!(matches!(
+            hsm.decrypt(&key, gcm, &ct.value, &bad),
+            Err(CryptoError::DecryptFailed)
+        ));
 
-        let iv = SymParams { iv: Some(vec![7; 16]), ..Default::default() };
+        let iv = SymParams {
+            iv: Some(vec![7; 16]),
+            ..Default::default()
+        };
         let ct = hsm.encrypt(&key, cbc, &[1; 32], &iv).unwrap();
-        assert_eq!(hsm.decrypt(&key, cbc, &ct.value, &iv).unwrap().as_slice(), &[1; 32]);
+        assert_eq!(
+            hsm.decrypt(&key, cbc, &ct.value, &iv).unwrap().as_slice(),
+            &[1; 32]
+        );
         let ct = hsm.encrypt(&key, cbcpad, b"odd length", &iv).unwrap();
-        assert_eq!(hsm.decrypt(&key, cbcpad, &ct.value, &iv).unwrap().as_slice(), b"odd length");
+        assert_eq!(
+            hsm.decrypt(&key, cbcpad, &ct.value, &iv)
+                .unwrap()
+                .as_slice(),
+            b"odd length"
+        );
 
-        let wrapped = hsm.encrypt(&key, kw, &[9; 32], &SymParams::default()).unwrap();
+        let wrapped = hsm
+            .encrypt(&key, kw, &[9; 32], &SymParams::default())
+            .unwrap();
         assert_eq!(wrapped.value.len(), 40);
-        let unwrapped = hsm.decrypt(&key, kw, &wrapped.value, &SymParams::default()).unwrap();
+        let unwrapped = hsm
+            .decrypt(&key, kw, &wrapped.value, &SymParams::default())
+            .unwrap();
         assert_eq!(unwrapped.as_slice(), &[9; 32]);
-        let wrong_size = if bits == 256 { EncAlg::A128GCM } else { EncAlg::A256GCM };
+        let wrong_size = if bits == 256 {
+            EncAlg::A128GCM
+        } else {
+            EncAlg::A256GCM
+        };
         assert!(matches!(
             hsm.encrypt(&key, wrong_size, b"x", &SymParams::default()),
             Err(CryptoError::AlgorithmMismatch { .. })
@@ -312,12 +421,18 @@ fn oct_keys_round_trip_gcm_cbc_and_key_wrap() {
 fn imported_keys_work_and_blobs_do_not_contain_the_raw_key() {
     let hsm = device_with_kek("t-import");
     let k = [0x5au8, 0x17, 0xc3, 0x99].repeat(8);
-    let key = hsm.import(&PrivateKey::Oct { k: Zeroizing::new(k.clone()) }).unwrap();
+    let key = hsm
+        .import(&PrivateKey::Oct {
+            k: Zeroizing::new(k.clone()),
+        })
+        .unwrap();
     assert_eq!((key.kty, key.bits), (KeyType::OctHsm, 256));
     assert!(!key.wrapped.windows(8).any(|w| k.windows(8).any(|x| x == w)));
     // What the device encrypts with the imported key decrypts in software
     // with the known key bytes.
-    let ct = hsm.encrypt(&key, EncAlg::A256GCM, b"imported", &SymParams::default()).unwrap();
+    let ct = hsm
+        .encrypt(&key, EncAlg::A256GCM, b"imported", &SymParams::default())
+        .unwrap();
     let soft = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &k).unwrap());
     let nonce = Nonce::try_assume_unique_for_key(ct.iv.as_ref().unwrap()).unwrap();
     let mut buf = [ct.value.clone(), ct.tag.clone().unwrap()].concat();
@@ -325,8 +440,11 @@ fn imported_keys_work_and_blobs_do_not_contain_the_raw_key() {
     assert_eq!(pt, b"imported");
 
     let rng = aws_lc_rs::rand::SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    let pair = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
+            .unwrap();
     let d: aws_lc_rs::encoding::EcPrivateKeyBin = pair.private_key().as_be_bytes().unwrap();
     let d = d.as_ref().to_vec();
     let point = pair.public_key().as_ref().to_vec();
@@ -338,8 +456,13 @@ fn imported_keys_work_and_blobs_do_not_contain_the_raw_key() {
             y: point[33..].to_vec(),
         })
         .unwrap();
-    assert!(!key.wrapped.windows(16).any(|w| d.windows(16).any(|x| x == w)));
-    let sig = hsm.sign(&key, SignAlg::ES256, &sha(&digest::SHA256, b"imp")).unwrap();
+    assert!(!key
+        .wrapped
+        .windows(16)
+        .any(|w| d.windows(16).any(|x| x == w)));
+    let sig = hsm
+        .sign(&key, SignAlg::ES256, &sha(&digest::SHA256, b"imp"))
+        .unwrap();
     verify(&key, SignAlg::ES256, b"imp", &sig);
 }
 
@@ -358,12 +481,25 @@ fn ceremony_moves_the_kek_and_keys_from_a_work_on_b() {
     assert!(b.import_kek(&export).is_err());
 
     let key = a.generate(&KeySpec::Ec { curve: Curve::P384 }).unwrap();
-    let sig = b.sign(&key, SignAlg::ES384, &sha(&digest::SHA384, b"moved")).unwrap();
+    let sig = b
+        .sign(&key, SignAlg::ES384, &sha(&digest::SHA384, b"moved"))
+        .unwrap();
     verify(&key, SignAlg::ES384, b"moved", &sig);
     let oct = a.generate(&KeySpec::Oct { bits: 256 }).unwrap();
-    let ct = a.encrypt(&oct, EncAlg::A256GCM, b"across", &SymParams::default()).unwrap();
-    let params = SymParams { iv: ct.iv, aad: None, tag: ct.tag };
-    assert_eq!(b.decrypt(&oct, EncAlg::A256GCM, &ct.value, &params).unwrap().as_slice(), b"across");
+    let ct = a
+        .encrypt(&oct, EncAlg::A256GCM, b"across", &SymParams::default())
+        .unwrap();
+    let params = SymParams {
+        iv: ct.iv,
+        aad: None,
+        tag: ct.tag,
+    };
+    assert_eq!(
+        b.decrypt(&oct, EncAlg::A256GCM, &ct.value, &params)
+            .unwrap()
+            .as_slice(),
+        b"across"
+    );
 
     // A device without the KEK cannot use the blob.
     let c = Pkcs11Hsm::open(&config("t-open"));
@@ -385,7 +521,9 @@ fn concurrent_signing_shares_the_session_pool() {
             std::thread::spawn(move || {
                 for i in 0..25 {
                     let msg = format!("thread {t} message {i}");
-                    let sig = hsm.sign(&key, SignAlg::ES256, &sha(&digest::SHA256, msg.as_bytes())).unwrap();
+                    let sig = hsm
+                        .sign(&key, SignAlg::ES256, &sha(&digest::SHA256, msg.as_bytes()))
+                        .unwrap();
                     verify(&key, SignAlg::ES256, msg.as_bytes(), &sig);
                 }
             })
@@ -402,7 +540,10 @@ fn concurrent_signing_shares_the_session_pool() {
 async fn cluster_ceremony_gives_every_node_the_same_kek() {
     use jepsen_tests::cluster::{ClusterOptions, LocalCluster};
     let binary = Path::new(env!("CARGO_BIN_EXE_coffer"));
-    let options = ClusterOptions { hsm: true, ..ClusterOptions::default() };
+    let options = ClusterOptions {
+        hsm: true,
+        ..ClusterOptions::default()
+    };
     let mut cluster = LocalCluster::start(binary, options).unwrap();
     cluster.init(0, 1, 1).await.unwrap();
     let mut check_values = Vec::new();
@@ -422,11 +563,19 @@ async fn cluster_ceremony_gives_every_node_the_same_kek() {
             .as_array()
             .unwrap()
             .iter()
-            .find_map(|n| n.as_str().unwrap().strip_prefix("cluster KEK check value: ").map(str::to_string))
+            .find_map(|n| {
+                n.as_str()
+                    .unwrap()
+                    .strip_prefix("cluster KEK check value: ")
+                    .map(str::to_string)
+            })
             .unwrap();
         check_values.push(kcv);
     }
-    assert!(check_values.windows(2).all(|w| w[0] == w[1]), "{check_values:?}");
+    assert!(
+        check_values.windows(2).all(|w| w[0] == w[1]),
+        "{check_values:?}"
+    );
     // A second KEK is refused through the API.
     let client = cluster.node_client(1).unwrap();
     let resp = client

@@ -64,9 +64,12 @@ async fn distribute(args: &ClientArgs, from: &str, to: &str, json: bool) -> anyh
     )
     .await
     .context("holding node: wrapping the KEK")?;
-    let imported = call(&target, Request::post("/v1/sys/hsm/kek/import").json(&export)?)
-        .await
-        .context("receiving node: unwrapping the KEK")?;
+    let imported = call(
+        &target,
+        Request::post("/v1/sys/hsm/kek/import").json(&export)?,
+    )
+    .await
+    .context("receiving node: unwrapping the KEK")?;
     let source_status = call(&source, Request::get("/v1/sys/hsm/status")).await?;
     let expected = status_check_value(&source_status);
     let got = check_value(&imported);
@@ -96,7 +99,10 @@ async fn call(client: &Client, req: Request) -> anyhow::Result<Value> {
 }
 
 fn check_value(info: &Value) -> String {
-    info["check_value"].as_str().unwrap_or("unknown").to_string()
+    info["check_value"]
+        .as_str()
+        .unwrap_or("unknown")
+        .to_string()
 }
 
 fn status_check_value(status: &Value) -> Option<String> {

@@ -402,7 +402,7 @@ fn generate_rsa(
     if ![2048, 3072, 4096].contains(&bits) {
         return Err(bad_input(format!("RSA key size {bits} is not 2048, 3072 or 4096")).into());
     }
-    if public_exponent < 3 || public_exponent % 2 == 0 {
+    if public_exponent < 3 || public_exponent.is_multiple_of(2) {
         return Err(bad_input(format!("public exponent {public_exponent} is invalid")).into());
     }
     let e = minimal_be(public_exponent);
@@ -951,13 +951,13 @@ impl HsmProvider for Pkcs11Hsm {
         let kind = sym_kind(alg).ok_or_else(|| mismatch(alg, key.kty))?;
         let aad = params.aad.clone().unwrap_or_default();
         match &kind {
-            SymKind::Cbc if plaintext.len() % 16 != 0 => {
+            SymKind::Cbc if !plaintext.len().is_multiple_of(16) => {
                 return Err(bad_input(
                     "CBC without padding needs a multiple of 16 bytes".into(),
                 ))
             }
             SymKind::Kw(Mechanism::AesKeyWrap)
-                if plaintext.len() % 8 != 0 || plaintext.len() < 16 =>
+                if !plaintext.len().is_multiple_of(8) || plaintext.len() < 16 =>
             {
                 return Err(bad_input(
                     "AES key wrap needs at least 16 bytes in multiples of 8".into(),

@@ -12,6 +12,12 @@ use cryptoki::slot::Slot;
 
 use crate::crypto::{Curve, SignAlg};
 
+/// `CK_MECHANISM_TYPE` as a portable integer (it is `u32` on some platforms).
+#[allow(clippy::useless_conversion)]
+fn mech_id(m: MechanismType) -> u64 {
+    u64::from(*m)
+}
+
 /// Mechanisms of one device that the HSM tier uses.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Capabilities {
@@ -28,7 +34,7 @@ impl Capabilities {
             .get_mechanism_list(slot)
             .unwrap_or_default()
             .into_iter()
-            .map(|m| u64::from(*m))
+            .map(mech_id)
             .collect();
         Self {
             mechanisms,
@@ -38,7 +44,7 @@ impl Capabilities {
 
     /// Whether the device lists `m`.
     pub(crate) fn has(&self, m: MechanismType) -> bool {
-        self.mechanisms.contains(&u64::from(*m))
+        self.mechanisms.contains(&mech_id(m))
     }
 
     /// Human-readable notes for `status().notes`: what is native, what is
