@@ -179,6 +179,9 @@ impl Device {
     }
 
     fn give_back(&self, session: Session) {
+        // Hold `open` (the condvar's mutex) so a waiter that just found the
+        // idle list empty cannot miss this wake-up.
+        let _open = self.open.lock();
         if let Ok(mut idle) = self.idle.lock() {
             idle.push(session);
         }
