@@ -58,6 +58,9 @@ pub struct ClusterOptions {
     pub vault_domain: Option<String>,
     /// Snapshot interval in log entries (`raft_snapshot_logs`).
     pub raft_snapshot_logs: Option<u64>,
+    /// Give every node its own SoftHSM2 token (`coffer-nodeN`) and run the
+    /// cluster KEK ceremony after [`LocalCluster::init`].
+    pub hsm: bool,
 }
 
 impl Default for ClusterOptions {
@@ -68,6 +71,7 @@ impl Default for ClusterOptions {
             env: Vec::new(),
             vault_domain: None,
             raft_snapshot_logs: None,
+            hsm: false,
         }
     }
 }
@@ -131,6 +135,9 @@ impl LocalCluster {
             options,
             dir,
         };
+        if cluster.options.hsm {
+            hsm::init_tokens(cluster.dir.path(), cluster.nodes.len())?;
+        }
         for i in 0..cluster.nodes.len() {
             cluster.write_config(i, &tls_dir)?;
             cluster.spawn(i)?;
@@ -171,6 +178,9 @@ impl LocalCluster {
                 peer.id, peer.api_addr, peer.cluster_addr
             ));
         }
+        if self.options.hsm {
+            text.push_str(&hsm::config_section(self.dir.path(), node.id));
+        }
         fs::write(&node.config_path, text)?;
         Ok(())
     }
@@ -190,6 +200,9 @@ impl LocalCluster {
             .stderr(log);
         for (k, v) in &self.options.env {
             cmd.env(k, v);
+        }
+        if self.options.hsm {
+            cmd.env("SOFTHSM2_CONF", hsm::conf_path(self.dir.path()));
         }
         node.child = Some(cmd.spawn().context("spawning coffer server")?);
         Ok(())
@@ -261,6 +274,9 @@ impl LocalCluster {
                 self.unseal(i).await?;
             }
         }
+        if self.options.hsm {
+            self.hsm_ceremony().await?;
+        }
         Ok(())
     }
 
@@ -299,6 +315,44 @@ impl LocalCluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Creates the cluster KEK in node 1's device and distributes it to
+    /// every other running node with `coffer operator hsm`.
+    pub async fn hsm_ceremony(&self) -> anyhow::Result<()> {
+        let token = self
+            .root_token
+            .clone()
+            .context("hsm ceremony before init")?;
+        let first = self.nodes[0].url();
+        let mut runs = vec![vec!["create-kek".to_string()]];
+        for node in self.nodes.iter().skip(1).filter(|n| n.is_running()) {
+            runs.push(vec![
+                "distribute".into(),
+                "--from".into(),
+                first.clone(),
+                "--to".into(),
+                node.url(),
+            ]);
+        }
+        for args in runs {
+            let out = tokio::process::Command::new(&self.binary)
+                .args(["operator", "hsm"])
+                .args(&args)
+                .env("COFFER_ADDR", &first)
+                .env("COFFER_TOKEN", &token)
+                .env("COFFER_CACERT", &self.ca_path)
+                .output()
+                .await?;
+            if !out.status.success() {
+                bail!(
+                    "coffer operator hsm {} failed: {}",
+                    args[0],
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        Ok(())
     }
 
     /// SIGKILLs node `i`.
@@ -349,5 +403,61 @@ impl Drop for LocalCluster {
             .keep();
             eprintln!("cluster files kept in {}", path.display());
         }
+    }
+}
+
+/// Per-cluster SoftHSM2 tokens: one `SOFTHSM2_CONF` and token dir under the
+/// cluster directory, one token per node, the PIN in a file.
+mod hsm {
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+
+    use anyhow::{bail, Context};
+
+    /// The SoftHSM2 module the nodes load.
+    pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    const USER_PIN: &str = "coffer-test-pin";
+    const SO_PIN: &str = "coffer-test-so-pin";
+
+    pub fn conf_path(dir: &Path) -> PathBuf {
+        dir.join("softhsm").join("softhsm2.conf")
+    }
+
+    fn pin_path(dir: &Path) -> PathBuf {
+        dir.join("softhsm").join("pin")
+    }
+
+    pub fn init_tokens(dir: &Path, nodes: usize) -> anyhow::Result<()> {
+        let tokens = dir.join("softhsm").join("tokens");
+        std::fs::create_dir_all(&tokens)?;
+        std::fs::write(
+            conf_path(dir),
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )?;
+        std::fs::write(pin_path(dir), USER_PIN)?;
+        for id in 1..=nodes {
+            let status = Command::new("softhsm2-util")
+                .args(["--init-token", "--free", "--label"])
+                .arg(format!("coffer-node{id}"))
+                .args(["--pin", USER_PIN, "--so-pin", SO_PIN])
+                .env("SOFTHSM2_CONF", conf_path(dir))
+                .stdout(Stdio::null())
+                .status()
+                .context("running softhsm2-util (install softhsm2)")?;
+            if !status.success() {
+                bail!("softhsm2-util --init-token failed: {status}");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn config_section(dir: &Path, id: u64) -> String {
+        format!(
+            "[hsm]\nmodule = {MODULE:?}\ntoken_label = \"coffer-node{id}\"\npin_file = {:?}\n",
+            pin_path(dir)
+        )
     }
 }

@@ -105,6 +105,62 @@ pub struct Config {
     /// tests can prove they catch stale reads.
     #[serde(default)]
     pub unsafe_stale_reads: bool,
+    /// The PKCS#11 device of the HSM tier (absent: no `*-HSM` keys on this node).
+    #[serde(default)]
+    pub hsm: Option<HsmConfig>,
+}
+
+/// `[hsm]`: the PKCS#11 device attached to this node. The PIN is never in
+/// the file itself: it comes from `pin_file` or the variable `pin_env`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmConfig {
+    /// Path of the PKCS#11 module (e.g. `/usr/lib/softhsm/libsofthsm2.so`).
+    pub module: PathBuf,
+    /// Label of the token to use; slots are found by label, never by index.
+    pub token_label: String,
+    /// File holding the user PIN (trailing newline ignored).
+    #[serde(default)]
+    pub pin_file: Option<PathBuf>,
+    /// Environment variable holding the user PIN (e.g. `COFFER_HSM_PIN`).
+    #[serde(default)]
+    pub pin_env: Option<String>,
+    /// Upper bound on open sessions (the device's own limit applies too).
+    #[serde(default = "default_hsm_max_sessions")]
+    pub max_sessions: usize,
+    /// How many unwrapped keys stay cached as session objects.
+    #[serde(default = "default_hsm_key_cache")]
+    pub key_cache: usize,
+}
+
+fn default_hsm_max_sessions() -> usize {
+    16
+}
+
+fn default_hsm_key_cache() -> usize {
+    1024
+}
+
+impl HsmConfig {
+    /// Checks that exactly one PIN source is named and the sizes are sane.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.pin_file.is_some() == self.pin_env.is_some() {
+            return Err(ConfigError::Invalid(
+                "[hsm] needs exactly one of pin_file or pin_env".into(),
+            ));
+        }
+        if self.token_label.is_empty() || self.token_label.len() > 32 {
+            return Err(ConfigError::Invalid(
+                "[hsm] token_label must be 1 to 32 bytes".into(),
+            ));
+        }
+        if self.max_sessions == 0 || self.key_cache == 0 {
+            return Err(ConfigError::Invalid(
+                "[hsm] max_sessions and key_cache must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_vault() -> String {
@@ -158,6 +214,9 @@ impl Config {
                 "default_vault {:?} must match ^[0-9a-zA-Z-]{{1,24}}$",
                 self.default_vault
             )));
+        }
+        if let Some(hsm) = &self.hsm {
+            hsm.validate()?;
         }
         Ok(())
     }
@@ -237,5 +296,22 @@ mod tests {
         let selfpeer = SAMPLE.replace("node_id = 2", "node_id = 1");
         let config: Config = toml::from_str(&selfpeer).unwrap();
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn parses_an_hsm_section_and_requires_one_pin_source() {
+        let with_hsm = format!(
+            "{SAMPLE}\n[hsm]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"coffer-node1\"\npin_env = \"COFFER_HSM_PIN\"\n"
+        );
+        let config: Config = toml::from_str(&with_hsm).unwrap();
+        config.validate().unwrap();
+        let hsm = config.hsm.as_ref().unwrap();
+        assert_eq!(hsm.token_label, "coffer-node1");
+        assert_eq!(hsm.max_sessions, 16);
+        let both = format!("{with_hsm}pin_file = \"/etc/coffer/pin\"\n");
+        let config: Config = toml::from_str(&both).unwrap();
+        assert!(config.validate().is_err());
+        let inline_pin = format!("{with_hsm}pin = \"1234\"\n");
+        assert!(toml::from_str::<Config>(&inline_pin).is_err());
     }
 }

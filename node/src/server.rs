@@ -18,6 +18,8 @@ use zeroize::Zeroizing;
 use crate::api;
 use crate::cluster::{ClusterConfig, ClusterNode, ClusterStore};
 use crate::config::{Config, TlsConfig};
+use crate::crypto::hsm::HsmProvider;
+use crate::crypto::pkcs11::Pkcs11Hsm;
 use crate::engine::secrets::SecretsEngine;
 use crate::engine::store::Store;
 use crate::engine::vaults::VaultsEngine;
@@ -42,6 +44,8 @@ pub struct Server {
     router: Router,
     api_tls: Arc<rustls::ServerConfig>,
     secrets: Arc<SecretsEngine>,
+    /// The node's PKCS#11 device; the keys engine takes it for `*-HSM` keys.
+    hsm: Option<Arc<dyn HsmProvider>>,
 }
 
 impl Server {
@@ -65,6 +69,9 @@ impl Server {
                 .await
                 .context("bootstrapping the Raft cluster")?;
         }
+        let pkcs11 = open_hsm(config).await;
+        // keys engine takes this: `Option<Arc<dyn HsmProvider>>` for `*-HSM` keys.
+        let hsm: Option<Arc<dyn HsmProvider>> = pkcs11.clone().map(|p| p as Arc<dyn HsmProvider>);
         let seal = Arc::new(SealManager::new());
         let store: Arc<dyn Store> = Arc::new(ClusterStore::new(node.clone(), seal.clone()));
         let vaults = Arc::new(VaultsEngine::new(store.clone()));
@@ -83,6 +90,7 @@ impl Server {
             vault_domain: config.vault_domain.clone(),
             default_vault: config.default_vault.clone(),
             tenant: config.tenant.clone(),
+            hsm: pkcs11,
         });
         Ok(Self {
             operator,
@@ -91,7 +99,13 @@ impl Server {
             router,
             api_tls,
             secrets,
+            hsm,
         })
+    }
+
+    /// The HSM tier of this node (`None` without an `[hsm]` section).
+    pub fn hsm(&self) -> Option<Arc<dyn HsmProvider>> {
+        self.hsm.clone()
     }
 
     /// Serves HTTPS until SIGINT/SIGTERM, then shuts the node down.
@@ -177,6 +191,31 @@ async fn purge_loop(operator: Arc<Operator>, secrets: Arc<SecretsEngine>) {
     }
 }
 
+/// Opens the `[hsm]` device off the runtime (PKCS#11 blocks). An unusable
+/// device still yields a provider: it reports itself unavailable and the
+/// node serves everything else.
+async fn open_hsm(config: &Config) -> Option<Arc<Pkcs11Hsm>> {
+    let cfg = config.hsm.clone()?;
+    let opened = tokio::task::spawn_blocking(move || Pkcs11Hsm::open(&cfg)).await;
+    match opened {
+        Ok(hsm) => {
+            let status = hsm.status();
+            if status.available {
+                tracing::info!(
+                    token = %status.token_label,
+                    kek_present = status.kek_present,
+                    "HSM tier available"
+                );
+            }
+            Some(Arc::new(hsm))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "opening the HSM panicked; HSM tier disabled");
+            None
+        }
+    }
+}
+
 fn load_tls(paths: &TlsConfig) -> anyhow::Result<TlsMaterial> {
     TlsMaterial::load(&paths.ca, &paths.cert, &paths.key).context("loading TLS certificates")
 }
@@ -216,6 +255,7 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
         log_format: "text".into(),
         raft_snapshot_logs: crate::cluster::SNAPSHOT_LOGS,
         unsafe_stale_reads: false,
+        hsm: None,
     };
     let server = Server::start(&config).await?;
     wait_for_leader(&server.node).await?;

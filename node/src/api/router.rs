@@ -27,6 +27,9 @@ pub struct ApiConfig {
     pub default_vault: String,
     /// Tenant named in the authentication challenge.
     pub tenant: String,
+    /// The node's PKCS#11 device, when `[hsm]` is configured (operator
+    /// routes under `/v1/sys/hsm/…`).
+    pub hsm: Option<Arc<crate::crypto::pkcs11::Pkcs11Hsm>>,
 }
 
 /// Builds the complete router.
@@ -40,6 +43,7 @@ pub fn router(cfg: ApiConfig) -> Router {
     let sys_state = SysState {
         operator: cfg.operator.clone(),
         vaults: cfg.vaults.clone(),
+        hsm: cfg.hsm.clone(),
     };
     let protected_sys = sys::protected_router(sys_state.clone())
         .layer(from_fn_with_state(auth(Flavor::Sys), authenticate));

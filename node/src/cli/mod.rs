@@ -7,6 +7,7 @@
 //! Secret   { #[command(flatten)] client: ClientArgs, #[command(subcommand)] cmd: SecretCommand }
 //! ```
 
+pub mod hsm;
 pub mod operator;
 pub mod secret;
 pub mod tls;

@@ -42,6 +42,9 @@ pub enum OperatorCommand {
     /// Vault management.
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// The node's PKCS#11 device and the cluster KEK ceremony.
+    #[command(subcommand)]
+    Hsm(super::hsm::HsmCommand),
     // `Tls(crate::cli::tls::TlsArgs)` (certificate generation) is added by the
     // cluster helper.
 }
@@ -133,6 +136,7 @@ pub async fn run_operator(args: &ClientArgs, cmd: OperatorCommand) -> anyhow::Re
         }
         OperatorCommand::Raft(cmd) => run_raft(&client, cmd, json).await?,
         OperatorCommand::Vault(cmd) => run_vault(&client, cmd, json).await?,
+        OperatorCommand::Hsm(cmd) => super::hsm::run_hsm(args, cmd).await?,
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! key-wrapping key.
 
 pub mod hsm;
+pub mod pkcs11;
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;

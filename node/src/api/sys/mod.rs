@@ -1,6 +1,8 @@
 //! Operator API under `/v1/sys/…`: health, init, unseal, seal, Raft peers,
 //! vaults. Errors use Vault's `{"errors":["…"]}` shape.
 
+pub mod hsm;
+
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -25,6 +27,8 @@ pub struct SysState {
     pub operator: Arc<Operator>,
     /// Vault management.
     pub vaults: Arc<VaultsEngine>,
+    /// The node's PKCS#11 device (`/v1/sys/hsm/…`), if configured.
+    pub hsm: Option<Arc<crate::crypto::pkcs11::Pkcs11Hsm>>,
 }
 
 /// Routes that need no token (health, seal status, init, unseal).
@@ -50,6 +54,7 @@ pub fn protected_router(state: SysState) -> Router {
             "/v1/sys/vaults/{name}",
             delete(delete_vault).put(create_vault),
         )
+        .merge(hsm::router())
         .with_state(state)
 }
 

@@ -1,0 +1,586 @@
+//! The PKCS#11 HSM tier against a real SoftHSM2 (`apt-get install softhsm2`,
+//! done by scripts/test.sh). All tokens live in one temporary token dir per
+//! test process, created before the module is first initialised (SoftHSM2
+//! reads `SOFTHSM2_CONF` once per process).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use aws_lc_rs::digest;
+use aws_lc_rs::encoding::AsBigEndian as _;
+use aws_lc_rs::rsa::{
+    OaepPublicEncryptingKey, Pkcs1PublicEncryptingKey, PublicEncryptingKey, PublicKeyComponents,
+    OAEP_SHA1_MGF1SHA1,
+};
+use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair as _, UnparsedPublicKey};
+use coffer::config::HsmConfig;
+use coffer::crypto::hsm::{HsmKey, HsmProvider};
+use coffer::crypto::pkcs11::Pkcs11Hsm;
+use coffer::crypto::{
+    CryptoError, Curve, EncAlg, KeySpec, KeyType, PrivateKey, PublicKey, SignAlg, SymParams,
+};
+use zeroize::Zeroizing;
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const PIN: &str = "4321-user";
+const SO_PIN: &str = "8765-so";
+const TOKENS: &[&str] = &[
+    "t-open", "t-keys", "t-cer-a", "t-cer-b", "t-conc", "t-oct", "t-import", "t-nokek",
+];
+
+struct Env {
+    _dir: tempfile::TempDir,
+    pin_file: PathBuf,
+}
+
+fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        assert!(
+            Path::new(MODULE).exists(),
+            "{MODULE} missing: install softhsm2 (scripts/test.sh does)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        // Set before any module initialisation in this process.
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        for label in TOKENS {
+            let status = Command::new("softhsm2-util")
+                .args([
+                    "--init-token",
+                    "--free",
+                    "--label",
+                    label,
+                    "--pin",
+                    PIN,
+                    "--so-pin",
+                    SO_PIN,
+                ])
+                .env("SOFTHSM2_CONF", &conf)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "softhsm2-util --init-token {label}");
+        }
+        let pin_file = dir.path().join("pin");
+        std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
+        Env {
+            _dir: dir,
+            pin_file,
+        }
+    })
+}
+
+fn config(label: &str) -> HsmConfig {
+    HsmConfig {
+        module: MODULE.into(),
+        token_label: label.into(),
+        pin_file: Some(env().pin_file.clone()),
+        pin_env: None,
+        max_sessions: 4,
+        key_cache: 64,
+    }
+}
+
+/// Opens `label` and makes sure it holds a KEK.
+fn device_with_kek(label: &str) -> Pkcs11Hsm {
+    let hsm = Pkcs11Hsm::open(&config(label));
+    let status = hsm.status();
+    assert!(status.available, "{label}: {:?}", status.error);
+    if !status.kek_present {
+        hsm.create_kek().unwrap();
+    }
+    hsm
+}
+
+fn sha(alg: &'static digest::Algorithm, msg: &[u8]) -> Vec<u8> {
+    digest::digest(alg, msg).as_ref().to_vec()
+}
+
+fn verify(key: &HsmKey, alg: SignAlg, msg: &[u8], sig: &[u8]) {
+    match &key.public {
+        PublicKey::Rsa { n, e } => {
+            let params: &signature::RsaParameters = match alg {
+                SignAlg::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+                SignAlg::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+                SignAlg::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+                SignAlg::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+                SignAlg::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+                SignAlg::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
+                other => panic!("{other:?}"),
+            };
+            signature::RsaPublicKeyComponents { n, e }
+                .verify(params, msg, sig)
+                .unwrap_or_else(|_| panic!("{alg:?} signature does not verify"));
+        }
+        PublicKey::Ec { curve, x, y } => {
+            let params = match curve {
+                Curve::P256 => &signature::ECDSA_P256_SHA256_FIXED,
+                Curve::P384 => &signature::ECDSA_P384_SHA384_FIXED,
+                Curve::P521 => &signature::ECDSA_P521_SHA512_FIXED,
+                Curve::P256K => &signature::ECDSA_P256K1_SHA256_FIXED,
+            };
+            let point = [&[4u8][..], x, y].concat();
+            UnparsedPublicKey::new(params, point)
+                .verify(msg, sig)
+                .unwrap_or_else(|_| panic!("{alg:?} signature does not verify"));
+        }
+        PublicKey::Oct => panic!("oct keys do not sign"),
+    }
+}
+
+fn rsa_public(key: &HsmKey) -> PublicEncryptingKey {
+    let PublicKey::Rsa { n, e } = &key.public else {
+        panic!("not RSA")
+    };
+    PublicKeyComponents {
+        n: n.as_slice(),
+        e: e.as_slice(),
+    }
+    .try_into()
+    .unwrap()
+}
+
+#[test]
+fn opens_by_label_and_reports_mechanism_notes() {
+    let hsm = Pkcs11Hsm::open(&config("t-open"));
+    let status = hsm.status();
+    assert!(status.available, "{:?}", status.error);
+    assert_eq!(status.token_label, "t-open");
+    assert!(!status.kek_present);
+    assert!(status.notes.iter().any(|n| n.starts_with("RSA-OAEP-256")));
+    assert!(hsm.max_sessions() >= 1);
+    // Without a KEK the tier is unavailable for keys, with a clear reason.
+    match hsm.generate(&KeySpec::Oct { bits: 256 }) {
+        Err(CryptoError::HsmUnavailable(msg)) => assert!(msg.contains("KEK"), "{msg}"),
+        other => panic!("expected HsmUnavailable, got {other:?}"),
+    }
+}
+
+#[test]
+fn wrong_pin_missing_token_and_missing_module_are_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong-pin");
+    std::fs::write(&wrong, "not-the-pin").unwrap();
+    let mut cfg = config("t-nokek");
+    cfg.pin_file = Some(wrong);
+    let status = Pkcs11Hsm::open(&cfg).status();
+    assert!(!status.available);
+    let err = status.error.unwrap();
+    assert!(err.contains("refused the PIN"), "{err}");
+    assert!(!err.contains("not-the-pin"));
+
+    let status = Pkcs11Hsm::open(&config("no-such-token")).status();
+    assert!(status.error.unwrap().contains("no token labelled"));
+
+    let mut cfg = config("t-nokek");
+    cfg.module = "/nonexistent/libsofthsm2.so".into();
+    let hsm = Pkcs11Hsm::open(&cfg);
+    assert!(!hsm.status().available);
+    assert!(matches!(
+        hsm.sign(
+            &HsmKey {
+                kty: KeyType::EcHsm,
+                wrapped: vec![1],
+                public: PublicKey::Oct,
+                bits: 256
+            },
+            SignAlg::ES256,
+            &[0; 32]
+        ),
+        Err(CryptoError::HsmUnavailable(_))
+    ));
+
+    std::env::remove_var("COFFER_HSM_TEST_NO_PIN");
+    let mut cfg = config("t-nokek");
+    cfg.pin_file = None;
+    cfg.pin_env = Some("COFFER_HSM_TEST_NO_PIN".into());
+    assert!(Pkcs11Hsm::open(&cfg)
+        .status()
+        .error
+        .unwrap()
+        .contains("COFFER_HSM_TEST_NO_PIN"));
+}
+
+#[test]
+fn rsa_keys_sign_pkcs1_and_pss_and_decrypt_what_software_encrypted() {
+    let hsm = device_with_kek("t-keys");
+    let msg = b"coffer hsm rsa";
+    for bits in [2048u32, 3072, 4096] {
+        let key = hsm
+            .generate(&KeySpec::Rsa {
+                bits,
+                public_exponent: 65537,
+            })
+            .unwrap();
+        assert_eq!(key.kty, KeyType::RsaHsm);
+        assert_eq!(key.bits, bits);
+        let algs: &[SignAlg] = if bits == 2048 {
+            &[
+                SignAlg::RS256,
+                SignAlg::RS384,
+                SignAlg::RS512,
+                SignAlg::PS256,
+                SignAlg::PS384,
+                SignAlg::PS512,
+            ]
+        } else {
+            &[SignAlg::RS256, SignAlg::PS256]
+        };
+        for &alg in algs {
+            let d = match alg {
+                SignAlg::RS256 | SignAlg::PS256 => sha(&digest::SHA256, msg),
+                SignAlg::RS384 | SignAlg::PS384 => sha(&digest::SHA384, msg),
+                _ => sha(&digest::SHA512, msg),
+            };
+            let sig = hsm.sign(&key, alg, &d).unwrap();
+            verify(&key, alg, msg, &sig);
+        }
+        assert!(matches!(
+            hsm.sign(&key, SignAlg::RS256, &[0; 20]),
+            Err(CryptoError::BadInput(_))
+        ));
+    }
+
+    let key = hsm
+        .generate(&KeySpec::Rsa {
+            bits: 2048,
+            public_exponent: 65537,
+        })
+        .unwrap();
+    let oaep = OaepPublicEncryptingKey::new(rsa_public(&key)).unwrap();
+    let mut ct = vec![0u8; oaep.ciphertext_size()];
+    let ct = oaep
+        .encrypt(&OAEP_SHA1_MGF1SHA1, b"secret", &mut ct, None)
+        .unwrap()
+        .to_vec();
+    let pt = hsm
+        .decrypt(&key, EncAlg::RsaOaep, &ct, &SymParams::default())
+        .unwrap();
+    assert_eq!(pt.as_slice(), b"secret");
+
+    let pkcs1 = Pkcs1PublicEncryptingKey::new(rsa_public(&key)).unwrap();
+    let mut ct = vec![0u8; pkcs1.ciphertext_size()];
+    let ct = pkcs1.encrypt(b"legacy", &mut ct).unwrap().to_vec();
+    let pt = hsm
+        .decrypt(&key, EncAlg::Rsa15, &ct, &SymParams::default())
+        .unwrap();
+    assert_eq!(pt.as_slice(), b"legacy");
+
+    // Tampered ciphertext is a plain decryption failure.
+    let mut bad = ct.clone();
+    bad[10] ^= 1;
+    assert!(matches!(
+        hsm.decrypt(&key, EncAlg::RsaOaep, &bad, &SymParams::default()),
+        Err(CryptoError::DecryptFailed)
+    ));
+
+    // RSA-OAEP-256 works natively or answers unsupported, never anything else.
+    let oaep256 = hsm
+        .status()
+        .notes
+        .iter()
+        .any(|n| n.starts_with("RSA-OAEP-256: native"));
+    let mut ct = vec![0u8; oaep.ciphertext_size()];
+    let ct = oaep
+        .encrypt(
+            &aws_lc_rs::rsa::OAEP_SHA256_MGF1SHA256,
+            b"s256",
+            &mut ct,
+            None,
+        )
+        .unwrap()
+        .to_vec();
+    match hsm.decrypt(&key, EncAlg::RsaOaep256, &ct, &SymParams::default()) {
+        Ok(pt) => assert!(oaep256 && pt.as_slice() == b"s256"),
+        Err(CryptoError::Unsupported(_)) => assert!(!oaep256),
+        Err(e) => panic!("RSA-OAEP-256: {e}"),
+    }
+}
+
+#[test]
+fn ec_keys_sign_on_every_curve_and_verify_in_software() {
+    let hsm = device_with_kek("t-keys");
+    let msg = b"coffer hsm ec";
+    for (curve, alg, dalg) in [
+        (Curve::P256, SignAlg::ES256, &digest::SHA256),
+        (Curve::P384, SignAlg::ES384, &digest::SHA384),
+        (Curve::P521, SignAlg::ES512, &digest::SHA512),
+        (Curve::P256K, SignAlg::ES256K, &digest::SHA256),
+    ] {
+        let key = hsm.generate(&KeySpec::Ec { curve }).unwrap();
+        assert_eq!(key.kty, KeyType::EcHsm);
+        let sig = hsm.sign(&key, alg, &sha(dalg, msg)).unwrap();
+        verify(&key, alg, msg, &sig);
+        let wrong = if alg == SignAlg::ES256 {
+            SignAlg::ES384
+        } else {
+            SignAlg::ES256
+        };
+        assert!(hsm.sign(&key, wrong, &sha(&digest::SHA256, msg)).is_err());
+    }
+}
+
+#[test]
+fn oct_keys_round_trip_gcm_cbc_and_key_wrap() {
+    let hsm = device_with_kek("t-oct");
+    for bits in [128u32, 192, 256] {
+        let key = hsm.generate(&KeySpec::Oct { bits }).unwrap();
+        let (gcm, cbc, cbcpad, kw) = match bits {
+            128 => (
+                EncAlg::A128GCM,
+                EncAlg::A128CBC,
+                EncAlg::A128CBCPAD,
+                EncAlg::A128KW,
+            ),
+            192 => (
+                EncAlg::A192GCM,
+                EncAlg::A192CBC,
+                EncAlg::A192CBCPAD,
+                EncAlg::A192KW,
+            ),
+            _ => (
+                EncAlg::A256GCM,
+                EncAlg::A256CBC,
+                EncAlg::A256CBCPAD,
+                EncAlg::A256KW,
+            ),
+        };
+        let params = SymParams {
+            aad: Some(b"hdr".to_vec()),
+            ..Default::default()
+        };
+        let ct = hsm.encrypt(&key, gcm, b"hello gcm", &params).unwrap();
+        assert_eq!(ct.iv.as_ref().unwrap().len(), 12);
+        let dec = SymParams {
+            iv: ct.iv.clone(),
+            aad: params.aad.clone(),
+            tag: ct.tag.clone(),
+        };
+        assert_eq!(
+            hsm.decrypt(&key, gcm, &ct.value, &dec).unwrap().as_slice(),
+            b"hello gcm"
+        );
+        let mut bad = dec.clone();
+        bad.aad = Some(b"other".to_vec());
+        assert!(matches!(
+            hsm.decrypt(&key, gcm, &ct.value, &bad),
+            Err(CryptoError::DecryptFailed)
+        ));
+
+        let iv = SymParams {
+            iv: Some(vec![7; 16]),
+            ..Default::default()
+        };
+        let ct = hsm.encrypt(&key, cbc, &[1; 32], &iv).unwrap();
+        assert_eq!(
+            hsm.decrypt(&key, cbc, &ct.value, &iv).unwrap().as_slice(),
+            &[1; 32]
+        );
+        let ct = hsm.encrypt(&key, cbcpad, b"odd length", &iv).unwrap();
+        assert_eq!(
+            hsm.decrypt(&key, cbcpad, &ct.value, &iv)
+                .unwrap()
+                .as_slice(),
+            b"odd length"
+        );
+
+        let wrapped = hsm
+            .encrypt(&key, kw, &[9; 32], &SymParams::default())
+            .unwrap();
+        assert_eq!(wrapped.value.len(), 40);
+        let unwrapped = hsm
+            .decrypt(&key, kw, &wrapped.value, &SymParams::default())
+            .unwrap();
+        assert_eq!(unwrapped.as_slice(), &[9; 32]);
+        let wrong_size = if bits == 256 {
+            EncAlg::A128GCM
+        } else {
+            EncAlg::A256GCM
+        };
+        assert!(matches!(
+            hsm.encrypt(&key, wrong_size, b"x", &SymParams::default()),
+            Err(CryptoError::AlgorithmMismatch { .. })
+        ));
+    }
+}
+
+#[test]
+fn imported_keys_work_and_blobs_do_not_contain_the_raw_key() {
+    let hsm = device_with_kek("t-import");
+    let k = [0x5au8, 0x17, 0xc3, 0x99].repeat(8);
+    let key = hsm
+        .import(&PrivateKey::Oct {
+            k: Zeroizing::new(k.clone()),
+        })
+        .unwrap();
+    assert_eq!((key.kty, key.bits), (KeyType::OctHsm, 256));
+    assert!(!key.wrapped.windows(8).any(|w| k.windows(8).any(|x| x == w)));
+    // What the device encrypts with the imported key decrypts in software
+    // with the known key bytes.
+    let ct = hsm
+        .encrypt(&key, EncAlg::A256GCM, b"imported", &SymParams::default())
+        .unwrap();
+    let soft = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &k).unwrap());
+    let nonce = Nonce::try_assume_unique_for_key(ct.iv.as_ref().unwrap()).unwrap();
+    let mut buf = [ct.value.clone(), ct.tag.clone().unwrap()].concat();
+    let pt = soft.open_in_place(nonce, Aad::empty(), &mut buf).unwrap();
+    assert_eq!(pt, b"imported");
+
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
+            .unwrap();
+    let d: aws_lc_rs::encoding::EcPrivateKeyBin = pair.private_key().as_be_bytes().unwrap();
+    let d = d.as_ref().to_vec();
+    let point = pair.public_key().as_ref().to_vec();
+    let key = hsm
+        .import(&PrivateKey::Ec {
+            curve: Curve::P256,
+            d: Zeroizing::new(d.clone()),
+            x: point[1..33].to_vec(),
+            y: point[33..].to_vec(),
+        })
+        .unwrap();
+    assert!(!key
+        .wrapped
+        .windows(16)
+        .any(|w| d.windows(16).any(|x| x == w)));
+    let sig = hsm
+        .sign(&key, SignAlg::ES256, &sha(&digest::SHA256, b"imp"))
+        .unwrap();
+    verify(&key, SignAlg::ES256, b"imp", &sig);
+}
+
+#[test]
+fn ceremony_moves_the_kek_and_keys_from_a_work_on_b() {
+    let a = device_with_kek("t-cer-a");
+    let b = Pkcs11Hsm::open(&config("t-cer-b"));
+    assert!(!b.status().kek_present);
+
+    let transport = b.transport_key().unwrap();
+    let export = a.export_kek(&transport).unwrap();
+    let info = b.import_kek(&export).unwrap();
+    assert!(b.status().kek_present);
+    assert_eq!(info, a.kek_info().unwrap().unwrap(), "same KEK check value");
+    // The transport key is gone: replaying the export fails cleanly.
+    assert!(b.import_kek(&export).is_err());
+
+    let key = a.generate(&KeySpec::Ec { curve: Curve::P384 }).unwrap();
+    let sig = b
+        .sign(&key, SignAlg::ES384, &sha(&digest::SHA384, b"moved"))
+        .unwrap();
+    verify(&key, SignAlg::ES384, b"moved", &sig);
+    let oct = a.generate(&KeySpec::Oct { bits: 256 }).unwrap();
+    let ct = a
+        .encrypt(&oct, EncAlg::A256GCM, b"across", &SymParams::default())
+        .unwrap();
+    let params = SymParams {
+        iv: ct.iv,
+        aad: None,
+        tag: ct.tag,
+    };
+    assert_eq!(
+        b.decrypt(&oct, EncAlg::A256GCM, &ct.value, &params)
+            .unwrap()
+            .as_slice(),
+        b"across"
+    );
+
+    // A device without the KEK cannot use the blob.
+    let c = Pkcs11Hsm::open(&config("t-open"));
+    assert!(matches!(
+        c.sign(&key, SignAlg::ES384, &[0; 48]),
+        Err(CryptoError::HsmUnavailable(_))
+    ));
+    // A second KEK is refused.
+    assert!(matches!(b.create_kek(), Err(CryptoError::BadInput(_))));
+}
+
+#[test]
+fn concurrent_signing_shares_the_session_pool() {
+    let hsm = Arc::new(device_with_kek("t-conc"));
+    let key = Arc::new(hsm.generate(&KeySpec::Ec { curve: Curve::P256 }).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let (hsm, key) = (hsm.clone(), key.clone());
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let msg = format!("thread {t} message {i}");
+                    let sig = hsm
+                        .sign(&key, SignAlg::ES256, &sha(&digest::SHA256, msg.as_bytes()))
+                        .unwrap();
+                    verify(&key, SignAlg::ES256, msg.as_bytes(), &sig);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(hsm.cached_keys(), 1, "one unwrap shared by every thread");
+    assert!(hsm.max_sessions() <= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_ceremony_gives_every_node_the_same_kek() {
+    use jepsen_tests::cluster::{ClusterOptions, LocalCluster};
+    let binary = Path::new(env!("CARGO_BIN_EXE_coffer"));
+    let options = ClusterOptions {
+        hsm: true,
+        ..ClusterOptions::default()
+    };
+    let mut cluster = LocalCluster::start(binary, options).unwrap();
+    cluster.init(0, 1, 1).await.unwrap();
+    let mut check_values = Vec::new();
+    for i in 0..cluster.nodes.len() {
+        let client = cluster.node_client(i).unwrap();
+        let resp = client
+            .send_to(0, coffer_client::Request::get("/v1/sys/hsm/status"))
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+        let status: serde_json::Value = resp.json().unwrap();
+        assert_eq!(status["available"], true, "node {}: {status}", i + 1);
+        assert_eq!(status["kek_present"], true, "node {}: {status}", i + 1);
+        assert_eq!(status["token_label"], format!("coffer-node{}", i + 1));
+        let kcv = status["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|n| {
+                n.as_str()
+                    .unwrap()
+                    .strip_prefix("cluster KEK check value: ")
+                    .map(str::to_string)
+            })
+            .unwrap();
+        check_values.push(kcv);
+    }
+    assert!(
+        check_values.windows(2).all(|w| w[0] == w[1]),
+        "{check_values:?}"
+    );
+    // A second KEK is refused through the API.
+    let client = cluster.node_client(1).unwrap();
+    let resp = client
+        .send_to(0, coffer_client::Request::post("/v1/sys/hsm/kek/create"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status.as_u16(), 400);
+}
