@@ -1,0 +1,2 @@
+//! `jepsen-tests` CLI (filled in below).
+fn main() {}
