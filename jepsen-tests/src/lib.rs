@@ -6,3 +6,10 @@
 pub mod checker;
 pub mod cluster;
 pub mod history;
+pub mod nemesis;
+pub mod plot;
+pub mod report;
+pub mod runner;
+pub mod suite;
+pub mod netns;
+pub mod workload;
