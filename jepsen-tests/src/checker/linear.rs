@@ -250,12 +250,12 @@ fn explain(key: &str, all: &[Op], ops: &[RegOp], at: usize) -> String {
         "key {key}: no linearization exists once {} completes; ops overlapping or just before it:\n",
         describe(op)
     );
-    let window_start = bad.call.saturating_sub(2_000_000);
-    for r in ops
+    let window_start = bad.call.saturating_sub(500_000);
+    let near: Vec<&RegOp> = ops
         .iter()
         .filter(|r| r.ret >= window_start && r.call <= bad.ret)
-        .take(40)
-    {
+        .collect();
+    for r in &near[near.len().saturating_sub(40)..] {
         text.push_str(&format!("  {}\n", describe(&all[r.index])));
     }
     text
