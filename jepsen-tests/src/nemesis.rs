@@ -142,7 +142,10 @@ impl Nemesis {
             NemesisKind::PartitionRandom => {
                 let (a, b) = order.split_at(n / 2);
                 self.cut_groups(cluster, a, b)?;
-                Ok((Fault::Partition, format!("partition {} | {}", ids(a), ids(b))))
+                Ok((
+                    Fault::Partition,
+                    format!("partition {} | {}", ids(a), ids(b)),
+                ))
             }
             NemesisKind::PartitionLeader => {
                 let l = leader.unwrap_or(order[0]);
@@ -151,7 +154,9 @@ impl Nemesis {
                 Ok((Fault::Partition, format!("isolate leader n{}", l + 1)))
             }
             NemesisKind::PartitionRing => {
-                let net = cluster.netns().context("partitions need --netns placement")?;
+                let net = cluster
+                    .netns()
+                    .context("partitions need --netns placement")?;
                 // In a 5-ring each node keeps its two neighbours: a majority
                 // for everyone, but no two nodes share the same majority.
                 for k in 0..n {
@@ -175,14 +180,19 @@ impl Nemesis {
             }
             NemesisKind::Membership => {
                 remove_member(cluster, target).await?;
-                Ok((Fault::Removed(target), format!("remove n{} (wiped, re-added)", target + 1)))
+                Ok((
+                    Fault::Removed(target),
+                    format!("remove n{} (wiped, re-added)", target + 1),
+                ))
             }
             NemesisKind::Mixed => unreachable!("resolved above"),
         }
     }
 
     fn cut_groups(&self, cluster: &LocalCluster, a: &[usize], b: &[usize]) -> anyhow::Result<()> {
-        let net = cluster.netns().context("partitions need --netns placement")?;
+        let net = cluster
+            .netns()
+            .context("partitions need --netns placement")?;
         for &x in a {
             for &y in b {
                 net.cut(x, y)?;
@@ -269,5 +279,11 @@ async fn readd_member(cluster: &mut LocalCluster, i: usize) -> anyhow::Result<()
 /// `Some(None)`: not a member; `Some(Some(voter))`: member; `None`: unknown.
 async fn membership(client: &Client, id: u64) -> Option<Option<bool>> {
     let peers = client.sys().peers().await.ok()?;
-    Some(peers.peers.iter().find(|p| p.node_id == id).map(|p| p.voter))
+    Some(
+        peers
+            .peers
+            .iter()
+            .find(|p| p.node_id == id)
+            .map(|p| p.voter),
+    )
 }

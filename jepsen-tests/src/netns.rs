@@ -140,7 +140,14 @@ impl Netns {
     fn build(&self) -> anyhow::Result<()> {
         let br = self.bridge();
         run(&["ip", "link", "add", &br, "type", "bridge"])?;
-        run(&["ip", "addr", "add", &format!("{}/24", self.host_ip()), "dev", &br])?;
+        run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", self.host_ip()),
+            "dev",
+            &br,
+        ])?;
         run(&["ip", "link", "set", &br, "up"])?;
         // Hosts with br_netfilter and a DROP forward policy (Docker) would
         // otherwise drop node-to-node traffic crossing the bridge.
@@ -155,9 +162,14 @@ impl Netns {
 
     fn build_node(&self, i: usize) -> anyhow::Result<()> {
         let ns = self.ns(i);
-        let (outer, inner) = (format!("{}v{}", self.tag, i + 1), format!("{}p{}", self.tag, i + 1));
+        let (outer, inner) = (
+            format!("{}v{}", self.tag, i + 1),
+            format!("{}p{}", self.tag, i + 1),
+        );
         run(&["ip", "netns", "add", &ns])?;
-        run(&["ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner])?;
+        run(&[
+            "ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+        ])?;
         run(&["ip", "link", "set", &outer, "master", &self.bridge()])?;
         run(&["ip", "link", "set", &outer, "up"])?;
         run(&["ip", "link", "set", &inner, "netns", &ns])?;
@@ -167,7 +179,14 @@ impl Netns {
             run(&full)
         };
         exec(&["ip", "link", "set", "lo", "up"])?;
-        exec(&["ip", "addr", "add", &format!("{}/24", self.ip(i)), "dev", &inner])?;
+        exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", self.ip(i)),
+            "dev",
+            &inner,
+        ])?;
         exec(&["ip", "link", "set", &inner, "up"])?;
         Ok(())
     }

@@ -15,7 +15,10 @@ pub fn write(report: &RunReport, dir: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     fs::write(dir.join("results.md"), markdown(report))?;
     fs::write(dir.join("results.json"), serde_json::to_vec_pretty(report)?)?;
-    fs::write(dir.join("history.json"), serde_json::to_vec(&report.history)?)?;
+    fs::write(
+        dir.join("history.json"),
+        serde_json::to_vec(&report.history)?,
+    )?;
     fs::write(dir.join("latency.svg"), crate::plot::svg(report))?;
     Ok(())
 }
@@ -75,7 +78,12 @@ pub fn markdown(r: &RunReport) -> String {
     }
     for c in &r.checks {
         if let Verdict::Fail(m) | Verdict::Unknown(m) = &c.verdict {
-            let _ = writeln!(out, "\n## {} {}\n\n```\n{m}\n```", c.name, c.verdict.label());
+            let _ = writeln!(
+                out,
+                "\n## {} {}\n\n```\n{m}\n```",
+                c.name,
+                c.verdict.label()
+            );
         }
     }
     if !r.passed() {

@@ -224,7 +224,11 @@ async fn run_nemesis(
     Ok(windows)
 }
 
-async fn final_checks(cluster: &mut LocalCluster, config: &RunConfig, history: &[Op]) -> Vec<CheckResult> {
+async fn final_checks(
+    cluster: &mut LocalCluster,
+    config: &RunConfig,
+    history: &[Op],
+) -> Vec<CheckResult> {
     let mut checks = Vec::new();
     let result = |name: &str, verdict| CheckResult {
         name: name.into(),
@@ -243,11 +247,10 @@ async fn final_checks(cluster: &mut LocalCluster, config: &RunConfig, history: &
         WorkloadKind::Register => {
             let budget = config.check_budget;
             let h = history.to_vec();
-            let verdict = tokio::task::spawn_blocking(move || {
-                checker::linear::check_register(&h, budget)
-            })
-            .await
-            .unwrap_or_else(|e| Verdict::Unknown(e.to_string()));
+            let verdict =
+                tokio::task::spawn_blocking(move || checker::linear::check_register(&h, budget))
+                    .await
+                    .unwrap_or_else(|e| Verdict::Unknown(e.to_string()));
             checks.push(result("linearizable", verdict));
         }
         WorkloadKind::Set => {

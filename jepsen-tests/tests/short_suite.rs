@@ -22,9 +22,17 @@ async fn short_suite_passes() {
     // Faults were injected and the cluster came back after each one.
     for r in &reports {
         if r.config.nemesis != jepsen_tests::nemesis::NemesisKind::None {
-            assert!(!r.faults.is_empty(), "{:?}: no fault injected", r.config.nemesis);
+            assert!(
+                !r.faults.is_empty(),
+                "{:?}: no fault injected",
+                r.config.nemesis
+            );
             assert!(r.stats.recovery_ms.is_some_and(f64::is_finite));
         }
-        assert!(r.stats.ok > 50, "{:?}: too few acknowledged ops", r.config.nemesis);
+        assert!(
+            r.stats.ok > 50,
+            "{:?}: too few acknowledged ops",
+            r.config.nemesis
+        );
     }
 }

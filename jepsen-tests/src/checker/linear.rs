@@ -207,7 +207,7 @@ fn search(ops: &[RegOp], deadline: Instant) -> Search {
     let mut stuck = (0usize, 0usize);
     while list.entries[0].next != NIL {
         steps += 1;
-        if steps % 4096 == 0 && Instant::now() > deadline {
+        if steps.is_multiple_of(4096) && Instant::now() > deadline {
             return Search::Timeout;
         }
         let e = list.entries[entry].clone();
@@ -335,7 +335,10 @@ mod tests {
             r(1, 4, 5, Some("a")),
         ];
         let v = check_register(&h, B);
-        assert!(matches!(&v, Verdict::Fail(m) if m.contains("read -> a")), "{v:?}");
+        assert!(
+            matches!(&v, Verdict::Fail(m) if m.contains("read -> a")),
+            "{v:?}"
+        );
     }
 
     #[test]

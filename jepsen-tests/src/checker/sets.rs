@@ -81,7 +81,10 @@ mod tests {
     fn lost_write_is_found() {
         let ops = vec![create("a", Outcome::Ok), create("b", Outcome::Ok)];
         let v = check_set(&ops, &read(&["a"]));
-        assert!(matches!(&v, Verdict::Fail(m) if m.contains("[\"b\"]")), "{v:?}");
+        assert!(
+            matches!(&v, Verdict::Fail(m) if m.contains("[\"b\"]")),
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -37,7 +37,9 @@ pub fn check_versions(ops: &[Op], final_read: &BTreeMap<String, Vec<FinalVersion
             by_version.entry(&v.version).or_default().push(&v.value);
         }
         for (value, vs) in by_value.iter().filter(|(_, vs)| vs.len() > 1) {
-            problems.push(format!("{key}: value {value} applied twice, at versions {vs:?}"));
+            problems.push(format!(
+                "{key}: value {value} applied twice, at versions {vs:?}"
+            ));
         }
         for (version, vals) in by_version.iter().filter(|(_, vs)| vs.len() > 1) {
             problems.push(format!("{key}: version {version} has values {vals:?}"));
@@ -70,9 +72,10 @@ pub fn check_versions(ops: &[Op], final_read: &BTreeMap<String, Vec<FinalVersion
                     acked.push((op, key, created));
                 }
             }
-            (Outcome::Fail, Some(f)) => {
-                problems.push(format!("{key}: failed append {value} present as {}", f.version))
-            }
+            (Outcome::Fail, Some(f)) => problems.push(format!(
+                "{key}: failed append {value} present as {}",
+                f.version
+            )),
             _ => {}
         }
     }
@@ -155,7 +158,10 @@ mod tests {
         let ops = vec![append("a", "1", Outcome::Ok, 0)];
         let fin = read(vec![fv("1", "a", 100), fv("9", "a", 100)]);
         let v = check_versions(&ops, &fin);
-        assert!(matches!(&v, Verdict::Fail(m) if m.contains("applied twice")), "{v:?}");
+        assert!(
+            matches!(&v, Verdict::Fail(m) if m.contains("applied twice")),
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub mod register;
 pub mod set;
 pub mod version;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use coffer_client::{Client, ClientError};
 use rand::rngs::StdRng;
@@ -25,6 +25,9 @@ pub enum WorkloadKind {
     /// New versions of a few keys, then the version lists (double apply).
     Version,
 }
+
+/// Pause after a failed or indeterminate operation.
+const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// One client's context.
 pub struct Worker {
@@ -74,10 +77,7 @@ impl Worker {
         F: std::future::Future<Output = CallResult<T>>,
     {
         let invoke_us = self.recorder.now_us();
-        let result = match tokio::time::timeout(self.op_timeout, call).await {
-            Ok(r) => Some(r),
-            Err(_) => None,
-        };
+        let result = tokio::time::timeout(self.op_timeout, call).await.ok();
         let complete_us = self.recorder.now_us();
         let (kind, outcome, error) = match result {
             Some(r) => finish(kind, r),
@@ -93,6 +93,11 @@ impl Worker {
             outcome,
             error,
         });
+        if outcome != Outcome::Ok {
+            // A client pinned to a dead or sealed node would otherwise spin
+            // on instant errors and flood the history.
+            tokio::time::sleep(ERROR_BACKOFF).await;
+        }
     }
 }
 
@@ -102,15 +107,5 @@ pub fn write_failure(e: &ClientError) -> Outcome {
     match e.status() {
         Some(s) if (400..500).contains(&s) && s != 408 && s != 429 => Outcome::Fail,
         _ => Outcome::Info,
-    }
-}
-
-/// Runs `step` on the worker until `deadline` or `max_ops` operations.
-pub async fn drive<F>(mut worker: Worker, deadline: Instant, max_ops: u64, mut step: F)
-where
-    F: for<'a> FnMut(&'a mut Worker) -> futures::future::BoxFuture<'a, ()>,
-{
-    while Instant::now() < deadline && worker.seq < max_ops {
-        step(&mut worker).await;
     }
 }

@@ -17,7 +17,7 @@ pub async fn step(w: &mut Worker, keys: usize) {
         };
         let opts = Default::default();
         let secrets = w.secrets(&id);
-    let call = secrets.set(&key, &id, &opts);
+        let call = secrets.set(&key, &id, &opts);
         let call = async { call.await.map(|_| ()) };
         w.record(kind, call, |k, r| match r {
             Ok(()) => (k, Outcome::Ok, None),
