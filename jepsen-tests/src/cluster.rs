@@ -1,8 +1,10 @@
-//! A cluster of real `coffer` processes on 127.0.0.1 with real TLS.
+//! A cluster of real `coffer` processes with real TLS, on 127.0.0.1 or each
+//! in its own network namespace ([`Placement`]).
 //!
 //! Certificates come from `coffer operator tls`, each node gets a TOML config
 //! and a data dir under one temporary directory, node 1 bootstraps Raft with
-//! every member. Processes are SIGKILLed when the cluster is dropped.
+//! every member. Processes are SIGKILLed when the cluster is dropped, and
+//! namespaces removed.
 
 use std::fs;
 use std::net::TcpListener;
@@ -13,13 +15,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use coffer_client::{Client, ClientConfig};
 
+use crate::netns::Netns;
+
 /// One node of a [`LocalCluster`].
 pub struct LocalNode {
     /// Raft node id (1-based).
     pub id: u64,
-    /// `127.0.0.1:port` of the HTTPS API.
+    /// `host:port` of the HTTPS API.
     pub api_addr: String,
-    /// `127.0.0.1:port` of the gRPC cluster endpoint.
+    /// `host:port` of the gRPC cluster endpoint.
     pub cluster_addr: String,
     /// The node's data directory.
     pub data_dir: PathBuf,
@@ -45,9 +49,22 @@ impl LocalNode {
     }
 }
 
+/// Where node processes run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// All on 127.0.0.1 with distinct ports.
+    #[default]
+    Loopback,
+    /// Each in its own network namespace (needs root; see [`crate::netns`]),
+    /// which partition nemeses need.
+    Netns,
+}
+
 /// Options for [`LocalCluster::start`].
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
+    /// Where the node processes run.
+    pub placement: Placement,
     /// Number of voters (3 or 5 usually).
     pub nodes: usize,
     /// TEST ONLY: nodes serve reads without ReadIndex.
@@ -66,6 +83,7 @@ pub struct ClusterOptions {
 impl Default for ClusterOptions {
     fn default() -> Self {
         Self {
+            placement: Placement::Loopback,
             nodes: 3,
             unsafe_stale_reads: false,
             env: Vec::new(),
@@ -88,6 +106,10 @@ pub struct LocalCluster {
     pub shares: Vec<String>,
     binary: PathBuf,
     options: ClusterOptions,
+    tls_dir: PathBuf,
+    keep: bool,
+    // Dropped after `Drop::drop` killed the processes, before `dir`.
+    netns: Option<Netns>,
     dir: tempfile::TempDir,
 }
 
@@ -103,13 +125,24 @@ impl LocalCluster {
             .prefix("coffer-cluster-")
             .tempdir()?;
         let tls_dir = dir.path().join("tls");
+        let netns = match options.placement {
+            Placement::Loopback => None,
+            Placement::Netns => Some(Netns::create(options.nodes)?),
+        };
         let mut nodes = Vec::new();
         for i in 0..options.nodes {
             let id = i as u64 + 1;
+            let (api_addr, cluster_addr) = match &netns {
+                None => (
+                    format!("127.0.0.1:{}", free_port()?),
+                    format!("127.0.0.1:{}", free_port()?),
+                ),
+                Some(net) => (format!("{}:8443", net.ip(i)), format!("{}:8444", net.ip(i))),
+            };
             nodes.push(LocalNode {
                 id,
-                api_addr: format!("127.0.0.1:{}", free_port()?),
-                cluster_addr: format!("127.0.0.1:{}", free_port()?),
+                api_addr,
+                cluster_addr,
                 data_dir: dir.path().join(format!("node{id}")),
                 config_path: dir.path().join(format!("node{id}.toml")),
                 log_path: dir.path().join(format!("node{id}.log")),
@@ -118,9 +151,12 @@ impl LocalCluster {
         }
         let mut tls = Command::new(binary);
         tls.args(["operator", "tls", "--out"]).arg(&tls_dir);
-        for node in &nodes {
-            tls.arg("--node")
-                .arg(format!("node{}=127.0.0.1,localhost", node.id));
+        for (i, node) in nodes.iter().enumerate() {
+            let sans = match &netns {
+                None => "127.0.0.1,localhost".to_string(),
+                Some(net) => format!("{},localhost", net.ip(i)),
+            };
+            tls.arg("--node").arg(format!("node{}={sans}", node.id));
         }
         let status = tls.status().context("running coffer operator tls")?;
         if !status.success() {
@@ -133,13 +169,16 @@ impl LocalCluster {
             shares: Vec::new(),
             binary: binary.to_path_buf(),
             options,
+            tls_dir,
+            keep: false,
+            netns,
             dir,
         };
         if cluster.options.hsm {
             hsm::init_tokens(cluster.dir.path(), cluster.nodes.len())?;
         }
         for i in 0..cluster.nodes.len() {
-            cluster.write_config(i, &tls_dir)?;
+            cluster.write_config(i, i == 0, true)?;
             cluster.spawn(i)?;
         }
         Ok(cluster)
@@ -150,7 +189,30 @@ impl LocalCluster {
         self.dir.path()
     }
 
-    fn write_config(&self, i: usize, tls_dir: &Path) -> anyhow::Result<()> {
+    /// The namespaces of a [`Placement::Netns`] cluster.
+    pub fn netns(&self) -> Option<&Netns> {
+        self.netns.as_ref()
+    }
+
+    /// Keeps configs, logs and data dirs after drop (for failed runs).
+    pub fn keep_files(&mut self) {
+        self.keep = true;
+    }
+
+    /// Kills node `i`, wipes its data dir and starts it as a fresh node that
+    /// waits to be added with `join` (no bootstrap, no peers).
+    pub fn wipe_and_start_fresh(&mut self, i: usize) -> anyhow::Result<()> {
+        self.kill(i);
+        let data = &self.nodes[i].data_dir;
+        if data.exists() {
+            fs::remove_dir_all(data).context("wiping data dir")?;
+        }
+        self.write_config(i, false, false)?;
+        self.spawn(i)
+    }
+
+    fn write_config(&self, i: usize, bootstrap: bool, with_peers: bool) -> anyhow::Result<()> {
+        let tls_dir = &self.tls_dir;
         let node = &self.nodes[i];
         let mut text = format!(
             "node_id = {id}\ndata_dir = {data:?}\napi_addr = {api:?}\ncluster_addr = {cluster:?}\n\
@@ -160,7 +222,7 @@ impl LocalCluster {
             data = node.data_dir,
             api = node.api_addr,
             cluster = node.cluster_addr,
-            bootstrap = node.id == 1,
+            bootstrap = bootstrap,
             stale = self.options.unsafe_stale_reads,
             ca = tls_dir.join("ca.pem"),
             cert = tls_dir.join(format!("node{}.pem", node.id)),
@@ -172,7 +234,8 @@ impl LocalCluster {
         if let Some(n) = self.options.raft_snapshot_logs {
             text = format!("raft_snapshot_logs = {n}\n{text}");
         }
-        for peer in self.nodes.iter().filter(|p| p.id != node.id) {
+        let peers = self.nodes.iter().filter(|p| with_peers && p.id != node.id);
+        for peer in peers {
             text.push_str(&format!(
                 "[[peers]]\nnode_id = {}\napi_addr = {:?}\ncluster_addr = {:?}\n",
                 peer.id, peer.api_addr, peer.cluster_addr
@@ -191,7 +254,15 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(&node.log_path)?;
-        let mut cmd = Command::new(&self.binary);
+        let mut cmd = match &self.netns {
+            None => Command::new(&self.binary),
+            Some(net) => {
+                // `ip netns exec` execs in place, so the child pid is the node's.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &net.ns(i)]).arg(&self.binary);
+                c
+            }
+        };
         cmd.arg("server")
             .arg("--config")
             .arg(&node.config_path)
@@ -220,20 +291,17 @@ impl LocalCluster {
     }
 
     fn client_for_urls(&self, endpoints: Vec<String>) -> anyhow::Result<Client> {
-        let config = ClientConfig {
-            endpoints,
-            ..self.client_config()?
-        };
-        Ok(Client::new(config)?)
+        Ok(Client::new(self.client_config(endpoints)?)?)
     }
 
-    /// Client settings for every node with the root token and the cluster
-    /// CA, for tests that need to adjust them (no token, HTTP/1.1, …).
-    pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
+    /// A client configuration for `endpoints` with the CA and root token, to
+    /// be adjusted (timeouts, attempts) before building a [`Client`].
+    pub fn client_config(&self, endpoints: Vec<String>) -> anyhow::Result<ClientConfig> {
+        let ca_pem = fs::read(&self.ca_path)?;
         Ok(ClientConfig {
-            endpoints: self.nodes.iter().map(LocalNode::url).collect(),
+            endpoints,
             token: self.root_token.clone(),
-            ca_pem: Some(fs::read(&self.ca_path)?),
+            ca_pem: Some(ca_pem),
             ..ClientConfig::default()
         })
     }
@@ -394,7 +462,10 @@ impl Drop for LocalCluster {
         for i in 0..self.nodes.len() {
             self.kill(i);
         }
-        if std::thread::panicking() || std::env::var_os("COFFER_KEEP_CLUSTER").is_some() {
+        if self.keep
+            || std::thread::panicking()
+            || std::env::var_os("COFFER_KEEP_CLUSTER").is_some()
+        {
             // Keep data dirs and logs of a failed test for inspection.
             let path = std::mem::replace(
                 &mut self.dir,

@@ -1,5 +1,15 @@
-//! Real `coffer` processes as clusters on loopback, for integration tests,
-//! fault-injection runs and benchmarks. The one place in the project that
-//! starts and stops clusters.
+//! Real `coffer` processes as clusters on loopback or in network namespaces,
+//! for integration tests, fault-injection runs and benchmarks (the one place
+//! in the project that starts and stops clusters), plus the Jepsen-style
+//! harness: workloads, nemeses, history checkers and reports.
 
+pub mod checker;
 pub mod cluster;
+pub mod history;
+pub mod nemesis;
+pub mod netns;
+pub mod plot;
+pub mod report;
+pub mod runner;
+pub mod suite;
+pub mod workload;

@@ -344,9 +344,10 @@ async fn vaults_are_chosen_by_host_and_isolated() {
         .to_string();
     // A Host header naming the vault needs HTTP/1.1: over HTTP/2 the URL's
     // authority (the IP address here) is what the server sees.
+    let endpoints = cluster.nodes.iter().map(|n| n.url()).collect();
     let http1 = coffer_client::Client::new(coffer_client::ClientConfig {
         http2: false,
-        ..cluster.client_config().unwrap()
+        ..cluster.client_config(endpoints).unwrap()
     })
     .unwrap();
     let payments = http1
@@ -414,9 +415,8 @@ async fn keyring_rotation_replicates_and_old_values_stay_readable() {
 async fn unauthenticated_requests_get_the_key_vault_challenge() {
     let cluster = started_cluster().await;
     let config = coffer_client::ClientConfig {
-        endpoints: vec![cluster.nodes[0].url()],
         token: None,
-        ..cluster.client_config().unwrap()
+        ..cluster.client_config(vec![cluster.nodes[0].url()]).unwrap()
     };
     let anonymous = coffer_client::Client::new(config).unwrap();
     let response = anonymous
@@ -436,9 +436,8 @@ async fn unauthenticated_requests_get_the_key_vault_challenge() {
     assert_eq!(body["error"]["code"], "Unauthorized");
 
     let config = coffer_client::ClientConfig {
-        endpoints: vec![cluster.nodes[0].url()],
         token: Some("cft.not-a-real-token".into()),
-        ..cluster.client_config().unwrap()
+        ..cluster.client_config(vec![cluster.nodes[0].url()]).unwrap()
     };
     let forged = coffer_client::Client::new(config).unwrap();
     let err = forged.secrets().get("x", None).await.unwrap_err();

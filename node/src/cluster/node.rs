@@ -133,6 +133,18 @@ impl ClusterNode {
         self.wait_applied(index).await
     }
 
+    /// Hex SHA-256 over the local state machine, with the applied index
+    /// before and after hashing (equal when no entry was applied meanwhile),
+    /// so replicas can be compared once they have applied the same log.
+    pub fn digest(&self) -> Result<(String, u64, u64), StoreError> {
+        let before = self.sm.applied_index();
+        let digest = self
+            .sm
+            .digest()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        Ok((digest, before, self.sm.applied_index()))
+    }
+
     /// Reads one key from the local state machine (no fence, no decryption).
     pub fn get_raw(&self, key: &[u8]) -> Result<Option<Versioned>, StoreError> {
         self.sm

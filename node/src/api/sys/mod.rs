@@ -49,6 +49,7 @@ pub fn protected_router(state: SysState) -> Router {
         .route("/v1/sys/raft/peers", get(peers))
         .route("/v1/sys/raft/join", post(join))
         .route("/v1/sys/raft/remove", post(remove))
+        .route("/v1/sys/raft/digest", get(digest))
         .route("/v1/sys/vaults", get(list_vaults))
         .route(
             "/v1/sys/vaults/{name}",
@@ -218,6 +219,17 @@ fn peers_body(p: PeersInfo) -> Response {
 
 async fn peers(State(s): State<SysState>) -> Result<Response, SysError> {
     Ok(peers_body(s.operator.node().peers().await?))
+}
+
+/// State-machine digest of this node, for replica comparison in tests.
+async fn digest(State(s): State<SysState>) -> Result<Response, SysError> {
+    let (digest, before, after) = s
+        .operator
+        .node()
+        .digest()
+        .map_err(|e| SysError(store_status(&e), e.to_string()))?;
+    let stable = before == after;
+    Ok(Json(json!({ "digest": digest, "applied_index": after, "stable": stable })).into_response())
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,71 @@
+//! The suite: every nemesis at least once, with a summary table.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::nemesis::NemesisKind;
+use crate::runner::{self, RunConfig, RunReport};
+use crate::workload::WorkloadKind;
+
+/// (workload, nemesis, nodes, seconds of load) of the short suite.
+pub const SHORT: &[(WorkloadKind, NemesisKind, usize, u64)] = &[
+    (WorkloadKind::Register, NemesisKind::PartitionRandom, 3, 20),
+    (WorkloadKind::Register, NemesisKind::PartitionLeader, 3, 20),
+    (WorkloadKind::Set, NemesisKind::Kill, 3, 20),
+    (WorkloadKind::Version, NemesisKind::Pause, 3, 20),
+    (WorkloadKind::Register, NemesisKind::Membership, 3, 25),
+    (WorkloadKind::Set, NemesisKind::Mixed, 5, 25),
+];
+
+/// The run configuration of one suite entry.
+pub fn config(
+    (workload, nemesis, nodes, secs): (WorkloadKind, NemesisKind, usize, u64),
+    seed: u64,
+    binary: PathBuf,
+    out: PathBuf,
+) -> RunConfig {
+    RunConfig {
+        workload,
+        nemesis,
+        nodes,
+        time: Duration::from_secs(secs),
+        concurrency: 6,
+        max_ops_per_client: 5_000,
+        seed,
+        stale_reads: false,
+        keys: 3,
+        fault_duration: Duration::from_secs(3),
+        fault_interval: Duration::from_secs(2),
+        check_budget: Duration::from_secs(30),
+        loopback: false,
+        binary,
+        out,
+    }
+}
+
+/// Runs the suite (the short one, or each entry for 4× as long), writing
+/// each run's report to `out/NN-workload-nemesis/` and a summary to `out/`.
+pub async fn run(
+    out: &Path,
+    short: bool,
+    seed: u64,
+    binary: PathBuf,
+) -> anyhow::Result<Vec<RunReport>> {
+    let mut reports = Vec::new();
+    for (i, &entry) in SHORT.iter().enumerate() {
+        let (w, n, nodes, secs) = entry;
+        let secs = if short { secs } else { secs * 4 };
+        let dir = out.join(format!("{i:02}-{w:?}-{n:?}").to_lowercase());
+        eprintln!("== suite run {i}: {w:?} × {n:?} on {nodes} nodes for {secs}s");
+        let cfg = config((w, n, nodes, secs), seed + i as u64, binary.clone(), dir);
+        reports.push(runner::run(cfg).await?);
+    }
+    let mut md = String::from("# Suite results\n\n");
+    md.push_str(crate::report::TABLE_HEADER);
+    for r in &reports {
+        md.push_str(&crate::report::table_row(r));
+    }
+    std::fs::create_dir_all(out)?;
+    std::fs::write(out.join("results.md"), md)?;
+    Ok(reports)
+}
