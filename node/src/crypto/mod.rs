@@ -8,6 +8,7 @@
 //! key-wrapping key.
 
 pub mod hsm;
+pub mod software;
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
