@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 use crate::api;
 use crate::cluster::{ClusterConfig, ClusterNode, ClusterStore};
 use crate::config::{Config, TlsConfig};
+use crate::engine::keys::KeysEngine;
 use crate::engine::secrets::SecretsEngine;
 use crate::engine::store::Store;
 use crate::engine::vaults::VaultsEngine;
@@ -42,6 +43,7 @@ pub struct Server {
     router: Router,
     api_tls: Arc<rustls::ServerConfig>,
     secrets: Arc<SecretsEngine>,
+    keys: Arc<KeysEngine>,
 }
 
 impl Server {
@@ -68,6 +70,9 @@ impl Server {
         let store: Arc<dyn Store> = Arc::new(ClusterStore::new(node.clone(), seal.clone()));
         let vaults = Arc::new(VaultsEngine::new(store.clone()));
         let secrets = Arc::new(SecretsEngine::new(store.clone()));
+        // The PKCS#11 tier is wired in by the HSM work; until then HSM key
+        // types answer 503 HsmUnavailable.
+        let keys = Arc::new(KeysEngine::new(store.clone(), None));
         let operator = Arc::new(Operator::new(
             node.clone(),
             seal,
@@ -79,6 +84,7 @@ impl Server {
             operator: operator.clone(),
             vaults,
             secrets: secrets.clone(),
+            keys: keys.clone(),
             vault_domain: config.vault_domain.clone(),
             default_vault: config.default_vault.clone(),
             tenant: config.tenant.clone(),
@@ -90,6 +96,7 @@ impl Server {
             router,
             api_tls,
             secrets,
+            keys,
         })
     }
 
@@ -99,7 +106,11 @@ impl Server {
             .await
             .with_context(|| format!("binding the API address {}", self.api_addr))?;
         tracing::info!(addr = %self.api_addr, "API listening");
-        tokio::spawn(purge_loop(self.operator.clone(), self.secrets.clone()));
+        tokio::spawn(purge_loop(
+            self.operator.clone(),
+            self.secrets.clone(),
+            self.keys.clone(),
+        ));
         let acceptor = TlsAcceptor::from(self.api_tls.clone());
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
@@ -157,8 +168,9 @@ async fn shutdown_signal() {
     }
 }
 
-/// The leader purges soft-deleted objects whose purge date has passed.
-async fn purge_loop(operator: Arc<Operator>, secrets: Arc<SecretsEngine>) {
+/// The leader purges soft-deleted objects whose purge date has passed and
+/// carries out due key rotation policies.
+async fn purge_loop(operator: Arc<Operator>, secrets: Arc<SecretsEngine>, keys: Arc<KeysEngine>) {
     let mut tick = tokio::time::interval(PURGE_INTERVAL);
     loop {
         tick.tick().await;
@@ -172,6 +184,16 @@ async fn purge_loop(operator: Arc<Operator>, secrets: Arc<SecretsEngine>) {
                 "purged soft-deleted secrets past their purge date"
             ),
             Err(e) => tracing::warn!(error = %e, "purging expired secrets failed"),
+        }
+        match keys.purge_expired(now_ms() / 1000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "purged soft-deleted keys past their purge date"),
+            Err(e) => tracing::warn!(error = %e, "purging expired keys failed"),
+        }
+        match keys.run_rotation_policies(now_ms() / 1000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rotated = n, "rotated keys by their rotation policies"),
+            Err(e) => tracing::warn!(error = %e, "running key rotation policies failed"),
         }
     }
 }

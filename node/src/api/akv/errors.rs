@@ -24,6 +24,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "BadParameter", message)
     }
 
+    /// 501 `NotSupported`: a feature of the real service Coffer lacks.
+    pub fn not_supported(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_IMPLEMENTED, "NotSupported", message)
+    }
+
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
