@@ -216,7 +216,7 @@ pub fn cbc_decrypt(
 }
 
 fn check_blocks(len: usize) -> Result<(), CryptoError> {
-    if len % 16 == 0 {
+    if len.is_multiple_of(16) {
         Ok(())
     } else {
         Err(CryptoError::BadInput(
@@ -227,7 +227,7 @@ fn check_blocks(len: usize) -> Result<(), CryptoError> {
 
 /// AES key wrap (RFC 3394): input a multiple of 8 bytes, at least 16.
 pub fn wrap(key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    if plaintext.len() < 16 || plaintext.len() % 8 != 0 {
+    if plaintext.len() < 16 || !plaintext.len().is_multiple_of(8) {
         return Err(CryptoError::BadInput(
             "AES key wrap needs a key of at least 16 bytes, a multiple of 8".into(),
         ));
@@ -248,7 +248,7 @@ pub fn wrap(key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
 
 /// AES key unwrap (RFC 3394).
 pub fn unwrap(key: &[u8], ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    if ciphertext.len() < 24 || ciphertext.len() % 8 != 0 {
+    if ciphertext.len() < 24 || !ciphertext.len().is_multiple_of(8) {
         return Err(CryptoError::BadInput(
             "a wrapped key is at least 24 bytes, a multiple of 8".into(),
         ));
@@ -310,7 +310,7 @@ pub fn wrap_pad(key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
 
 /// AES key unwrap with padding (RFC 5649).
 pub fn unwrap_pad(key: &[u8], ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    if ciphertext.len() < 16 || ciphertext.len() % 8 != 0 {
+    if ciphertext.len() < 16 || !ciphertext.len().is_multiple_of(8) {
         return Err(CryptoError::BadInput(
             "a wrapped key is at least 16 bytes, a multiple of 8".into(),
         ));
