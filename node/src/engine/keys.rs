@@ -5,8 +5,9 @@
 //! Writes follow the secrets engine: compare-and-set transactions over the
 //! vault record, the key's metadata record and a version record, retried on
 //! conflict, deduplicated by request id (the transaction result carries
-//! the rendered outcome). Key material is generated once per logical write,
-//! before the retry loop.
+//! the rendered outcome). Key material is generated once per attempt of a
+//! logical write, before its retry loop; a client retry of an applied write
+//! generates material that the store's request-id dedup then discards.
 //!
 //! Software keys' private material exists only inside version records
 //! (barrier-encrypted by the store). HSM keys are generated and used in the
@@ -291,9 +292,6 @@ impl KeysEngine {
         let lower = check_name(name)?;
         check_attributes(&params.attributes)?;
         let spec = spec_of(&params)?;
-        if let Some(out) = self.replayed(request_id).await? {
-            return Ok(out);
-        }
         self.fence_vault(vault).await?;
         let material = self.make_material(params.kty, spec).await?;
         self.new_version(
@@ -318,9 +316,6 @@ impl KeysEngine {
     ) -> Result<Key, EngineError> {
         let lower = check_name(name)?;
         check_attributes(&params.attributes)?;
-        if let Some(out) = self.replayed(request_id).await? {
-            return Ok(out);
-        }
         self.fence_vault(vault).await?;
         let (kty, material) = if params.hsm {
             let hsm = self.hsm()?;
@@ -353,9 +348,6 @@ impl KeysEngine {
         request_id: Option<&str>,
     ) -> Result<Key, EngineError> {
         let lower = check_name(name)?;
-        if let Some(out) = self.replayed(request_id).await? {
-            return Ok(out);
-        }
         self.fence_vault(vault).await?;
         let v = normalize_vault(vault)?;
         let meta = self.live_meta(&v, &lower, name)?;
@@ -1208,15 +1200,6 @@ impl KeysEngine {
         } else {
             let k: SoftwareKey = blocking(move || software::generate(&spec)).await?;
             Ok(KeyMaterial::Software(k))
-        }
-    }
-
-    /// A replay of an applied write with this request id, if any (checked
-    /// before generating key material, which is costly).
-    async fn replayed(&self, request_id: Option<&str>) -> Result<Option<Key>, EngineError> {
-        match replay_if_applied(self.store.as_ref(), request_id).await? {
-            Some(out) => Ok(Some(decode(&out.result)?)),
-            None => Ok(None),
         }
     }
 
