@@ -20,6 +20,7 @@ use crate::cluster::{ClusterConfig, ClusterNode, ClusterStore};
 use crate::config::{Config, TlsConfig};
 use crate::crypto::hsm::HsmProvider;
 use crate::crypto::pkcs11::Pkcs11Hsm;
+use crate::engine::keys::KeysEngine;
 use crate::engine::secrets::SecretsEngine;
 use crate::engine::store::Store;
 use crate::engine::vaults::VaultsEngine;
@@ -44,8 +45,7 @@ pub struct Server {
     router: Router,
     api_tls: Arc<rustls::ServerConfig>,
     secrets: Arc<SecretsEngine>,
-    /// The node's PKCS#11 device; the keys engine takes it for `*-HSM` keys.
-    hsm: Option<Arc<dyn HsmProvider>>,
+    keys: Arc<KeysEngine>,
 }
 
 impl Server {
@@ -70,12 +70,13 @@ impl Server {
                 .context("bootstrapping the Raft cluster")?;
         }
         let pkcs11 = open_hsm(config).await;
-        // keys engine takes this: `Option<Arc<dyn HsmProvider>>` for `*-HSM` keys.
         let hsm: Option<Arc<dyn HsmProvider>> = pkcs11.clone().map(|p| p as Arc<dyn HsmProvider>);
         let seal = Arc::new(SealManager::new());
         let store: Arc<dyn Store> = Arc::new(ClusterStore::new(node.clone(), seal.clone()));
         let vaults = Arc::new(VaultsEngine::new(store.clone()));
         let secrets = Arc::new(SecretsEngine::new(store.clone()));
+        // Without an `[hsm]` section, `*-HSM` key types answer 503 HsmUnavailable.
+        let keys = Arc::new(KeysEngine::new(store.clone(), hsm));
         let operator = Arc::new(Operator::new(
             node.clone(),
             seal,
@@ -87,6 +88,7 @@ impl Server {
             operator: operator.clone(),
             vaults,
             secrets: secrets.clone(),
+            keys: keys.clone(),
             vault_domain: config.vault_domain.clone(),
             default_vault: config.default_vault.clone(),
             tenant: config.tenant.clone(),
@@ -99,13 +101,8 @@ impl Server {
             router,
             api_tls,
             secrets,
-            hsm,
+            keys,
         })
-    }
-
-    /// The HSM tier of this node (`None` without an `[hsm]` section).
-    pub fn hsm(&self) -> Option<Arc<dyn HsmProvider>> {
-        self.hsm.clone()
     }
 
     /// Serves HTTPS until SIGINT/SIGTERM, then shuts the node down.
@@ -114,7 +111,11 @@ impl Server {
             .await
             .with_context(|| format!("binding the API address {}", self.api_addr))?;
         tracing::info!(addr = %self.api_addr, "API listening");
-        tokio::spawn(purge_loop(self.operator.clone(), self.secrets.clone()));
+        tokio::spawn(purge_loop(
+            self.operator.clone(),
+            self.secrets.clone(),
+            self.keys.clone(),
+        ));
         let acceptor = TlsAcceptor::from(self.api_tls.clone());
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
@@ -172,8 +173,9 @@ async fn shutdown_signal() {
     }
 }
 
-/// The leader purges soft-deleted objects whose purge date has passed.
-async fn purge_loop(operator: Arc<Operator>, secrets: Arc<SecretsEngine>) {
+/// The leader purges soft-deleted objects whose purge date has passed and
+/// carries out due key rotation policies.
+async fn purge_loop(operator: Arc<Operator>, secrets: Arc<SecretsEngine>, keys: Arc<KeysEngine>) {
     let mut tick = tokio::time::interval(PURGE_INTERVAL);
     loop {
         tick.tick().await;
@@ -187,6 +189,16 @@ async fn purge_loop(operator: Arc<Operator>, secrets: Arc<SecretsEngine>) {
                 "purged soft-deleted secrets past their purge date"
             ),
             Err(e) => tracing::warn!(error = %e, "purging expired secrets failed"),
+        }
+        match keys.purge_expired(now_ms() / 1000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "purged soft-deleted keys past their purge date"),
+            Err(e) => tracing::warn!(error = %e, "purging expired keys failed"),
+        }
+        match keys.run_rotation_policies(now_ms() / 1000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rotated = n, "rotated keys by their rotation policies"),
+            Err(e) => tracing::warn!(error = %e, "running key rotation policies failed"),
         }
     }
 }

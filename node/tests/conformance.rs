@@ -1,6 +1,6 @@
-//! The official Azure SDK for Python (`azure-keyvault-secrets`) against a
-//! real 3-node cluster. `scripts/test.sh` creates the venv and sets
-//! `COFFER_PYTHON`.
+//! The official Azure SDKs for Python (`azure-keyvault-secrets`,
+//! `azure-keyvault-keys`) against a real 3-node cluster. `scripts/test.sh`
+//! creates the venv and sets `COFFER_PYTHON`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use jepsen_tests::cluster::{ClusterOptions, LocalCluster};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn azure_sdk_secret_client_conformance() {
+/// Starts a 3-node cluster and runs one pytest file against a follower (so
+/// every write is forwarded to the leader).
+async fn run_pytest(file: &str) {
     let python = std::env::var("COFFER_PYTHON").expect(
         "COFFER_PYTHON must name a Python with the Azure SDK installed; run ./scripts/test.sh",
     );
@@ -20,18 +21,10 @@ async fn azure_sdk_secret_client_conformance() {
         .await
         .unwrap();
     cluster.init(leader, 3, 2).await.unwrap();
-    // The SDK talks to a follower, so every write is forwarded to the leader.
     let follower = &cluster.nodes[(leader + 1) % 3];
     let tests = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance");
     let output = Command::new(python)
-        .args([
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "test_secrets.py",
-        ])
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", file])
         .current_dir(&tests)
         .env("COFFER_VAULT_URL", follower.url())
         .env("COFFER_TOKEN", cluster.root_token.clone().unwrap())
@@ -43,6 +36,16 @@ async fn azure_sdk_secret_client_conformance() {
     println!("{stdout}\n{stderr}");
     assert!(
         output.status.success(),
-        "SDK conformance failed:\n{stdout}\n{stderr}"
+        "SDK conformance ({file}) failed:\n{stdout}\n{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_sdk_secret_client_conformance() {
+    run_pytest("test_secrets.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_sdk_key_client_conformance() {
+    run_pytest("test_keys.py").await;
 }

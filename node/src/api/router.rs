@@ -9,6 +9,7 @@ use axum::Router;
 use crate::api::akv::{self, AkvState};
 use crate::api::auth::{authenticate, AuthState, Flavor};
 use crate::api::sys::{self, SysState};
+use crate::engine::keys::KeysEngine;
 use crate::engine::secrets::SecretsEngine;
 use crate::engine::vaults::VaultsEngine;
 use crate::operator::Operator;
@@ -21,6 +22,8 @@ pub struct ApiConfig {
     pub vaults: Arc<VaultsEngine>,
     /// Secrets engine.
     pub secrets: Arc<SecretsEngine>,
+    /// Keys engine.
+    pub keys: Arc<KeysEngine>,
     /// DNS suffix of `{vault}.{domain}` hosts.
     pub vault_domain: Option<String>,
     /// Vault for bare addresses.
@@ -49,6 +52,7 @@ pub fn router(cfg: ApiConfig) -> Router {
         .layer(from_fn_with_state(auth(Flavor::Sys), authenticate));
     let akv = akv::router(AkvState {
         secrets: cfg.secrets.clone(),
+        keys: cfg.keys.clone(),
         vaults: cfg.vaults.clone(),
         vault_domain: cfg.vault_domain.clone(),
         default_vault: cfg.default_vault.clone(),

@@ -9,6 +9,7 @@
 
 pub mod hsm;
 pub mod pkcs11;
+pub mod software;
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;

@@ -1,6 +1,7 @@
 //! The one error type every engine returns.
 
 use super::store::StoreError;
+use crate::crypto::CryptoError;
 
 /// What kind of object an error is about (drives the API error code).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -9,6 +10,23 @@ pub enum ObjectKind {
     Secret,
     /// A soft-deleted secret.
     DeletedSecret,
+    /// A live key (or one of its versions).
+    Key,
+    /// A soft-deleted key.
+    DeletedKey,
+}
+
+/// Why a key refused an operation (403 of the Key Vault API).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyRefusal {
+    /// The key version is disabled.
+    Disabled,
+    /// The operation is not in the key's `key_ops`.
+    OperationNotAllowed,
+    /// `nbf` is in the future (encrypt, sign and wrap only).
+    NotYetValid,
+    /// `exp` has passed (encrypt, sign and wrap only).
+    Expired,
 }
 
 impl std::fmt::Display for ObjectKind {
@@ -16,6 +34,8 @@ impl std::fmt::Display for ObjectKind {
         f.write_str(match self {
             ObjectKind::Secret => "secret",
             ObjectKind::DeletedSecret => "deleted secret",
+            ObjectKind::Key => "key",
+            ObjectKind::DeletedKey => "deleted key",
         })
     }
 }
@@ -57,6 +77,23 @@ pub enum EngineError {
     /// The request is invalid; nothing was changed.
     #[error("bad parameter: {0}")]
     BadParameter(String),
+    /// A key refused an operation (disabled, not in `key_ops`, outside its
+    /// validity window).
+    #[error("operation {op} is not allowed on key {name}: {reason:?}")]
+    KeyForbidden {
+        /// Key name as given.
+        name: String,
+        /// The operation (`sign`, `decrypt`, …).
+        op: &'static str,
+        /// Why.
+        reason: KeyRefusal,
+    },
+    /// A cryptographic operation failed or its input was invalid.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// A feature of the real service that Coffer does not offer.
+    #[error("not supported: {0}")]
+    NotSupported(String),
     /// A backup blob could not be opened or parsed.
     #[error("malformed backup blob")]
     MalformedBackup,

@@ -2,15 +2,18 @@
 
 pub mod clock;
 pub mod error;
+pub mod keys;
 pub mod mem_store;
 pub mod names;
 pub mod paging;
+pub mod rotation;
 pub mod secrets;
 pub mod store;
 pub mod vaults;
 
 mod cas;
+mod key_records;
 mod secret_records;
 
 pub use clock::Clock;
-pub use error::{EngineError, ObjectKind};
+pub use error::{EngineError, KeyRefusal, ObjectKind};

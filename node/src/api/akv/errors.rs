@@ -5,8 +5,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::crypto::CryptoError;
 use crate::engine::store::StoreError;
-use crate::engine::{EngineError, ObjectKind};
+use crate::engine::{EngineError, KeyRefusal, ObjectKind};
 
 /// An error response of the Key Vault API.
 #[derive(Debug)]
@@ -21,6 +22,11 @@ impl ApiError {
     /// 400 `BadParameter`.
     pub fn bad_parameter(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "BadParameter", message)
+    }
+
+    /// 501 `NotSupported`: a feature of the real service Coffer lacks.
+    pub fn not_supported(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_IMPLEMENTED, "NotSupported", message)
     }
 
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -67,6 +73,36 @@ impl From<EngineError> for ApiError {
                 "SecretNotFound",
                 format!("Deleted Secret not found: {name}"),
             ),
+            EngineError::NotFound {
+                kind: ObjectKind::Key,
+                name,
+            } => Self::new(
+                StatusCode::NOT_FOUND,
+                "KeyNotFound",
+                format!("A key with (name/id) {name} was not found in this key vault. If you recently deleted this key you may be able to recover it using the correct recovery command."),
+            ),
+            EngineError::NotFound {
+                kind: ObjectKind::DeletedKey,
+                name,
+            } => Self::new(
+                StatusCode::NOT_FOUND,
+                "KeyNotFound",
+                format!("Deleted Key not found: {name}"),
+            ),
+            EngineError::KeyForbidden { op, reason, .. } => key_forbidden(op, reason),
+            EngineError::Crypto(c) => crypto_error(c),
+            EngineError::NotSupported(message) => {
+                Self::new(StatusCode::NOT_IMPLEMENTED, "NotSupported", message)
+            }
+            EngineError::DeletedButRecoverable {
+                kind: ObjectKind::Key | ObjectKind::DeletedKey,
+                name,
+            } => Self::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!("Key {name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the key can only be recovered or purged."),
+            )
+            .with_inner("ObjectIsDeletedButRecoverable"),
             EngineError::VaultNotFound(name) => Self::new(
                 StatusCode::NOT_FOUND,
                 "VaultNotFound",
@@ -97,6 +133,56 @@ impl From<EngineError> for ApiError {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "Internal error")
             }
             EngineError::Store(s) => store_error(s),
+        }
+    }
+}
+
+/// 403 of key operations, with the innererror code naming the reason.
+fn key_forbidden(op: &str, reason: KeyRefusal) -> ApiError {
+    let (message, inner) = match reason {
+        KeyRefusal::Disabled => (
+            format!("Operation {op} is not allowed on a disabled key."),
+            "KeyDisabled",
+        ),
+        KeyRefusal::OperationNotAllowed => (
+            format!("Operation {op} is not permitted on this key: it is not in the key's key_ops."),
+            "KeyOperationForbidden",
+        ),
+        KeyRefusal::NotYetValid => (
+            format!("Operation {op} is not allowed before the key's not-before (nbf) time."),
+            "KeyNotYetValid",
+        ),
+        KeyRefusal::Expired => (
+            format!("Operation {op} is not allowed on an expired key."),
+            "KeyExpired",
+        ),
+    };
+    ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message).with_inner(inner)
+}
+
+/// Crypto failures: bad input is the caller's (400); a missing HSM is this
+/// node's condition (503, another node may serve it); the rest is ours.
+fn crypto_error(e: CryptoError) -> ApiError {
+    match e {
+        CryptoError::AlgorithmMismatch { .. }
+        | CryptoError::BadInput(_)
+        | CryptoError::Unsupported(_) => ApiError::bad_parameter(e.to_string()),
+        CryptoError::DecryptFailed => ApiError::bad_parameter(
+            "Decryption failed: the ciphertext, iv, tag, aad or algorithm does not match the key",
+        ),
+        CryptoError::HsmUnavailable(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            e.to_string(),
+        )
+        .with_inner("HsmUnavailable"),
+        CryptoError::Internal(detail) => {
+            tracing::error!(%detail, "crypto failure");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "Internal error",
+            )
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Azure Key Vault data-plane API (secrets).
+//! Azure Key Vault data-plane API (secrets and keys).
 //!
 //! The vault is chosen by the Host header, every request needs a supported
 //! `api-version`, and `x-ms-client-request-id` is the idempotency key of
@@ -9,6 +9,8 @@
 pub mod context;
 pub mod errors;
 pub mod extract;
+pub mod key_models;
+pub mod keys;
 pub mod models;
 pub mod paging;
 pub mod secrets;
@@ -18,6 +20,7 @@ use std::sync::Arc;
 use axum::routing::{get, post, put};
 use axum::Router;
 
+use crate::engine::keys::KeysEngine;
 use crate::engine::secrets::SecretsEngine;
 use crate::engine::vaults::VaultsEngine;
 
@@ -26,6 +29,8 @@ use crate::engine::vaults::VaultsEngine;
 pub struct AkvState {
     /// Secrets of all vaults.
     pub secrets: Arc<SecretsEngine>,
+    /// Keys of all vaults.
+    pub keys: Arc<KeysEngine>,
     /// Vault registry.
     pub vaults: Arc<VaultsEngine>,
     /// `{vault}.{vault_domain}` hosts select `{vault}`; `None`: always the default.
@@ -67,9 +72,63 @@ pub fn router(state: AkvState) -> Router {
             get(secrets::get_deleted).delete(secrets::purge),
         )
         .route("/deletedsecrets/{name}/recover", post(secrets::recover))
+        .merge(key_routes())
         .layer(axum::middleware::from_fn(context::request_id_layer))
         .with_state(state)
 }
 
+/// Every keys route the Azure SDKs call. An empty version segment
+/// (`/keys/{name}//sign`) means the latest version.
+fn key_routes() -> Router<AkvState> {
+    Router::new()
+        .route("/keys", get(keys::list))
+        .route("/keys/restore", post(keys::restore))
+        .route("/rng", post(keys::random))
+        .route(
+            "/keys/{name}",
+            put(keys::import).get(keys::get_latest).delete(keys::delete),
+        )
+        .route(
+            "/keys/{name}/",
+            get(keys::get_latest).patch(keys::update_latest),
+        )
+        .route("/keys/{name}/create", post(keys::create))
+        .route("/keys/{name}/rotate", post(keys::rotate))
+        .route("/keys/{name}/backup", post(keys::backup))
+        .route("/keys/{name}/versions", get(keys::list_versions))
+        .route(
+            "/keys/{name}/rotationpolicy",
+            get(keys::get_policy).put(keys::set_policy),
+        )
+        .route(
+            "/keys/{name}/{version}",
+            get(keys::get_version).patch(keys::update_version),
+        )
+        .route("/keys/{name}/{version}/encrypt", post(keys::encrypt))
+        .route("/keys/{name}/{version}/decrypt", post(keys::decrypt))
+        .route("/keys/{name}/{version}/wrapkey", post(keys::wrap))
+        .route("/keys/{name}/{version}/unwrapkey", post(keys::unwrap))
+        .route("/keys/{name}/{version}/sign", post(keys::sign))
+        .route("/keys/{name}/{version}/verify", post(keys::verify))
+        .route("/keys/{name}/{version}/release", post(keys::release))
+        .route("/keys/{name}/{version}/attestation", get(keys::release))
+        .route("/keys/{name}//encrypt", post(keys::encrypt_latest))
+        .route("/keys/{name}//decrypt", post(keys::decrypt_latest))
+        .route("/keys/{name}//wrapkey", post(keys::wrap_latest))
+        .route("/keys/{name}//unwrapkey", post(keys::unwrap_latest))
+        .route("/keys/{name}//sign", post(keys::sign_latest))
+        .route("/keys/{name}//verify", post(keys::verify_latest))
+        .route("/keys/{name}//release", post(keys::release))
+        .route("/deletedkeys", get(keys::list_deleted))
+        .route(
+            "/deletedkeys/{name}",
+            get(keys::get_deleted).delete(keys::purge),
+        )
+        .route("/deletedkeys/{name}/recover", post(keys::recover))
+}
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod keys_tests;

@@ -28,6 +28,7 @@ async fn app() -> App {
     vaults.create("default", None).await.unwrap();
     let state = AkvState {
         secrets: Arc::new(SecretsEngine::new(store.clone())),
+        keys: Arc::new(crate::engine::keys::KeysEngine::new(store.clone(), None)),
         vaults,
         vault_domain: Some("vault.test".into()),
         default_vault: "default".into(),

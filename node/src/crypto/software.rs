@@ -1,0 +1,365 @@
+//! Software keys: generated, stored and used with aws-lc-rs.
+//!
+//! Private material is kept as PKCS#8 DER (RSA, EC) or raw bytes (oct) in
+//! `Zeroizing` buffers; the keys engine stores it only inside the barrier.
+//! Operations take digests (sign/verify) exactly as Key Vault does.
+
+mod aes;
+mod ec;
+mod rsa;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::Zeroizing;
+
+use super::{
+    Ciphertext, CryptoError, EncAlg, KeySpec, KeyType, PrivateKey, PublicKey, SignAlg, SymParams,
+};
+
+pub use ec::curve_name;
+
+/// A software key with its private material.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SoftwareKey {
+    /// `RSA`, `EC` or `oct`.
+    pub kty: KeyType,
+    /// PKCS#8 DER (RSA, EC) or the raw AES key (oct).
+    #[serde(serialize_with = "ser_secret", deserialize_with = "de_secret")]
+    material: Zeroizing<Vec<u8>>,
+    /// Public half.
+    pub public: PublicKey,
+    /// RSA modulus bits, curve bits or AES key bits.
+    pub bits: u32,
+}
+
+impl std::fmt::Debug for SoftwareKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SoftwareKey")
+            .field("kty", &self.kty)
+            .field("bits", &self.bits)
+            .field("material", &"<redacted>")
+            .finish()
+    }
+}
+
+fn ser_secret<S: Serializer>(v: &Zeroizing<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&Zeroizing::new(URL_SAFE_NO_PAD.encode(v.as_slice())))
+}
+
+fn de_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Zeroizing<Vec<u8>>, D::Error> {
+    let s = Zeroizing::new(String::deserialize(d)?);
+    URL_SAFE_NO_PAD
+        .decode(s.as_bytes())
+        .map(Zeroizing::new)
+        .map_err(|_| serde::de::Error::custom("invalid key material encoding"))
+}
+
+/// Generates a software key.
+pub fn generate(spec: &KeySpec) -> Result<SoftwareKey, CryptoError> {
+    match *spec {
+        KeySpec::Rsa {
+            bits,
+            public_exponent,
+        } => {
+            let (material, public) = rsa::generate(bits, public_exponent)?;
+            Ok(SoftwareKey {
+                kty: KeyType::Rsa,
+                material,
+                public,
+                bits,
+            })
+        }
+        KeySpec::Ec { curve } => {
+            let (material, public) = ec::generate(curve)?;
+            Ok(SoftwareKey {
+                kty: KeyType::Ec,
+                material,
+                public,
+                bits: ec::bits(curve),
+            })
+        }
+        KeySpec::Oct { bits } => Ok(SoftwareKey {
+            kty: KeyType::Oct,
+            material: aes::generate(bits)?,
+            public: PublicKey::Oct,
+            bits,
+        }),
+    }
+}
+
+/// Imports private material as a software key.
+pub fn import(key: &PrivateKey) -> Result<SoftwareKey, CryptoError> {
+    match key {
+        PrivateKey::Rsa {
+            n,
+            e,
+            d,
+            p,
+            q,
+            dp,
+            dq,
+            qi,
+        } => {
+            let (material, public, bits) = rsa::import(n, e, d, p, q, dp, dq, qi)?;
+            Ok(SoftwareKey {
+                kty: KeyType::Rsa,
+                material,
+                public,
+                bits,
+            })
+        }
+        PrivateKey::Ec { curve, d, x, y } => {
+            let (material, public) = ec::import(*curve, d, x, y)?;
+            Ok(SoftwareKey {
+                kty: KeyType::Ec,
+                material,
+                public,
+                bits: ec::bits(*curve),
+            })
+        }
+        PrivateKey::Oct { k } => {
+            let bits = (k.len() * 8) as u32;
+            if !matches!(bits, 128 | 192 | 256) {
+                return Err(CryptoError::BadInput(format!(
+                    "oct key size {bits} is not supported: use 128, 192 or 256"
+                )));
+            }
+            Ok(SoftwareKey {
+                kty: KeyType::Oct,
+                material: k.clone(),
+                public: PublicKey::Oct,
+                bits,
+            })
+        }
+    }
+}
+
+/// `n` bytes from the system CSPRNG.
+pub fn random_bytes(n: usize) -> Result<Vec<u8>, CryptoError> {
+    aes::random(n)
+}
+
+/// Digest length an RS/PS/ES algorithm requires (`None`: HS*, not a digest
+/// signature).
+pub fn digest_len(alg: SignAlg) -> Option<usize> {
+    use SignAlg::*;
+    match alg {
+        RS256 | PS256 | ES256 | ES256K => Some(32),
+        RS384 | PS384 | ES384 => Some(48),
+        RS512 | PS512 | ES512 => Some(64),
+        HS256 | HS384 | HS512 => None,
+    }
+}
+
+/// Key Vault name of an encryption algorithm.
+pub fn enc_alg_name(alg: EncAlg) -> &'static str {
+    use EncAlg::*;
+    match alg {
+        RsaOaep => "RSA-OAEP",
+        RsaOaep256 => "RSA-OAEP-256",
+        Rsa15 => "RSA1_5",
+        A128GCM => "A128GCM",
+        A192GCM => "A192GCM",
+        A256GCM => "A256GCM",
+        A128KW => "A128KW",
+        A192KW => "A192KW",
+        A256KW => "A256KW",
+        A128CBC => "A128CBC",
+        A192CBC => "A192CBC",
+        A256CBC => "A256CBC",
+        A128CBCPAD => "A128CBCPAD",
+        A192CBCPAD => "A192CBCPAD",
+        A256CBCPAD => "A256CBCPAD",
+        CkmAesKeyWrap => "CKM_AES_KEY_WRAP",
+        CkmAesKeyWrapPad => "CKM_AES_KEY_WRAP_PAD",
+    }
+}
+
+/// Checks that `digest` has the length `alg` requires and `alg` suits
+/// `public`'s key type (and curve).
+pub fn check_sign(public: &PublicKey, alg: SignAlg, digest: &[u8]) -> Result<(), CryptoError> {
+    let suits = match public {
+        PublicKey::Rsa { .. } => rsa::is_sign_alg(alg),
+        PublicKey::Ec { curve, .. } => ec::curve_of(alg) == Some(*curve),
+        PublicKey::Oct => false,
+    };
+    if !suits {
+        return Err(CryptoError::AlgorithmMismatch {
+            alg: format!("{alg:?}"),
+            kty: kty_label(public),
+        });
+    }
+    match digest_len(alg) {
+        Some(n) if n == digest.len() => Ok(()),
+        Some(n) => Err(CryptoError::BadInput(format!(
+            "the digest for {alg:?} must be {n} bytes, got {}",
+            digest.len()
+        ))),
+        None => Err(CryptoError::AlgorithmMismatch {
+            alg: format!("{alg:?}"),
+            kty: kty_label(public),
+        }),
+    }
+}
+
+fn kty_label(public: &PublicKey) -> String {
+    match public {
+        PublicKey::Rsa { .. } => "RSA".into(),
+        PublicKey::Ec { curve, .. } => format!("EC {}", curve_name(*curve)),
+        PublicKey::Oct => "oct".into(),
+    }
+}
+
+/// Verifies a signature over a digest with a public key (any tier).
+pub fn verify(
+    public: &PublicKey,
+    alg: SignAlg,
+    digest: &[u8],
+    signature: &[u8],
+) -> Result<bool, CryptoError> {
+    check_sign(public, alg, digest)?;
+    match public {
+        PublicKey::Rsa { n, e } => rsa::verify(n, e, alg, digest, signature),
+        PublicKey::Ec { curve, x, y } => ec::verify(*curve, x, y, alg, digest, signature),
+        PublicKey::Oct => Err(CryptoError::AlgorithmMismatch {
+            alg: format!("{alg:?}"),
+            kty: "oct".into(),
+        }),
+    }
+}
+
+/// Encrypts with an RSA public key (any tier): RSA-OAEP, RSA-OAEP-256, RSA1_5.
+pub fn public_encrypt(
+    public: &PublicKey,
+    alg: EncAlg,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    match public {
+        PublicKey::Rsa { n, e } if rsa::is_enc_alg(alg) => rsa::encrypt(n, e, alg, plaintext),
+        _ => Err(CryptoError::AlgorithmMismatch {
+            alg: enc_alg_name(alg).into(),
+            kty: kty_label(public),
+        }),
+    }
+}
+
+/// The AES key size (bits) an algorithm requires; `Some(0)`: any size
+/// (CKM_*); `None`: not a symmetric algorithm.
+pub fn sym_key_bits(alg: EncAlg) -> Option<u32> {
+    use EncAlg::*;
+    match alg {
+        A128GCM | A128KW | A128CBC | A128CBCPAD => Some(128),
+        A192GCM | A192KW | A192CBC | A192CBCPAD => Some(192),
+        A256GCM | A256KW | A256CBC | A256CBCPAD => Some(256),
+        CkmAesKeyWrap | CkmAesKeyWrapPad => Some(0),
+        RsaOaep | RsaOaep256 | Rsa15 => None,
+    }
+}
+
+/// Checks that `alg` applies to a key of `kty` and `bits` (tier-agnostic).
+pub fn check_enc(kty: KeyType, bits: u32, alg: EncAlg) -> Result<(), CryptoError> {
+    let ok = match (kty, sym_key_bits(alg)) {
+        (KeyType::Rsa | KeyType::RsaHsm, None) => true,
+        (KeyType::Oct | KeyType::OctHsm, Some(0)) => true,
+        (KeyType::Oct | KeyType::OctHsm, Some(b)) => b == bits,
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        let kty = match kty {
+            KeyType::Oct | KeyType::OctHsm => format!("{bits}-bit oct"),
+            KeyType::Rsa | KeyType::RsaHsm => "RSA".into(),
+            KeyType::Ec | KeyType::EcHsm => "EC".into(),
+        };
+        Err(CryptoError::AlgorithmMismatch {
+            alg: enc_alg_name(alg).into(),
+            kty,
+        })
+    }
+}
+
+impl SoftwareKey {
+    /// Signs a digest (RS*, PS*, ES*).
+    pub fn sign(&self, alg: SignAlg, digest: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        check_sign(&self.public, alg, digest)?;
+        match &self.public {
+            PublicKey::Rsa { .. } => rsa::sign(&self.material, alg, digest),
+            PublicKey::Ec { curve, .. } => ec::sign(&self.material, *curve, alg, digest),
+            PublicKey::Oct => Err(CryptoError::AlgorithmMismatch {
+                alg: format!("{alg:?}"),
+                kty: "oct".into(),
+            }),
+        }
+    }
+
+    /// Verifies a signature over a digest.
+    pub fn verify(
+        &self,
+        alg: SignAlg,
+        digest: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, CryptoError> {
+        verify(&self.public, alg, digest, signature)
+    }
+
+    /// Encrypts or wraps: RSA (public key), AES-GCM/CBC/CBCPAD, A*KW and
+    /// CKM_AES_KEY_WRAP(_PAD).
+    pub fn encrypt(
+        &self,
+        alg: EncAlg,
+        plaintext: &[u8],
+        params: &SymParams,
+    ) -> Result<Ciphertext, CryptoError> {
+        check_enc(self.kty, self.bits, alg)?;
+        use EncAlg::*;
+        let plain = |value| {
+            Ok(Ciphertext {
+                value,
+                iv: None,
+                tag: None,
+            })
+        };
+        match alg {
+            RsaOaep | RsaOaep256 | Rsa15 => plain(public_encrypt(&self.public, alg, plaintext)?),
+            A128GCM | A192GCM | A256GCM => aes::gcm_encrypt(&self.material, plaintext, params),
+            A128CBC | A192CBC | A256CBC => {
+                aes::cbc_encrypt(&self.material, plaintext, params, false)
+            }
+            A128CBCPAD | A192CBCPAD | A256CBCPAD => {
+                aes::cbc_encrypt(&self.material, plaintext, params, true)
+            }
+            A128KW | A192KW | A256KW | CkmAesKeyWrap => {
+                plain(aes::wrap(&self.material, plaintext)?)
+            }
+            CkmAesKeyWrapPad => plain(aes::wrap_pad(&self.material, plaintext)?),
+        }
+    }
+
+    /// Decrypts or unwraps (the inverse of [`SoftwareKey::encrypt`]).
+    pub fn decrypt(
+        &self,
+        alg: EncAlg,
+        ciphertext: &[u8],
+        params: &SymParams,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        check_enc(self.kty, self.bits, alg)?;
+        use EncAlg::*;
+        match alg {
+            RsaOaep | RsaOaep256 | Rsa15 => rsa::decrypt(&self.material, alg, ciphertext),
+            A128GCM | A192GCM | A256GCM => aes::gcm_decrypt(&self.material, ciphertext, params),
+            A128CBC | A192CBC | A256CBC => {
+                aes::cbc_decrypt(&self.material, ciphertext, params, false)
+            }
+            A128CBCPAD | A192CBCPAD | A256CBCPAD => {
+                aes::cbc_decrypt(&self.material, ciphertext, params, true)
+            }
+            A128KW | A192KW | A256KW | CkmAesKeyWrap => aes::unwrap(&self.material, ciphertext),
+            CkmAesKeyWrapPad => aes::unwrap_pad(&self.material, ciphertext),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

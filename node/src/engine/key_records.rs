@@ -1,0 +1,169 @@
+//! Stored key records (JSON inside barrier ciphertext), their storage keys
+//! and their conversions to the engine's public views.
+//!
+//! Layout: `k/{vault}/{name_lower}` metadata (same record as secrets),
+//! `kv/{vault}/{name_lower}/{version}` versions with the key material,
+//! `kp/{vault}/{name_lower}` rotation policy.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::keys::{DeletedKey, Key, KeyOp, KeyProperties};
+use super::rotation::RotationPolicy;
+use super::secret_records::DeletedInfo;
+use crate::crypto::hsm::HsmKey;
+use crate::crypto::software::SoftwareKey;
+use crate::crypto::{KeyType, PublicKey};
+
+/// `k/{vault}/`.
+pub fn meta_prefix(vault: &str) -> Vec<u8> {
+    format!("k/{vault}/").into_bytes()
+}
+
+/// Prefix of every key metadata record.
+pub const ALL_META_PREFIX: &[u8] = b"k/";
+
+/// `k/{vault}/{name_lower}`.
+pub fn meta_key(vault: &str, lower: &str) -> Vec<u8> {
+    format!("k/{vault}/{lower}").into_bytes()
+}
+
+/// `kv/{vault}/{name_lower}/`.
+pub fn versions_prefix(vault: &str, lower: &str) -> Vec<u8> {
+    format!("kv/{vault}/{lower}/").into_bytes()
+}
+
+/// `kv/{vault}/{name_lower}/{version}`.
+pub fn version_key(vault: &str, lower: &str, version: &str) -> Vec<u8> {
+    format!("kv/{vault}/{lower}/{version}").into_bytes()
+}
+
+/// Prefix of every rotation policy.
+pub const ALL_POLICY_PREFIX: &[u8] = b"kp/";
+
+/// `kp/{vault}/{name_lower}`.
+pub fn policy_key(vault: &str, lower: &str) -> Vec<u8> {
+    format!("kp/{vault}/{lower}").into_bytes()
+}
+
+/// `sys/events/keys/{vault}/{name_lower}/` — Notify events of one key.
+pub fn events_prefix(vault: &str, lower: &str) -> Vec<u8> {
+    format!("sys/events/keys/{vault}/{lower}/").into_bytes()
+}
+
+/// `sys/events/keys/{vault}/{name_lower}/{version}/notify`.
+pub fn notify_event_key(vault: &str, lower: &str, version: &str) -> Vec<u8> {
+    format!("sys/events/keys/{vault}/{lower}/{version}/notify").into_bytes()
+}
+
+/// Where a version's key material lives.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyMaterial {
+    /// Software key (private material inside the barrier).
+    Software(SoftwareKey),
+    /// HSM key, wrapped under the cluster KEK.
+    Hsm(HsmKey),
+}
+
+impl KeyMaterial {
+    /// Public half.
+    pub fn public(&self) -> &PublicKey {
+        match self {
+            KeyMaterial::Software(k) => &k.public,
+            KeyMaterial::Hsm(k) => &k.public,
+        }
+    }
+
+    /// Key size in bits.
+    pub fn bits(&self) -> u32 {
+        match self {
+            KeyMaterial::Software(k) => k.bits,
+            KeyMaterial::Hsm(k) => k.bits,
+        }
+    }
+}
+
+/// `kv/{vault}/{name_lower}/{version}`: one key version.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyVersionRecord {
+    /// Version id (32 lowercase hex).
+    pub version: String,
+    /// Key type as created (`RSA`, `EC-HSM`, …).
+    pub kty: KeyType,
+    /// Permitted operations.
+    pub key_ops: Vec<KeyOp>,
+    /// Whether operations are allowed.
+    pub enabled: bool,
+    /// Not-before, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// Expiry, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    /// Creation, Unix seconds.
+    pub created: u64,
+    /// Last change, Unix seconds.
+    pub updated: u64,
+    /// Tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+    /// The key material (private part redacted from Debug by its types).
+    pub material: KeyMaterial,
+}
+
+impl KeyVersionRecord {
+    /// Public metadata under the key's display name.
+    pub fn properties(&self, name: &str) -> KeyProperties {
+        KeyProperties {
+            name: name.to_owned(),
+            version: self.version.clone(),
+            kty: self.kty,
+            key_ops: self.key_ops.clone(),
+            enabled: self.enabled,
+            nbf: self.nbf,
+            exp: self.exp,
+            created: self.created,
+            updated: self.updated,
+            tags: self.tags.clone(),
+            hsm: self.kty.is_hsm(),
+        }
+    }
+
+    /// The public view with the public key.
+    pub fn key(&self, name: &str) -> Key {
+        Key {
+            properties: self.properties(name),
+            public: self.material.public().clone(),
+        }
+    }
+
+    /// The deleted view.
+    pub fn deleted(&self, name: &str, info: DeletedInfo) -> DeletedKey {
+        DeletedKey {
+            key: self.key(name),
+            deleted_date: info.deleted_date,
+            scheduled_purge_date: info.scheduled_purge_date,
+        }
+    }
+}
+
+/// What a key backup blob holds (JSON, then sealed by the store).
+#[derive(Serialize, Deserialize)]
+pub struct KeyBackupRecord {
+    /// Format marker.
+    pub format: String,
+    /// Display name.
+    pub name: String,
+    /// Latest version id.
+    pub latest: String,
+    /// Every version.
+    pub versions: Vec<KeyVersionRecord>,
+    /// Rotation policy, if one was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<RotationPolicy>,
+}
+
+/// Format marker of [`KeyBackupRecord`].
+pub const KEY_BACKUP_FORMAT: &str = "coffer-key-backup-1";
