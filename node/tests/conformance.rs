@@ -8,14 +8,19 @@ use std::time::Duration;
 
 use jepsen_tests::cluster::{ClusterOptions, LocalCluster};
 
-/// Starts a 3-node cluster and runs one pytest file against a follower (so
-/// every write is forwarded to the leader).
-async fn run_pytest(file: &str) {
+/// Starts a 3-node cluster (each node with its own SoftHSM2 token when
+/// `hsm`) and runs one pytest file against a follower (so every write is
+/// forwarded to the leader).
+async fn run_pytest(file: &str, hsm: bool) {
     let python = std::env::var("COFFER_PYTHON").expect(
         "COFFER_PYTHON must name a Python with the Azure SDK installed; run ./scripts/test.sh",
     );
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_coffer"));
-    let mut cluster = LocalCluster::start(&binary, ClusterOptions::default()).unwrap();
+    let options = ClusterOptions {
+        hsm,
+        ..ClusterOptions::default()
+    };
+    let mut cluster = LocalCluster::start(&binary, options).unwrap();
     let leader = cluster
         .wait_for_leader(Duration::from_secs(20))
         .await
@@ -29,6 +34,7 @@ async fn run_pytest(file: &str) {
         .env("COFFER_VAULT_URL", follower.url())
         .env("COFFER_TOKEN", cluster.root_token.clone().unwrap())
         .env("COFFER_CACERT", &cluster.ca_path)
+        .env("COFFER_HSM", if hsm { "1" } else { "0" })
         .output()
         .expect("running pytest");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -42,10 +48,10 @@ async fn run_pytest(file: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn azure_sdk_secret_client_conformance() {
-    run_pytest("test_secrets.py").await;
+    run_pytest("test_secrets.py", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn azure_sdk_key_client_conformance() {
-    run_pytest("test_keys.py").await;
+async fn azure_sdk_key_client_conformance_with_hsm_tokens() {
+    run_pytest("test_keys.py", true).await;
 }
