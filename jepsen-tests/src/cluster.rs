@@ -75,6 +75,8 @@ pub struct ClusterOptions {
     pub vault_domain: Option<String>,
     /// Snapshot interval in log entries (`raft_snapshot_logs`).
     pub raft_snapshot_logs: Option<u64>,
+    /// Leader lifecycle tick (`lifecycle_interval_secs`: purges, key rotation).
+    pub lifecycle_interval_secs: Option<u64>,
     /// Give every node its own SoftHSM2 token (`coffer-nodeN`) and run the
     /// cluster KEK ceremony after [`LocalCluster::init`].
     pub hsm: bool,
@@ -89,6 +91,7 @@ impl Default for ClusterOptions {
             env: Vec::new(),
             vault_domain: None,
             raft_snapshot_logs: None,
+            lifecycle_interval_secs: None,
             hsm: false,
         }
     }
@@ -233,6 +236,9 @@ impl LocalCluster {
         }
         if let Some(n) = self.options.raft_snapshot_logs {
             text = format!("raft_snapshot_logs = {n}\n{text}");
+        }
+        if let Some(n) = self.options.lifecycle_interval_secs {
+            text = format!("lifecycle_interval_secs = {n}\n{text}");
         }
         let peers = self.nodes.iter().filter(|p| with_peers && p.id != node.id);
         for peer in peers {

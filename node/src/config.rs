@@ -100,6 +100,10 @@ pub struct Config {
     /// entries. Small values make lagging nodes catch up from snapshots.
     #[serde(default = "default_snapshot_logs")]
     pub raft_snapshot_logs: u64,
+    /// How often the leader purges soft-deleted objects past their purge
+    /// date and carries out due key rotation policies.
+    #[serde(default = "default_lifecycle_interval")]
+    pub lifecycle_interval_secs: u64,
     /// TEST ONLY: serve reads from the local state machine without a
     /// ReadIndex round trip. Breaks linearizability; exists so the fault
     /// tests can prove they catch stale reads.
@@ -175,6 +179,10 @@ fn default_snapshot_logs() -> u64 {
     crate::cluster::SNAPSHOT_LOGS
 }
 
+fn default_lifecycle_interval() -> u64 {
+    60
+}
+
 fn default_log_format() -> String {
     "json".to_string()
 }
@@ -202,6 +210,11 @@ impl Config {
         if self.raft_snapshot_logs < 10 {
             return Err(ConfigError::Invalid(
                 "raft_snapshot_logs must be at least 10".into(),
+            ));
+        }
+        if self.lifecycle_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "lifecycle_interval_secs must be at least 1".into(),
             ));
         }
         if self.peers.iter().any(|p| p.node_id == self.node_id) {

@@ -32,8 +32,6 @@ use crate::tls::{self, TlsMaterial};
 pub const DEV_ROOT_TOKEN_FILE: &str = "root-token";
 /// The single unseal share of a dev node.
 pub const DEV_UNSEAL_KEY_FILE: &str = "unseal-key";
-/// How often the leader purges soft-deleted objects past their purge date.
-const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A running node.
 pub struct Server {
@@ -42,6 +40,7 @@ pub struct Server {
     /// Cluster handle.
     pub node: Arc<ClusterNode>,
     api_addr: SocketAddr,
+    lifecycle_interval: Duration,
     router: Router,
     api_tls: Arc<rustls::ServerConfig>,
     secrets: Arc<SecretsEngine>,
@@ -98,6 +97,7 @@ impl Server {
             operator,
             node,
             api_addr: config.api_addr,
+            lifecycle_interval: Duration::from_secs(config.lifecycle_interval_secs),
             router,
             api_tls,
             secrets,
@@ -111,10 +111,11 @@ impl Server {
             .await
             .with_context(|| format!("binding the API address {}", self.api_addr))?;
         tracing::info!(addr = %self.api_addr, "API listening");
-        tokio::spawn(purge_loop(
+        tokio::spawn(lifecycle_loop(
             self.operator.clone(),
             self.secrets.clone(),
             self.keys.clone(),
+            self.lifecycle_interval,
         ));
         let acceptor = TlsAcceptor::from(self.api_tls.clone());
         let shutdown = shutdown_signal();
@@ -175,31 +176,37 @@ async fn shutdown_signal() {
 
 /// The leader purges soft-deleted objects whose purge date has passed and
 /// carries out due key rotation policies.
-async fn purge_loop(operator: Arc<Operator>, secrets: Arc<SecretsEngine>, keys: Arc<KeysEngine>) {
-    let mut tick = tokio::time::interval(PURGE_INTERVAL);
+async fn lifecycle_loop(
+    operator: Arc<Operator>,
+    secrets: Arc<SecretsEngine>,
+    keys: Arc<KeysEngine>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         if operator.is_sealed() || !operator.node().status().is_leader {
             continue;
         }
-        match secrets.purge_expired(now_ms() / 1000).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                purged = n,
-                "purged soft-deleted secrets past their purge date"
-            ),
-            Err(e) => tracing::warn!(error = %e, "purging expired secrets failed"),
-        }
-        match keys.purge_expired(now_ms() / 1000).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(purged = n, "purged soft-deleted keys past their purge date"),
-            Err(e) => tracing::warn!(error = %e, "purging expired keys failed"),
-        }
-        match keys.run_rotation_policies(now_ms() / 1000).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(rotated = n, "rotated keys by their rotation policies"),
-            Err(e) => tracing::warn!(error = %e, "running key rotation policies failed"),
-        }
+        let now = now_ms() / 1000;
+        log_done(
+            "purged soft-deleted secrets",
+            secrets.purge_expired(now).await,
+        );
+        log_done("purged soft-deleted keys", keys.purge_expired(now).await);
+        log_done(
+            "rotated keys by policy",
+            keys.run_rotation_policies(now).await,
+        );
+    }
+}
+
+/// Logs what one lifecycle task did (nothing when it had nothing to do).
+fn log_done(what: &str, result: Result<usize, crate::engine::EngineError>) {
+    match result {
+        Ok(0) => {}
+        Ok(count) => tracing::info!(count, "{what}"),
+        Err(e) => tracing::warn!(error = %e, "{what}: failed"),
     }
 }
 
@@ -266,6 +273,7 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
         },
         log_format: "text".into(),
         raft_snapshot_logs: crate::cluster::SNAPSHOT_LOGS,
+        lifecycle_interval_secs: 60,
         unsafe_stale_reads: false,
         hsm: None,
     };
