@@ -12,7 +12,7 @@ use aws_lc_rs::digest;
 use aws_lc_rs::encoding::AsBigEndian as _;
 use aws_lc_rs::rsa::{
     OaepPublicEncryptingKey, Pkcs1PublicEncryptingKey, PublicEncryptingKey, PublicKeyComponents,
-    OAEP_SHA1_MGF1SHA1,
+    OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256,
 };
 use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair as _, UnparsedPublicKey};
 use coffer::config::HsmConfig;
@@ -286,27 +286,156 @@ fn rsa_keys_sign_pkcs1_and_pss_and_decrypt_what_software_encrypted() {
         hsm.decrypt(&key, EncAlg::RsaOaep, &bad, &SymParams::default()),
         Err(CryptoError::DecryptFailed)
     ));
+}
 
-    // RSA-OAEP-256 works natively or answers unsupported, never anything else.
-    let oaep256 = hsm
+/// RSA-OAEP-256 works on SoftHSM2 (which refuses SHA-256 OAEP parameters)
+/// through raw RSA in the device and OAEP decoding on the host: every
+/// message length aws-lc-rs can encrypt decrypts, and every tampered
+/// ciphertext is the same plain decryption failure.
+#[test]
+fn rsa_oaep_256_decrypts_every_length_and_rejects_every_bit_flip() {
+    let hsm = device_with_kek("t-keys");
+    assert!(hsm
         .status()
         .notes
         .iter()
-        .any(|n| n.starts_with("RSA-OAEP-256: native"));
+        .any(|n| n.starts_with("RSA-OAEP-256") && !n.contains("unsupported")));
+    for bits in [2048u32, 3072] {
+        let key = hsm
+            .generate(&KeySpec::Rsa {
+                bits,
+                public_exponent: 65537,
+            })
+            .unwrap();
+        let oaep = OaepPublicEncryptingKey::new(rsa_public(&key)).unwrap();
+        let max = oaep.max_plaintext_size(&OAEP_SHA256_MGF1SHA256);
+        assert_eq!(max, bits as usize / 8 - 66);
+        for len in [0usize, 1, 32, 33, max - 1, max] {
+            let msg: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(13) | 1).collect();
+            let mut ct = vec![0u8; oaep.ciphertext_size()];
+            let ct = oaep
+                .encrypt(&OAEP_SHA256_MGF1SHA256, &msg, &mut ct, None)
+                .unwrap()
+                .to_vec();
+            let pt = hsm
+                .decrypt(&key, EncAlg::RsaOaep256, &ct, &SymParams::default())
+                .unwrap();
+            assert_eq!(pt.as_slice(), msg.as_slice(), "{bits} bits, len {len}");
+        }
+    }
+    let key = hsm
+        .generate(&KeySpec::Rsa {
+            bits: 2048,
+            public_exponent: 65537,
+        })
+        .unwrap();
+    let oaep = OaepPublicEncryptingKey::new(rsa_public(&key)).unwrap();
     let mut ct = vec![0u8; oaep.ciphertext_size()];
     let ct = oaep
-        .encrypt(
-            &aws_lc_rs::rsa::OAEP_SHA256_MGF1SHA256,
-            b"s256",
-            &mut ct,
-            None,
-        )
+        .encrypt(&OAEP_SHA256_MGF1SHA256, b"k", &mut ct, None)
         .unwrap()
         .to_vec();
-    match hsm.decrypt(&key, EncAlg::RsaOaep256, &ct, &SymParams::default()) {
-        Ok(pt) => assert!(oaep256 && pt.as_slice() == b"s256"),
-        Err(CryptoError::Unsupported(_)) => assert!(!oaep256),
-        Err(e) => panic!("RSA-OAEP-256: {e}"),
+    for bit in 0..ct.len() * 8 {
+        let mut bad = ct.clone();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        match hsm.decrypt(&key, EncAlg::RsaOaep256, &bad, &SymParams::default()) {
+            Err(CryptoError::DecryptFailed) => {}
+            other => panic!("bit {bit}: {other:?}"),
+        }
+    }
+    // Wrong lengths and a SHA-1 OAEP ciphertext fail the same way.
+    for bad in [
+        ct[1..].to_vec(),
+        [&[0u8][..], &ct].concat(),
+        vec![0xff; ct.len()],
+    ] {
+        assert!(matches!(
+            hsm.decrypt(&key, EncAlg::RsaOaep256, &bad, &SymParams::default()),
+            Err(CryptoError::DecryptFailed)
+        ));
+    }
+    let mut sha1 = vec![0u8; oaep.ciphertext_size()];
+    let sha1 = oaep
+        .encrypt(&OAEP_SHA1_MGF1SHA1, b"k", &mut sha1, None)
+        .unwrap()
+        .to_vec();
+    assert!(matches!(
+        hsm.decrypt(&key, EncAlg::RsaOaep256, &sha1, &SymParams::default()),
+        Err(CryptoError::DecryptFailed)
+    ));
+}
+
+/// Private keys under the cluster KEK (CKM_AES_KEY_WRAP_PAD of their PKCS#8
+/// DER) whose DER length is not a multiple of 8 still unwrap to a working
+/// key, also in a fresh provider (nothing cached).
+#[test]
+fn kek_wrapped_rsa_key_with_unaligned_der_unwraps_and_works() {
+    use aws_lc_rs::encoding::{AsDer as _, Pkcs8V1Der};
+    use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
+    let (private, der_len) = loop {
+        let p = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
+        let der: Pkcs8V1Der = p.as_der().unwrap();
+        let len = der.as_ref().len();
+        if len % 8 != 0 {
+            break (p, len);
+        }
+    };
+    let der: Pkcs8V1Der = private.as_der().unwrap();
+    let jwk = rsa_components(der.as_ref());
+    let hsm = device_with_kek("t-import");
+    let key = hsm.import(&jwk).unwrap();
+    // KWP output: the DER rounded up to 8 bytes plus the 8-byte AIV.
+    assert_eq!(key.wrapped.len(), der_len.div_ceil(8) * 8 + 8);
+    let fresh = device_with_kek("t-import");
+    let d = sha(&digest::SHA256, b"unaligned");
+    let sig = fresh.sign(&key, SignAlg::RS256, &d).unwrap();
+    verify(&key, SignAlg::RS256, b"unaligned", &sig);
+    let oaep = OaepPublicEncryptingKey::new(rsa_public(&key)).unwrap();
+    let mut ct = vec![0u8; oaep.ciphertext_size()];
+    let ct = oaep
+        .encrypt(&OAEP_SHA256_MGF1SHA256, b"exact", &mut ct, None)
+        .unwrap()
+        .to_vec();
+    let pt = fresh
+        .decrypt(&key, EncAlg::RsaOaep256, &ct, &SymParams::default())
+        .unwrap();
+    assert_eq!(pt.as_slice(), b"exact");
+}
+
+/// The RSA private key fields of a PKCS#8 DER (minimal DER walk).
+fn rsa_components(pkcs8: &[u8]) -> PrivateKey {
+    fn tlv(b: &[u8]) -> (&[u8], &[u8]) {
+        let (len, hdr) = match b[1] {
+            l if l < 0x80 => (l as usize, 2),
+            0x81 => (b[2] as usize, 3),
+            0x82 => (((b[2] as usize) << 8) | b[3] as usize, 4),
+            _ => panic!("DER too long"),
+        };
+        (&b[hdr..hdr + len], &b[hdr + len..])
+    }
+    let (info, _) = tlv(pkcs8);
+    let (_version, rest) = tlv(info);
+    let (_alg, rest) = tlv(rest);
+    let (octets, _) = tlv(rest);
+    let (seq, _) = tlv(octets);
+    let mut fields = Vec::new();
+    let mut rest = seq;
+    while !rest.is_empty() {
+        let (v, r) = tlv(rest);
+        let first = v.iter().position(|&b| b != 0).unwrap_or(v.len());
+        fields.push(v[first..].to_vec());
+        rest = r;
+    }
+    let z = |i: usize| Zeroizing::new(fields[i].clone());
+    PrivateKey::Rsa {
+        n: fields[1].clone(),
+        e: fields[2].clone(),
+        d: z(3),
+        p: z(4),
+        q: z(5),
+        dp: z(6),
+        dq: z(7),
+        qi: z(8),
     }
 }
 
@@ -583,4 +712,80 @@ async fn cluster_ceremony_gives_every_node_the_same_kek() {
         .await
         .unwrap();
     assert_eq!(resp.status.as_u16(), 400);
+}
+
+/// KWP (RFC 5649) unwrap must return exactly the wrapped length: the
+/// conformance run saw "thirteen byte" come back with three zero bytes.
+#[test]
+fn oct_key_wrap_pad_unwraps_to_the_exact_length() {
+    use aws_lc_rs::key_wrap::{AesKek, KeyWrap as _, KeyWrapPadded as _, AES_128, AES_256};
+    let hsm = device_with_kek("t-oct");
+    for (cipher, alg, klen) in [
+        (&AES_128, EncAlg::A128KW, 16usize),
+        (&AES_256, EncAlg::A256KW, 32),
+    ] {
+        let k: Vec<u8> = (0..klen as u8).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
+        let key = hsm
+            .import(&PrivateKey::Oct {
+                k: Zeroizing::new(k.clone()),
+            })
+            .unwrap();
+        for len in [1usize, 3, 7, 8, 9, 13, 16, 17, 31, 32, 33, 64, 100] {
+            let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_add(1)).collect();
+            let w = hsm
+                .encrypt(&key, EncAlg::CkmAesKeyWrapPad, &data, &SymParams::default())
+                .unwrap()
+                .value;
+            assert_eq!(w.len(), len.div_ceil(8).max(1) * 8 + 8, "len {len}");
+            let mut out = vec![0u8; w.len()];
+            let soft = AesKek::new(cipher, &k)
+                .unwrap()
+                .unwrap_with_padding(&w, &mut out)
+                .unwrap()
+                .to_vec();
+            assert_eq!(soft, data, "software unwrap of device wrap, len {len}");
+            let back = hsm
+                .decrypt(&key, EncAlg::CkmAesKeyWrapPad, &w, &SymParams::default())
+                .unwrap();
+            assert_eq!(back.as_slice(), data.as_slice(), "device unwrap, len {len}");
+            let mut sw = vec![0u8; len + 16];
+            let sw = AesKek::new(cipher, &k)
+                .unwrap()
+                .wrap_with_padding(&data, &mut sw)
+                .unwrap()
+                .to_vec();
+            let back = hsm
+                .decrypt(&key, EncAlg::CkmAesKeyWrapPad, &sw, &SymParams::default())
+                .unwrap();
+            assert_eq!(back.as_slice(), data.as_slice(), "software wrap, len {len}");
+            // Tampering anywhere is a plain decryption failure.
+            for i in [0, sw.len() / 2, sw.len() - 1] {
+                let mut bad = sw.clone();
+                bad[i] ^= 0x01;
+                assert!(matches!(
+                    hsm.decrypt(&key, EncAlg::CkmAesKeyWrapPad, &bad, &SymParams::default()),
+                    Err(CryptoError::DecryptFailed)
+                ));
+            }
+        }
+        // RFC 3394 (A*KW and CKM_AES_KEY_WRAP): exact length, interoperable.
+        for len in [16usize, 24, 32, 40, 64] {
+            let data = vec![0x3cu8; len];
+            for a in [alg, EncAlg::CkmAesKeyWrap] {
+                let w = hsm
+                    .encrypt(&key, a, &data, &SymParams::default())
+                    .unwrap()
+                    .value;
+                assert_eq!(w.len(), len + 8);
+                let mut out = vec![0u8; len];
+                let soft = AesKek::new(cipher, &k)
+                    .unwrap()
+                    .unwrap(&w, &mut out)
+                    .unwrap();
+                assert_eq!(soft, data.as_slice());
+                let back = hsm.decrypt(&key, a, &w, &SymParams::default()).unwrap();
+                assert_eq!(back.as_slice(), data.as_slice(), "{a:?} len {len}");
+            }
+        }
+    }
 }

@@ -17,11 +17,15 @@
 //!   sends the digest, raw `CKM_ECDSA` on it is the standard construction.
 //!   The device returns `r || s` (field-size each), which is Key Vault's form.
 //! - `RSA-OAEP`: native `CKM_RSA_PKCS_OAEP` with SHA-1/MGF1-SHA-1.
-//! - `RSA-OAEP-256`: used natively when the device accepts SHA-256 OAEP
-//!   parameters (probed at open). SoftHSM2 2.6 does not; decrypt then answers
-//!   [`CryptoError::Unsupported`]. Emulating it with raw RSA and OAEP decoding
-//!   on the host would put the padded plaintext on the host and open a
-//!   padding oracle, so it is deliberately not done.
+//! - `RSA-OAEP-256` on devices without OAEP-SHA256: raw RSA inside the
+//!   device, constant-time OAEP decoding on the host. Native
+//!   `CKM_RSA_PKCS_OAEP` with SHA-256/MGF1-SHA-256 is used when the device
+//!   accepts those parameters (probed at open). SoftHSM2 2.6 accepts SHA-1
+//!   only; then the device performs RSADP with `CKM_RSA_X_509` (the private
+//!   key never leaves it; RFC 8017 §7.1.2 step 2) and the host performs the
+//!   EME-OAEP decoding (step 3; SHA-256, MGF1-SHA-256, empty label) in
+//!   constant time, wiping the encoded message, with one uniform
+//!   [`CryptoError::DecryptFailed`] for every failure (see `oaep.rs`).
 //! - `RSA1_5` decrypt: native `CKM_RSA_PKCS`. Padding failures are reported
 //!   as a plain decryption failure; RSA1_5 remains Bleichenbacher-prone by
 //!   design of the algorithm, prefer OAEP.
@@ -31,6 +35,17 @@
 //!   generic secret whose value is read back (it is the caller's plaintext)
 //!   and the object destroyed. SoftHSM2 does not offer key wrap via
 //!   `C_Encrypt`.
+//! - `CKM_AES_KEY_WRAP_PAD` wrapKey on devices whose `C_WrapKey` zero-pads
+//!   the value before RFC 5649 wrapping (SoftHSM2 2.6.1: the AIV's length
+//!   indicator then holds the padded length and unwrap returns trailing
+//!   zeros; probed at open): RFC 5649 wrapping on the host over the
+//!   device's single-block AES (`CKM_AES_ECB` with the key inside the
+//!   device; see `kwp.rs`). Unwrap stays native (it is correct). Values
+//!   that are a multiple of 8 bytes, and so A*KW/`CKM_AES_KEY_WRAP` and
+//!   the oct-HSM keys under the KEK, are not affected. RSA and EC private
+//!   keys wrapped under the KEK (PKCS#8 DER of any length) keep the
+//!   device's encoding: the DER is self-delimiting, so the zero padding
+//!   the device adds is ignored when it parses the key on unwrap.
 //! - RSA encrypt/wrap and all verify operations use only the public key and
 //!   are done in software by the keys engine.
 //!
@@ -45,7 +60,9 @@
 
 mod cache;
 mod ceremony;
+mod kwp;
 mod mechanisms;
+mod oaep;
 mod pool;
 
 use std::path::Path;
@@ -96,6 +113,7 @@ impl Pkcs11Hsm {
             let device = Device::open(&cfg.module, &cfg.token_label, pin, cfg.max_sessions)?;
             let mut caps = Capabilities::detect(&device.ctx, device.slot);
             caps.oaep_sha256 = probe_oaep_sha256(&device);
+            caps.kwp_wrap_exact = probe_kwp_wrap(&device);
             Ok(Open {
                 device,
                 caps,
@@ -284,6 +302,30 @@ fn probe_oaep_sha256(device: &Device) -> bool {
         let _ = s.destroy_object(public);
         let _ = s.destroy_object(private);
         Ok(matches!(outcome, Ok(pt) if pt == b"coffer-probe"))
+    });
+    result.unwrap_or(false)
+}
+
+/// Probes whether `C_WrapKey` with `CKM_AES_KEY_WRAP_PAD` wraps a value
+/// that is not a multiple of 8 bytes so that it unwraps to its exact length.
+fn probe_kwp_wrap(device: &Device) -> bool {
+    let result = device.with_session(|s| {
+        let key = s.generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(CkKeyType::AES),
+                Attribute::Token(false),
+                Attribute::ValueLen(16.into()),
+                Attribute::Wrap(true),
+                Attribute::Unwrap(true),
+            ],
+        )?;
+        let probe = b"coffer-probe!";
+        let outcome = wrap_bytes(s, key, &Mechanism::AesKeyWrapPad, probe)
+            .and_then(|w| unwrap_bytes(s, key, &Mechanism::AesKeyWrapPad, &w));
+        let _ = s.destroy_object(key);
+        Ok(matches!(outcome, Ok(v) if v.as_slice() == probe))
     });
     result.unwrap_or(false)
 }
@@ -963,6 +1005,36 @@ impl HsmProvider for Pkcs11Hsm {
                     "AES key wrap needs at least 16 bytes in multiples of 8".into(),
                 ))
             }
+            SymKind::Kw(Mechanism::AesKeyWrapPad)
+                if plaintext.is_empty() || u32::try_from(plaintext.len()).is_err() =>
+            {
+                return Err(bad_input(
+                    "AES key wrap with padding needs 1 to 2^32-1 bytes".into(),
+                ))
+            }
+            _ => {}
+        }
+        let host_kwp = {
+            let caps = &self.open_device()?.caps;
+            !caps.kwp_wrap_exact && caps.has(MechanismType::AES_ECB)
+        };
+        match &kind {
+            SymKind::Kw(Mechanism::AesKeyWrapPad)
+                if host_kwp && !plaintext.len().is_multiple_of(8) =>
+            {
+                return self.with_key(key, |s, h| {
+                    let value = kwp::wrap_pad(plaintext, |block| {
+                        let out = Zeroizing::new(s.encrypt(&Mechanism::AesEcb, h, block)?);
+                        <[u8; 16]>::try_from(out.as_slice())
+                            .map_err(|_| OpError::from(internal("AES-ECB output is not one block")))
+                    })?;
+                    Ok(Ciphertext {
+                        value,
+                        iv: None,
+                        tag: None,
+                    })
+                });
+            }
             _ => {}
         }
         let cbc_iv = match kind {
@@ -1020,9 +1092,15 @@ impl Pkcs11Hsm {
         let mech = match alg {
             EncAlg::RsaOaep => oaep(MechanismType::SHA1),
             EncAlg::RsaOaep256 => {
-                if !self.open_device()?.caps.oaep_sha256 {
+                let caps = &self.open_device()?.caps;
+                if !caps.oaep_sha256 {
+                    if caps.has(MechanismType::RSA_X_509) {
+                        return self.rsa_oaep256_emulated(key, ciphertext);
+                    }
                     return Err(CryptoError::Unsupported(
-                        "RSA-OAEP-256 (CKM_RSA_PKCS_OAEP with SHA-256 parameters)".into(),
+                        "RSA-OAEP-256 (the device has neither SHA-256 OAEP parameters \
+                         nor CKM_RSA_X_509)"
+                            .into(),
                     ));
                 }
                 oaep(MechanismType::SHA256)
@@ -1039,6 +1117,36 @@ impl Pkcs11Hsm {
             CryptoError::Internal(_) | CryptoError::BadInput(_) => CryptoError::DecryptFailed,
             other => other,
         })
+    }
+}
+
+impl Pkcs11Hsm {
+    /// RSA-OAEP-256 as raw RSA (`CKM_RSA_X_509`) in the device and
+    /// constant-time EME-OAEP decoding on the host. Every failure, from
+    /// the device or the decoder, is [`CryptoError::DecryptFailed`].
+    fn rsa_oaep256_emulated(
+        &self,
+        key: &HsmKey,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let PublicKey::Rsa { n, .. } = &key.public else {
+            return Err(mismatch(EncAlg::RsaOaep256, key.kty));
+        };
+        let k = (bit_length(n) as usize).div_ceil(8);
+        // Public check (RFC 8017 §7.1.2 step 1b).
+        if ciphertext.len() != k {
+            return Err(CryptoError::DecryptFailed);
+        }
+        let em = self
+            .with_key(key, |s, h| {
+                let raw = Zeroizing::new(s.decrypt(&Mechanism::RsaX509, h, ciphertext)?);
+                Ok(oaep::left_align(&raw, k)?)
+            })
+            .map_err(|e| match e {
+                CryptoError::HsmUnavailable(_) => e,
+                _ => CryptoError::DecryptFailed,
+            })?;
+        oaep::decode_sha256(&em)
     }
 }
 

@@ -25,6 +25,10 @@ pub(crate) struct Capabilities {
     /// `CKM_RSA_PKCS_OAEP` accepts SHA-256 / MGF1-SHA-256 parameters
     /// (probed with a throwaway key: SoftHSM2 2.6 accepts SHA-1 only).
     pub(crate) oaep_sha256: bool,
+    /// `C_WrapKey` with `CKM_AES_KEY_WRAP_PAD` wraps values that are not a
+    /// multiple of 8 bytes so they unwrap to their exact length (probed:
+    /// SoftHSM2 2.6.1 zero-pads them first).
+    pub(crate) kwp_wrap_exact: bool,
 }
 
 impl Capabilities {
@@ -39,6 +43,7 @@ impl Capabilities {
         Self {
             mechanisms,
             oaep_sha256: false,
+            kwp_wrap_exact: false,
         }
     }
 
@@ -85,11 +90,28 @@ impl Capabilities {
         }
         notes.push(if self.oaep_sha256 {
             "RSA-OAEP-256: native CKM_RSA_PKCS_OAEP with SHA-256/MGF1-SHA-256".into()
+        } else if self.has(MechanismType::RSA_X_509) {
+            "RSA-OAEP-256: device refuses SHA-256 OAEP parameters; raw RSA \
+             (CKM_RSA_X_509) inside the device, constant-time OAEP decoding on the host"
+                .into()
         } else {
-            "RSA-OAEP-256: device refuses SHA-256 OAEP parameters; decrypt/unwrap \
-             answer unsupported (no host-side OAEP decoding)"
+            "RSA-OAEP-256: device refuses SHA-256 OAEP parameters and lacks \
+             CKM_RSA_X_509; decrypt/unwrap answer unsupported"
                 .into()
         });
+        if !self.kwp_wrap_exact {
+            notes.push(if self.has(MechanismType::AES_ECB) {
+                "CKM_AES_KEY_WRAP_PAD wrapKey: the device's C_WrapKey zero-pads values \
+                 before wrapping; RFC 5649 wrapping on the host over the device's \
+                 AES-ECB block (unwrap native)"
+                    .into()
+            } else {
+                "CKM_AES_KEY_WRAP_PAD wrapKey: the device's C_WrapKey zero-pads values \
+                 and it lacks CKM_AES_ECB; values not a multiple of 8 bytes unwrap \
+                 with trailing zeros"
+                    .into()
+            });
+        }
         notes.push("RSA-OAEP: native CKM_RSA_PKCS_OAEP with SHA-1/MGF1-SHA-1".into());
         notes.push(
             "A*KW wrapKey/unwrapKey: the key bytes become a transient generic-secret \
