@@ -3,9 +3,15 @@
 
 use std::sync::Arc;
 
-use axum::middleware::from_fn_with_state;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue};
+use axum::middleware::{from_fn, from_fn_with_state, Next};
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 
+use crate::api::akv::errors::ApiError;
+use crate::api::akv::extract::MAX_BODY_BYTES;
 use crate::api::akv::{self, AkvState};
 use crate::api::auth::{authenticate, AuthState, Flavor};
 use crate::api::sys::{self, SysState};
@@ -57,8 +63,32 @@ pub fn router(cfg: ApiConfig) -> Router {
         vault_domain: cfg.vault_domain.clone(),
         default_vault: cfg.default_vault.clone(),
     })
+    .layer(from_fn(read_body_first))
     .layer(from_fn_with_state(auth(Flavor::KeyVault), authenticate));
     sys::public_router(sys_state)
         .merge(protected_sys)
         .merge(akv)
+}
+
+/// Reads the whole request body (authenticated requests only) before any
+/// handler runs. A handler that answers without reading the body (an error
+/// found in the path, `release`, …) would otherwise make hyper close the
+/// keep-alive connection under a client that is about to reuse it.
+async fn read_body_first(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(_) => {
+            let message = format!("The request body is larger than {MAX_BODY_BYTES} bytes");
+            let mut response = ApiError::bad_parameter(message).into_response();
+            // The rest of the body is unread: this connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
 }

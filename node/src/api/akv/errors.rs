@@ -29,6 +29,12 @@ impl ApiError {
         Self::new(StatusCode::NOT_IMPLEMENTED, "NotSupported", message)
     }
 
+    /// 404 for a path or method no route serves.
+    pub fn not_found_route(method: &str, path: &str) -> Self {
+        let message = format!("No operation {method} {path} exists on this server");
+        Self::new(StatusCode::NOT_FOUND, "NotFound", message)
+    }
+
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
