@@ -2,4 +2,5 @@
 //! fault-injection runs and benchmarks. The one place in the project that
 //! starts and stops clusters.
 
+pub mod bench;
 pub mod cluster;
