@@ -84,6 +84,13 @@ pub struct BenchArgs {
     pub key_type: String,
 }
 
+impl BenchArgs {
+    /// Whether HTTP/2 is offered (the later of `--http2` / `--http1` wins).
+    pub fn use_http2(&self) -> bool {
+        self.http2 && !self.http1
+    }
+}
+
 /// JSON document `coffer bench -o json` prints.
 #[derive(Debug, Serialize)]
 pub struct BenchOutput {
@@ -163,7 +170,7 @@ pub async fn bench(client_args: &ClientArgs, args: &BenchArgs) -> anyhow::Result
     Ok(BenchOutput {
         workload: args.workload,
         nodes: op_nodes(client_args)?,
-        http2: args.http2 && !args.http1,
+        http2: args.use_http2(),
         value_size: args.value_size,
         report,
     })
@@ -184,7 +191,7 @@ fn clients(client_args: &ClientArgs, args: &BenchArgs) -> anyhow::Result<Vec<Cli
         Client::new(ClientConfig {
             endpoints,
             timeout: Duration::from_secs(client_args.timeout.max(1)),
-            http2: args.http2 && !args.http1,
+            http2: args.use_http2(),
             ..base.clone()
         })
     };
@@ -299,10 +306,10 @@ mod tests {
     #[test]
     fn http_flags_pick_the_last_one() {
         let cli = Cli::try_parse_from(["coffer", "--http2", "--http1"]).unwrap();
-        assert!(!(cli.bench.http2 && !cli.bench.http1));
+        assert!(!cli.bench.use_http2());
         let cli =
             Cli::try_parse_from(["coffer", "--http1", "--http2", "--workload", "get"]).unwrap();
-        assert!(cli.bench.http2 && !cli.bench.http1);
+        assert!(cli.bench.use_http2());
         assert_eq!(cli.bench.workload, Workload::Get);
     }
 
