@@ -15,6 +15,7 @@
 
 mod config;
 mod error;
+pub mod load;
 pub mod secrets;
 pub mod sys;
 mod transport;

@@ -117,7 +117,7 @@ pub struct LocalCluster {
 }
 
 /// Reserves a free loopback port (released before the node binds it).
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

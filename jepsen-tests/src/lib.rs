@@ -3,6 +3,7 @@
 //! in the project that starts and stops clusters), plus the Jepsen-style
 //! harness: workloads, nemeses, history checkers and reports.
 
+pub mod bench;
 pub mod checker;
 pub mod cluster;
 pub mod history;

@@ -1,5 +1,7 @@
 //! The `coffer` binary: the server and the operator/secret CLI.
 
+mod cpu;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -35,6 +37,13 @@ enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// Load-test a cluster (or a comparison peer) and report throughput and latency.
+    Bench {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: cli::BenchArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -66,6 +75,8 @@ struct ServerArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Before anything can touch AES: refuse a CPU lacking compiled-in features.
+    cpu::refuse_unsupported_cpu();
     let cli = Cli::parse();
     // One crypto provider for every TLS stack in the process.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -84,6 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             OperatorCli::Remote(command) => cli::run_operator(&client, command).await,
         },
         Command::Secret { client, command } => cli::run_secret(&client, command).await,
+        Command::Bench { client, args } => cli::run_bench(&client, args).await,
     }
 }
 

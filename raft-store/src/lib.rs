@@ -3,7 +3,8 @@
 //! [`open`] returns the two halves openraft's storage-v2 API needs: a
 //! [`LogStore`] (log, vote, committed id in `log.redb`) and a
 //! [`StateMachineStore`] (key/value data, request-id dedup, snapshots in
-//! `state.redb`). Every write commits with redb's immediate durability.
+//! `state.redb`). Log appends are group-committed: one durable redb commit
+//! (fsync) covers every append queued while the previous one was written.
 
 mod apply;
 pub mod error;

@@ -1,9 +1,17 @@
 //! The Raft log, vote and committed id, stored in `log.redb`.
+//!
+//! Appends are group-committed: `append` only queues the entries in memory
+//! (where readers see them at once) and a flusher thread writes everything
+//! queued since its last write in one durable redb transaction, then
+//! acknowledges every queued append. Under load one fsync thus covers many
+//! client writes, while openraft keeps processing requests during the fsync.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, Vote};
@@ -11,15 +19,58 @@ use redb::{Database, ReadableDatabase, ReadableTable, Table};
 
 use crate::error::{blocking, raft_err, RaftStorageError, StorageError};
 use crate::tables::{
-    decode, durable_write, encode, get_meta, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, LOGS,
-    LOG_META,
+    decode, durable_write, encode, get_meta, lazy_write, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE,
+    LOGS, LOG_META,
 };
 use crate::{NodeId, TypeConfig};
 
-/// Durable Raft log storage on redb. Cheap to clone; clones share the database.
+/// Durable Raft log storage on redb. Cheap to clone; clones share the
+/// database and the flusher, which stops when the last clone is dropped.
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
+    shared: Arc<Shared>,
+    _flusher: Arc<Flusher>,
+}
+
+struct Shared {
+    db: Database,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    /// Held while log entries are written, truncated or purged, so a
+    /// truncation can never be undone by a batch written after it.
+    /// Lock order: `io` before `queue`.
+    io: Mutex<()>,
+}
+
+/// Appended entries not yet known to be on disk, and their acknowledgements.
+#[derive(Default)]
+struct Queue {
+    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    /// The batch the flusher is writing (still readable from here).
+    flushing: Option<Arc<BTreeMap<u64, Entry<TypeConfig>>>>,
+    callbacks: Vec<LogFlushed<TypeConfig>>,
+    closed: bool,
+}
+
+/// Owns the flusher thread; dropping the last handle drains and joins it.
+struct Flusher {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        lock(&self.shared.queue).closed = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Locks a mutex; a panic elsewhere must not wedge the log.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Debug for LogStore {
@@ -36,7 +87,27 @@ impl LogStore {
         txn.open_table(LOGS)?;
         txn.open_table(LOG_META)?;
         txn.commit()?;
-        Ok(Self { db: Arc::new(db) })
+        let shared = Arc::new(Shared {
+            db,
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            io: Mutex::new(()),
+        });
+        let worker = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("raft-log-flush".into())
+            .spawn(move || flush_loop(&worker))?;
+        Ok(Self {
+            _flusher: Arc::new(Flusher {
+                shared: shared.clone(),
+                thread: Mutex::new(Some(thread)),
+            }),
+            shared,
+        })
+    }
+
+    fn db(&self) -> &Database {
+        &self.shared.db
     }
 
     /// Current vote, if one was ever saved.
@@ -46,13 +117,23 @@ impl LogStore {
 
     /// Last purged log id and last log id (the purged id when the log is empty).
     pub fn log_state(&self) -> Result<LogState<TypeConfig>, StorageError> {
-        let txn = self.db.begin_read()?;
+        // Queued entries are newer than stored ones; look at them first.
+        let queued = {
+            let q = lock(&self.shared.queue);
+            q.entries
+                .values()
+                .next_back()
+                .or_else(|| q.flushing.as_ref().and_then(|f| f.values().next_back()))
+                .map(|e| e.log_id)
+        };
+        let txn = self.db().begin_read()?;
         let meta = txn.open_table(LOG_META)?;
         let last_purged: Option<LogId<NodeId>> = get_meta(&meta, KEY_LAST_PURGED)?;
         let logs = txn.open_table(LOGS)?;
-        let last_log_id = match logs.last()? {
-            Some((_, v)) => Some(decode::<Entry<TypeConfig>>(v.value())?.log_id),
-            None => last_purged,
+        let last_log_id = match (queued, logs.last()?) {
+            (Some(q), _) => Some(q),
+            (None, Some((_, v))) => Some(decode::<Entry<TypeConfig>>(v.value())?.log_id),
+            (None, None) => last_purged,
         };
         Ok(LogState {
             last_purged_log_id: last_purged,
@@ -66,26 +147,51 @@ impl LogStore {
         range: R,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
         let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
-        let txn = self.db.begin_read()?;
+        // Snapshot the queue before reading the database: an entry leaves
+        // the queue only after it is stored, so it is seen in one or the other.
+        let queued: Vec<Entry<TypeConfig>> = {
+            let q = lock(&self.shared.queue);
+            let flushing = q.flushing.iter().flat_map(|f| f.range(bounds));
+            let mut m: BTreeMap<u64, &Entry<TypeConfig>> = flushing.map(|(k, e)| (*k, e)).collect();
+            m.extend(q.entries.range(bounds).map(|(k, e)| (*k, e)));
+            m.into_values().cloned().collect()
+        };
+        let txn = self.db().begin_read()?;
         let logs = txn.open_table(LOGS)?;
-        let mut out = Vec::new();
+        let mut out = BTreeMap::new();
         for item in logs.range::<u64>(bounds)? {
-            let (_, v) = item?;
-            out.push(decode(v.value())?);
+            let (k, v) = item?;
+            out.insert(k.value(), decode::<Entry<TypeConfig>>(v.value())?);
         }
-        Ok(out)
+        out.extend(queued.into_iter().map(|e| (e.log_id.index, e)));
+        Ok(out.into_values().collect())
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
         &self,
         key: &str,
     ) -> Result<Option<T>, StorageError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         get_meta(&txn.open_table(LOG_META)?, key)
     }
 
     fn write_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), StorageError> {
-        let txn = durable_write(&self.db)?;
+        let txn = durable_write(self.db())?;
+        txn.open_table(LOG_META)?
+            .insert(key, encode(value)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The committed id is an optimisation (openraft re-learns it from the
+    /// leader), so it is written without an fsync; the next durable commit
+    /// of this database persists it along.
+    fn write_meta_lazy<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StorageError> {
+        let txn = lazy_write(self.db())?;
         txn.open_table(LOG_META)?
             .insert(key, encode(value)?.as_slice())?;
         txn.commit()?;
@@ -94,14 +200,17 @@ impl LogStore {
 
     /// Writes a batch in one durable transaction, refusing to leave a hole.
     /// Re-writing existing indexes is allowed: openraft's suite does it.
-    fn append_batch(&self, entries: Vec<Entry<TypeConfig>>) -> Result<(), StorageError> {
-        let txn = durable_write(&self.db)?;
+    fn append_batch<'e>(
+        db: &Database,
+        entries: impl IntoIterator<Item = &'e Entry<TypeConfig>>,
+    ) -> Result<(), StorageError> {
+        let txn = durable_write(db)?;
         {
             let meta = txn.open_table(LOG_META)?;
             let last_purged: Option<LogId<NodeId>> = get_meta(&meta, KEY_LAST_PURGED)?;
             let mut logs = txn.open_table(LOGS)?;
             let mut next = next_index(&logs, last_purged)?;
-            for entry in &entries {
+            for entry in entries {
                 let index = entry.log_id.index;
                 if next.is_some_and(|n| index > n) {
                     return Err(StorageError::Corrupt(format!(
@@ -118,7 +227,9 @@ impl LogStore {
 
     /// Removes entries with index >= `index`.
     fn truncate_from(&self, index: u64) -> Result<(), StorageError> {
-        let txn = durable_write(&self.db)?;
+        let _io = lock(&self.shared.io);
+        lock(&self.shared.queue).entries.retain(|k, _| *k < index);
+        let txn = durable_write(self.db())?;
         txn.open_table(LOGS)?.retain_in(index.., |_, _| false)?;
         txn.commit()?;
         Ok(())
@@ -126,7 +237,11 @@ impl LogStore {
 
     /// Records `log_id` as purged and removes entries up to and including it.
     fn purge_upto(&self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
-        let txn = durable_write(&self.db)?;
+        let _io = lock(&self.shared.io);
+        lock(&self.shared.queue)
+            .entries
+            .retain(|k, _| *k > log_id.index);
+        let txn = durable_write(self.db())?;
         {
             let mut meta = txn.open_table(LOG_META)?;
             let prev: Option<LogId<NodeId>> = get_meta(&meta, KEY_LAST_PURGED)?;
@@ -139,6 +254,44 @@ impl LogStore {
         }
         txn.commit()?;
         Ok(())
+    }
+}
+
+/// Writes queued entries in one durable transaction per round, then
+/// acknowledges every append queued before the round started.
+fn flush_loop(shared: &Shared) {
+    loop {
+        {
+            let mut q = lock(&shared.queue);
+            while q.callbacks.is_empty() && q.entries.is_empty() && !q.closed {
+                q = shared
+                    .wake
+                    .wait(q)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            if q.closed && q.callbacks.is_empty() && q.entries.is_empty() {
+                return;
+            }
+        }
+        let io = lock(&shared.io);
+        let (batch, callbacks) = {
+            let mut q = lock(&shared.queue);
+            let batch = Arc::new(std::mem::take(&mut q.entries));
+            q.flushing = Some(batch.clone());
+            (batch, std::mem::take(&mut q.callbacks))
+        };
+        let res = LogStore::append_batch(&shared.db, batch.values());
+        lock(&shared.queue).flushing = None;
+        drop(io);
+        for cb in callbacks {
+            match &res {
+                Ok(()) => cb.log_io_completed(Ok(())),
+                Err(e) => cb.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+            }
+        }
+        if let Err(e) = res {
+            tracing::error!(error = %e, "raft log flush failed");
+        }
     }
 }
 
@@ -197,7 +350,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), RaftStorageError> {
         let this = self.clone();
-        blocking(move || this.write_meta(KEY_COMMITTED, &committed))
+        blocking(move || this.write_meta_lazy(KEY_COMMITTED, &committed))
             .await
             .map_err(raft_err(ErrorSubject::Store, ErrorVerb::Write))
     }
@@ -218,19 +371,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let entries: Vec<_> = entries.into_iter().collect();
-        let this = self.clone();
-        let res = blocking(move || this.append_batch(entries)).await;
-        match res {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(e.into_raft(ErrorSubject::Logs, ErrorVerb::Write))
-            }
-        }
+        // Queue only; the flusher persists and acknowledges (group commit).
+        let mut q = lock(&self.shared.queue);
+        q.entries
+            .extend(entries.into_iter().map(|e| (e.log_id.index, e)));
+        q.callbacks.push(callback);
+        drop(q);
+        self.shared.wake.notify_one();
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), RaftStorageError> {

@@ -17,7 +17,9 @@ use sha2::{Digest, Sha256};
 use crate::apply::apply_batch;
 use crate::error::{blocking, raft_err, RaftStorageError, StorageError};
 use crate::snapshot::{dump, load_current, read_applied, restore, save_current, SnapshotPayload};
-use crate::tables::{decode, durable_write, encode, DEDUP, DEDUP_BY_TIME, KV, SM_META, SNAPSHOT};
+use crate::tables::{
+    decode, durable_write, encode, lazy_write, DEDUP, DEDUP_BY_TIME, KV, SM_META, SNAPSHOT,
+};
 use crate::{Node, NodeId, Response, TypeConfig, Versioned};
 
 /// Default time a request id is remembered for deduplication: one hour.
@@ -26,11 +28,28 @@ pub const DEFAULT_DEDUP_WINDOW_MS: u64 = 60 * 60 * 1000;
 /// Last applied log id and the last applied membership.
 pub type AppliedState = (Option<LogId<NodeId>>, StoredMembership<NodeId, Node>);
 
+/// Applied entries after which an apply batch is committed durably anyway,
+/// bounding how much a restart re-applies from the log.
+const DURABLE_APPLY_EVERY: u64 = 1024;
+
 struct Inner {
     db: Database,
     /// Mirrors the stored last applied index so readers need no transaction.
     applied: AtomicU64,
+    /// Last applied index known to be on disk.
+    durable_applied: AtomicU64,
     dedup_window_ms: u64,
+}
+
+impl Drop for Inner {
+    // A clean close persists the lazily committed applies, so a normal
+    // restart re-applies nothing.
+    fn drop(&mut self) {
+        let flush = durable_write(&self.db).and_then(|t| Ok(t.commit()?));
+        if let Err(e) = flush {
+            tracing::warn!(error = %e, "state machine flush on close failed");
+        }
+    }
 }
 
 /// Durable state machine on redb. Cheap to clone; clones share the database,
@@ -64,6 +83,7 @@ impl StateMachineStore {
         let inner = Inner {
             db,
             applied: AtomicU64::new(applied.map_or(0, |l| l.index)),
+            durable_applied: AtomicU64::new(applied.map_or(0, |l| l.index)),
             dedup_window_ms,
         };
         Ok(Self {
@@ -139,11 +159,26 @@ impl StateMachineStore {
         entries: Vec<Entry<TypeConfig>>,
     ) -> Result<Vec<Response>, StorageError> {
         let last = entries.last().map(|e| e.log_id.index);
-        let txn = durable_write(&self.inner.db)?;
+        // Applies are committed without fsync: every applied entry is in the
+        // durable Raft log, and after a crash the state machine comes back at
+        // its last durable commit (redb never exposes a partial one) and
+        // openraft re-applies the committed entries after it. Snapshots are
+        // written durably, and the log is only purged behind a snapshot, so
+        // the entries to re-apply are always still there.
+        let durable_from = self.inner.durable_applied.load(Ordering::Acquire);
+        let durable = last.is_some_and(|l| l.saturating_sub(durable_from) >= DURABLE_APPLY_EVERY);
+        let txn = if durable {
+            durable_write(&self.inner.db)?
+        } else {
+            lazy_write(&self.inner.db)?
+        };
         let responses = apply_batch(&txn, entries, self.inner.dedup_window_ms)?;
         txn.commit()?;
         if let Some(last) = last {
             self.inner.applied.store(last, Ordering::Release);
+            if durable {
+                self.inner.durable_applied.store(last, Ordering::Release);
+            }
         }
         Ok(responses)
     }

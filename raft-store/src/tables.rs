@@ -48,6 +48,15 @@ pub(crate) fn durable_write(db: &redb::Database) -> Result<WriteTransaction, Sto
     Ok(txn)
 }
 
+/// Starts a write transaction without fsync: readers see it once committed,
+/// but a crash may lose it until a later durable commit of the same database
+/// (redb then recovers the last durable state, never a partial one).
+pub(crate) fn lazy_write(db: &redb::Database) -> Result<WriteTransaction, StorageError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::None)?;
+    Ok(txn)
+}
+
 /// Reads and decodes one metadata record from a `&str → bytes` table.
 pub(crate) fn get_meta<T, R>(table: &R, key: &str) -> Result<Option<T>, StorageError>
 where

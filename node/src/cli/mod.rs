@@ -7,6 +7,7 @@
 //! Secret   { #[command(flatten)] client: ClientArgs, #[command(subcommand)] cmd: SecretCommand }
 //! ```
 
+pub mod bench;
 pub mod hsm;
 pub mod operator;
 pub mod secret;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use coffer_client::{Client, ClientConfig};
 
+pub use bench::{run_bench, BenchArgs, Workload};
 pub use operator::{run_operator, OperatorCommand, RaftCommand, VaultCommand};
 pub use secret::{run_secret, SecretCommand};
 

@@ -1,0 +1,98 @@
+//! Smoke tests of the benchmark tooling: they check that `coffer bench` and
+//! the side-by-side runner run and produce their outputs, with tiny sizes.
+//! They assert shapes, never timings (the full benchmark is not part of the
+//! test command).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use jepsen_tests::bench::{self, BenchOptions};
+use jepsen_tests::cluster::{ClusterOptions, LocalCluster};
+
+fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_coffer"))
+}
+
+fn bench_json(cluster: &LocalCluster, workload: &str) -> serde_json::Value {
+    let out = Command::new(binary())
+        .args(["bench", "--workload", workload, "-o", "json"])
+        .args([
+            "--concurrency=2",
+            "--duration=0.3",
+            "--warmup=0",
+            "--keys=5",
+        ])
+        .arg("--addr")
+        .arg(cluster.nodes[0].url())
+        .arg("--ca-cert")
+        .arg(&cluster.ca_path)
+        .env("COFFER_TOKEN", cluster.root_token.as_deref().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn coffer_bench_reports_writes_and_reads_as_json() {
+    let mut cluster = LocalCluster::start(
+        &binary(),
+        ClusterOptions {
+            nodes: 1,
+            ..ClusterOptions::default()
+        },
+    )
+    .unwrap();
+    cluster.init(0, 1, 1).await.unwrap();
+    for workload in ["set", "get"] {
+        let v = bench_json(&cluster, workload);
+        assert_eq!(v["workload"], workload);
+        assert!(v["ops"].as_u64().unwrap() > 0, "{v}");
+        assert_eq!(v["errors"], 0, "{v}");
+        assert!(v["p50_us"].as_u64().unwrap() <= v["p99_us"].as_u64().unwrap());
+        assert!(v["throughput"].as_f64().unwrap() > 0.0);
+    }
+    // The value written by the set workload is readable with the plain CLI.
+    let got = cluster
+        .client()
+        .unwrap()
+        .secrets()
+        .get("bench-0", None)
+        .await
+        .unwrap();
+    assert_eq!(got.value.as_deref().map(str::len), Some(256));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runner_writes_table_json_and_plot() {
+    let out = tempfile::tempdir().unwrap();
+    let opts = BenchOptions {
+        coffer: binary(),
+        out: out.path().to_path_buf(),
+        quick: true,
+        only: vec!["single-read".into(), "hsm".into()],
+        duration: Some(0.3),
+    };
+    let result = bench::run(&opts).await.unwrap();
+    let read = result
+        .rows
+        .iter()
+        .find(|r| r.name == "read on 1 node")
+        .expect("single-node read row");
+    assert!(read.coffer.is_some(), "{}", read.note);
+    assert!(read.peer.is_some(), "{}", read.note);
+    assert!(read.ratio().is_some());
+    let md = std::fs::read_to_string(out.path().join("bench.md")).unwrap();
+    assert!(md.contains("| read on 1 node |"), "{md}");
+    assert!(md.contains("pending"), "HSM rows are marked pending: {md}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("bench.json")).unwrap()).unwrap();
+    assert!(json["rows"].as_array().unwrap().len() >= 3);
+    assert!(std::fs::read_to_string(out.path().join("writes.svg"))
+        .unwrap()
+        .starts_with("<svg"));
+}
