@@ -483,6 +483,29 @@ impl Drop for LocalCluster {
     }
 }
 
+/// A node's SoftHSM2 token, for in-process comparisons on the same device.
+#[derive(Debug, Clone)]
+pub struct HsmToken {
+    /// PKCS#11 module path.
+    pub module: PathBuf,
+    /// The `SOFTHSM2_CONF` file that locates the tokens.
+    pub conf: PathBuf,
+    /// Token label.
+    pub label: String,
+    /// User PIN (a fixed test PIN; never printed).
+    pub pin: String,
+}
+
+impl LocalCluster {
+    /// Node `index`'s token when the cluster runs with `hsm: true`.
+    pub fn hsm_token(&self, index: usize) -> Option<HsmToken> {
+        let node = self.nodes.get(index)?;
+        self.options
+            .hsm
+            .then(|| hsm::token(self.dir.path(), node.id))
+    }
+}
+
 /// Per-cluster SoftHSM2 tokens: one `SOFTHSM2_CONF` and token dir under the
 /// cluster directory, one token per node, the PIN in a file.
 mod hsm {
@@ -529,6 +552,16 @@ mod hsm {
             }
         }
         Ok(())
+    }
+
+    /// Node `id`'s token as [`super::HsmToken`].
+    pub fn token(dir: &Path, id: u64) -> super::HsmToken {
+        super::HsmToken {
+            module: PathBuf::from(MODULE),
+            conf: conf_path(dir),
+            label: format!("coffer-node{id}"),
+            pin: USER_PIN.into(),
+        }
     }
 
     pub fn config_section(dir: &Path, id: u64) -> String {

@@ -13,15 +13,15 @@ fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_coffer"))
 }
 
-fn bench_json(cluster: &LocalCluster, workload: &str) -> serde_json::Value {
+fn bench_json(cluster: &LocalCluster, workload: &str, extra: &[&str]) -> serde_json::Value {
     let out = Command::new(binary())
         .args(["bench", "--workload", workload, "-o", "json"])
-        .args([
-            "--concurrency=2",
-            "--duration=0.3",
-            "--warmup=0",
-            "--keys=5",
-        ])
+        .args(["--concurrency=2", "--warmup=0", "--keys=5"])
+        .args(if extra.is_empty() {
+            &["--duration=0.3"][..]
+        } else {
+            extra
+        })
         .arg("--addr")
         .arg(cluster.nodes[0].url())
         .arg("--ca-cert")
@@ -48,8 +48,9 @@ async fn coffer_bench_reports_writes_and_reads_as_json() {
     )
     .unwrap();
     cluster.init(0, 1, 1).await.unwrap();
-    for workload in ["set", "get"] {
-        let v = bench_json(&cluster, workload);
+    let sign: &[&str] = &["--duration=1", "--key-type=EC-P256"];
+    for (workload, extra) in [("set", &[][..]), ("get", &[]), ("sign", sign)] {
+        let v = bench_json(&cluster, workload, extra);
         assert_eq!(v["workload"], workload);
         assert!(v["ops"].as_u64().unwrap() > 0, "{v}");
         assert_eq!(v["errors"], 0, "{v}");
@@ -88,7 +89,11 @@ async fn runner_writes_table_json_and_plot() {
     assert!(read.ratio().is_some());
     let md = std::fs::read_to_string(out.path().join("bench.md")).unwrap();
     assert!(md.contains("| read on 1 node |"), "{md}");
-    assert!(md.contains("pending"), "HSM rows are marked pending: {md}");
+    let hsm: Vec<_> = result.rows.iter().filter(|r| r.name.contains("HSM")).collect();
+    assert_eq!(hsm.len(), 2, "{md}");
+    for r in hsm {
+        assert!(r.ratio().is_some(), "{}: {}", r.name, r.note);
+    }
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("bench.json")).unwrap()).unwrap();
     assert!(json["rows"].as_array().unwrap().len() >= 3);

@@ -6,6 +6,7 @@
 pub mod crypto;
 pub mod etcd;
 pub mod hello;
+pub mod hsm;
 pub mod procs;
 pub mod report;
 mod rows;

@@ -10,7 +10,7 @@ use coffer_client::load::LoadReport;
 use coffer_client::secrets::SetOptions;
 
 use super::report::{average, Measure, Row};
-use super::{crypto, etcd::EtcdCluster, hello, procs, BenchOptions};
+use super::{crypto, etcd::EtcdCluster, hello, hsm, procs, BenchOptions};
 use crate::cluster::{ClusterOptions, LocalCluster};
 
 /// Name of the replicated-write rows (also the plot's series).
@@ -52,12 +52,12 @@ async fn drive(
         .arg("--ca-cert")
         .arg(t.ca)
         .arg(format!("--concurrency={concurrency}"))
-        .arg(format!("--duration={}", opts.secs()))
-        .arg(format!("--value-size={VALUE_SIZE}"));
+        .arg(format!("--duration={}", opts.secs()));
     // Defaults unless the caller overrides them (clap refuses repeats).
     for (flag, value) in [
         ("--warmup", opts.warmup().to_string()),
         ("--keys", KEYS.to_string()),
+        ("--value-size", VALUE_SIZE.to_string()),
     ] {
         if !extra.iter().any(|a| a.starts_with(flag)) {
             cmd.arg(format!("{flag}={value}"));
@@ -206,26 +206,13 @@ pub async fn run_all(opts: &BenchOptions, rows: &mut Vec<Row>) -> anyhow::Result
         }
     }
     if opts.wants("crypto") {
-        crypto_rows(opts, rows);
+        let one = coffer_cluster(opts, 1).await?;
+        crypto_rows(opts, &one, rows).await;
     }
     if opts.wants("hsm") {
-        for op in ["RSA-2048 sign (HSM)", "ES256 sign (HSM)"] {
-            rows.push(pending(op, "cryptoki on SoftHSM2", "pending: the keys API and the PKCS#11 tier are not merged yet (branches keys, hsm)"));
-        }
+        hsm_rows(opts, rows).await?;
     }
     Ok(())
-}
-
-fn pending(name: &str, peer: &str, why: &str) -> Row {
-    Row {
-        name: name.into(),
-        concurrency: 0,
-        coffer: None,
-        peer_name: peer.into(),
-        peer: None,
-        target: None,
-        note: why.into(),
-    }
 }
 
 async fn write_rows(opts: &BenchOptions, ct: &Target<'_>, et: &Target<'_>, rows: &mut Vec<Row>) {
@@ -287,49 +274,149 @@ async fn single_read_row(opts: &BenchOptions, one: &LocalCluster) -> anyhow::Res
     ))
 }
 
-fn crypto_rows(opts: &BenchOptions, rows: &mut Vec<Row>) {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+/// Threads on the raw side and clients on the Coffer side of the crypto rows.
+fn crypto_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Coffer (through `coffer bench`) and an in-process peer, alternating which
+/// goes first each round (ABBA…); the peer runs on a blocking thread.
+async fn interleaved_inproc<P>(
+    opts: &BenchOptions,
+    ct: &Target<'_>,
+    coffer_args: &[&str],
+    workload: &str,
+    concurrency: usize,
+    peer: P,
+) -> (anyhow::Result<Measure>, anyhow::Result<Measure>)
+where
+    P: Fn() -> anyhow::Result<(LoadReport, f64)> + Clone + Send + 'static,
+{
+    let (mut ra, mut rb) = (Vec::new(), Vec::new());
+    let (mut ea, mut eb) = (None, None);
+    for round in 0..opts.rounds() {
+        for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+            if side == 0 {
+                match drive(opts, ct, workload, concurrency, coffer_args).await {
+                    Ok(m) => ra.push(m),
+                    Err(e) => ea = Some(e),
+                }
+                continue;
+            }
+            let p = peer.clone();
+            let res = tokio::task::spawn_blocking(p)
+                .await
+                .map_err(|e| anyhow::anyhow!("peer task: {e}"))
+                .and_then(|r| r);
+            match res {
+                Ok((report, cpu)) => {
+                    let cpu_s_per_op = cpu / report.issued.max(1) as f64;
+                    rb.push(Measure {
+                        report,
+                        cpu_s_per_op,
+                    });
+                }
+                Err(e) => eb = Some(e),
+            }
+        }
+    }
+    let pick = |v: Vec<Measure>, e: Option<anyhow::Error>| {
+        average(&v).ok_or_else(|| e.unwrap_or_else(|| anyhow::anyhow!("no run")))
+    };
+    (pick(ra, ea), pick(rb, eb))
+}
+
+async fn crypto_rows(opts: &BenchOptions, one: &LocalCluster, rows: &mut Vec<Row>) {
+    let threads = crypto_threads();
+    let ct = coffer_target(one);
     let ops = [
-        ("RSA-2048 sign", crypto::CryptoOp::Rsa2048Sign, Some(0.8)),
-        ("ES256 sign", crypto::CryptoOp::Es256Sign, None),
+        (
+            "RSA-2048 sign (RS256)",
+            crypto::CryptoOp::Rsa2048Sign,
+            "sign",
+            "RSA-2048",
+            Some(0.8),
+        ),
+        (
+            "ES256 sign",
+            crypto::CryptoOp::Es256Sign,
+            "sign",
+            "EC-P256",
+            None,
+        ),
         (
             "A256GCM encrypt 4 KiB",
             crypto::CryptoOp::A256GcmEncrypt4k,
+            "encrypt",
+            "oct-256",
             None,
         ),
         (
-            "RSA-OAEP-256 decrypt",
+            "RSA-OAEP-256 decrypt (2048)",
             crypto::CryptoOp::RsaOaep256Decrypt,
+            "decrypt",
+            "RSA-2048",
             None,
         ),
     ];
-    for (name, op, target) in ops {
-        let dur = Duration::from_secs_f64(opts.secs().min(3.0));
-        let (peer, note) = match crypto::run(op, threads, dur) {
-            Ok((r, cpu)) => {
-                let per_op = cpu / r.ops.max(1) as f64;
-                (
-                    Some(Measure {
-                        report: r,
-                        cpu_s_per_op: per_op,
-                    }),
-                    String::new(),
-                )
-            }
-            Err(e) => (None, format!("peer failed: {e:#}; ")),
-        };
-        rows.push(Row {
-            name: format!("{name} (software key, 1 node)"),
-            concurrency: threads,
-            coffer: None,
-            peer_name: "aws-lc-rs in-process".into(),
-            peer,
+    for (name, op, workload, key_type, target) in ops {
+        let dur = Duration::from_secs_f64(opts.secs());
+        let key_type = format!("--key-type={key_type}");
+        let args = [key_type.as_str(), "--value-size=4096", "--prefix=crypto"];
+        let peer = move || crypto::run(op, threads, dur);
+        let res = interleaved_inproc(opts, &ct, &args, workload, threads, peer).await;
+        rows.push(row(
+            &format!("{name}, software key (1 node)"),
+            threads,
+            &format!("aws-lc-rs in-process, {threads} threads"),
             target,
-            note: format!(
-                "{note}Coffer side pending: the keys API is not merged yet (branch keys)"
-            ),
-        });
+            res,
+        ));
     }
+}
+
+async fn hsm_rows(opts: &BenchOptions, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let mut one = LocalCluster::start(
+        &opts.coffer,
+        ClusterOptions {
+            nodes: 1,
+            hsm: true,
+            ..ClusterOptions::default()
+        },
+    )?;
+    one.init(0, 1, 1).await?;
+    one.wait_for_leader(Duration::from_secs(20)).await?;
+    let token = one.hsm_token(0).context("cluster has no HSM token")?;
+    let threads = crypto_threads();
+    let ct = coffer_target(&one);
+    let ops = [
+        (
+            "RSA-HSM 2048 sign (RS256)",
+            hsm::HsmOp::Rsa2048Sign,
+            "RSA-HSM-2048",
+        ),
+        (
+            "EC-HSM P-256 sign (ES256)",
+            hsm::HsmOp::Es256Sign,
+            "EC-HSM-P256",
+        ),
+    ];
+    for (name, op, key_type) in ops {
+        let dur = Duration::from_secs_f64(opts.secs());
+        let key_type = format!("--key-type={key_type}");
+        let args = [key_type.as_str(), "--prefix=hsm"];
+        let tok = token.clone();
+        let peer = move || hsm::run(&tok, op, threads, dur);
+        let res = interleaved_inproc(opts, &ct, &args, "sign", threads, peer).await;
+        rows.push(row(
+            &format!("{name}, SoftHSM2 (1 node)"),
+            threads,
+            &format!("cryptoki C_Sign on the same token, {threads} threads"),
+            Some(0.9),
+            res,
+        ));
+    }
+    Ok(())
 }
 
 /// Kills the leader during writes, `n` times; time from the kill until a

@@ -4,8 +4,8 @@
 //! the very same client code, against its peers: `etcd-put` / `etcd-range`
 //! (etcd's v3 JSON gateway, linearizable ranges) and `get` also works against
 //! any server answering a secret bundle (the TLS hello-world ceiling).
-//! Crypto workloads (`sign`, `encrypt`, `decrypt`) plug in once the keys API
-//! exists; until then they are refused with a clear message.
+//! Crypto workloads (`sign`, `encrypt`, `decrypt`) create one key of
+//! `--key-type` first and then drive its versioned operation route.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,8 @@ use serde::Serialize;
 
 use super::ClientArgs;
 
+mod keys;
+
 /// What each operation does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -31,11 +33,13 @@ pub enum Workload {
     EtcdPut,
     /// etcd linearizable `Range` through the v3 JSON gateway (comparison peer).
     EtcdRange,
-    /// Key sign (needs the keys API; not available yet).
+    /// `POST /keys/{name}/{version}/sign` of a digest (RS256 for RSA keys,
+    /// ES256/384/512 by curve for EC keys).
     Sign,
-    /// Key encrypt (needs the keys API; not available yet).
+    /// `POST …/encrypt` of `--value-size` bytes (A*GCM for oct keys;
+    /// RSA-OAEP-256 of at most 190 bytes for RSA keys).
     Encrypt,
-    /// Key decrypt (needs the keys API; not available yet).
+    /// `POST …/decrypt` of a ciphertext made once before the run.
     Decrypt,
 }
 
@@ -79,7 +83,8 @@ pub struct BenchArgs {
     /// clients round-robin over the given addresses.
     #[arg(long)]
     pub failover: bool,
-    /// Key type of the crypto workloads (RSA-2048, EC-P256, oct-256, …).
+    /// Key type of the crypto workloads: RSA-2048, EC-P256, oct-256,
+    /// RSA-HSM-2048, EC-HSM-P256, oct-HSM-256, …
     #[arg(long, default_value = "RSA-2048")]
     pub key_type: String,
 }
@@ -133,17 +138,17 @@ pub async fn run_bench(client_args: &ClientArgs, args: BenchArgs) -> anyhow::Res
 
 /// Prepares and runs one workload, returning its measurements.
 pub async fn bench(client_args: &ClientArgs, args: &BenchArgs) -> anyhow::Result<BenchOutput> {
-    if matches!(
-        args.workload,
-        Workload::Sign | Workload::Encrypt | Workload::Decrypt
-    ) {
-        bail!(
-            "workload {:?} ({}) needs the keys API, which this build does not have yet",
-            args.workload,
-            args.key_type
-        );
-    }
     let clients = clients(client_args, args)?;
+    let crypto = match args.workload {
+        Workload::Sign | Workload::Encrypt | Workload::Decrypt => {
+            let first = clients.first().context("no endpoint")?;
+            let name = format!("{}-key", args.prefix);
+            let req =
+                keys::prepare(first, args.workload, &args.key_type, &name, args.value_size).await?;
+            Some(Arc::new(req))
+        }
+        _ => None,
+    };
     let value = Arc::new("x".repeat(args.value_size));
     let op = Op {
         clients: Arc::new(clients),
@@ -152,6 +157,7 @@ pub async fn bench(client_args: &ClientArgs, args: &BenchArgs) -> anyhow::Result
         prefix: Arc::new(args.prefix.clone()),
         keys: args.keys.max(1),
         workload: args.workload,
+        crypto,
     };
     if !args.skip_prefill && matches!(args.workload, Workload::Get | Workload::EtcdRange) {
         prefill(&op, args.concurrency).await?;
@@ -242,6 +248,8 @@ struct Op {
     prefix: Arc<String>,
     keys: u64,
     workload: Workload,
+    /// The prepared request of a crypto workload.
+    crypto: Option<Arc<Request>>,
 }
 
 impl Op {
@@ -272,7 +280,10 @@ impl Op {
                 etcd(client, "/v3/kv/range", body).await?;
             }
             Workload::Sign | Workload::Encrypt | Workload::Decrypt => {
-                return Err(ClientError::Config("keys API not available".into()));
+                let req = self.crypto.as_deref().ok_or_else(|| {
+                    ClientError::Config("crypto workload without a prepared key".into())
+                })?;
+                client.send(req.clone()).await?.error_for_status()?;
             }
         }
         Ok(())
@@ -311,17 +322,5 @@ mod tests {
             Cli::try_parse_from(["coffer", "--http1", "--http2", "--workload", "get"]).unwrap();
         assert!(cli.bench.use_http2());
         assert_eq!(cli.bench.workload, Workload::Get);
-    }
-
-    #[tokio::test]
-    async fn crypto_workloads_are_refused_until_the_keys_api_lands() {
-        let cli =
-            Cli::try_parse_from(["coffer", "--workload", "sign", "--ca-cert", "/nonexistent"])
-                .unwrap();
-        let err = bench(&cli.client, &cli.bench)
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("keys API"), "{err}");
     }
 }
