@@ -89,7 +89,11 @@ async fn runner_writes_table_json_and_plot() {
     assert!(read.ratio().is_some());
     let md = std::fs::read_to_string(out.path().join("bench.md")).unwrap();
     assert!(md.contains("| read on 1 node |"), "{md}");
-    let hsm: Vec<_> = result.rows.iter().filter(|r| r.name.contains("HSM")).collect();
+    let hsm: Vec<_> = result
+        .rows
+        .iter()
+        .filter(|r| r.name.contains("HSM"))
+        .collect();
     assert_eq!(hsm.len(), 2, "{md}");
     for r in hsm {
         assert!(r.ratio().is_some(), "{}: {}", r.name, r.note);
