@@ -6,6 +6,14 @@
 //! a later attempt with `deduplicated && !succeeded`), the loop moves on to a
 //! derived id (`{id}#1`, `{id}#2`, …). The sequence is deterministic, so a
 //! client retry walks the same ids and finds the one that applied.
+//!
+//! Writes are optimistic ([`write`]): the first attempt plans from local
+//! state without a read fence, because the compare-and-set is checked at
+//! apply time against the latest state, so a plan built from a lagging
+//! replica cannot apply. Only a lost comparison, or an answer that would be
+//! derived from state alone (not found, deleted, conflict, "already
+//! exists"), pays for a fence and a re-plan, so no such answer ever comes
+//! from stale state.
 
 use super::error::EngineError;
 use super::store::{Compare, Outcome, Store, Txn};
@@ -43,6 +51,80 @@ impl<'a> RequestIds<'a> {
             self.generation += 1;
         }
     }
+}
+
+/// What one attempt of a write decided from the state it read.
+#[derive(Debug)]
+pub enum Plan<T> {
+    /// Apply this compare-and-set; its `result` is the answer.
+    Commit(Txn),
+    /// Answer without writing (the state already is as asked).
+    Answer(T),
+    /// Refuse because of the current state; a request whose earlier attempt
+    /// (same request id) already applied gets that first outcome instead.
+    Refuse(EngineError),
+}
+
+/// Runs one logical write: `plan` reads local state and decides; the first
+/// plan is made without a read fence. A plan that commits successfully is
+/// answered at once (its comparisons held against the latest state). Any
+/// other decision (a lost comparison, [`Plan::Answer`], [`Plan::Refuse`] or
+/// an error of `plan`) is only trusted once made after a fence: the write
+/// fences and plans again first. Storage errors of `plan` return at once.
+pub async fn write<T, P>(
+    store: &dyn Store,
+    request_id: Option<&str>,
+    mut plan: P,
+) -> Result<T, EngineError>
+where
+    T: serde::de::DeserializeOwned,
+    P: FnMut() -> Result<Plan<T>, EngineError>,
+{
+    let mut ids = RequestIds::new(request_id);
+    let mut fenced = false;
+    let mut commits = 0;
+    loop {
+        let txn = match plan() {
+            Err(e @ EngineError::Store(_)) => return Err(e),
+            Ok(Plan::Commit(txn)) => txn,
+            _ if !fenced => {
+                store.read_fence().await?;
+                fenced = true;
+                continue;
+            }
+            Ok(Plan::Answer(answer)) => return Ok(answer),
+            Ok(Plan::Refuse(err)) => return replay_or(store, request_id, err).await,
+            Err(e) => return Err(e),
+        };
+        if let Some(out) = try_commit(store, &mut ids, txn).await? {
+            return decode_result(&out.result);
+        }
+        commits += 1;
+        if commits >= MAX_ATTEMPTS {
+            return Err(EngineError::Busy);
+        }
+        // Lost a comparison: the local view may be behind; catch up first.
+        store.read_fence().await?;
+        fenced = true;
+    }
+}
+
+/// `err`, unless an earlier attempt of this request already applied, in
+/// which case its first result.
+pub async fn replay_or<T: serde::de::DeserializeOwned>(
+    store: &dyn Store,
+    request_id: Option<&str>,
+    err: EngineError,
+) -> Result<T, EngineError> {
+    match replay_if_applied(store, request_id).await? {
+        Some(out) => decode_result(&out.result),
+        None => Err(err),
+    }
+}
+
+/// Decodes a transaction result; an empty result reads as JSON `null`.
+fn decode_result<T: serde::de::DeserializeOwned>(result: &[u8]) -> Result<T, EngineError> {
+    decode(if result.is_empty() { b"null" } else { result })
 }
 
 /// Commits `txn`. `Ok(Some(outcome))` when it (or an earlier attempt under the

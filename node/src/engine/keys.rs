@@ -22,7 +22,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::cas::{decode, encode, replay_if_applied, try_commit, RequestIds, MAX_ATTEMPTS};
+use super::cas::{decode, encode, write, Plan};
 use super::clock::{system_clock, Clock};
 use super::error::{EngineError, KeyRefusal, ObjectKind};
 use super::key_records::{
@@ -292,7 +292,7 @@ impl KeysEngine {
         let lower = check_name(name)?;
         check_attributes(&params.attributes)?;
         let spec = spec_of(&params)?;
-        self.fence_vault(vault).await?;
+        self.check_vault(vault).await?;
         let material = self.make_material(params.kty, spec).await?;
         self.new_version(
             vault,
@@ -316,7 +316,7 @@ impl KeysEngine {
     ) -> Result<Key, EngineError> {
         let lower = check_name(name)?;
         check_attributes(&params.attributes)?;
-        self.fence_vault(vault).await?;
+        self.check_vault(vault).await?;
         let (kty, material) = if params.hsm {
             let hsm = self.hsm()?;
             let key = params.key.clone();
@@ -357,12 +357,11 @@ impl KeysEngine {
             .make_material(latest.kty, spec_of_material(&latest.material)?)
             .await?;
         let attrs = rotated_attributes(&latest, policy.as_ref(), (self.clock)());
-        let mut ids = RequestIds::new(request_id);
-        for _ in 0..MAX_ATTEMPTS {
-            let vault_rev = self.fence_vault(vault).await?;
+        write(self.store.as_ref(), request_id, || {
+            let vault_rev = self.vault_rev(&v)?;
             let meta = match self.live_meta(&v, &lower, name) {
                 Ok(m) => m,
-                Err(e) => return self.replay_or(request_id, e).await,
+                Err(e) => return Ok(Plan::Refuse(e)),
             };
             let txn = self.version_txn(
                 &v,
@@ -374,11 +373,9 @@ impl KeysEngine {
                 &material,
                 &attrs,
             )?;
-            if let Some(out) = try_commit(self.store.as_ref(), &mut ids, txn).await? {
-                return decode(&out.result);
-            }
-        }
-        Err(EngineError::Busy)
+            Ok(Plan::Commit(txn))
+        })
+        .await
     }
 
     /// Reads a version (`None` or empty: the latest). Disabled keys are
@@ -408,17 +405,16 @@ impl KeysEngine {
     ) -> Result<Key, EngineError> {
         let lower = check_name(name)?;
         check_tags(patch.tags.as_ref())?;
-        let mut ids = RequestIds::new(request_id);
-        for _ in 0..MAX_ATTEMPTS {
-            let vault_rev = self.fence_vault(vault).await?;
-            let vault = normalize_vault(vault)?;
+        let vault = normalize_vault(vault)?;
+        write(self.store.as_ref(), request_id, || {
+            let vault_rev = self.vault_rev(&vault)?;
             let found = self.live_meta(&vault, &lower, name).and_then(|meta| {
                 let (rev, record) = self.version(&vault, &lower, &meta.record, name, version)?;
                 Ok((meta, rev, record))
             });
             let (meta, rev_v, mut record) = match found {
                 Ok(f) => f,
-                Err(e) => return self.replay_or(request_id, e).await,
+                Err(e) => return Ok(Plan::Refuse(e)),
             };
             apply_patch(&mut record, &patch, (self.clock)());
             let key = version_key(&vault, &lower, &record.version);
@@ -431,11 +427,9 @@ impl KeysEngine {
                 mutations: vec![put(key, encode(&record)?)],
                 result: encode(&record.key(&meta.record.name))?,
             };
-            if let Some(out) = try_commit(self.store.as_ref(), &mut ids, txn).await? {
-                return decode(&out.result);
-            }
-        }
-        Err(EngineError::Busy)
+            Ok(Plan::Commit(txn))
+        })
+        .await
     }
 
     /// Live keys (latest version's metadata), ordered by lower-case name.
@@ -506,17 +500,17 @@ impl KeysEngine {
         request_id: Option<&str>,
     ) -> Result<DeletedKey, EngineError> {
         let lower = check_name(name)?;
-        let mut ids = RequestIds::new(request_id);
-        for _ in 0..MAX_ATTEMPTS {
-            let vault_rev = self.fence_vault(vault).await?;
-            let vault = normalize_vault(vault)?;
+        let vault = normalize_vault(vault)?;
+        write(self.store.as_ref(), request_id, || {
+            let vault_rev = self.vault_rev(&vault)?;
             let found = self.live_meta(&vault, &lower, name).and_then(|meta| {
-                let (_, latest) = self.version(&vault, &lower, &meta.record, name, None)?;
-                Ok((meta, latest))
+                let (latest_rev, latest) =
+                    self.version(&vault, &lower, &meta.record, name, None)?;
+                Ok((meta, latest_rev, latest))
             });
-            let (meta, latest) = match found {
+            let (meta, latest_rev, latest) = match found {
                 Ok(f) => f,
-                Err(e) => return self.replay_or(request_id, e).await,
+                Err(e) => return Ok(Plan::Refuse(e)),
             };
             let now = (self.clock)();
             let info = DeletedInfo {
@@ -529,18 +523,18 @@ impl KeysEngine {
             };
             let key = meta_key(&vault, &lower);
             let txn = Txn {
+                // The answer shows the latest version: it must be current too.
                 compare: vec![
                     rev(vault_key(&vault), vault_rev),
                     rev(key.clone(), meta.revision),
+                    rev(version_key(&vault, &lower, &latest.version), latest_rev),
                 ],
                 mutations: vec![put(key, encode(&new_meta)?)],
                 result: encode(&latest.deleted(&meta.record.name, info))?,
             };
-            if let Some(out) = try_commit(self.store.as_ref(), &mut ids, txn).await? {
-                return decode(&out.result);
-            }
-        }
-        Err(EngineError::Busy)
+            Ok(Plan::Commit(txn))
+        })
+        .await
     }
 
     /// A soft-deleted key.
@@ -588,19 +582,19 @@ impl KeysEngine {
         request_id: Option<&str>,
     ) -> Result<Key, EngineError> {
         let lower = check_name(name)?;
-        let mut ids = RequestIds::new(request_id);
-        for _ in 0..MAX_ATTEMPTS {
-            let vault_rev = self.fence_vault(vault).await?;
-            let vault = normalize_vault(vault)?;
+        let vault = normalize_vault(vault)?;
+        write(self.store.as_ref(), request_id, || {
+            let vault_rev = self.vault_rev(&vault)?;
             let found = self
                 .deleted_meta(&vault, &lower, name)
                 .and_then(|(meta, _)| {
-                    let (_, latest) = self.version(&vault, &lower, &meta.record, name, None)?;
-                    Ok((meta, latest))
+                    let (latest_rev, latest) =
+                        self.version(&vault, &lower, &meta.record, name, None)?;
+                    Ok((meta, latest_rev, latest))
                 });
-            let (meta, latest) = match found {
+            let (meta, latest_rev, latest) = match found {
                 Ok(f) => f,
-                Err(e) => return self.replay_or(request_id, e).await,
+                Err(e) => return Ok(Plan::Refuse(e)),
             };
             let new_meta = MetaRecord {
                 deleted: None,
@@ -608,18 +602,18 @@ impl KeysEngine {
             };
             let key = meta_key(&vault, &lower);
             let txn = Txn {
+                // The answer shows the latest version: it must be current too.
                 compare: vec![
                     rev(vault_key(&vault), vault_rev),
                     rev(key.clone(), meta.revision),
+                    rev(version_key(&vault, &lower, &latest.version), latest_rev),
                 ],
                 mutations: vec![put(key, encode(&new_meta)?)],
                 result: encode(&latest.key(&meta.record.name))?,
             };
-            if let Some(out) = try_commit(self.store.as_ref(), &mut ids, txn).await? {
-                return decode(&out.result);
-            }
-        }
-        Err(EngineError::Busy)
+            Ok(Plan::Commit(txn))
+        })
+        .await
     }
 
     /// Removes a soft-deleted key, its versions, policy and events for good.
@@ -630,23 +624,21 @@ impl KeysEngine {
         request_id: Option<&str>,
     ) -> Result<(), EngineError> {
         let lower = check_name(name)?;
-        let mut ids = RequestIds::new(request_id);
-        for _ in 0..MAX_ATTEMPTS {
-            let vault_rev = self.fence_vault(vault).await?;
-            let vault = normalize_vault(vault)?;
+        let vault = normalize_vault(vault)?;
+        write(self.store.as_ref(), request_id, || {
+            let vault_rev = self.vault_rev(&vault)?;
             let meta = match self.deleted_meta(&vault, &lower, name) {
                 Ok((meta, _)) => meta,
-                Err(e) => return self.replay_or(request_id, e).await,
+                Err(e) => return Ok(Plan::Refuse(e)),
             };
-            let txn = purge_txn(&vault, &lower, meta.revision, Some(vault_rev));
-            if try_commit(self.store.as_ref(), &mut ids, txn)
-                .await?
-                .is_some()
-            {
-                return Ok(());
-            }
-        }
-        Err(EngineError::Busy)
+            Ok(Plan::Commit(purge_txn(
+                &vault,
+                &lower,
+                meta.revision,
+                Some(vault_rev),
+            )))
+        })
+        .await
     }
 
     /// Purges every deleted key (of every vault) due at `now`. Returns how many.
@@ -713,17 +705,16 @@ impl KeysEngine {
             .find(|v| v.version == backup.latest)
             .ok_or(EngineError::MalformedBackup)?
             .key(&backup.name);
-        let mut ids = RequestIds::new(request_id);
-        for _ in 0..MAX_ATTEMPTS {
-            let vault_rev = self.fence_vault(vault).await?;
-            let vault = normalize_vault(vault)?;
+        let vault = normalize_vault(vault)?;
+        write(self.store.as_ref(), request_id, || {
+            let vault_rev = self.vault_rev(&vault)?;
             if let Some(meta) = self.meta(&vault, &lower)? {
                 let err = if meta.record.deleted.is_some() {
                     deleted_but_recoverable(&backup.name)
                 } else {
                     EngineError::Conflict(format!("Key {} already exists", backup.name))
                 };
-                return self.replay_or(request_id, err).await;
+                return Ok(Plan::Refuse(err));
             }
             let meta = MetaRecord {
                 name: backup.name.clone(),
@@ -743,11 +734,9 @@ impl KeysEngine {
                 mutations,
                 result: encode(&latest)?,
             };
-            if let Some(out) = try_commit(self.store.as_ref(), &mut ids, txn).await? {
-                return decode(&out.result);
-            }
-        }
-        Err(EngineError::Busy)
+            Ok(Plan::Commit(txn))
+        })
+        .await
     }
 
     // ---- rotation policy ----
@@ -777,13 +766,12 @@ impl KeysEngine {
     ) -> Result<RotationPolicy, EngineError> {
         let lower = check_name(name)?;
         rotation::validate(&policy)?;
-        let mut ids = RequestIds::new(request_id);
-        for _ in 0..MAX_ATTEMPTS {
-            let vault_rev = self.fence_vault(vault).await?;
-            let vault = normalize_vault(vault)?;
+        let vault = normalize_vault(vault)?;
+        write(self.store.as_ref(), request_id, || {
+            let vault_rev = self.vault_rev(&vault)?;
             let meta = match self.live_meta(&vault, &lower, name) {
                 Ok(m) => m,
-                Err(e) => return self.replay_or(request_id, e).await,
+                Err(e) => return Ok(Plan::Refuse(e)),
             };
             let pk = policy_key(&vault, &lower);
             let old = self.store.get(&pk)?;
@@ -803,11 +791,9 @@ impl KeysEngine {
                 mutations: vec![put(pk, encode(&policy)?)],
                 result: encode(&policy)?,
             };
-            if let Some(out) = try_commit(self.store.as_ref(), &mut ids, txn).await? {
-                return decode(&out.result);
-            }
-        }
-        Err(EngineError::Busy)
+            Ok(Plan::Commit(txn))
+        })
+        .await
     }
 
     /// Carries out due lifetime actions of every policy (the leader calls
@@ -1214,15 +1200,12 @@ impl KeysEngine {
         attrs: &KeyAttributes,
         request_id: Option<&str>,
     ) -> Result<Key, EngineError> {
-        let mut ids = RequestIds::new(request_id);
-        for _ in 0..MAX_ATTEMPTS {
-            let vault_rev = self.fence_vault(vault).await?;
-            let v = normalize_vault(vault)?;
+        let v = normalize_vault(vault)?;
+        write(self.store.as_ref(), request_id, || {
+            let vault_rev = self.vault_rev(&v)?;
             let meta = self.meta(&v, lower)?;
             if meta.as_ref().is_some_and(|m| m.record.deleted.is_some()) {
-                return self
-                    .replay_or(request_id, deleted_but_recoverable(name))
-                    .await;
+                return Ok(Plan::Refuse(deleted_but_recoverable(name)));
             }
             let txn = self.version_txn(
                 &v,
@@ -1234,11 +1217,9 @@ impl KeysEngine {
                 &material,
                 attrs,
             )?;
-            if let Some(out) = try_commit(self.store.as_ref(), &mut ids, txn).await? {
-                return decode(&out.result);
-            }
-        }
-        Err(EngineError::Busy)
+            Ok(Plan::Commit(txn))
+        })
+        .await
     }
 
     /// The transaction adding a version and making it the latest.
@@ -1289,12 +1270,32 @@ impl KeysEngine {
         })
     }
 
+    /// Read fence, then the vault record's revision (VaultNotFound if
+    /// absent). For reads; writes use [`Self::vault_rev`] inside a plan.
     async fn fence_vault(&self, vault: &str) -> Result<u64, EngineError> {
         let name = normalize_vault(vault)?;
         self.store.read_fence().await?;
-        match self.store.get(&vault_key(&name))? {
+        self.vault_rev(&name)
+    }
+
+    /// Fails early (before making key material) when the vault does not
+    /// exist. Optimistic like writes: only "not found" pays for a fence, so
+    /// it is never answered from a lagging replica.
+    async fn check_vault(&self, vault: &str) -> Result<(), EngineError> {
+        let name = normalize_vault(vault)?;
+        if self.vault_rev(&name).is_ok() {
+            return Ok(());
+        }
+        self.store.read_fence().await?;
+        self.vault_rev(&name).map(|_| ())
+    }
+
+    /// The vault record's revision in local state, unfenced (VaultNotFound
+    /// if absent); `vault` is already normalised.
+    fn vault_rev(&self, vault: &str) -> Result<u64, EngineError> {
+        match self.store.get(&vault_key(vault))? {
             Some(e) => Ok(e.revision),
-            None => Err(EngineError::VaultNotFound(name)),
+            None => Err(EngineError::VaultNotFound(vault.to_owned())),
         }
     }
 
@@ -1367,21 +1368,6 @@ impl KeysEngine {
             return Err(missing());
         }
         self.version_record(vault, lower, &id)?.ok_or_else(missing)
-    }
-
-    async fn replay_or<T: serde::de::DeserializeOwned>(
-        &self,
-        request_id: Option<&str>,
-        err: EngineError,
-    ) -> Result<T, EngineError> {
-        match replay_if_applied(self.store.as_ref(), request_id).await? {
-            Some(out) => decode(if out.result.is_empty() {
-                b"null"
-            } else {
-                &out.result
-            }),
-            None => Err(err),
-        }
     }
 
     fn open_backup(&self, blob: &[u8]) -> Result<KeyBackupRecord, EngineError> {

@@ -728,3 +728,48 @@ async fn import_software_and_hsm() {
         .unwrap();
     assert_eq!(&*u.value, &[1; 16], "same key material in both tiers");
 }
+
+#[tokio::test]
+async fn key_writes_are_optimistic_but_never_refuse_from_stale_state() {
+    let f = fixture().await;
+    let fences = f.store.fence_count();
+    f.keys
+        .create("v", "k", create(KeyType::Ec), None)
+        .await
+        .unwrap();
+    assert_eq!(f.store.fence_count(), fences, "fresh create needs no fence");
+    f.keys.delete("v", "k", None).await.unwrap();
+    let shows_deleted = f.store.snapshot();
+    f.keys.recover("v", "k", None).await.unwrap();
+    f.store.lag_behind(shows_deleted.clone());
+    // The replica still shows the key deleted: a new version, not a 409.
+    let k2 = f
+        .keys
+        .create("v", "k", create(KeyType::Ec), None)
+        .await
+        .unwrap();
+    let got = f.keys.get("v", "k", None).await.unwrap();
+    assert_eq!(got.properties.version, k2.properties.version);
+    // A key created after the replica's snapshot is not a 404 for update.
+    let before = f.store.snapshot();
+    f.keys
+        .create("v", "fresh", create(KeyType::Ec), None)
+        .await
+        .unwrap();
+    f.store.lag_behind(before);
+    f.keys
+        .update("v", "fresh", None, UpdateKey::default(), None)
+        .await
+        .unwrap();
+    // A vault created after the snapshot is not VaultNotFound either.
+    let before_vault = f.store.snapshot();
+    VaultsEngine::new(f.store.clone())
+        .create("w", None)
+        .await
+        .unwrap();
+    f.store.lag_behind(before_vault);
+    f.keys
+        .create("w", "k", create(KeyType::Ec), None)
+        .await
+        .unwrap();
+}

@@ -2,9 +2,10 @@
 //!
 //! It honours the contract the engines rely on: revisions, compare-and-set,
 //! request-id deduplication and sealed blobs (AES-256-GCM-SIV under a random
-//! per-instance key). Fault switches let tests simulate a sealed node and a
-//! write whose answer was lost. Not durable, not replicated: never use it to
-//! hold real secrets.
+//! per-instance key). Fault switches let tests simulate a sealed node, a
+//! write whose answer was lost and a lagging replica (reads see an older
+//! snapshot until the next read fence). Not durable, not replicated: never
+//! use it to hold real secrets.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,9 +19,17 @@ use zeroize::Zeroizing;
 
 use super::store::{Compare, Entry, Mutation, Outcome, Store, StoreError, Txn};
 
+type Data = BTreeMap<Vec<u8>, (u64, Vec<u8>)>;
+
+/// The stored data at one moment (see [`MemStore::lag_behind`]).
+#[derive(Clone, Default)]
+pub struct Snapshot(Data);
+
 #[derive(Default)]
 struct State {
-    data: BTreeMap<Vec<u8>, (u64, Vec<u8>)>,
+    data: Data,
+    /// What reads see while the simulated replica lags (`None`: current).
+    view: Option<Data>,
     revision: u64,
     /// request id → (succeeded, revision, result)
     seen: HashMap<String, (bool, u64, Vec<u8>)>,
@@ -34,6 +43,7 @@ pub struct MemStore {
     remember_failed: bool,
     lose_answers: AtomicUsize,
     commits: AtomicUsize,
+    fences: AtomicUsize,
 }
 
 impl Default for MemStore {
@@ -54,6 +64,7 @@ impl MemStore {
             remember_failed: false,
             lose_answers: AtomicUsize::new(0),
             commits: AtomicUsize::new(0),
+            fences: AtomicUsize::new(0),
         }
     }
 
@@ -80,6 +91,24 @@ impl MemStore {
     /// How many commits were submitted so far.
     pub fn commit_count(&self) -> usize {
         self.commits.load(Ordering::SeqCst)
+    }
+
+    /// How many read fences were requested so far.
+    pub fn fence_count(&self) -> usize {
+        self.fences.load(Ordering::SeqCst)
+    }
+
+    /// The data as it is now, to replay later as a lagging view.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot(self.lock().data.clone())
+    }
+
+    /// Simulates a replica that has not yet applied the latest writes:
+    /// `get` and `scan` answer from `snapshot` until the next
+    /// [`Store::read_fence`]. Commits still apply to (and compare against)
+    /// the current data, as a Raft leader would.
+    pub fn lag_behind(&self, snapshot: Snapshot) {
+        self.lock().view = Some(snapshot.0);
     }
 
     /// Every key currently stored, in order (for assertions).
@@ -148,15 +177,26 @@ impl MemStore {
     }
 }
 
+impl State {
+    /// The data reads see: the lagging view if one is set.
+    fn visible(&self) -> &Data {
+        self.view.as_ref().unwrap_or(&self.data)
+    }
+}
+
 #[async_trait]
 impl Store for MemStore {
     async fn read_fence(&self) -> Result<(), StoreError> {
-        self.check_unsealed()
+        self.check_unsealed()?;
+        self.fences.fetch_add(1, Ordering::SeqCst);
+        self.lock().view = None;
+        Ok(())
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Entry>, StoreError> {
         self.check_unsealed()?;
-        Ok(self.lock().data.get(key).map(|(revision, v)| Entry {
+        let st = self.lock();
+        Ok(st.visible().get(key).map(|(revision, v)| Entry {
             revision: *revision,
             value: Zeroizing::new(v.clone()),
         }))
@@ -175,7 +215,7 @@ impl Store for MemStore {
             _ => std::ops::Bound::Included(prefix.to_vec()),
         };
         Ok(st
-            .data
+            .visible()
             .range((lower, std::ops::Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)

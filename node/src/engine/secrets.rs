@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::cas::{decode, encode, replay_if_applied, try_commit, RequestIds, MAX_ATTEMPTS};
+use super::cas::{decode, encode, write, Plan};
 use super::clock::{system_clock, Clock};
 use super::error::{EngineError, ObjectKind};
 use super::names::{
@@ -173,15 +173,12 @@ impl SecretsEngine {
         let lower = check_name(name)?;
         check_value(&params.value)?;
         check_tags(params.tags.as_ref())?;
-        let mut ids = RequestIds::new(request_id);
-        for _ in 0..MAX_ATTEMPTS {
-            let vault_rev = self.fence_vault(vault).await?;
-            let vault = normalize_vault(vault)?;
+        let vault = normalize_vault(vault)?;
+        write(self.store.as_ref(), request_id, || {
+            let vault_rev = self.vault_rev(&vault)?;
             let meta = self.meta(&vault, &lower)?;
             if meta.as_ref().is_some_and(|m| m.record.deleted.is_some()) {
-                return self
-                    .replay_or(request_id, deleted_but_recoverable(name))
-                    .await;
+                return Ok(Plan::Refuse(deleted_but_recoverable(name)));
             }
             let now = (self.clock)();
             let version = uuid::Uuid::new_v4().simple().to_string();
@@ -223,11 +220,9 @@ impl SecretsEngine {
                 ],
                 result: encode(&record.secret(&display))?,
             };
-            if let Some(out) = try_commit(self.store.as_ref(), &mut ids, txn).await? {
-                return decode(&out.result);
-            }
-        }
-        Err(EngineError::Busy)
+            Ok(Plan::Commit(txn))
+        })
+        .await
     }
 
     /// Reads a version (`None` or empty: the latest) with its value.
@@ -264,17 +259,16 @@ impl SecretsEngine {
     ) -> Result<SecretProperties, EngineError> {
         let lower = check_name(name)?;
         check_tags(patch.tags.as_ref())?;
-        let mut ids = RequestIds::new(request_id);
-        for _ in 0..MAX_ATTEMPTS {
-            let vault_rev = self.fence_vault(vault).await?;
-            let vault = normalize_vault(vault)?;
+        let vault = normalize_vault(vault)?;
+        write(self.store.as_ref(), request_id, || {
+            let vault_rev = self.vault_rev(&vault)?;
             let found = self.live_meta(&vault, &lower, name).and_then(|meta| {
                 let (entry, record) = self.version(&vault, &lower, &meta.record, name, version)?;
                 Ok((meta, entry, record))
             });
             let (meta, entry, mut record) = match found {
                 Ok(f) => f,
-                Err(e) => return self.replay_or(request_id, e).await,
+                Err(e) => return Ok(Plan::Refuse(e)),
             };
             apply_patch(&mut record, &patch, (self.clock)());
             let key = secret_version_key(&vault, &lower, &record.version);
@@ -287,11 +281,9 @@ impl SecretsEngine {
                 mutations: vec![put(key, encode(&record)?)],
                 result: encode(&record.properties(&meta.record.name))?,
             };
-            if let Some(out) = try_commit(self.store.as_ref(), &mut ids, txn).await? {
-                return decode(&out.result);
-            }
-        }
-        Err(EngineError::Busy)
+            Ok(Plan::Commit(txn))
+        })
+        .await
     }
 
     /// Live secrets (latest version's metadata), ordered by lower-case name.
@@ -358,17 +350,17 @@ impl SecretsEngine {
         request_id: Option<&str>,
     ) -> Result<DeletedSecret, EngineError> {
         let lower = check_name(name)?;
-        let mut ids = RequestIds::new(request_id);
-        for _ in 0..MAX_ATTEMPTS {
-            let vault_rev = self.fence_vault(vault).await?;
-            let vault = normalize_vault(vault)?;
+        let vault = normalize_vault(vault)?;
+        write(self.store.as_ref(), request_id, || {
+            let vault_rev = self.vault_rev(&vault)?;
             let found = self.live_meta(&vault, &lower, name).and_then(|meta| {
-                let (_, latest) = self.version(&vault, &lower, &meta.record, name, None)?;
-                Ok((meta, latest))
+                let (latest_rev, latest) =
+                    self.version(&vault, &lower, &meta.record, name, None)?;
+                Ok((meta, latest_rev, latest))
             });
-            let (meta, latest) = match found {
+            let (meta, latest_rev, latest) = match found {
                 Ok(f) => f,
-                Err(e) => return self.replay_or(request_id, e).await,
+                Err(e) => return Ok(Plan::Refuse(e)),
             };
             let now = (self.clock)();
             let info = DeletedInfo {
@@ -381,18 +373,21 @@ impl SecretsEngine {
             };
             let key = secret_meta_key(&vault, &lower);
             let txn = Txn {
+                // The answer shows the latest version: it must be current too.
                 compare: vec![
                     rev(vault_key(&vault), vault_rev),
                     rev(key.clone(), meta.revision),
+                    rev(
+                        secret_version_key(&vault, &lower, &latest.version),
+                        latest_rev,
+                    ),
                 ],
                 mutations: vec![put(key, encode(&new_meta)?)],
                 result: encode(&latest.deleted(&meta.record.name, info))?,
             };
-            if let Some(out) = try_commit(self.store.as_ref(), &mut ids, txn).await? {
-                return decode(&out.result);
-            }
-        }
-        Err(EngineError::Busy)
+            Ok(Plan::Commit(txn))
+        })
+        .await
     }
 
     /// A soft-deleted secret.
@@ -440,19 +435,19 @@ impl SecretsEngine {
         request_id: Option<&str>,
     ) -> Result<SecretProperties, EngineError> {
         let lower = check_name(name)?;
-        let mut ids = RequestIds::new(request_id);
-        for _ in 0..MAX_ATTEMPTS {
-            let vault_rev = self.fence_vault(vault).await?;
-            let vault = normalize_vault(vault)?;
+        let vault = normalize_vault(vault)?;
+        write(self.store.as_ref(), request_id, || {
+            let vault_rev = self.vault_rev(&vault)?;
             let found = self
                 .deleted_meta(&vault, &lower, name)
                 .and_then(|(meta, _)| {
-                    let (_, latest) = self.version(&vault, &lower, &meta.record, name, None)?;
-                    Ok((meta, latest))
+                    let (latest_rev, latest) =
+                        self.version(&vault, &lower, &meta.record, name, None)?;
+                    Ok((meta, latest_rev, latest))
                 });
-            let (meta, latest) = match found {
+            let (meta, latest_rev, latest) = match found {
                 Ok(f) => f,
-                Err(e) => return self.replay_or(request_id, e).await,
+                Err(e) => return Ok(Plan::Refuse(e)),
             };
             let new_meta = MetaRecord {
                 deleted: None,
@@ -463,15 +458,17 @@ impl SecretsEngine {
                 compare: vec![
                     rev(vault_key(&vault), vault_rev),
                     rev(key.clone(), meta.revision),
+                    rev(
+                        secret_version_key(&vault, &lower, &latest.version),
+                        latest_rev,
+                    ),
                 ],
                 mutations: vec![put(key, encode(&new_meta)?)],
                 result: encode(&latest.properties(&meta.record.name))?,
             };
-            if let Some(out) = try_commit(self.store.as_ref(), &mut ids, txn).await? {
-                return decode(&out.result);
-            }
-        }
-        Err(EngineError::Busy)
+            Ok(Plan::Commit(txn))
+        })
+        .await
     }
 
     /// Removes a soft-deleted secret and all its versions for good.
@@ -482,23 +479,21 @@ impl SecretsEngine {
         request_id: Option<&str>,
     ) -> Result<(), EngineError> {
         let lower = check_name(name)?;
-        let mut ids = RequestIds::new(request_id);
-        for _ in 0..MAX_ATTEMPTS {
-            let vault_rev = self.fence_vault(vault).await?;
-            let vault = normalize_vault(vault)?;
+        let vault = normalize_vault(vault)?;
+        write(self.store.as_ref(), request_id, || {
+            let vault_rev = self.vault_rev(&vault)?;
             let meta = match self.deleted_meta(&vault, &lower, name) {
                 Ok((meta, _)) => meta,
-                Err(e) => return self.replay_or(request_id, e).await,
+                Err(e) => return Ok(Plan::Refuse(e)),
             };
-            let txn = purge_txn(&vault, &lower, meta.revision, Some(vault_rev));
-            if try_commit(self.store.as_ref(), &mut ids, txn)
-                .await?
-                .is_some()
-            {
-                return Ok(());
-            }
-        }
-        Err(EngineError::Busy)
+            Ok(Plan::Commit(purge_txn(
+                &vault,
+                &lower,
+                meta.revision,
+                Some(vault_rev),
+            )))
+        })
+        .await
     }
 
     /// Purges every deleted secret (of every vault) whose scheduled purge
@@ -564,17 +559,16 @@ impl SecretsEngine {
             .find(|v| v.version == backup.latest)
             .ok_or(EngineError::MalformedBackup)?
             .properties(&backup.name);
-        let mut ids = RequestIds::new(request_id);
-        for _ in 0..MAX_ATTEMPTS {
-            let vault_rev = self.fence_vault(vault).await?;
-            let vault = normalize_vault(vault)?;
+        let vault = normalize_vault(vault)?;
+        write(self.store.as_ref(), request_id, || {
+            let vault_rev = self.vault_rev(&vault)?;
             if let Some(meta) = self.meta(&vault, &lower)? {
                 let err = if meta.record.deleted.is_some() {
                     deleted_but_recoverable(&backup.name)
                 } else {
                     EngineError::Conflict(format!("Secret {} already exists", backup.name))
                 };
-                return self.replay_or(request_id, err).await;
+                return Ok(Plan::Refuse(err));
             }
             let meta = MetaRecord {
                 name: backup.name.clone(),
@@ -594,22 +588,27 @@ impl SecretsEngine {
                 mutations,
                 result: encode(&latest)?,
             };
-            if let Some(out) = try_commit(self.store.as_ref(), &mut ids, txn).await? {
-                return decode(&out.result);
-            }
-        }
-        Err(EngineError::Busy)
+            Ok(Plan::Commit(txn))
+        })
+        .await
     }
 
     // ---- helpers ----
 
-    /// Read fence, then the vault record's revision (VaultNotFound if absent).
+    /// Read fence, then the vault record's revision (VaultNotFound if
+    /// absent). For reads; writes use [`Self::vault_rev`] inside a plan.
     async fn fence_vault(&self, vault: &str) -> Result<u64, EngineError> {
         let name = normalize_vault(vault)?;
         self.store.read_fence().await?;
-        match self.store.get(&vault_key(&name))? {
+        self.vault_rev(&name)
+    }
+
+    /// The vault record's revision in local state, unfenced (VaultNotFound
+    /// if absent); `vault` is already normalised.
+    fn vault_rev(&self, vault: &str) -> Result<u64, EngineError> {
+        match self.store.get(&vault_key(vault))? {
             Some(e) => Ok(e.revision),
-            None => Err(EngineError::VaultNotFound(name)),
+            None => Err(EngineError::VaultNotFound(vault.to_owned())),
         }
     }
 
@@ -676,23 +675,6 @@ impl SecretsEngine {
             return Err(missing());
         }
         self.version_record(vault, lower, &id)?.ok_or_else(missing)
-    }
-
-    /// `err`, unless an earlier attempt of this request already applied, in
-    /// which case its first result.
-    async fn replay_or<T: serde::de::DeserializeOwned>(
-        &self,
-        request_id: Option<&str>,
-        err: EngineError,
-    ) -> Result<T, EngineError> {
-        match replay_if_applied(self.store.as_ref(), request_id).await? {
-            Some(out) => decode(if out.result.is_empty() {
-                b"null"
-            } else {
-                &out.result
-            }),
-            None => Err(err),
-        }
     }
 
     fn open_backup(&self, blob: &[u8]) -> Result<BackupRecord, EngineError> {

@@ -584,3 +584,109 @@ async fn sealed_store_surfaces_as_store_error() {
         Err(EngineError::Store(StoreError::Sealed))
     ));
 }
+
+#[tokio::test]
+async fn write_on_fresh_state_needs_no_read_fence() {
+    let f = fixture().await;
+    let fences = f.store.fence_count();
+    f.secrets.set("v", "s", val("x"), Some("r1")).await.unwrap();
+    f.secrets
+        .update("v", "s", None, UpdateSecret::default(), Some("r2"))
+        .await
+        .unwrap();
+    f.secrets.delete("v", "s", Some("r3")).await.unwrap();
+    assert_eq!(f.store.fence_count(), fences);
+}
+
+#[tokio::test]
+async fn write_built_on_stale_state_fences_and_retries() {
+    for store in [MemStore::new(), MemStore::remembering_failures()] {
+        let f = fixture_with(store).await;
+        f.secrets.set("v", "s", val("one"), None).await.unwrap();
+        let stale = f.store.snapshot();
+        let two = f.secrets.set("v", "s", val("two"), None).await.unwrap();
+        f.store.lag_behind(stale);
+        let (fences, commits) = (f.store.fence_count(), f.store.commit_count());
+        let three = f
+            .secrets
+            .set("v", "s", val("three"), Some("r"))
+            .await
+            .unwrap();
+        // The stale plan lost its comparison; the write fenced and retried
+        // (a store that remembers failed ids costs one more round).
+        assert!(f.store.fence_count() > fences);
+        assert!(f.store.commit_count() >= commits + 2);
+        assert_eq!(version_keys(&f.store, "s"), 3);
+        let got = f.secrets.get("v", "s", None).await.unwrap();
+        assert_eq!(got.properties.version, three.properties.version);
+        assert_ne!(got.properties.version, two.properties.version);
+        assert_eq!(got.value, "three");
+    }
+}
+
+#[tokio::test]
+async fn state_derived_errors_are_not_answered_from_stale_state() {
+    let f = fixture().await;
+    f.secrets.set("v", "s", val("x"), None).await.unwrap();
+    f.secrets.delete("v", "s", None).await.unwrap();
+    let shows_deleted = f.store.snapshot();
+    f.secrets.recover("v", "s", None).await.unwrap();
+    f.store.lag_behind(shows_deleted.clone());
+    // The lagging replica still shows the secret deleted: not a 409.
+    f.secrets.set("v", "s", val("y"), None).await.unwrap();
+    // Not a 404 for a secret the replica has not seen yet either.
+    let before_new = f.store.snapshot();
+    f.secrets.set("v", "fresh", val("z"), None).await.unwrap();
+    f.store.lag_behind(before_new.clone());
+    f.secrets
+        .update("v", "fresh", None, UpdateSecret::default(), None)
+        .await
+        .unwrap();
+    f.store.lag_behind(before_new);
+    f.secrets.delete("v", "fresh", None).await.unwrap();
+    // Nor VaultNotFound for a vault created after the replica's snapshot.
+    let before_vault = f.store.snapshot();
+    VaultsEngine::new(f.store.clone())
+        .create("w", None)
+        .await
+        .unwrap();
+    f.store.lag_behind(before_vault);
+    f.secrets.set("w", "s", val("x"), None).await.unwrap();
+    // A true state-derived error still comes back, after a fence.
+    f.store.lag_behind(shows_deleted);
+    let fences = f.store.fence_count();
+    assert!(matches!(
+        f.secrets.recover("v", "s", None).await,
+        Err(EngineError::NotFound { .. })
+    ));
+    assert_eq!(f.store.fence_count(), fences + 1);
+}
+
+#[tokio::test]
+async fn retried_request_id_on_stale_replica_returns_first_outcome() {
+    for store in [MemStore::new(), MemStore::remembering_failures()] {
+        let f = fixture_with(store).await;
+        let before = f.store.snapshot();
+        f.store.lose_next_answers(1);
+        assert!(f.secrets.set("v", "s", val("x"), Some("r1")).await.is_err());
+        // The retry lands on a replica that has not applied the first attempt.
+        f.store.lag_behind(before.clone());
+        let retry = f.secrets.set("v", "s", val("x"), Some("r1")).await.unwrap();
+        assert_eq!(version_keys(&f.store, "s"), 1);
+        let got = f.secrets.get("v", "s", None).await.unwrap();
+        assert_eq!(got.properties.version, retry.properties.version);
+        // A delete whose answer was lost, retried after the secret was
+        // recovered, on a replica that still shows it deleted: first outcome.
+        f.store.lose_next_answers(1);
+        assert!(f.secrets.delete("v", "s", Some("d1")).await.is_err());
+        let shows_deleted = f.store.snapshot();
+        f.secrets.recover("v", "s", None).await.unwrap();
+        f.store.lag_behind(shows_deleted);
+        let again = f.secrets.delete("v", "s", Some("d1")).await.unwrap();
+        assert_eq!(again.properties.version, retry.properties.version);
+        assert!(
+            f.secrets.get("v", "s", None).await.is_ok(),
+            "not re-deleted"
+        );
+    }
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::cas::{decode, encode, try_commit, RequestIds, MAX_ATTEMPTS};
+use super::cas::{decode, encode, write, Plan};
 use super::clock::{system_clock, Clock};
 use super::error::EngineError;
 use super::names::{
@@ -47,11 +47,9 @@ impl VaultsEngine {
     ) -> Result<VaultInfo, EngineError> {
         let name = normalize(name)?;
         let key = vault_key(&name);
-        let mut ids = RequestIds::new(request_id);
-        for _ in 0..MAX_ATTEMPTS {
-            self.store.read_fence().await?;
+        write(self.store.as_ref(), request_id, || {
             if let Some(e) = self.store.get(&key)? {
-                return decode(&e.value);
+                return Ok(Plan::Answer(decode(&e.value)?));
             }
             let info = VaultInfo {
                 name: name.clone(),
@@ -69,11 +67,9 @@ impl VaultsEngine {
                 }],
                 result: bytes,
             };
-            if let Some(out) = try_commit(self.store.as_ref(), &mut ids, txn).await? {
-                return decode(&out.result);
-            }
-        }
-        Err(EngineError::Busy)
+            Ok(Plan::Commit(txn))
+        })
+        .await
     }
 
     /// Every vault, ordered by name.
@@ -97,39 +93,28 @@ impl VaultsEngine {
     pub async fn delete(&self, name: &str, request_id: Option<&str>) -> Result<(), EngineError> {
         let name = normalize(name)?;
         let key = vault_key(&name);
-        self.store.read_fence().await?;
-        let Some(entry) = self.store.get(&key)? else {
-            if super::cas::replay_if_applied(self.store.as_ref(), request_id)
-                .await?
-                .is_some()
-            {
-                return Ok(());
-            }
-            return Err(EngineError::VaultNotFound(name));
-        };
-        let txn = Txn {
-            compare: vec![Compare::Revision {
-                key: key.clone(),
-                revision: entry.revision,
-            }],
-            mutations: vec![
-                Mutation::DeletePrefix {
-                    prefix: secret_meta_prefix(&name),
-                },
-                Mutation::DeletePrefix {
-                    prefix: secret_versions_vault_prefix(&name),
-                },
-                Mutation::Delete { key },
-            ],
-            result: Vec::new(),
-        };
-        let mut ids = RequestIds::new(request_id);
-        match try_commit(self.store.as_ref(), &mut ids, txn).await? {
-            Some(_) => Ok(()),
-            // The vault record never changes in place, so a failed compare
-            // means someone else deleted (or re-created) it meanwhile.
-            None => Err(EngineError::VaultNotFound(name)),
-        }
+        write(self.store.as_ref(), request_id, || {
+            let Some(entry) = self.store.get(&key)? else {
+                return Ok(Plan::Refuse(EngineError::VaultNotFound(name.clone())));
+            };
+            Ok(Plan::Commit(Txn {
+                compare: vec![Compare::Revision {
+                    key: key.clone(),
+                    revision: entry.revision,
+                }],
+                mutations: vec![
+                    Mutation::DeletePrefix {
+                        prefix: secret_meta_prefix(&name),
+                    },
+                    Mutation::DeletePrefix {
+                        prefix: secret_versions_vault_prefix(&name),
+                    },
+                    Mutation::Delete { key: key.clone() },
+                ],
+                result: b"null".to_vec(),
+            }))
+        })
+        .await
     }
 
     /// Whether the vault exists.
