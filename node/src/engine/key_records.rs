@@ -21,6 +21,17 @@ pub fn meta_prefix(vault: &str) -> Vec<u8> {
     format!("k/{vault}/").into_bytes()
 }
 
+/// Every prefix under which one vault's keys live (metadata, versions,
+/// rotation policies, Notify events): what deleting the vault removes.
+pub fn vault_prefixes(vault: &str) -> [Vec<u8>; 4] {
+    [
+        meta_prefix(vault),
+        format!("kv/{vault}/").into_bytes(),
+        format!("kp/{vault}/").into_bytes(),
+        format!("sys/events/keys/{vault}/").into_bytes(),
+    ]
+}
+
 /// Prefix of every key metadata record.
 pub const ALL_META_PREFIX: &[u8] = b"k/";
 

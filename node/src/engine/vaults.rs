@@ -89,7 +89,7 @@ impl VaultsEngine {
         }
     }
 
-    /// Deletes the vault and every secret in it (no soft delete).
+    /// Deletes the vault and every secret and key in it (no soft delete).
     pub async fn delete(&self, name: &str, request_id: Option<&str>) -> Result<(), EngineError> {
         let name = normalize(name)?;
         let key = vault_key(&name);
@@ -102,15 +102,11 @@ impl VaultsEngine {
                     key: key.clone(),
                     revision: entry.revision,
                 }],
-                mutations: vec![
-                    Mutation::DeletePrefix {
-                        prefix: secret_meta_prefix(&name),
-                    },
-                    Mutation::DeletePrefix {
-                        prefix: secret_versions_vault_prefix(&name),
-                    },
-                    Mutation::Delete { key: key.clone() },
-                ],
+                mutations: vault_data_prefixes(&name)
+                    .into_iter()
+                    .map(|prefix| Mutation::DeletePrefix { prefix })
+                    .chain([Mutation::Delete { key: key.clone() }])
+                    .collect(),
                 result: b"null".to_vec(),
             }))
         })
@@ -138,6 +134,18 @@ fn normalize(name: &str) -> Result<String, EngineError> {
     }
 }
 
+/// Every prefix holding one vault's objects.
+fn vault_data_prefixes(vault: &str) -> Vec<Vec<u8>> {
+    let secrets = [
+        secret_meta_prefix(vault),
+        secret_versions_vault_prefix(vault),
+    ];
+    secrets
+        .into_iter()
+        .chain(super::key_records::vault_prefixes(vault))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +167,47 @@ mod tests {
         assert_eq!(a, b);
         assert!(v.exists("prod").await.unwrap());
         assert_eq!(v.list().await.unwrap(), vec![a]);
+    }
+
+    #[tokio::test]
+    async fn deleting_a_vault_removes_its_secrets_and_keys_only() {
+        use crate::crypto::KeyType;
+        use crate::engine::keys::{CreateKey, KeyAttributes, KeysEngine};
+        use crate::engine::secrets::{SecretsEngine, SetSecret};
+        let (store, v) = engine();
+        v.create("gone", None).await.unwrap();
+        v.create("kept", None).await.unwrap();
+        let secrets = SecretsEngine::new(store.clone());
+        let keys = KeysEngine::new(store.clone(), None);
+        for vault in ["gone", "kept"] {
+            let set = SetSecret {
+                value: "v".into(),
+                ..SetSecret::default()
+            };
+            secrets.set(vault, "s", set, None).await.unwrap();
+            let spec = CreateKey {
+                kty: KeyType::Ec,
+                key_size: None,
+                curve: None,
+                public_exponent: None,
+                attributes: KeyAttributes::default(),
+            };
+            keys.create(vault, "k", spec, None).await.unwrap();
+        }
+        v.delete("gone", None).await.unwrap();
+        let left: Vec<String> = store
+            .keys()
+            .into_iter()
+            .map(|k| String::from_utf8_lossy(&k).into_owned())
+            .collect();
+        assert!(
+            !left
+                .iter()
+                .any(|k| k.contains("/gone/") || k.ends_with("/gone")),
+            "{left:?}"
+        );
+        assert!(left.iter().any(|k| k.starts_with("kv/kept/")), "{left:?}");
+        assert!(left.iter().any(|k| k.starts_with("sv/kept/")), "{left:?}");
     }
 
     #[tokio::test]
