@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::cluster::{ClusterNode, RaftStatus};
+use crate::engine::keys::KeysEngine;
 use crate::engine::store::{Store, StoreError};
 use crate::engine::vaults::VaultsEngine;
 use crate::seal::{
@@ -88,6 +89,8 @@ pub struct Operator {
     seal: Arc<SealManager>,
     store: Arc<dyn Store>,
     vaults: Arc<VaultsEngine>,
+    /// Holds parsed key material to drop when the node seals.
+    keys: Arc<KeysEngine>,
     default_vault: String,
 }
 
@@ -98,6 +101,7 @@ impl Operator {
         seal: Arc<SealManager>,
         store: Arc<dyn Store>,
         vaults: Arc<VaultsEngine>,
+        keys: Arc<KeysEngine>,
         default_vault: String,
     ) -> Self {
         Self {
@@ -105,6 +109,7 @@ impl Operator {
             seal,
             store,
             vaults,
+            keys,
             default_vault,
         }
     }
@@ -237,7 +242,10 @@ impl Operator {
 
     /// Seals this node: key material is wiped from memory.
     pub fn seal(&self) {
+        // Seal first: from here on store reads fail, so nothing repopulates
+        // the key cache (see `KeyCache::ticket`).
         self.seal.seal();
+        self.keys.clear_key_cache();
     }
 
     /// Whether this node is sealed.

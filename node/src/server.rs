@@ -81,6 +81,7 @@ impl Server {
             seal,
             store,
             vaults.clone(),
+            keys.clone(),
             config.default_vault.clone(),
         ));
         let router = api::router(api::ApiConfig {

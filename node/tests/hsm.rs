@@ -662,6 +662,11 @@ fn concurrent_signing_shares_the_session_pool() {
         t.join().unwrap();
     }
     assert_eq!(hsm.cached_keys(), 1, "one unwrap shared by every thread");
+    assert_eq!(
+        hsm.kek_lookups(),
+        1,
+        "the KEK handle is found once, then reused"
+    );
     assert!(hsm.max_sessions() <= 4);
 }
 

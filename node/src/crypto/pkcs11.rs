@@ -66,6 +66,8 @@ mod oaep;
 mod pool;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::aead::GcmParams;
@@ -101,6 +103,25 @@ struct Open {
     device: Device,
     caps: Capabilities,
     cache: KeyCache,
+    /// The KEK's object handle, once found: a token object's handle stays
+    /// valid across sessions, and looking it up (`C_FindObjects`) costs
+    /// SoftHSM2 a read of its token directory on every operation.
+    kek: Mutex<Option<ObjectHandle>>,
+    /// KEK lookups made for operations (not for `status`).
+    kek_lookups: AtomicU64,
+}
+
+impl Open {
+    fn kek_slot(&self) -> std::sync::MutexGuard<'_, Option<ObjectHandle>> {
+        // A plain `Option` of a `Copy` handle cannot be left half-written.
+        self.kek.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets the cached KEK handle (after the KEK was created or imported,
+    /// or when the device rejects it).
+    fn forget_kek(&self) {
+        *self.kek_slot() = None;
+    }
 }
 
 impl Pkcs11Hsm {
@@ -118,6 +139,8 @@ impl Pkcs11Hsm {
                 device,
                 caps,
                 cache: KeyCache::new(cfg.key_cache),
+                kek: Mutex::new(None),
+                kek_lookups: AtomicU64::new(0),
             })
         });
         if let Err(e) = &state {
@@ -143,8 +166,14 @@ impl Pkcs11Hsm {
         let open = self.open_device()?;
         open.device
             .with_session(|s| {
-                let kek = find_kek(s)?.ok_or_else(no_kek)?;
-                f(open, s, kek)
+                with_cached_kek(
+                    &open.kek,
+                    || {
+                        open.kek_lookups.fetch_add(1, Ordering::Relaxed);
+                        find_kek(s)
+                    },
+                    |kek| f(open, s, kek),
+                )
             })
             .map_err(classify)
     }
@@ -181,6 +210,14 @@ impl Pkcs11Hsm {
     /// Unwrapped keys currently cached as session objects.
     pub fn cached_keys(&self) -> usize {
         self.state.as_ref().map_or(0, |o| o.cache.len())
+    }
+
+    /// How often operations had to look the KEK up in the device (its
+    /// handle is cached between them).
+    pub fn kek_lookups(&self) -> u64 {
+        self.state
+            .as_ref()
+            .map_or(0, |o| o.kek_lookups.load(Ordering::Relaxed))
     }
 }
 
@@ -230,6 +267,45 @@ fn find_kek(s: &Session) -> Result<Option<ObjectHandle>, OpError> {
             "more than one {KEK_LABEL} object in this device"
         )))),
     }
+}
+
+/// Runs `f` with the KEK handle cached in `slot`, found with `find` when
+/// none is cached. A cached handle the device rejects as invalid is dropped
+/// and looked up again, once; a freshly found one is not retried.
+fn with_cached_kek<H: Copy, T>(
+    slot: &Mutex<Option<H>>,
+    mut find: impl FnMut() -> Result<Option<H>, OpError>,
+    mut f: impl FnMut(H) -> Result<T, OpError>,
+) -> Result<T, OpError> {
+    let lock = || slot.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut lookup = || -> Result<H, OpError> {
+        let kek = find()?.ok_or_else(no_kek)?;
+        *lock() = Some(kek);
+        Ok(kek)
+    };
+    let cached = *lock();
+    let Some(kek) = cached else {
+        return f(lookup()?);
+    };
+    match f(kek) {
+        Err(e) if is_stale_kek(&e) => {
+            *lock() = None;
+            f(lookup()?)
+        }
+        other => other,
+    }
+}
+
+/// Whether the device says a key handle (possibly the KEK's) is not valid.
+fn is_stale_kek(e: &OpError) -> bool {
+    is_stale_handle(e)
+        || matches!(
+            e,
+            OpError::Device(CkError::Pkcs11(
+                RvError::WrappingKeyHandleInvalid | RvError::UnwrappingKeyHandleInvalid,
+                _
+            ))
+        )
 }
 
 fn is_stale_handle(e: &OpError) -> bool {
@@ -873,7 +949,10 @@ impl HsmProvider for Pkcs11Hsm {
         };
         let mut notes = open.caps.notes();
         let kek = open.device.with_session(|s| {
-            let Some(kek) = find_kek(s)? else {
+            let found = find_kek(s)?;
+            // Status looks anyway: keep the cached handle in step with it.
+            *open.kek_slot() = found;
+            let Some(kek) = found else {
                 return Ok(None);
             };
             Ok(Some(ceremony::check_value(s, kek)))
@@ -1200,6 +1279,60 @@ mod tests {
         };
         assert!(sign_input(&ec, SignAlg::ES256, &[0; 32]).is_err());
         assert!(sign_input(&ec, SignAlg::ES256K, &[0; 32]).is_ok());
+    }
+
+    fn stale() -> OpError {
+        OpError::Device(CkError::Pkcs11(
+            RvError::UnwrappingKeyHandleInvalid,
+            cryptoki::context::Function::UnwrapKey,
+        ))
+    }
+
+    #[test]
+    fn the_kek_handle_is_cached_and_looked_up_again_once_when_stale() {
+        let slot = Mutex::new(None);
+        let finds = std::cell::Cell::new(0);
+        let find = |h: u32| {
+            let finds = &finds;
+            move || {
+                finds.set(finds.get() + 1);
+                Ok(Some(h))
+            }
+        };
+        // First use looks up; later uses reuse the handle.
+        assert_eq!(with_cached_kek(&slot, find(7), Ok).unwrap(), 7);
+        assert_eq!(with_cached_kek(&slot, find(7), Ok).unwrap(), 7);
+        assert_eq!(finds.get(), 1);
+        // The device rejects the cached handle: one fresh lookup and retry.
+        let out = with_cached_kek(
+            &slot,
+            find(9),
+            |h| if h == 7 { Err(stale()) } else { Ok(h) },
+        );
+        assert_eq!(out.unwrap(), 9);
+        assert_eq!((finds.get(), *slot.lock().unwrap()), (2, Some(9)));
+        // A freshly found handle that is rejected is not retried forever.
+        *slot.lock().unwrap() = None;
+        let mut calls = 0;
+        let out: Result<(), _> = with_cached_kek(&slot, find(9), |_| {
+            calls += 1;
+            Err(stale())
+        });
+        assert!(out.is_err() && calls == 1);
+        // Other errors keep the handle.
+        let out: Result<(), _> = with_cached_kek(&slot, find(9), |_| {
+            Err(OpError::Crypto(CryptoError::DecryptFailed))
+        });
+        assert!(out.is_err());
+        assert_eq!(*slot.lock().unwrap(), Some(9));
+        // No KEK in the device: nothing cached, the ceremony error.
+        *slot.lock().unwrap() = None;
+        let out = with_cached_kek(&slot, || Ok(None::<u32>), Ok);
+        assert!(matches!(
+            out,
+            Err(OpError::Crypto(CryptoError::HsmUnavailable(_)))
+        ));
+        assert_eq!(*slot.lock().unwrap(), None);
     }
 
     #[test]

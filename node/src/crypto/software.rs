@@ -8,6 +8,8 @@ mod aes;
 mod ec;
 mod rsa;
 
+use std::sync::OnceLock;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -281,17 +283,10 @@ pub fn check_enc(kty: KeyType, bits: u32, alg: EncAlg) -> Result<(), CryptoError
 }
 
 impl SoftwareKey {
-    /// Signs a digest (RS*, PS*, ES*).
+    /// Signs a digest (RS*, PS*, ES*). Parses the private key for this one
+    /// call; repeated use should go through [`LoadedKey`].
     pub fn sign(&self, alg: SignAlg, digest: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        check_sign(&self.public, alg, digest)?;
-        match &self.public {
-            PublicKey::Rsa { .. } => rsa::sign(&self.material, alg, digest),
-            PublicKey::Ec { curve, .. } => ec::sign(&self.material, *curve, alg, digest),
-            PublicKey::Oct => Err(CryptoError::AlgorithmMismatch {
-                alg: format!("{alg:?}"),
-                kty: "oct".into(),
-            }),
-        }
+        LoadedKey::new(self.clone()).sign(alg, digest)
     }
 
     /// Verifies a signature over a digest.
@@ -337,7 +332,9 @@ impl SoftwareKey {
         }
     }
 
-    /// Decrypts or unwraps (the inverse of [`SoftwareKey::encrypt`]).
+    /// Decrypts or unwraps (the inverse of [`SoftwareKey::encrypt`]). RSA
+    /// keys are parsed for this one call; repeated use should go through
+    /// [`LoadedKey`].
     pub fn decrypt(
         &self,
         alg: EncAlg,
@@ -347,7 +344,9 @@ impl SoftwareKey {
         check_enc(self.kty, self.bits, alg)?;
         use EncAlg::*;
         match alg {
-            RsaOaep | RsaOaep256 | Rsa15 => rsa::decrypt(&self.material, alg, ciphertext),
+            RsaOaep | RsaOaep256 | Rsa15 => {
+                rsa::decrypt(&rsa::decrypting_key(&self.material)?, alg, ciphertext)
+            }
             A128GCM | A192GCM | A256GCM => aes::gcm_decrypt(&self.material, ciphertext, params),
             A128CBC | A192CBC | A256CBC => {
                 aes::cbc_decrypt(&self.material, ciphertext, params, false)
@@ -359,6 +358,115 @@ impl SoftwareKey {
             CkmAesKeyWrapPad => aes::unwrap_pad(&self.material, ciphertext),
         }
     }
+}
+
+/// A software key whose private half is parsed at most once per use (sign,
+/// decrypt) and then kept: parsing and validating PKCS#8, plus aws-lc's RSA
+/// blinding setup for every new key object, costs about as much as an
+/// RSA-2048 signature. Share it behind an `Arc` (it is `Send + Sync`; aws-lc
+/// locks its blinding state internally). It only does the math: callers
+/// still decide whether the key may be used.
+pub struct LoadedKey {
+    key: SoftwareKey,
+    rsa_signing: OnceLock<aws_lc_rs::rsa::KeyPair>,
+    rsa_decrypting: OnceLock<aws_lc_rs::rsa::PrivateDecryptingKey>,
+    ec_signing: OnceLock<aws_lc_rs::signature::EcdsaKeyPair>,
+}
+
+impl std::fmt::Debug for LoadedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedKey").field("key", &self.key).finish()
+    }
+}
+
+impl LoadedKey {
+    /// Wraps `key`; nothing is parsed until the first operation needs it.
+    pub fn new(key: SoftwareKey) -> Self {
+        Self {
+            key,
+            rsa_signing: OnceLock::new(),
+            rsa_decrypting: OnceLock::new(),
+            ec_signing: OnceLock::new(),
+        }
+    }
+
+    /// The stored form this was loaded from.
+    pub fn key(&self) -> &SoftwareKey {
+        &self.key
+    }
+
+    /// Whether this was loaded from exactly `other`'s private material (so
+    /// it may stand in for it). Compared in constant time.
+    pub fn loaded_from(&self, other: &SoftwareKey) -> bool {
+        self.key.kty == other.kty
+            && self.key.public == other.public
+            && aws_lc_rs::constant_time::verify_slices_are_equal(
+                &self.key.material,
+                &other.material,
+            )
+            .is_ok()
+    }
+
+    /// Signs a digest (RS*, PS*, ES*).
+    pub fn sign(&self, alg: SignAlg, digest: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        check_sign(&self.key.public, alg, digest)?;
+        match &self.key.public {
+            PublicKey::Rsa { .. } => {
+                let kp = parsed(&self.rsa_signing, || rsa::signing_key(&self.key.material))?;
+                rsa::sign(kp, alg, digest)
+            }
+            PublicKey::Ec { curve, .. } => {
+                let kp = parsed(&self.ec_signing, || {
+                    ec::signing_key(*curve, &self.key.material)
+                })?;
+                ec::sign(kp, *curve, alg, digest)
+            }
+            PublicKey::Oct => Err(CryptoError::AlgorithmMismatch {
+                alg: format!("{alg:?}"),
+                kty: "oct".into(),
+            }),
+        }
+    }
+
+    /// Encrypts or wraps (see [`SoftwareKey::encrypt`]; nothing to parse).
+    pub fn encrypt(
+        &self,
+        alg: EncAlg,
+        plaintext: &[u8],
+        params: &SymParams,
+    ) -> Result<Ciphertext, CryptoError> {
+        self.key.encrypt(alg, plaintext, params)
+    }
+
+    /// Decrypts or unwraps (see [`SoftwareKey::decrypt`]).
+    pub fn decrypt(
+        &self,
+        alg: EncAlg,
+        ciphertext: &[u8],
+        params: &SymParams,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        if rsa::is_enc_alg(alg) {
+            check_enc(self.key.kty, self.key.bits, alg)?;
+            let key = parsed(&self.rsa_decrypting, || {
+                rsa::decrypting_key(&self.key.material)
+            })?;
+            return rsa::decrypt(key, alg, ciphertext);
+        }
+        self.key.decrypt(alg, ciphertext, params)
+    }
+}
+
+/// The parsed form in `cell`, parsing on first use. Two threads racing on
+/// first use may both parse; one result is kept, both are correct.
+fn parsed<T>(
+    cell: &OnceLock<T>,
+    parse: impl FnOnce() -> Result<T, CryptoError>,
+) -> Result<&T, CryptoError> {
+    if let Some(v) = cell.get() {
+        return Ok(v);
+    }
+    let v = parse()?;
+    Ok(cell.get_or_init(|| v))
 }
 
 #[cfg(test)]

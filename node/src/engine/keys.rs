@@ -25,6 +25,7 @@ use zeroize::Zeroizing;
 use super::cas::{decode, encode, write, Plan};
 use super::clock::{system_clock, Clock};
 use super::error::{EngineError, KeyRefusal, ObjectKind};
+use super::key_cache::{CacheId, KeyCache, Ticket, DEFAULT_CAPACITY};
 use super::key_records::{
     events_prefix, meta_key, meta_prefix, notify_event_key, policy_key, version_key,
     versions_prefix, KeyBackupRecord, KeyMaterial, KeyVersionRecord, ALL_META_PREFIX,
@@ -36,7 +37,7 @@ use super::rotation::{self, ActionType, RotationPolicy};
 use super::secret_records::{DeletedInfo, MetaRecord};
 use super::store::{Compare, Entry, Mutation, Store, StoreError, Txn};
 use crate::crypto::hsm::HsmProvider;
-use crate::crypto::software::{self, SoftwareKey};
+use crate::crypto::software::{self, LoadedKey, SoftwareKey};
 use crate::crypto::{
     Ciphertext, CryptoError, Curve, EncAlg, KeySpec, KeyType, PrivateKey, PublicKey, SignAlg,
     SymParams,
@@ -251,6 +252,8 @@ pub struct KeysEngine {
     store: Arc<dyn Store>,
     hsm: Option<Arc<dyn HsmProvider>>,
     clock: Clock,
+    /// Parsed software keys for sign/decrypt; cleared on seal.
+    loaded: KeyCache,
 }
 
 struct Meta {
@@ -262,6 +265,11 @@ struct Meta {
 struct Usable {
     name: String,
     record: KeyVersionRecord,
+    /// Where the record is stored and at which revision (the cache key).
+    id: CacheId,
+    revision: u64,
+    /// Cache generation seen before the record was read.
+    ticket: Ticket,
 }
 
 impl KeysEngine {
@@ -276,7 +284,19 @@ impl KeysEngine {
         hsm: Option<Arc<dyn HsmProvider>>,
         clock: Clock,
     ) -> Self {
-        Self { store, hsm, clock }
+        Self {
+            store,
+            hsm,
+            clock,
+            loaded: KeyCache::new(DEFAULT_CAPACITY),
+        }
+    }
+
+    /// Forgets every parsed software key held in memory. The node calls
+    /// this when it seals; later operations fail on the sealed store before
+    /// they could load a key again.
+    pub fn clear_key_cache(&self) {
+        self.loaded.clear();
     }
 
     // ---- lifecycle ----
@@ -938,10 +958,13 @@ impl KeysEngine {
         let u = self.usable(vault, name, version, KeyOp::Sign).await?;
         software::check_sign(u.record.material.public(), alg, digest)?;
         let digest = digest.to_vec();
-        let sig = match u.record.material.clone() {
-            KeyMaterial::Software(k) => blocking(move || k.sign(alg, &digest)).await?,
+        let sig = match &u.record.material {
+            KeyMaterial::Software(k) => {
+                let k = self.loaded_key(&u, k);
+                blocking(move || k.sign(alg, &digest)).await?
+            }
             KeyMaterial::Hsm(k) => {
-                let hsm = self.hsm()?;
+                let (hsm, k) = (self.hsm()?, k.clone());
                 blocking(move || hsm.sign(&k, alg, &digest)).await?
             }
         };
@@ -1116,10 +1139,13 @@ impl KeysEngine {
         let u = self.usable(vault, name, version, op).await?;
         software::check_enc(u.record.kty, u.record.material.bits(), alg)?;
         let input = input.to_vec();
-        let plain = match u.record.material.clone() {
-            KeyMaterial::Software(k) => blocking(move || k.decrypt(alg, &input, &params)).await?,
+        let plain = match &u.record.material {
+            KeyMaterial::Software(k) => {
+                let k = self.loaded_key(&u, k);
+                blocking(move || k.decrypt(alg, &input, &params)).await?
+            }
             KeyMaterial::Hsm(k) => {
-                let hsm = self.hsm()?;
+                let (hsm, k) = (self.hsm()?, k.clone());
                 blocking(move || hsm.decrypt(&k, alg, &input, &params)).await?
             }
         };
@@ -1136,10 +1162,12 @@ impl KeysEngine {
         op: KeyOp,
     ) -> Result<Usable, EngineError> {
         let lower = check_name(name)?;
+        // Before any store read: see `KeyCache::ticket`.
+        let ticket = self.loaded.ticket();
         self.fence_vault(vault).await?;
         let vault = normalize_vault(vault)?;
         let meta = self.live_meta(&vault, &lower, name)?;
-        let (_, record) = self.version(&vault, &lower, &meta.record, name, version)?;
+        let (revision, record) = self.version(&vault, &lower, &meta.record, name, version)?;
         let refuse = |reason| {
             Err(EngineError::KeyForbidden {
                 name: name.to_owned(),
@@ -1164,8 +1192,21 @@ impl KeysEngine {
         }
         Ok(Usable {
             name: meta.record.name,
+            id: CacheId {
+                vault,
+                name: lower,
+                version: record.version.clone(),
+            },
             record,
+            revision,
+            ticket,
         })
+    }
+
+    /// The parsed form of a usable version's software key (cached: only
+    /// parsing is skipped, `usable` has already checked the version).
+    fn loaded_key(&self, u: &Usable, key: &SoftwareKey) -> Arc<LoadedKey> {
+        self.loaded.load(u.ticket, &u.id, u.revision, key)
     }
 
     // ---- helpers ----

@@ -773,3 +773,48 @@ async fn key_writes_are_optimistic_but_never_refuse_from_stale_state() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn parsed_keys_are_reused_until_the_record_changes_or_the_cache_is_cleared() {
+    let f = fixture().await;
+    let k = f
+        .keys
+        .create("v", "r", create(KeyType::Rsa), None)
+        .await
+        .unwrap();
+    let d = sha256(b"m");
+    for _ in 0..3 {
+        let sig = f
+            .keys
+            .sign("v", "r", None, SignAlg::RS256, &d)
+            .await
+            .unwrap();
+        assert!(software::verify(&k.public, SignAlg::RS256, &d, &sig.value).unwrap());
+    }
+    assert_eq!(f.keys.loaded.len(), 1, "one parse kept for repeated signs");
+    // Sealing clears it; the key still works once loaded again.
+    f.keys.clear_key_cache();
+    assert_eq!(f.keys.loaded.len(), 0);
+    // Purge and restore under the same version id: signs with the restored
+    // record (same id, new revision), never refuses or serves a stale entry.
+    let blob = f.keys.backup("v", "r").await.unwrap();
+    f.keys
+        .sign("v", "r", None, SignAlg::RS256, &d)
+        .await
+        .unwrap();
+    f.keys.delete("v", "r", None).await.unwrap();
+    assert!(f
+        .keys
+        .sign("v", "r", None, SignAlg::RS256, &d)
+        .await
+        .is_err());
+    f.keys.purge("v", "r", None).await.unwrap();
+    f.keys.restore("v", &blob, None).await.unwrap();
+    let sig = f
+        .keys
+        .sign("v", "r", None, SignAlg::RS256, &d)
+        .await
+        .unwrap();
+    assert!(software::verify(&k.public, SignAlg::RS256, &d, &sig.value).unwrap());
+    assert_eq!(f.keys.loaded.len(), 1);
+}

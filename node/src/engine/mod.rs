@@ -12,6 +12,7 @@ pub mod store;
 pub mod vaults;
 
 mod cas;
+mod key_cache;
 mod key_records;
 mod secret_records;
 

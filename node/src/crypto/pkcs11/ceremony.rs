@@ -127,10 +127,21 @@ fn destroy_transport(s: &Session) -> Result<(), CkError> {
     Ok(())
 }
 
+/// Drops the cached KEK handle when a KEK-changing step ends, however it ends.
+struct ForgetKek<'a>(&'a super::Open);
+
+impl Drop for ForgetKek<'_> {
+    fn drop(&mut self) {
+        self.0.forget_kek();
+    }
+}
+
 impl Pkcs11Hsm {
     /// (a) Generates the cluster KEK in this device. Refuses if present.
     pub fn create_kek(&self) -> Result<KekInfo, CryptoError> {
         let open = self.open_device()?;
+        // The KEK object changes: look its handle up afresh afterwards.
+        let _forget = ForgetKek(open);
         open.device
             .with_session(|s| {
                 if find_kek(s)?.is_some() {
@@ -243,6 +254,8 @@ impl Pkcs11Hsm {
     /// transport key generated in step (b), then destroys the transport key.
     pub fn import_kek(&self, export: &KekExport) -> Result<KekInfo, CryptoError> {
         let open = self.open_device()?;
+        // The KEK object changes: look its handle up afresh afterwards.
+        let _forget = ForgetKek(open);
         open.device
             .with_session(|s| {
                 if find_kek(s)?.is_some() {

@@ -117,9 +117,15 @@ fn finish(kp: &EcdsaKeyPair, curve: Curve) -> Result<(Zeroizing<Vec<u8>>, Public
     ))
 }
 
+/// Parses (and validates) stored PKCS#8 for signing on `curve`.
+pub fn signing_key(curve: Curve, pkcs8: &[u8]) -> Result<EcdsaKeyPair, CryptoError> {
+    EcdsaKeyPair::from_pkcs8(suite(curve).signing, pkcs8)
+        .map_err(|_| internal("stored EC key is unreadable"))
+}
+
 /// Signs a digest; the algorithm must match the key's curve.
 pub fn sign(
-    pkcs8: &[u8],
+    kp: &EcdsaKeyPair,
     curve: Curve,
     alg: SignAlg,
     digest_bytes: &[u8],
@@ -127,8 +133,6 @@ pub fn sign(
     check_alg(curve, alg)?;
     let s = suite(curve);
     let digest = import_digest(digest_bytes, s.digest)?;
-    let kp = EcdsaKeyPair::from_pkcs8(s.signing, pkcs8)
-        .map_err(|_| internal("stored EC key is unreadable"))?;
     let sig = kp
         .sign_digest(&digest)
         .map_err(|_| internal("ECDSA signing failed"))?;

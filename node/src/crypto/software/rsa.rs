@@ -139,10 +139,19 @@ pub fn is_sign_alg(alg: SignAlg) -> bool {
     encoding(alg).is_some()
 }
 
+/// Parses (and validates) stored PKCS#8 for signing.
+pub fn signing_key(pkcs8: &[u8]) -> Result<KeyPair, CryptoError> {
+    KeyPair::from_pkcs8(pkcs8).map_err(|_| internal("stored RSA key is unreadable"))
+}
+
+/// Parses (and validates) stored PKCS#8 for decryption.
+pub fn decrypting_key(pkcs8: &[u8]) -> Result<PrivateDecryptingKey, CryptoError> {
+    PrivateDecryptingKey::from_pkcs8(pkcs8).map_err(|_| internal("stored RSA key is unreadable"))
+}
+
 /// Signs a digest (its length is checked by the caller).
-pub fn sign(pkcs8: &[u8], alg: SignAlg, digest_bytes: &[u8]) -> Result<Vec<u8>, CryptoError> {
+pub fn sign(kp: &KeyPair, alg: SignAlg, digest_bytes: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let (enc, _, dalg) = encoding(alg).ok_or_else(|| mismatch(alg, "RSA"))?;
-    let kp = KeyPair::from_pkcs8(pkcs8).map_err(|_| internal("stored RSA key is unreadable"))?;
     let digest = import_digest(digest_bytes, dalg)?;
     let mut sig = vec![0u8; kp.public_modulus_len()];
     kp.sign_digest(enc, &digest, &mut sig)
@@ -235,12 +244,12 @@ pub fn encrypt(n: &[u8], e: &[u8], alg: EncAlg, plaintext: &[u8]) -> Result<Vec<
 
 /// Decrypts with the private key.
 pub fn decrypt(
-    pkcs8: &[u8],
+    key: &PrivateDecryptingKey,
     alg: EncAlg,
     ciphertext: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    let key = PrivateDecryptingKey::from_pkcs8(pkcs8)
-        .map_err(|_| internal("stored RSA key is unreadable"))?;
+    // A clone shares the parsed key (a reference count), not a re-parse.
+    let key = key.clone();
     if ciphertext.len() != key.key_size_bytes() {
         return Err(CryptoError::BadInput(format!(
             "the ciphertext must be {} bytes for this key",
