@@ -279,7 +279,7 @@ impl LocalCluster {
             cmd.env(k, v);
         }
         if self.options.hsm {
-            cmd.env("SOFTHSM2_CONF", hsm::conf_path(self.dir.path()));
+            cmd.env("SOFTHSM2_CONF", hsm::conf_path(self.dir.path(), node.id));
         }
         node.child = Some(cmd.spawn().context("spawning coffer server")?);
         Ok(())
@@ -506,8 +506,10 @@ impl LocalCluster {
     }
 }
 
-/// Per-cluster SoftHSM2 tokens: one `SOFTHSM2_CONF` and token dir under the
-/// cluster directory, one token per node, the PIN in a file.
+/// SoftHSM2 tokens under the cluster directory: each node its own
+/// `SOFTHSM2_CONF` and token dir (its own device, as in production: SoftHSM2
+/// rescans the whole token dir, so nodes sharing one race on each other's
+/// files), the PIN in a file.
 mod hsm {
     use std::path::{Path, PathBuf};
     use std::process::{Command, Stdio};
@@ -519,8 +521,10 @@ mod hsm {
     const USER_PIN: &str = "coffer-test-pin";
     const SO_PIN: &str = "coffer-test-so-pin";
 
-    pub fn conf_path(dir: &Path) -> PathBuf {
-        dir.join("softhsm").join("softhsm2.conf")
+    pub fn conf_path(dir: &Path, id: u64) -> PathBuf {
+        dir.join("softhsm")
+            .join(format!("node{id}"))
+            .join("softhsm2.conf")
     }
 
     fn pin_path(dir: &Path) -> PathBuf {
@@ -528,28 +532,33 @@ mod hsm {
     }
 
     pub fn init_tokens(dir: &Path, nodes: usize) -> anyhow::Result<()> {
-        let tokens = dir.join("softhsm").join("tokens");
-        std::fs::create_dir_all(&tokens)?;
-        std::fs::write(
-            conf_path(dir),
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )?;
+        std::fs::create_dir_all(dir.join("softhsm"))?;
         std::fs::write(pin_path(dir), USER_PIN)?;
-        for id in 1..=nodes {
-            let status = Command::new("softhsm2-util")
-                .args(["--init-token", "--free", "--label"])
-                .arg(format!("coffer-node{id}"))
-                .args(["--pin", USER_PIN, "--so-pin", SO_PIN])
-                .env("SOFTHSM2_CONF", conf_path(dir))
-                .stdout(Stdio::null())
-                .status()
-                .context("running softhsm2-util (install softhsm2)")?;
-            if !status.success() {
-                bail!("softhsm2-util --init-token failed: {status}");
-            }
+        for id in 1..=nodes as u64 {
+            init_token(dir, id)?;
+        }
+        Ok(())
+    }
+
+    fn init_token(dir: &Path, id: u64) -> anyhow::Result<()> {
+        let conf = conf_path(dir, id);
+        let tokens = dir.join("softhsm").join(format!("node{id}")).join("tokens");
+        std::fs::create_dir_all(&tokens)?;
+        let text = format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        );
+        std::fs::write(&conf, text)?;
+        let status = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label"])
+            .arg(format!("coffer-node{id}"))
+            .args(["--pin", USER_PIN, "--so-pin", SO_PIN])
+            .env("SOFTHSM2_CONF", &conf)
+            .stdout(Stdio::null())
+            .status()
+            .context("running softhsm2-util (install softhsm2)")?;
+        if !status.success() {
+            bail!("softhsm2-util --init-token failed: {status}");
         }
         Ok(())
     }
@@ -558,7 +567,7 @@ mod hsm {
     pub fn token(dir: &Path, id: u64) -> super::HsmToken {
         super::HsmToken {
             module: PathBuf::from(MODULE),
-            conf: conf_path(dir),
+            conf: conf_path(dir, id),
             label: format!("coffer-node{id}"),
             pin: USER_PIN.into(),
         }
