@@ -4,9 +4,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use std::sync::Arc;
+
 use super::forward::{self, AdminRequest, RaftHandle, WriteRequest};
 use super::membership;
 use super::pb;
+use super::read_index::ReadIndexBatcher;
 
 fn decode<T: DeserializeOwned>(req: Request<pb::Blob>) -> Result<T, Status> {
     postcard::from_bytes(&req.into_inner().data)
@@ -52,12 +55,13 @@ impl pb::raft_server::Raft for RaftService {
 #[derive(Clone)]
 pub struct ForwardService {
     raft: RaftHandle,
+    reads: Arc<ReadIndexBatcher>,
 }
 
 impl ForwardService {
-    /// Serves `raft`.
-    pub fn new(raft: RaftHandle) -> Self {
-        Self { raft }
+    /// Serves `raft`; read-index requests share rounds through `reads`.
+    pub fn new(raft: RaftHandle, reads: Arc<ReadIndexBatcher>) -> Self {
+        Self { raft, reads }
     }
 }
 
@@ -69,7 +73,7 @@ impl pb::forward_server::Forward for ForwardService {
     }
 
     async fn read_index(&self, _req: Request<pb::Empty>) -> Result<Response<pb::Blob>, Status> {
-        encode(&forward::leader_read_index(&self.raft).await)
+        encode(&self.reads.read_index().await)
     }
 
     async fn admin(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {

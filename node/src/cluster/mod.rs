@@ -12,6 +12,7 @@ mod grpc;
 mod membership;
 mod network;
 mod node;
+mod read_index;
 mod store;
 
 use std::net::SocketAddr;

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use super::forward::{self, AdminRequest, AdminResult, ForwardError, ReadIndexResult, WriteResult};
 use super::grpc::{ForwardService, RaftService};
 use super::network::{blob, NetworkFactory, Peers, RpcFailure};
+use super::read_index::ReadIndexBatcher;
 use super::{
     membership, pb, raft_config, ClusterConfig, ClusterError, PeersInfo, RaftStatus, ADMIN_TIMEOUT,
     MAX_ATTEMPTS, OP_TIMEOUT, RETRY_DELAY,
@@ -32,6 +33,7 @@ pub struct ClusterNode {
     sm: StateMachineStore,
     peers: Peers,
     stale_reads: bool,
+    reads: Arc<ReadIndexBatcher>,
     local_addr: SocketAddr,
     server: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
 }
@@ -57,13 +59,15 @@ impl ClusterNode {
         )
         .await
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        let (local_addr, server) = serve(&cfg, raft.clone()).await?;
+        let reads = ReadIndexBatcher::new(raft.clone());
+        let (local_addr, server) = serve(&cfg, raft.clone(), reads.clone()).await?;
         Ok(Arc::new(Self {
             raft,
             id: cfg.node_id,
             sm,
             peers,
             stale_reads: cfg.stale_reads,
+            reads,
             local_addr,
             server: Mutex::new(Some(server)),
         }))
@@ -125,7 +129,7 @@ impl ClusterNode {
         let index = self
             .with_leader(OP_TIMEOUT, |target| async move {
                 match target {
-                    Target::Local => forward::leader_read_index(&self.raft).await,
+                    Target::Local => self.reads.read_index().await,
                     Target::Remote(node) => self.remote_read_index(&node).await,
                 }
             })
@@ -380,6 +384,7 @@ fn quorum_index(m: &openraft::RaftMetrics<NodeId, Node>) -> Option<u64> {
 async fn serve(
     cfg: &ClusterConfig,
     raft: Raft<TypeConfig>,
+    reads: Arc<ReadIndexBatcher>,
 ) -> Result<(SocketAddr, (oneshot::Sender<()>, JoinHandle<()>)), ClusterError> {
     let transport = |e: &dyn std::fmt::Display| ClusterError::Transport(e.to_string());
     let listener = tokio::net::TcpListener::bind(cfg.listen_addr)
@@ -394,7 +399,7 @@ async fn serve(
             raft.clone(),
         )))
         .add_service(pb::forward_server::ForwardServer::new(ForwardService::new(
-            raft,
+            raft, reads,
         )));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
