@@ -22,7 +22,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::cas::{decode, encode, write, Plan};
+use super::cas::{decode, encode, put, rev, write, Plan};
 use super::clock::{system_clock, Clock};
 use super::error::{EngineError, KeyRefusal, ObjectKind};
 use super::key_cache::{CacheId, KeyCache, Ticket, DEFAULT_CAPACITY};
@@ -31,11 +31,12 @@ use super::key_records::{
     versions_prefix, KeyBackupRecord, KeyMaterial, KeyVersionRecord, ALL_META_PREFIX,
     ALL_POLICY_PREFIX, KEY_BACKUP_FORMAT,
 };
-use super::names::{is_valid_object_name, is_valid_vault_name, is_valid_version, vault_key};
+use super::names::{is_valid_object_name, is_valid_version, vault_key};
 use super::paging::{collect_page, page_size, Page};
 use super::rotation::{self, ActionType, RotationPolicy};
 use super::secret_records::{DeletedInfo, MetaRecord};
-use super::store::{Compare, Entry, Mutation, Store, StoreError, Txn};
+use super::store::{Entry, Mutation, Store, StoreError, Txn};
+use super::validate::{check_name, check_tags, normalize_vault};
 use crate::crypto::hsm::HsmProvider;
 use crate::crypto::software::{self, LoadedKey, SoftwareKey};
 use crate::crypto::{
@@ -47,10 +48,7 @@ use crate::crypto::{
 pub const RECOVERABLE_DAYS: u64 = 90;
 /// The recovery level every key reports.
 pub const RECOVERY_LEVEL: &str = "Recoverable+Purgeable";
-/// Most tags per key.
-pub const MAX_TAGS: usize = 15;
-/// Longest tag name or value, in characters.
-pub const MAX_TAG_CHARS: usize = 256;
+pub use super::validate::{MAX_TAGS, MAX_TAG_CHARS};
 /// Most versions a backup may hold.
 pub const MAX_BACKUP_VERSIONS: usize = 500;
 /// Largest plaintext or ciphertext of encrypt/decrypt/wrap/unwrap.
@@ -309,7 +307,7 @@ impl KeysEngine {
         params: CreateKey,
         request_id: Option<&str>,
     ) -> Result<Key, EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Key", name)?;
         check_attributes(&params.attributes)?;
         let spec = spec_of(&params)?;
         self.check_vault(vault).await?;
@@ -334,7 +332,7 @@ impl KeysEngine {
         params: ImportKey,
         request_id: Option<&str>,
     ) -> Result<Key, EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Key", name)?;
         check_attributes(&params.attributes)?;
         self.check_vault(vault).await?;
         let (kty, material) = if params.hsm {
@@ -367,7 +365,7 @@ impl KeysEngine {
         name: &str,
         request_id: Option<&str>,
     ) -> Result<Key, EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Key", name)?;
         self.fence_vault(vault).await?;
         let v = normalize_vault(vault)?;
         let meta = self.live_meta(&v, &lower, name)?;
@@ -406,7 +404,7 @@ impl KeysEngine {
         name: &str,
         version: Option<&str>,
     ) -> Result<Key, EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Key", name)?;
         self.fence_vault(vault).await?;
         let vault = normalize_vault(vault)?;
         let meta = self.live_meta(&vault, &lower, name)?;
@@ -423,7 +421,7 @@ impl KeysEngine {
         patch: UpdateKey,
         request_id: Option<&str>,
     ) -> Result<Key, EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Key", name)?;
         check_tags(patch.tags.as_ref())?;
         let vault = normalize_vault(vault)?;
         write(self.store.as_ref(), request_id, || {
@@ -487,7 +485,7 @@ impl KeysEngine {
         maxresults: Option<u32>,
         skiptoken: Option<&str>,
     ) -> Result<Page<KeyProperties>, EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Key", name)?;
         let size = page_size(maxresults)?;
         self.fence_vault(vault).await?;
         let vault = normalize_vault(vault)?;
@@ -519,7 +517,7 @@ impl KeysEngine {
         name: &str,
         request_id: Option<&str>,
     ) -> Result<DeletedKey, EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Key", name)?;
         let vault = normalize_vault(vault)?;
         write(self.store.as_ref(), request_id, || {
             let vault_rev = self.vault_rev(&vault)?;
@@ -559,7 +557,7 @@ impl KeysEngine {
 
     /// A soft-deleted key.
     pub async fn get_deleted(&self, vault: &str, name: &str) -> Result<DeletedKey, EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Key", name)?;
         self.fence_vault(vault).await?;
         let vault = normalize_vault(vault)?;
         let (meta, info) = self.deleted_meta(&vault, &lower, name)?;
@@ -601,7 +599,7 @@ impl KeysEngine {
         name: &str,
         request_id: Option<&str>,
     ) -> Result<Key, EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Key", name)?;
         let vault = normalize_vault(vault)?;
         write(self.store.as_ref(), request_id, || {
             let vault_rev = self.vault_rev(&vault)?;
@@ -643,7 +641,7 @@ impl KeysEngine {
         name: &str,
         request_id: Option<&str>,
     ) -> Result<(), EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Key", name)?;
         let vault = normalize_vault(vault)?;
         write(self.store.as_ref(), request_id, || {
             let vault_rev = self.vault_rev(&vault)?;
@@ -681,7 +679,7 @@ impl KeysEngine {
     /// An opaque blob holding every version (and the policy) of a live key.
     /// HSM keys travel as their KEK-wrapped blobs.
     pub async fn backup(&self, vault: &str, name: &str) -> Result<Vec<u8>, EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Key", name)?;
         self.fence_vault(vault).await?;
         let vault = normalize_vault(vault)?;
         let meta = self.live_meta(&vault, &lower, name)?;
@@ -767,7 +765,7 @@ impl KeysEngine {
         vault: &str,
         name: &str,
     ) -> Result<RotationPolicy, EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Key", name)?;
         self.fence_vault(vault).await?;
         let vault = normalize_vault(vault)?;
         self.live_meta(&vault, &lower, name)?;
@@ -784,7 +782,7 @@ impl KeysEngine {
         mut policy: RotationPolicy,
         request_id: Option<&str>,
     ) -> Result<RotationPolicy, EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Key", name)?;
         rotation::validate(&policy)?;
         let vault = normalize_vault(vault)?;
         write(self.store.as_ref(), request_id, || {
@@ -1161,7 +1159,7 @@ impl KeysEngine {
         version: Option<&str>,
         op: KeyOp,
     ) -> Result<Usable, EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Key", name)?;
         // Before any store read: see `KeyCache::ticket`.
         let ticket = self.loaded.ticket();
         self.fence_vault(vault).await?;
@@ -1656,14 +1654,6 @@ fn apply_patch(record: &mut KeyVersionRecord, patch: &UpdateKey, now: u64) {
     record.updated = now;
 }
 
-fn rev(key: Vec<u8>, revision: u64) -> Compare {
-    Compare::Revision { key, revision }
-}
-
-fn put(key: Vec<u8>, value: Vec<u8>) -> Mutation {
-    Mutation::Put { key, value }
-}
-
 fn not_found(kind: ObjectKind, name: String) -> EngineError {
     EngineError::NotFound { kind, name }
 }
@@ -1673,41 +1663,6 @@ fn deleted_but_recoverable(name: &str) -> EngineError {
         kind: ObjectKind::Key,
         name: name.to_owned(),
     }
-}
-
-fn normalize_vault(vault: &str) -> Result<String, EngineError> {
-    if is_valid_vault_name(vault) {
-        Ok(vault.to_ascii_lowercase())
-    } else {
-        Err(EngineError::VaultNotFound(vault.to_owned()))
-    }
-}
-
-fn check_name(name: &str) -> Result<String, EngineError> {
-    if is_valid_object_name(name) {
-        Ok(name.to_ascii_lowercase())
-    } else {
-        Err(EngineError::BadParameter(format!(
-            "Key name {name:?} is invalid: it must be 1-127 characters of 0-9, a-z, A-Z and -"
-        )))
-    }
-}
-
-fn check_tags(tags: Option<&BTreeMap<String, String>>) -> Result<(), EngineError> {
-    let Some(tags) = tags else { return Ok(()) };
-    if tags.len() > MAX_TAGS {
-        return Err(EngineError::BadParameter(format!(
-            "Too many tags: {}, the limit is {MAX_TAGS}",
-            tags.len()
-        )));
-    }
-    let too_long = |s: &String| s.chars().count() > MAX_TAG_CHARS;
-    if tags.iter().any(|(k, v)| too_long(k) || too_long(v)) {
-        return Err(EngineError::BadParameter(format!(
-            "Tag names and values must be at most {MAX_TAG_CHARS} characters"
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod paging;
 pub mod rotation;
 pub mod secrets;
 pub mod store;
+pub mod validate;
 pub mod vaults;
 
 mod cas;

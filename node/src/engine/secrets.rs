@@ -12,17 +12,17 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::cas::{decode, encode, write, Plan};
+use super::cas::{decode, encode, put, rev, write, Plan};
 use super::clock::{system_clock, Clock};
 use super::error::{EngineError, ObjectKind};
 use super::names::{
-    is_valid_object_name, is_valid_vault_name, is_valid_version, secret_meta_key,
-    secret_meta_prefix, secret_version_key, secret_versions_prefix, vault_key,
-    ALL_SECRET_META_PREFIX,
+    is_valid_object_name, is_valid_version, secret_meta_key, secret_meta_prefix,
+    secret_version_key, secret_versions_prefix, vault_key, ALL_SECRET_META_PREFIX,
 };
 use super::paging::{collect_page, page_size, Page};
 use super::secret_records::{BackupRecord, DeletedInfo, MetaRecord, VersionRecord, BACKUP_FORMAT};
-use super::store::{Compare, Entry, Mutation, Store, StoreError, Txn};
+use super::store::{Entry, Mutation, Store, StoreError, Txn};
+use super::validate::{check_name, check_tags, normalize_vault};
 
 /// Days a deleted secret stays recoverable.
 pub const RECOVERABLE_DAYS: u64 = 90;
@@ -30,10 +30,7 @@ pub const RECOVERABLE_DAYS: u64 = 90;
 pub const RECOVERY_LEVEL: &str = "Recoverable+Purgeable";
 /// Largest secret value, in bytes of UTF-8.
 pub const MAX_VALUE_BYTES: usize = 25 * 1024;
-/// Most tags per secret.
-pub const MAX_TAGS: usize = 15;
-/// Longest tag name or value, in characters.
-pub const MAX_TAG_CHARS: usize = 256;
+pub use super::validate::{MAX_TAGS, MAX_TAG_CHARS};
 /// Most versions a backup may hold.
 pub const MAX_BACKUP_VERSIONS: usize = 500;
 /// Purpose label of backup blobs.
@@ -170,7 +167,7 @@ impl SecretsEngine {
         params: SetSecret,
         request_id: Option<&str>,
     ) -> Result<Secret, EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Secret", name)?;
         check_value(&params.value)?;
         check_tags(params.tags.as_ref())?;
         let vault = normalize_vault(vault)?;
@@ -233,7 +230,7 @@ impl SecretsEngine {
         name: &str,
         version: Option<&str>,
     ) -> Result<Secret, EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Secret", name)?;
         self.fence_vault(vault).await?;
         let vault = normalize_vault(vault)?;
         let meta = self.live_meta(&vault, &lower, name)?;
@@ -257,7 +254,7 @@ impl SecretsEngine {
         patch: UpdateSecret,
         request_id: Option<&str>,
     ) -> Result<SecretProperties, EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Secret", name)?;
         check_tags(patch.tags.as_ref())?;
         let vault = normalize_vault(vault)?;
         write(self.store.as_ref(), request_id, || {
@@ -321,7 +318,7 @@ impl SecretsEngine {
         maxresults: Option<u32>,
         skiptoken: Option<&str>,
     ) -> Result<Page<SecretProperties>, EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Secret", name)?;
         let size = page_size(maxresults)?;
         self.fence_vault(vault).await?;
         let vault = normalize_vault(vault)?;
@@ -349,7 +346,7 @@ impl SecretsEngine {
         name: &str,
         request_id: Option<&str>,
     ) -> Result<DeletedSecret, EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Secret", name)?;
         let vault = normalize_vault(vault)?;
         write(self.store.as_ref(), request_id, || {
             let vault_rev = self.vault_rev(&vault)?;
@@ -392,7 +389,7 @@ impl SecretsEngine {
 
     /// A soft-deleted secret.
     pub async fn get_deleted(&self, vault: &str, name: &str) -> Result<DeletedSecret, EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Secret", name)?;
         self.fence_vault(vault).await?;
         let vault = normalize_vault(vault)?;
         let (meta, info) = self.deleted_meta(&vault, &lower, name)?;
@@ -434,7 +431,7 @@ impl SecretsEngine {
         name: &str,
         request_id: Option<&str>,
     ) -> Result<SecretProperties, EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Secret", name)?;
         let vault = normalize_vault(vault)?;
         write(self.store.as_ref(), request_id, || {
             let vault_rev = self.vault_rev(&vault)?;
@@ -478,7 +475,7 @@ impl SecretsEngine {
         name: &str,
         request_id: Option<&str>,
     ) -> Result<(), EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Secret", name)?;
         let vault = normalize_vault(vault)?;
         write(self.store.as_ref(), request_id, || {
             let vault_rev = self.vault_rev(&vault)?;
@@ -518,7 +515,7 @@ impl SecretsEngine {
 
     /// An opaque blob holding every version of a live secret.
     pub async fn backup(&self, vault: &str, name: &str) -> Result<Vec<u8>, EngineError> {
-        let lower = check_name(name)?;
+        let lower = check_name("Secret", name)?;
         self.fence_vault(vault).await?;
         let vault = normalize_vault(vault)?;
         let meta = self.live_meta(&vault, &lower, name)?;
@@ -760,14 +757,6 @@ fn apply_patch(record: &mut VersionRecord, patch: &UpdateSecret, now: u64) {
     record.updated = now;
 }
 
-fn rev(key: Vec<u8>, revision: u64) -> Compare {
-    Compare::Revision { key, revision }
-}
-
-fn put(key: Vec<u8>, value: Vec<u8>) -> Mutation {
-    Mutation::Put { key, value }
-}
-
 fn not_found(kind: ObjectKind, name: String) -> EngineError {
     EngineError::NotFound { kind, name }
 }
@@ -779,47 +768,11 @@ fn deleted_but_recoverable(name: &str) -> EngineError {
     }
 }
 
-fn normalize_vault(vault: &str) -> Result<String, EngineError> {
-    if is_valid_vault_name(vault) {
-        Ok(vault.to_ascii_lowercase())
-    } else {
-        Err(EngineError::VaultNotFound(vault.to_owned()))
-    }
-}
-
-/// Validates a secret name; returns its storage (lower-case) form.
-fn check_name(name: &str) -> Result<String, EngineError> {
-    if is_valid_object_name(name) {
-        Ok(name.to_ascii_lowercase())
-    } else {
-        Err(EngineError::BadParameter(format!(
-            "Secret name {name:?} is invalid: it must be 1-127 characters of 0-9, a-z, A-Z and -"
-        )))
-    }
-}
-
 fn check_value(value: &str) -> Result<(), EngineError> {
     if value.len() > MAX_VALUE_BYTES {
         return Err(EngineError::BadParameter(format!(
             "The secret value is too large: {} bytes, the limit is {MAX_VALUE_BYTES}",
             value.len()
-        )));
-    }
-    Ok(())
-}
-
-fn check_tags(tags: Option<&BTreeMap<String, String>>) -> Result<(), EngineError> {
-    let Some(tags) = tags else { return Ok(()) };
-    if tags.len() > MAX_TAGS {
-        return Err(EngineError::BadParameter(format!(
-            "Too many tags: {}, the limit is {MAX_TAGS}",
-            tags.len()
-        )));
-    }
-    let too_long = |s: &String| s.chars().count() > MAX_TAG_CHARS;
-    if tags.iter().any(|(k, v)| too_long(k) || too_long(v)) {
-        return Err(EngineError::BadParameter(format!(
-            "Tag names and values must be at most {MAX_TAG_CHARS} characters"
         )));
     }
     Ok(())
