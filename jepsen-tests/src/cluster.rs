@@ -483,6 +483,40 @@ impl Drop for LocalCluster {
     }
 }
 
+/// What a scan of a data dir for leaked bytes found.
+#[derive(Debug, Default)]
+pub struct LeakScan {
+    /// Files read.
+    pub files: usize,
+    /// Files that contain at least one of the needles.
+    pub hits: Vec<PathBuf>,
+}
+
+/// Reads every file under `dir` and reports those containing any of
+/// `needles` (plaintext that must never reach a disk).
+pub fn scan_for_bytes(dir: &Path, needles: &[&[u8]]) -> std::io::Result<LeakScan> {
+    let mut scan = LeakScan::default();
+    scan_into(dir, needles, &mut scan)?;
+    Ok(scan)
+}
+
+fn scan_into(dir: &Path, needles: &[&[u8]], scan: &mut LeakScan) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            scan_into(&path, needles, scan)?;
+            continue;
+        }
+        let bytes = fs::read(&path)?;
+        scan.files += 1;
+        let contains = |n: &&[u8]| bytes.windows(n.len()).any(|w| w == *n);
+        if needles.iter().any(contains) {
+            scan.hits.push(path);
+        }
+    }
+    Ok(())
+}
+
 /// A node's SoftHSM2 token, for in-process comparisons on the same device.
 #[derive(Debug, Clone)]
 pub struct HsmToken {
@@ -578,5 +612,23 @@ mod hsm {
             "[hsm]\nmodule = {MODULE:?}\ntoken_label = \"coffer-node{id}\"\npin_file = {:?}\n",
             pin_path(dir)
         )
+    }
+}
+
+#[cfg(test)]
+mod leak_scan_tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_needle_in_a_nested_file_and_counts_files() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        fs::write(dir.path().join("a/b/log.redb"), b"xx-canary-xx").unwrap();
+        fs::write(dir.path().join("clean"), b"nothing here").unwrap();
+        let scan = scan_for_bytes(dir.path(), &[b"canary"]).unwrap();
+        assert_eq!(scan.files, 2);
+        assert_eq!(scan.hits, vec![dir.path().join("a/b/log.redb")]);
+        let clean = scan_for_bytes(dir.path(), &[b"absent"]).unwrap();
+        assert!(clean.hits.is_empty());
     }
 }

@@ -1,12 +1,12 @@
 //! Real `coffer` processes on loopback: a 3-node cluster with real TLS,
 //! initialised, unsealed, written through followers, its leader killed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use coffer_client::secrets::SetOptions;
 use coffer_client::ClientError;
-use jepsen_tests::cluster::{ClusterOptions, LocalCluster};
+use jepsen_tests::cluster::{scan_for_bytes, ClusterOptions, LocalCluster};
 
 fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_coffer"))
@@ -228,32 +228,14 @@ async fn no_file_in_any_data_dir_holds_a_secret_value() {
     }
     let mut scanned = 0;
     for node in &cluster.nodes {
-        scanned += assert_not_in_tree(&node.data_dir, value.as_bytes());
+        let scan = scan_for_bytes(&node.data_dir, &[value.as_bytes()]).unwrap();
+        assert!(scan.hits.is_empty(), "plaintext found in {:?}", scan.hits);
+        scanned += scan.files;
     }
     assert!(
         scanned >= 3,
         "expected store files in every data dir, scanned {scanned}"
     );
-}
-
-/// Returns the number of files scanned.
-fn assert_not_in_tree(dir: &Path, needle: &[u8]) -> usize {
-    let mut scanned = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            scanned += assert_not_in_tree(&path, needle);
-        } else {
-            let bytes = std::fs::read(&path).unwrap();
-            assert!(
-                !bytes.windows(needle.len()).any(|w| w == needle),
-                "plaintext found in {}",
-                path.display()
-            );
-            scanned += 1;
-        }
-    }
-    scanned
 }
 
 #[tokio::test(flavor = "multi_thread")]

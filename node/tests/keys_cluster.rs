@@ -2,13 +2,13 @@
 //! that created them and never reach a disk in the clear; rotation policies
 //! are carried out by the leader without an operator.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use coffer_client::{Client, Request};
-use jepsen_tests::cluster::{ClusterOptions, LocalCluster};
+use jepsen_tests::cluster::{scan_for_bytes, ClusterOptions, LocalCluster};
 use serde_json::{json, Value};
 
 const API: &str = "api-version=7.4";
@@ -124,34 +124,18 @@ async fn an_hsm_key_outlives_its_creator_node_and_never_reaches_disk_in_the_clea
 
     let mut scanned = 0;
     for node in &cluster.nodes {
-        scanned += assert_absent(&node.data_dir, &[&k, &ec_d]);
+        let scan = scan_for_bytes(&node.data_dir, &[&k, &ec_d]).unwrap();
+        assert!(
+            scan.hits.is_empty(),
+            "private key bytes found in {:?}",
+            scan.hits
+        );
+        scanned += scan.files;
     }
     assert!(
         scanned >= 6,
         "expected raft and state files, scanned {scanned}"
     );
-}
-
-/// Fails if any file under `dir` contains any needle; returns files scanned.
-fn assert_absent(dir: &Path, needles: &[&[u8]]) -> usize {
-    let mut scanned = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            scanned += assert_absent(&path, needles);
-            continue;
-        }
-        let bytes = std::fs::read(&path).unwrap();
-        for needle in needles {
-            assert!(
-                !bytes.windows(needle.len()).any(|w| w == *needle),
-                "private key bytes found in {}",
-                path.display()
-            );
-        }
-        scanned += 1;
-    }
-    scanned
 }
 
 #[tokio::test(flavor = "multi_thread")]
