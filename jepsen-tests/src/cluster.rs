@@ -500,6 +500,17 @@ pub fn scan_for_bytes(dir: &Path, needles: &[&[u8]]) -> std::io::Result<LeakScan
     Ok(scan)
 }
 
+impl LocalCluster {
+    /// [`scan_for_bytes`] over every node's data dir, combined.
+    pub fn scan_data_dirs(&self, needles: &[&[u8]]) -> std::io::Result<LeakScan> {
+        let mut scan = LeakScan::default();
+        for node in &self.nodes {
+            scan_into(&node.data_dir, needles, &mut scan)?;
+        }
+        Ok(scan)
+    }
+}
+
 fn scan_into(dir: &Path, needles: &[&[u8]], scan: &mut LeakScan) -> std::io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();

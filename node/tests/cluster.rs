@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use coffer_client::secrets::SetOptions;
 use coffer_client::ClientError;
-use jepsen_tests::cluster::{scan_for_bytes, ClusterOptions, LocalCluster};
+use jepsen_tests::cluster::{ClusterOptions, LocalCluster};
 
 fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_coffer"))
@@ -226,15 +226,12 @@ async fn no_file_in_any_data_dir_holds_a_secret_value() {
             .unwrap();
         assert_eq!(read.value.as_deref(), Some(value));
     }
-    let mut scanned = 0;
-    for node in &cluster.nodes {
-        let scan = scan_for_bytes(&node.data_dir, &[value.as_bytes()]).unwrap();
-        assert!(scan.hits.is_empty(), "plaintext found in {:?}", scan.hits);
-        scanned += scan.files;
-    }
+    let scan = cluster.scan_data_dirs(&[value.as_bytes()]).unwrap();
+    assert!(scan.hits.is_empty(), "plaintext found in {:?}", scan.hits);
     assert!(
-        scanned >= 3,
-        "expected store files in every data dir, scanned {scanned}"
+        scan.files >= 3,
+        "expected store files in every data dir, scanned {}",
+        scan.files
     );
 }
 

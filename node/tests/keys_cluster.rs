@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use coffer_client::{Client, Request};
-use jepsen_tests::cluster::{scan_for_bytes, ClusterOptions, LocalCluster};
+use jepsen_tests::cluster::{ClusterOptions, LocalCluster};
 use serde_json::{json, Value};
 
 const API: &str = "api-version=7.4";
@@ -122,19 +122,16 @@ async fn an_hsm_key_outlives_its_creator_node_and_never_reaches_disk_in_the_clea
     .await;
     assert_eq!(opened["value"], plaintext);
 
-    let mut scanned = 0;
-    for node in &cluster.nodes {
-        let scan = scan_for_bytes(&node.data_dir, &[&k, &ec_d]).unwrap();
-        assert!(
-            scan.hits.is_empty(),
-            "private key bytes found in {:?}",
-            scan.hits
-        );
-        scanned += scan.files;
-    }
+    let scan = cluster.scan_data_dirs(&[&k, &ec_d]).unwrap();
     assert!(
-        scanned >= 6,
-        "expected raft and state files, scanned {scanned}"
+        scan.hits.is_empty(),
+        "private key bytes found in {:?}",
+        scan.hits
+    );
+    assert!(
+        scan.files >= 6,
+        "expected raft and state files, scanned {}",
+        scan.files
     );
 }
 
