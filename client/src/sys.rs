@@ -37,6 +37,10 @@ pub struct HealthBody {
     pub snapshot_index: Option<u64>,
     /// Server version.
     pub version: Option<String>,
+    /// The cluster the node belongs to, once known.
+    pub cluster_id: Option<String>,
+    /// Why the node cannot serve (storage failure, no leader contact, lag).
+    pub problems: Vec<String>,
 }
 
 /// Health answer: 200 leader, 429 standby, 501 not initialised, 503 sealed.

@@ -112,6 +112,9 @@ pub struct Config {
     /// The PKCS#11 device of the HSM tier (absent: no `*-HSM` keys on this node).
     #[serde(default)]
     pub hsm: Option<HsmConfig>,
+    /// `[raft]`: cluster transport limits and health thresholds.
+    #[serde(default)]
+    pub raft: crate::cluster::RaftTuning,
 }
 
 /// `[hsm]`: the PKCS#11 device attached to this node. The PIN is never in
@@ -231,6 +234,9 @@ impl Config {
         if let Some(hsm) = &self.hsm {
             hsm.validate()?;
         }
+        self.raft
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 

@@ -117,7 +117,11 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
 
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+        // openraft logs every failed RPC at ERROR (one line per read while a
+        // follower is down); Coffer reports what needs a human itself: peers
+        // going down and back (rate-limited), storage and core failures.
+        // `COFFER_LOG=info,openraft=warn` shows openraft's own view.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

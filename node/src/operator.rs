@@ -81,6 +81,11 @@ pub struct Health {
     pub snapshot_index: u64,
     /// Coffer version.
     pub version: &'static str,
+    /// The cluster this node belongs to, once known.
+    pub cluster_id: Option<String>,
+    /// Why this node is unfit to serve (empty when healthy): a stopped Raft
+    /// core, failed storage, no leader contact, lag beyond the limit.
+    pub problems: Vec<String>,
 }
 
 /// Operator actions against this node.
@@ -267,6 +272,8 @@ impl Operator {
             applied_index: status.applied_index,
             snapshot_index: status.snapshot_index,
             version: env!("CARGO_PKG_VERSION"),
+            cluster_id: self.node.cluster_id(),
+            problems: self.node.problems(),
         })
     }
 

@@ -60,6 +60,7 @@ impl Server {
             tls: material,
             stale_reads: config.unsafe_stale_reads,
             snapshot_logs: config.raft_snapshot_logs,
+            tuning: config.raft.clone(),
         })
         .await
         .context("starting the cluster node")?;
@@ -118,6 +119,7 @@ impl Server {
             self.keys.clone(),
             self.lifecycle_interval,
         ));
+        tokio::spawn(fail_stop(self.node.clone()));
         let acceptor = TlsAcceptor::from(self.api_tls.clone());
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
@@ -158,6 +160,27 @@ fn serve_connection(
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
     });
+}
+
+/// Exit status of a node that stopped because its storage or Raft core
+/// failed (EX_IOERR): a supervisor restarts it; health said why meanwhile.
+pub const EXIT_STORAGE_FAILURE: i32 = 74;
+/// How long health keeps answering 503 with the reason before the exit.
+const FAIL_STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// Fail-stop: a node whose log storage or Raft core failed must not linger
+/// as a process that looks alive and does nothing. It says why, once, and
+/// exits non-zero.
+async fn fail_stop(node: Arc<ClusterNode>) {
+    let reason = node.fatal().await;
+    tracing::error!(
+        %reason,
+        exit_code = EXIT_STORAGE_FAILURE,
+        "this node cannot continue and exits; fix the cause (see the error) and restart it — \
+         the other members keep serving, and it catches up when it is back"
+    );
+    tokio::time::sleep(FAIL_STOP_GRACE).await;
+    std::process::exit(EXIT_STORAGE_FAILURE);
 }
 
 async fn shutdown_signal() {
@@ -277,6 +300,7 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
         lifecycle_interval_secs: 60,
         unsafe_stale_reads: false,
         hsm: None,
+        raft: Default::default(),
     };
     let server = Server::start(&config).await?;
     wait_for_leader(&server.node).await?;

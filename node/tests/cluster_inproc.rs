@@ -53,6 +53,7 @@ async fn start_node(ca: &Ca, id: NodeId, dirs: &mut Vec<TempDir>) -> Arc<Cluster
         tls: ca.material(&format!("n{id}")),
         stale_reads: false,
         snapshot_logs: coffer::cluster::SNAPSHOT_LOGS,
+        tuning: Default::default(),
     };
     dirs.push(dir);
     ClusterNode::start(cfg).await.unwrap()

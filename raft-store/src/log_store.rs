@@ -40,6 +40,8 @@ struct Shared {
     /// truncation can never be undone by a batch written after it.
     /// Lock order: `io` before `queue`.
     io: Mutex<()>,
+    /// The first failed flush: the log can no longer be trusted to persist.
+    failure: Mutex<Option<String>>,
 }
 
 /// Appended entries not yet known to be on disk, and their acknowledgements.
@@ -92,6 +94,7 @@ impl LogStore {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             io: Mutex::new(()),
+            failure: Mutex::new(None),
         });
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
@@ -108,6 +111,12 @@ impl LogStore {
 
     fn db(&self) -> &Database {
         &self.shared.db
+    }
+
+    /// The first fatal write error of this log, if any (the node reports it
+    /// in its health and stops).
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.shared.failure).clone()
     }
 
     /// Current vote, if one was ever saved.
@@ -290,7 +299,11 @@ fn flush_loop(shared: &Shared) {
             }
         }
         if let Err(e) = res {
-            tracing::error!(error = %e, "raft log flush failed");
+            let mut failure = lock(&shared.failure);
+            if failure.is_none() {
+                tracing::error!(error = %e, "raft log flush failed");
+                *failure = Some(e.to_string());
+            }
         }
     }
 }

@@ -1,12 +1,16 @@
 //! gRPC server side: the `Raft` and `Forward` services.
 
+use std::sync::Arc;
+
+use openraft::raft::AppendEntriesResponse;
+use raft_store::LogStore;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use std::sync::Arc;
-
+use super::election::{self, LeaderContact, PreVoteRequest};
 use super::forward::{self, AdminRequest, RaftHandle, WriteRequest};
+use super::identity::{IdentityFile, CLUSTER_ID_HEADER};
 use super::membership;
 use super::pb;
 use super::read_index::ReadIndexBatcher;
@@ -22,32 +26,87 @@ fn encode<T: Serialize>(v: &T) -> Result<Response<pb::Blob>, Status> {
         .map_err(|e| Status::internal(format!("encode: {e}")))
 }
 
+/// Refuses a caller from another cluster (same CA, different cluster id);
+/// a node that does not know its cluster yet adopts the caller's.
+fn check_cluster<T>(identity: &IdentityFile, req: &Request<T>) -> Result<(), Status> {
+    let peer = req
+        .metadata()
+        .get(CLUSTER_ID_HEADER)
+        .and_then(|v| v.to_str().ok());
+    identity.check_peer(peer).map_err(|e| {
+        tracing::error!(error = %e, "refused an RPC from another cluster");
+        Status::failed_precondition(e.to_string())
+    })
+}
+
 /// Peer replication: hands openraft RPCs to the local Raft and returns its
 /// result (errors included) so the caller sees the remote error intact.
+/// Records leader contact for the election driver and health.
 #[derive(Clone)]
 pub struct RaftService {
     raft: RaftHandle,
+    contact: Arc<LeaderContact>,
+    identity: Arc<IdentityFile>,
+    log: LogStore,
 }
 
 impl RaftService {
     /// Serves `raft`.
-    pub fn new(raft: RaftHandle) -> Self {
-        Self { raft }
+    pub fn new(
+        raft: RaftHandle,
+        contact: Arc<LeaderContact>,
+        identity: Arc<IdentityFile>,
+        log: LogStore,
+    ) -> Self {
+        Self {
+            raft,
+            contact,
+            identity,
+            log,
+        }
     }
 }
 
 #[tonic::async_trait]
 impl pb::raft_server::Raft for RaftService {
     async fn append_entries(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
-        encode(&self.raft.append_entries(decode(req)?).await)
+        check_cluster(&self.identity, &req)?;
+        let rpc: openraft::raft::AppendEntriesRequest<raft_store::TypeConfig> = decode(req)?;
+        let commit = rpc.leader_commit.map(|l| l.index);
+        let _busy = self.contact.begin();
+        let result = self.raft.append_entries(rpc).await;
+        if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.contact.heard(commit);
+        }
+        encode(&result)
     }
 
     async fn vote(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
+        check_cluster(&self.identity, &req)?;
         encode(&self.raft.vote(decode(req)?).await)
     }
 
     async fn install_snapshot(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
-        encode(&self.raft.install_snapshot(decode(req)?).await)
+        check_cluster(&self.identity, &req)?;
+        let rpc: openraft::raft::InstallSnapshotRequest<raft_store::TypeConfig> = decode(req)?;
+        let leader_vote = rpc.vote;
+        let _busy = self.contact.begin();
+        let result = self.raft.install_snapshot(rpc).await;
+        if matches!(&result, Ok(r) if r.vote <= leader_vote) {
+            self.contact.heard(None);
+        }
+        encode(&result)
+    }
+
+    async fn pre_vote(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
+        check_cluster(&self.identity, &req)?;
+        let rpc: PreVoteRequest = decode(req)?;
+        encode(&election::answer(
+            &self.raft,
+            &self.contact,
+            &self.log,
+            &rpc,
+        ))
     }
 }
 
@@ -56,27 +115,39 @@ impl pb::raft_server::Raft for RaftService {
 pub struct ForwardService {
     raft: RaftHandle,
     reads: Arc<ReadIndexBatcher>,
+    identity: Arc<IdentityFile>,
 }
 
 impl ForwardService {
     /// Serves `raft`; read-index requests share rounds through `reads`.
-    pub fn new(raft: RaftHandle, reads: Arc<ReadIndexBatcher>) -> Self {
-        Self { raft, reads }
+    pub fn new(
+        raft: RaftHandle,
+        reads: Arc<ReadIndexBatcher>,
+        identity: Arc<IdentityFile>,
+    ) -> Self {
+        Self {
+            raft,
+            reads,
+            identity,
+        }
     }
 }
 
 #[tonic::async_trait]
 impl pb::forward_server::Forward for ForwardService {
     async fn write(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
+        check_cluster(&self.identity, &req)?;
         let write: WriteRequest = decode(req)?;
         encode(&forward::leader_write(&self.raft, write).await)
     }
 
-    async fn read_index(&self, _req: Request<pb::Empty>) -> Result<Response<pb::Blob>, Status> {
+    async fn read_index(&self, req: Request<pb::Empty>) -> Result<Response<pb::Blob>, Status> {
+        check_cluster(&self.identity, &req)?;
         encode(&self.reads.read_index().await)
     }
 
     async fn admin(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
+        check_cluster(&self.identity, &req)?;
         let admin: AdminRequest = decode(req)?;
         encode(&membership::leader_admin(&self.raft, admin).await)
     }

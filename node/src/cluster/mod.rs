@@ -7,8 +7,10 @@
 //! node-local handle; [`ClusterStore`] layers barrier encryption on top and
 //! implements the engines' [`Store`](crate::engine::store::Store).
 
+mod election;
 mod forward;
 mod grpc;
+pub mod identity;
 mod membership;
 mod network;
 mod node;
@@ -39,8 +41,19 @@ pub const HEARTBEAT_MS: u64 = 75;
 /// one vote round trip. Measured (10 × kill -9 of the leader under writes,
 /// 2 cores): 400–800 ms gave a median of 1.44 s until writes succeed again.
 pub const ELECTION_TIMEOUT_MS: (u64, u64) = (300, 600);
+/// Largest gRPC message between members, both directions (tonic's default
+/// of 4 MiB is what broke replication of 20 KB secrets: openraft batched up
+/// to 300 entries into one AppendEntries).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest single replicated entry (an encrypted transaction). Request
+/// bodies are bounded far below it, so only a bug can exceed it; the write
+/// is then refused before it reaches the log, because an entry that does not
+/// fit in one message could never be replicated.
+pub const MAX_ENTRY_BYTES: usize = 2 * 1024 * 1024;
 /// Default: build a snapshot after this many log entries since the last one.
 pub const SNAPSHOT_LOGS: u64 = 5000;
+/// Deadline of one snapshot chunk (and of the final install).
+const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 60_000;
 /// Log entries kept after a snapshot (a fifth of the snapshot interval) so
 /// slightly lagging followers catch up from the log instead of a snapshot.
 const LOGS_KEPT_PER_SNAPSHOT_INTERVAL: u64 = 5;
@@ -57,6 +70,39 @@ const LEARNER_CATCH_UP: Duration = Duration::from_secs(30);
 const RETRY_DELAY: Duration = Duration::from_millis(100);
 /// Upper bound on attempts for one operation.
 const MAX_ATTEMPTS: u32 = 50;
+
+/// Bytes a transaction puts into a message, near enough: keys and values
+/// dominate, postcard adds a few bytes per field. Cheap (no encoding).
+pub fn request_bytes(req: &raft_store::Request) -> usize {
+    use raft_store::{Compare, Mutation};
+    let mutations: usize = req
+        .txn
+        .mutations
+        .iter()
+        .map(|m| match m {
+            Mutation::Put { key, value } => key.len() + value.len() + 8,
+            Mutation::Delete { key } => key.len() + 4,
+            Mutation::DeletePrefix { prefix } => prefix.len() + 4,
+        })
+        .sum();
+    let compares: usize = req
+        .txn
+        .compare
+        .iter()
+        .map(|Compare::Revision { key, .. }| key.len() + 12)
+        .sum();
+    let id = req.request_id.as_ref().map_or(0, String::len);
+    mutations + compares + req.txn.result.len() + id + 16
+}
+
+/// [`request_bytes`] of a log entry; membership and blank entries are small.
+pub fn entry_bytes(entry: &openraft::Entry<raft_store::TypeConfig>) -> usize {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(req) => request_bytes(req) + 24,
+        openraft::EntryPayload::Membership(_) => 512,
+        openraft::EntryPayload::Blank => 24,
+    }
+}
 
 /// How a node joins the cluster.
 #[derive(Clone, Debug)]
@@ -75,6 +121,61 @@ pub struct ClusterConfig {
     pub stale_reads: bool,
     /// Build a snapshot (and purge the log) every this many entries.
     pub snapshot_logs: u64,
+    /// Transport limits and health thresholds.
+    pub tuning: RaftTuning,
+}
+
+/// Transport limits and the thresholds at which a node reports itself
+/// unhealthy. Defaults suit a LAN; `[raft]` in the node config overrides.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftTuning {
+    /// Largest gRPC message between members (both ends). AppendEntries
+    /// batches are cut to fit half of it; snapshots travel in chunks of at
+    /// most a quarter of it.
+    pub max_message_bytes: usize,
+    /// A follower whose applied index trails the leader's commit index by
+    /// more than this many entries reports itself unhealthy.
+    pub max_lag_entries: u64,
+    /// A follower that has not heard from a leader for this long reports
+    /// itself unhealthy; a leader that has not heard from a quorum for this
+    /// long does too.
+    pub max_leader_silence_ms: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_lag_entries: 10_000,
+            max_leader_silence_ms: 3_000,
+        }
+    }
+}
+
+impl RaftTuning {
+    /// Checks that every entry fits in one message, whatever its batch.
+    pub fn validate(&self) -> Result<(), ClusterError> {
+        let floor = 2 * MAX_ENTRY_BYTES + 64 * 1024;
+        if self.max_message_bytes < floor {
+            return Err(ClusterError::Invalid(format!(
+                "[raft] max_message_bytes must be at least {floor} (twice the largest \
+                 replicated entry, {MAX_ENTRY_BYTES} bytes, plus framing)"
+            )));
+        }
+        if self.max_leader_silence_ms < ELECTION_TIMEOUT_MS.1 {
+            return Err(ClusterError::Invalid(format!(
+                "[raft] max_leader_silence_ms must be at least the election timeout ({} ms)",
+                ELECTION_TIMEOUT_MS.1
+            )));
+        }
+        Ok(())
+    }
+
+    /// Byte budget of one AppendEntries request.
+    pub fn max_append_bytes(&self) -> usize {
+        self.max_message_bytes / 2
+    }
 }
 
 /// Why a cluster operation failed.
@@ -144,15 +245,27 @@ pub struct RaftStatus {
 }
 
 /// The openraft configuration Coffer runs with.
-pub fn raft_config(snapshot_logs: u64) -> Result<openraft::Config, ClusterError> {
+pub fn raft_config(
+    snapshot_logs: u64,
+    tuning: &RaftTuning,
+) -> Result<openraft::Config, ClusterError> {
+    tuning.validate()?;
     let cfg = openraft::Config {
         cluster_name: "coffer".into(),
         heartbeat_interval: HEARTBEAT_MS,
         election_timeout_min: ELECTION_TIMEOUT_MS.0,
         election_timeout_max: ELECTION_TIMEOUT_MS.1,
-        install_snapshot_timeout: 2_000,
+        // Per snapshot chunk, and for the last chunk the install on the
+        // follower: restoring a large state takes seconds, and a timeout
+        // here makes the leader start the whole transfer again.
+        install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
+        snapshot_max_chunk_size: (tuning.max_message_bytes / 4) as u64,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_logs),
         max_in_snapshot_log_to_keep: snapshot_logs / LOGS_KEPT_PER_SNAPSHOT_INTERVAL,
+        // Elections are started by `election::Driver` after a pre-vote
+        // round (Raft thesis §9.6), so that a node cut off from the leader
+        // cannot raise the term and depose it when it comes back.
+        enable_elect: false,
         ..Default::default()
     };
     cfg.validate()

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -18,14 +18,21 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
-use super::pb;
+use super::identity::{IdentityFile, CLUSTER_ID_HEADER};
+use super::{pb, RaftTuning};
 use crate::tls::{grpc_client_tls, TlsMaterial};
 
 /// Time allowed to establish TCP + TLS to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Pause before openraft retries an unreachable peer; short so a restarted
-/// node is picked up again quickly.
-const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(200);
+/// First pause before openraft retries an unreachable peer; short so a
+/// restarted node is picked up again quickly. Doubles per failure.
+const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest pause between attempts to reach a peer that stays down: bounds
+/// how long a restarted node waits to be contacted, and how often the
+/// leader pays for a doomed attempt (a snapshot transfer start, a log line).
+const UNREACHABLE_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// One warning per peer per this interval while it stays unreachable.
+const UNREACHABLE_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// Failure of one RPC to a peer.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +43,14 @@ pub enum RpcFailure {
         /// Peer address.
         addr: String,
         /// What went wrong.
+        msg: String,
+    },
+    /// The message exceeded the peer's size limit.
+    #[error("peer {addr} refused an oversized message: {msg}")]
+    TooLarge {
+        /// Peer address.
+        addr: String,
+        /// What the peer said.
         msg: String,
     },
     /// The peer answered with something that is not a valid reply.
@@ -53,15 +68,25 @@ pub enum RpcFailure {
 pub struct Peers {
     tls: Arc<TlsMaterial>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    identity: Arc<IdentityFile>,
+    max_message_bytes: usize,
 }
 
 impl Peers {
-    /// A cache that dials peers with `tls`.
-    pub fn new(tls: TlsMaterial) -> Self {
+    /// A cache that dials peers with `tls`, sends this node's cluster id
+    /// with every call and accepts replies up to the configured size.
+    pub fn new(tls: TlsMaterial, identity: Arc<IdentityFile>, tuning: &RaftTuning) -> Self {
         Self {
             tls: Arc::new(tls),
             channels: Arc::default(),
+            identity,
+            max_message_bytes: tuning.max_message_bytes,
         }
+    }
+
+    /// The largest message either side accepts.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
     }
 
     /// The cached channel to `addr`, created (not yet connected) on first use.
@@ -92,7 +117,8 @@ impl Peers {
     }
 
     /// Sends `msg` through `call` with a deadline and decodes the
-    /// postcard-encoded reply.
+    /// postcard-encoded reply. `call` gets a channel whose clients must be
+    /// built with [`Peers::limit`].
     pub async fn call<M, Resp, F, Fut>(
         &self,
         addr: &str,
@@ -108,6 +134,11 @@ impl Peers {
         let mut request = tonic::Request::new(msg);
         if let Some(t) = timeout {
             request.set_timeout(t);
+        }
+        if let Some(id) = self.identity.cluster_id() {
+            if let Ok(v) = id.parse() {
+                request.metadata_mut().insert(CLUSTER_ID_HEADER, v);
+            }
         }
         let reply = call(self.channel(addr)?, request)
             .await
@@ -145,16 +176,38 @@ fn unreachable_err(addr: &str, msg: &str) -> RpcFailure {
 
 fn status_failure(addr: &str, s: &tonic::Status) -> RpcFailure {
     use tonic::Code;
+    let msg = format!("{:?}: {}", s.code(), s.message());
     match s.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
-            unreachable_err(addr, &format!("{:?}: {}", s.code(), s.message()))
-        }
+        // No connection (refused, reset, TLS failure): back off.
+        Code::Unavailable | Code::Unknown => unreachable_err(addr, &msg),
+        // Connected but slow (a busy peer, a large batch): not a reason to
+        // stay away from it — the next heartbeat retries.
+        Code::DeadlineExceeded | Code::Cancelled => RpcFailure::Protocol {
+            addr: addr.to_string(),
+            msg,
+        },
+        // The receiver's message limit is below ours (configs differ):
+        // the sender must split.
+        Code::ResourceExhausted => RpcFailure::TooLarge {
+            addr: addr.to_string(),
+            msg,
+        },
         _ => RpcFailure::Protocol {
             addr: addr.to_string(),
-            msg: format!("{:?}: {}", s.code(), s.message()),
+            msg,
         },
     }
 }
+
+/// Applies the configured message limits to a generated gRPC client.
+macro_rules! limited {
+    ($client:expr, $max_bytes:expr) => {
+        $client
+            .max_decoding_message_size($max_bytes)
+            .max_encoding_message_size($max_bytes)
+    };
+}
+pub(crate) use limited;
 
 /// Builds per-peer [`Network`]s for openraft.
 #[derive(Clone)]
@@ -174,9 +227,11 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
         Network {
+            budget: AppendBudget::new(self.peers.max_message_bytes() / 2),
             peers: self.peers.clone(),
             target,
             addr: node.cluster_addr.clone(),
+            unreachable: None,
         }
     }
 }
@@ -186,48 +241,238 @@ pub struct Network {
     peers: Peers,
     target: NodeId,
     addr: String,
+    /// Since when the peer is unreachable and when that was last logged.
+    unreachable: Option<(Instant, Instant, u64)>,
+    /// How many bytes one AppendEntries to this peer may carry.
+    budget: AppendBudget,
+}
+
+/// The byte size of AppendEntries batches to one peer, adapted to how fast
+/// the peer takes them. openraft gives every AppendEntries one heartbeat
+/// interval to complete (encode, TLS, the follower's decode and fsync) and
+/// retries a batch that missed it from scratch: a budget that is too large
+/// for the link or the follower's disk means no batch ever lands. So the
+/// budget halves when a batch misses its deadline and doubles when a cut
+/// batch lands well within it, between a floor and half the message limit.
+#[derive(Debug)]
+struct AppendBudget {
+    bytes: usize,
+    max: usize,
+}
+
+impl AppendBudget {
+    /// Start: small enough to land in a heartbeat interval on slow disks.
+    const INITIAL: usize = 512 * 1024;
+    /// Never below this (a batch always carries at least one entry anyway).
+    const FLOOR: usize = 32 * 1024;
+
+    fn new(max: usize) -> Self {
+        Self {
+            bytes: Self::INITIAL.min(max),
+            max,
+        }
+    }
+
+    /// A batch cut to the budget landed after `took` of its `ttl`.
+    fn landed(&mut self, took: Duration, ttl: Duration) {
+        if took < ttl / 4 {
+            self.bytes = (self.bytes * 2).min(self.max);
+        }
+    }
+
+    /// A batch missed its deadline.
+    fn missed(&mut self) {
+        self.bytes = (self.bytes / 2).max(Self::FLOOR);
+    }
 }
 
 type RemoteResult<T, E> = Result<T, RaftError<NodeId, E>>;
 
 impl Network {
-    async fn send<Req, Resp, E, F, Fut>(
-        &self,
-        req: &Req,
+    /// One call to the peer: the decoded reply, or why there is none.
+    async fn call<Resp, F, Fut>(
+        &mut self,
+        msg: pb::Blob,
         option: &RPCOption,
         call: F,
-    ) -> Result<Resp, RPCError<NodeId, Node, RaftError<NodeId, E>>>
+    ) -> Result<Resp, RpcFailure>
     where
-        Req: Serialize,
         Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
         F: FnOnce(Channel, tonic::Request<pb::Blob>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<pb::Blob>, tonic::Status>>,
     {
-        let to_rpc = |f: RpcFailure| match f {
-            RpcFailure::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&f)),
-            RpcFailure::Protocol { .. } => RPCError::Network(NetworkError::new(&f)),
-        };
-        let msg = blob(&self.addr, req).map_err(to_rpc)?;
-        let reply: RemoteResult<Resp, E> = self
+        let result = self
             .peers
             .call(&self.addr, msg, Some(option.hard_ttl()), call)
-            .await
-            .map_err(to_rpc)?;
+            .await;
+        self.note_reachability(&result);
+        result
+    }
+
+    /// The remote Raft's answer, with its error tagged as remote. (The
+    /// error type is openraft's; its size is not ours to choose.)
+    #[allow(clippy::result_large_err)]
+    fn remote<T, E>(
+        &self,
+        reply: RemoteResult<T, E>,
+    ) -> Result<T, RPCError<NodeId, Node, RaftError<NodeId, E>>>
+    where
+        E: std::error::Error,
+    {
         reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    /// openraft logs every failed RPC; this says once per interval, at
+    /// warning level, that a peer is down, and once when it is back.
+    fn note_reachability<T>(&mut self, result: &Result<T, RpcFailure>) {
+        let now = Instant::now();
+        match (result, &mut self.unreachable) {
+            (Err(e @ RpcFailure::Unreachable { .. }), None) => {
+                tracing::warn!(peer = self.target, error = %e, "peer unreachable");
+                self.unreachable = Some((now, now, 0));
+            }
+            (Err(e @ RpcFailure::Unreachable { .. }), Some((since, logged, suppressed))) => {
+                *suppressed += 1;
+                if now.duration_since(*logged) >= UNREACHABLE_LOG_EVERY {
+                    tracing::warn!(
+                        peer = self.target,
+                        down_for_s = since.elapsed().as_secs(),
+                        failed_attempts = *suppressed,
+                        error = %e,
+                        "peer still unreachable"
+                    );
+                    *logged = now;
+                    *suppressed = 0;
+                }
+            }
+            (Ok(_), Some((since, _, _))) => {
+                tracing::info!(
+                    peer = self.target,
+                    down_for_ms = since.elapsed().as_millis() as u64,
+                    "peer reachable again"
+                );
+                self.unreachable = None;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Only an unreachable peer makes openraft back off; everything else is
+/// retried with the next heartbeat. (openraft's own splitting on
+/// `PayloadTooLarge` is not used: retried as a heartbeat it trips an
+/// internal assertion; [`AppendBudget`] does the splitting instead.)
+fn to_rpc_error<E: std::error::Error>(f: RpcFailure) -> RPCError<NodeId, Node, E> {
+    match f {
+        RpcFailure::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&f)),
+        RpcFailure::TooLarge { .. } | RpcFailure::Protocol { .. } => {
+            RPCError::Network(NetworkError::new(&f))
+        }
+    }
+}
+
+/// Encodes the longest prefix of `rpc`'s entries (at least one) whose
+/// request fits `budget` bytes. Returns the message and how many entries it
+/// carries.
+fn fit_append(
+    addr: &str,
+    mut rpc: AppendEntriesRequest<TypeConfig>,
+    budget: usize,
+) -> Result<(pb::Blob, usize), RpcFailure> {
+    // Cut by the entries' own sizes first: encoding a 6 MB batch only to
+    // throw most of it away would spend the RPC's whole deadline.
+    let mut bytes = 0;
+    let fits = rpc
+        .entries
+        .iter()
+        .take_while(|e| {
+            bytes += super::entry_bytes(e);
+            bytes <= budget
+        })
+        .count();
+    rpc.entries.truncate(fits.max(1));
+    loop {
+        let msg = blob(addr, &rpc)?;
+        let n = rpc.entries.len();
+        if msg.data.len() <= budget || n <= 1 {
+            return Ok((msg, n));
+        }
+        // Entries are of similar size in a batch; aim at 90 % of the budget
+        // and shrink further if that still does not fit.
+        let estimate = (n as u128 * budget as u128 * 9 / 10 / msg.data.len() as u128) as usize;
+        rpc.entries.truncate(estimate.clamp(1, n - 1));
     }
 }
 
 impl RaftNetwork<TypeConfig> for Network {
+    /// Sends as many entries as fit in one message. When the batch had to
+    /// be cut, a success is reported as `PartialSuccess` up to the last entry
+    /// sent, and openraft continues from there — replication is bounded by
+    /// bytes, not by openraft's entry count.
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.send(&rpc, &option, |ch, r| async move {
-            pb::raft_client::RaftClient::new(ch).append_entries(r).await
-        })
-        .await
+        let total = rpc.entries.len();
+        let last_ids: Vec<_> = rpc.entries.iter().map(|e| e.log_id).collect();
+        let (msg, sent) = fit_append(&self.addr, rpc, self.budget.bytes).map_err(to_rpc_error)?;
+        if msg.data.len() > self.peers.max_message_bytes() {
+            // One entry larger than a message: it can never be replicated.
+            // Writes are bounded far below this (MAX_ENTRY_BYTES), so only a
+            // bug gets here; say so loudly instead of looping silently.
+            tracing::error!(
+                bytes = msg.data.len(),
+                limit = self.peers.max_message_bytes(),
+                "a single log entry exceeds the cluster message limit"
+            );
+        }
+        let peers = self.peers.clone();
+        // Stop at openraft's soft deadline so the budget learns of a miss
+        // before openraft drops this future at the hard one.
+        let started = Instant::now();
+        let deadline = option.soft_ttl();
+        let call = self.call(msg, &option, |ch, r| async move {
+            limited!(
+                pb::raft_client::RaftClient::new(ch),
+                peers.max_message_bytes()
+            )
+            .append_entries(r)
+            .await
+        });
+        let reply: RemoteResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> =
+            match tokio::time::timeout(deadline, call).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(f)) => {
+                    if matches!(f, RpcFailure::TooLarge { .. }) {
+                        // The peer's message limit is below ours.
+                        self.budget.missed();
+                    }
+                    return Err(to_rpc_error(f));
+                }
+                Err(_) => {
+                    if sent > 1 {
+                        self.budget.missed();
+                    }
+                    let f = RpcFailure::Protocol {
+                        addr: self.addr.clone(),
+                        msg: format!(
+                            "AppendEntries of {sent} entries missed its {deadline:?} deadline"
+                        ),
+                    };
+                    return Err(RPCError::Network(NetworkError::new(&f)));
+                }
+            };
+        let resp = self.remote(reply)?;
+        if sent < total {
+            self.budget.landed(started.elapsed(), option.hard_ttl());
+        }
+        match resp {
+            AppendEntriesResponse::Success if sent < total => Ok(
+                AppendEntriesResponse::PartialSuccess(last_ids.get(sent.wrapping_sub(1)).copied()),
+            ),
+            other => Ok(other),
+        }
     }
 
     async fn install_snapshot(
@@ -238,12 +483,20 @@ impl RaftNetwork<TypeConfig> for Network {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.send(&rpc, &option, |ch, r| async move {
-            pb::raft_client::RaftClient::new(ch)
+        let msg = blob(&self.addr, &rpc).map_err(to_rpc_error)?;
+        let peers = self.peers.clone();
+        let reply = self
+            .call(msg, &option, |ch, r| async move {
+                limited!(
+                    pb::raft_client::RaftClient::new(ch),
+                    peers.max_message_bytes()
+                )
                 .install_snapshot(r)
                 .await
-        })
-        .await
+            })
+            .await
+            .map_err(to_rpc_error)?;
+        self.remote(reply)
     }
 
     async fn vote(
@@ -251,20 +504,118 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.send(&rpc, &option, |ch, r| async move {
-            pb::raft_client::RaftClient::new(ch).vote(r).await
-        })
-        .await
+        let msg = blob(&self.addr, &rpc).map_err(to_rpc_error)?;
+        let peers = self.peers.clone();
+        let reply = self
+            .call(msg, &option, |ch, r| async move {
+                limited!(
+                    pb::raft_client::RaftClient::new(ch),
+                    peers.max_message_bytes()
+                )
+                .vote(r)
+                .await
+            })
+            .await
+            .map_err(to_rpc_error)?;
+        self.remote(reply)
     }
 
+    /// Exponential: 100 ms, 200 ms, … up to 2 s while the peer stays down.
     fn backoff(&self) -> Backoff {
-        Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
+        Backoff::new(backoff_delays())
     }
+}
+
+/// Pauses between attempts to reach a peer that stays down.
+fn backoff_delays() -> impl Iterator<Item = Duration> + Send + 'static {
+    std::iter::successors(Some(UNREACHABLE_BACKOFF), |d| {
+        Some((*d * 2).min(UNREACHABLE_BACKOFF_MAX))
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::host_of;
+    use super::*;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+    use raft_store::{Mutation, Request, Txn};
+
+    fn big_entry(index: u64, bytes: usize) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Request {
+                request_id: Some(format!("r{index}")),
+                time_ms: 0,
+                txn: Txn {
+                    compare: vec![],
+                    mutations: vec![Mutation::Put {
+                        key: b"k".to_vec(),
+                        value: vec![7; bytes],
+                    }],
+                    result: vec![],
+                },
+            }),
+        }
+    }
+
+    #[test]
+    fn append_batches_are_cut_to_the_byte_budget() {
+        // 300 entries of 21 KB = 6.3 MB, the batch that broke a 4 MiB limit.
+        let entries: Vec<_> = (1..=300).map(|i| big_entry(i, 21_000)).collect();
+        let rpc = AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries,
+            leader_commit: None,
+        };
+        let budget = 2 * 1024 * 1024;
+        let (msg, n) = fit_append("a:1", rpc, budget).unwrap();
+        assert!(msg.data.len() <= budget, "{} > {budget}", msg.data.len());
+        assert!(n > 50 && n < 300, "{n} entries");
+        let back: AppendEntriesRequest<TypeConfig> = postcard::from_bytes(&msg.data).unwrap();
+        assert_eq!(back.entries.len(), n);
+        assert_eq!(back.entries.last().map(|e| e.log_id.index), Some(n as u64));
+    }
+
+    #[test]
+    fn a_single_oversized_entry_is_still_sent_alone() {
+        let rpc = AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries: vec![big_entry(1, 10_000), big_entry(2, 10_000)],
+            leader_commit: None,
+        };
+        let (_, n) = fit_append("a:1", rpc, 5_000).unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn the_append_budget_halves_on_a_miss_and_grows_back_on_fast_landings() {
+        let ttl = Duration::from_millis(75);
+        let mut b = AppendBudget::new(8 << 20);
+        assert_eq!(b.bytes, AppendBudget::INITIAL);
+        for _ in 0..20 {
+            b.missed();
+        }
+        assert_eq!(b.bytes, AppendBudget::FLOOR);
+        b.landed(Duration::from_millis(40), ttl);
+        assert_eq!(
+            b.bytes,
+            AppendBudget::FLOOR,
+            "a slow landing does not grow it"
+        );
+        for _ in 0..20 {
+            b.landed(Duration::from_millis(5), ttl);
+        }
+        assert_eq!(b.bytes, 8 << 20);
+    }
+
+    #[test]
+    fn unreachable_backoff_grows_to_a_cap() {
+        let delays: Vec<_> = backoff_delays().take(8).collect();
+        assert_eq!(delays[0], Duration::from_millis(100));
+        assert_eq!(delays[3], Duration::from_millis(800));
+        assert_eq!(delays[7], UNREACHABLE_BACKOFF_MAX);
+    }
 
     #[test]
     fn host_is_extracted_for_sni_and_san_checks() {

@@ -8,17 +8,21 @@ use std::time::{Duration, Instant};
 
 use openraft::error::{InitializeError, RaftError};
 use openraft::Raft;
-use raft_store::{Node, NodeId, Request, Response, StateMachineStore, TypeConfig, Versioned};
+use raft_store::{
+    LogStore, Node, NodeId, Request, Response, StateMachineStore, TypeConfig, Versioned,
+};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::election::{Driver, LeaderContact};
 use super::forward::{self, AdminRequest, AdminResult, ForwardError, ReadIndexResult, WriteResult};
 use super::grpc::{ForwardService, RaftService};
-use super::network::{blob, NetworkFactory, Peers, RpcFailure};
+use super::identity::IdentityFile;
+use super::network::{blob, limited, NetworkFactory, Peers, RpcFailure};
 use super::read_index::ReadIndexBatcher;
 use super::{
-    membership, pb, raft_config, ClusterConfig, ClusterError, PeersInfo, RaftStatus, ADMIN_TIMEOUT,
-    MAX_ATTEMPTS, OP_TIMEOUT, RETRY_DELAY,
+    membership, pb, raft_config, ClusterConfig, ClusterError, PeersInfo, RaftStatus, RaftTuning,
+    ADMIN_TIMEOUT, MAX_ATTEMPTS, MAX_ENTRY_BYTES, OP_TIMEOUT, RETRY_DELAY,
 };
 use crate::engine::store::StoreError;
 
@@ -31,11 +35,18 @@ pub struct ClusterNode {
     pub raft: Raft<TypeConfig>,
     id: NodeId,
     sm: StateMachineStore,
+    log: LogStore,
     peers: Peers,
+    identity: Arc<IdentityFile>,
+    contact: Arc<LeaderContact>,
+    tuning: RaftTuning,
+    /// The cluster CA (part of a new cluster's id).
+    ca_pem: String,
     stale_reads: bool,
     reads: Arc<ReadIndexBatcher>,
     local_addr: SocketAddr,
     server: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+    elections: JoinHandle<()>,
 }
 
 /// Where an operation must run.
@@ -47,29 +58,53 @@ enum Target {
 impl ClusterNode {
     /// Opens the Raft storage, starts openraft and the gRPC server (mTLS).
     pub async fn start(cfg: ClusterConfig) -> Result<Arc<Self>, ClusterError> {
+        let config = Arc::new(raft_config(cfg.snapshot_logs, &cfg.tuning)?);
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            ClusterError::Invalid(format!("creating {}: {e}", cfg.data_dir.display()))
+        })?;
+        // Before any Raft state is touched: is this dir ours?
+        let identity = Arc::new(IdentityFile::open(&cfg.data_dir, cfg.node_id)?);
         let (log, sm) = raft_store::open(&cfg.data_dir)?;
-        let peers = Peers::new(cfg.tls.clone());
-        let config = Arc::new(raft_config(cfg.snapshot_logs)?);
+        let peers = Peers::new(cfg.tls.clone(), identity.clone(), &cfg.tuning);
         let raft = Raft::new(
             cfg.node_id,
             config,
             NetworkFactory::new(peers.clone()),
-            log,
+            log.clone(),
             sm.clone(),
         )
         .await
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let reads = ReadIndexBatcher::new(raft.clone());
-        let (local_addr, server) = serve(&cfg, raft.clone(), reads.clone()).await?;
+        let contact = Arc::new(LeaderContact::default());
+        let services = Services {
+            raft: RaftService::new(raft.clone(), contact.clone(), identity.clone(), log.clone()),
+            forward: ForwardService::new(raft.clone(), reads.clone(), identity.clone()),
+        };
+        let (local_addr, server) = serve(&cfg, services).await?;
+        let driver = Driver::new(
+            raft.clone(),
+            contact.clone(),
+            log.clone(),
+            peers.clone(),
+            cfg.node_id,
+        );
+        let elections = tokio::spawn(driver.run());
         Ok(Arc::new(Self {
             raft,
             id: cfg.node_id,
             sm,
+            log,
             peers,
+            identity,
+            contact,
+            tuning: cfg.tuning,
+            ca_pem: cfg.tls.ca_pem.clone(),
             stale_reads: cfg.stale_reads,
             reads,
             local_addr,
             server: Mutex::new(Some(server)),
+            elections,
         }))
     }
 
@@ -94,6 +129,13 @@ impl ClusterNode {
         if initialized {
             return Ok(());
         }
+        // A new cluster gets its id here; joining nodes learn it from the
+        // first RPC of its leader. Derived, not random, so that two nodes
+        // told to bootstrap the same cluster agree on it.
+        if self.identity.cluster_id().is_none() {
+            self.identity
+                .adopt(&super::identity::derive_cluster_id(&self.ca_pem, &members))?;
+        }
         match self.raft.initialize(members).await {
             Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
             Err(e) => Err(ClusterError::Raft(e.to_string())),
@@ -105,6 +147,14 @@ impl ClusterNode {
     /// afterwards sees the write. Retries keep the same request, whose id
     /// makes a repeated application a no-op.
     pub async fn propose(&self, req: Request) -> Result<Response, StoreError> {
+        let size = super::request_bytes(&req);
+        if size > MAX_ENTRY_BYTES {
+            // It could never be replicated in one message; refuse it before
+            // it reaches the log (where it would block replication for good).
+            return Err(StoreError::TooLarge(format!(
+                "a replicated transaction of {size} bytes exceeds the limit of {MAX_ENTRY_BYTES}"
+            )));
+        }
         let reply = self
             .with_leader(OP_TIMEOUT, |target| {
                 let req = req.clone();
@@ -183,6 +233,84 @@ impl ClusterNode {
         Ok(membership::peers_info(&self.raft))
     }
 
+    /// The cluster id this node belongs to, once known.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.identity.cluster_id()
+    }
+
+    /// What makes this node unfit to serve, in words for operators; empty
+    /// when healthy. A stopped Raft core, failed storage, a follower that
+    /// lost its leader or trails it too far, a leader without a quorum.
+    pub fn problems(&self) -> Vec<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let mut problems = Vec::new();
+        if let Err(e) = &m.running_state {
+            problems.push(format!("the Raft core stopped: {e}"));
+        }
+        if let Some(e) = self.log.failure() {
+            problems.push(format!("the Raft log storage failed: {e}"));
+        }
+        let silence_limit = Duration::from_millis(self.tuning.max_leader_silence_ms);
+        let is_member = m
+            .membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_some();
+        if m.current_leader == Some(self.id) {
+            let single = m.membership_config.membership().voter_ids().count() == 1;
+            let acked = m.millis_since_quorum_ack.map(Duration::from_millis);
+            if !single && acked.is_none_or(|d| d > silence_limit) {
+                problems.push(format!(
+                    "this leader has not heard from a quorum for {}",
+                    describe(acked)
+                ));
+            }
+        } else if is_member {
+            let since = self.contact.since();
+            if since.is_none_or(|d| d > silence_limit) {
+                problems.push(format!(
+                    "no contact with a leader for {} (limit {} ms)",
+                    describe(since),
+                    self.tuning.max_leader_silence_ms
+                ));
+            }
+            let applied = self.sm.applied_index();
+            let lag = self.contact.leader_commit().saturating_sub(applied);
+            if lag > self.tuning.max_lag_entries {
+                problems.push(format!(
+                    "lagging: applied index {applied} is {lag} entries behind the leader's \
+                     commit index (limit {})",
+                    self.tuning.max_lag_entries
+                ));
+            }
+        }
+        problems
+    }
+
+    /// Resolves with a description once this node can no longer work: the
+    /// Raft core stopped on a fatal error, or the log storage failed. The
+    /// server then exits non-zero so that a supervisor restarts it.
+    pub async fn fatal(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        let mut poll = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            if let Err(e) = &metrics.borrow().running_state {
+                return format!("the Raft core stopped: {e}");
+            }
+            if let Some(e) = self.log.failure() {
+                return format!("the Raft log storage failed: {e}");
+            }
+            tokio::select! {
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return "the Raft core is gone".into();
+                    }
+                }
+                _ = poll.tick() => {}
+            }
+        }
+    }
+
     /// This node's Raft state.
     pub fn status(&self) -> RaftStatus {
         let m = self.raft.metrics().borrow().clone();
@@ -207,6 +335,7 @@ impl ClusterNode {
 
     /// Stops Raft and the gRPC server.
     pub async fn shutdown(&self) {
+        self.elections.abort();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
@@ -300,7 +429,12 @@ impl ClusterNode {
         let reply: WriteResult = self
             .peers
             .call(addr, msg, Some(OP_TIMEOUT), |ch, r| async move {
-                pb::forward_client::ForwardClient::new(ch).write(r).await
+                limited!(
+                    pb::forward_client::ForwardClient::new(ch),
+                    self.peers.max_message_bytes()
+                )
+                .write(r)
+                .await
             })
             .await
             .map_err(unavailable)?;
@@ -312,9 +446,12 @@ impl ClusterNode {
         let reply: ReadIndexResult = self
             .peers
             .call(addr, pb::Empty {}, Some(OP_TIMEOUT), |ch, r| async move {
-                pb::forward_client::ForwardClient::new(ch)
-                    .read_index(r)
-                    .await
+                limited!(
+                    pb::forward_client::ForwardClient::new(ch),
+                    self.peers.max_message_bytes()
+                )
+                .read_index(r)
+                .await
             })
             .await
             .map_err(unavailable)?;
@@ -327,7 +464,12 @@ impl ClusterNode {
         let reply: AdminResult = self
             .peers
             .call(addr, msg, Some(ADMIN_TIMEOUT), |ch, r| async move {
-                pb::forward_client::ForwardClient::new(ch).admin(r).await
+                limited!(
+                    pb::forward_client::ForwardClient::new(ch),
+                    self.peers.max_message_bytes()
+                )
+                .admin(r)
+                .await
             })
             .await
             .map_err(unavailable)?;
@@ -380,11 +522,23 @@ fn quorum_index(m: &openraft::RaftMetrics<NodeId, Node>) -> Option<u64> {
     matched.get(matched.len() / 2).copied()
 }
 
+fn describe(d: Option<Duration>) -> String {
+    match d {
+        Some(d) => format!("{} ms", d.as_millis()),
+        None => "ever since this node started".into(),
+    }
+}
+
+/// The gRPC services of one node.
+struct Services {
+    raft: RaftService,
+    forward: ForwardService,
+}
+
 /// Binds the listener and spawns the mTLS gRPC server.
 async fn serve(
     cfg: &ClusterConfig,
-    raft: Raft<TypeConfig>,
-    reads: Arc<ReadIndexBatcher>,
+    services: Services,
 ) -> Result<(SocketAddr, (oneshot::Sender<()>, JoinHandle<()>)), ClusterError> {
     let transport = |e: &dyn std::fmt::Display| ClusterError::Transport(e.to_string());
     let listener = tokio::net::TcpListener::bind(cfg.listen_addr)
@@ -395,12 +549,14 @@ async fn serve(
     let router = tonic::transport::Server::builder()
         .tls_config(crate::tls::grpc_server_tls(&cfg.tls))
         .map_err(|e| transport(&e))?
-        .add_service(pb::raft_server::RaftServer::new(RaftService::new(
-            raft.clone(),
-        )))
-        .add_service(pb::forward_server::ForwardServer::new(ForwardService::new(
-            raft, reads,
-        )));
+        .add_service(limited!(
+            pb::raft_server::RaftServer::new(services.raft),
+            cfg.tuning.max_message_bytes
+        ))
+        .add_service(limited!(
+            pb::forward_server::ForwardServer::new(services.forward),
+            cfg.tuning.max_message_bytes
+        ));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
         let stop = async {
@@ -419,7 +575,7 @@ mod tests {
 
     #[test]
     fn raft_timing_is_valid_for_openraft() {
-        let c = raft_config(super::super::SNAPSHOT_LOGS).unwrap();
+        let c = raft_config(super::super::SNAPSHOT_LOGS, &Default::default()).unwrap();
         assert!(c.election_timeout_min > c.heartbeat_interval * 3);
     }
 }

@@ -50,6 +50,10 @@ pub enum StoreError {
     /// A stored value failed authentication or decoding.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The write is larger than one replicated entry may be; nothing was
+    /// written.
+    #[error("the write is too large: {0}")]
+    TooLarge(String),
     /// Any other failure of the storage layer.
     #[error("storage error: {0}")]
     Internal(String),

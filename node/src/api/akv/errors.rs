@@ -205,6 +205,11 @@ fn store_error(e: StoreError) -> ApiError {
             tracing::warn!(%detail, "store unavailable");
             unavailable("The cluster is temporarily unavailable; retry the request")
         }
+        StoreError::TooLarge(detail) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLarge",
+            format!("The request cannot be stored: {detail}"),
+        ),
         StoreError::Corrupt(detail) | StoreError::Internal(detail) => {
             tracing::error!(%detail, "storage failure");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "Internal error")

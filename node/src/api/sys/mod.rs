@@ -103,6 +103,7 @@ impl From<EngineError> for SysError {
 
 fn store_status(e: &StoreError) -> StatusCode {
     match e {
+        StoreError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         StoreError::Corrupt(_) | StoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     }
@@ -118,9 +119,11 @@ fn bad_json(e: axum::extract::rejection::JsonRejection) -> SysError {
 
 async fn health(State(s): State<SysState>) -> Result<Response, SysError> {
     let health = s.operator.health()?;
+    // Vault's codes, plus 503 for a node that cannot serve for a reason
+    // other than its seal (the body's `problems` say which).
     let status = if !health.initialized {
         StatusCode::NOT_IMPLEMENTED
-    } else if health.sealed {
+    } else if health.sealed || !health.problems.is_empty() {
         StatusCode::SERVICE_UNAVAILABLE
     } else if health.standby {
         StatusCode::TOO_MANY_REQUESTS
