@@ -437,6 +437,15 @@ impl LocalCluster {
         }
     }
 
+    /// The exit status of node `i` if its process has ended by itself (the
+    /// node is then marked as not running).
+    pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        let child = self.nodes[i].child.as_mut()?;
+        let status = child.try_wait().ok().flatten()?;
+        self.nodes[i].child = None;
+        Some(status)
+    }
+
     /// Restarts node `i` on its data dir (it comes back sealed).
     pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
         self.kill(i);
