@@ -255,6 +255,34 @@ async fn sign_verify_encrypt_decrypt_wrap_unwrap_and_rng() {
         .ok(Method::POST, "/keys/o//decrypt", Some(json!({"alg": "A256GCM", "value": g["value"], "iv": g["iv"], "tag": g["tag"], "aad": enc(b"h")})))
         .await;
     assert_eq!(d["value"], enc(b"p"));
+    // The vault picks the GCM iv: the same plaintext twice gives two ivs and
+    // two ciphertexts, both of which decrypt; a caller's iv is refused.
+    let again = app
+        .ok(
+            Method::POST,
+            "/keys/o//encrypt",
+            Some(json!({"alg": "A256GCM", "value": enc(b"p"), "aad": enc(b"h")})),
+        )
+        .await;
+    assert_ne!(again["iv"], g["iv"]);
+    assert_ne!(again["value"], g["value"]);
+    let d = app
+        .ok(Method::POST, "/keys/o//decrypt", Some(json!({"alg": "A256GCM", "value": again["value"], "iv": again["iv"], "tag": again["tag"], "aad": enc(b"h")})))
+        .await;
+    assert_eq!(d["value"], enc(b"p"));
+    let chosen = app
+        .call(
+            Method::POST,
+            "/keys/o//encrypt",
+            Some(json!({"alg": "A256GCM", "value": enc(b"p"), "iv": enc(&[0; 12])})),
+        )
+        .await;
+    assert_eq!(
+        (chosen.status, chosen.code()),
+        (StatusCode::BAD_REQUEST, "BadParameter"),
+        "{}",
+        chosen.body
+    );
     let rng = app
         .ok(Method::POST, "/rng", Some(json!({"count": 33})))
         .await;
