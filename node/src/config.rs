@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use raft_store::{Node, NodeId};
 use serde::Deserialize;
 
+use crate::engine::names::{is_valid_vault_name, VAULT_NAME_RULE};
+
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -222,9 +224,9 @@ impl Config {
                 "peers must not list this node's own node_id".into(),
             ));
         }
-        if !is_vault_name(&self.default_vault) {
+        if !is_valid_vault_name(&self.default_vault) {
             return Err(ConfigError::Invalid(format!(
-                "default_vault {:?} must match ^[0-9a-zA-Z-]{{1,24}}$",
+                "default_vault {:?} must be {VAULT_NAME_RULE}",
                 self.default_vault
             )));
         }
@@ -266,11 +268,6 @@ impl Config {
     }
 }
 
-/// Vault names follow Key Vault's rule for vault names, shortened for hosts.
-pub fn is_vault_name(name: &str) -> bool {
-    (1..=24).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,6 +306,19 @@ mod tests {
         let selfpeer = SAMPLE.replace("node_id = 2", "node_id = 1");
         let config: Config = toml::from_str(&selfpeer).unwrap();
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn default_vault_follows_the_vault_name_rule() {
+        for bad in ["-vault", "vault-", "a_b"] {
+            let text = format!("default_vault = {bad:?}\n{SAMPLE}");
+            let config: Config = toml::from_str(&text).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("default_vault"), "{err}");
+        }
+        let text = format!("default_vault = \"team-a\"\n{SAMPLE}");
+        let config: Config = toml::from_str(&text).unwrap();
+        config.validate().unwrap();
     }
 
     #[test]
