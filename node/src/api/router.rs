@@ -10,8 +10,7 @@ use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
-use crate::api::akv::errors::ApiError;
-use crate::api::akv::extract::MAX_BODY_BYTES;
+use crate::api::akv::extract::{check_declared_length, read_body};
 use crate::api::akv::{self, AkvState};
 use crate::api::auth::{authenticate, AuthState, Flavor};
 use crate::api::sys::{self, SysState};
@@ -76,14 +75,17 @@ pub fn router(cfg: ApiConfig) -> Router {
 /// keep-alive connection under a client that is about to reuse it.
 async fn read_body_first(req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+    let read = match check_declared_length(&parts.headers) {
+        Ok(()) => read_body(body).await,
+        Err(e) => Err(e),
+    };
+    match read {
         Ok(bytes) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
-        Err(_) => {
-            let message = format!("The request body is larger than {MAX_BODY_BYTES} bytes");
-            let mut response = ApiError::bad_parameter(message).into_response();
+        Err(error) => {
+            let mut response = error.into_response();
             // The rest of the body is unread: this connection cannot be reused.
             response
                 .headers_mut()

@@ -457,7 +457,7 @@ async fn bad_inputs_get_the_service_codes_and_change_nothing() {
             assert_eq!(r.inner(), inner, "{path}");
         }
     }
-    // Body above the extractor's limit.
+    // Body above the extractor's limit: 413, not the engine's 400.
     let huge = format!(
         "{{\"alg\":\"A128GCM\",\"value\":\"{}\"}}",
         "A".repeat(300_000)
@@ -467,8 +467,12 @@ async fn bad_inputs_get_the_service_codes_and_change_nothing() {
         .await;
     assert_eq!(
         (r.status, r.code()),
-        (StatusCode::BAD_REQUEST, "BadParameter")
+        (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge")
     );
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("262144 bytes"));
     assert_eq!(app.snapshot(), before, "nothing changed");
 }
 

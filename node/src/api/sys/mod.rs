@@ -108,12 +108,14 @@ fn store_status(e: &StoreError) -> StatusCode {
     }
 }
 
-/// Body-parse failures become `{"errors":[…]}` 400s rather than axum's text.
+/// Body-parse failures become `{"errors":[…]}` rather than axum's text:
+/// 413 for a body over the limit, 400 for everything else.
 fn bad_json(e: axum::extract::rejection::JsonRejection) -> SysError {
-    SysError(
-        StatusCode::BAD_REQUEST,
-        format!("invalid request body: {}", e.body_text()),
-    )
+    let status = match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    SysError(status, format!("invalid request body: {}", e.body_text()))
 }
 
 async fn health(State(s): State<SysState>) -> Result<Response, SysError> {
