@@ -153,7 +153,8 @@ fn serve_connection(
         };
         let app = router.layer(Extension(ConnectInfo(peer)));
         let service = TowerToHyperService::new(app);
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        api::envelope::tune_hyper(&mut builder);
         if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }

@@ -1,5 +1,6 @@
 //! The node's HTTP router: operator routes, then the Key Vault data plane,
-//! each behind the authentication its callers expect.
+//! each behind the authentication its callers expect, all inside the
+//! envelope (security headers, error bodies, request-head limits).
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use axum::Router;
 use crate::api::akv::extract::{check_declared_length, read_body};
 use crate::api::akv::{self, AkvState};
 use crate::api::auth::{authenticate, AuthState, Flavor};
+use crate::api::envelope;
 use crate::api::sys::{self, SysState};
 use crate::engine::keys::KeysEngine;
 use crate::engine::secrets::SecretsEngine;
@@ -67,6 +69,8 @@ pub fn router(cfg: ApiConfig) -> Router {
     sys::public_router(sys_state)
         .merge(protected_sys)
         .merge(akv)
+        .fallback(envelope::unknown_route)
+        .layer(from_fn(envelope::envelope))
 }
 
 /// Reads the whole request body (authenticated requests only) before any

@@ -62,6 +62,13 @@ pub fn protected_router(state: SysState) -> Router {
 /// An operator API error rendered as `{"errors":[…]}`.
 pub struct SysError(StatusCode, String);
 
+impl SysError {
+    /// An error with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        SysError(status, message.into())
+    }
+}
+
 impl IntoResponse for SysError {
     fn into_response(self) -> Response {
         (self.0, Json(json!({ "errors": [self.1] }))).into_response()
