@@ -9,6 +9,7 @@ use raft_store::{Node, NodeId};
 use serde::Deserialize;
 
 use crate::engine::names::{is_valid_vault_name, VAULT_NAME_RULE};
+use crate::engine::rotation::RotationLimits;
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +112,11 @@ pub struct Config {
     /// tests can prove they catch stale reads.
     #[serde(default)]
     pub unsafe_stale_reads: bool,
+    /// TEST ONLY: lowers Key Vault's minimum durations of key rotation
+    /// policies (triggers of 7 days, `expiryTime` of 28 days) to this many
+    /// seconds, so tests can watch policies being carried out.
+    #[serde(default)]
+    pub unsafe_min_rotation_secs: Option<u64>,
     /// The PKCS#11 device of the HSM tier (absent: no `*-HSM` keys on this node).
     #[serde(default)]
     pub hsm: Option<HsmConfig>,
@@ -219,6 +225,11 @@ impl Config {
                 "lifecycle_interval_secs must be at least 1".into(),
             ));
         }
+        if self.unsafe_min_rotation_secs == Some(0) {
+            return Err(ConfigError::Invalid(
+                "unsafe_min_rotation_secs must be at least 1".into(),
+            ));
+        }
         if self.peers.iter().any(|p| p.node_id == self.node_id) {
             return Err(ConfigError::Invalid(
                 "peers must not list this node's own node_id".into(),
@@ -234,6 +245,13 @@ impl Config {
             hsm.validate()?;
         }
         Ok(())
+    }
+
+    /// Minimum durations of key rotation policies: Key Vault's, unless the
+    /// test-only `unsafe_min_rotation_secs` lowers them.
+    pub fn rotation_limits(&self) -> RotationLimits {
+        self.unsafe_min_rotation_secs
+            .map_or(RotationLimits::KEY_VAULT, RotationLimits::unsafe_minimum)
     }
 
     /// This node as the rest of the cluster addresses it.
@@ -319,6 +337,19 @@ mod tests {
         let text = format!("default_vault = \"team-a\"\n{SAMPLE}");
         let config: Config = toml::from_str(&text).unwrap();
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn rotation_minimums_are_key_vaults_unless_lowered_for_tests() {
+        let config: Config = toml::from_str(SAMPLE).unwrap();
+        assert_eq!(config.rotation_limits(), RotationLimits::KEY_VAULT);
+        let lowered = format!("unsafe_min_rotation_secs = 2\n{SAMPLE}");
+        let config: Config = toml::from_str(&lowered).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.rotation_limits(), RotationLimits::unsafe_minimum(2));
+        let zero = format!("unsafe_min_rotation_secs = 0\n{SAMPLE}");
+        let config: Config = toml::from_str(&zero).unwrap();
+        assert!(config.validate().is_err());
     }
 
     #[test]

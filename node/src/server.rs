@@ -75,7 +75,15 @@ impl Server {
         let vaults = Arc::new(VaultsEngine::new(store.clone()));
         let secrets = Arc::new(SecretsEngine::new(store.clone()));
         // Without an `[hsm]` section, `*-HSM` key types answer 503 HsmUnavailable.
-        let keys = Arc::new(KeysEngine::new(store.clone(), hsm));
+        let keys = Arc::new(
+            KeysEngine::new(store.clone(), hsm).with_rotation_limits(config.rotation_limits()),
+        );
+        if let Some(secs) = config.unsafe_min_rotation_secs {
+            tracing::warn!(
+                secs,
+                "TEST ONLY: rotation policy minimums lowered (unsafe_min_rotation_secs)"
+            );
+        }
         let operator = Arc::new(Operator::new(
             node.clone(),
             seal,
@@ -277,6 +285,7 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
         raft_snapshot_logs: crate::cluster::SNAPSHOT_LOGS,
         lifecycle_interval_secs: 60,
         unsafe_stale_reads: false,
+        unsafe_min_rotation_secs: None,
         hsm: None,
     };
     let server = Server::start(&config).await?;

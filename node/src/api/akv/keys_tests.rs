@@ -559,4 +559,30 @@ async fn delete_recover_purge_backup_restore_import_and_policy() {
         (r.status, r.code()),
         (StatusCode::BAD_REQUEST, "BadParameter")
     );
+    // Key Vault's minimums: a trigger of 7 days, an expiryTime of 28 days.
+    for (trigger, expiry) in [("PT1S", "P1Y"), ("P6D", "P1Y"), ("P7D", "P27D")] {
+        let short = json!({"lifetimeActions": [{"trigger": {"timeAfterCreate": trigger}, "action": {"type": "Rotate"}}],
+                           "attributes": {"expiryTime": expiry}});
+        let r = app
+            .call(Method::PUT, "/keys/k/rotationpolicy", Some(short))
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "BadParameter"),
+            "{trigger} {expiry}"
+        );
+        assert!(r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too short"));
+    }
+    let p = app.ok(Method::GET, "/keys/k/rotationpolicy", None).await;
+    assert_eq!(
+        p["lifetimeActions"][0]["trigger"]["timeAfterCreate"], "P90D",
+        "refused policies changed nothing"
+    );
+    let weekly = json!({"lifetimeActions": [{"trigger": {"timeAfterCreate": "P7D"}, "action": {"type": "Rotate"}}],
+                        "attributes": {"expiryTime": "P28D"}});
+    app.ok(Method::PUT, "/keys/k/rotationpolicy", Some(weekly))
+        .await;
 }
