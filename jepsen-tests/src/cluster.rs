@@ -585,7 +585,18 @@ mod hsm {
 
     pub fn init_tokens(dir: &Path, nodes: usize) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir.join("softhsm"))?;
-        std::fs::write(pin_path(dir), USER_PIN)?;
+        // Nodes refuse a PIN file others can read.
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut pin = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(pin_path(dir))?;
+            pin.write_all(USER_PIN.as_bytes())?;
+        }
         for id in 1..=nodes as u64 {
             init_token(dir, id)?;
         }

@@ -117,6 +117,11 @@ pub struct Config {
     /// seconds, so tests can watch policies being carried out.
     #[serde(default)]
     pub unsafe_min_rotation_secs: Option<u64>,
+    /// Start even when the data dir, the TLS key or the HSM PIN file is
+    /// readable or writable by group or others, or a certificate is
+    /// writable by them (checked at start by default).
+    #[serde(default)]
+    pub allow_insecure_permissions: bool,
     /// The PKCS#11 device of the HSM tier (absent: no `*-HSM` keys on this node).
     #[serde(default)]
     pub hsm: Option<HsmConfig>,

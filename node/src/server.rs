@@ -24,6 +24,7 @@ use crate::engine::keys::KeysEngine;
 use crate::engine::secrets::SecretsEngine;
 use crate::engine::store::Store;
 use crate::engine::vaults::VaultsEngine;
+use crate::files;
 use crate::operator::{now_ms, Operator, OperatorError};
 use crate::seal::SealManager;
 use crate::tls::{self, TlsMaterial};
@@ -50,6 +51,7 @@ pub struct Server {
 impl Server {
     /// Opens storage, joins the cluster transport and builds the API.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        files::check_node_files(config)?;
         let material = load_tls(&config.tls)?;
         let api_tls = tls::api_server_config(&material)?;
         let node = ClusterNode::start(ClusterConfig {
@@ -261,7 +263,9 @@ pub struct DevOptions {
 
 /// Runs a single self-initialising, self-unsealing node.
 pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&opts.data_dir)
+    // The dev dir holds the root token and the unseal key besides the data.
+    files::check(&opts.data_dir, files::Guarded::DataDir)?;
+    files::create_private_dir(&opts.data_dir)
         .with_context(|| format!("creating {}", opts.data_dir.display()))?;
     let tls_paths = tls::ensure_dev_tls(&opts.data_dir).context("creating dev TLS certificates")?;
     let config = Config {
@@ -286,6 +290,7 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
         lifecycle_interval_secs: 60,
         unsafe_stale_reads: false,
         unsafe_min_rotation_secs: None,
+        allow_insecure_permissions: false,
         hsm: None,
     };
     let server = Server::start(&config).await?;
@@ -320,24 +325,13 @@ async fn dev_init_or_unseal(operator: &Operator, dir: &Path) -> anyhow::Result<(
     }
     let result = operator.init(1, 1).await?;
     let share = result.shares.first().context("init returned no share")?;
-    write_private(&key_path, share.as_bytes())?;
-    write_private(&token_path, result.root_token.as_bytes())?;
-    Ok(())
-}
-
-/// Writes a file readable by its owner only.
-fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(contents)?;
-    file.sync_all()?;
+    for (path, contents) in [
+        (&key_path, share.as_bytes()),
+        (&token_path, result.root_token.as_bytes()),
+    ] {
+        files::write_private_file(path, contents)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
 }
 
