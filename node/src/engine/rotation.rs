@@ -209,7 +209,7 @@ pub fn validate(policy: &RotationPolicy, limits: &RotationLimits) -> Result<(), 
 
 /// `"7 days (P7D)"`, or `"2 seconds (PT2S)"` for lowered test minimums.
 fn describe_secs(secs: u64) -> String {
-    if secs % DAY == 0 {
+    if secs.is_multiple_of(DAY) {
         format!("{} days (P{}D)", secs / DAY, secs / DAY)
     } else {
         format!("{secs} seconds (PT{secs}S)")
