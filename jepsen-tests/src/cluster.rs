@@ -80,6 +80,9 @@ pub struct ClusterOptions {
     /// Give every node its own SoftHSM2 token (`coffer-nodeN`) and run the
     /// cluster KEK ceremony after [`LocalCluster::init`].
     pub hsm: bool,
+    /// TEST ONLY: lowered rotation policy minimums
+    /// (`unsafe_min_rotation_secs`), for tests that watch a policy rotate.
+    pub unsafe_min_rotation_secs: Option<u64>,
 }
 
 impl Default for ClusterOptions {
@@ -93,6 +96,7 @@ impl Default for ClusterOptions {
             raft_snapshot_logs: None,
             lifecycle_interval_secs: None,
             hsm: false,
+            unsafe_min_rotation_secs: None,
         }
     }
 }
@@ -239,6 +243,9 @@ impl LocalCluster {
         }
         if let Some(n) = self.options.lifecycle_interval_secs {
             text = format!("lifecycle_interval_secs = {n}\n{text}");
+        }
+        if let Some(n) = self.options.unsafe_min_rotation_secs {
+            text = format!("unsafe_min_rotation_secs = {n}\n{text}");
         }
         let peers = self.nodes.iter().filter(|p| with_peers && p.id != node.id);
         for peer in peers {
@@ -587,7 +594,18 @@ mod hsm {
 
     pub fn init_tokens(dir: &Path, nodes: usize) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir.join("softhsm"))?;
-        std::fs::write(pin_path(dir), USER_PIN)?;
+        // Nodes refuse a PIN file others can read.
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut pin = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(pin_path(dir))?;
+            pin.write_all(USER_PIN.as_bytes())?;
+        }
         for id in 1..=nodes as u64 {
             init_token(dir, id)?;
         }

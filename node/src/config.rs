@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use raft_store::{Node, NodeId};
 use serde::Deserialize;
 
+use crate::engine::names::{is_valid_vault_name, VAULT_NAME_RULE};
+use crate::engine::rotation::RotationLimits;
+
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -109,6 +112,16 @@ pub struct Config {
     /// tests can prove they catch stale reads.
     #[serde(default)]
     pub unsafe_stale_reads: bool,
+    /// TEST ONLY: lowers Key Vault's minimum durations of key rotation
+    /// policies (triggers of 7 days, `expiryTime` of 28 days) to this many
+    /// seconds, so tests can watch policies being carried out.
+    #[serde(default)]
+    pub unsafe_min_rotation_secs: Option<u64>,
+    /// Start even when the data dir, the TLS key or the HSM PIN file is
+    /// readable or writable by group or others, or a certificate is
+    /// writable by them (checked at start by default).
+    #[serde(default)]
+    pub allow_insecure_permissions: bool,
     /// The PKCS#11 device of the HSM tier (absent: no `*-HSM` keys on this node).
     #[serde(default)]
     pub hsm: Option<HsmConfig>,
@@ -220,14 +233,19 @@ impl Config {
                 "lifecycle_interval_secs must be at least 1".into(),
             ));
         }
+        if self.unsafe_min_rotation_secs == Some(0) {
+            return Err(ConfigError::Invalid(
+                "unsafe_min_rotation_secs must be at least 1".into(),
+            ));
+        }
         if self.peers.iter().any(|p| p.node_id == self.node_id) {
             return Err(ConfigError::Invalid(
                 "peers must not list this node's own node_id".into(),
             ));
         }
-        if !is_vault_name(&self.default_vault) {
+        if !is_valid_vault_name(&self.default_vault) {
             return Err(ConfigError::Invalid(format!(
-                "default_vault {:?} must match ^[0-9a-zA-Z-]{{1,24}}$",
+                "default_vault {:?} must be {VAULT_NAME_RULE}",
                 self.default_vault
             )));
         }
@@ -238,6 +256,13 @@ impl Config {
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
+    }
+
+    /// Minimum durations of key rotation policies: Key Vault's, unless the
+    /// test-only `unsafe_min_rotation_secs` lowers them.
+    pub fn rotation_limits(&self) -> RotationLimits {
+        self.unsafe_min_rotation_secs
+            .map_or(RotationLimits::KEY_VAULT, RotationLimits::unsafe_minimum)
     }
 
     /// This node as the rest of the cluster addresses it.
@@ -270,11 +295,6 @@ impl Config {
         members.insert(self.node_id, self.advertised_node());
         members
     }
-}
-
-/// Vault names follow Key Vault's rule for vault names, shortened for hosts.
-pub fn is_vault_name(name: &str) -> bool {
-    (1..=24).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 #[cfg(test)]
@@ -314,6 +334,32 @@ mod tests {
         assert!(toml::from_str::<Config>(&unknown).is_err());
         let selfpeer = SAMPLE.replace("node_id = 2", "node_id = 1");
         let config: Config = toml::from_str(&selfpeer).unwrap();
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn default_vault_follows_the_vault_name_rule() {
+        for bad in ["-vault", "vault-", "a_b"] {
+            let text = format!("default_vault = {bad:?}\n{SAMPLE}");
+            let config: Config = toml::from_str(&text).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("default_vault"), "{err}");
+        }
+        let text = format!("default_vault = \"team-a\"\n{SAMPLE}");
+        let config: Config = toml::from_str(&text).unwrap();
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn rotation_minimums_are_key_vaults_unless_lowered_for_tests() {
+        let config: Config = toml::from_str(SAMPLE).unwrap();
+        assert_eq!(config.rotation_limits(), RotationLimits::KEY_VAULT);
+        let lowered = format!("unsafe_min_rotation_secs = 2\n{SAMPLE}");
+        let config: Config = toml::from_str(&lowered).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.rotation_limits(), RotationLimits::unsafe_minimum(2));
+        let zero = format!("unsafe_min_rotation_secs = 0\n{SAMPLE}");
+        let config: Config = toml::from_str(&zero).unwrap();
         assert!(config.validate().is_err());
     }
 

@@ -77,6 +77,9 @@ struct ServerArgs {
 fn main() -> anyhow::Result<()> {
     // Before anything can touch AES: refuse a CPU lacking compiled-in features.
     cpu::refuse_unsupported_cpu();
+    // Whatever umask was inherited, nothing this process creates is
+    // readable by others unless given an explicit mode.
+    coffer::files::restrict_umask();
     let cli = Cli::parse();
     // One crypto provider for every TLS stack in the process.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

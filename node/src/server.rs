@@ -24,6 +24,7 @@ use crate::engine::keys::KeysEngine;
 use crate::engine::secrets::SecretsEngine;
 use crate::engine::store::Store;
 use crate::engine::vaults::VaultsEngine;
+use crate::files;
 use crate::operator::{now_ms, Operator, OperatorError};
 use crate::seal::SealManager;
 use crate::tls::{self, TlsMaterial};
@@ -50,6 +51,7 @@ pub struct Server {
 impl Server {
     /// Opens storage, joins the cluster transport and builds the API.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        files::check_node_files(config)?;
         let material = load_tls(&config.tls)?;
         let api_tls = tls::api_server_config(&material)?;
         let node = ClusterNode::start(ClusterConfig {
@@ -76,7 +78,15 @@ impl Server {
         let vaults = Arc::new(VaultsEngine::new(store.clone()));
         let secrets = Arc::new(SecretsEngine::new(store.clone()));
         // Without an `[hsm]` section, `*-HSM` key types answer 503 HsmUnavailable.
-        let keys = Arc::new(KeysEngine::new(store.clone(), hsm));
+        let keys = Arc::new(
+            KeysEngine::new(store.clone(), hsm).with_rotation_limits(config.rotation_limits()),
+        );
+        if let Some(secs) = config.unsafe_min_rotation_secs {
+            tracing::warn!(
+                secs,
+                "TEST ONLY: rotation policy minimums lowered (unsafe_min_rotation_secs)"
+            );
+        }
         let operator = Arc::new(Operator::new(
             node.clone(),
             seal,
@@ -155,7 +165,8 @@ fn serve_connection(
         };
         let app = router.layer(Extension(ConnectInfo(peer)));
         let service = TowerToHyperService::new(app);
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        api::envelope::tune_hyper(&mut builder);
         if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
@@ -275,7 +286,9 @@ pub struct DevOptions {
 
 /// Runs a single self-initialising, self-unsealing node.
 pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&opts.data_dir)
+    // The dev dir holds the root token and the unseal key besides the data.
+    files::check(&opts.data_dir, files::Guarded::DataDir)?;
+    files::create_private_dir(&opts.data_dir)
         .with_context(|| format!("creating {}", opts.data_dir.display()))?;
     let tls_paths = tls::ensure_dev_tls(&opts.data_dir).context("creating dev TLS certificates")?;
     let config = Config {
@@ -299,6 +312,8 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
         raft_snapshot_logs: crate::cluster::SNAPSHOT_LOGS,
         lifecycle_interval_secs: 60,
         unsafe_stale_reads: false,
+        unsafe_min_rotation_secs: None,
+        allow_insecure_permissions: false,
         hsm: None,
         raft: Default::default(),
     };
@@ -334,24 +349,13 @@ async fn dev_init_or_unseal(operator: &Operator, dir: &Path) -> anyhow::Result<(
     }
     let result = operator.init(1, 1).await?;
     let share = result.shares.first().context("init returned no share")?;
-    write_private(&key_path, share.as_bytes())?;
-    write_private(&token_path, result.root_token.as_bytes())?;
-    Ok(())
-}
-
-/// Writes a file readable by its owner only.
-fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(contents)?;
-    file.sync_all()?;
+    for (path, contents) in [
+        (&key_path, share.as_bytes()),
+        (&token_path, result.root_token.as_bytes()),
+    ] {
+        files::write_private_file(path, contents)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
 }
 

@@ -4,7 +4,6 @@
 //! both the serverAuth and clientAuth extended key usages because the same
 //! identity serves the API, serves gRPC and dials peers (mutual TLS).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,6 +15,8 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use zeroize::Zeroizing;
+
+use crate::files;
 
 /// Years a node certificate stays valid.
 const NODE_CERT_YEARS: i32 = 5;
@@ -203,31 +204,15 @@ pub fn grpc_client_tls(m: &TlsMaterial, domain: &str) -> tonic::transport::Clien
 
 /// Writes `contents` to `path`, readable by the owner only (for keys).
 pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
-    let io = |source| TlsError::Io {
+    files::write_private_file(path, contents).map_err(|source| TlsError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(io)?;
-    f.write_all(contents).map_err(io)?;
-    // An existing file keeps its old mode on open; force it.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-    }
-    Ok(())
+    })
 }
 
-/// Writes a public file (certificates).
+/// Writes a public file (certificates): 0644 whatever the umask.
 pub fn write_public_file(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
-    std::fs::write(path, contents).map_err(|source| TlsError::Io {
+    files::write_public_file(path, contents).map_err(|source| TlsError::Io {
         path: path.to_path_buf(),
         source,
     })
@@ -245,7 +230,7 @@ pub fn ensure_dev_tls(dir: &Path) -> Result<TlsPaths, TlsError> {
     if paths.ca.exists() && paths.cert.exists() && paths.key.exists() {
         return Ok(paths);
     }
-    std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
+    files::create_private_dir(dir).map_err(|source| TlsError::Io {
         path: dir.to_path_buf(),
         source,
     })?;

@@ -508,6 +508,17 @@ fn oct_keys_round_trip_gcm_cbc_and_key_wrap() {
             hsm.decrypt(&key, gcm, &ct.value, &bad),
             Err(CryptoError::DecryptFailed)
         ));
+        // The device draws the iv: never the same twice, never the caller's.
+        let again = hsm.encrypt(&key, gcm, b"hello gcm", &params).unwrap();
+        assert_ne!((&again.iv, &again.value), (&ct.iv, &ct.value));
+        let chosen = SymParams {
+            iv: Some(vec![0; 12]),
+            ..params.clone()
+        };
+        assert!(matches!(
+            hsm.encrypt(&key, gcm, b"hello gcm", &chosen),
+            Err(CryptoError::BadInput(_))
+        ));
 
         let iv = SymParams {
             iv: Some(vec![7; 16]),

@@ -51,8 +51,43 @@ pub fn open_with(
     dir: &Path,
     opts: &StoreOptions,
 ) -> Result<(LogStore, StateMachineStore), StorageError> {
-    std::fs::create_dir_all(dir)?;
+    create_private_dir(dir)?;
+    for file in [LOG_FILE, STATE_FILE] {
+        create_private_file(&dir.join(file))?;
+    }
     let log = LogStore::open(&dir.join(LOG_FILE))?;
     let sm = StateMachineStore::open(&dir.join(STATE_FILE), opts.dedup_window_ms)?;
     Ok((log, sm))
+}
+
+/// Creates `dir` (and missing parents) as 0700 whatever the umask: the
+/// databases hold object names and sealed data. An existing directory is
+/// left as it is (the node checks it at start).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Creates an empty 0600 file for redb to initialise, unless it exists, so
+/// the database is never readable by others, whatever the umask (redb
+/// itself creates files with the umask's mode).
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(file) => file.set_permissions(std::fs::Permissions::from_mode(0o600)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }

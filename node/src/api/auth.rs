@@ -46,11 +46,7 @@ pub async fn authenticate(State(auth): State<AuthState>, req: Request, next: Nex
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+        .and_then(bearer_token);
     let Some(token) = token else {
         return challenge(&auth, &req, "Request is missing a Bearer or PoP token.");
     };
@@ -65,6 +61,15 @@ pub async fn authenticate(State(auth): State<AuthState>, req: Request, next: Nex
             )
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme name
+/// is case-insensitive and may be followed by several spaces (RFC 9110
+/// §11.1, §11.4).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 fn challenge(auth: &AuthState, req: &Request, message: &str) -> Response {
@@ -100,15 +105,22 @@ fn sealed(flavor: Flavor) -> Response {
     )
 }
 
+/// 503 with `Retry-After`, as every 503 of the Key Vault API carries: the
+/// Azure SDKs' retry policy waits that long, and a client with other nodes
+/// (the Coffer client) moves on to them.
 fn unavailable(flavor: Flavor, message: &str) -> Response {
-    match flavor {
+    let mut response = match flavor {
         Flavor::Sys => sys_error(StatusCode::SERVICE_UNAVAILABLE, message),
         Flavor::KeyVault => akv_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
             message,
         ),
-    }
+    };
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 fn sys_error(status: StatusCode, message: &str) -> Response {
@@ -121,4 +133,26 @@ fn akv_error(status: StatusCode, code: &str, message: &str) -> Response {
         Json(json!({ "error": { "code": code, "message": message } })),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in [
+            "Bearer abc",
+            "bearer abc",
+            "BEARER abc",
+            "bEaReR abc",
+            "Bearer   abc",
+            "Bearer abc ",
+        ] {
+            assert_eq!(bearer_token(value), Some("abc"), "{value:?}");
+        }
+        for value in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", "PoP abc", ""] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod akv;
 pub mod auth;
+pub mod envelope;
 pub mod router;
 pub mod sys;
 

@@ -1,5 +1,6 @@
 //! The node's HTTP router: operator routes, then the Key Vault data plane,
-//! each behind the authentication its callers expect.
+//! each behind the authentication its callers expect, all inside the
+//! envelope (security headers, error bodies, request-head limits).
 
 use std::sync::Arc;
 
@@ -10,10 +11,10 @@ use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
-use crate::api::akv::errors::ApiError;
-use crate::api::akv::extract::MAX_BODY_BYTES;
+use crate::api::akv::extract::{check_declared_length, read_body};
 use crate::api::akv::{self, AkvState};
 use crate::api::auth::{authenticate, AuthState, Flavor};
+use crate::api::envelope;
 use crate::api::sys::{self, SysState};
 use crate::engine::keys::KeysEngine;
 use crate::engine::secrets::SecretsEngine;
@@ -68,6 +69,8 @@ pub fn router(cfg: ApiConfig) -> Router {
     sys::public_router(sys_state)
         .merge(protected_sys)
         .merge(akv)
+        .fallback(envelope::unknown_route)
+        .layer(from_fn(envelope::envelope))
 }
 
 /// Reads the whole request body (authenticated requests only) before any
@@ -76,14 +79,17 @@ pub fn router(cfg: ApiConfig) -> Router {
 /// keep-alive connection under a client that is about to reuse it.
 async fn read_body_first(req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+    let read = match check_declared_length(&parts.headers) {
+        Ok(()) => read_body(body).await,
+        Err(e) => Err(e),
+    };
+    match read {
         Ok(bytes) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
-        Err(_) => {
-            let message = format!("The request body is larger than {MAX_BODY_BYTES} bytes");
-            let mut response = ApiError::bad_parameter(message).into_response();
+        Err(error) => {
+            let mut response = error.into_response();
             // The rest of the body is unread: this connection cannot be reused.
             response
                 .headers_mut()

@@ -52,7 +52,8 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
         .iter()
         .map(|s| parse_node(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    std::fs::create_dir_all(&args.out)
+    // It will hold the CA's private key: owner only.
+    crate::files::create_private_dir(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let ca_path = args.out.join("ca.pem");
     let ca_key_path = args.out.join("ca-key.pem");

@@ -82,8 +82,8 @@ use self::mechanisms::Capabilities;
 use self::pool::{describe, Device, OpError};
 use super::hsm::{HsmKey, HsmProvider, HsmStatus};
 use super::{
-    Ciphertext, CryptoError, Curve, EncAlg, KeySpec, KeyType, PrivateKey, PublicKey, SignAlg,
-    SymParams,
+    refuse_caller_gcm_iv, Ciphertext, CryptoError, Curve, EncAlg, KeySpec, KeyType, PrivateKey,
+    PublicKey, SignAlg, SymParams,
 };
 use crate::config::HsmConfig;
 
@@ -1118,14 +1118,15 @@ impl HsmProvider for Pkcs11Hsm {
         }
         let cbc_iv = match kind {
             SymKind::Cbc | SymKind::CbcPad => Some(iv16(params)?),
+            SymKind::Gcm => {
+                refuse_caller_gcm_iv(params)?;
+                None
+            }
             _ => None,
         };
         self.with_key(key, |s, h| match &kind {
             SymKind::Gcm => {
-                let mut iv = match &params.iv {
-                    Some(iv) if !iv.is_empty() => iv.clone(),
-                    _ => s.generate_random_vec(12)?,
-                };
+                let mut iv = s.generate_random_vec(12)?;
                 let used_iv = iv.clone();
                 let gcm = GcmParams::new(&mut iv, &aad, 128.into())?;
                 let mut out = s.encrypt(&Mechanism::AesGcm(gcm), h, plaintext)?;

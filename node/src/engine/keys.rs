@@ -33,7 +33,7 @@ use super::key_records::{
 };
 use super::names::{is_valid_object_name, is_valid_version, vault_key};
 use super::paging::{collect_page, page_size, Page};
-use super::rotation::{self, ActionType, RotationPolicy};
+use super::rotation::{self, ActionType, RotationLimits, RotationPolicy};
 use super::secret_records::{DeletedInfo, MetaRecord};
 use super::store::{Entry, Mutation, Store, StoreError, Txn};
 use super::validate::{check_name, check_tags, normalize_vault};
@@ -252,6 +252,8 @@ pub struct KeysEngine {
     clock: Clock,
     /// Parsed software keys for sign/decrypt; cleared on seal.
     loaded: KeyCache,
+    /// Minimum durations of rotation policies.
+    rotation_limits: RotationLimits,
 }
 
 struct Meta {
@@ -287,7 +289,15 @@ impl KeysEngine {
             hsm,
             clock,
             loaded: KeyCache::new(DEFAULT_CAPACITY),
+            rotation_limits: RotationLimits::KEY_VAULT,
         }
+    }
+
+    /// The same engine with other rotation policy minimums (the test-only
+    /// `unsafe_min_rotation_secs` of the config).
+    pub fn with_rotation_limits(mut self, limits: RotationLimits) -> Self {
+        self.rotation_limits = limits;
+        self
     }
 
     /// Forgets every parsed software key held in memory. The node calls
@@ -783,7 +793,7 @@ impl KeysEngine {
         request_id: Option<&str>,
     ) -> Result<RotationPolicy, EngineError> {
         let lower = check_name("Key", name)?;
-        rotation::validate(&policy)?;
+        rotation::validate(&policy, &self.rotation_limits)?;
         let vault = normalize_vault(vault)?;
         write(self.store.as_ref(), request_id, || {
             let vault_rev = self.vault_rev(&vault)?;

@@ -647,9 +647,9 @@ async fn rotation_policy_rotates_and_notifies_once() {
     let default = f.keys.get_rotation_policy("v", "k").await.unwrap();
     assert_eq!(default, rotation::default_policy());
     let policy: RotationPolicy = serde_json::from_str(
-        r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"P1D"},"action":{"type":"Rotate"}},
-            {"trigger":{"timeBeforeExpiry":"PT1H"},"action":{"type":"Notify"}}],
-            "attributes":{"expiryTime":"PT2H"}}"#,
+        r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"P8D"},"action":{"type":"Rotate"}},
+            {"trigger":{"timeBeforeExpiry":"P21D"},"action":{"type":"Notify"}}],
+            "attributes":{"expiryTime":"P28D"}}"#,
     )
     .unwrap();
     let set = f
@@ -658,19 +658,24 @@ async fn rotation_policy_rotates_and_notifies_once() {
         .await
         .unwrap();
     assert_eq!(set.attributes.created, Some(T0));
-    assert_eq!(f.keys.run_rotation_policies(T0 + DAY - 1).await.unwrap(), 0);
-    f.now.store(T0 + DAY, Ordering::SeqCst);
-    assert_eq!(f.keys.run_rotation_policies(T0 + DAY).await.unwrap(), 1);
+    let rotate_at = T0 + 8 * DAY;
     assert_eq!(
-        f.keys.run_rotation_policies(T0 + DAY).await.unwrap(),
+        f.keys.run_rotation_policies(rotate_at - 1).await.unwrap(),
+        0
+    );
+    f.now.store(rotate_at, Ordering::SeqCst);
+    assert_eq!(f.keys.run_rotation_policies(rotate_at).await.unwrap(), 1);
+    assert_eq!(
+        f.keys.run_rotation_policies(rotate_at).await.unwrap(),
         0,
         "not due again"
     );
     let latest = f.keys.get("v", "k", None).await.unwrap();
     assert_ne!(latest.properties.version, first.properties.version);
-    assert_eq!(latest.properties.exp, Some((T0 + DAY + 7200) as i64));
-    // One hour before the new version's expiry: notified once.
-    let t = T0 + DAY + 3600;
+    assert_eq!(latest.properties.exp, Some((rotate_at + 28 * DAY) as i64));
+    // 21 days before the new version's expiry (a day before its own
+    // rotation is due): notified once.
+    let t = rotate_at + 7 * DAY;
     assert_eq!(f.keys.run_rotation_policies(t).await.unwrap(), 0);
     assert_eq!(f.keys.run_rotation_policies(t).await.unwrap(), 0);
     let events = f
@@ -688,6 +693,30 @@ async fn rotation_policy_rotates_and_notifies_once() {
         f.keys.set_rotation_policy("v", "k", bad, None).await,
         Err(EngineError::BadParameter(_))
     ));
+}
+
+#[tokio::test]
+async fn rotation_policies_below_key_vault_minimums_are_refused_unless_overridden() {
+    let f = fixture().await;
+    f.keys
+        .create("v", "k", create(KeyType::Ec), None)
+        .await
+        .unwrap();
+    let every_second: RotationPolicy = serde_json::from_str(
+        r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"PT1S"},"action":{"type":"Rotate"}}]}"#,
+    )
+    .unwrap();
+    let before = dump(&f.store);
+    assert!(matches!(
+        f.keys.set_rotation_policy("v", "k", every_second.clone(), None).await,
+        Err(EngineError::BadParameter(m)) if m.contains("P7D")
+    ));
+    assert_eq!(dump(&f.store), before, "nothing stored");
+    let keys = KeysEngine::new(f.store.clone(), None)
+        .with_rotation_limits(rotation::RotationLimits::unsafe_minimum(1));
+    keys.set_rotation_policy("v", "k", every_second, None)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -5,9 +5,19 @@ pub fn is_valid_object_name(name: &str) -> bool {
     (1..=127).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-/// True for a vault name: 1–63 characters of `[0-9a-zA-Z-]` (a DNS label).
+/// The vault name rule in words, for error messages.
+pub const VAULT_NAME_RULE: &str =
+    "1-63 characters of 0-9, a-z, A-Z and -, neither starting nor ending with - (a DNS label)";
+
+/// True for a vault name: a DNS label (1–63 characters of `[0-9a-zA-Z-]`,
+/// no leading or trailing `-`), since vaults are addressed as
+/// `{vault}.{vault_domain}`. The one rule for vault names: the API, the
+/// engines and the config file all use it.
 pub fn is_valid_vault_name(name: &str) -> bool {
-    (1..=63).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    (1..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
 }
 
 /// True for a version id as this service issues them: 32 lowercase hex digits.
@@ -67,6 +77,25 @@ mod tests {
         assert!(!is_valid_object_name("a_b"));
         assert!(!is_valid_object_name("a/b"));
         assert!(!is_valid_object_name("é"));
+    }
+
+    #[test]
+    fn vault_names_are_dns_labels() {
+        for good in ["a", "prod", "Prod-1", "a-b-c", "0", &"v".repeat(63)] {
+            assert!(is_valid_vault_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "-vault",
+            "vault-",
+            "-",
+            "a_b",
+            "a.b",
+            "é",
+            &"v".repeat(64),
+        ] {
+            assert!(!is_valid_vault_name(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -100,12 +100,49 @@ pub fn default_policy() -> RotationPolicy {
     }
 }
 
+const DAY: u64 = 86_400;
+
+/// The shortest durations a rotation policy may name. Key Vault's are
+/// [`RotationLimits::KEY_VAULT`]; shorter ones would let a policy mint a new
+/// key version on every lifecycle tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RotationLimits {
+    /// Every trigger (`timeAfterCreate`, `timeBeforeExpiry`) is at least this
+    /// long, and with an `expiryTime` it fires at least this long after
+    /// creation and before expiry.
+    pub min_trigger_secs: u64,
+    /// `expiryTime` is at least this long.
+    pub min_expiry_secs: u64,
+}
+
+impl RotationLimits {
+    /// Key Vault's minimums: triggers of 7 days, `expiryTime` of 28 days.
+    pub const KEY_VAULT: Self = Self {
+        min_trigger_secs: 7 * DAY,
+        min_expiry_secs: 28 * DAY,
+    };
+
+    /// TEST ONLY (`unsafe_min_rotation_secs`): every minimum is `secs`, so
+    /// tests can watch policies being carried out.
+    pub fn unsafe_minimum(secs: u64) -> Self {
+        Self {
+            min_trigger_secs: secs,
+            min_expiry_secs: secs,
+        }
+    }
+}
+
+impl Default for RotationLimits {
+    fn default() -> Self {
+        Self::KEY_VAULT
+    }
+}
+
 /// Validates a policy as sent by a client: one trigger per action, at most
-/// one action of each type, well-formed durations.
-///
-/// Unlike the real service (which requires at least 7 days), any positive
-/// duration is accepted, so short policies can be exercised in tests.
-pub fn validate(policy: &RotationPolicy) -> Result<(), EngineError> {
+/// one action of each type, well-formed durations, and Key Vault's minimums
+/// (`limits`): triggers of at least 7 days, firing at least 7 days after
+/// creation and 7 days before expiry, and an `expiryTime` of at least 28 days.
+pub fn validate(policy: &RotationPolicy, limits: &RotationLimits) -> Result<(), EngineError> {
     let bad = |m: String| Err(EngineError::BadParameter(m));
     for kind in [ActionType::Rotate, ActionType::Notify] {
         if policy
@@ -118,21 +155,65 @@ pub fn validate(policy: &RotationPolicy) -> Result<(), EngineError> {
             return bad(format!("At most one {kind:?} lifetime action is allowed"));
         }
     }
-    for a in &policy.lifetime_actions {
-        match (&a.trigger.time_after_create, &a.trigger.time_before_expiry) {
-            (Some(d), None) | (None, Some(d)) => {
-                parse_duration(d).ok_or_else(|| invalid_duration(d))?;
+    let expiry = match &policy.attributes.expiry_time {
+        Some(e) => {
+            let secs = parse_duration(e).ok_or_else(|| invalid_duration(e))?;
+            if secs < limits.min_expiry_secs {
+                return bad(format!(
+                    "expiryTime {e:?} is too short: the minimum is {}",
+                    describe_secs(limits.min_expiry_secs)
+                ));
             }
+            Some(secs)
+        }
+        None => None,
+    };
+    let min = limits.min_trigger_secs;
+    for a in &policy.lifetime_actions {
+        let (field, d) = match (&a.trigger.time_after_create, &a.trigger.time_before_expiry) {
+            (Some(d), None) => ("timeAfterCreate", d),
+            (None, Some(d)) => ("timeBeforeExpiry", d),
             _ => return bad(
                 "Each lifetime action needs exactly one of timeAfterCreate and timeBeforeExpiry"
                     .into(),
             ),
+        };
+        let secs = parse_duration(d).ok_or_else(|| invalid_duration(d))?;
+        if secs < min {
+            return bad(format!(
+                "{field} {d:?} of the {:?} action is too short: the minimum is {}",
+                a.action.kind,
+                describe_secs(min)
+            ));
+        }
+        // Both triggers fire `secs` from one end of the version's lifetime:
+        // at least `min` must remain to the other end.
+        if let Some(expiry) = expiry {
+            if secs > expiry.saturating_sub(min) {
+                let end = match field {
+                    "timeAfterCreate" => "before expiry",
+                    _ => "after creation",
+                };
+                return bad(format!(
+                    "{field} {d:?} of the {:?} action leaves less than {} {end} \
+                     with expiryTime {:?}",
+                    a.action.kind,
+                    describe_secs(min),
+                    policy.attributes.expiry_time.as_deref().unwrap_or_default()
+                ));
+            }
         }
     }
-    if let Some(e) = &policy.attributes.expiry_time {
-        parse_duration(e).ok_or_else(|| invalid_duration(e))?;
-    }
     Ok(())
+}
+
+/// `"7 days (P7D)"`, or `"2 seconds (PT2S)"` for lowered test minimums.
+fn describe_secs(secs: u64) -> String {
+    if secs.is_multiple_of(DAY) {
+        format!("{} days (P{}D)", secs / DAY, secs / DAY)
+    } else {
+        format!("{secs} seconds (PT{secs}S)")
+    }
 }
 
 fn invalid_duration(d: &str) -> EngineError {
@@ -144,7 +225,6 @@ fn invalid_duration(d: &str) -> EngineError {
 /// Seconds of an ISO-8601 duration `PnYnMnWnDTnHnMnS` (integers; a year
 /// counts 365 days, a month 30). `None` if malformed, empty or zero.
 pub fn parse_duration(s: &str) -> Option<u64> {
-    const DAY: u64 = 86_400;
     let rest = s.strip_prefix('P')?;
     let (date, time) = match rest.split_once('T') {
         Some((d, t)) if !t.is_empty() => (d, Some(t)),
@@ -234,22 +314,81 @@ mod tests {
 
     #[test]
     fn validation_rejects_malformed_policies() {
-        assert!(validate(&default_policy()).is_ok());
+        let kv = RotationLimits::KEY_VAULT;
+        assert!(validate(&default_policy(), &kv).is_ok());
         let mut p = default_policy();
-        p.lifetime_actions[0].trigger.time_after_create = Some("P1D".into());
-        assert!(validate(&p).is_err(), "two triggers");
+        p.lifetime_actions[0].trigger.time_after_create = Some("P7D".into());
+        assert!(validate(&p, &kv).is_err(), "two triggers");
         let mut p = default_policy();
         p.lifetime_actions.push(p.lifetime_actions[0].clone());
-        assert!(validate(&p).is_err(), "two Notify actions");
+        assert!(validate(&p, &kv).is_err(), "two Notify actions");
         let mut p = default_policy();
         p.attributes.expiry_time = Some("soon".into());
-        assert!(validate(&p).is_err());
+        assert!(validate(&p, &kv).is_err());
         let p: RotationPolicy = serde_json::from_str(
             r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"P7D"},"action":{"type":"rotate"}}]}"#,
         )
         .unwrap();
         assert_eq!(p.lifetime_actions[0].action.kind, ActionType::Rotate);
-        assert!(validate(&p).is_ok());
+        assert!(validate(&p, &kv).is_ok());
+    }
+
+    fn policy(trigger: &str, duration: &str, expiry: Option<&str>) -> RotationPolicy {
+        let expiry = expiry.map_or(String::new(), |e| {
+            format!(r#","attributes":{{"expiryTime":"{e}"}}"#)
+        });
+        serde_json::from_str(&format!(
+            r#"{{"lifetimeActions":[{{"trigger":{{"{trigger}":"{duration}"}},"action":{{"type":"Rotate"}}}}]{expiry}}}"#
+        ))
+        .unwrap()
+    }
+
+    fn refusal(p: &RotationPolicy, limits: &RotationLimits) -> String {
+        match validate(p, limits) {
+            Err(EngineError::BadParameter(m)) => m,
+            other => panic!("expected a BadParameter refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn key_vault_minimums_are_enforced() {
+        let kv = RotationLimits::KEY_VAULT;
+        for (trigger, d) in [
+            ("timeAfterCreate", "PT1S"),
+            ("timeAfterCreate", "P6D"),
+            ("timeAfterCreate", "P6DT23H59M59S"),
+            ("timeBeforeExpiry", "PT1H"),
+        ] {
+            let m = refusal(&policy(trigger, d, None), &kv);
+            assert!(m.contains("too short") && m.contains("7 days (P7D)"), "{m}");
+        }
+        for ok in ["P7D", "P1W", "PT168H", "P90D", "P1Y"] {
+            assert!(
+                validate(&policy("timeAfterCreate", ok, None), &kv).is_ok(),
+                "{ok}"
+            );
+        }
+        // expiryTime: at least 28 days.
+        let m = refusal(&policy("timeAfterCreate", "P7D", Some("P27D")), &kv);
+        assert!(m.contains("expiryTime") && m.contains("28 days"), "{m}");
+        assert!(validate(&policy("timeAfterCreate", "P7D", Some("P28D")), &kv).is_ok());
+        // With an expiry, rotation lands at least 7 days from either end.
+        let m = refusal(&policy("timeAfterCreate", "P25D", Some("P30D")), &kv);
+        assert!(m.contains("before expiry"), "{m}");
+        let m = refusal(&policy("timeBeforeExpiry", "P25D", Some("P30D")), &kv);
+        assert!(m.contains("after creation"), "{m}");
+        assert!(validate(&policy("timeAfterCreate", "P23D", Some("P30D")), &kv).is_ok());
+        assert!(validate(&policy("timeBeforeExpiry", "P23D", Some("P30D")), &kv).is_ok());
+    }
+
+    #[test]
+    fn the_test_override_lowers_every_minimum() {
+        let short = RotationLimits::unsafe_minimum(2);
+        assert!(validate(&policy("timeAfterCreate", "PT2S", Some("P90D")), &short).is_ok());
+        assert!(validate(&policy("timeAfterCreate", "PT2S", Some("PT4S")), &short).is_ok());
+        let m = refusal(&policy("timeAfterCreate", "PT1S", None), &short);
+        assert!(m.contains("2 seconds (PT2S)"), "{m}");
+        assert_eq!(RotationLimits::default(), RotationLimits::KEY_VAULT);
     }
 
     #[test]

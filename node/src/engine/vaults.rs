@@ -8,7 +8,8 @@ use super::cas::{decode, encode, write, Plan};
 use super::clock::{system_clock, Clock};
 use super::error::EngineError;
 use super::names::{
-    is_valid_vault_name, secret_meta_prefix, secret_versions_vault_prefix, vault_key, VAULT_PREFIX,
+    is_valid_vault_name, secret_meta_prefix, secret_versions_vault_prefix, vault_key,
+    VAULT_NAME_RULE, VAULT_PREFIX,
 };
 use super::store::{Compare, Mutation, Store, Txn};
 
@@ -128,9 +129,9 @@ fn normalize(name: &str) -> Result<String, EngineError> {
     if is_valid_vault_name(name) {
         Ok(name.to_ascii_lowercase())
     } else {
-        Err(EngineError::BadParameter(
-            "vault names are 1-63 characters of 0-9, a-z, A-Z and -".into(),
-        ))
+        Err(EngineError::BadParameter(format!(
+            "vault names are {VAULT_NAME_RULE}"
+        )))
     }
 }
 
@@ -221,6 +222,12 @@ mod tests {
             v.create("", None).await,
             Err(EngineError::BadParameter(_))
         ));
+        for dash in ["-vault", "vault-"] {
+            assert!(matches!(
+                v.create(dash, None).await,
+                Err(EngineError::BadParameter(m)) if m.contains("neither starting nor ending")
+            ));
+        }
         assert!(store.keys().is_empty());
         assert!(!v.exists("a/b").await.unwrap());
     }

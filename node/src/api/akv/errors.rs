@@ -29,10 +29,31 @@ impl ApiError {
         Self::new(StatusCode::NOT_IMPLEMENTED, "NotSupported", message)
     }
 
+    /// 413 `RequestEntityTooLarge`: the body exceeds `limit` bytes.
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("The request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    /// 400 `BadParameter`: the body stream failed before its end (the client
+    /// reset the stream, or sent malformed chunked encoding).
+    pub fn unreadable_body() -> Self {
+        Self::bad_parameter("The request body could not be read: the stream ended with an error")
+    }
+
     /// 404 for a path or method no route serves.
     pub fn not_found_route(method: &str, path: &str) -> Self {
         let message = format!("No operation {method} {path} exists on this server");
         Self::new(StatusCode::NOT_FOUND, "NotFound", message)
+    }
+
+    /// An error of any status, for answers no handler produced (an unknown
+    /// route, an oversize request head: see `api::envelope`).
+    pub fn with_status(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(status, code, message)
     }
 
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {

@@ -1,14 +1,57 @@
 //! Body and path extractors whose rejections are Key Vault errors (axum's
 //! plain-text rejections never reach the client).
 
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use http_body_util::LengthLimitError;
 use serde::de::DeserializeOwned;
 
 use super::errors::ApiError;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// 413 when the declared `Content-Length` already exceeds the limit, so
+/// such a body is refused without reading it.
+pub fn check_declared_length(headers: &HeaderMap) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > MAX_BODY_BYTES as u64 => Err(ApiError::body_too_large(MAX_BODY_BYTES)),
+        _ => Ok(()),
+    }
+}
+
+/// Reads a whole body of at most [`MAX_BODY_BYTES`]: 413 above the limit,
+/// 400 when the stream itself fails (a reset, malformed chunking) — two
+/// different faults that used to share one "too large" 400.
+pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            if is_length_limit(&e) {
+                ApiError::body_too_large(MAX_BODY_BYTES)
+            } else {
+                ApiError::unreadable_body()
+            }
+        })
+}
+
+/// Whether the limit (rather than the stream) ended the read.
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
 
 /// A JSON request body.
 pub struct JsonBody<T>(pub T);
@@ -17,13 +60,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
-            .await
-            .map_err(|_| {
-                ApiError::bad_parameter(format!(
-                    "The request body is larger than {MAX_BODY_BYTES} bytes"
-                ))
-            })?;
+        check_declared_length(req.headers())?;
+        let bytes = read_body(req.into_body()).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::bad_parameter("A JSON request body is required"));
         }

@@ -255,6 +255,34 @@ async fn sign_verify_encrypt_decrypt_wrap_unwrap_and_rng() {
         .ok(Method::POST, "/keys/o//decrypt", Some(json!({"alg": "A256GCM", "value": g["value"], "iv": g["iv"], "tag": g["tag"], "aad": enc(b"h")})))
         .await;
     assert_eq!(d["value"], enc(b"p"));
+    // The vault picks the GCM iv: the same plaintext twice gives two ivs and
+    // two ciphertexts, both of which decrypt; a caller's iv is refused.
+    let again = app
+        .ok(
+            Method::POST,
+            "/keys/o//encrypt",
+            Some(json!({"alg": "A256GCM", "value": enc(b"p"), "aad": enc(b"h")})),
+        )
+        .await;
+    assert_ne!(again["iv"], g["iv"]);
+    assert_ne!(again["value"], g["value"]);
+    let d = app
+        .ok(Method::POST, "/keys/o//decrypt", Some(json!({"alg": "A256GCM", "value": again["value"], "iv": again["iv"], "tag": again["tag"], "aad": enc(b"h")})))
+        .await;
+    assert_eq!(d["value"], enc(b"p"));
+    let chosen = app
+        .call(
+            Method::POST,
+            "/keys/o//encrypt",
+            Some(json!({"alg": "A256GCM", "value": enc(b"p"), "iv": enc(&[0; 12])})),
+        )
+        .await;
+    assert_eq!(
+        (chosen.status, chosen.code()),
+        (StatusCode::BAD_REQUEST, "BadParameter"),
+        "{}",
+        chosen.body
+    );
     let rng = app
         .ok(Method::POST, "/rng", Some(json!({"count": 33})))
         .await;
@@ -429,7 +457,7 @@ async fn bad_inputs_get_the_service_codes_and_change_nothing() {
             assert_eq!(r.inner(), inner, "{path}");
         }
     }
-    // Body above the extractor's limit.
+    // Body above the extractor's limit: 413, not the engine's 400.
     let huge = format!(
         "{{\"alg\":\"A128GCM\",\"value\":\"{}\"}}",
         "A".repeat(300_000)
@@ -439,8 +467,12 @@ async fn bad_inputs_get_the_service_codes_and_change_nothing() {
         .await;
     assert_eq!(
         (r.status, r.code()),
-        (StatusCode::BAD_REQUEST, "BadParameter")
+        (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge")
     );
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("262144 bytes"));
     assert_eq!(app.snapshot(), before, "nothing changed");
 }
 
@@ -527,4 +559,30 @@ async fn delete_recover_purge_backup_restore_import_and_policy() {
         (r.status, r.code()),
         (StatusCode::BAD_REQUEST, "BadParameter")
     );
+    // Key Vault's minimums: a trigger of 7 days, an expiryTime of 28 days.
+    for (trigger, expiry) in [("PT1S", "P1Y"), ("P6D", "P1Y"), ("P7D", "P27D")] {
+        let short = json!({"lifetimeActions": [{"trigger": {"timeAfterCreate": trigger}, "action": {"type": "Rotate"}}],
+                           "attributes": {"expiryTime": expiry}});
+        let r = app
+            .call(Method::PUT, "/keys/k/rotationpolicy", Some(short))
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "BadParameter"),
+            "{trigger} {expiry}"
+        );
+        assert!(r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too short"));
+    }
+    let p = app.ok(Method::GET, "/keys/k/rotationpolicy", None).await;
+    assert_eq!(
+        p["lifetimeActions"][0]["trigger"]["timeAfterCreate"], "P90D",
+        "refused policies changed nothing"
+    );
+    let weekly = json!({"lifetimeActions": [{"trigger": {"timeAfterCreate": "P7D"}, "action": {"type": "Rotate"}}],
+                        "attributes": {"expiryTime": "P28D"}});
+    app.ok(Method::PUT, "/keys/k/rotationpolicy", Some(weekly))
+        .await;
 }

@@ -471,11 +471,6 @@ async fn bad_inputs_are_400_and_change_nothing() {
             Body::from(json!({"value": "x", "tags": tags16}).to_string()),
         ),
         (
-            Method::PUT,
-            format!("/secrets/keep?{V}"),
-            Body::from(json!({"value": "x".repeat(300 * 1024)}).to_string()),
-        ),
-        (
             Method::PATCH,
             format!("/secrets/keep/?{V}"),
             Body::from(r#"{"attributes":{"enabled":"yes"}}"#),
@@ -699,4 +694,65 @@ async fn every_listed_api_version_is_accepted() {
             .await;
         assert_eq!(r.status, StatusCode::OK, "{v}");
     }
+}
+
+#[tokio::test]
+async fn body_errors_say_what_went_wrong() {
+    let app = app().await;
+    let uri = format!("/secrets/big?{V}");
+    // Over the limit, streamed without a length: 413.
+    let big = json!({ "value": "x".repeat(300_000) }).to_string();
+    let chunks = big
+        .into_bytes()
+        .chunks(16 * 1024)
+        .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+        .collect::<Vec<_>>();
+    let r = app
+        .raw(
+            Method::PUT,
+            &uri,
+            HOST,
+            Body::from_stream(futures::stream::iter(chunks)),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    assert_eq!(r.code(), "RequestEntityTooLarge");
+    // Declared over the limit: 413 before reading anything.
+    let resp = app
+        .router
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method(Method::PUT)
+                .uri(&uri)
+                .header("host", HOST)
+                .header("content-length", "1000000")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // A stream that fails midway is not "too large": 400 saying so.
+    let broken = futures::stream::iter(vec![
+        Ok(b"{\"value\":".to_vec()),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        )),
+    ]);
+    let r = app
+        .raw(Method::PUT, &uri, HOST, Body::from_stream(broken), None)
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "BadParameter")
+    );
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("could not be read"), "{message}");
+    assert!(!message.contains("larger"), "{message}");
+    // Nothing was written.
+    let r = app.call(Method::GET, "/secrets/big", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
 }

@@ -62,6 +62,13 @@ pub fn protected_router(state: SysState) -> Router {
 /// An operator API error rendered as `{"errors":[…]}`.
 pub struct SysError(StatusCode, String);
 
+impl SysError {
+    /// An error with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        SysError(status, message.into())
+    }
+}
+
 impl IntoResponse for SysError {
     fn into_response(self) -> Response {
         (self.0, Json(json!({ "errors": [self.1] }))).into_response()
@@ -109,12 +116,14 @@ fn store_status(e: &StoreError) -> StatusCode {
     }
 }
 
-/// Body-parse failures become `{"errors":[…]}` 400s rather than axum's text.
+/// Body-parse failures become `{"errors":[…]}` rather than axum's text:
+/// 413 for a body over the limit, 400 for everything else.
 fn bad_json(e: axum::extract::rejection::JsonRejection) -> SysError {
-    SysError(
-        StatusCode::BAD_REQUEST,
-        format!("invalid request body: {}", e.body_text()),
-    )
+    let status = match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    SysError(status, format!("invalid request body: {}", e.body_text()))
 }
 
 async fn health(State(s): State<SysState>) -> Result<Response, SysError> {

@@ -16,7 +16,7 @@ use aws_lc_rs::key_wrap::{self, AesKek, KeyWrap, KeyWrapPadded};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
-use crate::crypto::{Ciphertext, CryptoError, SymParams};
+use crate::crypto::{refuse_caller_gcm_iv, Ciphertext, CryptoError, SymParams};
 
 /// GCM nonce length.
 pub const GCM_IV_LEN: usize = 12;
@@ -53,21 +53,15 @@ fn gcm_alg(key: &[u8]) -> Result<&'static aws_lc_rs::aead::Algorithm, CryptoErro
     }
 }
 
-/// AES-GCM encryption; generates the IV unless one is given.
+/// AES-GCM encryption under a freshly generated random IV (a caller's IV
+/// is refused: see [`refuse_caller_gcm_iv`]).
 pub fn gcm_encrypt(
     key: &[u8],
     plaintext: &[u8],
     params: &SymParams,
 ) -> Result<Ciphertext, CryptoError> {
-    let iv = match &params.iv {
-        Some(iv) if iv.len() == GCM_IV_LEN => iv.clone(),
-        Some(_) => {
-            return Err(CryptoError::BadInput(format!(
-                "the AES-GCM iv must be {GCM_IV_LEN} bytes"
-            )))
-        }
-        None => random(GCM_IV_LEN)?,
-    };
+    refuse_caller_gcm_iv(params)?;
+    let iv = random(GCM_IV_LEN)?;
     let k = LessSafeKey::new(
         UnboundKey::new(gcm_alg(key)?, key).map_err(|_| internal("AES key setup failed"))?,
     );

@@ -224,6 +224,44 @@ fn aes_gcm_roundtrips_with_aad_and_rejects_tampering() {
 }
 
 #[test]
+fn aes_gcm_draws_a_fresh_iv_every_time_and_refuses_the_callers() {
+    let k = oct(256);
+    let none = SymParams::default();
+    let a = k
+        .encrypt(EncAlg::A256GCM, b"same plaintext", &none)
+        .unwrap();
+    let b = k
+        .encrypt(EncAlg::A256GCM, b"same plaintext", &none)
+        .unwrap();
+    assert_ne!(a.iv, b.iv);
+    assert_ne!(a.value, b.value);
+    for ct in [&a, &b] {
+        let dp = SymParams {
+            iv: ct.iv.clone(),
+            tag: ct.tag.clone(),
+            aad: None,
+        };
+        assert_eq!(
+            &*k.decrypt(EncAlg::A256GCM, &ct.value, &dp).unwrap(),
+            b"same plaintext"
+        );
+    }
+    let chosen = SymParams {
+        iv: Some(vec![0; 12]),
+        ..Default::default()
+    };
+    match k.encrypt(EncAlg::A256GCM, b"x", &chosen) {
+        Err(CryptoError::BadInput(m)) => assert!(m.contains("takes no iv"), "{m}"),
+        other => panic!("a caller iv must be refused, got {:?}", other.map(|c| c.iv)),
+    }
+    let empty = SymParams {
+        iv: Some(Vec::new()),
+        ..Default::default()
+    };
+    assert!(k.encrypt(EncAlg::A256GCM, b"x", &empty).is_ok());
+}
+
+#[test]
 fn aes_cbc_and_cbcpad_roundtrip() {
     let cases = [
         (128, EncAlg::A128CBC, EncAlg::A128CBCPAD),
