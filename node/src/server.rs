@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::api;
 use crate::cluster::{ClusterConfig, ClusterNode, ClusterStore};
-use crate::config::{Config, TlsConfig};
+use crate::config::{Config, LimitsConfig, TlsConfig};
 use crate::crypto::hsm::HsmProvider;
 use crate::crypto::pkcs11::Pkcs11Hsm;
 use crate::engine::keys::KeysEngine;
@@ -277,6 +277,7 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
         lifecycle_interval_secs: 60,
         unsafe_stale_reads: false,
         hsm: None,
+        limits: LimitsConfig::default(),
     };
     let server = Server::start(&config).await?;
     wait_for_leader(&server.node).await?;
