@@ -128,7 +128,7 @@ pub struct LimitsConfig {
     /// the open-files limit leaves after `reserved_fds`. Connections above
     /// the cap are accepted and closed at once.
     pub max_connections: usize,
-    /// Open API connections at most from one client address (default 256);
+    /// Open API connections at most from one client address (default 512);
     /// IPv6 clients are grouped by /64. Keep it well below `max_connections`
     /// so one address cannot take every slot from the others (a value above
     /// it acts as `max_connections`).
@@ -167,7 +167,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_connections: 4096,
-            max_connections_per_ip: 256,
+            max_connections_per_ip: 512,
             reserved_fds: 128,
             tls_handshake_timeout_secs: 10,
             header_read_timeout_secs: 10,
