@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod config;
 pub mod crypto;
 pub mod engine;
+pub mod listener;
 pub mod logging;
 pub mod operator;
 pub mod seal;
