@@ -131,7 +131,8 @@ pub struct LimitsConfig {
     /// Open API connections at most from one client address (default 512);
     /// IPv6 clients are grouped by /64. Keep it well below `max_connections`
     /// so one address cannot take every slot from the others (a value above
-    /// it acts as `max_connections`).
+    /// it acts as `max_connections`). Lowered in proportion when the
+    /// open-files limit lowers `max_connections`.
     pub max_connections_per_ip: usize,
     /// File descriptors kept free for storage and cluster traffic: the
     /// connection cap never exceeds the open-files limit minus this

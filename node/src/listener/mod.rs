@@ -7,7 +7,7 @@
 //! - Each connection takes a [`slots::Slot`] for its whole life: at most
 //!   `max_connections` per listener (lowered to what the open-files limit
 //!   allows after `reserved_fds`) and `max_connections_per_ip` per client
-//!   address. A connection over either cap is accepted and closed at once,
+//!   address (lowered in the same proportion). A connection over either cap is accepted and closed at once,
 //!   so the kernel's backlog does not fill and a client fails over fast.
 //! - A connection has `tls_handshake_timeout_secs` for its handshake,
 //!   `header_read_timeout_secs` for each request head (the first one counted
@@ -119,9 +119,18 @@ impl ConnectionCaps {
             .map(|n| n.saturating_sub(limits.reserved_fds).max(1))
             .unwrap_or(usize::MAX);
         let max_connections = limits.max_connections.min(fd_budget);
+        // A cap lowered for the descriptors lowers the per-address cap in
+        // proportion: one address must not get every slot that is left.
+        let max_per_ip = if max_connections < limits.max_connections {
+            let scaled = limits.max_connections_per_ip as u128 * max_connections as u128
+                / limits.max_connections as u128;
+            usize::try_from(scaled).unwrap_or(usize::MAX).max(1)
+        } else {
+            limits.max_connections_per_ip
+        };
         Self {
             max_connections,
-            max_per_ip: limits.max_connections_per_ip.min(max_connections),
+            max_per_ip: max_per_ip.min(max_connections),
             open_files,
         }
     }
@@ -246,10 +255,19 @@ mod tests {
         assert_eq!(unlimited.max_per_ip, 512);
         let roomy = ConnectionCaps::new(&limits, Some(1 << 20));
         assert_eq!(roomy.max_connections, 4096);
+        // 256 descriptors, 128 kept: 128 connections, an eighth per address
+        // as configured (512 of 4096).
         let tight = ConnectionCaps::new(&limits, Some(256));
         assert_eq!(tight.max_connections, 128);
-        assert_eq!(tight.max_per_ip, 128);
+        assert_eq!(tight.max_per_ip, 16);
+        let per_ip_above_total = LimitsConfig {
+            max_connections: 100,
+            max_connections_per_ip: 1000,
+            ..LimitsConfig::default()
+        };
+        let capped = ConnectionCaps::new(&per_ip_above_total, None);
+        assert_eq!((capped.max_connections, capped.max_per_ip), (100, 100));
         let tiny = ConnectionCaps::new(&limits, Some(64));
-        assert_eq!(tiny.max_connections, 1);
+        assert_eq!((tiny.max_connections, tiny.max_per_ip), (1, 1));
     }
 }
