@@ -120,11 +120,12 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
 /// Every API connection takes a file descriptor: the soft limit goes up to
 /// the hard one before anything is opened, and the result is logged once.
 fn raise_open_files_limit() {
+    use coffer::listener::OpenFilesLimit;
     match coffer::listener::raise_open_files_limit() {
         Ok(limit) => tracing::info!(
-            before = ?limit.before,
-            now = ?limit.now,
-            hard = ?limit.hard,
+            before = %OpenFilesLimit::show(limit.before),
+            now = %OpenFilesLimit::show(limit.now),
+            hard = %OpenFilesLimit::show(limit.hard),
             "open-files limit (RLIMIT_NOFILE)"
         ),
         Err(e) => {

@@ -49,7 +49,7 @@ pub async fn serve(
     tracing::info!(
         max_connections = caps.max_connections,
         max_connections_per_ip = caps.max_per_ip,
-        open_files_limit = ?caps.open_files,
+        open_files_limit = %OpenFilesLimit::show(caps.open_files),
         "API connection limits"
     );
     if caps.max_connections < limits.max_connections {
@@ -189,6 +189,13 @@ pub struct OpenFilesLimit {
     pub now: Option<u64>,
     /// Hard limit (`None`: unlimited).
     pub hard: Option<u64>,
+}
+
+impl OpenFilesLimit {
+    /// A limit for the log: the number, or `unlimited`.
+    pub fn show(limit: Option<u64>) -> String {
+        limit.map_or_else(|| "unlimited".to_string(), |n| n.to_string())
+    }
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit: every API connection
