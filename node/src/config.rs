@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use raft_store::{Node, NodeId};
 use serde::Deserialize;
@@ -128,6 +129,135 @@ pub struct Config {
     /// `[raft]`: cluster transport limits and health thresholds.
     #[serde(default)]
     pub raft: crate::cluster::RaftTuning,
+    /// Connection caps and timeouts of the HTTPS API (all optional).
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`: what one client may hold of the HTTPS API listener, and how
+/// long the server waits for it. Every key is optional; the defaults suit a
+/// node that serves applications directly or behind a few proxies.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Open API connections at most (default 4096). Lowered at start to what
+    /// the open-files limit leaves after `reserved_fds`. Connections above
+    /// the cap are accepted and closed at once.
+    pub max_connections: usize,
+    /// Open API connections at most from one client address (default 512);
+    /// IPv6 clients are grouped by /64. Keep it well below `max_connections`
+    /// so one address cannot take every slot from the others (a value above
+    /// it acts as `max_connections`). Lowered in proportion when the
+    /// open-files limit lowers `max_connections`.
+    pub max_connections_per_ip: usize,
+    /// File descriptors kept free for storage and cluster traffic: the
+    /// connection cap never exceeds the open-files limit minus this
+    /// (default 128).
+    pub reserved_fds: usize,
+    /// Seconds a client has to complete the TLS handshake (default 10).
+    pub tls_handshake_timeout_secs: u64,
+    /// Seconds a client has to send a complete request head, counted from
+    /// its first byte, or from the handshake for a connection's first
+    /// request (default 10).
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may stay open with no request in progress
+    /// (default 90; longer than the Coffer client's 60 s pool idle timeout,
+    /// so the client closes first).
+    pub idle_timeout_secs: u64,
+    /// A request body must arrive at least this fast, in bytes per second
+    /// averaged over `body_rate_window_secs`, or the request is cut
+    /// (default 1024; 0 turns the check off).
+    pub min_body_bytes_per_sec: u64,
+    /// The window over which `min_body_bytes_per_sec` is measured (default 10).
+    pub body_rate_window_secs: u64,
+    /// Seconds the tokenless `/v1/sys/init` and `/v1/sys/unseal` wait for
+    /// their (at most 4 KiB) body (default 5).
+    pub operator_body_timeout_secs: u64,
+    /// Concurrent streams per HTTP/2 connection (default 100).
+    pub http2_max_concurrent_streams: u32,
+    /// Largest request head in bytes: the HTTP/1 read buffer and the HTTP/2
+    /// header list (default 32768, at least 32768 = twice the 16 KiB above
+    /// which the API answers 431 itself).
+    pub max_header_bytes: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            max_connections_per_ip: 512,
+            reserved_fds: 128,
+            tls_handshake_timeout_secs: 10,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 90,
+            min_body_bytes_per_sec: 1024,
+            body_rate_window_secs: 10,
+            operator_body_timeout_secs: 5,
+            http2_max_concurrent_streams: 100,
+            max_header_bytes: 32 * 1024,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Smallest `max_header_bytes`: twice the head size above which the API
+    /// itself answers 431 with an error body
+    /// ([`crate::http_limits::MAX_HEADER_BYTES`]), so that answer is the
+    /// one clients see; above `max_header_bytes` hyper answers by itself.
+    pub const MIN_HEADER_BYTES: u32 = 2 * crate::http_limits::MAX_HEADER_BYTES as u32;
+
+    /// Checks that caps and timeouts are usable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(format!("[limits] {m}")));
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return invalid("max_connections and max_connections_per_ip must be at least 1");
+        }
+        let timeouts = [
+            self.tls_handshake_timeout_secs,
+            self.header_read_timeout_secs,
+            self.idle_timeout_secs,
+            self.body_rate_window_secs,
+            self.operator_body_timeout_secs,
+        ];
+        if timeouts.contains(&0) {
+            return invalid("timeouts and body_rate_window_secs must be at least 1 second");
+        }
+        if self.http2_max_concurrent_streams == 0 {
+            return invalid("http2_max_concurrent_streams must be at least 1");
+        }
+        if self.max_header_bytes < Self::MIN_HEADER_BYTES {
+            return Err(ConfigError::Invalid(format!(
+                "[limits] max_header_bytes must be at least {}",
+                Self::MIN_HEADER_BYTES
+            )));
+        }
+        Ok(())
+    }
+
+    /// `tls_handshake_timeout_secs` as a duration.
+    pub fn tls_handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.tls_handshake_timeout_secs)
+    }
+
+    /// `header_read_timeout_secs` as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+
+    /// `idle_timeout_secs` as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// `body_rate_window_secs` as a duration.
+    pub fn body_rate_window(&self) -> Duration {
+        Duration::from_secs(self.body_rate_window_secs)
+    }
+
+    /// `operator_body_timeout_secs` as a duration.
+    pub fn operator_body_timeout(&self) -> Duration {
+        Duration::from_secs(self.operator_body_timeout_secs)
+    }
 }
 
 /// `[hsm]`: the PKCS#11 device attached to this node. The PIN is never in
@@ -255,6 +385,7 @@ impl Config {
         self.raft
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.limits.validate()?;
         Ok(())
     }
 
@@ -378,5 +509,30 @@ mod tests {
         assert!(config.validate().is_err());
         let inline_pin = format!("{with_hsm}pin = \"1234\"\n");
         assert!(toml::from_str::<Config>(&inline_pin).is_err());
+    }
+
+    #[test]
+    fn limits_default_when_absent_and_are_validated_when_given() {
+        let config: Config = toml::from_str(SAMPLE).unwrap();
+        assert_eq!(config.limits, LimitsConfig::default());
+        let partial = format!("{SAMPLE}\n[limits]\nidle_timeout_secs = 30\nmax_connections = 64\n");
+        let config: Config = toml::from_str(&partial).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.limits.idle_timeout(), Duration::from_secs(30));
+        assert_eq!(config.limits.max_connections, 64);
+        assert_eq!(config.limits.header_read_timeout(), Duration::from_secs(10));
+        for bad in [
+            "max_connections_per_ip = 0",
+            "tls_handshake_timeout_secs = 0",
+            "body_rate_window_secs = 0",
+            "max_header_bytes = 4096",
+            "http2_max_concurrent_streams = 0",
+        ] {
+            let text = format!("{SAMPLE}\n[limits]\n{bad}\n");
+            let config: Config = toml::from_str(&text).unwrap();
+            assert!(config.validate().is_err(), "{bad} accepted");
+        }
+        let typo = format!("{SAMPLE}\n[limits]\nidle_timeout = 30\n");
+        assert!(toml::from_str::<Config>(&typo).is_err());
     }
 }

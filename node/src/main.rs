@@ -105,6 +105,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     if args.dev {
         init_logging("text");
+        raise_open_files_limit();
         return server::run_dev(DevOptions {
             data_dir: args.data_dir,
             api_addr: args.api_addr,
@@ -115,16 +116,36 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let path = args.config.context("--config is required without --dev")?;
     let config = Config::load(&path)?;
     init_logging(&config.log_format);
+    raise_open_files_limit();
     Server::start(&config).await?.serve().await
 }
 
+/// Every API connection takes a file descriptor: the soft limit goes up to
+/// the hard one before anything is opened, and the result is logged once.
+fn raise_open_files_limit() {
+    use coffer::listener::OpenFilesLimit;
+    match coffer::listener::raise_open_files_limit() {
+        Ok(limit) => tracing::info!(
+            before = %OpenFilesLimit::show(limit.before),
+            now = %OpenFilesLimit::show(limit.now),
+            hard = %OpenFilesLimit::show(limit.hard),
+            "open-files limit (RLIMIT_NOFILE)"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open-files limit (RLIMIT_NOFILE)")
+        }
+    }
+}
+
 fn init_logging(format: &str) {
+    // `h2` warns once per connection it cuts off for abuse (rapid resets);
+    // the listener reports those itself, rate-limited.
     let filter = tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG")
         // openraft logs every failed RPC at ERROR (one line per read while a
         // follower is down); Coffer reports what needs a human itself: peers
         // going down and back (rate-limited), storage and core failures.
         // `COFFER_LOG=info,openraft=warn` shows openraft's own view.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off,h2=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

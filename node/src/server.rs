@@ -7,17 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use axum::extract::ConnectInfo;
-use axum::{Extension, Router};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
+use axum::Router;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
 
 use crate::api;
 use crate::cluster::{ClusterConfig, ClusterNode, ClusterStore};
-use crate::config::{Config, TlsConfig};
+use crate::config::{Config, LimitsConfig, TlsConfig};
 use crate::crypto::hsm::HsmProvider;
 use crate::crypto::pkcs11::Pkcs11Hsm;
 use crate::engine::keys::KeysEngine;
@@ -44,6 +40,7 @@ pub struct Server {
     lifecycle_interval: Duration,
     router: Router,
     api_tls: Arc<rustls::ServerConfig>,
+    limits: LimitsConfig,
     secrets: Arc<SecretsEngine>,
     keys: Arc<KeysEngine>,
 }
@@ -112,6 +109,7 @@ impl Server {
             lifecycle_interval: Duration::from_secs(config.lifecycle_interval_secs),
             router,
             api_tls,
+            limits: config.limits.clone(),
             secrets,
             keys,
         })
@@ -130,47 +128,18 @@ impl Server {
             self.lifecycle_interval,
         ));
         tokio::spawn(fail_stop(self.node.clone()));
-        let acceptor = TlsAcceptor::from(self.api_tls.clone());
-        let shutdown = shutdown_signal();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, peer)) => serve_connection(acceptor.clone(), self.router.clone(), tcp, peer),
-                    Err(e) => tracing::warn!(error = %e, "accept failed"),
-                },
-                _ = &mut shutdown => break,
-            }
-        }
+        crate::listener::serve(
+            listener,
+            self.api_tls.clone(),
+            self.router.clone(),
+            self.limits.clone(),
+            shutdown_signal(),
+        )
+        .await;
         tracing::info!("shutting down");
         self.node.shutdown().await;
         Ok(())
     }
-}
-
-fn serve_connection(
-    acceptor: TlsAcceptor,
-    router: Router,
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-) {
-    let _ = tcp.set_nodelay(true);
-    tokio::spawn(async move {
-        let tls = match acceptor.accept(tcp).await {
-            Ok(tls) => tls,
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                return;
-            }
-        };
-        let app = router.layer(Extension(ConnectInfo(peer)));
-        let service = TowerToHyperService::new(app);
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        api::envelope::tune_hyper(&mut builder);
-        if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
-            tracing::debug!(%peer, error = %e, "connection ended with an error");
-        }
-    });
 }
 
 /// Exit status of a node that stopped because its storage or Raft core
@@ -316,6 +285,7 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
         allow_insecure_permissions: false,
         hsm: None,
         raft: Default::default(),
+        limits: LimitsConfig::default(),
     };
     let server = Server::start(&config).await?;
     wait_for_leader(&server.node).await?;

@@ -6,42 +6,18 @@
 //! and the 405 of a known path with another method (both bodiless in axum),
 //! and it answers an oversize URI or header section itself with 414 / 431
 //! in the surface's error format. hyper answers those with bodiless
-//! responses only beyond its own, higher limits ([`tune_hyper`]).
+//! responses only beyond its own, higher limits (set by the listener).
 
 use axum::body::HttpBody as _;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioExecutor;
 
 use super::akv::errors::ApiError;
 use super::sys::SysError;
 
-/// Longest accepted request target (path and query), in bytes.
-pub const MAX_URI_BYTES: usize = 8 * 1024;
-/// Largest accepted header section: the sum of header name and value
-/// lengths, in bytes.
-pub const MAX_HEADER_BYTES: usize = 16 * 1024;
-/// Most header fields accepted in one request.
-pub const MAX_HEADER_COUNT: usize = 100;
-
-/// hyper's own limits, set well above ours so that requests between the two
-/// reach [`envelope`] and get a 414/431 with an error body. Above these,
-/// hyper answers by itself (bodiless 431, or a reset stream in HTTP/2);
-/// hyper's HTTP/1 URI limit (64 KiB) and header buffer (about 400 KiB) are
-/// already far above ours.
-const HYPER_H2_MAX_HEADER_LIST: u32 = 64 * 1024;
-const HYPER_H1_MAX_HEADERS: usize = 2 * MAX_HEADER_COUNT;
-
-/// Sets hyper's request-head limits of an API connection above the
-/// envelope's, so the envelope is what answers oversize requests.
-pub fn tune_hyper(builder: &mut hyper_util::server::conn::auto::Builder<TokioExecutor>) {
-    builder.http1().max_headers(HYPER_H1_MAX_HEADERS);
-    builder
-        .http2()
-        .max_header_list_size(HYPER_H2_MAX_HEADER_LIST);
-}
+pub use crate::http_limits::{MAX_HEADER_BYTES, MAX_HEADER_COUNT, MAX_URI_BYTES};
 
 /// The API a request addressed, which decides its error format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

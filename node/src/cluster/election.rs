@@ -28,11 +28,36 @@ use serde::{Deserialize, Serialize};
 
 use super::forward::RaftHandle;
 use super::network::{blob, Peers};
-use super::{pb, ELECTION_TIMEOUT_MS};
+use super::{pb, RaftTuning};
 
-/// How long a voter trusts a leader it heard from (openraft's leader lease
-/// is `election_timeout_max`; the real vote is refused within it anyway).
-pub const LEASE: Duration = Duration::from_millis(ELECTION_TIMEOUT_MS.1);
+/// The election clock of a node.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// How long a voter trusts a leader it heard from (openraft's leader
+    /// lease is `election_timeout_max`; the real vote is refused within it
+    /// anyway).
+    pub lease: Duration,
+    /// The random extra wait before campaigning: up to this.
+    pub jitter: Duration,
+}
+
+impl Timing {
+    /// The timing of `tuning`.
+    pub fn of(tuning: &RaftTuning) -> Self {
+        Self {
+            lease: Duration::from_millis(tuning.election_timeout_max_ms),
+            jitter: Duration::from_millis(
+                tuning.election_timeout_max_ms - tuning.election_timeout_min_ms,
+            ),
+        }
+    }
+
+    /// The lease plus a random part of the election timeout range.
+    fn jittered(&self) -> Duration {
+        let extra = rand::rng().random_range(0..=self.jitter.as_millis() as u64);
+        self.lease + Duration::from_millis(extra)
+    }
+}
 /// How often the driver looks at the clock.
 const TICK: Duration = Duration::from_millis(25);
 /// Deadline of one pre-vote request.
@@ -119,6 +144,7 @@ pub fn answer(
     raft: &RaftHandle,
     contact: &LeaderContact,
     log: &LogStore,
+    timing: &Timing,
     req: &PreVoteRequest,
 ) -> PreVoteResponse {
     let refuse = |reason: String| PreVoteResponse {
@@ -131,11 +157,11 @@ pub fn answer(
         if m.state == ServerState::Leader {
             let acked = m
                 .millis_since_quorum_ack
-                .is_some_and(|ms| ms < LEASE.as_millis() as u64);
+                .is_some_and(|ms| ms < timing.lease.as_millis() as u64);
             if acked {
                 return refuse(format!("node {} leads with a live quorum", m.id));
             }
-        } else if contact.heard_within(LEASE) {
+        } else if contact.heard_within(timing.lease) {
             return refuse(format!(
                 "node {} hears from leader {:?}",
                 m.id, m.current_leader
@@ -165,6 +191,7 @@ pub struct Driver {
     log: LogStore,
     peers: Peers,
     id: NodeId,
+    timing: Timing,
     started: Instant,
 }
 
@@ -176,6 +203,7 @@ impl Driver {
         log: LogStore,
         peers: Peers,
         id: NodeId,
+        timing: Timing,
     ) -> Self {
         Self {
             raft,
@@ -183,18 +211,19 @@ impl Driver {
             log,
             peers,
             id,
+            timing,
             started: Instant::now(),
         }
     }
 
     /// Runs until the task is aborted.
     pub async fn run(self) {
-        let mut next_try = Instant::now() + jittered();
+        let mut next_try = Instant::now() + self.timing.jittered();
         loop {
             tokio::time::sleep(TICK).await;
             if !self.should_campaign() {
                 // Heard from a leader (or leading): the timer restarts.
-                next_try = Instant::now() + jittered();
+                next_try = Instant::now() + self.timing.jittered();
                 continue;
             }
             if Instant::now() < next_try {
@@ -212,7 +241,7 @@ impl Driver {
             }
             // Whether or not it was won, retry only after another random
             // delay, so that two candidates do not keep colliding.
-            next_try = Instant::now() + jittered();
+            next_try = Instant::now() + self.timing.jittered();
         }
     }
 
@@ -235,7 +264,7 @@ impl Driver {
             .contact
             .since()
             .unwrap_or_else(|| self.started.elapsed());
-        silence >= LEASE
+        silence >= self.timing.lease
     }
 
     /// Asks every other voter; true when a quorum of every joint
@@ -304,13 +333,6 @@ impl Driver {
     }
 }
 
-/// The lease plus a random part of the election timeout range.
-fn jittered() -> Duration {
-    let (min, max) = ELECTION_TIMEOUT_MS;
-    let extra = rand::rng().random_range(0..=(max - min));
-    LEASE + Duration::from_millis(extra)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,11 +354,13 @@ mod tests {
 
     #[test]
     fn jitter_stays_within_the_election_window() {
+        let timing = Timing::of(&RaftTuning::default());
+        assert_eq!(timing.lease, Duration::from_millis(1000));
         for _ in 0..100 {
-            let d = jittered();
-            assert!(d >= LEASE);
+            let d = timing.jittered();
             assert!(
-                d <= LEASE + Duration::from_millis(ELECTION_TIMEOUT_MS.1 - ELECTION_TIMEOUT_MS.0)
+                d >= timing.lease && d <= timing.lease + timing.jitter,
+                "{d:?}"
             );
         }
     }

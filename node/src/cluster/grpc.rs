@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use super::election::{self, LeaderContact, PreVoteRequest};
+use super::election::{self, LeaderContact, PreVoteRequest, Timing};
 use super::forward::{self, AdminRequest, RaftHandle, WriteRequest};
 use super::identity::{IdentityFile, CLUSTER_ID_HEADER};
 use super::membership;
@@ -48,6 +48,7 @@ pub struct RaftService {
     contact: Arc<LeaderContact>,
     identity: Arc<IdentityFile>,
     log: LogStore,
+    timing: Timing,
 }
 
 impl RaftService {
@@ -57,12 +58,14 @@ impl RaftService {
         contact: Arc<LeaderContact>,
         identity: Arc<IdentityFile>,
         log: LogStore,
+        timing: Timing,
     ) -> Self {
         Self {
             raft,
             contact,
             identity,
             log,
+            timing,
         }
     }
 }
@@ -105,6 +108,7 @@ impl pb::raft_server::Raft for RaftService {
             &self.raft,
             &self.contact,
             &self.log,
+            &self.timing,
             &rpc,
         ))
     }

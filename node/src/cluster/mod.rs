@@ -34,13 +34,6 @@ pub mod pb {
     tonic::include_proto!("coffer.cluster.v1");
 }
 
-/// Heartbeat period. Followers hear from the leader ~4–8 times per election
-/// timeout, so one or two lost heartbeats do not trigger an election.
-pub const HEARTBEAT_MS: u64 = 75;
-/// Randomised election timeout range: failover takes roughly this long plus
-/// one vote round trip. Measured (10 × kill -9 of the leader under writes,
-/// 2 cores): 400–800 ms gave a median of 1.44 s until writes succeed again.
-pub const ELECTION_TIMEOUT_MS: (u64, u64) = (300, 600);
 /// Largest gRPC message between members, both directions (tonic's default
 /// of 4 MiB is what broke replication of 20 KB secrets: openraft batched up
 /// to 300 entries into one AppendEntries).
@@ -141,6 +134,15 @@ pub struct RaftTuning {
     /// itself unhealthy; a leader that has not heard from a quorum for this
     /// long does too.
     pub max_leader_silence_ms: u64,
+    /// Heartbeat period; also openraft's deadline for one AppendEntries.
+    pub heartbeat_ms: u64,
+    /// Election timeout range. A voter trusts a leader it heard from for
+    /// `election_timeout_max_ms` (the lease) and campaigns (after a
+    /// pre-vote) a random part of the range after that: failover takes
+    /// about `max` to `2 × max − min` plus a vote round trip.
+    pub election_timeout_min_ms: u64,
+    /// Upper end of the election timeout range (and the leader lease).
+    pub election_timeout_max_ms: u64,
 }
 
 impl Default for RaftTuning {
@@ -149,6 +151,12 @@ impl Default for RaftTuning {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_lag_entries: 10_000,
             max_leader_silence_ms: 3_000,
+            // Measured with 300–600 ms: leaders were deposed on a loaded
+            // 2-core machine when a busy leader's heartbeats slipped past
+            // 600 ms; 500–1000 ms keeps failover under 2 s.
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1_000,
         }
     }
 }
@@ -163,10 +171,21 @@ impl RaftTuning {
                  replicated entry, {MAX_ENTRY_BYTES} bytes, plus framing)"
             )));
         }
-        if self.max_leader_silence_ms < ELECTION_TIMEOUT_MS.1 {
+        if self.heartbeat_ms == 0 || self.election_timeout_min_ms < 3 * self.heartbeat_ms {
+            return Err(ClusterError::Invalid(
+                "[raft] election_timeout_min_ms must be at least three heartbeats (heartbeat_ms)"
+                    .into(),
+            ));
+        }
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms {
+            return Err(ClusterError::Invalid(
+                "[raft] election_timeout_max_ms must be above election_timeout_min_ms".into(),
+            ));
+        }
+        if self.max_leader_silence_ms < self.election_timeout_max_ms {
             return Err(ClusterError::Invalid(format!(
                 "[raft] max_leader_silence_ms must be at least the election timeout ({} ms)",
-                ELECTION_TIMEOUT_MS.1
+                self.election_timeout_max_ms
             )));
         }
         Ok(())
@@ -252,9 +271,9 @@ pub fn raft_config(
     tuning.validate()?;
     let cfg = openraft::Config {
         cluster_name: "coffer".into(),
-        heartbeat_interval: HEARTBEAT_MS,
-        election_timeout_min: ELECTION_TIMEOUT_MS.0,
-        election_timeout_max: ELECTION_TIMEOUT_MS.1,
+        heartbeat_interval: tuning.heartbeat_ms,
+        election_timeout_min: tuning.election_timeout_min_ms,
+        election_timeout_max: tuning.election_timeout_max_ms,
         // Per snapshot chunk, and for the last chunk the install on the
         // follower: restoring a large state takes seconds, and a timeout
         // here makes the leader start the whole transfer again.

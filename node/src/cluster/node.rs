@@ -14,7 +14,7 @@ use raft_store::{
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::election::{Driver, LeaderContact};
+use super::election::{Driver, LeaderContact, Timing};
 use super::forward::{self, AdminRequest, AdminResult, ForwardError, ReadIndexResult, WriteResult};
 use super::grpc::{ForwardService, RaftService};
 use super::identity::IdentityFile;
@@ -78,7 +78,13 @@ impl ClusterNode {
         let reads = ReadIndexBatcher::new(raft.clone());
         let contact = Arc::new(LeaderContact::default());
         let services = Services {
-            raft: RaftService::new(raft.clone(), contact.clone(), identity.clone(), log.clone()),
+            raft: RaftService::new(
+                raft.clone(),
+                contact.clone(),
+                identity.clone(),
+                log.clone(),
+                Timing::of(&cfg.tuning),
+            ),
             forward: ForwardService::new(raft.clone(), reads.clone(), identity.clone()),
         };
         let (local_addr, server) = serve(&cfg, services).await?;
@@ -88,6 +94,7 @@ impl ClusterNode {
             log.clone(),
             peers.clone(),
             cfg.node_id,
+            Timing::of(&cfg.tuning),
         );
         let elections = tokio::spawn(driver.run());
         Ok(Arc::new(Self {

@@ -44,6 +44,16 @@ impl ApiError {
         Self::bad_parameter("The request body could not be read: the stream ended with an error")
     }
 
+    /// 408 `RequestTimeout`: the body arrived slower than the minimum rate
+    /// (`[limits] min_body_bytes_per_sec`) and was cut.
+    pub fn body_too_slow() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeout",
+            "The request body arrived too slowly and was cut off",
+        )
+    }
+
     /// 404 for a path or method no route serves.
     pub fn not_found_route(method: &str, path: &str) -> Self {
         let message = format!("No operation {method} {path} exists on this server");

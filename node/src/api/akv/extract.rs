@@ -9,6 +9,7 @@ use http_body_util::LengthLimitError;
 use serde::de::DeserializeOwned;
 
 use super::errors::ApiError;
+use crate::error_chain::find_cause;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -33,24 +34,14 @@ pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|e| {
-            if is_length_limit(&e) {
+            if find_cause::<LengthLimitError>(&e).is_some() {
                 ApiError::body_too_large(MAX_BODY_BYTES)
+            } else if crate::listener::is_body_too_slow(&e) {
+                ApiError::body_too_slow()
             } else {
                 ApiError::unreadable_body()
             }
         })
-}
-
-/// Whether the limit (rather than the stream) ended the read.
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if err.is::<LengthLimitError>() {
-            return true;
-        }
-        source = err.source();
-    }
-    false
 }
 
 /// A JSON request body.

@@ -5,15 +5,19 @@ pub mod hsm;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::cluster::{ClusterError, PeersInfo};
+use crate::config::LimitsConfig;
 use crate::engine::error::EngineError;
 use crate::engine::store::StoreError;
 use crate::engine::vaults::VaultsEngine;
@@ -176,9 +180,8 @@ struct InitRequest {
 
 async fn init(
     State(s): State<SysState>,
-    body: Result<Json<InitRequest>, axum::extract::rejection::JsonRejection>,
+    OperatorJson(req): OperatorJson<InitRequest>,
 ) -> Result<Response, SysError> {
-    let Json(req) = body.map_err(bad_json)?;
     let result = s
         .operator
         .init(req.secret_shares, req.secret_threshold)
@@ -198,9 +201,8 @@ struct UnsealRequest {
 
 async fn unseal(
     State(s): State<SysState>,
-    body: Result<Json<UnsealRequest>, axum::extract::rejection::JsonRejection>,
+    OperatorJson(req): OperatorJson<UnsealRequest>,
 ) -> Result<Response, SysError> {
-    let Json(req) = body.map_err(bad_json)?;
     if req.reset {
         s.operator.unseal_reset()?;
     } else {
@@ -311,4 +313,212 @@ async fn delete_vault(
         .delete(&name, request_id(&headers).as_deref())
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Largest body of the tokenless `init` and `unseal` (a share is a few
+/// hundred hex digits; the rest is JSON punctuation).
+pub const OPERATOR_BODY_MAX_BYTES: usize = 4096;
+
+/// The JSON body of a tokenless operator route (`init`, `unseal`): anyone
+/// can send these, so the body is read only up to
+/// [`OPERATOR_BODY_MAX_BYTES`] (413 above) and only for
+/// `operator_body_timeout_secs` (408 after), not the data plane's 2 MB with
+/// no deadline.
+struct OperatorJson<T>(T);
+
+impl<S, T> FromRequest<S> for OperatorJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        // The listener puts the node's limits on every request; a router
+        // used without it (in-process tests) gets the defaults.
+        let deadline = req
+            .extensions()
+            .get::<Arc<LimitsConfig>>()
+            .map(|l| l.operator_body_timeout())
+            .unwrap_or_else(|| LimitsConfig::default().operator_body_timeout());
+        let too_large = || {
+            unread_body(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {OPERATOR_BODY_MAX_BYTES} bytes"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > OPERATOR_BODY_MAX_BYTES as u64) {
+            return Err(too_large());
+        }
+        let (parts, body) = req.into_parts();
+        let read = Limited::new(body, OPERATOR_BODY_MAX_BYTES).collect();
+        let bytes = match tokio::time::timeout(deadline, read).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Err(_) => {
+                let secs = deadline.as_secs();
+                return Err(too_slow(format!(
+                    "the request body did not arrive within {secs} s"
+                )));
+            }
+            Ok(Err(e)) if e.is::<LengthLimitError>() => return Err(too_large()),
+            Ok(Err(e)) if crate::listener::is_body_too_slow(&*e) => {
+                return Err(too_slow("the request body arrived too slowly".into()));
+            }
+            Ok(Err(_)) => {
+                return Err(unread_body(
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read".into(),
+                ))
+            }
+        };
+        // axum's own extractor on the bytes: same content-type and JSON
+        // checks, same messages as the other routes.
+        let req = Request::from_parts(parts, Body::from(bytes));
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(e) => Err(bad_json(e).into_response()),
+        }
+    }
+}
+
+fn too_slow(message: String) -> Response {
+    unread_body(StatusCode::REQUEST_TIMEOUT, message)
+}
+
+/// An error answered while part of the body is unread: the connection
+/// cannot carry another request, so it is closed after this answer.
+fn unread_body(status: StatusCode, message: String) -> Response {
+    let mut response = SysError(status, message).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::routing::post;
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn echo_key(OperatorJson(req): OperatorJson<UnsealRequest>) -> String {
+        req.key.unwrap_or_default()
+    }
+
+    fn app() -> Router {
+        Router::new().route("/unseal", post(echo_key))
+    }
+
+    fn request(body: Body, length: Option<usize>) -> Request {
+        let mut builder = Request::post("/unseal").header(header::CONTENT_TYPE, "application/json");
+        if let Some(n) = length {
+            builder = builder.header(header::CONTENT_LENGTH, n);
+        }
+        builder.body(body).unwrap()
+    }
+
+    async fn answer(response: Response) -> (StatusCode, Option<HeaderValue>, serde_json::Value) {
+        let status = response.status();
+        let connection = response.headers().get(header::CONNECTION).cloned();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, connection, json)
+    }
+
+    #[tokio::test]
+    async fn a_small_json_body_is_read() {
+        let body = r#"{"key":"abc"}"#;
+        let response = app()
+            .oneshot(request(Body::from(body), Some(body.len())))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"abc");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_413_whether_declared_or_streamed() {
+        let big = format!(r#"{{"key":"{}"}}"#, "a".repeat(OPERATOR_BODY_MAX_BYTES));
+        // Declared: refused before a byte is read.
+        let declared = app()
+            .oneshot(request(Body::from(big.clone()), Some(big.len())))
+            .await
+            .unwrap();
+        // Streamed without a length: refused once the limit is passed.
+        let chunks = big
+            .into_bytes()
+            .chunks(1000)
+            .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>();
+        let streamed = app()
+            .oneshot(request(
+                Body::from_stream(futures::stream::iter(chunks)),
+                None,
+            ))
+            .await
+            .unwrap();
+        for response in [declared, streamed] {
+            let (status, connection, json) = answer(response).await;
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+            assert_eq!(connection.unwrap(), "close");
+            assert!(
+                json["errors"][0].as_str().unwrap().contains("4096"),
+                "{json}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_is_408_after_the_deadline() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        tx.send(Ok(Bytes::from_static(b"{\"key\":"))).await.unwrap();
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let limits = Arc::new(LimitsConfig {
+            operator_body_timeout_secs: 3,
+            ..LimitsConfig::default()
+        });
+        let mut req = request(Body::from_stream(stream), Some(100));
+        req.extensions_mut().insert(limits);
+        let started = tokio::time::Instant::now();
+        let response = app().oneshot(req).await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        let (status, connection, json) = answer(response).await;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(connection.unwrap(), "close");
+        assert!(
+            json["errors"][0].as_str().unwrap().contains("3 s"),
+            "{json}"
+        );
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn bad_json_keeps_the_errors_shape() {
+        let response = app()
+            .oneshot(request(Body::from("{not json"), Some(9)))
+            .await
+            .unwrap();
+        let (status, _, json) = answer(response).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            json["errors"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid request body"),
+            "{json}"
+        );
+    }
 }
