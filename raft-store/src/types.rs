@@ -6,8 +6,6 @@
 //! Domain logic (secrets, keys, …) builds [`Txn`]s with compare-and-set
 //! conditions and retries on conflict.
 
-use std::io::Cursor;
-
 use serde::{Deserialize, Serialize};
 
 /// Raft node id.
@@ -35,7 +33,9 @@ openraft::declare_raft_types!(
         R = Response,
         NodeId = NodeId,
         Node = Node,
-        SnapshotData = Cursor<Vec<u8>>,
+        // Snapshots are files (see `snapshot.rs`), streamed, never held
+        // in memory whole.
+        SnapshotData = tokio::fs::File,
 );
 
 /// One replicated command: an idempotent, conditional transaction.
