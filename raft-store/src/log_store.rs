@@ -15,14 +15,14 @@ use std::thread::JoinHandle;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, Vote};
-use redb::{Database, ReadableDatabase, ReadableTable, Table};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableHandle};
 
 use crate::error::{blocking, raft_err, ErrorKind, RaftStorageError, StorageError};
 use crate::tables::{
-    decode, durable_write, encode, get_meta, lazy_write, open_db, KEY_COMMITTED, KEY_LAST_PURGED,
-    KEY_VOTE, LOGS, LOG_META,
+    decode, durable_write, durable_write_with, encode, get_meta, lazy_write, open_db, table_names,
+    KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, LOGS, LOG_META,
 };
-use crate::{NodeId, TypeConfig};
+use crate::{NodeId, StoreOptions, TypeConfig};
 
 /// Durable Raft log storage on redb. Cheap to clone; clones share the
 /// database and the flusher, which stops when the last clone is dropped.
@@ -34,6 +34,8 @@ pub struct LogStore {
 
 struct Shared {
     db: Database,
+    /// Whether appends commit in two phases (`StoreOptions`).
+    two_phase: bool,
     /// `log.redb`, for error messages.
     path: PathBuf,
     /// The first write failure; once set, every write fails (fail-stop: a
@@ -99,43 +101,30 @@ impl Debug for LogStore {
 }
 
 impl LogStore {
-    /// Opens (creating if needed) the log database at `path`. With `verify`
-    /// redb checks every page checksum first, whatever the last shutdown
-    /// was; a damaged log is [`StorageError::Corrupt`].
-    pub fn open(path: &Path, verify: bool) -> Result<Self, StorageError> {
-        Self::open_inner(path, verify).map_err(|e| e.at(path))
+    /// Opens (creating if needed) the log database at `path`. With
+    /// `opts.verify_on_open` redb checks every page checksum first, whatever
+    /// the last shutdown was; a damaged log is [`StorageError::Corrupt`].
+    pub fn open(path: &Path, opts: &StoreOptions) -> Result<Self, StorageError> {
+        Self::open_inner(path, opts).map_err(|e| e.at(path))
     }
 
-    fn open_inner(path: &Path, verify: bool) -> Result<Self, StorageError> {
-        let opened = open_db(path, verify)?;
-        if opened.repaired_damage {
-            // The file had been closed cleanly or was just recovered, yet it
-            // failed verification: damage. redb's repair may have restored
-            // an older commit, which can lack acknowledged entries or the
-            // last vote; forgetting those could break Raft's guarantees.
-            return Err(StorageError::corrupt(
-                path,
-                "redb's integrity check found damaged pages (it may have restored an older \
-                 commit, which can lack acknowledged entries or the last vote)",
-            ));
+    fn open_inner(path: &Path, opts: &StoreOptions) -> Result<Self, StorageError> {
+        // A log that went back to an older commit could lack acknowledged
+        // entries or the last vote, which could break Raft's guarantees.
+        let db = open_db(path, opts.verify_on_open)?.check(path)?;
+        let names = table_names(&db)?;
+        if [LOGS.name(), LOG_META.name()]
+            .iter()
+            .any(|t| !names.iter().any(|n| n == t))
+        {
+            let txn = durable_write(&db)?;
+            txn.open_table(LOGS)?;
+            txn.open_table(LOG_META)?;
+            txn.commit()?;
         }
-        if opened.fell_back {
-            // Only after an unclean shutdown: the newest commit was torn by a
-            // power loss before it was acknowledged, so nothing acknowledged
-            // is lost by going back to the one before it.
-            tracing::warn!(
-                file = %path.display(),
-                "the newest log commit was incomplete after an unclean shutdown; redb \
-                 restored the commit before it"
-            );
-        }
-        let db = opened.db;
-        let txn = durable_write(&db)?;
-        txn.open_table(LOGS)?;
-        txn.open_table(LOG_META)?;
-        txn.commit()?;
         let shared = Arc::new(Shared {
             db,
+            two_phase: opts.log_two_phase_commit,
             path: path.to_path_buf(),
             failure: Mutex::new(None),
             queue: Mutex::new(Queue::default()),
@@ -295,10 +284,10 @@ impl LogStore {
     /// Writes a batch in one durable transaction, refusing to leave a hole.
     /// Re-writing existing indexes is allowed: openraft's suite does it.
     fn append_batch<'e>(
-        db: &Database,
+        shared: &Shared,
         entries: impl IntoIterator<Item = &'e Entry<TypeConfig>>,
     ) -> Result<(), StorageError> {
-        let txn = durable_write(db)?;
+        let txn = durable_write_with(&shared.db, shared.two_phase)?;
         {
             let meta = txn.open_table(LOG_META)?;
             let last_purged: Option<LogId<NodeId>> = get_meta(&meta, KEY_LAST_PURGED)?;
@@ -438,7 +427,7 @@ fn flush_loop(shared: &Shared) {
         // append fails with the first error (logged once, in `fail`).
         let res = match shared.failed() {
             Some(e) => Err(e),
-            None => LogStore::append_batch(&shared.db, batch.values())
+            None => LogStore::append_batch(shared, batch.values())
                 .map_err(|e| shared.fail(e.at(&shared.path))),
         };
         lock(&shared.queue).flushing = None;

@@ -67,7 +67,7 @@ pub enum LocalRepair {
 
 fn open_log_offline(data_dir: &Path) -> Result<LogStore, StorageError> {
     let path = data_dir.join(LOG_FILE);
-    LogStore::open(&path, true).map_err(|e| match e {
+    LogStore::open(&path, &StoreOptions::default()).map_err(|e| match e {
         StorageError::Db {
             source: redb::Error::DatabaseAlreadyOpen,
             ..

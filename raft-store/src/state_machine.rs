@@ -12,7 +12,7 @@ use openraft::{
     Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
     StoredMembership,
 };
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle};
 use sha2::{Digest, Sha256};
 
 use crate::apply::{apply_batch, DedupRecord};
@@ -23,8 +23,8 @@ use crate::snapshot::{
     SnapshotHeader, SnapshotSummary,
 };
 use crate::tables::{
-    decode, decode_ref, durable_write, encode, get_meta, lazy_write, open_db, DEDUP, DEDUP_BY_TIME,
-    KEY_DIGEST, KV, LEGACY_SNAPSHOT, SM_META,
+    decode, decode_ref, durable_write, encode, get_meta, lazy_write, open_db, table_names, DEDUP,
+    DEDUP_BY_TIME, KEY_DIGEST, KV, LEGACY_SNAPSHOT, SM_META,
 };
 use crate::{
     Node, NodeId, Response, StoreOptions, TypeConfig, Versioned, SNAPSHOT_DIR, STATE_FILE,
@@ -115,34 +115,31 @@ impl StateMachineStore {
     }
 
     fn open_inner(dir: &Path, path: &Path, opts: &StoreOptions) -> Result<Self, StorageError> {
-        let opened = open_db(path, opts.verify_on_open)?;
-        if opened.repaired_damage {
-            // A file that opened normally failed verification: the disk
-            // damaged it. Whatever redb salvaged is not trusted.
-            return Err(StorageError::corrupt(
-                path,
-                "redb's integrity check found damaged pages",
-            ));
+        // Durable commits of the state are two-phase (they are rare: every
+        // 1024 applies, snapshots, close), so an older commit is never the
+        // expected outcome of a crash; the Raft log would re-apply what it
+        // lacks, but silent rollbacks would hide a failing disk.
+        let mut db = open_db(path, opts.verify_on_open)?.check(path)?;
+        let names = table_names(&db)?;
+        let has = |t: &str| names.iter().any(|n| n == t);
+        let had_legacy_snapshot = has(LEGACY_SNAPSHOT.name());
+        let complete = [
+            SM_META.name(),
+            KV.name(),
+            DEDUP.name(),
+            DEDUP_BY_TIME.name(),
+        ]
+        .iter()
+        .all(|t| has(t));
+        if !complete || had_legacy_snapshot {
+            let txn = durable_write(&db)?;
+            txn.open_table(SM_META)?;
+            txn.open_table(KV)?;
+            txn.open_table(DEDUP)?;
+            txn.open_table(DEDUP_BY_TIME)?;
+            txn.delete_table(LEGACY_SNAPSHOT)?;
+            txn.commit()?;
         }
-        if opened.fell_back {
-            // Only after an unclean shutdown: the newest commit was torn.
-            // The one before it is complete and consistent; the digest check
-            // below verifies its content and the Raft log re-applies what it
-            // lacks (`crate::open_with` fails the open if the log cannot).
-            tracing::warn!(
-                file = %path.display(),
-                "the newest state commit was incomplete after an unclean shutdown; redb \
-                 restored the commit before it, and the Raft log re-applies the rest"
-            );
-        }
-        let mut db = opened.db;
-        let txn = durable_write(&db)?;
-        txn.open_table(SM_META)?;
-        txn.open_table(KV)?;
-        txn.open_table(DEDUP)?;
-        txn.open_table(DEDUP_BY_TIME)?;
-        let had_legacy_snapshot = txn.delete_table(LEGACY_SNAPSHOT)?;
-        txn.commit()?;
         if had_legacy_snapshot {
             // The old blob snapshot made the file large; give the space back.
             tracing::info!(file = %path.display(), "dropped the old in-database snapshot; compacting");

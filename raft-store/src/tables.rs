@@ -71,10 +71,28 @@ pub(crate) fn decode_ref(bytes: &[u8]) -> Result<VersionedRef<'_>, StorageError>
     Ok(postcard::from_bytes(bytes)?)
 }
 
-/// Starts a write transaction that is on disk once `commit` returns.
+/// Starts a write transaction that is on disk once `commit` returns,
+/// committed in two phases (see [`durable_write_with`]).
 pub(crate) fn durable_write(db: &redb::Database) -> Result<WriteTransaction, StorageError> {
+    durable_write_with(db, true)
+}
+
+/// Starts a write transaction that is on disk once `commit` returns.
+///
+/// With `two_phase`, redb flushes the pages before it switches the commit
+/// slot (two fsyncs). The newest commit then always verifies after a crash
+/// or power loss, so a commit that fails its checksum at open can only be
+/// damage, and is reported as such instead of being silently replaced by the
+/// commit before it. Without it (one fsync), a power loss during the commit
+/// can leave a torn commit that redb replaces by the previous one, which
+/// the open cannot tell from damage.
+pub(crate) fn durable_write_with(
+    db: &redb::Database,
+    two_phase: bool,
+) -> Result<WriteTransaction, StorageError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
+    txn.set_two_phase_commit(two_phase);
     Ok(txn)
 }
 
@@ -103,13 +121,45 @@ where
 pub(crate) struct OpenedDb {
     pub db: Database,
     /// redb found the newest commit incomplete or damaged and fell back to
-    /// the one before it. After an unclean shutdown (power loss) this is
-    /// the expected recovery from a torn commit that was never acknowledged.
+    /// the one before it (possible only after an unclean shutdown, for a
+    /// commit written in one phase).
     pub fell_back: bool,
     /// The explicit integrity check found damage in a file that had opened
     /// normally, and redb repaired it (possibly by falling back to an older
     /// commit, possibly only by rebuilding its free-page bookkeeping).
     pub repaired_damage: bool,
+}
+
+impl OpenedDb {
+    /// Fails when redb had to repair damage or fall back to an older commit.
+    /// Either way the newest durable state did not verify; whatever redb
+    /// salvaged may lack acknowledged data, and with two-phase commits a
+    /// crash or power loss cannot cause this, so it is damage.
+    pub(crate) fn check(self, path: &Path) -> Result<Database, StorageError> {
+        if self.fell_back {
+            return Err(StorageError::corrupt(
+                path,
+                "the newest commit failed its checksum (damage, or a power loss during a \
+                 commit written in one phase); redb could only restore an older one",
+            ));
+        }
+        if self.repaired_damage {
+            return Err(StorageError::corrupt(
+                path,
+                "redb's integrity check found damaged pages",
+            ));
+        }
+        Ok(self.db)
+    }
+}
+
+/// Names of the tables in `db`, read without a write transaction (a write
+/// at every open would cost fsyncs for nothing).
+pub(crate) fn table_names(db: &Database) -> Result<Vec<String>, StorageError> {
+    use redb::{ReadableDatabase, TableHandle};
+    let txn = db.begin_read()?;
+    let names = txn.list_tables()?.map(|t| t.name().to_owned()).collect();
+    Ok(names)
 }
 
 /// Opens (creating if needed) a redb database. With `verify`, redb's full
