@@ -315,9 +315,10 @@ impl StateMachineStore {
         // Applies are committed without fsync: every applied entry is in the
         // durable Raft log, and after a crash the state machine comes back at
         // its last durable commit (redb never exposes a partial one) and
-        // openraft re-applies the committed entries after it. A snapshot
-        // build ends with a durable commit, and the log is only purged behind
-        // a snapshot, so the entries to re-apply are always still there.
+        // openraft re-applies the committed entries after it. The log is only
+        // purged behind a durable snapshot file, and the open restores the
+        // state from a snapshot ahead of it, so whatever is missing after a
+        // crash is in the snapshot or still in the log.
         let durable_from = self.inner.durable_applied.load(Ordering::Acquire);
         let durable = last.is_some_and(|l| l.saturating_sub(durable_from) >= DURABLE_APPLY_EVERY);
         let txn = if durable {
@@ -345,16 +346,6 @@ impl StateMachineStore {
             }
         }
         Ok(applied.responses)
-    }
-
-    /// Makes every applied entry durable (one empty durable commit).
-    fn sync(&self) -> Result<(), StorageError> {
-        let txn = durable_write(&self.inner.db)?;
-        // No apply can commit while this transaction is open.
-        let applied = self.applied_index();
-        txn.commit()?;
-        self.inner.durable_applied.store(applied, Ordering::Release);
-        Ok(())
     }
 
     /// Streams the state as of one read transaction into a new snapshot
@@ -400,9 +391,12 @@ impl StateMachineStore {
                 ),
             ));
         }
-        // openraft purges the log behind this snapshot once it is reported,
-        // so the state it covers must survive a crash first.
-        self.sync()?;
+        // openraft purges the log behind this snapshot once it is reported.
+        // The state it covers may still be only lazily committed, but the
+        // file is durable once published, and after a crash the open
+        // restores the state from a snapshot that is ahead of it (see
+        // `crate::open_with`), so no durable commit — which would make
+        // applies wait for its fsync — is needed here.
         let published = self.inner.snapshots.publish(&tmp, &meta)?;
         let file = File::open(&published.path).map_err(|e| StorageError::io(&published.path, e))?;
         tracing::info!(

@@ -76,7 +76,10 @@ async fn full_disk_fails_the_append_names_the_file_and_stops_the_log() {
 
     let cause = log.failure().expect("the failure is reported");
     assert!(cause.contains(&path.display().to_string()), "{cause}");
-    assert!(cause.contains("No space left on device (os error 28)"), "{cause}");
+    assert!(
+        cause.contains("No space left on device (os error 28)"),
+        "{cause}"
+    );
     assert!(
         cause.contains(&format!(
             "free disk space on the volume holding {}",
@@ -89,10 +92,18 @@ async fn full_disk_fails_the_append_names_the_file_and_stops_the_log() {
 
     // Fail-stop: later writes fail at once with the first cause, even a
     // small one that would fit.
-    let again = log.blocking_append([entry(at)]).await.unwrap_err().to_string();
+    let again = log
+        .blocking_append([entry(at)])
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(again.contains("stopped accepting writes"), "{again}");
     assert!(again.contains("No space left on device"), "{again}");
-    let vote = log.save_vote(&Vote::new(2, 1)).await.unwrap_err().to_string();
+    let vote = log
+        .save_vote(&Vote::new(2, 1))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(vote.contains("No space left on device"), "{vote}");
     // Reads still work: what was acknowledged is there.
     let entries = log.entries(..).unwrap();

@@ -21,6 +21,7 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
 const CHILD_ENV: &str = "RAFT_STORE_INTEGRITY_CHILD_DIR";
+const CHILD_MODE_ENV: &str = "RAFT_STORE_INTEGRITY_CHILD_MODE";
 const VALUE_LEN: usize = 2048;
 
 fn log_id(index: u64) -> LogId<NodeId> {
@@ -161,15 +162,22 @@ async fn integrity_child_entry() {
         return; // normal test run: nothing to do
     };
     let (_log, mut sm) = raft_store::open(Path::new(&dir)).unwrap();
-    apply(&mut sm, 1..=1100).await;
-    apply(&mut sm, 1101..=1150).await;
+    if std::env::var_os(CHILD_MODE_ENV).is_some_and(|m| m == "snapshot") {
+        // Applies below the durable threshold stay lazily committed; the
+        // snapshot file is the only durable copy of them.
+        apply(&mut sm, 1..=500).await;
+        build_snapshot(&mut sm).await;
+    } else {
+        apply(&mut sm, 1..=1100).await;
+        apply(&mut sm, 1101..=1150).await;
+    }
     println!("READY {}", sm.applied_index());
     loop {
         tokio::time::sleep(Duration::from_secs(60)).await;
     }
 }
 
-fn run_child_and_kill(dir: &Path) {
+fn run_child_and_kill(dir: &Path, mode: &str) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -178,6 +186,7 @@ fn run_child_and_kill(dir: &Path) {
             "--test-threads=1",
         ])
         .env(CHILD_ENV, dir)
+        .env(CHILD_MODE_ENV, mode)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -208,14 +217,14 @@ async fn flipped_bytes_in_state_after_kill_9_fail_the_open() {
     }
     // Control: killed, undamaged, it opens with everything durable intact.
     let control = tempfile::tempdir().unwrap();
-    run_child_and_kill(control.path());
+    run_child_and_kill(control.path(), "applies");
     {
         let (_log, sm) = raft_store::open(control.path()).unwrap();
         assert!(sm.applied_index() >= 1100, "durable applies lost");
     }
 
     let dir = tempfile::tempdir().unwrap();
-    run_child_and_kill(dir.path());
+    run_child_and_kill(dir.path(), "applies");
     let state = dir.path().join(STATE_FILE);
     // Keys last written by entries 700..=1000 are in the durable commit.
     let victims: Vec<u64> = live_writers(1150)
@@ -410,4 +419,27 @@ async fn open_finishes_an_install_interrupted_after_publishing() {
     let summary = verify_snapshot_file(&snap).unwrap();
     assert_eq!(sm.digest().digest_hex, summary.kv_digest_hex);
     assert_eq!(sm.digest().entries, summary.kv_entries);
+}
+
+/// A snapshot is built without a durable commit of the state (which would
+/// make applies wait for its fsync): after a kill -9 the state comes back
+/// at its last durable commit, behind the snapshot, and the open restores
+/// it from the snapshot file.
+#[tokio::test]
+async fn state_applied_lazily_before_a_snapshot_and_a_kill_9_comes_back_from_the_snapshot() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    run_child_and_kill(dir.path(), "snapshot");
+    let (_log, sm) = raft_store::open(dir.path()).unwrap();
+    assert_eq!(sm.applied_index(), 500);
+    for i in live_writers(500) {
+        assert_eq!(sm.get(&key(i)).unwrap().unwrap().value, value(i));
+    }
+    let (_, snap) = sm.current_snapshot_file().unwrap();
+    assert_eq!(
+        sm.digest().digest_hex,
+        verify_snapshot_file(&snap).unwrap().kv_digest_hex
+    );
 }
