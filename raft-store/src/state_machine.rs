@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::apply::{apply_batch, DedupRecord};
 use crate::digest::{DigestRing, StateDigest, StateSum};
-use crate::error::{blocking, raft_err, RaftStorageError, StorageError};
+use crate::error::{blocking, raft_err, RaftStorageError, RateLimit, StorageError};
 use crate::snapshot::{
     copy_to_new, read_applied, restore_from, verify_snapshot_file, write_from_state, SnapshotDir,
     SnapshotHeader, SnapshotSummary,
@@ -80,6 +80,9 @@ impl Drop for Inner {
         }
     }
 }
+
+/// One error line per minute for refused snapshots.
+static REFUSED_SNAPSHOT_LOG: RateLimit = RateLimit::new(std::time::Duration::from_secs(60));
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -472,7 +475,10 @@ impl StateMachineStore {
             Ok(s) => s,
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
-                tracing::error!(error = %e, "refused a received snapshot");
+                // A leader may send the same bad file again and again.
+                if let Some(held_back) = REFUSED_SNAPSHOT_LOG.allow() {
+                    tracing::error!(error = %e, held_back, "refused a received snapshot");
+                }
                 return Err(e);
             }
         };
@@ -1164,5 +1170,38 @@ mod tests {
         let err = sm.build().unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{err}");
         assert_eq!(sm.current_snapshot_file(), None);
+    }
+
+    /// Data dirs of older versions kept the snapshot as a blob in the state
+    /// database; the table is dropped at open and the space given back.
+    #[test]
+    fn legacy_snapshot_table_is_dropped_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        let o = opts(DEFAULT_DEDUP_WINDOW_MS);
+        {
+            let sm = StateMachineStore::open(dir.path(), &o).unwrap();
+            sm.apply_entries(vec![put_entry(1, "k", b"v".to_vec())])
+                .unwrap();
+        }
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(LEGACY_SNAPSHOT)
+                .unwrap()
+                .insert("data", vec![7u8; 8 << 20].as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let with_blob = std::fs::metadata(&path).unwrap().len();
+        let sm = StateMachineStore::open(dir.path(), &o).unwrap();
+        assert_eq!(value(&sm, "k"), Some((1, b"v".to_vec())));
+        assert!(!table_names(&sm.inner.db)
+            .unwrap()
+            .iter()
+            .any(|n| n == LEGACY_SNAPSHOT.name()));
+        drop(sm);
+        let after = std::fs::metadata(&path).unwrap().len();
+        assert!(after < with_blob / 2, "{after} >= {with_blob} / 2");
     }
 }
