@@ -133,12 +133,11 @@ impl DigestRing {
 
     /// The digest right after `index` was applied, if still remembered.
     pub(crate) fn at(&self, index: u64) -> Option<StateSum> {
-        let first = self.ring.front()?.0;
         // Indexes are increasing but may skip (e.g. after a reset), so
         // search rather than compute an offset.
         let pos = self.ring.partition_point(|(i, _)| *i < index);
         match self.ring.get(pos) {
-            Some((i, s)) if *i == index && index >= first => Some(*s),
+            Some((i, s)) if *i == index => Some(*s),
             _ => None,
         }
     }
