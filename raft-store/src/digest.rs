@@ -16,7 +16,8 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-/// How many `(index, digest)` pairs [`DigestRing`] remembers.
+/// How many `(index, digest)` pairs [`crate::StateMachineStore::digest_at`]
+/// answers for: the last this many applied entries.
 pub const DIGEST_RING: usize = 4096;
 
 /// The digest of a key/value state: sum of entry hashes and entry count.
