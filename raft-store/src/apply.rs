@@ -4,9 +4,11 @@ use openraft::{Entry, EntryPayload, LogId, StoredMembership};
 use redb::{ReadableTable, Table, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use crate::digest::StateSum;
 use crate::error::StorageError;
 use crate::tables::{
-    decode, encode, DEDUP, DEDUP_BY_TIME, KEY_LAST_APPLIED, KEY_MEMBERSHIP, KV, SM_META,
+    decode, decode_ref, encode, DEDUP, DEDUP_BY_TIME, KEY_DIGEST, KEY_LAST_APPLIED, KEY_MEMBERSHIP,
+    KV, SM_META,
 };
 use crate::{Compare, Mutation, NodeId, Request, Response, Txn, TypeConfig, Versioned};
 
@@ -19,27 +21,43 @@ pub(crate) struct DedupRecord {
     pub response: Response,
 }
 
-/// The tables `apply` touches, opened once per batch.
+/// The tables `apply` touches, opened once per batch, and the running digest
+/// of the KV table.
 struct Tables<'t> {
     kv: Table<'t, &'static [u8], &'static [u8]>,
     dedup: Table<'t, &'static str, &'static [u8]>,
     by_time: Table<'t, (u64, &'static str), ()>,
+    sum: StateSum,
 }
 
-/// Applies `entries` in order and records the last applied id and membership.
+/// What applying a batch produced.
+pub(crate) struct Applied {
+    /// One response per entry.
+    pub responses: Vec<Response>,
+    /// The KV digest after each entry, by log index.
+    pub digests: Vec<(u64, StateSum)>,
+    /// The KV digest after the batch (stored in the same transaction).
+    pub sum: StateSum,
+}
+
+/// Applies `entries` in order on top of a state whose KV digest is `sum`,
+/// and records the last applied id, the membership and the new digest.
 pub(crate) fn apply_batch(
     txn: &WriteTransaction,
     entries: Vec<Entry<TypeConfig>>,
     dedup_window_ms: u64,
-) -> Result<Vec<Response>, StorageError> {
+    sum: StateSum,
+) -> Result<Applied, StorageError> {
     let mut t = Tables {
         kv: txn.open_table(KV)?,
         dedup: txn.open_table(DEDUP)?,
         by_time: txn.open_table(DEDUP_BY_TIME)?,
+        sum,
     };
     let mut meta = txn.open_table(SM_META)?;
     let mut last: Option<LogId<NodeId>> = None;
     let mut responses = Vec::with_capacity(entries.len());
+    let mut digests = Vec::with_capacity(entries.len());
     for entry in entries {
         let index = entry.log_id.index;
         let response = match entry.payload {
@@ -53,11 +71,17 @@ pub(crate) fn apply_batch(
         };
         last = Some(entry.log_id);
         responses.push(response);
+        digests.push((index, t.sum));
     }
     if let Some(last) = last {
         meta.insert(KEY_LAST_APPLIED, encode(&Some(last))?.as_slice())?;
+        meta.insert(KEY_DIGEST, encode(&t.sum)?.as_slice())?;
     }
-    Ok(responses)
+    Ok(Applied {
+        responses,
+        digests,
+        sum: t.sum,
+    })
 }
 
 fn meta_response(index: u64) -> Response {
@@ -83,7 +107,7 @@ fn apply_request(
             });
         }
     }
-    let response = apply_txn(&mut t.kv, index, req.txn)?;
+    let response = apply_txn(&mut t.kv, &mut t.sum, index, req.txn)?;
     if let Some(id) = &req.request_id {
         remember(t, id, req.time_ms, &response)?;
     }
@@ -121,6 +145,7 @@ fn remember(
 /// Evaluates the comparisons and, when all hold, applies the mutations.
 fn apply_txn(
     kv: &mut Table<&'static [u8], &'static [u8]>,
+    sum: &mut StateSum,
     index: u64,
     txn: Txn,
 ) -> Result<Response, StorageError> {
@@ -135,7 +160,7 @@ fn apply_txn(
         }
     }
     for m in txn.mutations {
-        apply_mutation(kv, index, m)?;
+        apply_mutation(kv, sum, index, m)?;
     }
     Ok(Response {
         succeeded: true,
@@ -151,14 +176,17 @@ fn compare_holds(
 ) -> Result<bool, StorageError> {
     let Compare::Revision { key, revision } = c;
     let current = match kv.get(key.as_slice())? {
-        Some(v) => decode::<Versioned>(v.value())?.revision,
+        Some(v) => decode_ref(v.value())?.revision,
         None => 0,
     };
     Ok(current == *revision)
 }
 
+/// Applies one mutation and moves the digest along: the replaced or removed
+/// entry (as redb hands it back) is subtracted, the new one added.
 fn apply_mutation(
     kv: &mut Table<&'static [u8], &'static [u8]>,
+    sum: &mut StateSum,
     index: u64,
     m: Mutation,
 ) -> Result<(), StorageError> {
@@ -168,14 +196,24 @@ fn apply_mutation(
                 revision: index,
                 value,
             };
-            kv.insert(key.as_slice(), encode(&v)?.as_slice())?;
+            if let Some(old) = kv.insert(key.as_slice(), encode(&v)?.as_slice())? {
+                let old = decode_ref(old.value())?;
+                sum.sub(&key, old.revision, old.value);
+            }
+            sum.add(&key, v.revision, &v.value);
         }
         Mutation::Delete { key } => {
-            kv.remove(key.as_slice())?;
+            if let Some(old) = kv.remove(key.as_slice())? {
+                let old = decode_ref(old.value())?;
+                sum.sub(&key, old.revision, old.value);
+            }
         }
         Mutation::DeletePrefix { prefix } => {
             for key in keys_with_prefix(kv, &prefix)? {
-                kv.remove(key.as_slice())?;
+                if let Some(old) = kv.remove(key.as_slice())? {
+                    let old = decode_ref(old.value())?;
+                    sum.sub(&key, old.revision, old.value);
+                }
             }
         }
     }

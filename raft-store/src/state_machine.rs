@@ -1,26 +1,34 @@
-//! The replicated key/value state machine, stored in `state.redb`.
+//! The replicated key/value state machine, stored in `state.redb`, and its
+//! snapshots, stored as files in `snapshots/`.
 
-use std::io::Cursor;
+use std::fs::{self, File, OpenOptions};
 use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
     StoredMembership,
 };
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle};
 use sha2::{Digest, Sha256};
 
-use crate::apply::apply_batch;
-use crate::error::{blocking, raft_err, RaftStorageError, StorageError};
-use crate::snapshot::{dump, load_current, read_applied, restore, save_current, SnapshotPayload};
-use crate::tables::{
-    decode, durable_write, encode, lazy_write, DEDUP, DEDUP_BY_TIME, KV, SM_META, SNAPSHOT,
+use crate::apply::{apply_batch, DedupRecord};
+use crate::digest::{DigestRing, StateDigest, StateSum};
+use crate::error::{blocking, raft_err, RaftStorageError, RateLimit, StorageError};
+use crate::snapshot::{
+    copy_to_new, read_applied, restore_from, verify_snapshot_file, write_from_state, SnapshotDir,
+    SnapshotHeader, SnapshotSummary,
 };
-use crate::{Node, NodeId, Response, TypeConfig, Versioned};
+use crate::tables::{
+    decode, decode_ref, durable_write, encode, get_meta, lazy_write, open_db, table_names, DEDUP,
+    DEDUP_BY_TIME, KEY_DIGEST, KV, LEGACY_SNAPSHOT, SM_META,
+};
+use crate::{
+    Node, NodeId, Response, StoreOptions, TypeConfig, Versioned, SNAPSHOT_DIR, STATE_FILE,
+};
 
 /// Default time a request id is remembered for deduplication: one hour.
 pub const DEFAULT_DEDUP_WINDOW_MS: u64 = 60 * 60 * 1000;
@@ -34,11 +42,32 @@ const DURABLE_APPLY_EVERY: u64 = 1024;
 
 struct Inner {
     db: Database,
+    /// `state.redb`, for error messages.
+    path: PathBuf,
+    snapshots: SnapshotDir,
     /// Mirrors the stored last applied index so readers need no transaction.
     applied: AtomicU64,
     /// Last applied index known to be on disk.
     durable_applied: AtomicU64,
     dedup_window_ms: u64,
+    /// The KV digest as of the last commit, and its recent history.
+    digest: Mutex<DigestState>,
+    /// Temporary files handed out by `begin_receiving_snapshot`.
+    receiving: Mutex<Vec<PathBuf>>,
+    /// Test hook called while a snapshot is being written, with the number
+    /// of key/value records written so far.
+    #[cfg(test)]
+    build_hook: Mutex<Option<BuildHook>>,
+}
+
+/// See `Inner::build_hook`.
+#[cfg(test)]
+type BuildHook = Box<dyn FnMut(u64) + Send>;
+
+struct DigestState {
+    applied: u64,
+    sum: StateSum,
+    ring: DigestRing,
 }
 
 impl Drop for Inner {
@@ -47,9 +76,16 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let flush = durable_write(&self.db).and_then(|t| Ok(t.commit()?));
         if let Err(e) = flush {
-            tracing::warn!(error = %e, "state machine flush on close failed");
+            tracing::warn!(error = %e.at(&self.path), "state machine flush on close failed");
         }
     }
+}
+
+/// One error line per minute for refused snapshots.
+static REFUSED_SNAPSHOT_LOG: RateLimit = RateLimit::new(std::time::Duration::from_secs(60));
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Durable state machine on redb. Cheap to clone; clones share the database,
@@ -68,35 +104,118 @@ impl std::fmt::Debug for StateMachineStore {
 }
 
 impl StateMachineStore {
-    /// Opens (creating if needed) the state database at `path`.
-    pub fn open(path: &Path, dedup_window_ms: u64) -> Result<Self, StorageError> {
-        let db = Database::create(path)?;
-        let txn = durable_write(&db)?;
-        for t in [SM_META, SNAPSHOT] {
-            txn.open_table(t)?;
+    /// Opens (creating if needed) `state.redb` and `snapshots/` in `dir`.
+    ///
+    /// With `opts.verify_on_open` (the default) redb verifies every page
+    /// checksum, the whole KV table is re-hashed and compared with the
+    /// stored digest, the request-id tables are cross-checked, and the
+    /// newest snapshot file is verified; any failure is
+    /// [`StorageError::Corrupt`] naming the file. This does not depend on
+    /// how the node last stopped.
+    pub fn open(dir: &Path, opts: &StoreOptions) -> Result<Self, StorageError> {
+        let path = dir.join(STATE_FILE);
+        Self::open_inner(dir, &path, opts).map_err(|e| e.at(&path))
+    }
+
+    fn open_inner(dir: &Path, path: &Path, opts: &StoreOptions) -> Result<Self, StorageError> {
+        // Durable commits of the state are two-phase (they are rare: every
+        // 1024 applies, snapshots, close), so an older commit is never the
+        // expected outcome of a crash; the Raft log would re-apply what it
+        // lacks, but silent rollbacks would hide a failing disk.
+        let mut db = open_db(path, opts.verify_on_open)?.check(path)?;
+        let names = table_names(&db)?;
+        let has = |t: &str| names.iter().any(|n| n == t);
+        let had_legacy_snapshot = has(LEGACY_SNAPSHOT.name());
+        let complete = [
+            SM_META.name(),
+            KV.name(),
+            DEDUP.name(),
+            DEDUP_BY_TIME.name(),
+        ]
+        .iter()
+        .all(|t| has(t));
+        if !complete || had_legacy_snapshot {
+            let txn = durable_write(&db)?;
+            txn.open_table(SM_META)?;
+            txn.open_table(KV)?;
+            txn.open_table(DEDUP)?;
+            txn.open_table(DEDUP_BY_TIME)?;
+            txn.delete_table(LEGACY_SNAPSHOT)?;
+            txn.commit()?;
         }
-        txn.open_table(KV)?;
-        txn.open_table(DEDUP)?;
-        txn.open_table(DEDUP_BY_TIME)?;
-        txn.commit()?;
-        let (applied, _) = read_applied(&db.begin_read()?)?;
-        let inner = Inner {
-            db,
-            applied: AtomicU64::new(applied.map_or(0, |l| l.index)),
-            durable_applied: AtomicU64::new(applied.map_or(0, |l| l.index)),
-            dedup_window_ms,
+        if had_legacy_snapshot {
+            // The old blob snapshot made the file large; give the space back.
+            tracing::info!(file = %path.display(), "dropped the old in-database snapshot; compacting");
+            while db.compact()? {}
+        }
+
+        let rtxn = db.begin_read()?;
+        let (applied, _) = read_applied(&rtxn)?;
+        let stored: Option<StateSum> = get_meta(&rtxn.open_table(SM_META)?, KEY_DIGEST)?;
+        drop(rtxn);
+        let sum = match stored {
+            Some(stored) if !opts.verify_on_open => stored,
+            Some(stored) => {
+                let computed = scan_state(&db, path)?;
+                if computed != stored {
+                    return Err(StorageError::corrupt(
+                        path,
+                        format!(
+                            "the key/value table does not match its stored digest ({} entries \
+                             found, {} recorded)",
+                            computed.entries(),
+                            stored.entries()
+                        ),
+                    ));
+                }
+                computed
+            }
+            None => {
+                // Written by a version without the digest: compute it once.
+                let computed = scan_state(&db, path)?;
+                let txn = durable_write(&db)?;
+                txn.open_table(SM_META)?
+                    .insert(KEY_DIGEST, encode(&computed)?.as_slice())?;
+                txn.commit()?;
+                computed
+            }
         };
+        let snapshots = SnapshotDir::open(&dir.join(SNAPSHOT_DIR), opts.verify_on_open)?;
+        let applied = applied.map_or(0, |l| l.index);
+        let mut ring = DigestRing::default();
+        ring.reset(applied, sum);
         Ok(Self {
-            inner: Arc::new(inner),
+            inner: Arc::new(Inner {
+                db,
+                path: path.to_path_buf(),
+                snapshots,
+                applied: AtomicU64::new(applied),
+                durable_applied: AtomicU64::new(applied),
+                dedup_window_ms: opts.dedup_window_ms,
+                digest: Mutex::new(DigestState { applied, sum, ring }),
+                receiving: Mutex::new(Vec::new()),
+                #[cfg(test)]
+                build_hook: Mutex::new(None),
+            }),
         })
+    }
+
+    /// `state.redb`.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
     }
 
     /// The value stored at `key` and the revision that wrote it.
     pub fn get(&self, key: &[u8]) -> Result<Option<Versioned>, StorageError> {
-        let txn = self.inner.db.begin_read()?;
-        let kv = txn.open_table(KV)?;
-        let value = kv.get(key)?;
-        value.map(|v| decode(v.value())).transpose()
+        let read = || -> Result<_, StorageError> {
+            let txn = self.inner.db.begin_read()?;
+            let kv = txn.open_table(KV)?;
+            let value = kv.get(key)?;
+            value
+                .map(|v| decode_ref(v.value()).map(|r| r.to_owned()))
+                .transpose()
+        };
+        read().map_err(|e| e.at(&self.inner.path))
     }
 
     /// Up to `limit` entries whose key starts with `prefix`, in key order,
@@ -111,20 +230,23 @@ impl StateMachineStore {
             Some(s) if s >= prefix => Bound::Excluded(s),
             _ => Bound::Included(prefix),
         };
-        let txn = self.inner.db.begin_read()?;
-        let kv = txn.open_table(KV)?;
-        let mut out = Vec::new();
-        for item in kv.range::<&[u8]>((start, Bound::Unbounded))? {
-            if out.len() >= limit {
-                break;
+        let scan = || -> Result<_, StorageError> {
+            let txn = self.inner.db.begin_read()?;
+            let kv = txn.open_table(KV)?;
+            let mut out = Vec::new();
+            for item in kv.range::<&[u8]>((start, Bound::Unbounded))? {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, v) = item?;
+                if !k.value().starts_with(prefix) {
+                    break;
+                }
+                out.push((k.value().to_vec(), decode_ref(v.value())?.to_owned()));
             }
-            let (k, v) = item?;
-            if !k.value().starts_with(prefix) {
-                break;
-            }
-            out.push((k.value().to_vec(), decode(v.value())?));
-        }
-        Ok(out)
+            Ok(out)
+        };
+        scan().map_err(|e| e.at(&self.inner.path))
     }
 
     /// Index of the last applied log entry (0 before anything was applied).
@@ -132,26 +254,60 @@ impl StateMachineStore {
         self.inner.applied.load(Ordering::Acquire)
     }
 
-    /// Hex SHA-256 over every key/value pair in key order, for comparing replicas.
-    pub fn digest(&self) -> Result<String, StorageError> {
-        let txn = self.inner.db.begin_read()?;
-        let mut hasher = Sha256::new();
-        for item in txn.open_table(KV)?.iter()? {
-            let (k, v) = item?;
-            let v: Versioned = decode(v.value())?;
-            // Length prefixes keep (key, value) boundaries unambiguous.
-            hasher.update((k.value().len() as u64).to_be_bytes());
-            hasher.update(k.value());
-            hasher.update(v.revision.to_be_bytes());
-            hasher.update((v.value.len() as u64).to_be_bytes());
-            hasher.update(&v.value);
-        }
-        Ok(hex::encode(hasher.finalize()))
+    /// The state's digest at the last applied index, from memory (O(1)).
+    /// Equal on replicas that applied the same log up to the same index.
+    pub fn digest(&self) -> StateDigest {
+        let d = lock(&self.inner.digest);
+        StateDigest::new(d.applied, &d.sum)
+    }
+
+    /// The digest right after `index` was applied, if it is among the last
+    /// [`crate::DIGEST_RING`] applied entries (or is the index the store
+    /// opened at or installed a snapshot at).
+    pub fn digest_at(&self, index: u64) -> Option<StateDigest> {
+        let d = lock(&self.inner.digest);
+        d.ring.at(index).map(|s| StateDigest::new(index, &s))
+    }
+
+    /// Hex SHA-256 over every key/value pair in key order (a full scan).
+    /// Kept for tools that compare replicas by it; [`Self::digest`] is the
+    /// cheap, incrementally maintained one.
+    pub fn ordered_digest(&self) -> Result<String, StorageError> {
+        let scan = || -> Result<_, StorageError> {
+            let txn = self.inner.db.begin_read()?;
+            let mut hasher = Sha256::new();
+            for item in txn.open_table(KV)?.iter()? {
+                let (k, v) = item?;
+                let v = decode_ref(v.value())?;
+                // Length prefixes keep (key, value) boundaries unambiguous.
+                hasher.update((k.value().len() as u64).to_be_bytes());
+                hasher.update(k.value());
+                hasher.update(v.revision.to_be_bytes());
+                hasher.update((v.value.len() as u64).to_be_bytes());
+                hasher.update(v.value);
+            }
+            Ok(hex::encode(hasher.finalize()))
+        };
+        scan().map_err(|e| e.at(&self.inner.path))
     }
 
     /// Last applied log id and membership as stored.
     pub fn applied_state_sync(&self) -> Result<AppliedState, StorageError> {
-        read_applied(&self.inner.db.begin_read()?)
+        let read = || -> Result<_, StorageError> { read_applied(&self.inner.db.begin_read()?) };
+        read().map_err(|e| e.at(&self.inner.path))
+    }
+
+    /// The newest snapshot file and what it covers, for streaming it to a
+    /// node that repairs itself. Open the file promptly: an older file may
+    /// be pruned once a newer snapshot is published (an open handle stays
+    /// readable).
+    pub fn current_snapshot_file(&self) -> Option<(SnapshotMeta<NodeId, Node>, PathBuf)> {
+        self.inner.snapshots.current().map(|p| (p.meta, p.path))
+    }
+
+    /// The snapshot directory.
+    pub fn snapshot_dir(&self) -> &Path {
+        self.inner.snapshots.dir()
     }
 
     fn apply_entries(
@@ -162,9 +318,10 @@ impl StateMachineStore {
         // Applies are committed without fsync: every applied entry is in the
         // durable Raft log, and after a crash the state machine comes back at
         // its last durable commit (redb never exposes a partial one) and
-        // openraft re-applies the committed entries after it. Snapshots are
-        // written durably, and the log is only purged behind a snapshot, so
-        // the entries to re-apply are always still there.
+        // openraft re-applies the committed entries after it. The log is only
+        // purged behind a durable snapshot file, and the open restores the
+        // state from a snapshot ahead of it, so whatever is missing after a
+        // crash is in the snapshot or still in the log.
         let durable_from = self.inner.durable_applied.load(Ordering::Acquire);
         let durable = last.is_some_and(|l| l.saturating_sub(durable_from) >= DURABLE_APPLY_EVERY);
         let txn = if durable {
@@ -172,61 +329,248 @@ impl StateMachineStore {
         } else {
             lazy_write(&self.inner.db)?
         };
-        let responses = apply_batch(&txn, entries, self.inner.dedup_window_ms)?;
+        // Applies run one at a time (openraft's state machine worker), so
+        // the digest read here is the one the last commit stored.
+        let start = lock(&self.inner.digest).sum;
+        let applied = apply_batch(&txn, entries, self.inner.dedup_window_ms, start)?;
         txn.commit()?;
         if let Some(last) = last {
+            {
+                let mut d = lock(&self.inner.digest);
+                d.sum = applied.sum;
+                d.applied = last;
+                for (index, sum) in applied.digests {
+                    d.ring.push(index, sum);
+                }
+            }
             self.inner.applied.store(last, Ordering::Release);
             if durable {
                 self.inner.durable_applied.store(last, Ordering::Release);
             }
         }
-        Ok(responses)
+        Ok(applied.responses)
     }
 
-    /// Dumps the state in one read transaction and stores it as the current snapshot.
+    /// Streams the state as of one read transaction into a new snapshot
+    /// file; applies continue meanwhile (redb readers do not block writers).
     fn build(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let payload = dump(&self.inner.db.begin_read()?)?;
+        let txn = self.inner.db.begin_read()?;
+        let (last_log_id, last_membership) = read_applied(&txn)?;
+        let stored: Option<StateSum> = get_meta(&txn.open_table(SM_META)?, KEY_DIGEST)?;
         let meta = SnapshotMeta {
-            last_log_id: payload.last_applied,
-            last_membership: payload.last_membership.clone(),
-            snapshot_id: snapshot_id(payload.last_applied),
+            last_log_id,
+            last_membership,
+            snapshot_id: snapshot_id(last_log_id),
         };
-        let data = encode(&payload)?;
-        let txn = durable_write(&self.inner.db)?;
-        save_current(&txn, &meta, &data)?;
-        txn.commit()?;
+        let header = SnapshotHeader {
+            meta: meta.clone(),
+            created_unix_ms: unix_ms(),
+            cluster_id: None,
+            node_id: None,
+        };
+        let tmp = self.inner.snapshots.temp_path("build");
+        let written = write_from_state(&txn, &tmp, &header, |_n| {
+            #[cfg(test)]
+            if let Some(hook) = lock(&self.inner.build_hook).as_mut() {
+                hook(_n);
+            }
+        });
+        drop(txn);
+        let written = match written {
+            Ok(sum) => sum,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        if stored.is_some_and(|s| s != written) {
+            let _ = fs::remove_file(&tmp);
+            return Err(StorageError::corrupt(
+                &self.inner.path,
+                format!(
+                    "while building a snapshot at index {}: the key/value table does not \
+                     match its stored digest",
+                    last_log_id.map_or(0, |l| l.index)
+                ),
+            ));
+        }
+        // openraft purges the log behind this snapshot once it is reported.
+        // The state it covers may still be only lazily committed, but the
+        // file is durable once published, and after a crash the open
+        // restores the state from a snapshot that is ahead of it (see
+        // `crate::open_with`), so no durable commit — which would make
+        // applies wait for its fsync — is needed here.
+        let published = self.inner.snapshots.publish(&tmp, &meta)?;
+        let file = File::open(&published.path).map_err(|e| StorageError::io(&published.path, e))?;
+        tracing::info!(
+            file = %published.path.display(),
+            index = last_log_id.map_or(0, |l| l.index),
+            "snapshot built"
+        );
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         })
     }
 
-    /// Replaces the whole state with `data` in one durable transaction.
+    /// A new temporary file for a snapshot being received.
+    fn begin_receiving(&self) -> Result<File, StorageError> {
+        let path = self.inner.snapshots.temp_path("recv");
+        // openraft streams one snapshot at a time; an earlier reception
+        // that was never installed is abandoned.
+        self.inner.snapshots.remove_stale_receptions(&path);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StorageError::io(&path, e))?;
+        *lock(&self.inner.receiving) = vec![path];
+        Ok(file)
+    }
+
+    /// The path of `file` when it is one of our reception temporaries.
+    fn reception_path(&self, file: &File) -> Option<PathBuf> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let md = file.metadata().ok()?;
+            let mut receiving = lock(&self.inner.receiving);
+            let pos = receiving.iter().position(|p| {
+                fs::metadata(p).is_ok_and(|m| m.dev() == md.dev() && m.ino() == md.ino())
+            })?;
+            Some(receiving.remove(pos))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = file;
+            None
+        }
+    }
+
+    /// Installs a received snapshot: verifies the file completely (format,
+    /// records, digest, checksum) and that it covers what the leader
+    /// announced, then publishes it and restores the state from it. A bad
+    /// file is refused and nothing changes.
     fn install(
         &self,
         meta: &SnapshotMeta<NodeId, Node>,
-        data: Vec<u8>,
-    ) -> Result<(), StorageError> {
-        let mut payload: SnapshotPayload = decode(&data)?;
-        // The meta is authoritative for what the snapshot covers.
-        payload.last_applied = meta.last_log_id;
-        payload.last_membership = meta.last_membership.clone();
-        let txn = durable_write(&self.inner.db)?;
-        restore(&txn, &payload)?;
-        save_current(&txn, meta, &data)?;
-        txn.commit()?;
-        let index = meta.last_log_id.map_or(0, |l| l.index);
+        mut file: File,
+    ) -> Result<SnapshotSummary, StorageError> {
+        let tmp = match self.reception_path(&file) {
+            Some(path) => {
+                file.sync_all().map_err(|e| StorageError::io(&path, e))?;
+                path
+            }
+            None => {
+                // Not a file we handed out (openraft's test suite passes the
+                // sender's own file): take a private copy.
+                let path = self.inner.snapshots.temp_path("recv");
+                copy_to_new(&mut file, &path)?;
+                path
+            }
+        };
+        drop(file);
+        let summary = match verify_snapshot_file(&tmp) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                // A leader may send the same bad file again and again.
+                if let Some(held_back) = REFUSED_SNAPSHOT_LOG.allow() {
+                    tracing::error!(error = %e, held_back, "refused a received snapshot");
+                }
+                return Err(e);
+            }
+        };
+        let covers = &summary.header.meta;
+        if covers.last_log_id != meta.last_log_id || covers.last_membership != meta.last_membership
+        {
+            let _ = fs::remove_file(&tmp);
+            return Err(StorageError::bad_snapshot(
+                &tmp,
+                format!(
+                    "the file covers log id {:?}, the leader announced {:?}",
+                    covers.last_log_id, meta.last_log_id
+                ),
+            ));
+        }
+        // Published before the state is replaced: if the process dies in
+        // between, the next open finds a verified snapshot newer than the
+        // state and finishes the install (see `crate::open_with`).
+        let published = self.inner.snapshots.publish(&tmp, covers)?;
+        self.restore_file(&published.path)
+    }
+
+    /// Replaces the whole state with the snapshot at `path` in one durable
+    /// transaction, streaming from the file; the checksum is checked again
+    /// on the way, and a failure aborts the transaction.
+    pub(crate) fn restore_file(&self, path: &Path) -> Result<SnapshotSummary, StorageError> {
+        let file = File::open(path).map_err(|e| StorageError::io(path, e))?;
+        let txn = durable_write(&self.inner.db).map_err(|e| e.at(&self.inner.path))?;
+        let (summary, sum) = restore_from(&txn, file, path).map_err(|e| e.at(&self.inner.path))?;
+        txn.commit()
+            .map_err(|e| StorageError::from(e).at(&self.inner.path))?;
+        let index = summary.index();
+        {
+            let mut d = lock(&self.inner.digest);
+            d.applied = index;
+            d.sum = sum;
+            d.ring.reset(index, sum);
+        }
         self.inner.applied.store(index, Ordering::Release);
-        Ok(())
+        self.inner.durable_applied.store(index, Ordering::Release);
+        tracing::info!(file = %path.display(), index, "state restored from snapshot");
+        Ok(summary)
     }
 
     fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let current = load_current(&self.inner.db.begin_read()?)?;
-        Ok(current.map(|(meta, data)| Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        }))
+        self.inner.snapshots.with_current(|current| {
+            let Some(p) = current else { return Ok(None) };
+            let file = File::open(&p.path).map_err(|e| StorageError::io(&p.path, e))?;
+            Ok(Some(Snapshot {
+                meta: p.meta.clone(),
+                snapshot: Box::new(tokio::fs::File::from_std(file)),
+            }))
+        })
     }
+}
+
+/// Re-hashes the whole KV table and cross-checks the request-id tables.
+fn scan_state(db: &Database, path: &Path) -> Result<StateSum, StorageError> {
+    let txn = db.begin_read()?;
+    let mut sum = StateSum::default();
+    for item in txn.open_table(KV)?.iter()? {
+        let (k, v) = item?;
+        let v = decode_ref(v.value())?;
+        sum.add(k.value(), v.revision, v.value);
+    }
+    let dedup = txn.open_table(DEDUP)?;
+    let by_time = txn.open_table(DEDUP_BY_TIME)?;
+    let mut n = 0u64;
+    for item in dedup.iter()? {
+        let (k, v) = item?;
+        let rec: DedupRecord = decode(v.value())?;
+        if by_time.get((rec.time_ms, k.value()))?.is_none() {
+            return Err(StorageError::corrupt(
+                path,
+                "a remembered request id is missing from the expiry index",
+            ));
+        }
+        n += 1;
+    }
+    if by_time.len()? != n {
+        return Err(StorageError::corrupt(
+            path,
+            "the request-id expiry index does not match the request ids",
+        ));
+    }
+    Ok(sum)
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Unique per build: the covered log id plus the build time.
@@ -245,6 +589,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let this = self.clone();
         blocking(move || this.build())
             .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "building a snapshot failed");
+                e
+            })
             .map_err(raft_err(ErrorSubject::Snapshot(None), ErrorVerb::Write))
     }
 }
@@ -266,28 +614,36 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let entries: Vec<_> = entries.into_iter().collect();
         let this = self.clone();
-        blocking(move || this.apply_entries(entries))
-            .await
-            .map_err(raft_err(ErrorSubject::StateMachine, ErrorVerb::Write))
+        blocking(move || {
+            this.apply_entries(entries)
+                .map_err(|e| e.at(&this.inner.path))
+        })
+        .await
+        .map_err(raft_err(ErrorSubject::StateMachine, ErrorVerb::Write))
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, RaftStorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, RaftStorageError> {
+        let this = self.clone();
+        let file = blocking(move || this.begin_receiving())
+            .await
+            .map_err(raft_err(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, Node>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), RaftStorageError> {
         let this = self.clone();
         let owned_meta = meta.clone();
-        let data = snapshot.into_inner();
-        blocking(move || this.install(&owned_meta, data))
+        // Waits for writes still buffered in the tokio file to finish.
+        let file = snapshot.into_std().await;
+        blocking(move || this.install(&owned_meta, file).map(|_| ()))
             .await
             .map_err(raft_err(
                 ErrorSubject::Snapshot(Some(meta.signature())),
@@ -310,11 +666,18 @@ mod tests {
     use redb::ReadableTableMetadata;
 
     use super::*;
-    use crate::{Compare, Mutation, Request, Txn};
+    use crate::{Compare, Mutation, Request, Txn, SNAPSHOT_DIR};
+
+    fn opts(window_ms: u64) -> StoreOptions {
+        StoreOptions {
+            dedup_window_ms: window_ms,
+            ..StoreOptions::default()
+        }
+    }
 
     fn store(window_ms: u64) -> (tempfile::TempDir, StateMachineStore) {
         let dir = tempfile::tempdir().unwrap();
-        let sm = StateMachineStore::open(&dir.path().join("state.redb"), window_ms).unwrap();
+        let sm = StateMachineStore::open(dir.path(), &opts(window_ms)).unwrap();
         (dir, sm)
     }
 
@@ -533,9 +896,12 @@ mod tests {
 
         let snap = a.build().unwrap();
         assert_eq!(snap.meta.last_log_id, Some(log_id(2)));
-        b.install(&snap.meta, snap.snapshot.into_inner()).unwrap();
+        let (meta, path) = a.current_snapshot_file().unwrap();
+        assert_eq!(meta, snap.meta);
+        b.install(&snap.meta, File::open(path).unwrap()).unwrap();
 
-        assert_eq!(a.digest().unwrap(), b.digest().unwrap());
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.ordered_digest().unwrap(), b.ordered_digest().unwrap());
         assert_eq!(b.get(b"zz").unwrap(), None);
         assert_eq!(b.applied_index(), 2);
         assert_eq!(
@@ -553,23 +919,289 @@ mod tests {
     #[test]
     fn digest_changes_with_content() {
         let (_d, sm) = store(DEFAULT_DEDUP_WINDOW_MS);
-        let empty = sm.digest().unwrap();
+        let empty = sm.ordered_digest().unwrap();
+        let empty_sum = sm.digest();
         apply_one(&sm, 1, req(None, 0, vec![], vec![put("k", "v")]));
-        assert_ne!(sm.digest().unwrap(), empty);
-        assert_eq!(sm.digest().unwrap().len(), 64);
+        assert_ne!(sm.ordered_digest().unwrap(), empty);
+        assert_eq!(sm.ordered_digest().unwrap().len(), 64);
+        let d = sm.digest();
+        assert_ne!(d.digest_hex, empty_sum.digest_hex);
+        assert_eq!((d.applied_index, d.entries, d.digest_hex.len()), (1, 1, 64));
     }
 
     #[test]
     fn state_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.redb");
-        {
-            let sm = StateMachineStore::open(&path, DEFAULT_DEDUP_WINDOW_MS).unwrap();
+        let o = opts(DEFAULT_DEDUP_WINDOW_MS);
+        let digest = {
+            let sm = StateMachineStore::open(dir.path(), &o).unwrap();
             apply_one(&sm, 5, req(Some("r"), 1, vec![], vec![put("k", "v")]));
-        }
-        let sm = StateMachineStore::open(&path, DEFAULT_DEDUP_WINDOW_MS).unwrap();
+            sm.digest()
+        };
+        let sm = StateMachineStore::open(dir.path(), &o).unwrap();
+        assert_eq!(sm.digest(), digest);
         assert_eq!(sm.applied_index(), 5);
         assert_eq!(value(&sm, "k"), Some((5, b"v".to_vec())));
         assert!(apply_one(&sm, 6, req(Some("r"), 2, vec![], vec![])).deduplicated);
+    }
+
+    fn big_value(seed: u64, len: usize) -> Vec<u8> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut v = vec![0u8; len];
+        rng.fill(v.as_mut_slice());
+        v
+    }
+
+    fn put_entry(index: u64, key: &str, value: Vec<u8>) -> Entry<TypeConfig> {
+        normal(
+            index,
+            req(
+                None,
+                0,
+                vec![],
+                vec![Mutation::Put {
+                    key: key.into(),
+                    value,
+                }],
+            ),
+        )
+    }
+
+    /// 2,000 values of 20 KiB (~40 MB): the snapshot is streamed to a file
+    /// from one read transaction while an apply runs and commits, and
+    /// installs on a second store with the same digest.
+    #[test]
+    fn snapshot_of_tens_of_mb_builds_while_applying_and_installs_elsewhere() {
+        const N: u64 = 2000;
+        const VALUE: usize = 20 * 1024;
+        let (_da, a) = store(DEFAULT_DEDUP_WINDOW_MS);
+        let (_db, b) = store(DEFAULT_DEDUP_WINDOW_MS);
+        for chunk in (1..=N).collect::<Vec<_>>().chunks(100) {
+            let entries = chunk
+                .iter()
+                .map(|&i| put_entry(i, &format!("k{i:05}"), big_value(i, VALUE)))
+                .collect();
+            a.apply_entries(entries).unwrap();
+        }
+        let at_build = a.digest();
+        assert_eq!((at_build.applied_index, at_build.entries), (N, N));
+
+        // Halfway through writing the file the builder stops in the hook
+        // until the test has applied (and committed) another entry: if the
+        // build blocked applies, the apply could not finish and the hook
+        // would give up waiting.
+        let (halfway_tx, halfway_rx) = std::sync::mpsc::channel::<()>();
+        let (applied_tx, applied_rx) = std::sync::mpsc::channel::<()>();
+        let applied_rx = Mutex::new(applied_rx);
+        *lock(&a.inner.build_hook) = Some(Box::new(move |written| {
+            if written == N / 2 {
+                halfway_tx.send(()).unwrap();
+                applied_rx
+                    .lock()
+                    .unwrap()
+                    .recv_timeout(std::time::Duration::from_secs(300))
+                    .expect("an apply did not complete while a snapshot was being built");
+            }
+        }));
+        let builder = a.clone();
+        let build = std::thread::spawn(move || builder.build());
+        halfway_rx
+            .recv_timeout(std::time::Duration::from_secs(300))
+            .expect("the build never reached the middle of the state");
+        a.apply_entries(vec![
+            put_entry(N + 1, "k00001", b"overwritten".to_vec()),
+            put_entry(N + 2, "new", b"x".to_vec()),
+        ])
+        .unwrap();
+        assert_eq!(a.applied_index(), N + 2);
+        applied_tx.send(()).unwrap();
+        let snap = build.join().unwrap().unwrap();
+        *lock(&a.inner.build_hook) = None;
+
+        // The snapshot is the state as of its read transaction.
+        assert_eq!(snap.meta.last_log_id, Some(log_id(N)));
+        let (meta, path) = a.current_snapshot_file().unwrap();
+        assert_eq!(meta, snap.meta);
+        let summary = verify_snapshot_file(&path).unwrap();
+        assert_eq!(summary.kv_entries, N);
+        assert_eq!(summary.kv_digest_hex, at_build.digest_hex);
+        assert_eq!(a.digest_at(N), Some(at_build.clone()));
+        assert!(summary.bytes > N * VALUE as u64);
+
+        b.install(&meta, File::open(&path).unwrap()).unwrap();
+        assert_eq!(b.digest(), at_build);
+        assert_eq!(b.applied_index(), N);
+        assert_eq!(
+            b.get(b"k00001").unwrap().unwrap().value,
+            big_value(1, VALUE)
+        );
+        assert_eq!(b.get(b"new").unwrap(), None);
+        // The installed file is b's current snapshot now.
+        let (b_meta, b_path) = b.current_snapshot_file().unwrap();
+        assert_eq!(b_meta, meta);
+        assert!(b_path.starts_with(b.snapshot_dir()));
+        // Applying the same entries after the snapshot converges.
+        b.apply_entries(vec![
+            put_entry(N + 1, "k00001", b"overwritten".to_vec()),
+            put_entry(N + 2, "new", b"x".to_vec()),
+        ])
+        .unwrap();
+        assert_eq!(b.digest(), a.digest());
+        assert_eq!(b.ordered_digest().unwrap(), a.ordered_digest().unwrap());
+    }
+
+    /// Every kind of damage to a received snapshot is refused before the
+    /// state is touched.
+    #[test]
+    fn truncated_or_flipped_snapshot_is_refused_and_changes_nothing() {
+        let (_da, a) = store(DEFAULT_DEDUP_WINDOW_MS);
+        let (dir_b, b) = store(DEFAULT_DEDUP_WINDOW_MS);
+        let entries: Vec<_> = (1..=20)
+            .map(|i| put_entry(i, &format!("k{i}"), big_value(i, 300)))
+            .collect();
+        a.apply_entries(entries).unwrap();
+        a.apply_entries(vec![normal(
+            21,
+            req(Some("rid"), 5, vec![], vec![put("dedup", "d")]),
+        )])
+        .unwrap();
+        let snap = a.build().unwrap();
+        let (_, good) = a.current_snapshot_file().unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+
+        b.apply_entries(vec![put_entry(1, "mine", b"keep".to_vec())])
+            .unwrap();
+        let before = (b.digest(), b.applied_state_sync().unwrap());
+        let header_end = 14 + u32::from_be_bytes(bytes[10..14].try_into().unwrap()) as usize;
+        let n = bytes.len();
+        let mut damaged: Vec<(&str, Vec<u8>)> = Vec::new();
+        for cut in [
+            0,
+            5,
+            12,
+            header_end - 3,
+            header_end + 2,
+            n / 2,
+            n - 33,
+            n - 1,
+        ] {
+            damaged.push(("truncated", bytes[..cut].to_vec()));
+        }
+        for at in [3, 9, 20, header_end + 6, n / 2, n - 40, n - 10] {
+            let mut d = bytes.clone();
+            d[at] ^= 0x10;
+            damaged.push(("flipped", d));
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        damaged.push(("extended", longer));
+
+        let scratch = tempfile::tempdir().unwrap();
+        for (i, (what, data)) in damaged.into_iter().enumerate() {
+            let path = scratch.path().join(format!("bad-{i}.snap"));
+            std::fs::write(&path, &data).unwrap();
+            let err = b
+                .install(&snap.meta, File::open(&path).unwrap())
+                .expect_err(what);
+            assert_eq!(
+                err.kind(),
+                crate::ErrorKind::BadSnapshot,
+                "{what} {i}: {err}"
+            );
+            assert!(err.to_string().contains("refused"), "{err}");
+            assert_eq!(
+                (b.digest(), b.applied_state_sync().unwrap()),
+                before,
+                "{what} {i}"
+            );
+            assert!(verify_snapshot_file(&path).is_err(), "{what} {i}");
+        }
+        assert_eq!(b.current_snapshot_file(), None);
+        assert_eq!(value(&b, "mine"), Some((1, b"keep".to_vec())));
+        let leftovers: Vec<_> = std::fs::read_dir(dir_b.path().join(SNAPSHOT_DIR))
+            .unwrap()
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+
+        // The undamaged file installs, with the remembered request ids.
+        b.install(&snap.meta, File::open(&good).unwrap()).unwrap();
+        assert_eq!(b.digest(), a.digest());
+        let r = apply_one(&b, 22, req(Some("rid"), 6, vec![], vec![put("dedup", "e")]));
+        assert!(r.deduplicated);
+    }
+
+    /// Damage that keeps redb's page checksums intact (a bug, or a write that
+    /// bypassed the apply path) is caught by the stored digest.
+    #[test]
+    fn state_that_does_not_match_its_digest_fails_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = opts(DEFAULT_DEDUP_WINDOW_MS);
+        {
+            let sm = StateMachineStore::open(dir.path(), &o).unwrap();
+            let entries = (1..=10)
+                .map(|i| put_entry(i, &format!("k{i}"), big_value(i, 100)))
+                .collect();
+            sm.apply_entries(entries).unwrap();
+        }
+        {
+            let db = Database::create(dir.path().join(STATE_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(KV)
+                .unwrap()
+                .remove(b"k3".as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = StateMachineStore::open(dir.path(), &o).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{err}");
+        assert_eq!(err.file(), dir.path().join(STATE_FILE));
+        let msg = err.to_string();
+        assert!(msg.contains("does not match its stored digest"), "{msg}");
+        assert!(msg.contains("coffer operator raft repair"), "{msg}");
+        // Turning verification off trusts the stored digest (documented).
+        let unchecked = StoreOptions {
+            verify_on_open: false,
+            ..o
+        };
+        let sm = StateMachineStore::open(dir.path(), &unchecked).unwrap();
+        assert_eq!(sm.get(b"k3").unwrap(), None);
+        // ... but a snapshot build still notices and refuses.
+        let err = sm.build().unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{err}");
+        assert_eq!(sm.current_snapshot_file(), None);
+    }
+
+    /// Data dirs of older versions kept the snapshot as a blob in the state
+    /// database; the table is dropped at open and the space given back.
+    #[test]
+    fn legacy_snapshot_table_is_dropped_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        let o = opts(DEFAULT_DEDUP_WINDOW_MS);
+        {
+            let sm = StateMachineStore::open(dir.path(), &o).unwrap();
+            sm.apply_entries(vec![put_entry(1, "k", b"v".to_vec())])
+                .unwrap();
+        }
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(LEGACY_SNAPSHOT)
+                .unwrap()
+                .insert("data", vec![7u8; 8 << 20].as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let with_blob = std::fs::metadata(&path).unwrap().len();
+        let sm = StateMachineStore::open(dir.path(), &o).unwrap();
+        assert_eq!(value(&sm, "k"), Some((1, b"v".to_vec())));
+        assert!(!table_names(&sm.inner.db)
+            .unwrap()
+            .iter()
+            .any(|n| n == LEGACY_SNAPSHOT.name()));
+        drop(sm);
+        let after = std::fs::metadata(&path).unwrap().len();
+        assert!(after < with_blob / 2, "{after} >= {with_blob} / 2");
     }
 }

@@ -12,8 +12,6 @@
 //! byte — for 20 KB values that made encoding a replication batch slower
 //! than the RPC's deadline.
 
-use std::io::Cursor;
-
 use serde::{Deserialize, Serialize};
 
 /// Raft node id.
@@ -41,7 +39,9 @@ openraft::declare_raft_types!(
         R = Response,
         NodeId = NodeId,
         Node = Node,
-        SnapshotData = Cursor<Vec<u8>>,
+        // Snapshots are files (see `snapshot.rs`), streamed, never held
+        // in memory whole.
+        SnapshotData = tokio::fs::File,
 );
 
 /// One replicated command: an idempotent, conditional transaction.

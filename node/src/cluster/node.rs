@@ -201,7 +201,7 @@ impl ClusterNode {
         let before = self.sm.applied_index();
         let digest = self
             .sm
-            .digest()
+            .ordered_digest()
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok((digest, before, self.sm.applied_index()))
     }

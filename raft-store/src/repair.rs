@@ -1,0 +1,205 @@
+//! Offline repair of a damaged state database from a verified snapshot.
+//!
+//! Both functions open `log.redb`, so they run while the node is stopped
+//! (redb refuses a second writer; that is reported as such).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::LogId;
+
+use crate::error::StorageError;
+use crate::snapshot::{copy_to_new, newest_published, sync_dir, verify_snapshot_file};
+use crate::{
+    open_with, LogStore, NodeId, SnapshotSummary, StoreOptions, LOG_FILE, SNAPSHOT_DIR, STATE_FILE,
+};
+
+/// What [`repair_state_from_snapshot`] did.
+#[derive(Clone, Debug)]
+pub struct RepairReport {
+    /// Where the damaged `state.redb` was moved (`state.redb.corrupt-<unix
+    /// seconds>`), if there was one.
+    pub moved_aside: Option<PathBuf>,
+    /// The snapshot the state was restored from, as verified.
+    pub snapshot: SnapshotSummary,
+    /// Its copy in the node's snapshot directory.
+    pub installed_as: PathBuf,
+    /// The restored state's last applied log id; openraft re-applies the
+    /// committed log entries after it when the node starts.
+    pub last_applied: Option<LogId<NodeId>>,
+    /// Local snapshot files that failed verification and were moved aside.
+    pub damaged_snapshots: Vec<PathBuf>,
+    /// The log held a different entry at the snapshot's index (this node's
+    /// log had diverged); it was reset to start after the snapshot.
+    pub log_reset: bool,
+}
+
+/// Whether the node can repair its state from its own snapshot.
+#[derive(Clone, Debug)]
+pub enum LocalRepair {
+    /// The newest local snapshot verifies and the log holds every entry
+    /// after it: [`repair_state_from_snapshot`] with this file restores the
+    /// state without the leader.
+    Possible {
+        /// The snapshot file.
+        snapshot: PathBuf,
+        /// What it holds.
+        summary: Box<SnapshotSummary>,
+    },
+    /// There is no local snapshot.
+    NoSnapshot,
+    /// The newest local snapshot does not verify.
+    SnapshotDamaged {
+        /// The file.
+        snapshot: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The log was purged past the snapshot: entries in between are gone.
+    LogGap {
+        /// Index the snapshot covers.
+        snapshot_index: u64,
+        /// Index the log was purged up to.
+        purged_index: u64,
+    },
+}
+
+fn open_log_offline(data_dir: &Path) -> Result<LogStore, StorageError> {
+    let path = data_dir.join(LOG_FILE);
+    LogStore::open(&path, &StoreOptions::default()).map_err(|e| match e {
+        StorageError::Db {
+            source: redb::Error::DatabaseAlreadyOpen,
+            ..
+        } => StorageError::refused(&path, "the database is in use: stop the node first"),
+        other => other,
+    })
+}
+
+/// Checks whether the node's own newest snapshot can repair its state: it
+/// verifies completely and the log covers everything after it. Offline only.
+pub fn local_repair_possible(data_dir: &Path) -> Result<LocalRepair, StorageError> {
+    let dir = data_dir.join(SNAPSHOT_DIR);
+    let Some(snapshot) = newest_published(&dir)? else {
+        return Ok(LocalRepair::NoSnapshot);
+    };
+    let summary = match verify_snapshot_file(&snapshot) {
+        Ok(s) => s,
+        Err(e @ StorageError::BadSnapshot { .. }) => {
+            return Ok(LocalRepair::SnapshotDamaged {
+                snapshot,
+                reason: e.to_string(),
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    let log = open_log_offline(data_dir)?;
+    let purged = log.log_state()?.last_purged_log_id.map_or(0, |l| l.index);
+    if summary.index() < purged {
+        return Ok(LocalRepair::LogGap {
+            snapshot_index: summary.index(),
+            purged_index: purged,
+        });
+    }
+    Ok(LocalRepair::Possible {
+        snapshot,
+        summary: Box::new(summary),
+    })
+}
+
+/// Rebuilds the state database of the (stopped) node in `data_dir` from the
+/// snapshot at `snapshot_path` — the node's own or one streamed from the
+/// leader.
+///
+/// The snapshot is verified completely first, and it must reach the log's
+/// purge point (otherwise the entries in between exist nowhere on this node
+/// and the repair is refused). Then the damaged `state.redb` is moved aside
+/// as `state.redb.corrupt-<unix seconds>`, the snapshot is copied into
+/// `snapshots/`, and a fresh state database is restored from it in one
+/// durable transaction. When the node starts, openraft re-applies the
+/// committed log entries after the snapshot. Nothing is changed when a
+/// check fails.
+pub fn repair_state_from_snapshot(
+    data_dir: &Path,
+    snapshot_path: &Path,
+) -> Result<RepairReport, StorageError> {
+    let summary = verify_snapshot_file(snapshot_path)?;
+    let index = summary.index();
+    let log_reset = {
+        let log = open_log_offline(data_dir)?;
+        let purged = log.log_state()?.last_purged_log_id.map_or(0, |l| l.index);
+        if index < purged {
+            return Err(StorageError::refused(
+                snapshot_path,
+                format!(
+                    "the snapshot covers the log up to index {index} but this node's log was \
+                     purged up to {purged}, so the entries in between exist nowhere on this \
+                     node; use a newer snapshot (the leader's current one)"
+                ),
+            ));
+        }
+        match summary.header.meta.last_log_id {
+            Some(last) => log
+                .entries(last.index..=last.index)?
+                .first()
+                .is_some_and(|e| e.log_id != last),
+            None => false,
+        }
+        // The log closes here; `open_with` below opens it again.
+    };
+
+    let snap_dir = data_dir.join(SNAPSHOT_DIR);
+    fs::create_dir_all(&snap_dir).map_err(|e| StorageError::io(&snap_dir, e))?;
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Local snapshot files that do not verify would fail the open below.
+    let mut damaged_snapshots = Vec::new();
+    while let Some(newest) = newest_published(&snap_dir)? {
+        if verify_snapshot_file(&newest).is_ok() {
+            break;
+        }
+        let aside = newest.with_extension(format!("snap.corrupt-{stamp}"));
+        fs::rename(&newest, &aside).map_err(|e| StorageError::io(&newest, e))?;
+        damaged_snapshots.push(aside);
+    }
+
+    let state = data_dir.join(STATE_FILE);
+    let moved_aside = if state.exists() {
+        let aside = data_dir.join(format!("{STATE_FILE}.corrupt-{stamp}"));
+        fs::rename(&state, &aside).map_err(|e| StorageError::io(&state, e))?;
+        Some(aside)
+    } else {
+        None
+    };
+    sync_dir(data_dir)?;
+
+    // Copied under a name that makes it the newest at its index; `open_with`
+    // verifies it again, finds it ahead of the empty state and restores.
+    let seq = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let tmp = snap_dir.join(format!("repair-{seq}.tmp"));
+    let installed_as = snap_dir.join(format!("snapshot-{index:020}-{seq:020}.snap"));
+    let mut src = fs::File::open(snapshot_path).map_err(|e| StorageError::io(snapshot_path, e))?;
+    copy_to_new(&mut src, &tmp)?;
+    fs::rename(&tmp, &installed_as).map_err(|e| StorageError::io(&installed_as, e))?;
+    sync_dir(&snap_dir)?;
+
+    let (_log, sm) = open_with(data_dir, &StoreOptions::default())?;
+    let last_applied = sm.applied_state_sync()?.0;
+    tracing::warn!(
+        data_dir = %data_dir.display(),
+        snapshot = %installed_as.display(),
+        index,
+        "state database restored from a snapshot"
+    );
+    Ok(RepairReport {
+        moved_aside,
+        snapshot: summary,
+        installed_as,
+        last_applied,
+        damaged_snapshots,
+        log_reset,
+    })
+}
