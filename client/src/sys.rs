@@ -242,6 +242,18 @@ impl<'a> Sys<'a> {
         ok(self.any(req).await?)?.json()
     }
 
+    /// `POST /v1/sys/raft/repair` to this node: it fetches the leader's
+    /// snapshot and restarts to install it (only a node that found its
+    /// state damaged accepts). Returns what the node said it did.
+    pub async fn repair(&self) -> Result<String, ClientError> {
+        #[derive(Deserialize)]
+        struct Repair {
+            repair: String,
+        }
+        let r: Repair = ok(self.local(Request::post("/v1/sys/raft/repair")).await?)?.json()?;
+        Ok(r.repair)
+    }
+
     /// `GET /v1/sys/vaults`.
     pub async fn list_vaults(&self) -> Result<Vec<VaultInfo>, ClientError> {
         let list: VaultList = ok(self.any(Request::get("/v1/sys/vaults")).await?)?.json()?;

@@ -80,6 +80,9 @@ pub struct ClusterOptions {
     /// Give every node its own SoftHSM2 token (`coffer-nodeN`) and run the
     /// cluster KEK ceremony after [`LocalCluster::init`].
     pub hsm: bool,
+    /// Lines of the `[raft]` section of every node's config (e.g.
+    /// `corruption_check_interval_secs = 1`).
+    pub raft_section: Option<String>,
     /// TEST ONLY: lowered rotation policy minimums
     /// (`unsafe_min_rotation_secs`), for tests that watch a policy rotate.
     pub unsafe_min_rotation_secs: Option<u64>,
@@ -97,6 +100,7 @@ impl Default for ClusterOptions {
             lifecycle_interval_secs: None,
             hsm: false,
             unsafe_min_rotation_secs: None,
+            raft_section: None,
         }
     }
 }
@@ -256,6 +260,9 @@ impl LocalCluster {
         }
         if self.options.hsm {
             text.push_str(&hsm::config_section(self.dir.path(), node.id));
+        }
+        if let Some(raft) = &self.options.raft_section {
+            text.push_str(&format!("[raft]\n{raft}\n"));
         }
         fs::write(&node.config_path, text)?;
         Ok(())
@@ -451,6 +458,35 @@ impl LocalCluster {
         let status = child.try_wait().ok().flatten()?;
         self.nodes[i].child = None;
         Some(status)
+    }
+
+    /// Stops node `i` gracefully (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self, i: usize) -> anyhow::Result<()> {
+        let Some(mut child) = self.nodes[i].child.take() else {
+            return Ok(());
+        };
+        // SAFETY: kill(2) on a pid we spawned and still own.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("node {} did not stop within 20 s of SIGTERM", i + 1)
+    }
+
+    /// The config file of node `i`.
+    pub fn config_path(&self, i: usize) -> &Path {
+        &self.nodes[i].config_path
+    }
+
+    /// The `coffer` binary the cluster runs.
+    pub fn binary(&self) -> &Path {
+        &self.binary
     }
 
     /// Restarts node `i` on its data dir (it comes back sealed).

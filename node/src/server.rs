@@ -128,6 +128,9 @@ impl Server {
             self.lifecycle_interval,
         ));
         tokio::spawn(fail_stop(self.node.clone()));
+        tokio::spawn(restart_for_repair(self.node.clone()));
+        let node = self.node.clone();
+        tokio::spawn(async move { node.auto_repair().await });
         crate::listener::serve(
             listener,
             self.api_tls.clone(),
@@ -161,6 +164,22 @@ async fn fail_stop(node: Arc<ClusterNode>) {
     );
     tokio::time::sleep(FAIL_STOP_GRACE).await;
     std::process::exit(EXIT_STORAGE_FAILURE);
+}
+
+/// Exit status of a node that restarts to install a repair (EX_TEMPFAIL):
+/// the supervisor starts it again and the staged snapshot is installed
+/// before Raft starts.
+pub const EXIT_RESTART_FOR_REPAIR: i32 = 75;
+
+/// Exits once a repair snapshot was staged.
+async fn restart_for_repair(node: Arc<ClusterNode>) {
+    node.restart_requested().await;
+    tracing::warn!(
+        exit_code = EXIT_RESTART_FOR_REPAIR,
+        "exiting to install the repair; start the node again (a supervisor does it)"
+    );
+    node.shutdown().await;
+    std::process::exit(EXIT_RESTART_FOR_REPAIR);
 }
 
 async fn shutdown_signal() {

@@ -254,6 +254,10 @@ fn corrupt_remedy(file: &Path) -> String {
 fn io_kind(e: &io::Error) -> ErrorKind {
     match e.kind() {
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => ErrorKind::NoSpace,
+        // A read past the end of the file: a length or page pointer inside
+        // the database points beyond its data. That is damage (seen with
+        // bit rot in redb's page metadata), not a failing device.
+        io::ErrorKind::UnexpectedEof => ErrorKind::Corrupt,
         _ => ErrorKind::Io,
     }
 }

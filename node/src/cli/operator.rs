@@ -72,6 +72,23 @@ pub enum RaftCommand {
         #[arg(long)]
         node_id: u64,
     },
+    /// Repair a node whose state is damaged. Without --config: tells the
+    /// running node (COFFER_ADDR) to fetch the leader's snapshot and
+    /// restart to install it. With --config: offline, on the stopped node's
+    /// data dir — from its own snapshot (--local) or a member's.
+    Repair {
+        /// The stopped node's config file (offline repair).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        /// A healthy member's cluster address (`host:port`) to fetch a
+        /// snapshot from; repeat for several (default: the config's peers).
+        #[arg(long, requires = "config")]
+        from: Vec<String>,
+        /// Use the node's own newest snapshot (damage found at open, not a
+        /// state that diverged).
+        #[arg(long, requires = "config", conflicts_with = "from")]
+        local: bool,
+    },
 }
 
 /// `coffer operator vault …`.
@@ -93,6 +110,18 @@ pub enum VaultCommand {
 
 /// Runs one operator command against the cluster.
 pub async fn run_operator(args: &ClientArgs, cmd: OperatorCommand) -> anyhow::Result<()> {
+    // The offline repair works on a stopped node's files: no API to call.
+    if let OperatorCommand::Raft(RaftCommand::Repair {
+        config: Some(config),
+        from,
+        local,
+    }) = &cmd
+    {
+        let config = crate::config::Config::load(config)?;
+        let done = crate::cluster::integrity::repair_offline(&config, from, *local).await?;
+        println!("{done}");
+        return Ok(());
+    }
     let client = args.client()?;
     let sys = client.sys();
     let json = args.json_output();
@@ -148,6 +177,10 @@ async fn run_raft(
 ) -> anyhow::Result<()> {
     let sys = client.sys();
     let peers = match cmd {
+        RaftCommand::Repair { .. } => {
+            println!("{}", sys.repair().await?);
+            return Ok(());
+        }
         RaftCommand::ListPeers => sys.peers().await?,
         RaftCommand::Join {
             node_id,

@@ -192,6 +192,7 @@ pub struct Driver {
     peers: Peers,
     id: NodeId,
     timing: Timing,
+    flag: Arc<super::integrity::CorruptFlag>,
     started: Instant,
 }
 
@@ -204,6 +205,7 @@ impl Driver {
         peers: Peers,
         id: NodeId,
         timing: Timing,
+        flag: Arc<super::integrity::CorruptFlag>,
     ) -> Self {
         Self {
             raft,
@@ -212,6 +214,7 @@ impl Driver {
             peers,
             id,
             timing,
+            flag,
             started: Instant::now(),
         }
     }
@@ -245,8 +248,12 @@ impl Driver {
         }
     }
 
-    /// A voter that has not heard from a leader within the lease.
+    /// A voter that has not heard from a leader within the lease (and
+    /// whose state is not damaged: a leader answers writes from it).
     fn should_campaign(&self) -> bool {
+        if self.flag.corrupt().is_some() {
+            return false;
+        }
         let m = self.raft.metrics();
         let m = m.borrow();
         if m.state == ServerState::Leader || m.state == ServerState::Shutdown {

@@ -28,7 +28,7 @@ fn encode<T: Serialize>(v: &T) -> Result<Response<pb::Blob>, Status> {
 
 /// Refuses a caller from another cluster (same CA, different cluster id);
 /// a node that does not know its cluster yet adopts the caller's.
-fn check_cluster<T>(identity: &IdentityFile, req: &Request<T>) -> Result<(), Status> {
+pub(super) fn check_cluster<T>(identity: &IdentityFile, req: &Request<T>) -> Result<(), Status> {
     let peer = req
         .metadata()
         .get(CLUSTER_ID_HEADER)

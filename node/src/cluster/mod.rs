@@ -11,6 +11,7 @@ mod election;
 mod forward;
 mod grpc;
 pub mod identity;
+pub mod integrity;
 mod membership;
 mod network;
 mod node;
@@ -143,6 +144,14 @@ pub struct RaftTuning {
     pub election_timeout_min_ms: u64,
     /// Upper end of the election timeout range (and the leader lease).
     pub election_timeout_max_ms: u64,
+    /// How often the leader compares every member's state digest at a
+    /// common applied index (0: never).
+    pub corruption_check_interval_secs: u64,
+    /// Repair a damaged state without an operator: at start from the
+    /// node's own snapshot when the storage checks fail, and at run time
+    /// from a healthy member's snapshot (the node then restarts itself,
+    /// which needs a supervisor such as systemd).
+    pub auto_repair: bool,
 }
 
 impl Default for RaftTuning {
@@ -157,6 +166,8 @@ impl Default for RaftTuning {
             heartbeat_ms: 100,
             election_timeout_min_ms: 500,
             election_timeout_max_ms: 1_000,
+            corruption_check_interval_secs: 60,
+            auto_repair: false,
         }
     }
 }

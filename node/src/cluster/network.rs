@@ -84,6 +84,20 @@ impl Peers {
         }
     }
 
+    /// A request carrying `msg`, this node's cluster id and a deadline.
+    pub fn request<M>(&self, msg: M, timeout: Option<Duration>) -> tonic::Request<M> {
+        let mut request = tonic::Request::new(msg);
+        if let Some(t) = timeout {
+            request.set_timeout(t);
+        }
+        if let Some(id) = self.identity.cluster_id() {
+            if let Ok(v) = id.parse() {
+                request.metadata_mut().insert(CLUSTER_ID_HEADER, v);
+            }
+        }
+        request
+    }
+
     /// The largest message either side accepts.
     pub fn max_message_bytes(&self) -> usize {
         self.max_message_bytes
@@ -131,15 +145,7 @@ impl Peers {
         F: FnOnce(Channel, tonic::Request<M>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<pb::Blob>, tonic::Status>>,
     {
-        let mut request = tonic::Request::new(msg);
-        if let Some(t) = timeout {
-            request.set_timeout(t);
-        }
-        if let Some(id) = self.identity.cluster_id() {
-            if let Ok(v) = id.parse() {
-                request.metadata_mut().insert(CLUSTER_ID_HEADER, v);
-            }
-        }
+        let request = self.request(msg, timeout);
         let reply = call(self.channel(addr)?, request)
             .await
             .map_err(|s| status_failure(addr, &s))?;

@@ -18,6 +18,7 @@ use super::election::{Driver, LeaderContact, Timing};
 use super::forward::{self, AdminRequest, AdminResult, ForwardError, ReadIndexResult, WriteResult};
 use super::grpc::{ForwardService, RaftService};
 use super::identity::IdentityFile;
+use super::integrity::{self, Checker, CorruptFlag, IntegrityService};
 use super::network::{blob, limited, NetworkFactory, Peers, RpcFailure};
 use super::read_index::ReadIndexBatcher;
 use super::{
@@ -38,6 +39,9 @@ pub struct ClusterNode {
     log: LogStore,
     peers: Peers,
     identity: Arc<IdentityFile>,
+    flag: Arc<CorruptFlag>,
+    data_dir: std::path::PathBuf,
+    restart: tokio::sync::Notify,
     contact: Arc<LeaderContact>,
     tuning: RaftTuning,
     /// The cluster CA (part of a new cluster's id).
@@ -47,6 +51,7 @@ pub struct ClusterNode {
     local_addr: SocketAddr,
     server: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
     elections: JoinHandle<()>,
+    checker: Option<JoinHandle<()>>,
 }
 
 /// Where an operation must run.
@@ -64,7 +69,11 @@ impl ClusterNode {
         })?;
         // Before any Raft state is touched: is this dir ours?
         let identity = Arc::new(IdentityFile::open(&cfg.data_dir, cfg.node_id)?);
-        let (log, sm) = raft_store::open(&cfg.data_dir)?;
+        if let Some(done) = integrity::install_staged(&cfg.data_dir)? {
+            tracing::warn!(%done, "a repair was completed at start");
+        }
+        let (log, sm) = open_storage(&cfg)?;
+        let flag = Arc::new(CorruptFlag::load(&cfg.data_dir));
         let peers = Peers::new(cfg.tls.clone(), identity.clone(), &cfg.tuning);
         let raft = Raft::new(
             cfg.node_id,
@@ -78,6 +87,12 @@ impl ClusterNode {
         let reads = ReadIndexBatcher::new(raft.clone());
         let contact = Arc::new(LeaderContact::default());
         let services = Services {
+            integrity: IntegrityService::new(
+                raft.clone(),
+                sm.clone(),
+                flag.clone(),
+                identity.clone(),
+            ),
             raft: RaftService::new(
                 raft.clone(),
                 contact.clone(),
@@ -95,8 +110,21 @@ impl ClusterNode {
             peers.clone(),
             cfg.node_id,
             Timing::of(&cfg.tuning),
+            flag.clone(),
         );
         let elections = tokio::spawn(driver.run());
+        let checker = (cfg.tuning.corruption_check_interval_secs > 0).then(|| {
+            let checker = Checker {
+                raft: raft.clone(),
+                sm: sm.clone(),
+                flag: flag.clone(),
+                peers: peers.clone(),
+                id: cfg.node_id,
+            };
+            tokio::spawn(checker.run(Duration::from_secs(
+                cfg.tuning.corruption_check_interval_secs,
+            )))
+        });
         Ok(Arc::new(Self {
             raft,
             id: cfg.node_id,
@@ -104,6 +132,9 @@ impl ClusterNode {
             log,
             peers,
             identity,
+            flag,
+            data_dir: cfg.data_dir.clone(),
+            restart: tokio::sync::Notify::new(),
             contact,
             tuning: cfg.tuning,
             ca_pem: cfg.tls.ca_pem.clone(),
@@ -112,6 +143,7 @@ impl ClusterNode {
             local_addr,
             server: Mutex::new(Some(server)),
             elections,
+            checker,
         }))
     }
 
@@ -208,9 +240,85 @@ impl ClusterNode {
 
     /// Reads one key from the local state machine (no fence, no decryption).
     pub fn get_raw(&self, key: &[u8]) -> Result<Option<Versioned>, StoreError> {
-        self.sm
-            .get(key)
-            .map_err(|e| StoreError::Internal(e.to_string()))
+        self.sm.get(key).map_err(|e| self.storage_error(e))
+    }
+
+    /// A read error of the state machine; damage marks this node corrupt.
+    fn storage_error(&self, e: raft_store::StorageError) -> StoreError {
+        if e.kind() == raft_store::ErrorKind::Corrupt {
+            self.flag.mark(&format!("reading the state failed: {e}"));
+            return StoreError::Corrupt(e.to_string());
+        }
+        StoreError::Internal(e.to_string())
+    }
+
+    /// Why this node considers its state damaged, if it does. Such a node
+    /// serves no data and never leads until it is repaired.
+    pub fn corrupt(&self) -> Option<String> {
+        self.flag.corrupt()
+    }
+
+    /// Records that this node's state is damaged (a value that fails the
+    /// barrier's authentication, a record that does not decode).
+    pub fn mark_corrupt(&self, reason: &str) {
+        self.flag.mark(reason);
+    }
+
+    /// Fetches a snapshot from the leader into the data dir's `repair/`
+    /// and asks the server to restart, which installs it before Raft starts.
+    pub async fn repair_from_leader(&self) -> Result<String, ClusterError> {
+        let leader = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let leader = m.current_leader.filter(|l| *l != self.id);
+            leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned())
+        };
+        let Some(leader) = leader else {
+            return Err(ClusterError::Unavailable(
+                "no other member is known to lead; repair needs a healthy leader".into(),
+            ));
+        };
+        let min = integrity::purge_point(&self.log);
+        let staged =
+            integrity::fetch_snapshot(&self.peers, &leader.cluster_addr, min, &self.data_dir)
+                .await?;
+        self.restart.notify_one();
+        Ok(format!(
+            "snapshot from {} staged at {}; the node restarts to install it",
+            leader.cluster_addr,
+            staged.display()
+        ))
+    }
+
+    /// Resolves when the node must restart (a repair was staged).
+    pub async fn restart_requested(&self) {
+        self.restart.notified().await;
+    }
+
+    /// With `auto_repair`: once this node's state is found damaged, fetch a
+    /// snapshot from the leader (retrying) and ask for a restart.
+    pub async fn auto_repair(&self) {
+        if !self.tuning.auto_repair {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            if self.flag.corrupt().is_none() {
+                continue;
+            }
+            match self.repair_from_leader().await {
+                Ok(done) => {
+                    tracing::warn!(%done, "automatic repair");
+                    return;
+                }
+                Err(e) => crate::log_every!(
+                    Duration::from_secs(60),
+                    warn,
+                    error = %e,
+                    "automatic repair not possible yet; retrying"
+                ),
+            }
+        }
     }
 
     /// Scans the local state machine (no fence, no decryption).
@@ -222,7 +330,7 @@ impl ClusterNode {
     ) -> Result<Vec<(Vec<u8>, Versioned)>, StoreError> {
         self.sm
             .scan_prefix(prefix, start_after, limit)
-            .map_err(|e| StoreError::Internal(e.to_string()))
+            .map_err(|e| self.storage_error(e))
     }
 
     /// Adds `id` as a learner and then as a voter (run on the leader).
@@ -251,6 +359,11 @@ impl ClusterNode {
     pub fn problems(&self) -> Vec<String> {
         let m = self.raft.metrics().borrow().clone();
         let mut problems = Vec::new();
+        if let Some(reason) = self.flag.corrupt() {
+            problems.push(format!(
+                "this node's state is damaged and it serves no data until repaired: {reason}"
+            ));
+        }
         if let Err(e) = &m.running_state {
             problems.push(format!("the Raft core stopped: {e}"));
         }
@@ -343,6 +456,9 @@ impl ClusterNode {
     /// Stops Raft and the gRPC server.
     pub async fn shutdown(&self) {
         self.elections.abort();
+        if let Some(c) = &self.checker {
+            c.abort();
+        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
@@ -540,6 +656,22 @@ fn describe(d: Option<Duration>) -> String {
 struct Services {
     raft: RaftService,
     forward: ForwardService,
+    integrity: IntegrityService,
+}
+
+/// Opens the Raft storage. When its integrity checks fail and
+/// `auto_repair` is set, repairs from the node's own snapshot first;
+/// otherwise the error says what to run.
+fn open_storage(cfg: &ClusterConfig) -> Result<(LogStore, StateMachineStore), ClusterError> {
+    match raft_store::open(&cfg.data_dir) {
+        Err(e) if e.kind() == raft_store::ErrorKind::Corrupt && cfg.tuning.auto_repair => {
+            tracing::error!(error = %e, "the state failed its integrity check; auto_repair is on");
+            let done = integrity::repair_locally(&cfg.data_dir)?;
+            tracing::warn!(%done, "repaired at start");
+            Ok(raft_store::open(&cfg.data_dir)?)
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Binds the listener and spawns the mTLS gRPC server.
@@ -562,6 +694,10 @@ async fn serve(
         ))
         .add_service(limited!(
             pb::forward_server::ForwardServer::new(services.forward),
+            cfg.tuning.max_message_bytes
+        ))
+        .add_service(limited!(
+            pb::integrity_server::IntegrityServer::new(services.integrity),
             cfg.tuning.max_message_bytes
         ));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

@@ -34,12 +34,33 @@ impl ClusterStore {
     /// loaded yet (a rotation replicated after unseal) triggers one reload
     /// of `sys/keyring` and a retry.
     fn decrypt(&self, aad: &[u8], ct: &[u8]) -> Result<Zeroizing<Vec<u8>>, StoreError> {
-        match self.barrier()?.decrypt(aad, ct) {
+        let result = match self.barrier()?.decrypt(aad, ct) {
             Err(SealError::UnknownTerm(_)) => {
                 self.reload_keyring()?;
                 self.barrier()?.decrypt(aad, ct).map_err(seal_err)
             }
             other => other.map_err(seal_err),
+        };
+        if let Err(StoreError::Corrupt(detail)) = &result {
+            // A stored value that fails the barrier's authentication was
+            // altered on this node's disk: its state cannot be trusted.
+            self.node
+                .mark_corrupt(&format!("a stored value failed authentication ({detail})"));
+        }
+        result
+    }
+
+    /// Refuses to serve from a state this node found damaged: the client
+    /// gets a 503 and fails over to another member. Checked where every
+    /// data request passes (the read fence, commits); token checks still
+    /// read, so an operator can reach the repair endpoint.
+    fn serving(&self) -> Result<(), StoreError> {
+        match self.node.corrupt() {
+            Some(reason) => Err(StoreError::Unavailable(format!(
+                "this node's copy of the data is damaged and it serves none until repaired \
+                 ({reason}); other members serve"
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -90,6 +111,7 @@ fn now_ms() -> u64 {
 #[async_trait]
 impl Store for ClusterStore {
     async fn read_fence(&self) -> Result<(), StoreError> {
+        self.serving()?;
         self.node.read_fence().await
     }
 
@@ -119,6 +141,7 @@ impl Store for ClusterStore {
     }
 
     async fn commit(&self, request_id: Option<&str>, txn: Txn) -> Result<Outcome, StoreError> {
+        self.serving()?;
         let txn = self.encrypt_txn(txn)?;
         // Without a caller id, a private one still makes the node's internal
         // retries (leader changes) apply at most once.

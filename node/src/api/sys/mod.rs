@@ -54,6 +54,7 @@ pub fn protected_router(state: SysState) -> Router {
         .route("/v1/sys/raft/join", post(join))
         .route("/v1/sys/raft/remove", post(remove))
         .route("/v1/sys/raft/digest", get(digest))
+        .route("/v1/sys/raft/repair", post(repair))
         .route("/v1/sys/vaults", get(list_vaults))
         .route(
             "/v1/sys/vaults/{name}",
@@ -244,6 +245,20 @@ async fn digest(State(s): State<SysState>) -> Result<Response, SysError> {
         .map_err(|e| SysError(store_status(&e), e.to_string()))?;
     let stable = before == after;
     Ok(Json(json!({ "digest": digest, "applied_index": after, "stable": stable })).into_response())
+}
+
+/// Repairs this node's damaged state from the leader's snapshot: fetched,
+/// staged, and installed at the restart that follows the answer.
+async fn repair(State(s): State<SysState>) -> Result<Response, SysError> {
+    let node = s.operator.node();
+    if node.corrupt().is_none() {
+        return Err(SysError(
+            StatusCode::CONFLICT,
+            "this node's state is not known to be damaged; nothing to repair".into(),
+        ));
+    }
+    let done = node.repair_from_leader().await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "repair": done }))).into_response())
 }
 
 #[derive(Deserialize)]
