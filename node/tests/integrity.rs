@@ -4,23 +4,15 @@
 //! cross-check, and each repaired from a snapshot — by an operator command
 //! or by the node itself with `auto_repair`.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use coffer_client::secrets::SetOptions;
-use coffer_client::Client;
+use common::{
+    binary, every_value_served_by, quick_client, wait_exit, write_all, writes_then_a_follower,
+};
 use jepsen_tests::cluster::{ClusterOptions, LocalCluster};
-
-fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_coffer"))
-}
-
-/// A 20 KB value unique to `name`; a short one for names starting `s-`
-/// (tests that need many entries rather than large ones).
-fn value_for(name: &str) -> String {
-    let len = if name.starts_with("s-") { 200 } else { 20_000 };
-    format!("{name}|").repeat(len / (name.len() + 1))
-}
 
 async fn started(raft: &str) -> LocalCluster {
     let mut cluster = LocalCluster::start(
@@ -34,48 +26,6 @@ async fn started(raft: &str) -> LocalCluster {
     .unwrap();
     cluster.init(0, 1, 1).await.unwrap();
     cluster
-}
-
-async fn write(client: &Client, names: &[String]) {
-    for name in names {
-        client
-            .secrets()
-            .set(name, &value_for(name), &SetOptions::default())
-            .await
-            .unwrap_or_else(|e| panic!("writing {name}: {e}"));
-    }
-}
-
-fn quick_client(cluster: &LocalCluster, i: usize) -> Client {
-    let mut cfg = cluster.client_config(vec![cluster.nodes[i].url()]).unwrap();
-    cfg.timeout = Duration::from_secs(3);
-    cfg.max_attempts = 1;
-    Client::new(cfg).unwrap()
-}
-
-/// Every value read through node `i` alone is exactly what was written.
-async fn every_value_served_by(cluster: &LocalCluster, i: usize, names: &[String]) {
-    let client = quick_client(cluster, i);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for name in names {
-        loop {
-            match client.secrets().get(name, None).await {
-                Ok(got) => {
-                    assert_eq!(
-                        got.value.as_deref(),
-                        Some(value_for(name).as_str()),
-                        "{name}"
-                    );
-                    break;
-                }
-                // Catching up: 503 until the read fence is reached.
-                Err(e) if Instant::now() < deadline && e.status() != Some(404) => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => panic!("{name} through node {}: {e}", i + 1),
-            }
-        }
-    }
 }
 
 /// XORs 4 bytes in every 4 KiB page of `file` after its header pages:
@@ -104,21 +54,6 @@ fn repair_command(cluster: &LocalCluster, args: &[&str]) -> std::process::Output
         .unwrap()
 }
 
-async fn wait_exit(
-    cluster: &mut LocalCluster,
-    i: usize,
-    within: Duration,
-) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = cluster.exited(i) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "node {} did not exit", i + 1);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Bit rot in `state.redb` of a node stopped cleanly: the node refuses to
 /// start (it does not serve missing data), says what to run, and the
 /// operator's offline repair from the leader's snapshot brings it back with
@@ -127,13 +62,8 @@ async fn wait_exit(
 async fn rot_after_a_clean_stop_is_refused_at_start_and_repaired_from_the_leader() {
     let mut cluster = started("").await;
     let names: Vec<String> = (0..150).map(|i| format!("cert-{i:03}")).collect();
+    let (leader, f) = writes_then_a_follower(&cluster, &names).await;
     let client = cluster.client().unwrap();
-    write(&client, &names).await;
-    let leader = cluster
-        .wait_for_leader(Duration::from_secs(10))
-        .await
-        .unwrap();
-    let f = (leader + 1) % 3;
     cluster.stop(f).unwrap();
     rot(&cluster.nodes[f].data_dir.join("state.redb"));
 
@@ -151,7 +81,7 @@ async fn rot_after_a_clean_stop_is_refused_at_start_and_repaired_from_the_leader
     );
 
     // More writes meanwhile; then the offline repair from the leader.
-    write(&client, &["after-rot".to_string()]).await;
+    write_all(&client, vec!["after-rot".into()], 1).await;
     let leader_addr = cluster.nodes[leader].cluster_addr.clone();
     let config = cluster.config_path(f).to_path_buf();
     let out = repair_command(
@@ -180,12 +110,7 @@ async fn rot_after_kill_9_is_repaired_by_the_node_itself_with_auto_repair() {
     let mut cluster = started("auto_repair = true").await;
     let names: Vec<String> = (0..1100).map(|i| format!("s-{i:04}")).collect();
     let client = cluster.client().unwrap();
-    let writes = names.chunks(100).map(|chunk| {
-        let client = client.clone();
-        let chunk = chunk.to_vec();
-        async move { write(&client, &chunk).await }
-    });
-    futures::future::join_all(writes).await;
+    write_all(&client, names.clone(), 8).await;
     let leader = cluster
         .wait_for_leader(Duration::from_secs(10))
         .await
@@ -209,18 +134,13 @@ async fn rot_after_kill_9_is_repaired_by_the_node_itself_with_auto_repair() {
 async fn a_diverged_follower_is_found_by_the_cross_check_and_repaired_online() {
     let mut cluster = started("corruption_check_interval_secs = 1").await;
     let names: Vec<String> = (0..20).map(|i| format!("key-{i:02}")).collect();
+    let (_, f) = writes_then_a_follower(&cluster, &names).await;
     let client = cluster.client().unwrap();
-    write(&client, &names).await;
-    let leader = cluster
-        .wait_for_leader(Duration::from_secs(10))
-        .await
-        .unwrap();
-    let f = (leader + 1) % 3;
     cluster.stop(f).unwrap();
     diverge(&cluster.nodes[f].data_dir).await;
     cluster.restart(f).unwrap();
     cluster.unseal(f).await.unwrap();
-    write(&client, &["after-diverge".to_string()]).await;
+    write_all(&client, vec!["after-diverge".into()], 1).await;
 
     // Found within a few check intervals; the node says so and refuses data.
     let probe = quick_client(&cluster, f);

@@ -3,62 +3,22 @@
 //! let a follower that missed 20 MB of writes catch up (through snapshots),
 //! and keep a healthy leader in office when a follower lags or is cut off.
 
+mod common;
+
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coffer_client::secrets::SetOptions;
 use coffer_client::Client;
+use common::{
+    assert_leader_kept, binary, leader_state, quick_client, rejoin, value_for, write_all,
+};
 use jepsen_tests::cluster::{ClusterOptions, LocalCluster, Placement};
-
-/// A value of the size of a PEM certificate chain.
-const VALUE_LEN: usize = 20_000;
-
-fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_coffer"))
-}
-
-/// A 20 KB value unique to `name` (so a wrong value is detected).
-fn value_for(name: &str) -> String {
-    let mut v = String::with_capacity(VALUE_LEN);
-    while v.len() < VALUE_LEN {
-        v.push_str(name);
-        v.push('|');
-    }
-    v.truncate(VALUE_LEN);
-    v
-}
 
 async fn started(options: ClusterOptions) -> LocalCluster {
     let mut cluster = LocalCluster::start(&binary(), options).unwrap();
     cluster.init(0, 1, 1).await.unwrap();
     cluster
-}
-
-/// Writes `names` with `parallel` concurrent writers; every write must succeed.
-async fn write_all(client: &Client, names: Vec<String>, parallel: usize) {
-    let client = Arc::new(client.clone());
-    let names = Arc::new(tokio::sync::Mutex::new(names));
-    let mut tasks = Vec::new();
-    for _ in 0..parallel {
-        let client = client.clone();
-        let names = names.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let Some(name) = names.lock().await.pop() else {
-                    return;
-                };
-                client
-                    .secrets()
-                    .set(&name, &value_for(&name), &SetOptions::default())
-                    .await
-                    .unwrap_or_else(|e| panic!("writing {name}: {e}"));
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
 }
 
 /// Time until a write through the failover client succeeds again.
@@ -80,40 +40,6 @@ async fn time_to_first_write(client: &Client, started: Instant, tag: &str) -> Du
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// A client for node `i` with a short per-attempt deadline.
-fn quick_client(cluster: &LocalCluster, i: usize) -> Client {
-    let mut cfg = cluster.client_config(vec![cluster.nodes[i].url()]).unwrap();
-    cfg.timeout = Duration::from_secs(2);
-    cfg.max_attempts = 1;
-    Client::new(cfg).unwrap()
-}
-
-/// Waits until node `i` has applied at least `index` (and is unsealed).
-async fn wait_applied(cluster: &LocalCluster, i: usize, index: u64, within: Duration) {
-    let deadline = Instant::now() + within;
-    let client = quick_client(cluster, i);
-    loop {
-        if let Ok(h) = client.sys().health().await {
-            if h.body.applied_index.unwrap_or(0) >= index && !h.body.sealed {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node {} did not reach index {index} within {within:?}; logs in {}",
-            i + 1,
-            cluster.dir().display()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn leader_state(cluster: &LocalCluster, leader: usize) -> (u64, u64) {
-    let client = quick_client(cluster, leader);
-    let h = client.sys().health().await.unwrap();
-    (h.body.term.unwrap_or(0), h.body.applied_index.unwrap_or(0))
 }
 
 /// The critical case of issue 8: with 320 secrets of 20 KB, one leader kill
@@ -145,14 +71,7 @@ async fn a_leader_kill_with_20kb_secrets_leaves_a_writable_cluster() {
 
     // The killed node comes back, catches up on every 20 KB entry it missed
     // and serves the values byte for byte.
-    cluster.restart(leader).unwrap();
-    cluster.unseal(leader).await.unwrap();
-    let new_leader = cluster
-        .wait_for_leader(Duration::from_secs(10))
-        .await
-        .unwrap();
-    let (_, applied) = leader_state(&cluster, new_leader).await;
-    wait_applied(&cluster, leader, applied, Duration::from_secs(30)).await;
+    rejoin(&mut cluster, leader, Duration::from_secs(30)).await;
     let old = quick_client(&cluster, leader);
     for name in ["pem-000", "pem-319", "after-kill-1"] {
         let got = old.secrets().get(name, None).await;
@@ -185,14 +104,7 @@ async fn a_follower_offline_through_20_mb_of_writes_catches_up() {
     let names: Vec<String> = (0..1000).map(|i| format!("pfx-{i:04}")).collect();
     write_all(&client, names, 8).await;
 
-    cluster.restart(follower).unwrap();
-    cluster.unseal(follower).await.unwrap();
-    let leader = cluster
-        .wait_for_leader(Duration::from_secs(10))
-        .await
-        .unwrap();
-    let (_, applied) = leader_state(&cluster, leader).await;
-    wait_applied(&cluster, follower, applied, Duration::from_secs(60)).await;
+    rejoin(&mut cluster, follower, Duration::from_secs(60)).await;
     let probe = quick_client(&cluster, follower);
     let h = probe.sys().health().await.unwrap();
     assert!(
@@ -254,14 +166,7 @@ async fn a_cut_off_follower_does_not_depose_a_healthy_leader() {
     let healed = Instant::now();
     // Give the follower every chance to disrupt: several election timeouts.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let now_leader = cluster
-        .wait_for_leader(Duration::from_secs(10))
-        .await
-        .unwrap();
-    let (term_after, applied) = leader_state(&cluster, now_leader).await;
-    assert_eq!(now_leader, leader, "leadership moved after the heal");
-    assert_eq!(term_after, term, "the leader's term changed after the heal");
-    wait_applied(&cluster, follower, applied, Duration::from_secs(20)).await;
+    assert_leader_kept(&cluster, leader, term, follower, "after the heal").await;
     let probe = quick_client(&cluster, follower);
     let h = probe.sys().health().await.unwrap();
     assert_eq!(h.status, 429, "caught-up follower: {h:?}");
@@ -408,14 +313,7 @@ async fn a_full_disk_stops_the_node_and_it_catches_up_after_space_returns() {
 
     // Space returns; the node restarts and catches up.
     disk.free_space();
-    cluster.restart(follower).unwrap();
-    cluster.unseal(follower).await.unwrap();
-    let leader = cluster
-        .wait_for_leader(Duration::from_secs(10))
-        .await
-        .unwrap();
-    let (_, applied) = leader_state(&cluster, leader).await;
-    wait_applied(&cluster, follower, applied, Duration::from_secs(60)).await;
+    rejoin(&mut cluster, follower, Duration::from_secs(60)).await;
     let pinned = quick_client(&cluster, follower);
     let got = pinned.secrets().get("after-full", None).await.unwrap();
     assert_eq!(got.value.as_deref(), Some(value_for("after-full").as_str()));
@@ -471,14 +369,7 @@ async fn a_rolled_back_follower_is_caught_up_without_an_election() {
     cluster.unseal(follower).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let now_leader = cluster
-        .wait_for_leader(Duration::from_secs(10))
-        .await
-        .unwrap();
-    let (term_after, applied) = leader_state(&cluster, now_leader).await;
-    assert_eq!(now_leader, leader, "leadership moved");
-    assert_eq!(term_after, term, "the rolled-back follower raised the term");
-    wait_applied(&cluster, follower, applied, Duration::from_secs(30)).await;
+    assert_leader_kept(&cluster, leader, term, follower, "rolled-back follower").await;
     let pinned = quick_client(&cluster, follower);
     let got = pinned.secrets().get("new-299", None).await.unwrap();
     assert_eq!(got.value.as_deref(), Some(value_for("new-299").as_str()));

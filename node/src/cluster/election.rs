@@ -186,39 +186,25 @@ pub fn answer(
 
 /// Starts elections after a successful pre-vote round.
 pub struct Driver {
-    raft: RaftHandle,
-    contact: Arc<LeaderContact>,
-    log: LogStore,
-    peers: Peers,
-    id: NodeId,
-    timing: Timing,
-    flag: Arc<super::integrity::CorruptFlag>,
-    started: Instant,
+    /// This node's Raft.
+    pub raft: RaftHandle,
+    /// When it last heard from a leader.
+    pub contact: Arc<LeaderContact>,
+    /// Its log (for the last log id a pre-vote carries).
+    pub log: LogStore,
+    /// Channels to the other voters.
+    pub peers: Peers,
+    /// Its id.
+    pub id: NodeId,
+    /// Its election clock.
+    pub timing: Timing,
+    /// Its verdict on its own state: a damaged node never campaigns.
+    pub flag: Arc<super::integrity::CorruptFlag>,
+    /// When the driver started (the silence before any leader was heard).
+    pub started: Instant,
 }
 
 impl Driver {
-    /// A driver for this node.
-    pub fn new(
-        raft: RaftHandle,
-        contact: Arc<LeaderContact>,
-        log: LogStore,
-        peers: Peers,
-        id: NodeId,
-        timing: Timing,
-        flag: Arc<super::integrity::CorruptFlag>,
-    ) -> Self {
-        Self {
-            raft,
-            contact,
-            log,
-            peers,
-            id,
-            timing,
-            flag,
-            started: Instant::now(),
-        }
-    }
-
     /// Runs until the task is aborted.
     pub async fn run(self) {
         let mut next_try = Instant::now() + self.timing.jittered();

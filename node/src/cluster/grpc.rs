@@ -15,12 +15,14 @@ use super::membership;
 use super::pb;
 use super::read_index::ReadIndexBatcher;
 
-fn decode<T: DeserializeOwned>(req: Request<pb::Blob>) -> Result<T, Status> {
+/// Decodes a postcard-encoded request body.
+pub(super) fn decode<T: DeserializeOwned>(req: Request<pb::Blob>) -> Result<T, Status> {
     postcard::from_bytes(&req.into_inner().data)
         .map_err(|e| Status::invalid_argument(format!("decode: {e}")))
 }
 
-fn encode<T: Serialize>(v: &T) -> Result<Response<pb::Blob>, Status> {
+/// Encodes a reply body with postcard.
+pub(super) fn encode<T: Serialize>(v: &T) -> Result<Response<pb::Blob>, Status> {
     postcard::to_allocvec(v)
         .map(|data| Response::new(pb::Blob { data }))
         .map_err(|e| Status::internal(format!("encode: {e}")))

@@ -35,6 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Request, Response, Status};
 
 use super::forward::RaftHandle;
+use super::grpc::{decode, encode};
 use super::identity::IdentityFile;
 use super::network::{blob, limited, Peers};
 use super::{pb, ClusterError};
@@ -192,17 +193,6 @@ impl IntegrityService {
             identity,
         }
     }
-}
-
-fn decode<T: serde::de::DeserializeOwned>(req: Request<pb::Blob>) -> Result<T, Status> {
-    postcard::from_bytes(&req.into_inner().data)
-        .map_err(|e| Status::invalid_argument(format!("decode: {e}")))
-}
-
-fn encode<T: Serialize>(v: &T) -> Result<Response<pb::Blob>, Status> {
-    postcard::to_allocvec(v)
-        .map(|data| Response::new(pb::Blob { data }))
-        .map_err(|e| Status::internal(format!("encode: {e}")))
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::Blob, Status>> + Send>>;

@@ -315,6 +315,33 @@ impl Network {
         result
     }
 
+    /// One unary `Raft` RPC: `rpc` encoded, `call` on a size-limited client,
+    /// the remote Raft's answer decoded.
+    #[allow(clippy::result_large_err)]
+    async fn raft_call<Req, Resp, E, F, Fut>(
+        &mut self,
+        rpc: &Req,
+        option: &RPCOption,
+        call: F,
+    ) -> Result<Resp, RPCError<NodeId, Node, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+        F: FnOnce(pb::raft_client::RaftClient<Channel>, tonic::Request<pb::Blob>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<pb::Blob>, tonic::Status>>,
+    {
+        let msg = blob(&self.addr, rpc).map_err(to_rpc_error)?;
+        let max = self.peers.max_message_bytes();
+        let reply = self
+            .call(msg, option, move |ch, r| {
+                call(limited!(pb::raft_client::RaftClient::new(ch), max), r)
+            })
+            .await
+            .map_err(to_rpc_error)?;
+        self.remote(reply)
+    }
+
     /// The remote Raft's answer, with its error tagged as remote. (The
     /// error type is openraft's; its size is not ours to choose.)
     #[allow(clippy::result_large_err)]
@@ -489,20 +516,10 @@ impl RaftNetwork<TypeConfig> for Network {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        let msg = blob(&self.addr, &rpc).map_err(to_rpc_error)?;
-        let peers = self.peers.clone();
-        let reply = self
-            .call(msg, &option, |ch, r| async move {
-                limited!(
-                    pb::raft_client::RaftClient::new(ch),
-                    peers.max_message_bytes()
-                )
-                .install_snapshot(r)
-                .await
-            })
-            .await
-            .map_err(to_rpc_error)?;
-        self.remote(reply)
+        self.raft_call(&rpc, &option, |mut c, r| async move {
+            c.install_snapshot(r).await
+        })
+        .await
     }
 
     async fn vote(
@@ -510,20 +527,8 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        let msg = blob(&self.addr, &rpc).map_err(to_rpc_error)?;
-        let peers = self.peers.clone();
-        let reply = self
-            .call(msg, &option, |ch, r| async move {
-                limited!(
-                    pb::raft_client::RaftClient::new(ch),
-                    peers.max_message_bytes()
-                )
-                .vote(r)
-                .await
-            })
+        self.raft_call(&rpc, &option, |mut c, r| async move { c.vote(r).await })
             .await
-            .map_err(to_rpc_error)?;
-        self.remote(reply)
     }
 
     /// Exponential: 100 ms, 200 ms, … up to 2 s while the peer stays down.
@@ -563,16 +568,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn append_batches_are_cut_to_the_byte_budget() {
-        // 300 entries of 21 KB = 6.3 MB, the batch that broke a 4 MiB limit.
-        let entries: Vec<_> = (1..=300).map(|i| big_entry(i, 21_000)).collect();
-        let rpc = AppendEntriesRequest {
+    fn append(entries: Vec<Entry<TypeConfig>>) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
             vote: Vote::new_committed(1, 1),
             prev_log_id: None,
             entries,
             leader_commit: None,
-        };
+        }
+    }
+
+    #[test]
+    fn append_batches_are_cut_to_the_byte_budget() {
+        // 300 entries of 21 KB = 6.3 MB, the batch that broke a 4 MiB limit.
+        let rpc = append((1..=300).map(|i| big_entry(i, 21_000)).collect());
         let budget = 2 * 1024 * 1024;
         let (msg, n) = fit_append("a:1", rpc, budget).unwrap();
         assert!(msg.data.len() <= budget, "{} > {budget}", msg.data.len());
@@ -584,12 +592,7 @@ mod tests {
 
     #[test]
     fn a_single_oversized_entry_is_still_sent_alone() {
-        let rpc = AppendEntriesRequest {
-            vote: Vote::new_committed(1, 1),
-            prev_log_id: None,
-            entries: vec![big_entry(1, 10_000), big_entry(2, 10_000)],
-            leader_commit: None,
-        };
+        let rpc = append(vec![big_entry(1, 10_000), big_entry(2, 10_000)]);
         let (_, n) = fit_append("a:1", rpc, 5_000).unwrap();
         assert_eq!(n, 1);
     }

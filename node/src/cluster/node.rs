@@ -103,15 +103,16 @@ impl ClusterNode {
             forward: ForwardService::new(raft.clone(), reads.clone(), identity.clone()),
         };
         let (local_addr, server) = serve(&cfg, services).await?;
-        let driver = Driver::new(
-            raft.clone(),
-            contact.clone(),
-            log.clone(),
-            peers.clone(),
-            cfg.node_id,
-            Timing::of(&cfg.tuning),
-            flag.clone(),
-        );
+        let driver = Driver {
+            raft: raft.clone(),
+            contact: contact.clone(),
+            log: log.clone(),
+            peers: peers.clone(),
+            id: cfg.node_id,
+            timing: Timing::of(&cfg.tuning),
+            flag: flag.clone(),
+            started: Instant::now(),
+        };
         let elections = tokio::spawn(driver.run());
         let checker = (cfg.tuning.corruption_check_interval_secs > 0).then(|| {
             let checker = Checker {
