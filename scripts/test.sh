@@ -51,5 +51,19 @@ export COFFER_PYTHON="$COFFER_VENV/bin/python"
 log "building"
 cargo build --workspace --all-targets
 
+# Fuzz smoke run (fuzz/README.md): every fuzz target for 30 s over its
+# committed corpus. It runs before the tests so that nextest's summary stays
+# the closing line; a failure still fails the suite, after the tests ran.
+# FUZZ_SMOKE=0 skips it.
+fuzz_status=0
+if [[ "${FUZZ_SMOKE:-1}" != 0 ]]; then
+    log "fuzz smoke run"
+    ./scripts/fuzz-smoke.sh || fuzz_status=$?
+fi
+
 log "testing"
 cargo nextest run --workspace --no-fail-fast "$@"
+if ((fuzz_status)); then
+    echo "the fuzz smoke run failed (see above)" >&2
+    exit "$fuzz_status"
+fi

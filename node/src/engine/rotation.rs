@@ -218,12 +218,19 @@ fn describe_secs(secs: u64) -> String {
 
 fn invalid_duration(d: &str) -> EngineError {
     EngineError::BadParameter(format!(
-        "{d:?} is not a valid ISO-8601 duration (e.g. P90D, P1Y2M, PT12H)"
+        "{d:?} is not a valid ISO-8601 duration of at most 1000 years (e.g. P90D, P1Y2M, PT12H)"
     ))
 }
 
+/// Longest accepted duration: 1000 years of 365 days. Durations are added
+/// to Unix times (`created + d`, the `exp` of rotated versions, an `i64`),
+/// so an unbounded one overflowed: `PT18446744073709551615S` (found by the
+/// `rotation_duration` fuzz target) made rotated versions expire in the past.
+pub const MAX_DURATION_SECS: u64 = 1000 * 365 * 86_400;
+
 /// Seconds of an ISO-8601 duration `PnYnMnWnDTnHnMnS` (integers; a year
-/// counts 365 days, a month 30). `None` if malformed, empty or zero.
+/// counts 365 days, a month 30). `None` if malformed, empty, zero or longer
+/// than [`MAX_DURATION_SECS`].
 pub fn parse_duration(s: &str) -> Option<u64> {
     let rest = s.strip_prefix('P')?;
     let (date, time) = match rest.split_once('T') {
@@ -262,7 +269,7 @@ pub fn parse_duration(s: &str) -> Option<u64> {
     if let Some(t) = time {
         add(t, &[('H', 3600), ('M', 60), ('S', 1)])?;
     }
-    (any && total > 0).then_some(total)
+    (any && total > 0 && total <= MAX_DURATION_SECS).then_some(total)
 }
 
 /// Whether `action` is due for a version created at `created` expiring at
@@ -310,6 +317,23 @@ mod tests {
         ] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn durations_are_bounded_so_expiry_times_cannot_overflow() {
+        // Fuzz finding: accepted, then `now + d` wrapped the rotated expiry.
+        assert_eq!(parse_duration("PT18446744073709551615S"), None);
+        assert_eq!(parse_duration("P300000000000Y"), None);
+        assert_eq!(parse_duration("P1000Y"), Some(MAX_DURATION_SECS));
+        assert_eq!(parse_duration("P1000YT1S"), None);
+        assert_eq!(parse_duration("P365000D"), Some(MAX_DURATION_SECS));
+        let mut p = default_policy();
+        p.attributes.expiry_time = Some("PT18446744073709551615S".into());
+        assert!(validate(&p).is_err());
+        // The largest accepted duration still fits any expiry up to 9999.
+        assert!(253_402_300_799_i64
+            .checked_add(MAX_DURATION_SECS as i64)
+            .is_some());
     }
 
     #[test]
