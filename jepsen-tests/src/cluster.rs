@@ -80,6 +80,9 @@ pub struct ClusterOptions {
     /// Give every node its own SoftHSM2 token (`coffer-nodeN`) and run the
     /// cluster KEK ceremony after [`LocalCluster::init`].
     pub hsm: bool,
+    /// `[raft] max_leader_silence_ms`: how long a node may go without
+    /// leader contact (a leader: quorum contact) before its health is 503.
+    pub max_leader_silence_ms: Option<u64>,
 }
 
 impl Default for ClusterOptions {
@@ -93,6 +96,7 @@ impl Default for ClusterOptions {
             raft_snapshot_logs: None,
             lifecycle_interval_secs: None,
             hsm: false,
+            max_leader_silence_ms: None,
         }
     }
 }
@@ -239,6 +243,9 @@ impl LocalCluster {
         }
         if let Some(n) = self.options.lifecycle_interval_secs {
             text = format!("lifecycle_interval_secs = {n}\n{text}");
+        }
+        if let Some(ms) = self.options.max_leader_silence_ms {
+            text.push_str(&format!("[raft]\nmax_leader_silence_ms = {ms}\n"));
         }
         let peers = self.nodes.iter().filter(|p| with_peers && p.id != node.id);
         for peer in peers {

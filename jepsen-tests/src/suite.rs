@@ -14,8 +14,22 @@ pub const SHORT: &[(WorkloadKind, NemesisKind, usize, u64)] = &[
     (WorkloadKind::Set, NemesisKind::Kill, 3, 20),
     (WorkloadKind::Version, NemesisKind::Pause, 3, 20),
     (WorkloadKind::Register, NemesisKind::Membership, 3, 25),
+    (WorkloadKind::Set, NemesisKind::KillLeaderLagging, 3, 25),
     (WorkloadKind::Set, NemesisKind::Mixed, 5, 25),
 ];
+
+/// `raft_snapshot_logs` of suite clusters: a snapshot and a log purge every
+/// 200 entries (a few seconds of load), so a node down, cut off or paused
+/// for one fault comes back behind the purged log and needs a snapshot.
+pub const SNAPSHOT_LOGS: u64 = 200;
+/// `max_leader_silence_ms` of suite clusters (the minimum is the election
+/// timeout, 600 ms): short enough that a cut-off node must say so well
+/// within one fault.
+pub const LEADER_SILENCE_MS: u64 = 1500;
+/// The health checker's margin over the silence limit: RPCs in flight when
+/// a fault starts (a snapshot install counts as leader contact while it
+/// runs), the nemesis' own steps, the sampling.
+pub const HEALTH_SLACK: Duration = Duration::from_millis(1500);
 
 /// The run configuration of one suite entry.
 pub fn config(
@@ -34,10 +48,16 @@ pub fn config(
         seed,
         stale_reads: false,
         keys: 3,
-        fault_duration: Duration::from_secs(3),
+        // Longer than the silence limit plus slack, so that the health of
+        // a cut-off node is checked for the last ~1.5 s of each fault.
+        fault_duration: Duration::from_millis(4500),
         fault_interval: Duration::from_secs(2),
         check_budget: Duration::from_secs(30),
         loopback: false,
+        snapshot_logs: SNAPSHOT_LOGS,
+        expect_snapshot_installs: true,
+        max_leader_silence_ms: LEADER_SILENCE_MS,
+        health_slack: HEALTH_SLACK,
         binary,
         out,
     }
