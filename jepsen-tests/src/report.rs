@@ -152,7 +152,8 @@ pub fn markdown(r: &RunReport) -> String {
         "\n## Health\n\n{} samples of `/v1/sys/health` (every {} ms per node), {} answered \
          ({}). Answers from nodes that could reach no majority for the whole silence limit \
          ({} ms) plus {:.1} s before: {}, of which {} said 5xx with a problem and {} were 429 \
-         from a minority follower still reaching its old leader. Violations: {}.",
+         from a minority follower still reaching its old leader. 5xx while no fault was in \
+         effect: {}. Violations: {}.",
         h.samples,
         crate::observe::SAMPLE_EVERY.as_millis(),
         h.answered,
@@ -162,6 +163,7 @@ pub fn markdown(r: &RunReport) -> String {
         h.cut_off_answers,
         h.cut_off_unhealthy,
         h.minority_followers_429,
+        h.unhealthy_without_fault,
         h.violations
     );
     if !r.lags.is_empty() {

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -139,9 +140,11 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunReport> {
     let recorder = Recorder::new();
     let timeline = Timeline::new(&recorder);
     let sampler = HealthSampler::start(&cluster, &recorder)?;
-    let load = start_clients(&cluster, &config, &recorder)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = start_clients(&cluster, &config, &recorder, &stop)?;
     let cluster = Arc::new(Mutex::new(cluster));
     let nemesis = run_nemesis(&cluster, &config, &recorder, &timeline).await;
+    stop.store(true, Ordering::Release);
     for handle in load {
         let _ = handle.await;
     }
@@ -172,13 +175,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunReport> {
         limit_us: config.max_leader_silence_ms * 1000,
         slack_us: config.health_slack.as_micros() as u64,
     };
-    let (mut health_verdict, health_summary) = health::check(&samples, &timeline, rules);
-    if health_verdict.is_pass() {
-        // Before the first fault everyone is a healthy leader or standby
-        // (after a second for the clients' first writes to settle).
-        let first_fault = faults.first().map_or(load_end_us, |f| f.start_us);
-        health_verdict = health::check_quiet(&samples, 1_000_000, first_fault);
-    }
+    let (health_verdict, health_summary) = health::check(&samples, &timeline, rules);
     checks.push(CheckResult {
         name: "health".into(),
         verdict: health_verdict,
@@ -230,12 +227,13 @@ fn client(cluster: &LocalCluster) -> anyhow::Result<Client> {
     Ok(Client::new(cfg)?)
 }
 
+/// Starts the clients; they stop once `stop` is set.
 fn start_clients(
     cluster: &LocalCluster,
     config: &RunConfig,
     recorder: &Recorder,
+    stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let deadline = Instant::now() + config.time;
     let mut handles = Vec::new();
     for process in 0..config.concurrency {
         let pinned = (process % 2 == 1).then_some((process / 2) % config.nodes);
@@ -249,8 +247,9 @@ fn start_clients(
             op_timeout: Duration::from_secs(6),
         };
         let (kind, keys, max_ops) = (config.workload, config.keys, config.max_ops_per_client);
+        let stop = stop.clone();
         handles.push(tokio::spawn(async move {
-            while Instant::now() < deadline && worker.seq < max_ops {
+            while !stop.load(Ordering::Acquire) && worker.seq < max_ops {
                 match kind {
                     WorkloadKind::Register => workload::register::step(&mut worker, keys).await,
                     WorkloadKind::Set => workload::set::step(&mut worker).await,
@@ -262,7 +261,13 @@ fn start_clients(
     Ok(handles)
 }
 
-/// Injects faults until the load phase is nearly over, then heals.
+/// Load after the last heal, at least (so recovery shows in the history,
+/// however long the heal itself took).
+const LOAD_AFTER_HEAL: Duration = Duration::from_secs(2);
+
+/// Injects faults until the load phase is nearly over, then heals; returns
+/// at the end of the load phase, or [`LOAD_AFTER_HEAL`] after the last heal
+/// if that is later.
 async fn run_nemesis(
     cluster: &Arc<Mutex<LocalCluster>>,
     config: &RunConfig,
@@ -307,7 +312,10 @@ async fn run_nemesis(
             end_us,
         });
     }
-    tokio::time::sleep_until(end.into()).await;
+    let after_heal = windows
+        .last()
+        .map(|w| recorder.start() + Duration::from_micros(w.end_us) + LOAD_AFTER_HEAL);
+    tokio::time::sleep_until(after_heal.map_or(end, |h| h.max(end)).into()).await;
     Ok((windows, nemesis.lag_reports().to_vec()))
 }
 

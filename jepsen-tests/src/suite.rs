@@ -19,9 +19,11 @@ pub const SHORT: &[(WorkloadKind, NemesisKind, usize, u64)] = &[
 ];
 
 /// `raft_snapshot_logs` of suite clusters: a snapshot and a log purge every
-/// 200 entries (a few seconds of load), so a node down, cut off or paused
-/// for one fault comes back behind the purged log and needs a snapshot.
-pub const SNAPSHOT_LOGS: u64 = 200;
+/// 100 entries (the leader keeps the last 20), so a node down, cut off or
+/// paused for one fault comes back behind the purged log and needs a
+/// snapshot. On 2 busy cores a debug cluster commits only 15–40 writes of
+/// these sizes per second, so a 4.5 s fault misses 70–180 entries.
+pub const SNAPSHOT_LOGS: u64 = 100;
 /// `max_leader_silence_ms` of suite clusters (the minimum is the election
 /// timeout, 600 ms): short enough that a cut-off node must say so well
 /// within one fault.
