@@ -70,6 +70,11 @@ pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     identity: Arc<IdentityFile>,
     max_message_bytes: usize,
+    /// Per peer: since when it is unreachable, when that was last logged,
+    /// failures since. Shared by every [`Network`] to the peer: openraft
+    /// builds a new one for each leadership check (every read-index round),
+    /// so state kept per `Network` logged one warning per read.
+    outages: Arc<Mutex<HashMap<NodeId, (Instant, Instant, u64)>>>,
 }
 
 impl Peers {
@@ -81,6 +86,7 @@ impl Peers {
             channels: Arc::default(),
             identity,
             max_message_bytes: tuning.max_message_bytes,
+            outages: Arc::default(),
         }
     }
 
@@ -231,7 +237,6 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             peers: self.peers.clone(),
             target,
             addr: node.cluster_addr.clone(),
-            unreachable: None,
         }
     }
 }
@@ -241,8 +246,6 @@ pub struct Network {
     peers: Peers,
     target: NodeId,
     addr: String,
-    /// Since when the peer is unreachable and when that was last logged.
-    unreachable: Option<(Instant, Instant, u64)>,
     /// How many bytes one AppendEntries to this peer may carry.
     budget: AppendBudget,
 }
@@ -326,10 +329,11 @@ impl Network {
     /// warning level, that a peer is down, and once when it is back.
     fn note_reachability<T>(&mut self, result: &Result<T, RpcFailure>) {
         let now = Instant::now();
-        match (result, &mut self.unreachable) {
+        let mut outages = self.peers.outages.lock().unwrap_or_else(|e| e.into_inner());
+        match (result, outages.get_mut(&self.target)) {
             (Err(e @ RpcFailure::Unreachable { .. }), None) => {
                 tracing::warn!(peer = self.target, error = %e, "peer unreachable");
-                self.unreachable = Some((now, now, 0));
+                outages.insert(self.target, (now, now, 0));
             }
             (Err(e @ RpcFailure::Unreachable { .. }), Some((since, logged, suppressed))) => {
                 *suppressed += 1;
@@ -351,7 +355,7 @@ impl Network {
                     down_for_ms = since.elapsed().as_millis() as u64,
                     "peer reachable again"
                 );
-                self.unreachable = None;
+                outages.remove(&self.target);
             }
             _ => {}
         }
