@@ -32,6 +32,10 @@ enum Command {
         /// Random seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Run only the entry with this index (0-based), with the seed it
+        /// gets in the whole suite (to reproduce one run).
+        #[arg(long)]
+        only: Option<usize>,
     },
 }
 
@@ -113,8 +117,14 @@ async fn main() -> anyhow::Result<()> {
                 let r = runner::run(config).await?;
                 finish(&[r])
             }
-            Command::Suite { short, out, seed } => {
-                let reports = suite::run(&out, short, seed, runner::coffer_binary()?).await?;
+            Command::Suite {
+                short,
+                out,
+                seed,
+                only,
+            } => {
+                let binary = runner::coffer_binary()?;
+                let reports = suite::run(&out, short, seed, only, binary).await?;
                 finish(&reports)
             }
         }

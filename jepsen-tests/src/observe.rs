@@ -3,6 +3,7 @@
 //! the run, and the snapshots each node built and installed, read from its
 //! log.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use coffer_client::Client;
@@ -22,6 +23,15 @@ const SAMPLE_TIMEOUT: Duration = Duration::from_millis(800);
 /// from openraft only its state-machine worker, which logs one line per
 /// snapshot build and per snapshot install (and nothing per entry).
 pub const NODE_LOG_FILTER: &str = "info,openraft=off,openraft::core::sm::worker=info";
+
+/// [`NODE_LOG_FILTER`] plus the directives in `$JEPSEN_NODE_LOG`, if set
+/// (e.g. `coffer::cluster::election=debug` to see every pre-vote round).
+pub fn node_log_filter() -> String {
+    match std::env::var("JEPSEN_NODE_LOG") {
+        Ok(extra) if !extra.is_empty() => format!("{NODE_LOG_FILTER},{extra}"),
+        _ => NODE_LOG_FILTER.to_string(),
+    }
+}
 
 /// What openraft's state-machine worker logs once a snapshot received from
 /// the leader is installed (`Done install complete snapshot, meta: …`).
@@ -122,6 +132,53 @@ pub struct NodeSnapshots {
     pub installs: Vec<u64>,
 }
 
+/// Warnings and errors in a node's log, grouped by what they say: the
+/// target and message with ANSI colours, the timestamp and every number
+/// stripped, cut at 100 characters.
+pub fn warnings(log: &str) -> BTreeMap<String, usize> {
+    let mut groups = BTreeMap::new();
+    for line in log.lines() {
+        let plain = strip_ansi(line);
+        let Some(at) = plain.find(" WARN ").or_else(|| plain.find(" ERROR ")) else {
+            continue;
+        };
+        let mut key = String::new();
+        let mut in_number = false;
+        for c in plain[at + 1..].chars() {
+            if c.is_ascii_digit() {
+                if !in_number {
+                    key.push('N');
+                }
+                in_number = true;
+            } else {
+                in_number = false;
+                key.push(c);
+            }
+        }
+        let key: String = key.chars().take(100).collect();
+        *groups.entry(key).or_default() += 1;
+    }
+    groups
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ params letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Counts snapshot builds and installs in a node's log text.
 pub fn scan_snapshots(log: &str) -> (usize, Vec<u64>) {
     let builds = log.lines().filter(|l| l.contains(BUILD_LINE)).count();
@@ -144,6 +201,23 @@ fn install_index(line: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warnings_are_grouped_without_colours_times_or_numbers() {
+        let log = "\
+\u{1b}[2m2026-11-29T19:59:34.976610Z\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m coffer::cluster::network: peer unreachable peer=1
+\u{1b}[2m2026-11-29T19:59:35.056927Z\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m coffer::cluster::network: peer unreachable peer=12
+2026-11-29T19:59:35Z ERROR coffer::server: storage failed
+2026-11-29T19:59:35Z  INFO coffer::server: fine
+";
+        let w = warnings(log);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(
+            w["WARN coffer::cluster::network: peer unreachable peer=N"],
+            2
+        );
+        assert_eq!(w["ERROR coffer::server: storage failed"], 1);
+    }
 
     #[test]
     fn builds_and_installs_are_counted_with_their_index() {

@@ -166,6 +166,17 @@ pub fn markdown(r: &RunReport) -> String {
         h.unhealthy_without_fault,
         h.violations
     );
+    let _ = writeln!(out, "\n## Warnings and errors in node logs\n");
+    let mut any = false;
+    for (id, groups) in &r.warnings {
+        for (line, n) in groups {
+            any = true;
+            let _ = writeln!(out, "- n{id}: {n}× `{line}`");
+        }
+    }
+    if !any {
+        let _ = writeln!(out, "none");
+    }
     if !r.lags.is_empty() {
         let _ = writeln!(out, "\n## Leader kills while a follower lags\n");
         for l in &r.lags {

@@ -2,7 +2,7 @@
 //! the nemesis injects and heals faults, heal everything, do the final
 //! reads, check the history and write the report.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -94,6 +94,8 @@ pub struct RunReport {
     pub health: health::Summary,
     /// What each `kill-leader-lagging` fault saw.
     pub lags: Vec<LagReport>,
+    /// Per node id: its warnings and errors, grouped, with counts.
+    pub warnings: BTreeMap<u64, BTreeMap<String, usize>>,
     /// Who could reach whom, when.
     pub timeline: Vec<NetState>,
     /// Cluster files (kept when the run failed).
@@ -131,7 +133,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunReport> {
         unsafe_stale_reads: config.stale_reads,
         raft_snapshot_logs: Some(config.snapshot_logs),
         max_leader_silence_ms: Some(config.max_leader_silence_ms),
-        env: vec![("COFFER_LOG".into(), observe::NODE_LOG_FILTER.into())],
+        env: vec![("COFFER_LOG".into(), observe::node_log_filter())],
         ..ClusterOptions::default()
     };
     let mut cluster = LocalCluster::start(&config.binary, options)?;
@@ -186,6 +188,13 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunReport> {
         verdict: steady,
     });
     let snapshots = snapshots(&cluster, &final_health);
+    let warnings: BTreeMap<u64, BTreeMap<String, usize>> = (0..cluster.nodes.len())
+        .map(|i| (cluster.nodes[i].id, observe::warnings(&cluster.log(i))))
+        .collect();
+    checks.push(CheckResult {
+        name: "log-noise".into(),
+        verdict: check_log_noise(&warnings),
+    });
     if config.expect_snapshot_installs {
         checks.push(CheckResult {
             name: "snapshot-installs".into(),
@@ -206,6 +215,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunReport> {
         snapshots,
         health: health_summary,
         lags,
+        warnings,
         timeline,
         cluster_dir: cluster.dir().to_path_buf(),
         history,
@@ -506,6 +516,33 @@ fn snapshots(cluster: &LocalCluster, last: &[health::Sample]) -> Vec<NodeSnapsho
             }
         })
         .collect()
+}
+
+/// The same warning or error more than this many times in one node's log
+/// over one run is noise that buries what needs a human (issue 8: a line
+/// per failed RPC while a peer is down).
+const MAX_REPEATED_WARNINGS: usize = 30;
+
+/// No node repeats one warning or error more than [`MAX_REPEATED_WARNINGS`]
+/// times.
+fn check_log_noise(warnings: &BTreeMap<u64, BTreeMap<String, usize>>) -> Verdict {
+    let noisy: Vec<String> = warnings
+        .iter()
+        .flat_map(|(id, groups)| {
+            groups
+                .iter()
+                .filter(|(_, &n)| n > MAX_REPEATED_WARNINGS)
+                .map(move |(line, n)| format!("n{id}: {n}× {line}"))
+        })
+        .collect();
+    if noisy.is_empty() {
+        Verdict::Pass
+    } else {
+        Verdict::Fail(format!(
+            "repeated warnings (more than {MAX_REPEATED_WARNINGS} in one run):\n{}",
+            noisy.join("\n")
+        ))
+    }
 }
 
 /// A run configured to install snapshots must have installed at least one.

@@ -65,16 +65,21 @@ pub fn config(
     }
 }
 
-/// Runs the suite (the short one, or each entry for 4× as long), writing
-/// each run's report to `out/NN-workload-nemesis/` and a summary to `out/`.
+/// Runs the suite (the short one, or each entry for 4× as long), or only
+/// entry `only`, writing each run's report to `out/NN-workload-nemesis/`
+/// and a summary to `out/`.
 pub async fn run(
     out: &Path,
     short: bool,
     seed: u64,
+    only: Option<usize>,
     binary: PathBuf,
 ) -> anyhow::Result<Vec<RunReport>> {
     let mut reports = Vec::new();
     for (i, &entry) in SHORT.iter().enumerate() {
+        if only.is_some_and(|o| o != i) {
+            continue;
+        }
         let (w, n, nodes, secs) = entry;
         let secs = if short { secs } else { secs * 4 };
         let dir = out.join(format!("{i:02}-{w:?}-{n:?}").to_lowercase());

@@ -8,7 +8,7 @@ use jepsen_tests::suite;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_suite_passes() {
     let out = tempfile::tempdir().unwrap();
-    let reports = suite::run(out.path(), true, 1, coffer_binary().unwrap())
+    let reports = suite::run(out.path(), true, 1, None, coffer_binary().unwrap())
         .await
         .unwrap();
     let summary = std::fs::read_to_string(out.path().join("results.md")).unwrap();
