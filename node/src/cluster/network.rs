@@ -146,9 +146,26 @@ impl Peers {
                 request.metadata_mut().insert(CLUSTER_ID_HEADER, v);
             }
         }
-        let reply = call(self.channel(addr)?, request)
-            .await
-            .map_err(|s| status_failure(addr, &s))?;
+        let pending = call(self.channel(addr)?, request);
+        // tonic starts the gRPC deadline once a connection is ready. Setting
+        // one up to a peer that accepts but never answers (a stopped
+        // process: the kernel completes the TCP handshake, the TLS handshake
+        // has no deadline) would wait for as long as the peer stays stopped,
+        // so the deadline covers the whole call. Like an expired gRPC
+        // deadline, this is not a reason to back off.
+        let reply = match timeout {
+            Some(t) => match tokio::time::timeout(t, pending).await {
+                Ok(reply) => reply,
+                Err(_) => {
+                    return Err(RpcFailure::Protocol {
+                        addr: addr.to_string(),
+                        msg: format!("no answer within {t:?} (connection setup included)"),
+                    })
+                }
+            },
+            None => pending.await,
+        };
+        let reply = reply.map_err(|s| status_failure(addr, &s))?;
         postcard::from_bytes(&reply.into_inner().data).map_err(|e| RpcFailure::Protocol {
             addr: addr.to_string(),
             msg: format!("decode: {e}"),
