@@ -74,7 +74,15 @@ pub struct Peers {
     /// failures since. Shared by every [`Network`] to the peer: openraft
     /// builds a new one for each leadership check (every read-index round),
     /// so state kept per `Network` logged one warning per read.
-    outages: Arc<Mutex<HashMap<NodeId, (Instant, Instant, u64)>>>,
+    outages: Arc<Mutex<HashMap<NodeId, Outage>>>,
+}
+
+/// A peer that does not answer: since when, when that was last logged, and
+/// how many failed calls were not logged since.
+struct Outage {
+    since: Instant,
+    logged: Instant,
+    suppressed: u64,
 }
 
 impl Peers {
@@ -350,26 +358,31 @@ impl Network {
         match (result, outages.get_mut(&self.target)) {
             (Err(e @ RpcFailure::Unreachable { .. }), None) => {
                 tracing::warn!(peer = self.target, error = %e, "peer unreachable");
-                outages.insert(self.target, (now, now, 0));
+                let outage = Outage {
+                    since: now,
+                    logged: now,
+                    suppressed: 0,
+                };
+                outages.insert(self.target, outage);
             }
-            (Err(e @ RpcFailure::Unreachable { .. }), Some((since, logged, suppressed))) => {
-                *suppressed += 1;
-                if now.duration_since(*logged) >= UNREACHABLE_LOG_EVERY {
+            (Err(e @ RpcFailure::Unreachable { .. }), Some(outage)) => {
+                outage.suppressed += 1;
+                if now.duration_since(outage.logged) >= UNREACHABLE_LOG_EVERY {
                     tracing::warn!(
                         peer = self.target,
-                        down_for_s = since.elapsed().as_secs(),
-                        failed_attempts = *suppressed,
+                        down_for_s = outage.since.elapsed().as_secs(),
+                        failed_attempts = outage.suppressed,
                         error = %e,
                         "peer still unreachable"
                     );
-                    *logged = now;
-                    *suppressed = 0;
+                    outage.logged = now;
+                    outage.suppressed = 0;
                 }
             }
-            (Ok(_), Some((since, _, _))) => {
+            (Ok(_), Some(outage)) => {
                 tracing::info!(
                     peer = self.target,
-                    down_for_ms = since.elapsed().as_millis() as u64,
+                    down_for_ms = outage.since.elapsed().as_millis() as u64,
                     "peer reachable again"
                 );
                 outages.remove(&self.target);
