@@ -141,6 +141,9 @@ pub struct LagReport {
     pub purged_past: bool,
     /// How long the follower was held back, ms.
     pub held_ms: f64,
+    /// How long after it was let back the follower answered 200/429 (heard
+    /// from the leader again), ms; `None`: not within 3 s (killed anyway).
+    pub recontact_ms: Option<f64>,
     /// The follower's applied index right after the kill (`None`: no answer).
     pub lagging_applied_after_kill: Option<u64>,
     /// The kill, µs since the run began.
@@ -444,8 +447,10 @@ impl Nemesis {
             }
         }
         let resumed = Instant::now();
+        let mut recontact_ms = None;
         while resumed.elapsed() < RECONTACT_MAX {
             if probe(cluster, lagging).await.is_some_and(|h| h.in_contact) {
+                recontact_ms = Some(resumed.elapsed().as_secs_f64() * 1e3);
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -480,6 +485,7 @@ impl Nemesis {
             leader_applied_at_resume: at_leader.applied_index,
             purged_past: at_leader.snapshot_index >= purge_target,
             held_ms,
+            recontact_ms,
             lagging_applied_after_kill: after.map(|h| h.applied_index),
             kill_us,
             new_leader,

@@ -183,7 +183,7 @@ pub fn markdown(r: &RunReport) -> String {
             let _ = writeln!(
                 out,
                 "- n{} {} at applied {} for {:.1} s until the leader's snapshot reached {} \
-                 (purged past it: {}); leader n{} (term {}) killed at {:.2} s with n{} at \
+                 (purged past it: {}); back in contact after {}; leader n{} (term {}) killed at {:.2} s with n{} at \
                  applied {} of the leader's {} (still catching up: {}); new leader {} after {} \
                  (term {})",
                 l.lagging + 1,
@@ -192,6 +192,7 @@ pub fn markdown(r: &RunReport) -> String {
                 l.held_ms / 1e3,
                 l.leader_snapshot_at_resume,
                 l.purged_past,
+                l.recontact_ms.map_or("no contact in 3 s".to_string(), ms),
                 l.killed + 1,
                 l.terms.0,
                 l.kill_us as f64 / 1e6,

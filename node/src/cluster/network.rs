@@ -24,6 +24,16 @@ use crate::tls::{grpc_client_tls, TlsMaterial};
 
 /// Time allowed to establish TCP + TLS to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 PING period on peer connections, and how long a PING may go
+/// unanswered before the connection is dropped and redialled. Every Raft
+/// RPC to a peer shares one TCP connection; after a partition its unacked
+/// bytes wait for TCP's exponential retransmission backoff (an 8 s cut left
+/// `rto:6656 backoff:5`, the follower heard from the leader again 5.4 s
+/// after the heal). RPC deadlines cancel the calls but keep the connection;
+/// an unanswered PING replaces it, so a healed peer is reached within
+/// about these two periods plus one connect.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// First pause before openraft retries an unreachable peer; short so a
 /// restarted node is picked up again quickly. Doubles per failure.
 const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(100);
@@ -124,7 +134,8 @@ impl Peers {
             .map(|e| {
                 e.connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                    .keep_alive_timeout(KEEPALIVE_TIMEOUT)
                     .keep_alive_while_idle(true)
             })
             .map_err(|e| unreachable_err(addr, &e.to_string()))
