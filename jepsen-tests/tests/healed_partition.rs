@@ -1,5 +1,9 @@
 //! A follower cut off from its peers must hear from the leader again soon
-//! after the partition heals.
+//! after the partition heals, not after TCP's retransmission backoff on
+//! the stalled connection (which grows with the partition's length: 5.4 s
+//! after an 8 s cut before the peer connections got a 1 s / 2 s HTTP/2
+//! keepalive; 150-250 ms after). The bound leaves room for one lost SYN
+//! (1 s) of the redial.
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +28,7 @@ async fn in_contact(cluster: &LocalCluster, i: usize) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_healed_follower_hears_from_the_leader_within_two_seconds() {
+async fn a_healed_follower_hears_from_the_leader_within_three_seconds() {
     netns::check_available().unwrap();
     let options = ClusterOptions {
         placement: Placement::Netns,
@@ -79,7 +83,7 @@ async fn a_healed_follower_hears_from_the_leader_within_two_seconds() {
     writer.abort();
     eprintln!("n{} back in contact {after:?} after the heal", follower + 1);
     assert!(
-        after < Duration::from_secs(2),
+        after < Duration::from_secs(3),
         "n{} heard from the leader only {after:?} after an {CUT:?} partition healed; \
          the leader's sockets to it at the heal:\n{sockets}",
         follower + 1
