@@ -40,8 +40,8 @@ const INSTALL_LINE: &str = "Done install complete snapshot";
 /// build snapshot`).
 const BUILD_LINE: &str = ": build snapshot";
 
-/// Samples every node's health until the returned handle is aborted or the
-/// sender is dropped; the samples come back through the join handle.
+/// Samples every node's health from one task per node (a paused node only
+/// delays its own samples) until [`HealthSampler::finish`].
 pub struct HealthSampler {
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<JoinHandle<Vec<Sample>>>,

@@ -193,18 +193,18 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunReport> {
         .collect();
     checks.push(CheckResult {
         name: "log-noise".into(),
-        verdict: check_log_noise(&warnings),
+        verdict: checker::cluster::check_log_noise(&warnings),
     });
     if config.expect_snapshot_installs {
         checks.push(CheckResult {
             name: "snapshot-installs".into(),
-            verdict: check_installs(&snapshots),
+            verdict: checker::cluster::check_installs(&snapshots),
         });
     }
     if !lags.is_empty() {
         checks.push(CheckResult {
             name: "lagging-not-elected".into(),
-            verdict: check_lags(&lags, &faults, &history),
+            verdict: checker::cluster::check_lags(&lags, &faults, &history),
         });
     }
     let report = RunReport {
@@ -516,102 +516,6 @@ fn snapshots(cluster: &LocalCluster, last: &[health::Sample]) -> Vec<NodeSnapsho
             }
         })
         .collect()
-}
-
-/// The same warning or error more than this many times in one node's log
-/// over one run is noise that buries what needs a human (issue 8: a line
-/// per failed RPC while a peer is down).
-const MAX_REPEATED_WARNINGS: usize = 30;
-
-/// No node repeats one warning or error more than [`MAX_REPEATED_WARNINGS`]
-/// times.
-fn check_log_noise(warnings: &BTreeMap<u64, BTreeMap<String, usize>>) -> Verdict {
-    let noisy: Vec<String> = warnings
-        .iter()
-        .flat_map(|(id, groups)| {
-            groups
-                .iter()
-                .filter(|(_, &n)| n > MAX_REPEATED_WARNINGS)
-                .map(move |(line, n)| format!("n{id}: {n}× {line}"))
-        })
-        .collect();
-    if noisy.is_empty() {
-        Verdict::Pass
-    } else {
-        Verdict::Fail(format!(
-            "repeated warnings (more than {MAX_REPEATED_WARNINGS} in one run):\n{}",
-            noisy.join("\n")
-        ))
-    }
-}
-
-/// A run configured to install snapshots must have installed at least one.
-fn check_installs(snapshots: &[NodeSnapshots]) -> Verdict {
-    if snapshots.iter().any(|s| !s.installs.is_empty()) {
-        return Verdict::Pass;
-    }
-    let builds: Vec<String> = snapshots
-        .iter()
-        .map(|s| format!("n{} built {}", s.node_id, s.builds))
-        .collect();
-    Verdict::Fail(format!(
-        "no node installed a snapshot from a leader ({}); the faults never left a node \
-         behind the purged log",
-        builds.join(", ")
-    ))
-}
-
-/// `kill-leader-lagging`: after the leader was killed while a follower was
-/// catching up, a leader must have been elected, not the lagging follower,
-/// and acknowledged writes must have resumed before the killed node came
-/// back. At least one fault must have hit the scenario for real (the
-/// follower behind the purged log, and still behind right after the kill).
-fn check_lags(lags: &[LagReport], faults: &[FaultWindow], history: &[Op]) -> Verdict {
-    let mut problems = Vec::new();
-    for lag in lags {
-        let name = |i: usize| format!("n{}", i + 1);
-        match lag.new_leader {
-            None => problems.push(format!(
-                "no leader within 15 s after killing {}",
-                name(lag.killed)
-            )),
-            Some(l) if l == lag.lagging && lag.still_catching_up() => problems.push(format!(
-                "the lagging follower {} (applied {:?}, leader had {}) was elected in term {:?}",
-                name(l),
-                lag.lagging_applied_after_kill,
-                lag.leader_applied_at_resume,
-                lag.terms.1
-            )),
-            Some(_) => {}
-        }
-        let healed = faults
-            .iter()
-            .find(|f| f.start_us <= lag.kill_us && lag.kill_us <= f.end_us)
-            .map_or(u64::MAX, |f| f.end_us);
-        let resumed = history.iter().any(|o| {
-            o.kind.is_write()
-                && o.outcome == crate::history::Outcome::Ok
-                && o.invoke_us >= lag.kill_us
-                && o.complete_us <= healed
-        });
-        if !resumed {
-            problems.push(format!(
-                "no acknowledged write between the kill of {} and its restart",
-                name(lag.killed)
-            ));
-        }
-    }
-    if !problems.is_empty() {
-        return Verdict::Fail(problems.join("\n"));
-    }
-    if !lags.iter().any(|l| l.purged_past && l.still_catching_up()) {
-        return Verdict::Unknown(
-            "the scenario never happened: no follower was behind the purged log and still \
-             catching up when the leader was killed"
-                .into(),
-        );
-    }
-    Verdict::Pass
 }
 
 /// Finds the `coffer` binary next to this executable (`target/<profile>/`),

@@ -1,6 +1,7 @@
 //! Checkers over recorded histories. Each returns a [`Verdict`]; an
 //! `Unknown` verdict (time budget exhausted) counts as a failure.
 
+pub mod cluster;
 pub mod health;
 pub mod linear;
 pub mod sets;
