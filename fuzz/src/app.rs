@@ -11,6 +11,7 @@ use axum::Router;
 use coffer::api::akv::{router, AkvState};
 use coffer::crypto::{Curve, KeyType};
 use coffer::engine::keys::{CreateKey, KeyAttributes, KeysEngine};
+use coffer::engine::rotation::RotationLimits;
 use coffer::engine::rotation::RotationPolicy;
 use coffer::engine::secrets::{SecretsEngine, SetSecret};
 use coffer::engine::vaults::VaultsEngine;
@@ -164,7 +165,13 @@ impl App {
     pub async fn fresh() -> App {
         let f = fixture();
         let store = Arc::new(FuzzStore::replay(&f.log).await);
-        let keys = Arc::new(KeysEngine::new(store.clone(), None));
+        // Without rotation minimums: policies of any length reach the
+        // rotation code (the minimums themselves are checked by the
+        // rotation_duration target and by unit tests).
+        let keys = Arc::new(
+            KeysEngine::new(store.clone(), None)
+                .with_rotation_limits(RotationLimits::unsafe_minimum(0)),
+        );
         let secrets = Arc::new(SecretsEngine::new(store.clone()));
         let state = AkvState {
             secrets: secrets.clone(),

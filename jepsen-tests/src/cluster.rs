@@ -86,6 +86,9 @@ pub struct ClusterOptions {
     /// TEST ONLY: lowered rotation policy minimums
     /// (`unsafe_min_rotation_secs`), for tests that watch a policy rotate.
     pub unsafe_min_rotation_secs: Option<u64>,
+    /// `[raft] max_leader_silence_ms`: how long a node may go without
+    /// leader contact (a leader: quorum contact) before its health is 503.
+    pub max_leader_silence_ms: Option<u64>,
 }
 
 impl Default for ClusterOptions {
@@ -101,6 +104,7 @@ impl Default for ClusterOptions {
             hsm: false,
             unsafe_min_rotation_secs: None,
             raft_section: None,
+            max_leader_silence_ms: None,
         }
     }
 }
@@ -261,8 +265,15 @@ impl LocalCluster {
         if self.options.hsm {
             text.push_str(&hsm::config_section(self.dir.path(), node.id));
         }
-        if let Some(raft) = &self.options.raft_section {
-            text.push_str(&format!("[raft]\n{raft}\n"));
+        let mut raft = Vec::new();
+        if let Some(ms) = self.options.max_leader_silence_ms {
+            raft.push(format!("max_leader_silence_ms = {ms}"));
+        }
+        if let Some(lines) = &self.options.raft_section {
+            raft.push(lines.clone());
+        }
+        if !raft.is_empty() {
+            text.push_str(&format!("[raft]\n{}\n", raft.join("\n")));
         }
         fs::write(&node.config_path, text)?;
         Ok(())

@@ -3,6 +3,7 @@
 //! definitely happened (`Ok`), definitely did not (`Fail`) or may have
 //! (`Info`, e.g. a timeout after the request was sent).
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -93,6 +94,13 @@ pub struct Op {
     /// Error text of failed and indeterminate operations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Length in bytes of the value written, or read back (0: none).
+    #[serde(default)]
+    pub bytes: usize,
+    /// A value read back that is not, whole, a value some writer wrote
+    /// (truncated, wrong length, different bytes): what is wrong with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub malformed: Option<String>,
 }
 
 /// A thread-safe recorder shared by every client of a run.
@@ -149,4 +157,84 @@ pub struct FaultWindow {
     pub start_us: u64,
     /// When it was healed.
     pub end_us: u64,
+}
+
+/// Which nodes could talk to which from `at_us` on, until the next entry of
+/// the timeline: the ground truth the health checker holds nodes' own
+/// reports against. Entries are stamped conservatively: a fault after it
+/// took effect, a heal before it is undone, so a node is never counted as
+/// unreachable when it might not have been.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetState {
+    /// µs since the run began.
+    pub at_us: u64,
+    /// Node indexes that are killed, paused or removed.
+    pub down: BTreeSet<usize>,
+    /// Node index pairs `(a, b)`, `a < b`, whose traffic is dropped.
+    pub cuts: BTreeSet<(usize, usize)>,
+}
+
+impl NetState {
+    /// Whether nodes `a` and `b` can exchange messages.
+    pub fn reachable(&self, a: usize, b: usize) -> bool {
+        if a == b {
+            return !self.down.contains(&a);
+        }
+        !self.down.contains(&a)
+            && !self.down.contains(&b)
+            && !self.cuts.contains(&(a.min(b), a.max(b)))
+    }
+
+    /// How many of the `n` nodes (itself included) node `a` can reach.
+    pub fn reach(&self, a: usize, n: usize) -> usize {
+        (0..n).filter(|&b| self.reachable(a, b)).count()
+    }
+}
+
+/// The [`NetState`]s of a run, in time order, shared by the nemesis (which
+/// appends) and the checker (which reads it at the end).
+#[derive(Clone)]
+pub struct Timeline {
+    recorder: Recorder,
+    states: Arc<Mutex<Vec<NetState>>>,
+}
+
+impl Timeline {
+    /// A timeline on `recorder`'s clock, starting with everyone connected.
+    pub fn new(recorder: &Recorder) -> Self {
+        Self {
+            recorder: recorder.clone(),
+            states: Arc::new(Mutex::new(vec![NetState::default()])),
+        }
+    }
+
+    /// Microseconds since the run began (the recorder's clock).
+    pub fn now_us(&self) -> u64 {
+        self.recorder.now_us()
+    }
+
+    /// The state in effect now.
+    pub fn current(&self) -> NetState {
+        let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        states.last().cloned().unwrap_or_default()
+    }
+
+    /// Records that from now on `change` applies to the current state.
+    pub fn update(&self, change: impl FnOnce(&mut NetState)) {
+        let mut next = self.current();
+        change(&mut next);
+        next.at_us = self.recorder.now_us();
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(next);
+    }
+
+    /// Every state so far.
+    pub fn states(&self) -> Vec<NetState> {
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod history;
 pub mod nemesis;
 pub mod netns;
+pub mod observe;
 pub mod plot;
 pub mod report;
 pub mod runner;

@@ -32,6 +32,10 @@ enum Command {
         /// Random seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Run only the entry with this index (0-based), with the seed it
+        /// gets in the whole suite (to reproduce one run).
+        #[arg(long)]
+        only: Option<usize>,
     },
 }
 
@@ -59,6 +63,15 @@ struct RunArgs {
     /// Nodes on 127.0.0.1 instead of network namespaces (no partitions).
     #[arg(long)]
     loopback: bool,
+    /// The nodes' `raft_snapshot_logs` (snapshot + log purge interval).
+    #[arg(long, default_value_t = suite::SNAPSHOT_LOGS)]
+    snapshot_logs: u64,
+    /// Fail the run unless some node installs a snapshot from a leader.
+    #[arg(long)]
+    expect_snapshot_installs: bool,
+    /// The nodes' `max_leader_silence_ms` (the health checker's limit).
+    #[arg(long, default_value_t = suite::LEADER_SILENCE_MS)]
+    max_leader_silence_ms: u64,
     #[arg(long, default_value = "jepsen-results")]
     out: PathBuf,
 }
@@ -90,18 +103,28 @@ async fn main() -> anyhow::Result<()> {
                     seed: a.seed,
                     stale_reads: a.stale_reads,
                     keys: a.keys,
-                    fault_duration: Duration::from_secs(4),
+                    fault_duration: Duration::from_secs(5),
                     fault_interval: Duration::from_secs(3),
                     check_budget: Duration::from_secs(60),
                     loopback: a.loopback,
+                    snapshot_logs: a.snapshot_logs,
+                    expect_snapshot_installs: a.expect_snapshot_installs,
+                    max_leader_silence_ms: a.max_leader_silence_ms,
+                    health_slack: suite::HEALTH_SLACK,
                     binary: runner::coffer_binary()?,
                     out: a.out,
                 };
                 let r = runner::run(config).await?;
                 finish(&[r])
             }
-            Command::Suite { short, out, seed } => {
-                let reports = suite::run(&out, short, seed, runner::coffer_binary()?).await?;
+            Command::Suite {
+                short,
+                out,
+                seed,
+                only,
+            } => {
+                let binary = runner::coffer_binary()?;
+                let reports = suite::run(&out, short, seed, only, binary).await?;
                 finish(&reports)
             }
         }

@@ -2,8 +2,9 @@
 //! the nemesis injects and heals faults, heal everything, do the final
 //! reads, check the history and write the report.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,10 +15,11 @@ use rand::SeedableRng;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use crate::checker::{self, stats, CheckResult, Verdict};
+use crate::checker::{self, health, stats, CheckResult, Verdict};
 use crate::cluster::{ClusterOptions, LocalCluster, Placement};
-use crate::history::{FaultWindow, Op, Recorder};
-use crate::nemesis::{Nemesis, NemesisKind};
+use crate::history::{FaultWindow, NetState, Op, Recorder, Timeline};
+use crate::nemesis::{LagReport, Nemesis, NemesisKind};
+use crate::observe::{self, HealthSampler, NodeSnapshots};
 use crate::workload::{self, Worker, WorkloadKind};
 
 /// Parameters of one run.
@@ -53,6 +55,16 @@ pub struct RunConfig {
     pub check_budget: Duration,
     /// Use loopback instead of network namespaces (no partitions).
     pub loopback: bool,
+    /// The nodes' `raft_snapshot_logs`: a snapshot (and a log purge) every
+    /// this many entries, so that nodes behind get snapshots.
+    pub snapshot_logs: u64,
+    /// Fail the run unless some node installed a snapshot from a leader.
+    pub expect_snapshot_installs: bool,
+    /// The nodes' `max_leader_silence_ms` (the health checker's limit).
+    pub max_leader_silence_ms: u64,
+    /// Margin of the health checker on top of the silence limit.
+    #[serde(serialize_with = "secs")]
+    pub health_slack: Duration,
     /// The `coffer` binary.
     pub binary: PathBuf,
     /// Report directory.
@@ -76,11 +88,24 @@ pub struct RunReport {
     pub faults: Vec<FaultWindow>,
     /// Length of the load phase, µs.
     pub load_end_us: u64,
+    /// Per node: snapshot index at the end, snapshots built and installed.
+    pub snapshots: Vec<NodeSnapshots>,
+    /// How much the health rules were exercised.
+    pub health: health::Summary,
+    /// What each `kill-leader-lagging` fault saw.
+    pub lags: Vec<LagReport>,
+    /// Per node id: its warnings and errors, grouped, with counts.
+    pub warnings: BTreeMap<u64, BTreeMap<String, usize>>,
+    /// Who could reach whom, when.
+    pub timeline: Vec<NetState>,
     /// Cluster files (kept when the run failed).
     pub cluster_dir: PathBuf,
     /// Every operation.
     #[serde(skip)]
     pub history: Vec<Op>,
+    /// Every health sample.
+    #[serde(skip)]
+    pub samples: Vec<health::Sample>,
 }
 
 impl RunReport {
@@ -106,36 +131,95 @@ pub async fn run(config: RunConfig) -> anyhow::Result<RunReport> {
         placement,
         nodes: config.nodes,
         unsafe_stale_reads: config.stale_reads,
+        raft_snapshot_logs: Some(config.snapshot_logs),
+        max_leader_silence_ms: Some(config.max_leader_silence_ms),
+        env: vec![("COFFER_LOG".into(), observe::node_log_filter())],
         ..ClusterOptions::default()
     };
     let mut cluster = LocalCluster::start(&config.binary, options)?;
     cluster.init(0, 3, 2).await?;
     cluster.wait_for_leader(Duration::from_secs(20)).await?;
     let recorder = Recorder::new();
-    let load = start_clients(&cluster, &config, &recorder)?;
+    let timeline = Timeline::new(&recorder);
+    let sampler = HealthSampler::start(&cluster, &recorder)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = start_clients(&cluster, &config, &recorder, &stop)?;
     let cluster = Arc::new(Mutex::new(cluster));
-    let faults = run_nemesis(&cluster, &config, &recorder).await;
+    let nemesis = run_nemesis(&cluster, &config, &recorder, &timeline).await;
+    stop.store(true, Ordering::Release);
     for handle in load {
         let _ = handle.await;
     }
     let load_end_us = recorder.now_us();
+    let samples = sampler.finish().await;
     let mut cluster = Arc::try_unwrap(cluster)
         .map_err(|_| anyhow::anyhow!("cluster still shared"))?
         .into_inner();
-    let faults = faults?;
+    let (faults, lags) = match nemesis {
+        Ok(done) => done,
+        Err(e) => {
+            cluster.keep_files();
+            return Err(e.context(format!(
+                "nemesis failed; cluster files kept in {}",
+                cluster.dir().display()
+            )));
+        }
+    };
     let history = recorder.snapshot();
+    let timeline = timeline.states();
     let mut checks = final_checks(&mut cluster, &config, &history).await;
     checks.push(CheckResult {
         name: "convergence".into(),
         verdict: convergence(&cluster).await,
     });
+    let rules = health::Rules {
+        nodes: config.nodes,
+        limit_us: config.max_leader_silence_ms * 1000,
+        slack_us: config.health_slack.as_micros() as u64,
+    };
+    let (health_verdict, health_summary) = health::check(&samples, &timeline, rules);
+    checks.push(CheckResult {
+        name: "health".into(),
+        verdict: health_verdict,
+    });
+    let (steady, final_health) = steady_health(&cluster, &recorder).await;
+    checks.push(CheckResult {
+        name: "health-after-heal".into(),
+        verdict: steady,
+    });
+    let snapshots = snapshots(&cluster, &final_health);
+    let warnings: BTreeMap<u64, BTreeMap<String, usize>> = (0..cluster.nodes.len())
+        .map(|i| (cluster.nodes[i].id, observe::warnings(&cluster.log(i))))
+        .collect();
+    checks.push(CheckResult {
+        name: "log-noise".into(),
+        verdict: checker::cluster::check_log_noise(&warnings),
+    });
+    if config.expect_snapshot_installs {
+        checks.push(CheckResult {
+            name: "snapshot-installs".into(),
+            verdict: checker::cluster::check_installs(&snapshots),
+        });
+    }
+    if !lags.is_empty() {
+        checks.push(CheckResult {
+            name: "lagging-not-elected".into(),
+            verdict: checker::cluster::check_lags(&lags, &faults, &history),
+        });
+    }
     let report = RunReport {
         stats: stats::stats(&history, &faults, load_end_us),
         checks,
         faults,
         load_end_us,
+        snapshots,
+        health: health_summary,
+        lags,
+        warnings,
+        timeline,
         cluster_dir: cluster.dir().to_path_buf(),
         history,
+        samples,
         config,
     };
     if !report.passed() {
@@ -153,12 +237,13 @@ fn client(cluster: &LocalCluster) -> anyhow::Result<Client> {
     Ok(Client::new(cfg)?)
 }
 
+/// Starts the clients; they stop once `stop` is set.
 fn start_clients(
     cluster: &LocalCluster,
     config: &RunConfig,
     recorder: &Recorder,
+    stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let deadline = Instant::now() + config.time;
     let mut handles = Vec::new();
     for process in 0..config.concurrency {
         let pinned = (process % 2 == 1).then_some((process / 2) % config.nodes);
@@ -172,8 +257,9 @@ fn start_clients(
             op_timeout: Duration::from_secs(6),
         };
         let (kind, keys, max_ops) = (config.workload, config.keys, config.max_ops_per_client);
+        let stop = stop.clone();
         handles.push(tokio::spawn(async move {
-            while Instant::now() < deadline && worker.seq < max_ops {
+            while !stop.load(Ordering::Acquire) && worker.seq < max_ops {
                 match kind {
                     WorkloadKind::Register => workload::register::step(&mut worker, keys).await,
                     WorkloadKind::Set => workload::set::step(&mut worker).await,
@@ -185,27 +271,43 @@ fn start_clients(
     Ok(handles)
 }
 
-/// Injects faults until the load phase is nearly over, then heals.
+/// Load after the last heal, at least (so recovery shows in the history,
+/// however long the heal itself took).
+const LOAD_AFTER_HEAL: Duration = Duration::from_secs(2);
+
+/// Injects faults until the load phase is nearly over, then heals; returns
+/// at the end of the load phase, or [`LOAD_AFTER_HEAL`] after the last heal
+/// if that is later.
 async fn run_nemesis(
     cluster: &Arc<Mutex<LocalCluster>>,
     config: &RunConfig,
     recorder: &Recorder,
-) -> anyhow::Result<Vec<FaultWindow>> {
+    timeline: &Timeline,
+) -> anyhow::Result<(Vec<FaultWindow>, Vec<LagReport>)> {
     let mut windows = Vec::new();
     let end = recorder.start() + config.time;
     if config.nemesis == NemesisKind::None {
         tokio::time::sleep_until(end.into()).await;
-        return Ok(windows);
+        return Ok((windows, Vec::new()));
     }
-    let mut nemesis = Nemesis::new(config.nemesis, StdRng::seed_from_u64(config.seed));
+    let mut nemesis = Nemesis::new(
+        config.nemesis,
+        StdRng::seed_from_u64(config.seed),
+        timeline.clone(),
+        config.snapshot_logs,
+    );
     // Leave time after the last heal so recovery shows in the history.
-    while Instant::now() + config.fault_interval + config.fault_duration + Duration::from_secs(2)
-        < end
-    {
+    let tail = config.fault_duration + Duration::from_secs(2);
+    while Instant::now() + config.fault_interval + nemesis.extra_time() + tail < end {
         tokio::time::sleep(config.fault_interval).await;
         let mut c = cluster.lock().await;
         let start_us = recorder.now_us();
-        let (fault, name) = nemesis.inject(&mut c).await?;
+        // A held-back follower is let back early enough for the rest of
+        // the fault (an election, the fault duration) to run under load.
+        let hold_until = end
+            .checked_sub(tail + Duration::from_secs(2))
+            .unwrap_or(end);
+        let (fault, name) = nemesis.inject(&mut c, hold_until).await?;
         drop(c);
         tracing::info!(%name, "fault");
         eprintln!("[{:>7.2}s] nemesis: {name}", start_us as f64 / 1e6);
@@ -220,8 +322,11 @@ async fn run_nemesis(
             end_us,
         });
     }
-    tokio::time::sleep_until(end.into()).await;
-    Ok(windows)
+    let after_heal = windows
+        .last()
+        .map(|w| recorder.start() + Duration::from_micros(w.end_us) + LOAD_AFTER_HEAL);
+    tokio::time::sleep_until(after_heal.map_or(end, |h| h.max(end)).into()).await;
+    Ok((windows, nemesis.lag_reports().to_vec()))
 }
 
 async fn final_checks(
@@ -243,6 +348,7 @@ async fn final_checks(
         Ok(c) => c,
         Err(e) => return vec![result("final-read", Verdict::Unknown(e.to_string()))],
     };
+    let mut malformed_final = Vec::new();
     match config.workload {
         WorkloadKind::Register => {
             let budget = config.check_budget;
@@ -255,7 +361,10 @@ async fn final_checks(
         }
         WorkloadKind::Set => {
             let verdict = match retry(|| workload::set::final_read(&client)).await {
-                Ok(read) => checker::sets::check_set(history, &read),
+                Ok(read) => {
+                    malformed_final = read.malformed;
+                    checker::sets::check_set(history, &read.values)
+                }
                 Err(e) => Verdict::Unknown(format!("final read failed: {e}")),
             };
             checks.push(result("no-lost-writes", verdict));
@@ -263,12 +372,19 @@ async fn final_checks(
         WorkloadKind::Version => {
             let keys = config.keys;
             let verdict = match retry(|| workload::version::final_read(&client, keys)).await {
-                Ok(read) => checker::versions::check_versions(history, &read),
+                Ok(read) => {
+                    malformed_final = read.malformed;
+                    checker::versions::check_versions(history, &read.values)
+                }
                 Err(e) => Verdict::Unknown(format!("final read failed: {e}")),
             };
             checks.push(result("no-double-apply", verdict));
         }
     }
+    checks.push(result(
+        "values-intact",
+        checker::check_intact(history, &malformed_final),
+    ));
     checks
 }
 
@@ -330,6 +446,76 @@ async fn digest(cluster: &LocalCluster, i: usize) -> anyhow::Result<DigestBody> 
         .await?
         .error_for_status()?;
     Ok(resp.json()?)
+}
+
+/// Once everything is healed and converged: within 20 s, a round of health
+/// answers in which one node leads (200) and every other is a healthy
+/// standby (429) naming it, none reporting a problem. Returns the verdict
+/// and the last round.
+async fn steady_health(
+    cluster: &LocalCluster,
+    recorder: &Recorder,
+) -> (Verdict, Vec<health::Sample>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let clients: Vec<Client> = match (0..cluster.nodes.len())
+        .map(|i| probe_client(cluster, i))
+        .collect::<anyhow::Result<_>>()
+    {
+        Ok(c) => c,
+        Err(e) => return (Verdict::Unknown(e.to_string()), Vec::new()),
+    };
+    loop {
+        let mut round = Vec::new();
+        for (i, c) in clients.iter().enumerate() {
+            round.push(observe::sample(c, i, recorder).await);
+        }
+        let leaders: Vec<&health::Sample> =
+            round.iter().filter(|s| s.status == Some(200)).collect();
+        let steady = leaders.len() == 1
+            && round.iter().all(|s| {
+                s.problems.is_empty()
+                    && s.leader == Some(leaders[0].node)
+                    && (s.status == Some(429) || s.node == leaders[0].node)
+            });
+        if steady {
+            return (Verdict::Pass, round);
+        }
+        if Instant::now() > deadline {
+            let lines: Vec<String> = round.iter().map(health::describe).collect();
+            let msg = format!(
+                "no round of 200 from one leader and 429 from every standby within 20 s \
+                 of the final heal; last round:\n{}",
+                lines.join("\n")
+            );
+            return (Verdict::Fail(msg), round);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn probe_client(cluster: &LocalCluster, i: usize) -> anyhow::Result<Client> {
+    let mut cfg = cluster.client_config(vec![cluster.nodes[i].url()])?;
+    cfg.timeout = Duration::from_secs(2);
+    cfg.max_attempts = 1;
+    Ok(Client::new(cfg)?)
+}
+
+/// Per node: the snapshot index it reported last, and the snapshots its log
+/// says it built and installed.
+fn snapshots(cluster: &LocalCluster, last: &[health::Sample]) -> Vec<NodeSnapshots> {
+    (0..cluster.nodes.len())
+        .map(|i| {
+            let (builds, installs) = observe::scan_snapshots(&cluster.log(i));
+            let at_end = last.iter().find(|s| s.node == i);
+            NodeSnapshots {
+                node_id: cluster.nodes[i].id,
+                snapshot_index: at_end.map_or(0, |s| s.snapshot_index),
+                applied_index: at_end.map_or(0, |s| s.applied_index),
+                builds,
+                installs,
+            }
+        })
+        .collect()
 }
 
 /// Finds the `coffer` binary next to this executable (`target/<profile>/`),

@@ -294,6 +294,8 @@ mod tests {
             complete_us: ret,
             outcome,
             error: None,
+            bytes: 0,
+            malformed: None,
         }
     }
     fn w(p: usize, call: u64, ret: u64, outcome: Outcome, v: &str) -> Op {

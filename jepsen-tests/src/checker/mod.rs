@@ -1,12 +1,16 @@
 //! Checkers over recorded histories. Each returns a [`Verdict`]; an
 //! `Unknown` verdict (time budget exhausted) counts as a failure.
 
+pub mod cluster;
+pub mod health;
 pub mod linear;
 pub mod sets;
 pub mod stats;
 pub mod versions;
 
 use serde::{Deserialize, Serialize};
+
+use crate::history::Op;
 
 /// The result of one checker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +52,25 @@ pub struct CheckResult {
     pub name: String,
     /// Its verdict.
     pub verdict: Verdict,
+}
+
+/// Every value read back, during the run and in the final read, was whole:
+/// exactly as some writer wrote it ([`crate::workload::payload`]).
+pub fn check_intact(ops: &[Op], final_read: &[String]) -> Verdict {
+    let mut bad: Vec<String> = ops
+        .iter()
+        .filter_map(|o| {
+            let m = o.malformed.as_ref()?;
+            Some(format!("{}: {m}", linear::describe(o)))
+        })
+        .collect();
+    bad.extend(final_read.iter().map(|m| format!("final read {m}")));
+    if bad.is_empty() {
+        Verdict::Pass
+    } else {
+        bad.truncate(30);
+        Verdict::Fail(format!("values not read back whole:\n{}", bad.join("\n")))
+    }
 }
 
 /// Convergence: every node reports the same state digest.

@@ -57,6 +57,8 @@ mod tests {
             complete_us: 1,
             outcome,
             error: None,
+            bytes: 0,
+            malformed: None,
         }
     }
 

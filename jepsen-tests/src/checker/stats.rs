@@ -22,6 +22,14 @@ pub struct Stats {
     /// Worst time from a heal to the first acknowledged operation invoked
     /// after it, ms (`None` without faults).
     pub recovery_ms: Option<f64>,
+    /// Bytes of values in acknowledged writes.
+    pub written_bytes: u64,
+    /// Median size of the values written (all attempts), bytes.
+    pub value_p50_bytes: usize,
+    /// Largest value written, bytes.
+    pub value_max_bytes: usize,
+    /// Bytes of values read back by acknowledged reads.
+    pub read_bytes: u64,
 }
 
 /// Computes [`Stats`] over `ops` (which need not be sorted).
@@ -33,7 +41,23 @@ pub fn stats(ops: &[Op], faults: &[FaultWindow], load_end_us: u64) -> Stats {
         .map(|o| (o.complete_us - o.invoke_us) as f64 / 1000.0)
         .collect();
     lat.sort_by(f64::total_cmp);
+    let mut sizes: Vec<usize> = ops
+        .iter()
+        .filter(|o| o.kind.is_write())
+        .map(|o| o.bytes)
+        .collect();
+    sizes.sort_unstable();
+    let ok_bytes = |write: bool| -> u64 {
+        ops.iter()
+            .filter(|o| o.outcome == Outcome::Ok && o.kind.is_write() == write)
+            .map(|o| o.bytes as u64)
+            .sum()
+    };
     Stats {
+        written_bytes: ok_bytes(true),
+        read_bytes: ok_bytes(false),
+        value_p50_bytes: sizes.get(sizes.len() / 2).copied().unwrap_or(0),
+        value_max_bytes: sizes.last().copied().unwrap_or(0),
         ok: count(Outcome::Ok),
         fail: count(Outcome::Fail),
         info: count(Outcome::Info),
@@ -133,6 +157,8 @@ mod tests {
             complete_us: ret,
             outcome,
             error: None,
+            bytes: 0,
+            malformed: None,
         }
     }
 

@@ -127,6 +127,8 @@ mod tests {
             complete_us: t + 1,
             outcome,
             error: None,
+            bytes: 0,
+            malformed: None,
         }
     }
 

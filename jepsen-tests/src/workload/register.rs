@@ -4,43 +4,63 @@ use rand::Rng;
 
 use crate::history::{OpKind, Outcome};
 
-use super::{write_failure, Worker};
+use super::{read_back, Completion, Worker};
 
 /// One random operation on one of `keys` registers.
 pub async fn step(w: &mut Worker, keys: usize) {
     let key = format!("reg-{}", w.rng.random_range(0..keys));
-    let id = w.unique();
     if w.rng.random_bool(0.5) {
-        let kind = OpKind::Write {
-            key: key.clone(),
-            value: id.clone(),
-        };
-        let opts = Default::default();
-        let secrets = w.secrets(&id);
-        let call = secrets.set(&key, &id, &opts);
-        let call = async { call.await.map(|_| ()) };
-        w.record(kind, call, |k, r| match r {
-            Ok(()) => (k, Outcome::Ok, None),
-            Err(e) => (k, write_failure(&e), Some(e.to_string())),
-        })
-        .await;
+        write(w, &key).await;
     } else {
-        let kind = OpKind::Read {
-            key: key.clone(),
-            value: None,
-        };
-        let secrets = w.secrets(&id);
-        let call = secrets.get(&key, None);
-        w.record(kind, call, |k, r| match r {
-            Ok(b) => {
-                let key = k.key().to_string();
-                let value = b.value.clone();
-                (OpKind::Read { key, value }, Outcome::Ok, None)
-            }
-            // The secret was never written: the register's initial state.
-            Err(e) if e.status() == Some(404) => (k, Outcome::Ok, None),
-            Err(e) => (k, Outcome::Fail, Some(e.to_string())),
-        })
-        .await;
+        read(w, &key).await;
     }
+}
+
+/// Sets `key` to a fresh value.
+pub async fn write(w: &mut Worker, key: &str) {
+    let id = w.unique();
+    let value = w.payload(&id);
+    let kind = OpKind::Write {
+        key: key.to_string(),
+        value: id.clone(),
+    };
+    let opts = Default::default();
+    let secrets = w.secrets(&id);
+    let call = secrets.set(key, &value, &opts);
+    let call = async { call.await.map(|_| ()) };
+    w.record(kind, value.len(), call, |k, r| match r {
+        Ok(()) => Completion::ok(k),
+        Err(e) => Completion::write_error(k, &e),
+    })
+    .await;
+}
+
+/// Reads the latest value of `key`.
+pub async fn read(w: &mut Worker, key: &str) {
+    let id = w.unique();
+    let kind = OpKind::Read {
+        key: key.to_string(),
+        value: None,
+    };
+    let secrets = w.secrets(&id);
+    let call = secrets.get(key, None);
+    w.record(kind, 0, call, |k, r| match r {
+        Ok(b) => {
+            let key = k.key().to_string();
+            let raw = b.value.as_deref().unwrap_or_default();
+            let (id, malformed) = read_back(raw);
+            Completion {
+                bytes: Some(raw.len()),
+                malformed,
+                ..Completion::ok(OpKind::Read {
+                    key,
+                    value: Some(id),
+                })
+            }
+        }
+        // The secret was never written: the register's initial state.
+        Err(e) if e.status() == Some(404) => Completion::ok(k),
+        Err(e) => Completion::new(k, Outcome::Fail, Some(e.to_string())),
+    })
+    .await;
 }

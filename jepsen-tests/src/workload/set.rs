@@ -1,13 +1,11 @@
 //! Set workload: every operation creates a fresh secret; after healing, a
 //! final read lists them all.
 
-use std::collections::BTreeMap;
-
 use coffer_client::Client;
 
-use crate::history::{OpKind, Outcome};
+use crate::history::OpKind;
 
-use super::{write_failure, Worker};
+use super::{read_all, Completion, FinalRead, Worker};
 
 /// Names of this workload's secrets start with this.
 pub const PREFIX: &str = "set-";
@@ -15,6 +13,7 @@ pub const PREFIX: &str = "set-";
 /// Creates one new secret.
 pub async fn step(w: &mut Worker) {
     let id = w.unique();
+    let value = w.payload(&id);
     let key = format!("{PREFIX}{id}");
     let kind = OpKind::Create {
         key: key.clone(),
@@ -22,27 +21,23 @@ pub async fn step(w: &mut Worker) {
     };
     let opts = Default::default();
     let secrets = w.secrets(&id);
-    let call = secrets.set(&key, &id, &opts);
+    let call = secrets.set(&key, &value, &opts);
     let call = async { call.await.map(|_| ()) };
-    w.record(kind, call, |k, r| match r {
-        Ok(()) => (k, Outcome::Ok, None),
-        Err(e) => (k, write_failure(&e), Some(e.to_string())),
+    w.record(kind, value.len(), call, |k, r| match r {
+        Ok(()) => Completion::ok(k),
+        Err(e) => Completion::write_error(k, &e),
     })
     .await;
 }
 
-/// Every `set-` secret and its value, read through `client`.
-pub async fn final_read(client: &Client) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
+/// Every `set-` secret and the operation id of its value, read through
+/// `client`; values that are not whole are reported in `malformed`.
+pub async fn final_read(client: &Client) -> anyhow::Result<FinalRead<String>> {
+    let mut names = Vec::new();
     for item in client.secrets().list(Some(25)).await? {
-        let Some(name) = item.name().map(str::to_string) else {
-            continue;
-        };
-        if !name.starts_with(PREFIX) {
-            continue;
+        if let Some(name) = item.name().filter(|n| n.starts_with(PREFIX)) {
+            names.push((name.to_string(), None));
         }
-        let bundle = client.secrets().get(&name, None).await?;
-        out.insert(name, bundle.value.clone().unwrap_or_default());
     }
-    Ok(out)
+    read_all(client, names).await
 }

@@ -219,7 +219,10 @@ impl Driver {
                 continue;
             }
             tracing::debug!(node = self.id, silence = ?self.contact.since(), "no leader: pre-vote round");
-            if self.pre_vote().await {
+            // A quorum's yes is only good while nobody else won meanwhile:
+            // a node that heard from a new leader during its round must not
+            // depose it with a higher term.
+            if self.pre_vote().await && self.should_campaign() {
                 tracing::info!(
                     node = self.id,
                     "pre-vote granted by a quorum; starting an election"
@@ -290,24 +293,35 @@ impl Driver {
             candidate: self.id,
             last_log_id,
         };
-        let asks = nodes.into_iter().map(|(id, addr)| {
-            let req = req.clone();
-            async move { (id, self.ask(&addr, &req).await) }
-        });
-        let answers = futures::future::join_all(asks).await;
+        let mut answers: futures::stream::FuturesUnordered<_> = nodes
+            .into_iter()
+            .map(|(id, addr)| {
+                let req = req.clone();
+                async move { (id, self.ask(&addr, &req).await) }
+            })
+            .collect();
         let mut granted = BTreeSet::from([self.id]);
-        for (id, answer) in answers {
+        let quorum = |granted: &BTreeSet<NodeId>| {
+            configs
+                .iter()
+                .all(|c| c.iter().filter(|id| granted.contains(id)).count() * 2 > c.len())
+        };
+        // Done at the first quorum: waiting for a voter that does not answer
+        // (stopped, cut off) would hold every candidate for the full
+        // deadline and let their elections start together and split votes.
+        while let Some((id, answer)) = futures::StreamExt::next(&mut answers).await {
             match answer {
                 Some(a) if a.granted => {
                     granted.insert(id);
+                    if quorum(&granted) {
+                        return true;
+                    }
                 }
                 Some(a) => tracing::debug!(node = id, reason = %a.reason, "pre-vote refused"),
                 None => tracing::debug!(node = id, "pre-vote unanswered"),
             }
         }
-        configs
-            .iter()
-            .all(|c| c.iter().filter(|id| granted.contains(id)).count() * 2 > c.len())
+        quorum(&granted)
     }
 
     async fn ask(&self, addr: &str, req: &PreVoteRequest) -> Option<PreVoteResponse> {

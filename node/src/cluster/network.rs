@@ -24,6 +24,16 @@ use crate::tls::{grpc_client_tls, TlsMaterial};
 
 /// Time allowed to establish TCP + TLS to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 PING period on peer connections, and how long a PING may go
+/// unanswered before the connection is dropped and redialled. Every Raft
+/// RPC to a peer shares one TCP connection; after a partition its unacked
+/// bytes wait for TCP's exponential retransmission backoff (an 8 s cut left
+/// `rto:6656 backoff:5`, the follower heard from the leader again 5.4 s
+/// after the heal). RPC deadlines cancel the calls but keep the connection;
+/// an unanswered PING replaces it, so a healed peer is reached within
+/// about these two periods plus one connect.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// First pause before openraft retries an unreachable peer; short so a
 /// restarted node is picked up again quickly. Doubles per failure.
 const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(100);
@@ -70,6 +80,19 @@ pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     identity: Arc<IdentityFile>,
     max_message_bytes: usize,
+    /// Per peer: since when it is unreachable, when that was last logged,
+    /// failures since. Shared by every [`Network`] to the peer: openraft
+    /// builds a new one for each leadership check (every read-index round),
+    /// so state kept per `Network` logged one warning per read.
+    outages: Arc<Mutex<HashMap<NodeId, Outage>>>,
+}
+
+/// A peer that does not answer: since when, when that was last logged, and
+/// how many failed calls were not logged since.
+struct Outage {
+    since: Instant,
+    logged: Instant,
+    suppressed: u64,
 }
 
 impl Peers {
@@ -81,6 +104,7 @@ impl Peers {
             channels: Arc::default(),
             identity,
             max_message_bytes: tuning.max_message_bytes,
+            outages: Arc::default(),
         }
     }
 
@@ -124,7 +148,8 @@ impl Peers {
             .map(|e| {
                 e.connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                    .keep_alive_timeout(KEEPALIVE_TIMEOUT)
                     .keep_alive_while_idle(true)
             })
             .map_err(|e| unreachable_err(addr, &e.to_string()))
@@ -146,9 +171,26 @@ impl Peers {
         Fut: std::future::Future<Output = Result<tonic::Response<pb::Blob>, tonic::Status>>,
     {
         let request = self.request(msg, timeout);
-        let reply = call(self.channel(addr)?, request)
-            .await
-            .map_err(|s| status_failure(addr, &s))?;
+        let pending = call(self.channel(addr)?, request);
+        // tonic starts the gRPC deadline once a connection is ready. Setting
+        // one up to a peer that accepts but never answers (a stopped
+        // process: the kernel completes the TCP handshake, the TLS handshake
+        // has no deadline) would wait for as long as the peer stays stopped,
+        // so the deadline covers the whole call. Like an expired gRPC
+        // deadline, this is not a reason to back off.
+        let reply = match timeout {
+            Some(t) => match tokio::time::timeout(t, pending).await {
+                Ok(reply) => reply,
+                Err(_) => {
+                    return Err(RpcFailure::Protocol {
+                        addr: addr.to_string(),
+                        msg: format!("no answer within {t:?} (connection setup included)"),
+                    })
+                }
+            },
+            None => pending.await,
+        };
+        let reply = reply.map_err(|s| status_failure(addr, &s))?;
         postcard::from_bytes(&reply.into_inner().data).map_err(|e| RpcFailure::Protocol {
             addr: addr.to_string(),
             msg: format!("decode: {e}"),
@@ -237,7 +279,6 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             peers: self.peers.clone(),
             target,
             addr: node.cluster_addr.clone(),
-            unreachable: None,
         }
     }
 }
@@ -247,8 +288,6 @@ pub struct Network {
     peers: Peers,
     target: NodeId,
     addr: String,
-    /// Since when the peer is unreachable and when that was last logged.
-    unreachable: Option<(Instant, Instant, u64)>,
     /// How many bytes one AppendEntries to this peer may carry.
     budget: AppendBudget,
 }
@@ -359,32 +398,38 @@ impl Network {
     /// warning level, that a peer is down, and once when it is back.
     fn note_reachability<T>(&mut self, result: &Result<T, RpcFailure>) {
         let now = Instant::now();
-        match (result, &mut self.unreachable) {
+        let mut outages = self.peers.outages.lock().unwrap_or_else(|e| e.into_inner());
+        match (result, outages.get_mut(&self.target)) {
             (Err(e @ RpcFailure::Unreachable { .. }), None) => {
                 tracing::warn!(peer = self.target, error = %e, "peer unreachable");
-                self.unreachable = Some((now, now, 0));
+                let outage = Outage {
+                    since: now,
+                    logged: now,
+                    suppressed: 0,
+                };
+                outages.insert(self.target, outage);
             }
-            (Err(e @ RpcFailure::Unreachable { .. }), Some((since, logged, suppressed))) => {
-                *suppressed += 1;
-                if now.duration_since(*logged) >= UNREACHABLE_LOG_EVERY {
+            (Err(e @ RpcFailure::Unreachable { .. }), Some(outage)) => {
+                outage.suppressed += 1;
+                if now.duration_since(outage.logged) >= UNREACHABLE_LOG_EVERY {
                     tracing::warn!(
                         peer = self.target,
-                        down_for_s = since.elapsed().as_secs(),
-                        failed_attempts = *suppressed,
+                        down_for_s = outage.since.elapsed().as_secs(),
+                        failed_attempts = outage.suppressed,
                         error = %e,
                         "peer still unreachable"
                     );
-                    *logged = now;
-                    *suppressed = 0;
+                    outage.logged = now;
+                    outage.suppressed = 0;
                 }
             }
-            (Ok(_), Some((since, _, _))) => {
+            (Ok(_), Some(outage)) => {
                 tracing::info!(
                     peer = self.target,
-                    down_for_ms = since.elapsed().as_millis() as u64,
+                    down_for_ms = outage.since.elapsed().as_millis() as u64,
                     "peer reachable again"
                 );
-                self.unreachable = None;
+                outages.remove(&self.target);
             }
             _ => {}
         }

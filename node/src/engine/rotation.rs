@@ -329,7 +329,7 @@ mod tests {
         assert_eq!(parse_duration("P365000D"), Some(MAX_DURATION_SECS));
         let mut p = default_policy();
         p.attributes.expiry_time = Some("PT18446744073709551615S".into());
-        assert!(validate(&p).is_err());
+        assert!(validate(&p, &RotationLimits::KEY_VAULT).is_err());
         // The largest accepted duration still fits any expiry up to 9999.
         assert!(253_402_300_799_i64
             .checked_add(MAX_DURATION_SECS as i64)
