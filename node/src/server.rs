@@ -174,6 +174,8 @@ pub const EXIT_RESTART_FOR_REPAIR: i32 = 75;
 /// Exits once a repair snapshot was staged.
 async fn restart_for_repair(node: Arc<ClusterNode>) {
     node.restart_requested().await;
+    // Let the answer to the repair request reach the operator first.
+    tokio::time::sleep(FAIL_STOP_GRACE).await;
     tracing::warn!(
         exit_code = EXIT_RESTART_FOR_REPAIR,
         "exiting to install the repair; start the node again (a supervisor does it)"

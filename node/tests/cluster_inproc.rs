@@ -336,13 +336,14 @@ async fn cluster_store_encrypts_at_rest_and_refuses_when_sealed() {
     let blob = a.seal_blob(b"backup", b"secret").unwrap();
     assert_eq!(&b.open_blob(b"backup", &blob).unwrap()[..], b"secret");
     assert!(b.open_blob(b"other-purpose", &blob).is_err());
+    // A blob from a client that does not open (a tampered backup) is
+    // refused; it says nothing about this node's own state.
+    assert_eq!(f[1].corrupt(), None);
 
     let sealed = ClusterStore::new(f[1].clone(), Arc::new(SealManager::new()));
     assert!(matches!(sealed.get(b"vault/v1"), Err(StoreError::Sealed)));
-    assert!(matches!(
-        sealed.commit(None, Txn::default()).await,
-        Err(StoreError::Sealed)
-    ));
+    let r = sealed.commit(None, Txn::default()).await;
+    assert!(matches!(r, Err(StoreError::Sealed)), "{r:?}");
     assert!(f[1].get_raw(b"vault/v1").unwrap().is_some());
     c.shutdown().await;
 }

@@ -235,11 +235,14 @@ fn status_failure(addr: &str, s: &tonic::Status) -> RpcFailure {
             msg,
         },
         // The receiver's message limit is below ours (configs differ):
-        // the sender must split.
-        Code::ResourceExhausted => RpcFailure::TooLarge {
-            addr: addr.to_string(),
-            msg,
-        },
+        // the sender must split. (ResourceExhausted also stands for an h2
+        // GOAWAY such as "too many reset streams": not a size problem.)
+        Code::ResourceExhausted if s.message().contains("length too large") => {
+            RpcFailure::TooLarge {
+                addr: addr.to_string(),
+                msg,
+            }
+        }
         _ => RpcFailure::Protocol {
             addr: addr.to_string(),
             msg,
@@ -661,6 +664,29 @@ mod tests {
             b.landed(Duration::from_millis(5), ttl);
         }
         assert_eq!(b.bytes, 8 << 20);
+    }
+
+    #[test]
+    fn only_a_size_refusal_counts_as_too_large() {
+        // tonic's own words when a message exceeds the receiver's limit.
+        let size = tonic::Status::resource_exhausted(
+            "decoded message length too large: found 6369119 bytes, the limit is 4194304",
+        );
+        assert!(matches!(
+            status_failure("a:1", &size),
+            RpcFailure::TooLarge { .. }
+        ));
+        // An h2 GOAWAY after reset streams maps to the same code.
+        let calm = tonic::Status::resource_exhausted("h2 protocol error: too many reset streams");
+        assert!(matches!(
+            status_failure("a:1", &calm),
+            RpcFailure::Protocol { .. }
+        ));
+        let down = tonic::Status::unavailable("tcp connect error");
+        assert!(matches!(
+            status_failure("a:1", &down),
+            RpcFailure::Unreachable { .. }
+        ));
     }
 
     #[test]

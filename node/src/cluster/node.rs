@@ -27,6 +27,8 @@ use super::{
 };
 use crate::engine::store::StoreError;
 
+/// Reset streams the cluster port tolerates before closing a connection.
+const CLUSTER_MAX_PENDING_RESETS: usize = 4096;
 /// How long a graceful gRPC shutdown may take before the server is aborted.
 const SERVER_STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -687,6 +689,11 @@ async fn serve(
     let local_addr = listener.local_addr().map_err(|e| transport(&e))?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let router = tonic::transport::Server::builder()
+        // Every RPC the leader gives up on (a heartbeat past its deadline
+        // during a pause or partition) resets a stream; h2's default of 20
+        // pending resets then closes the whole connection to a peer that
+        // is authenticated by mutual TLS and no abuser.
+        .http2_max_pending_accept_reset_streams(Some(CLUSTER_MAX_PENDING_RESETS))
         .tls_config(crate::tls::grpc_server_tls(&cfg.tls))
         .map_err(|e| transport(&e))?
         .add_service(limited!(

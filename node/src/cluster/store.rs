@@ -34,20 +34,13 @@ impl ClusterStore {
     /// loaded yet (a rotation replicated after unseal) triggers one reload
     /// of `sys/keyring` and a retry.
     fn decrypt(&self, aad: &[u8], ct: &[u8]) -> Result<Zeroizing<Vec<u8>>, StoreError> {
-        let result = match self.barrier()?.decrypt(aad, ct) {
+        match self.barrier()?.decrypt(aad, ct) {
             Err(SealError::UnknownTerm(_)) => {
                 self.reload_keyring()?;
                 self.barrier()?.decrypt(aad, ct).map_err(seal_err)
             }
             other => other.map_err(seal_err),
-        };
-        if let Err(StoreError::Corrupt(detail)) = &result {
-            // A stored value that fails the barrier's authentication was
-            // altered on this node's disk: its state cannot be trusted.
-            self.node
-                .mark_corrupt(&format!("a stored value failed authentication ({detail})"));
         }
-        result
     }
 
     /// Refuses to serve from a state this node found damaged: the client
@@ -73,9 +66,19 @@ impl ClusterStore {
     }
 
     fn entry(&self, key: &[u8], v: &Versioned) -> Result<Entry, StoreError> {
+        let value = self.decrypt(key, &v.value).inspect_err(|e| {
+            if let StoreError::Corrupt(detail) = e {
+                // A value of this node's own state that fails the barrier's
+                // authentication was altered on its disk: the state cannot
+                // be trusted. (Blobs from clients, such as backups, are
+                // opened elsewhere and only refused.)
+                self.node
+                    .mark_corrupt(&format!("a stored value failed authentication ({detail})"));
+            }
+        })?;
         Ok(Entry {
             revision: v.revision,
-            value: self.decrypt(key, &v.value)?,
+            value,
         })
     }
 
