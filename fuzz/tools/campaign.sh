@@ -10,24 +10,27 @@
 #
 # Per target, CAMPAIGN_DIR holds corpus/<t>/ (seeded from fuzz/corpus/<t>),
 # artifacts/<t>/ (crashes, timeouts, OOMs), <t>.log (libFuzzer output),
-# <t>.stopped when a round failed at once (fix, remove it, restart) and
-# <t>.tsv: one line per round
+# <t>.stopped when a round failed at once (fix, remove it, restart).
+# The per-round numbers are kept in the checkout, fuzz/campaign/<t>.tsv, one
+# line per round, and committed: machines are replaced between sessions,
+# and the campaign's CPU time must add up across them.
 #   end_time  wall_s  cpu_s  execs  corpus_files  artifacts  exit_code
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
 dir="${CAMPAIGN_DIR:-/var/tmp/coffer-fuzz-campaign}"
 goal="${CPU_GOAL:-3600}"
+rounds_dir="${ROUNDS_DIR:-fuzz/campaign}"
 round="${ROUND:-900}"
 target_dir="${FUZZ_TARGET_DIR:-/var/tmp/coffer-fuzz-target}"
 bin="$target_dir/x86_64-unknown-linux-gnu/release"
 export RUSTC_BOOTSTRAP=1
 
-cpu_of() { awk -F'\t' '{s += $3} END {printf "%d", s}' "$dir/$1.tsv" 2>/dev/null || echo 0; }
+cpu_of() { awk -F'\t' '{s += $3} END {printf "%d", s}' "$rounds_dir/$1.tsv" 2>/dev/null || echo 0; }
 
 summary() {
     printf '%-18s %7s %9s %12s %7s %9s\n' target rounds cpu_s execs corpus artifacts
-    for f in "$dir"/*.tsv; do
+    for f in "$rounds_dir"/*.tsv; do
         [[ -e "$f" ]] || continue
         t="$(basename "$f" .tsv)"
         awk -F'\t' -v t="$t" '{r++; c += $3; e += $4; corp = $5; a = $6}
@@ -42,7 +45,7 @@ fi
 
 targets=("$@")
 ((${#targets[@]})) || mapfile -t targets < <(cargo fuzz list --fuzz-dir fuzz)
-mkdir -p "$dir"
+mkdir -p "$dir" "$rounds_dir"
 echo $$ >"$dir/campaign.pid"
 cargo fuzz build --fuzz-dir fuzz --target-dir "$target_dir" >"$dir/build.log" 2>&1 || {
     echo "fuzz build failed, see $dir/build.log" >&2
@@ -76,7 +79,7 @@ while :; do
         execs=$(grep -a 'stat::number_of_executed_units' "$dir/$t.log" | tail -1 | awk '{print $2}')
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "${wall:-0}" "${cpu:-0}" \
             "${execs:-0}" "$(ls "$dir/corpus/$t" | wc -l)" "$(ls "$dir/artifacts/$t" | wc -l)" \
-            "$code" >>"$dir/$t.tsv"
+            "$code" >>"$rounds_dir/$t.tsv"
         if ((code != 0 && ${wall:-0} < 60)); then
             echo "$t failed within a minute; skipped until $dir/$t.stopped is removed" >>"$dir/$t.log"
             touch "$dir/$t.stopped"
