@@ -2,6 +2,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::*;
 use crate::engine::mem_store::MemStore;
+use crate::engine::names::is_valid_version;
+use crate::engine::store::{Store, StoreError};
 use crate::engine::vaults::VaultsEngine;
 
 const T0: u64 = 1_700_000_000;

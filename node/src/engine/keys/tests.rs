@@ -4,10 +4,15 @@ use aws_lc_rs::digest;
 
 use super::*;
 use crate::crypto::hsm::{HsmKey, HsmStatus};
+use crate::crypto::software::{self, SoftwareKey};
+use crate::crypto::{Ciphertext, CryptoError, EncAlg, KeySpec, PrivateKey, SignAlg, SymParams};
+use crate::engine::error::KeyRefusal;
 use crate::engine::mem_store::MemStore;
+use crate::engine::rotation;
 use crate::engine::vaults::VaultsEngine;
 
 const T0: u64 = 1_700_000_000;
+const DAY: u64 = 86_400;
 
 /// A software-backed stand-in for a PKCS#11 device: the "wrapped" blob is
 /// the software key's JSON (tests only).
