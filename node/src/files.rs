@@ -163,7 +163,7 @@ pub fn check(path: &Path, kind: Guarded) -> Result<(), FileModeError> {
     Ok(())
 }
 
-/// The start-up check of a node's data dir, TLS files and HSM PIN file
+/// The start-up check of a node's data dir, TLS files, HSM PIN file and join token file
 /// (skipped, with a warning, when `allow_insecure_permissions` is set).
 pub fn check_node_files(config: &Config) -> Result<(), FileModeError> {
     if config.allow_insecure_permissions {
@@ -174,6 +174,9 @@ pub fn check_node_files(config: &Config) -> Result<(), FileModeError> {
     check(&config.tls.key, Guarded::SecretFile)?;
     if let Some(pin) = config.hsm.as_ref().and_then(|h| h.pin_file.as_deref()) {
         check(pin, Guarded::SecretFile)?;
+    }
+    if let Some(token) = &config.join_token_file {
+        check(token, Guarded::SecretFile)?;
     }
     check(&config.tls.cert, Guarded::PublicFile)?;
     check(&config.tls.ca, Guarded::PublicFile)
