@@ -450,23 +450,22 @@ fn env_value(raw: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(raw.to_string()))
 }
 
-/// Moves the secret overrides (`COFFER_JOIN_TOKEN`) out of the process
-/// environment, so children and `/proc/self/environ` never see them, and
+/// Takes the secret overrides (`COFFER_JOIN_TOKEN`) out of the process
+/// environment ([`crate::hardening::take_env_secret`]: scrubbed from what
+/// `/proc/PID/environ` shows, removed so children never inherit them) and
 /// returns them as (name, value) pairs for [`Config::load_with_env`].
 ///
-/// # Safety (of the environment)
 /// Call before any other thread exists: the binary does so first thing in
 /// `main`, before the async runtime starts.
 pub fn take_secret_env() -> Vec<(String, String)> {
-    let mut taken = Vec::new();
-    for key in SECRET_KEYS {
-        let name = format!("{ENV_PREFIX}{}", key.to_ascii_uppercase());
-        if let Some(value) = std::env::var_os(&name) {
-            std::env::remove_var(&name);
-            taken.push((name, value.to_string_lossy().into_owned()));
-        }
-    }
-    taken
+    SECRET_KEYS
+        .iter()
+        .filter_map(|key| {
+            let name = format!("{ENV_PREFIX}{}", key.to_ascii_uppercase());
+            let value = crate::hardening::take_env_secret(&name)?;
+            Some((name, value.to_string()))
+        })
+        .collect()
 }
 
 /// The field names serde knows for struct `T` (its `deserialize_struct`
