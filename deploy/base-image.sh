@@ -3,7 +3,7 @@
 # container registry: a minimal Debian bookworm tree from Debian's package
 # mirror (debootstrap), imported with `docker import`.
 #
-# The result is tagged ${COFFER_BASE:-coffer-base:bookworm} and is only built
+# The result is tagged coffer-base:bookworm-<recipe hash> and is only built
 # when that tag is missing, so repeated test runs cost nothing here. A fresh
 # engine (CI) pays the debootstrap once (~1-3 min, mostly download).
 #
@@ -11,12 +11,15 @@
 #        FORCE=1 deploy/base-image.sh    # rebuild
 set -euo pipefail
 
-tag=${COFFER_BASE:-coffer-base:bookworm}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # What the runtime image needs beyond minbase: CA roots for outbound TLS,
-# curl for the HEALTHCHECK, softhsm2 so the HSM tier can be tried in the
-# image (optional at run time: nothing loads it unless configured).
-include=ca-certificates,curl,softhsm2,tini
+# curl for the HEALTHCHECK, tini as PID 1, softhsm2 so the HSM tier can be
+# tried in the image (nothing loads it unless configured), and adduser for
+# installing the .deb in it (deploy/deb-test.sh).
+include=ca-certificates,curl,softhsm2,tini,adduser
+# The tag names the recipe, so a changed list builds a new base.
+recipe=$(printf '%s' "bookworm minbase $include" | sha256sum | cut -c1-8)
+tag=${COFFER_BASE:-coffer-base:bookworm-$recipe}
 
 if [[ "${FORCE:-0}" != 1 ]] && docker image inspect "$tag" >/dev/null 2>&1; then
   echo "$tag"
