@@ -67,7 +67,7 @@ cleanup() {
 trap cleanup EXIT
 
 # --- images -----------------------------------------------------------------
-COFFER_BIN=$bin deploy/image.sh "$tag_a" >/dev/null
+COFFER_BIN=$bin COFFER_STRIP=1 deploy/image.sh "$tag_a" >/dev/null
 say "image $tag_a ready ($(elapsed)); size $(( $(docker image inspect -f '{{.Size}}' "$tag_a") / 1000000 )) MB"
 
 # --- certificates, join token -------------------------------------------------
@@ -169,7 +169,7 @@ wait_for 60 "coffer-$l caught up and serving" serving "$l"
 
 # --- fault 3: rolling restart onto a new image ---------------------------------
 phase rolling
-COFFER_BIN=$bin COFFER_BUILD="rolling-$$" deploy/image.sh "$tag_b" >/dev/null
+COFFER_BIN=$bin COFFER_STRIP=1 COFFER_BUILD="rolling-$$" deploy/image.sh "$tag_b" >/dev/null
 say "image $tag_b built ($(elapsed)); rolling followers first, the leader last"
 l=$(leader)
 order=()

@@ -253,17 +253,24 @@ mod tests {
         write_private_file(&p("key.pem"), b"k").unwrap();
         write_public_file(&p("cert.pem"), b"c").unwrap();
         write_public_file(&p("ca.pem"), b"c").unwrap();
+        write_private_file(&p("join-token"), b"0123456789abcdef").unwrap();
         let text = format!(
             "node_id = 1\ndata_dir = {:?}\napi_addr = \"127.0.0.1:1\"\ncluster_addr = \"127.0.0.1:2\"\n\
-             [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+             join_token_file = {:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
             p("data"),
+            p("join-token"),
             p("ca.pem"),
             p("cert.pem"),
             p("key.pem")
         );
         let mut config: Config = toml::from_str(&text).unwrap();
         check_node_files(&config).unwrap();
-        for (name, mode) in [("data", 0o750), ("key.pem", 0o604), ("ca.pem", 0o664)] {
+        for (name, mode) in [
+            ("data", 0o750),
+            ("key.pem", 0o604),
+            ("join-token", 0o640),
+            ("ca.pem", 0o664),
+        ] {
             let good = mode_of(&p(name));
             chmod(&p(name), mode);
             let err = check_node_files(&config).unwrap_err().to_string();
