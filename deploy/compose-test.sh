@@ -43,8 +43,10 @@ python=${COFFER_PYTHON:-${COFFER_VENV:-/var/tmp/coffer-venv}/bin/python}
 
 work=$(mktemp -d /tmp/coffer-compose.XXXXXX)
 project=cofferct$$
-tag_a=coffer:ct-$$-a
-tag_b=coffer:ct-$$-b
+# Stable tags: the next run replaces them, and the image layers below the
+# binary (user, directories) stay cached, so a run rebuilds only the binary's.
+tag_a=coffer:compose-test-a
+tag_b=coffer:compose-test-b
 writer_pid=
 free_port() { "$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export COFFER_PORT_1=$(free_port) COFFER_PORT_2=$(free_port) COFFER_PORT_3=$(free_port)
@@ -61,7 +63,6 @@ cleanup() {
     for i in 1 2 3; do compose logs --no-color --tail 30 "coffer-$i" 2>&1 | sed "s/^/  /" || true; done
   fi
   compose down -v --remove-orphans >/dev/null 2>&1 || true
-  docker rmi "$tag_a" "$tag_b" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -123,7 +124,7 @@ for i in 1 2 3; do wait_for 30 "node $i serving" serving "$i"; done
 say "3 voters (2 auto-joined), initialised and unsealed ($(elapsed))"
 
 # --- the writer ------------------------------------------------------------
-phase() { echo "$1" >"$work/phase"; say "phase $1 ($(elapsed))"; }
+phase() { echo "$1" >"$work/phase.tmp" && mv "$work/phase.tmp" "$work/phase"; say "phase $1 ($(elapsed))"; }
 acked() { cut -d' ' -f1 "$work/progress" 2>/dev/null || echo 0; }
 writes_resume() { # true once a write is acknowledged after the count $1
   local want=$(( $1 + 1 ))
