@@ -111,6 +111,8 @@ async fn an_empty_node_with_retry_join_becomes_a_voter_and_a_wrong_token_is_refu
         .unwrap();
     let (joiner, joiner_url) = start_joiner(&cluster, 2, TOKEN);
     let (intruder, _) = start_joiner(&cluster, 3, WRONG);
+    // Right token, but node 1's id (a copied config): refused too.
+    let (duplicate, _) = start_joiner(&cluster, 1, TOKEN);
 
     // No operator step: node 2 asks, is added as a learner, then a voter.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -85,6 +85,20 @@ pub async fn answer(
         return Err(ForwardError::Refused("join token refused".into()));
     }
     let metrics = raft.metrics().borrow().clone();
+    // A node id names one member for good: a second node claiming it (a
+    // copied config) would take over its place in the membership.
+    if let Some(known) = metrics
+        .membership_config
+        .membership()
+        .get_node(&req.node_id)
+    {
+        if *known != req.node {
+            return Err(ForwardError::Refused(format!(
+                "node id {} is already a member at {}; give the new node an unused node_id",
+                req.node_id, known.cluster_addr
+            )));
+        }
+    }
     if metrics.current_leader != Some(metrics.id) {
         let leader_node = metrics
             .current_leader
