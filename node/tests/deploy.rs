@@ -143,7 +143,23 @@ async fn an_empty_node_with_retry_join_becomes_a_voter_and_a_wrong_token_is_refu
         "the member does not log the refusal:\n{}",
         cluster.log(0)
     );
-    for log in [joiner.log(), intruder.log(), cluster.log(0)] {
+    assert!(
+        duplicate.log().contains("node id 1 is already a member"),
+        "a node with a member's id does not say why it was refused:\n{}",
+        duplicate.log()
+    );
+    let ones = members(&client).await;
+    assert_eq!(
+        ones.iter().filter(|(id, _)| *id == 1).count(),
+        1,
+        "{ones:?}"
+    );
+    for log in [
+        joiner.log(),
+        intruder.log(),
+        duplicate.log(),
+        cluster.log(0),
+    ] {
         assert!(
             !log.contains(TOKEN) && !log.contains(WRONG),
             "a join token was logged"
