@@ -72,7 +72,9 @@ fn start_joiner(cluster: &LocalCluster, id: u64, token: &str) -> (Node, String) 
          [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n",
         data = dir.join(&name),
         cport = free_port().unwrap(),
-        seed = cluster.nodes[0].cluster_addr,
+        // A name, not an address: resolved by the joiner, and the name
+        // its certificate check expects (the member's SANs hold localhost).
+        seed = cluster.nodes[0].cluster_addr.replace("127.0.0.1", "localhost"),
         ca = cluster.ca_path,
         cert = tls.join(format!("{name}.pem")),
         key = tls.join(format!("{name}-key.pem")),
