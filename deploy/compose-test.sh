@@ -121,7 +121,9 @@ unseal 1
 wait_for 60 "nodes 2 and 3 to join by themselves (retry_join) as voters" has_voters 1 3
 for i in 2 3; do wait_for 30 "node $i answering" answering "$i"; unseal "$i"; done
 for i in 1 2 3; do wait_for 30 "node $i serving" serving "$i"; done
-say "3 voters (2 auto-joined), initialised and unsealed ($(elapsed))"
+healthy() { [[ $(docker inspect -f '{{.State.Health.Status}}' "$(container "$1")") == healthy ]]; }
+for i in 1 2 3; do wait_for 30 "coffer-$i healthy (the image's HEALTHCHECK)" healthy "$i"; done
+say "3 voters (2 auto-joined), initialised and unsealed, Docker reports them healthy ($(elapsed))"
 
 # --- the writer ------------------------------------------------------------
 phase() { echo "$1" >"$work/phase.tmp" && mv "$work/phase.tmp" "$work/phase"; say "phase $1 ($(elapsed))"; }
