@@ -145,8 +145,12 @@ pub async fn run(raft: RaftHandle, peers: Peers, targets: Vec<String>, request: 
     let mut pause = RETRY_FIRST;
     let mut last_refusal: Option<String> = None;
     for round in 0u64.. {
-        if raft.is_initialized().await.unwrap_or(false) {
-            tracing::info!("auto-join: this node is a member");
+        // A voter is done. A node that is only initialised keeps asking: a
+        // learner whose promotion failed (the leader then removes it) would
+        // otherwise wait forever; asking again is harmless (the leader's
+        // add is idempotent for the same addresses).
+        if is_voter(&raft, request.node_id) {
+            tracing::info!("auto-join: this node is a voter");
             return;
         }
         for target in &targets {
@@ -173,6 +177,16 @@ pub async fn run(raft: RaftHandle, peers: Peers, targets: Vec<String>, request: 
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(RETRY_MAX);
     }
+}
+
+/// Whether `id` is a voter in the membership this node knows.
+fn is_voter(raft: &RaftHandle, id: NodeId) -> bool {
+    let metrics = raft.metrics().borrow().clone();
+    metrics
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == id)
 }
 
 /// Tries every address `target` resolves to, following a leader hint once.
