@@ -37,6 +37,13 @@ enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// Manage the tenant's applications, users, groups and signing keys.
+    Identity {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: cli::IdentityCommand,
+    },
     /// Load-test a cluster (or a comparison peer) and report throughput and latency.
     Bench {
         #[command(flatten)]
@@ -98,6 +105,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             OperatorCli::Remote(command) => cli::run_operator(&client, command).await,
         },
         Command::Secret { client, command } => cli::run_secret(&client, command).await,
+        Command::Identity { client, command } => cli::run_identity(&client, command).await,
         Command::Bench { client, args } => cli::run_bench(&client, args).await,
     }
 }

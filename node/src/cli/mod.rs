@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod hsm;
+pub mod identity;
 pub mod operator;
 pub mod secret;
 pub mod tls;
@@ -20,6 +21,7 @@ use anyhow::Context as _;
 use coffer_client::{Client, ClientConfig};
 
 pub use bench::{run_bench, BenchArgs, Workload};
+pub use identity::{run_identity, IdentityCommand};
 pub use operator::{run_operator, OperatorCommand, RaftCommand, VaultCommand};
 pub use secret::{run_secret, SecretCommand};
 

@@ -2,6 +2,7 @@
 
 pub mod clock;
 pub mod error;
+pub mod identity;
 pub mod keys;
 pub mod mem_store;
 pub mod names;
