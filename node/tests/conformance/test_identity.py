@@ -18,6 +18,7 @@ import uuid
 
 import pytest
 import requests
+from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import (
     CertificateCredential,
     ClientAssertionCredential,
@@ -122,9 +123,9 @@ def test_client_secret_credential(tenant_id, secret_name):
         disable_instance_discovery=True,
         connection_verify=CACERT,
     )
-    with pytest.raises(Exception) as e:
+    with pytest.raises(ClientAuthenticationError) as e:
         bad.get_token("https://vault.azure.net/.default")
-    assert "invalid_client" in str(e.value)
+    assert "invalid client secret" in str(e.value)
 
 
 def self_signed():
@@ -170,7 +171,7 @@ def test_certificate_credential(tenant_id, secret_name, tmp_path):
     read_with(cred, secret_name, node=2 if len(NODES) > 2 else 1)
 
 
-class TestIssuer:
+class ExternalIssuer:
     """An external OIDC issuer (a Kubernetes API server, a CI system)."""
 
     def __init__(self):
@@ -205,7 +206,7 @@ class TestIssuer:
 
 @pytest.fixture(scope="module")
 def federated_app():
-    issuer = TestIssuer()
+    issuer = ExternalIssuer()
     name, client_id = new_app("workload")
     admin(
         "POST",
@@ -232,7 +233,7 @@ def test_client_assertion_credential(tenant_id, secret_name, federated_app):
         authority=NODES[0],
         connection_verify=CACERT,
     )
-    with pytest.raises(Exception):
+    with pytest.raises(ClientAuthenticationError):
         wrong.get_token("https://vault.azure.net/.default")
 
 
