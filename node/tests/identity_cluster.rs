@@ -318,3 +318,248 @@ fn jsonwebtoken_kid(token: &str) -> String {
         serde_json::from_slice(&B64.decode(token.split('.').next().unwrap()).unwrap()).unwrap();
     head["kid"].as_str().unwrap().to_owned()
 }
+
+/// `POST /device` as the approval page's form would: (status, HTML).
+async fn approve_on_page(client: &Client, form: &[(&str, &str)]) -> (u16, String) {
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let mut req = Request::post("/device").header(
+        "content-type".parse().unwrap(),
+        "application/x-www-form-urlencoded".parse().unwrap(),
+    );
+    req.body = Some(Bytes::from(body));
+    let resp = client.send(req).await.unwrap();
+    (
+        resp.status.as_u16(),
+        String::from_utf8_lossy(&resp.body).into_owned(),
+    )
+}
+
+fn totp_now(secret: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    coffer::engine::identity::totp::code_at(secret, now).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_sign_in_with_password_device_code_totp_and_refresh_tokens() {
+    let mut cluster = LocalCluster::start(&binary(), ClusterOptions::default()).unwrap();
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .unwrap();
+    cluster.init(leader, 3, 2).await.unwrap();
+    let root = cluster.client().unwrap();
+    root.secrets()
+        .set("hello", "world", &Default::default())
+        .await
+        .unwrap();
+    let tid = admin(&root, "GET", "/tenant", None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cli = admin(&root, "POST", "/apps", Some(json!({"name": "cli"}))).await;
+    let client_id = cli["app"]["client_id"].as_str().unwrap().to_owned();
+    let password = "correct horse battery staple";
+    admin(
+        &root,
+        "POST",
+        "/users",
+        Some(json!({"name": "alice@contoso", "password": password})),
+    )
+    .await;
+    let a = anonymous(&cluster, 0);
+    let b = anonymous(&cluster, 1);
+    let scope = "https://vault.azure.net/.default offline_access openid profile";
+
+    // Password grant without MFA: access, refresh and ID tokens.
+    let (status, body) = token_request(
+        &a,
+        &tid,
+        &[
+            ("grant_type", "password"),
+            ("client_id", &client_id),
+            ("username", "alice@contoso"),
+            ("password", password),
+            ("scope", scope),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["scope"], scope);
+    let id_claims: Value = serde_json::from_slice(
+        &B64.decode(
+            body["id_token"]
+                .as_str()
+                .unwrap()
+                .split('.')
+                .nth(1)
+                .unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(id_claims["aud"], client_id.as_str());
+    assert_eq!(id_claims["preferred_username"], "alice@contoso");
+    let info: Value =
+        serde_json::from_slice(&B64.decode(body["client_info"].as_str().unwrap()).unwrap())
+            .unwrap();
+    assert_eq!(info["utid"], tid.as_str());
+    eventually(&b, body["access_token"].as_str().unwrap(), 200).await;
+
+    // Refresh tokens are single use.
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let redeem = |rt: String| {
+        let b = b.clone();
+        let tid = tid.clone();
+        let client_id = client_id.clone();
+        async move {
+            token_request(
+                &b,
+                &tid,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", &client_id),
+                    ("refresh_token", &rt),
+                    ("scope", scope),
+                ],
+            )
+            .await
+        }
+    };
+    let (status, body) = redeem(refresh.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["refresh_token"].as_str().unwrap() != refresh);
+    let (status, body) = redeem(refresh).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+
+    // With TOTP enrolled the password grant asks for interaction.
+    let mfa = admin(&root, "POST", "/users/alice@contoso/mfa", None).await;
+    let uri = url::Url::parse(mfa["otpauth_uri"].as_str().unwrap()).unwrap();
+    let secret = uri
+        .query_pairs()
+        .find(|(k, _)| k == "secret")
+        .unwrap()
+        .1
+        .into_owned();
+    let (status, body) = token_request(
+        &a,
+        &tid,
+        &[
+            ("grant_type", "password"),
+            ("client_id", &client_id),
+            ("username", "alice@contoso"),
+            ("password", password),
+            ("scope", scope),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("interaction_required")),
+        "{body}"
+    );
+
+    // Device code: pending until approved on the page of another node.
+    let mut req = Request::post(format!("/{tid}/oauth2/v2.0/devicecode")).header(
+        "content-type".parse().unwrap(),
+        "application/x-www-form-urlencoded".parse().unwrap(),
+    );
+    req.body = Some(Bytes::from(format!(
+        "client_id={client_id}&scope=https%3A%2F%2Fvault.azure.net%2F.default"
+    )));
+    let flow: Value = a.send(req).await.unwrap().json().unwrap();
+    let device_code = flow["device_code"].as_str().unwrap().to_owned();
+    let user_code = flow["user_code"].as_str().unwrap().to_owned();
+    assert!(flow["verification_uri"]
+        .as_str()
+        .unwrap()
+        .ends_with("/device"));
+    let poll = || {
+        let a = a.clone();
+        let (tid, client_id, device_code) = (tid.clone(), client_id.clone(), device_code.clone());
+        async move {
+            token_request(
+                &a,
+                &tid,
+                &[
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                    ("client_id", &client_id),
+                    ("device_code", &device_code),
+                ],
+            )
+            .await
+        }
+    };
+    let (status, body) = poll().await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("authorization_pending"))
+    );
+    let page = b.send(Request::get("/device")).await.unwrap();
+    assert_eq!(page.status, 200);
+    // Without the second factor, and with a wrong one, the page refuses.
+    let base = [
+        ("user_code", user_code.as_str()),
+        ("username", "alice@contoso"),
+        ("password", password),
+    ];
+    let (status, html) = approve_on_page(&b, &base).await;
+    assert_eq!(status, 401, "{html}");
+    assert!(html.contains("verification code"));
+    let mut wrong = base.to_vec();
+    wrong.push(("otp", "000000"));
+    assert_eq!(approve_on_page(&b, &wrong).await.0, 401);
+    let code = totp_now(&secret);
+    let mut right = base.to_vec();
+    right.push(("otp", &code));
+    let (status, html) = approve_on_page(&b, &right).await;
+    assert_eq!(status, 200, "{html}");
+    let (status, body) = poll().await;
+    assert_eq!(status, 200, "{body}");
+    let claims: Value = serde_json::from_slice(
+        &B64.decode(
+            body["access_token"]
+                .as_str()
+                .unwrap()
+                .split('.')
+                .nth(1)
+                .unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["idtyp"], "user");
+    assert!(claims["amr"].as_array().unwrap().contains(&json!("mfa")));
+    eventually(&b, body["access_token"].as_str().unwrap(), 200).await;
+    // The device code is redeemed once.
+    let (status, _) = poll().await;
+    assert_eq!(status, 400);
+
+    // The same TOTP code cannot approve a second device.
+    let mut req = Request::post(format!("/{tid}/oauth2/v2.0/devicecode")).header(
+        "content-type".parse().unwrap(),
+        "application/x-www-form-urlencoded".parse().unwrap(),
+    );
+    req.body = Some(Bytes::from(format!(
+        "client_id={client_id}&scope=https%3A%2F%2Fvault.azure.net%2F.default"
+    )));
+    let flow2: Value = a.send(req).await.unwrap().json().unwrap();
+    let mut reused = right.clone();
+    reused[0].1 = flow2["user_code"].as_str().unwrap();
+    let (status, html) = approve_on_page(&b, &reused).await;
+    assert_eq!(status, 401, "reused TOTP code accepted: {html}");
+
+    // A disabled user's token stops working on every node.
+    let user_token = body["access_token"].as_str().unwrap().to_owned();
+    admin(&root, "POST", "/users/alice@contoso/disable", None).await;
+    for i in 0..3 {
+        eventually(&anonymous(&cluster, i), &user_token, 401).await;
+    }
+}

@@ -4,6 +4,7 @@
 //! routes that manage principals are in [`admin`].
 
 pub mod admin;
+mod device;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,11 +18,14 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::api::akv::extract::{check_declared_length, read_body};
+use crate::engine::identity::sessions::{DevicePoll, POLL_INTERVAL_SECS};
 use crate::engine::identity::{
-    Audience, IdentityEngine, IdentityError, Proof, Tenant, TokenRequest,
+    Audience, IdentityEngine, IdentityError, Kind, Proof, Tenant, TokenRequest,
 };
 use crate::engine::store::StoreError;
 use crate::engine::EngineError;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 
 /// What the issuer routes need.
 #[derive(Clone)]
@@ -44,6 +48,8 @@ pub fn router(state: IssuerState) -> Router {
         .route("/{tenant}/oauth2/v2.0/token", post(token))
         .route("/{tenant}/oauth2/token", post(token))
         .route("/{tenant}/oauth2/v2.0/authorize", get(authorize))
+        .route("/{tenant}/oauth2/v2.0/devicecode", post(devicecode))
+        .route("/device", get(device::page).post(device::approve))
         .with_state(state)
 }
 
@@ -105,7 +111,7 @@ fn base_url(headers: &HeaderMap, uri: &Uri) -> String {
 }
 
 /// An OAuth error answer (`{"error","error_description"}`).
-struct OAuthError {
+pub(super) struct OAuthError {
     status: StatusCode,
     error: &'static str,
     description: String,
@@ -254,7 +260,9 @@ async fn authorize() -> OAuthError {
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
-/// The token endpoint: parses the form and runs the grant.
+const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// The token endpoint: parses the form, runs the grant, mints the tokens.
 async fn token(
     State(s): State<IssuerState>,
     Path(segment): Path<String>,
@@ -269,21 +277,57 @@ async fn token(
     };
     let client_id = required("client_id")?;
     let grant = required("grant_type")?;
-    let audience = scope_resource(field("scope"))?;
     let cp1 = wants_cp1(field("claims"));
-    let (principal, proof) = match grant {
+    let id = &s.identity;
+    let (principal, proof, audience) = match grant {
         "client_credentials" => {
-            if let Some(secret) = field("client_secret") {
-                s.identity.sign_in_with_secret(client_id, secret).await?
+            let audience = scope_resource(field("scope"))?;
+            let (p, proof) = if let Some(secret) = field("client_secret") {
+                id.sign_in_with_secret(client_id, secret).await?
             } else if field("client_assertion_type") == Some(JWT_BEARER) {
                 let assertion = required("client_assertion")?.trim();
-                s.identity
-                    .sign_in_with_assertion(&tenant, client_id, assertion)?
+                id.sign_in_with_assertion(&tenant, client_id, assertion)?
             } else {
                 return Err(OAuthError::invalid_request(
                     "client_credentials needs client_secret or a jwt-bearer client_assertion",
                 ));
+            };
+            (p, proof, audience)
+        }
+        "password" => {
+            let audience = scope_resource(field("scope"))?;
+            public_client(&s, client_id)?;
+            let (p, proof) = id
+                .sign_in_user(required("username")?, required("password")?, None)
+                .await
+                .map_err(user_error)?;
+            (p, proof, audience)
+        }
+        DEVICE_CODE_GRANT => {
+            let code = field("device_code").or(field("code"));
+            let code = code.ok_or_else(|| OAuthError::invalid_request("missing device_code"))?;
+            match id
+                .poll_device_code(client_id, code)
+                .await
+                .map_err(user_error)?
+            {
+                DevicePoll::Pending => {
+                    return Err(OAuthError::new(
+                        StatusCode::BAD_REQUEST,
+                        "authorization_pending",
+                        "the user has not approved the code yet",
+                    ))
+                }
+                DevicePoll::Approved(p, proof, audience) => (*p, proof, audience),
             }
+        }
+        "refresh_token" => {
+            let audience = scope_resource(field("scope"))?;
+            let (p, proof) = id
+                .redeem_refresh_token(client_id, required("refresh_token")?)
+                .await
+                .map_err(user_error)?;
+            (p, proof, audience)
         }
         other => {
             return Err(OAuthError::new(
@@ -294,8 +338,7 @@ async fn token(
         }
     };
     let base = base_url(&parts.headers, &parts.uri);
-    let issued = s
-        .identity
+    let issued = id
         .issue(
             &tenant,
             &principal,
@@ -314,17 +357,82 @@ async fn token(
         method = proof_name(&proof),
         "access token issued"
     );
-    let mut response = Json(json!({
+    let mut body = json!({
         "token_type": "Bearer",
         "access_token": issued.access_token.as_str(),
         "expires_in": issued.expires_in,
         "ext_expires_in": issued.expires_in,
-    }))
-    .into_response();
+    });
+    if principal.kind == Kind::User {
+        // MSAL needs these for user accounts: its cache is keyed by
+        // client_info; `scope` must be a string.
+        let mfa = matches!(proof, Proof::Password { mfa: true });
+        let refresh = id.new_refresh_token(&principal, client_id, mfa).await?;
+        let id_token = id.id_token(&tenant, &principal, client_id, &base)?;
+        let client_info = json!({"uid": principal.object_id, "utid": tenant.id}).to_string();
+        body["refresh_token"] = json!(refresh.as_str());
+        body["id_token"] = json!(id_token.as_str());
+        body["client_info"] = json!(URL_SAFE_NO_PAD.encode(client_info));
+        body["scope"] = json!(field("scope").unwrap_or(&format!("{audience}/.default")));
+    }
+    let mut response = Json(body).into_response();
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// User grants answer bad credentials with `invalid_grant` (the client
+/// itself is fine), as Entra does.
+fn user_error(e: IdentityError) -> OAuthError {
+    match e {
+        IdentityError::InvalidCredentials(m) => {
+            OAuthError::new(StatusCode::BAD_REQUEST, "invalid_grant", m)
+        }
+        e => e.into(),
+    }
+}
+
+/// User flows name a registered, enabled application as their client.
+fn public_client(s: &IssuerState, client_id: &str) -> Result<(), OAuthError> {
+    match s.identity.app_by_client_id(client_id)? {
+        Some(app) if app.enabled => Ok(()),
+        _ => Err(OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            format!("application {client_id} is not registered or is disabled"),
+        )),
+    }
+}
+
+/// `POST /{tenant}/oauth2/v2.0/devicecode`: starts a device authorization.
+async fn devicecode(
+    State(s): State<IssuerState>,
+    Path(segment): Path<String>,
+    req: Request,
+) -> Result<Response, OAuthError> {
+    let (parts, body) = req.into_parts();
+    let form = read_form(&parts.headers, body).await?;
+    our_tenant(&s, &segment)?;
+    let client_id = form
+        .get("client_id")
+        .ok_or_else(|| OAuthError::invalid_request("missing client_id"))?;
+    public_client(&s, client_id)?;
+    let audience = scope_resource(form.get("scope").map(String::as_str))?;
+    let started = s.identity.start_device_code(client_id, &audience).await?;
+    let uri = format!("{}/device", base_url(&parts.headers, &parts.uri));
+    Ok(Json(json!({
+        "device_code": started.device_code.as_str(),
+        "user_code": started.user_code,
+        "verification_uri": uri,
+        "expires_in": started.expires_in,
+        "interval": POLL_INTERVAL_SECS,
+        "message": format!(
+            "To sign in, open {uri} and enter the code {} to authenticate.",
+            started.user_code
+        ),
+    }))
+    .into_response())
 }
 
 fn proof_name(p: &Proof) -> &'static str {
@@ -339,7 +447,10 @@ fn proof_name(p: &Proof) -> &'static str {
 
 /// Reads an `application/x-www-form-urlencoded` body (bounded as every
 /// request body of the node).
-async fn read_form(headers: &HeaderMap, body: Body) -> Result<HashMap<String, String>, OAuthError> {
+pub(super) async fn read_form(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<HashMap<String, String>, OAuthError> {
     let bad = |_| OAuthError::invalid_request("the request body could not be read");
     check_declared_length(headers).map_err(bad)?;
     let bytes = read_body(body).await.map_err(bad)?;

@@ -299,14 +299,10 @@ impl IdentityEngine {
         // engine error type; keep the original to return it unchanged.
         let mut refused: Option<IdentityError> = None;
         let outcome = write(self.store.as_ref(), None, || {
-            let Some(id) = self.lookup_id(kind, name_or_id).map_err(to_engine)? else {
-                return Ok(Plan::Refuse(not_found_engine(kind, name_or_id)));
+            let (key, revision, mut p) = match self.current(kind, name_or_id)? {
+                Ok(found) => found,
+                Err(absent) => return Ok(absent),
             };
-            let key = principal_key(&id);
-            let Some(entry) = self.store.get(&key)? else {
-                return Ok(Plan::Refuse(not_found_engine(kind, name_or_id)));
-            };
-            let mut p: Principal = decode(&entry.value)?;
             let answer = match change(&mut p) {
                 Ok(a) => a,
                 Err(e) => {
@@ -317,7 +313,7 @@ impl IdentityEngine {
                 }
             };
             Ok(Plan::Commit(Txn {
-                compare: vec![rev(key.clone(), entry.revision)],
+                compare: vec![rev(key.clone(), revision)],
                 mutations: vec![put(key, encode(&p)?)],
                 result: encode(&answer)?,
             }))
@@ -327,6 +323,26 @@ impl IdentityEngine {
             Ok(v) => Ok(v),
             Err(e) => Err(refused.take().unwrap_or_else(|| from_engine(e))),
         }
+    }
+
+    /// A principal's storage key, revision and record for a compare-and-set
+    /// plan, or the plan's refusal when there is no such principal.
+    #[allow(clippy::type_complexity)]
+    fn current<T>(
+        &self,
+        kind: Kind,
+        name_or_id: &str,
+    ) -> Result<Result<(Vec<u8>, u64, Principal), Plan<T>>, super::super::EngineError> {
+        let absent = || Ok(Err(Plan::Refuse(not_found_engine(kind, name_or_id))));
+        let Some(id) = self.lookup_id(kind, name_or_id).map_err(to_engine)? else {
+            return absent();
+        };
+        let key = principal_key(&id);
+        let Some(entry) = self.store.get(&key)? else {
+            return absent();
+        };
+        let record = decode(&entry.value)?;
+        Ok(Ok((key, entry.revision, record)))
     }
 
     /// Enables or disables a principal.
@@ -347,14 +363,10 @@ impl IdentityEngine {
     /// lockout state.
     pub async fn delete(&self, kind: Kind, name_or_id: &str) -> Result<(), IdentityError> {
         let outcome = write(self.store.as_ref(), None, || {
-            let Some(id) = self.lookup_id(kind, name_or_id).map_err(to_engine)? else {
-                return Ok(Plan::Refuse(not_found_engine(kind, name_or_id)));
+            let (key, revision, p) = match self.current(kind, name_or_id)? {
+                Ok(found) => found,
+                Err(absent) => return Ok(absent),
             };
-            let key = principal_key(&id);
-            let Some(entry) = self.store.get(&key)? else {
-                return Ok(Plan::Refuse(not_found_engine(kind, name_or_id)));
-            };
-            let p: Principal = decode(&entry.value)?;
             let mut mutations = vec![
                 Mutation::Delete { key: key.clone() },
                 Mutation::Delete {
@@ -370,7 +382,7 @@ impl IdentityEngine {
                 });
             }
             Ok(Plan::Commit(Txn {
-                compare: vec![rev(key, entry.revision)],
+                compare: vec![rev(key, revision)],
                 mutations,
                 result: b"null".to_vec(),
             }))

@@ -455,6 +455,31 @@ impl IdentityEngine {
         })
     }
 
+    /// An OIDC ID token for a signed-in user (clients decode it without
+    /// verifying; MSAL needs it for user accounts).
+    pub fn id_token(
+        &self,
+        tenant: &Tenant,
+        user: &Principal,
+        client_id: &str,
+        issuer_base: &str,
+    ) -> Result<Zeroizing<String>, IdentityError> {
+        let now = self.now();
+        self.sign(&serde_json::json!({
+            "iss": format!("{}/{}/v2.0", issuer_base.trim_end_matches('/'), tenant.id),
+            "aud": client_id,
+            "sub": user.object_id,
+            "oid": user.object_id,
+            "tid": tenant.id,
+            "preferred_username": user.name,
+            "name": user.name,
+            "iat": now,
+            "nbf": now,
+            "exp": now + TOKEN_LIFETIME_SECS,
+            "ver": "2.0",
+        }))
+    }
+
     /// Verifies an access token locally: RS256 only, signature by `kid`,
     /// `exp`/`nbf`, `aud`, `iss`, `tid`; then that the principal still
     /// exists, is enabled, and still holds the credential the token was
