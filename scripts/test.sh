@@ -16,6 +16,9 @@ install_system_packages() {
     python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
     # SoftHSM2: the PKCS#11 device of the HSM-tier tests.
     [[ -e /usr/lib/softhsm/libsofthsm2.so ]] && command -v softhsm2-util >/dev/null || missing+=(softhsm2)
+    # Headless browser of the device-code sign-in test.
+    command -v chromium >/dev/null || missing+=(chromium)
+    command -v chromedriver >/dev/null || missing+=(chromium-driver)
     if ((${#missing[@]})); then
         log "installing ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive

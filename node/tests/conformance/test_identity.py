@@ -11,16 +11,22 @@ Environment:
 
 import base64
 import datetime
+import hashlib
+import hmac
 import json
 import os
+import shutil
+import struct
 import time
 import uuid
+from urllib.parse import parse_qs, quote, urlparse
 
 import pytest
 import requests
 from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import (
     CertificateCredential,
+    DeviceCodeCredential,
     ClientAssertionCredential,
     ClientSecretCredential,
     DefaultAzureCredential,
@@ -261,3 +267,72 @@ def test_default_azure_credential_from_environment_alone(secret_name, monkeypatc
     monkeypatch.setenv("AZURE_CLIENT_SECRET", secret)
     monkeypatch.setenv("AZURE_AUTHORITY_HOST", NODES[0])
     read_with(DefaultAzureCredential(), secret_name)
+
+
+def totp_code(secret_b32, at=None):
+    """RFC 6238 (SHA-1, 6 digits, 30 s), as an authenticator app computes it."""
+    key = base64.b32decode(secret_b32 + "=" * (-len(secret_b32) % 8))
+    counter = int((time.time() if at is None else at) // 30)
+    mac = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
+    offset = mac[-1] & 0x0F
+    value = struct.unpack(">I", mac[offset : offset + 4])[0] & 0x7FFFFFFF
+    return f"{value % 1_000_000:06d}"
+
+
+def headless_chromium():
+    """Debian's chromium + chromedriver (scripts/test.sh installs them)."""
+    from selenium import webdriver
+
+    chromium = shutil.which("chromium")
+    driver = shutil.which("chromedriver")
+    assert chromium and driver, "install chromium and chromium-driver (scripts/test.sh does)"
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        # The nodes' certificates come from the test cluster's own CA.
+        "--ignore-certificate-errors",
+    ):
+        options.add_argument(arg)
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+
+
+def test_device_code_credential_with_password_and_totp_in_a_browser(tenant_id, secret_name):
+    from selenium.webdriver.common.by import By
+
+    _, client_id = new_app("device")
+    user = f"dev-{uuid.uuid4().hex[:8]}@contoso"
+    password = "correct horse battery staple"
+    admin("POST", "/users", {"name": user, "password": password})
+    enrolment = admin("POST", f"/users/{quote(user)}/mfa")
+    secret = parse_qs(urlparse(enrolment["otpauth_uri"]).query)["secret"][0]
+
+    browser = headless_chromium()
+    shown = {}
+
+    def play_the_user(verification_uri, user_code, expires_on):
+        shown["uri"] = verification_uri
+        browser.get(verification_uri)
+        browser.find_element(By.ID, "user_code").send_keys(user_code)
+        browser.find_element(By.ID, "username").send_keys(user)
+        browser.find_element(By.ID, "password").send_keys(password)
+        browser.find_element(By.ID, "otp").send_keys(totp_code(secret))
+        browser.find_element(By.ID, "submit").click()
+        assert "signed in" in browser.find_element(By.ID, "done").text
+
+    try:
+        cred = DeviceCodeCredential(
+            client_id=client_id,
+            tenant_id=tenant_id,
+            authority=NODES[0],
+            disable_instance_discovery=True,
+            prompt_callback=play_the_user,
+            connection_verify=CACERT,
+        )
+        read_with(cred, secret_name)
+    finally:
+        browser.quit()
+    assert shown["uri"] == f"{NODES[0]}/device"
