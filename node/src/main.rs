@@ -44,6 +44,14 @@ enum Command {
         #[command(subcommand)]
         command: cli::IdentityCommand,
     },
+    /// Serve the managed-identity protocol to workloads on this host,
+    /// signing in to the cluster with the machine certificate.
+    Agent {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: cli::AgentArgs,
+    },
     /// Load-test a cluster (or a comparison peer) and report throughput and latency.
     Bench {
         #[command(flatten)]
@@ -106,6 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Secret { client, command } => cli::run_secret(&client, command).await,
         Command::Identity { client, command } => cli::run_identity(&client, command).await,
+        Command::Agent { client, args } => cli::run_agent(&client, args).await,
         Command::Bench { client, args } => cli::run_bench(&client, args).await,
     }
 }

@@ -41,10 +41,13 @@ async fn run_pytest(file: &str, hsm: bool) {
         .env("COFFER_CACERT", &cluster.ca_path)
         .env("REQUESTS_CA_BUNDLE", &cluster.ca_path)
         .env("COFFER_NODE_URLS", nodes.join(","))
+        .env("COFFER_BIN", &binary)
         .env_remove("AZURE_TENANT_ID")
         .env_remove("AZURE_CLIENT_ID")
         .env_remove("AZURE_CLIENT_SECRET")
         .env_remove("AZURE_AUTHORITY_HOST")
+        .env_remove("IDENTITY_ENDPOINT")
+        .env_remove("IDENTITY_HEADER")
         .env("COFFER_HSM", if hsm { "1" } else { "0" })
         .output()
         .expect("running pytest");

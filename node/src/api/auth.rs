@@ -99,7 +99,7 @@ async fn verify_access_token(
         request_host(&req),
         members.iter().map(String::as_str),
     );
-    match auth.identity.verify(&token, &audience) {
+    match auth.identity.verify(&token, &audience).await {
         Ok(verified) => {
             req.extensions_mut().insert(Arc::new(verified));
             next.run(req).await

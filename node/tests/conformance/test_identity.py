@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import struct
+import subprocess
 import time
 import uuid
 from urllib.parse import parse_qs, quote, urlparse
@@ -27,6 +28,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import (
     CertificateCredential,
     DeviceCodeCredential,
+    ManagedIdentityCredential,
     ClientAssertionCredential,
     ClientSecretCredential,
     DefaultAzureCredential,
@@ -41,6 +43,7 @@ from cryptography.x509.oid import NameOID
 NODES = [u for u in os.environ.get("COFFER_NODE_URLS", "").split(",") if u]
 TOKEN = os.environ.get("COFFER_TOKEN")
 CACERT = os.environ.get("COFFER_CACERT")
+COFFER_BIN = os.environ.get("COFFER_BIN")
 
 pytestmark = pytest.mark.skipif(
     len(NODES) < 2 or not TOKEN,
@@ -336,3 +339,54 @@ def test_device_code_credential_with_password_and_totp_in_a_browser(tenant_id, s
     finally:
         browser.quit()
     assert shown["uri"] == f"{NODES[0]}/device"
+
+
+def test_managed_identity_credential_through_coffer_agent(tenant_id, secret_name, tmp_path, monkeypatch):
+    assert COFFER_BIN, "COFFER_BIN must name the coffer binary"
+    # The host's machine identity: an app with the machine certificate.
+    name, client_id = new_app("host")
+    key, cert = self_signed()
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    admin("POST", f"/apps/{name}/certificates", {"certificate": cert_pem.decode()})
+    (tmp_path / "machine.pem").write_bytes(cert_pem)
+    (tmp_path / "machine-key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    header_file = tmp_path / "identity-header"
+    agent = subprocess.Popen(
+        [
+            COFFER_BIN, "agent",
+            "--addr", NODES[0], "--ca-cert", CACERT,
+            "--tenant", tenant_id, "--client-id", client_id,
+            "--cert", str(tmp_path / "machine.pem"),
+            "--key", str(tmp_path / "machine-key.pem"),
+            "--header-file", str(header_file),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        endpoint = None
+        deadline = time.time() + 30
+        while endpoint is None and time.time() < deadline:
+            line = agent.stdout.readline()
+            assert line, f"the agent exited: {agent.wait()}"
+            if line.startswith("IDENTITY_ENDPOINT="):
+                endpoint = line.strip().split("=", 1)[1]
+        assert endpoint and endpoint.startswith("http://127.0.0.1:")
+        header = header_file.read_text()
+        assert oct(header_file.stat().st_mode & 0o777) == "0o600"
+        # Without the header value the agent refuses.
+        r = requests.get(endpoint, params={"api-version": "2019-08-01", "resource": "https://vault.azure.net"}, timeout=10)
+        assert r.status_code == 401 and "access_token" not in r.json()
+        monkeypatch.setenv("IDENTITY_ENDPOINT", endpoint)
+        monkeypatch.setenv("IDENTITY_HEADER", header)
+        # The workload's code: no secret, no configuration.
+        read_with(ManagedIdentityCredential(), secret_name)
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)

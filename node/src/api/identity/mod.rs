@@ -286,7 +286,8 @@ async fn token(
                 id.sign_in_with_secret(client_id, secret).await?
             } else if field("client_assertion_type") == Some(JWT_BEARER) {
                 let assertion = required("client_assertion")?.trim();
-                id.sign_in_with_assertion(&tenant, client_id, assertion)?
+                id.sign_in_with_assertion(&tenant, client_id, assertion)
+                    .await?
             } else {
                 return Err(OAuthError::invalid_request(
                     "client_credentials needs client_secret or a jwt-bearer client_assertion",

@@ -58,8 +58,12 @@ fn is_our_token_endpoint(aud: &str, tenant: &Tenant) -> bool {
 }
 
 impl IdentityEngine {
-    /// The enabled, unlocked application with `client_id`.
-    fn signing_in_app(&self, client_id: &str) -> Result<Principal, IdentityError> {
+    /// The enabled, unlocked application with `client_id`, read after a
+    /// fence: a sign-in must see the latest credentials and lockout state
+    /// whichever node it reaches (a token request per client and hour makes
+    /// the round trip cheap).
+    async fn signing_in_app(&self, client_id: &str) -> Result<Principal, IdentityError> {
+        self.store.read_fence().await?;
         let app = self
             .app_by_client_id(client_id)?
             .filter(|p| p.enabled && p.kind == Kind::App)
@@ -74,7 +78,7 @@ impl IdentityEngine {
         client_id: &str,
         secret: &str,
     ) -> Result<(Principal, Proof), IdentityError> {
-        let app = self.signing_in_app(client_id)?;
+        let app = self.signing_in_app(client_id).await?;
         let now = self.now();
         let matched = app
             .app
@@ -96,13 +100,13 @@ impl IdentityEngine {
     /// assertion when its `x5t` names one of the app's certificates,
     /// otherwise a federated token matched against the app's federated
     /// credentials.
-    pub fn sign_in_with_assertion(
+    pub async fn sign_in_with_assertion(
         &self,
         tenant: &Tenant,
         client_id: &str,
         assertion: &str,
     ) -> Result<(Principal, Proof), IdentityError> {
-        let app = self.signing_in_app(client_id)?;
+        let app = self.signing_in_app(client_id).await?;
         let data = app
             .app
             .as_ref()
@@ -159,6 +163,7 @@ impl IdentityEngine {
         code: Option<&str>,
     ) -> Result<(Principal, Proof), IdentityError> {
         let bad = || invalid_client("invalid user name or password");
+        self.store.read_fence().await?;
         let user = self
             .user_by_name(name)?
             .filter(|p| p.enabled)

@@ -197,6 +197,8 @@ impl IdentityEngine {
         let ukey = user_code_key(user_code);
         let now = self.now();
         let unknown = || IdentityError::NotFound("this code is unknown or expired".into());
+        // The code may have been handed out by another node a moment ago.
+        self.store.read_fence().await?;
         let dkey = self.store.get(&ukey)?.ok_or_else(unknown)?.value.to_vec();
         let pending: DeviceGrant = decode(&self.store.get(&dkey)?.ok_or_else(unknown)?.value)?;
         if pending.expires < now || pending.approved.is_some() {
@@ -242,6 +244,8 @@ impl IdentityEngine {
     ) -> Result<DevicePoll, IdentityError> {
         let dkey = device_key(device_code);
         let now = self.now();
+        // The approval may have been given on another node.
+        self.store.read_fence().await?;
         let Some(e) = self.store.get(&dkey)? else {
             return Err(invalid_grant("the device code is unknown, used or expired"));
         };

@@ -282,7 +282,7 @@ pub struct VerifiedToken {
 }
 
 /// Which audiences the verifying node accepts.
-pub trait Audience {
+pub trait Audience: Sync {
     /// Whether `aud` names this cluster.
     fn accepts(&self, aud: &str) -> bool;
 }
@@ -480,11 +480,32 @@ impl IdentityEngine {
         }))
     }
 
-    /// Verifies an access token locally: RS256 only, signature by `kid`,
-    /// `exp`/`nbf`, `aud`, `iss`, `tid`; then that the principal still
-    /// exists, is enabled, and still holds the credential the token was
-    /// obtained with.
-    pub fn verify(
+    /// Verifies an access token (see [`Self::verify_local`]). A refusal
+    /// that a lagging replica could cause — a signing key, tenant or
+    /// principal this node has not applied yet, though the issuing node had
+    /// committed it before minting — is re-checked once after a read fence,
+    /// so a token fresh from one node works at once on every other.
+    pub async fn verify(
+        &self,
+        token: &str,
+        audience: &dyn Audience,
+    ) -> Result<VerifiedToken, VerifyError> {
+        match self.verify_local(token, audience) {
+            Err(VerifyError::Rejected(
+                Rejected::UnknownKey | Rejected::Tenant | Rejected::Principal,
+            )) => {
+                self.store.read_fence().await.map_err(IdentityError::from)?;
+                self.verify_local(token, audience)
+            }
+            other => other,
+        }
+    }
+
+    /// Verifies an access token against this node's state: RS256 only,
+    /// signature by `kid`, `exp`/`nbf`, `aud`, `iss`, `tid`; then that the
+    /// principal still exists, is enabled, and still holds the credential
+    /// the token was obtained with.
+    pub fn verify_local(
         &self,
         token: &str,
         audience: &dyn Audience,

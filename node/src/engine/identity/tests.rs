@@ -23,6 +23,7 @@ impl Audience for AnyCoffer {
 
 struct Fixture {
     now: Arc<AtomicU64>,
+    store: Arc<MemStore>,
     id: IdentityEngine,
 }
 
@@ -33,6 +34,7 @@ fn fixture() -> Fixture {
     let clock: crate::engine::Clock = Arc::new(move || n.load(Ordering::SeqCst));
     Fixture {
         now,
+        store: store.clone(),
         id: IdentityEngine::with_clock(store, "contoso", clock),
     }
 }
@@ -146,7 +148,7 @@ async fn a_client_secret_token_verifies_until_the_secret_or_app_goes() {
     let f = fixture();
     let (app, client_id, secret) = app_with_secret(&f, "a").await;
     let token = token_for(&f, &client_id, &secret).await;
-    let v = f.id.verify(&token, &AnyCoffer).unwrap();
+    let v = f.id.verify_local(&token, &AnyCoffer).unwrap();
     assert_eq!(v.claims.oid, app.object_id);
     assert_eq!(v.claims.idtyp, "app");
     assert_eq!(v.claims.appidacr, "1");
@@ -160,17 +162,17 @@ async fn a_client_secret_token_verifies_until_the_secret_or_app_goes() {
 
     f.id.set_enabled(Kind::App, "a", false).await.unwrap();
     assert_eq!(
-        rejected(f.id.verify(&token, &AnyCoffer)),
+        rejected(f.id.verify_local(&token, &AnyCoffer)),
         Rejected::Principal
     );
     f.id.set_enabled(Kind::App, "a", true).await.unwrap();
-    assert!(f.id.verify(&token, &AnyCoffer).is_ok());
+    assert!(f.id.verify_local(&token, &AnyCoffer).is_ok());
 
     let stored = f.id.find(Kind::App, "a").await.unwrap();
     let sid = stored.app.unwrap().secrets[0].id.clone();
     f.id.remove_app_secret("a", &sid).await.unwrap();
     assert_eq!(
-        rejected(f.id.verify(&token, &AnyCoffer)),
+        rejected(f.id.verify_local(&token, &AnyCoffer)),
         Rejected::Principal
     );
     assert!(f.id.sign_in_with_secret(&client_id, &secret).await.is_err());
@@ -324,10 +326,10 @@ async fn bad_tokens_are_rejected_for_the_right_reason() {
         ),
     ];
     for (name, token, want) in cases {
-        let got = rejected(f.id.verify(&token, &AnyCoffer));
+        let got = rejected(f.id.verify_local(&token, &AnyCoffer));
         assert_eq!(got, want, "{name}");
     }
-    assert!(f.id.verify(&good, &AnyCoffer).is_ok());
+    assert!(f.id.verify_local(&good, &AnyCoffer).is_ok());
 }
 
 #[tokio::test]
@@ -345,7 +347,7 @@ async fn rotation_keeps_tokens_of_the_old_key_valid() {
             .map(|k| k.kid.unwrap())
             .collect();
     assert_eq!(kids, vec![k2.clone(), k1.clone()], "newest first, old kept");
-    assert!(f.id.verify(&old, &AnyCoffer).is_ok());
+    assert!(f.id.verify_local(&old, &AnyCoffer).is_ok());
     let new = token_for(&f, &client_id, &secret).await;
     let head = jsonwebtoken::decode_header(&new).unwrap();
     assert_eq!(head.kid.as_deref(), Some(k2.as_str()));
@@ -402,6 +404,7 @@ async fn certificate_assertions_sign_in_by_thumbprint() {
     let endpoint = format!("https://node2:9443/{}/oauth2/v2.0/token", tenant.name);
     let (p, proof) =
         f.id.sign_in_with_assertion(&tenant, &client_id, &assertion(&endpoint, &client_id))
+            .await
             .unwrap();
     assert_eq!(p.name, "c");
     assert_eq!(proof, Proof::Certificate(thumb.clone()));
@@ -410,7 +413,8 @@ async fn certificate_assertions_sign_in_by_thumbprint() {
         (endpoint.as_str(), "someone-else"),
     ] {
         assert!(matches!(
-            f.id.sign_in_with_assertion(&tenant, &client_id, &assertion(aud, iss)),
+            f.id.sign_in_with_assertion(&tenant, &client_id, &assertion(aud, iss))
+                .await,
             Err(IdentityError::InvalidCredentials(_))
         ));
     }
@@ -425,6 +429,7 @@ async fn certificate_assertions_sign_in_by_thumbprint() {
     assert!(f
         .id
         .sign_in_with_assertion(&tenant, &client_id, &forged)
+        .await
         .is_err());
 }
 
@@ -476,6 +481,7 @@ async fn federated_assertions_match_issuer_subject_audience_and_keys() {
             &client_id,
             &token("system:serviceaccount:ns:sa", "api://AzureADTokenExchange"),
         )
+        .await
         .unwrap();
     assert_eq!(p.name, "w");
     assert_eq!(proof, Proof::Federated("ci".into()));
@@ -489,6 +495,7 @@ async fn federated_assertions_match_issuer_subject_audience_and_keys() {
                 "api://AzureADTokenExchange"
             )
         )
+        .await
         .is_err());
     assert!(f
         .id
@@ -497,6 +504,7 @@ async fn federated_assertions_match_issuer_subject_audience_and_keys() {
             &client_id,
             &token("system:serviceaccount:ns:sa", "api://else")
         )
+        .await
         .is_err());
 }
 
@@ -553,4 +561,30 @@ async fn users_need_their_totp_code_once_it_is_enrolled_and_codes_are_single_use
     )
     .unwrap();
     assert!(!shown.contains(&secret));
+}
+
+#[tokio::test]
+async fn a_replica_that_lags_behind_the_issuer_fences_before_refusing() {
+    let f = fixture();
+    f.id.ensure_tenant().await.unwrap();
+    let before = f.store.snapshot();
+    let before_again = f.store.snapshot();
+    let (_, client_id, secret) = app_with_secret(&f, "a").await;
+    let token = token_for(&f, &client_id, &secret).await;
+    // This node has not applied the app (nor the first signing key) yet.
+    f.store.lag_behind(before);
+    assert_eq!(
+        rejected(f.id.verify_local(&token, &AnyCoffer)),
+        Rejected::UnknownKey
+    );
+    f.store.lag_behind(before_again);
+    let fences = f.store.fence_count();
+    assert!(f.id.verify(&token, &AnyCoffer).await.is_ok());
+    assert_eq!(f.store.fence_count(), fences + 1);
+    // A token of a deleted app is refused after the one fence.
+    f.id.delete(Kind::App, "a").await.unwrap();
+    assert!(matches!(
+        f.id.verify(&token, &AnyCoffer).await,
+        Err(VerifyError::Rejected(Rejected::Principal))
+    ));
 }
