@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use bytes::Bytes;
-use coffer_client::{Client, Request};
+use coffer_client::{Client, Request, Response};
 use jepsen_tests::cluster::{ClusterOptions, LocalCluster};
 use raw::*;
 use serde_json::{json, Value};
 
-/// Raw HTTP helpers on top of the project's client (no token of its own).
+/// HTTP helpers on top of the project's client, sending no token of their own.
 mod raw {
     use super::*;
 
@@ -43,23 +43,44 @@ mod raw {
         (resp.status.as_u16(), challenge)
     }
 
+    /// `POST {path}` with an `application/x-www-form-urlencoded` body.
+    pub async fn post_form(client: &Client, path: &str, form: &[(&str, &str)]) -> Response {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let mut req = Request::post(path).header(
+            "content-type".parse().unwrap(),
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        req.body = Some(Bytes::from(body));
+        client.send(req).await.unwrap()
+    }
+
     /// `POST /{tenant}/oauth2/v2.0/token` with a form: (status, JSON body).
     pub async fn token_request(
         client: &Client,
         tenant: &str,
         form: &[(&str, &str)],
     ) -> (u16, Value) {
-        let body: String = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
-        let mut req = Request::post(format!("/{tenant}/oauth2/v2.0/token")).header(
-            "content-type".parse().unwrap(),
-            "application/x-www-form-urlencoded".parse().unwrap(),
-        );
-        req.body = Some(Bytes::from(body));
-        let resp = client.send(req).await.unwrap();
+        let resp = post_form(client, &format!("/{tenant}/oauth2/v2.0/token"), form).await;
         (resp.status.as_u16(), resp.json().unwrap_or(Value::Null))
     }
+}
+
+/// An initialised 3-node cluster with the secret `hello` and a root client.
+async fn started() -> (LocalCluster, Client) {
+    let mut cluster = LocalCluster::start(&binary(), ClusterOptions::default()).unwrap();
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .unwrap();
+    cluster.init(leader, 3, 2).await.unwrap();
+    let root = cluster.client().unwrap();
+    root.secrets()
+        .set("hello", "world", &Default::default())
+        .await
+        .unwrap();
+    (cluster, root)
 }
 
 fn binary() -> PathBuf {
@@ -112,17 +133,7 @@ async fn eventually(client: &Client, token: &str, want: u16) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn issuer_tokens_work_across_nodes_and_bad_ones_get_the_challenge() {
-    let mut cluster = LocalCluster::start(&binary(), ClusterOptions::default()).unwrap();
-    let leader = cluster
-        .wait_for_leader(Duration::from_secs(20))
-        .await
-        .unwrap();
-    cluster.init(leader, 3, 2).await.unwrap();
-    let root = cluster.client().unwrap();
-    root.secrets()
-        .set("hello", "world", &Default::default())
-        .await
-        .unwrap();
+    let (mut cluster, root) = started().await;
 
     let tenant = admin(&root, "GET", "/tenant", None).await;
     let tid = tenant["id"].as_str().unwrap().to_owned();
@@ -321,19 +332,22 @@ fn jsonwebtoken_kid(token: &str) -> String {
 
 /// `POST /device` as the approval page's form would: (status, HTML).
 async fn approve_on_page(client: &Client, form: &[(&str, &str)]) -> (u16, String) {
-    let body: String = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form)
-        .finish();
-    let mut req = Request::post("/device").header(
-        "content-type".parse().unwrap(),
-        "application/x-www-form-urlencoded".parse().unwrap(),
-    );
-    req.body = Some(Bytes::from(body));
-    let resp = client.send(req).await.unwrap();
+    let resp = post_form(client, "/device", form).await;
     (
         resp.status.as_u16(),
         String::from_utf8_lossy(&resp.body).into_owned(),
     )
+}
+
+/// `POST /{tenant}/oauth2/v2.0/devicecode`.
+async fn start_device_flow(client: &Client, tid: &str, client_id: &str) -> Value {
+    let form = [
+        ("client_id", client_id),
+        ("scope", "https://vault.azure.net/.default"),
+    ];
+    let resp = post_form(client, &format!("/{tid}/oauth2/v2.0/devicecode"), &form).await;
+    assert_eq!(resp.status, 200);
+    resp.json().unwrap()
 }
 
 fn totp_now(secret: &str) -> String {
@@ -346,17 +360,7 @@ fn totp_now(secret: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn users_sign_in_with_password_device_code_totp_and_refresh_tokens() {
-    let mut cluster = LocalCluster::start(&binary(), ClusterOptions::default()).unwrap();
-    let leader = cluster
-        .wait_for_leader(Duration::from_secs(20))
-        .await
-        .unwrap();
-    cluster.init(leader, 3, 2).await.unwrap();
-    let root = cluster.client().unwrap();
-    root.secrets()
-        .set("hello", "world", &Default::default())
-        .await
-        .unwrap();
+    let (cluster, root) = started().await;
     let tid = admin(&root, "GET", "/tenant", None).await["id"]
         .as_str()
         .unwrap()
@@ -375,19 +379,16 @@ async fn users_sign_in_with_password_device_code_totp_and_refresh_tokens() {
     let b = anonymous(&cluster, 1);
     let scope = "https://vault.azure.net/.default offline_access openid profile";
 
+    let password_form = [
+        ("grant_type", "password"),
+        ("client_id", client_id.as_str()),
+        ("username", "alice@contoso"),
+        ("password", password),
+        ("scope", scope),
+    ];
+    let password_grant = || token_request(&a, &tid, &password_form);
     // Password grant without MFA: access, refresh and ID tokens.
-    let (status, body) = token_request(
-        &a,
-        &tid,
-        &[
-            ("grant_type", "password"),
-            ("client_id", &client_id),
-            ("username", "alice@contoso"),
-            ("password", password),
-            ("scope", scope),
-        ],
-    )
-    .await;
+    let (status, body) = password_grant().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["scope"], scope);
     let id_claims: Value = serde_json::from_slice(
@@ -448,18 +449,7 @@ async fn users_sign_in_with_password_device_code_totp_and_refresh_tokens() {
         .unwrap()
         .1
         .into_owned();
-    let (status, body) = token_request(
-        &a,
-        &tid,
-        &[
-            ("grant_type", "password"),
-            ("client_id", &client_id),
-            ("username", "alice@contoso"),
-            ("password", password),
-            ("scope", scope),
-        ],
-    )
-    .await;
+    let (status, body) = password_grant().await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("interaction_required")),
@@ -467,14 +457,7 @@ async fn users_sign_in_with_password_device_code_totp_and_refresh_tokens() {
     );
 
     // Device code: pending until approved on the page of another node.
-    let mut req = Request::post(format!("/{tid}/oauth2/v2.0/devicecode")).header(
-        "content-type".parse().unwrap(),
-        "application/x-www-form-urlencoded".parse().unwrap(),
-    );
-    req.body = Some(Bytes::from(format!(
-        "client_id={client_id}&scope=https%3A%2F%2Fvault.azure.net%2F.default"
-    )));
-    let flow: Value = a.send(req).await.unwrap().json().unwrap();
+    let flow = start_device_flow(&a, &tid, &client_id).await;
     let device_code = flow["device_code"].as_str().unwrap().to_owned();
     let user_code = flow["user_code"].as_str().unwrap().to_owned();
     assert!(flow["verification_uri"]
@@ -543,14 +526,7 @@ async fn users_sign_in_with_password_device_code_totp_and_refresh_tokens() {
     assert_eq!(status, 400);
 
     // The same TOTP code cannot approve a second device.
-    let mut req = Request::post(format!("/{tid}/oauth2/v2.0/devicecode")).header(
-        "content-type".parse().unwrap(),
-        "application/x-www-form-urlencoded".parse().unwrap(),
-    );
-    req.body = Some(Bytes::from(format!(
-        "client_id={client_id}&scope=https%3A%2F%2Fvault.azure.net%2F.default"
-    )));
-    let flow2: Value = a.send(req).await.unwrap().json().unwrap();
+    let flow2 = start_device_flow(&a, &tid, &client_id).await;
     let mut reused = right.clone();
     reused[0].1 = flow2["user_code"].as_str().unwrap();
     let (status, html) = approve_on_page(&b, &reused).await;
@@ -562,4 +538,93 @@ async fn users_sign_in_with_password_device_code_totp_and_refresh_tokens() {
     for i in 0..3 {
         eventually(&anonymous(&cluster, i), &user_token, 401).await;
     }
+}
+
+/// Runs `coffer identity …` against the cluster with the root token.
+fn cli(cluster: &LocalCluster, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(binary())
+        .arg("identity")
+        .args(args)
+        .env("COFFER_ADDR", cluster.nodes[0].url())
+        .env("COFFER_CACERT", &cluster.ca_path)
+        .env("COFFER_TOKEN", cluster.root_token.clone().unwrap())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_manages_principals_and_enrols_totp_with_a_qr_code() {
+    let (cluster, _) = started().await;
+
+    let (ok, out, err) = cli(&cluster, &["tenant"], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("tenant id") && out.contains("coffer"), "{out}");
+    let (ok, out, err) = cli(&cluster, &["app", "create", "billing"], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("client id"), "{out}");
+    let (ok, out, err) = cli(
+        &cluster,
+        &["app", "secret", "add", "billing", "--valid-days", "7"],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("cfs."), "the secret is shown once: {out}");
+    let (ok, out, _) = cli(&cluster, &["app", "list"], None);
+    assert!(
+        ok && out.contains("billing") && out.contains("client_id="),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&cluster, &["--json", "app", "show", "billing"], None);
+    assert!(ok);
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["app"]["secrets"][0]["hash"], "", "no verifier shown");
+
+    let (ok, _, err) = cli(
+        &cluster,
+        &["user", "create", "bob@contoso"],
+        Some("correct horse battery staple\n"),
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(
+        &cluster,
+        &["user", "create", "eve@contoso"],
+        Some("short\n"),
+    );
+    assert!(!ok && err.contains("12 to 1024"), "{err}");
+    let (ok, out, err) = cli(&cluster, &["user", "mfa", "enroll", "bob@contoso"], None);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("otpauth://totp/"), "{out}");
+    assert!(
+        out.contains('█') || out.contains('▀'),
+        "a QR code follows: {out}"
+    );
+    let (ok, out, _) = cli(&cluster, &["user", "show", "bob@contoso"], None);
+    assert!(ok && out.contains("mfa") && out.contains("true"), "{out}");
+    let (ok, _, _) = cli(&cluster, &["user", "disable", "bob@contoso"], None);
+    assert!(ok);
+    let (ok, out, _) = cli(&cluster, &["user", "list"], None);
+    assert!(ok && out.contains("disabled"), "{out}");
+    let (ok, _, _) = cli(&cluster, &["group", "create", "auditors"], None);
+    assert!(ok);
+    let (ok, _, _) = cli(&cluster, &["group", "delete", "auditors"], None);
+    assert!(ok);
+    let (ok, _, err) = cli(&cluster, &["group", "show", "auditors"], None);
+    assert!(!ok && err.contains("not found"), "{err}");
+    let (ok, out, _) = cli(&cluster, &["signing-key", "rotate"], None);
+    assert!(ok && out.contains("kid"), "{out}");
 }

@@ -305,6 +305,7 @@ def headless_chromium():
 
 def test_device_code_credential_with_password_and_totp_in_a_browser(tenant_id, secret_name):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     _, client_id = new_app("device")
     user = f"dev-{uuid.uuid4().hex[:8]}@contoso"
@@ -324,6 +325,12 @@ def test_device_code_credential_with_password_and_totp_in_a_browser(tenant_id, s
         browser.find_element(By.ID, "password").send_keys(password)
         browser.find_element(By.ID, "otp").send_keys(totp_code(secret))
         browser.find_element(By.ID, "submit").click()
+        # The answer is a new page: wait for it, success or error.
+        WebDriverWait(browser, 20).until(
+            lambda b: b.find_elements(By.ID, "done") or b.find_elements(By.ID, "error")
+        )
+        errors = browser.find_elements(By.ID, "error")
+        assert not errors, errors[0].text
         assert "signed in" in browser.find_element(By.ID, "done").text
 
     try:

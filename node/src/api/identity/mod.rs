@@ -198,14 +198,19 @@ fn our_tenant(state: &IssuerState, segment: &str) -> Result<Tenant, OAuthError> 
         .ok_or_else(|| OAuthError::invalid_request(format!("tenant {segment} is not served here")))
 }
 
+/// `https://{host}/{tenant id}`: the prefix of the tenant's URLs as seen
+/// by this client.
+fn tenant_base(headers: &HeaderMap, uri: &Uri, tenant: &Tenant) -> String {
+    format!("{}/{}", base_url(headers, uri), tenant.id)
+}
+
 async fn discovery(
     State(s): State<IssuerState>,
     Path(segment): Path<String>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, OAuthError> {
-    let tenant = our_tenant(&s, &segment)?;
-    let base = format!("{}/{}", base_url(&headers, &uri), tenant.id);
+    let base = tenant_base(&headers, &uri, &our_tenant(&s, &segment)?);
     Ok(Json(json!({
         "issuer": format!("{base}/v2.0"),
         "authorization_endpoint": format!("{base}/oauth2/v2.0/authorize"),
@@ -232,9 +237,11 @@ async fn jwks(
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, OAuthError> {
-    let tenant = our_tenant(&s, &segment)?;
+    let issuer = format!(
+        "{}/v2.0",
+        tenant_base(&headers, &uri, &our_tenant(&s, &segment)?)
+    );
     s.identity.ensure_signing_key().await?;
-    let issuer = format!("{}/{}/v2.0", base_url(&headers, &uri), tenant.id);
     let keys: Vec<serde_json::Value> = s
         .identity
         .jwks()?

@@ -48,6 +48,15 @@ fn req(client_id: &str) -> TokenRequest<'_> {
     }
 }
 
+/// A new app's client id.
+async fn new_app(f: &Fixture, name: &str) -> String {
+    let app =
+        f.id.create_principal(template(Kind::App, name))
+            .await
+            .unwrap();
+    app.app.unwrap().client_id
+}
+
 /// An app with one secret: (app, client id, secret).
 async fn app_with_secret(f: &Fixture, name: &str) -> (Principal, String, String) {
     let app =
@@ -376,11 +385,7 @@ fn rsa_cert() -> (String, Vec<u8>, Vec<u8>) {
 #[tokio::test]
 async fn certificate_assertions_sign_in_by_thumbprint() {
     let f = fixture();
-    let app =
-        f.id.create_principal(template(Kind::App, "c"))
-            .await
-            .unwrap();
-    let client_id = app.app.unwrap().client_id;
+    let client_id = new_app(&f, "c").await;
     let (pem, key, der) = rsa_cert();
     let thumb = f.id.add_app_certificate("c", &pem).await.unwrap();
     let sha1 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &der);
@@ -388,10 +393,8 @@ async fn certificate_assertions_sign_in_by_thumbprint() {
     let tenant = f.id.ensure_tenant().await.unwrap();
     // MSAL's form: padded x5t, float times, aud = the token endpoint.
     let x5t = base64::engine::general_purpose::URL_SAFE.encode(sha1.as_ref());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+    // The engine's clock; MSAL writes times as floats.
+    let now = T0 as f64;
     let assertion = |aud: &str, iss: &str| {
         compose_rs256(
             &key,
@@ -436,11 +439,7 @@ async fn certificate_assertions_sign_in_by_thumbprint() {
 #[tokio::test]
 async fn federated_assertions_match_issuer_subject_audience_and_keys() {
     let f = fixture();
-    let app =
-        f.id.create_principal(template(Kind::App, "w"))
-            .await
-            .unwrap();
-    let client_id = app.app.unwrap().client_id;
+    let client_id = new_app(&f, "w").await;
     let (_, key, _) = rsa_cert();
     let pair = aws_lc_rs::rsa::KeyPair::from_pkcs8(&key).unwrap();
     let public = aws_lc_rs::signature::KeyPair::public_key(&pair);
@@ -462,10 +461,7 @@ async fn federated_assertions_match_issuer_subject_audience_and_keys() {
     .await
     .unwrap();
     let tenant = f.id.ensure_tenant().await.unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = T0;
     let token = |sub: &str, aud: &str| {
         compose_rs256(
             &key,
