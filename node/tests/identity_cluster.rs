@@ -273,9 +273,10 @@ async fn issuer_tokens_work_across_nodes_and_bad_ones_get_the_challenge() {
         (400, Some("invalid_grant")),
         "{body}"
     );
-    // The live token is unaffected; the operator lifts nothing for apps:
-    // the lock expires by itself (30 s), so use a second app from here on.
+    // The live token is unaffected; the operator can lift the lock.
     eventually(&c, &token, 200).await;
+    admin(&root, "POST", "/apps/billing/unlock", None).await;
+    app_token(&c, &tid, &client_id, &secret_value).await;
 
     // Rotation keeps the live token and adds a key.
     admin(&root, "POST", "/signing-keys/rotate", None).await;

@@ -55,6 +55,11 @@ pub enum Lifecycle {
         /// Name or id.
         id: String,
     },
+    /// Lift a lockout after failed sign-ins (it also ends by itself).
+    Unlock {
+        /// Name or id.
+        id: String,
+    },
 }
 
 /// `coffer identity app …`.
@@ -158,11 +163,6 @@ pub enum UserCommand {
     /// Second factor.
     #[command(subcommand)]
     Mfa(MfaCommand),
-    /// Lift a lockout after failed sign-ins.
-    Unlock {
-        /// Name or id.
-        id: String,
-    },
     #[command(flatten)]
     Common(Lifecycle),
 }
@@ -296,10 +296,6 @@ pub async fn run_identity(args: &ClientArgs, cmd: IdentityCommand) -> anyhow::Re
             let req = Request::post(format!("{BASE}/users/{}/mfa", seg(&id)));
             (call(req).await?, Shown::Otpauth)
         }
-        IdentityCommand::User(UserCommand::Unlock { id }) => {
-            let req = Request::post(format!("{BASE}/users/{}/unlock", seg(&id)));
-            (call(req).await?, Shown::Done)
-        }
         IdentityCommand::User(UserCommand::Common(c)) => lifecycle(&call, "users", c).await?,
         IdentityCommand::Group(GroupCommand::Create { name, members }) => {
             let req = Request::post(format!("{BASE}/groups"))
@@ -355,6 +351,10 @@ where
             Shown::Principal,
         ),
         Lifecycle::Delete { id } => (call(Request::delete(one(&id))).await?, Shown::Done),
+        Lifecycle::Unlock { id } => (
+            call(Request::post(format!("{}/unlock", one(&id)))).await?,
+            Shown::Done,
+        ),
     })
 }
 

@@ -41,7 +41,7 @@ pub fn router(identity: Arc<IdentityEngine>) -> Router {
         .route("/v1/sys/identity/apps/{id}/federated", post(add_federated))
         .route("/v1/sys/identity/users/{id}/password", post(set_password))
         .route("/v1/sys/identity/users/{id}/mfa", post(enroll_mfa))
-        .route("/v1/sys/identity/users/{id}/unlock", post(unlock))
+        .route("/v1/sys/identity/{kind}/{id}/unlock", post(unlock))
         .with_state(identity)
 }
 
@@ -289,7 +289,10 @@ async fn enroll_mfa(State(id): State<Id>, Path(user): Path<String>) -> Result<Re
     Ok(Json(json!({ "otpauth_uri": uri })).into_response())
 }
 
-async fn unlock(State(id): State<Id>, Path(user): Path<String>) -> Result<Response, SysError> {
-    id.clear_lockout(&user).await?;
+async fn unlock(
+    State(id): State<Id>,
+    Path((k, name)): Path<(String, String)>,
+) -> Result<Response, SysError> {
+    id.clear_lockout(kind(&k)?, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -286,7 +286,7 @@ impl IdentityEngine {
             Ok(())
         })
         .await?;
-        self.clear_lockout(user).await
+        self.clear_lockout(Kind::User, user).await
     }
 
     /// Enrols (or re-enrols) TOTP for a user; returns the `otpauth://` URI,

@@ -118,9 +118,9 @@ impl IdentityEngine {
         Ok(())
     }
 
-    /// Unlocks a user by name or id (operator action, password reset).
-    pub async fn clear_lockout(&self, user: &str) -> Result<(), IdentityError> {
-        let p = self.find(Kind::User, user).await?;
+    /// Lifts a principal's lockout (operator action, password reset).
+    pub async fn clear_lockout(&self, kind: Kind, name_or_id: &str) -> Result<(), IdentityError> {
+        let p = self.find(kind, name_or_id).await?;
         self.record_success(&p.object_id).await
     }
 }
