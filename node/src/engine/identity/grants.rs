@@ -57,6 +57,13 @@ fn is_our_token_endpoint(aud: &str, tenant: &Tenant) -> bool {
         && segs[1..] == ["oauth2", "v2.0", "token"]
 }
 
+/// An Argon2id hash of nothing anyone knows, to verify against when the
+/// user does not exist.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| super::credentials::hash_password(&super::new_guid()).unwrap_or_default())
+}
+
 impl IdentityEngine {
     /// The enabled, unlocked application with `client_id`, read after a
     /// fence: a sign-in must see the latest credentials and lockout state
@@ -164,10 +171,12 @@ impl IdentityEngine {
     ) -> Result<(Principal, Proof), IdentityError> {
         let bad = || invalid_client("invalid user name or password");
         self.store.read_fence().await?;
-        let user = self
-            .user_by_name(name)?
-            .filter(|p| p.enabled)
-            .ok_or_else(bad)?;
+        let Some(user) = self.user_by_name(name)?.filter(|p| p.enabled) else {
+            // Spend the time of a real check, so response times do not tell
+            // which user names exist.
+            verify_password(dummy_hash(), password);
+            return Err(bad());
+        };
         self.check_not_locked(&user.object_id)?;
         let data = user.user.clone().ok_or_else(bad)?;
         if !verify_password(&data.password_hash, password) {
