@@ -351,6 +351,11 @@ async fn start_device_flow(client: &Client, tid: &str, client_id: &str) -> Value
     resp.json().unwrap()
 }
 
+/// The `claims` MSAL always sends, and with a step-up challenge merged in.
+const CP1: &str = r#"{"access_token":{"xms_cc":{"values":["CP1"]}}}"#;
+const STEP_UP: &str =
+    r#"{"access_token":{"xms_cc":{"values":["CP1"]},"acrs":{"essential":true,"value":"c1"}}}"#;
+
 fn totp_now(secret: &str) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -414,7 +419,7 @@ async fn users_sign_in_with_password_device_code_totp_and_refresh_tokens() {
 
     // Refresh tokens are single use.
     let refresh = body["refresh_token"].as_str().unwrap().to_owned();
-    let redeem = |rt: String| {
+    let redeem = |rt: String, claims: &'static str| {
         let b = b.clone();
         let tid = tid.clone();
         let client_id = client_id.clone();
@@ -427,15 +432,17 @@ async fn users_sign_in_with_password_device_code_totp_and_refresh_tokens() {
                     ("client_id", &client_id),
                     ("refresh_token", &rt),
                     ("scope", scope),
+                    ("claims", claims),
                 ],
             )
             .await
         }
     };
-    let (status, body) = redeem(refresh.clone()).await;
+    let (status, body) = redeem(refresh.clone(), CP1).await;
     assert_eq!(status, 200, "{body}");
-    assert!(body["refresh_token"].as_str().unwrap() != refresh);
-    let (status, body) = redeem(refresh).await;
+    let second = body["refresh_token"].as_str().unwrap().to_owned();
+    assert!(second != refresh);
+    let (status, body) = redeem(refresh, CP1).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_grant"))
@@ -525,6 +532,33 @@ async fn users_sign_in_with_password_device_code_totp_and_refresh_tokens() {
     // The device code is redeemed once.
     let (status, _) = poll().await;
     assert_eq!(status, 400);
+
+    // Step-up: a claims challenge naming an authentication context needs
+    // the second factor. The password-only session cannot satisfy it; the
+    // device session with TOTP can, and its token says so.
+    let (status, refused) = redeem(second, STEP_UP).await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("interaction_required")),
+        "{refused}"
+    );
+    let (status, stepped) =
+        redeem(body["refresh_token"].as_str().unwrap().to_owned(), STEP_UP).await;
+    assert_eq!(status, 200, "{stepped}");
+    let stepped_claims: Value = serde_json::from_slice(
+        &B64.decode(
+            stepped["access_token"]
+                .as_str()
+                .unwrap()
+                .split('.')
+                .nth(1)
+                .unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stepped_claims["acrs"], json!(["c1"]));
+    assert_eq!(stepped_claims["xms_cc"], json!(["cp1"]));
 
     // The same TOTP code cannot approve a second device.
     let flow2 = start_device_flow(&a, &tid, &client_id).await;

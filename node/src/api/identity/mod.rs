@@ -285,6 +285,7 @@ async fn token(
     let client_id = required("client_id")?;
     let grant = required("grant_type")?;
     let cp1 = wants_cp1(field("claims"));
+    let acrs = required_acrs(field("claims"));
     let id = &s.identity;
     let (principal, proof, audience) = match grant {
         "client_credentials" => {
@@ -345,6 +346,16 @@ async fn token(
             ))
         }
     };
+    // Step-up: every authentication context a claims challenge names needs
+    // the second factor; a sign-in without it must be redone interactively.
+    if !acrs.is_empty() && proof != (Proof::Password { mfa: true }) {
+        return Err(OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "interaction_required",
+            "the requested authentication context needs a second factor: sign in again with a \
+             verification code",
+        ));
+    }
     let base = base_url(&parts.headers, &parts.uri);
     let issued = id
         .issue(
@@ -356,6 +367,7 @@ async fn token(
                 audience: &audience,
                 client_id,
                 cp1,
+                acrs: &acrs,
             },
         )
         .await?;
@@ -485,12 +497,33 @@ fn scope_resource(scope: Option<&str>) -> Result<String, OAuthError> {
         .ok_or_else(invalid)
 }
 
+/// The `access_token` member of the `claims` parameter (JSON), if any.
+fn access_token_claims(claims: Option<&str>) -> serde_json::Value {
+    claims
+        .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+        .map(|v| v["access_token"].clone())
+        .unwrap_or_default()
+}
+
+/// The authentication contexts (`acrs`) a claims challenge asks for:
+/// `{"acrs":{"essential":true,"value":"c1"}}` or `"values":[…]`.
+fn required_acrs(claims: Option<&str>) -> Vec<String> {
+    let acrs = &access_token_claims(claims)["acrs"];
+    let values = acrs["value"].as_str().into_iter().chain(
+        acrs["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str()),
+    );
+    let mut out: Vec<String> = values.map(str::to_owned).collect();
+    out.dedup();
+    out
+}
+
 /// Whether the `claims` parameter announces the `CP1` client capability.
 fn wants_cp1(claims: Option<&str>) -> bool {
-    let Some(v) = claims.and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok()) else {
-        return false;
-    };
-    v["access_token"]["xms_cc"]["values"]
+    access_token_claims(claims)["xms_cc"]["values"]
         .as_array()
         .is_some_and(|a| {
             a.iter()
@@ -515,6 +548,22 @@ mod tests {
         );
         assert_eq!(r("openid profile"), None);
         assert!(scope_resource(None).is_err());
+    }
+
+    #[test]
+    fn step_up_contexts_are_read_from_the_claims_parameter() {
+        let challenge = r#"{"access_token":{"xms_cc":{"values":["CP1"]},"acrs":{"essential":true,"value":"c1"}}}"#;
+        assert_eq!(required_acrs(Some(challenge)), vec!["c1".to_owned()]);
+        assert_eq!(
+            required_acrs(Some(
+                r#"{"access_token":{"acrs":{"essential":true,"values":["c1","c2"]}}}"#
+            )),
+            vec!["c1".to_owned(), "c2".to_owned()]
+        );
+        assert!(
+            required_acrs(Some(r#"{"access_token":{"xms_cc":{"values":["CP1"]}}}"#)).is_empty()
+        );
+        assert!(required_acrs(None).is_empty());
     }
 
     #[test]

@@ -154,6 +154,9 @@ pub struct AccessClaims {
     /// User sign-in name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_username: Option<String>,
+    /// Satisfied authentication contexts (step-up).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acrs: Vec<String>,
     /// Client capabilities (`cp1` when the client asked for it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub xms_cc: Vec<String>,
@@ -223,6 +226,9 @@ pub struct TokenRequest<'a> {
     pub client_id: &'a str,
     /// The client announced the `cp1` capability.
     pub cp1: bool,
+    /// Authentication contexts the client asked for (step-up), already
+    /// checked as satisfied.
+    pub acrs: &'a [String],
 }
 
 /// An issued access token.
@@ -442,6 +448,7 @@ impl IdentityEngine {
             amr: proof.amr(),
             scp: user.then(|| "user_impersonation".to_owned()),
             preferred_username: user.then(|| principal.name.clone()),
+            acrs: req.acrs.to_vec(),
             xms_cc: if req.cp1 { vec!["cp1".into()] } else { vec![] },
             uti: URL_SAFE_NO_PAD.encode(new_guid()),
             ver: "2.0".into(),

@@ -45,6 +45,7 @@ fn req(client_id: &str) -> TokenRequest<'_> {
         audience: AUD,
         client_id,
         cp1: true,
+        acrs: &[],
     }
 }
 
