@@ -656,6 +656,29 @@ async fn the_cli_manages_principals_and_enrols_totp_with_a_qr_code() {
     assert!(ok && out.contains("disabled"), "{out}");
     let (ok, _, _) = cli(&cluster, &["group", "create", "auditors"], None);
     assert!(ok);
+    let (ok, out, _) = cli(&cluster, &["--json", "user", "show", "bob@contoso"], None);
+    assert!(ok);
+    let bob: Value = serde_json::from_str(&out).unwrap();
+    let bob_id = bob["object_id"].as_str().unwrap();
+    let (ok, out, err) = cli(&cluster, &["group", "add-member", "auditors", bob_id], None);
+    assert!(ok && out.contains(bob_id), "{out}{err}");
+    let (ok, _, err) = cli(
+        &cluster,
+        &[
+            "group",
+            "add-member",
+            "auditors",
+            "00000000-0000-0000-0000-000000000000",
+        ],
+        None,
+    );
+    assert!(!ok && err.contains("not found"), "{err}");
+    let (ok, out, _) = cli(
+        &cluster,
+        &["group", "remove-member", "auditors", bob_id],
+        None,
+    );
+    assert!(ok && !out.contains(bob_id), "{out}");
     let (ok, _, _) = cli(&cluster, &["group", "delete", "auditors"], None);
     assert!(ok);
     let (ok, _, err) = cli(&cluster, &["group", "show", "auditors"], None);

@@ -198,6 +198,20 @@ pub enum GroupCommand {
         #[arg(long = "member")]
         members: Vec<String>,
     },
+    /// Add a member (a principal's object id).
+    AddMember {
+        /// Group name or id.
+        group: String,
+        /// The member's object id.
+        member: String,
+    },
+    /// Remove a member.
+    RemoveMember {
+        /// Group name or id.
+        group: String,
+        /// The member's object id.
+        member: String,
+    },
     #[command(flatten)]
     Common(Lifecycle),
 }
@@ -302,6 +316,14 @@ pub async fn run_identity(args: &ClientArgs, cmd: IdentityCommand) -> anyhow::Re
                 .json(&json!({ "name": name, "members": members }))?;
             (call(req).await?, Shown::Principal)
         }
+        IdentityCommand::Group(GroupCommand::AddMember { group, member }) => {
+            let path = format!("{BASE}/groups/{}/members/{}", seg(&group), seg(&member));
+            (call(Request::put(path)).await?, Shown::Principal)
+        }
+        IdentityCommand::Group(GroupCommand::RemoveMember { group, member }) => {
+            let path = format!("{BASE}/groups/{}/members/{}", seg(&group), seg(&member));
+            (call(Request::delete(path)).await?, Shown::Principal)
+        }
         IdentityCommand::Group(GroupCommand::Common(c)) => lifecycle(&call, "groups", c).await?,
         IdentityCommand::SigningKey(SigningKeyCommand::List) => (
             call(Request::get(format!("{BASE}/signing-keys"))).await?,
@@ -392,6 +414,15 @@ fn show(v: &Value, shown: Shown) -> anyhow::Result<()> {
             }
             if let Some(user) = v.get("user") {
                 rows.push(("mfa", user["totp"].is_object().to_string()));
+            }
+            if let Some(group) = v.get("group") {
+                let members: Vec<&str> = group["members"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                rows.push(("members", members.join(", ")));
             }
             print_rows(&rows);
         }

@@ -39,6 +39,10 @@ pub fn router(identity: Arc<IdentityEngine>) -> Router {
             delete(remove_cert),
         )
         .route("/v1/sys/identity/apps/{id}/federated", post(add_federated))
+        .route(
+            "/v1/sys/identity/groups/{id}/members/{member}",
+            axum::routing::put(add_member).delete(remove_member),
+        )
         .route("/v1/sys/identity/users/{id}/password", post(set_password))
         .route("/v1/sys/identity/users/{id}/mfa", post(enroll_mfa))
         .route("/v1/sys/identity/{kind}/{id}/unlock", post(unlock))
@@ -295,4 +299,18 @@ async fn unlock(
 ) -> Result<Response, SysError> {
     id.clear_lockout(kind(&k)?, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn add_member(
+    State(id): State<Id>,
+    Path((group, member)): Path<(String, String)>,
+) -> Result<Response, SysError> {
+    Ok(Json(id.set_group_member(&group, &member, true).await?).into_response())
+}
+
+async fn remove_member(
+    State(id): State<Id>,
+    Path((group, member)): Path<(String, String)>,
+) -> Result<Response, SysError> {
+    Ok(Json(id.set_group_member(&group, &member, false).await?).into_response())
 }

@@ -359,6 +359,36 @@ impl IdentityEngine {
         .await
     }
 
+    /// Adds (`present`) or removes a member (any principal, by object id)
+    /// of a group; returns the group.
+    pub async fn set_group_member(
+        &self,
+        group: &str,
+        member: &str,
+        present: bool,
+    ) -> Result<Principal, IdentityError> {
+        let member = member.to_lowercase();
+        if present {
+            self.store.read_fence().await?;
+            if self.get_local(&member)?.is_none() {
+                return Err(IdentityError::NotFound(format!("principal {member}")));
+            }
+        }
+        self.update(Kind::Group, group, |p| {
+            let members = &mut p
+                .group
+                .as_mut()
+                .ok_or_else(|| IdentityError::BadRequest(format!("{} is not a group", p.name)))?
+                .members;
+            members.retain(|m| *m != member);
+            if present {
+                members.push(member.clone());
+            }
+            Ok(p.redacted())
+        })
+        .await
+    }
+
     /// Deletes a principal, its name (and client id) mapping and its
     /// lockout state.
     pub async fn delete(&self, kind: Kind, name_or_id: &str) -> Result<(), IdentityError> {
