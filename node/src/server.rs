@@ -12,16 +12,18 @@ use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
 use crate::api;
-use crate::cluster::{ClusterConfig, ClusterNode, ClusterStore};
+use crate::cluster::{cluster_store, ClusterConfig, ClusterNode};
 use crate::config::{Config, LimitsConfig, TlsConfig};
 use crate::crypto::hsm::HsmProvider;
 use crate::crypto::pkcs11::Pkcs11Hsm;
+use crate::engine::clock::now_secs;
 use crate::engine::keys::KeysEngine;
+use crate::engine::registry::Engines;
 use crate::engine::secrets::SecretsEngine;
 use crate::engine::store::Store;
 use crate::engine::vaults::VaultsEngine;
 use crate::files;
-use crate::operator::{now_ms, Operator, OperatorError};
+use crate::operator::{Operator, OperatorError};
 use crate::seal::SealManager;
 use crate::tls::{self, TlsMaterial};
 
@@ -41,8 +43,7 @@ pub struct Server {
     router: Router,
     api_tls: Arc<rustls::ServerConfig>,
     limits: LimitsConfig,
-    secrets: Arc<SecretsEngine>,
-    keys: Arc<KeysEngine>,
+    engines: Engines,
 }
 
 impl Server {
@@ -71,7 +72,7 @@ impl Server {
         let pkcs11 = open_hsm(config).await;
         let hsm: Option<Arc<dyn HsmProvider>> = pkcs11.clone().map(|p| p as Arc<dyn HsmProvider>);
         let seal = Arc::new(SealManager::new());
-        let store: Arc<dyn Store> = Arc::new(ClusterStore::new(node.clone(), seal.clone()));
+        let store: Arc<dyn Store> = Arc::new(cluster_store(node.clone(), seal.clone()));
         let vaults = Arc::new(VaultsEngine::new(store.clone()));
         let secrets = Arc::new(SecretsEngine::new(store.clone()));
         let identity = Arc::new(crate::engine::identity::IdentityEngine::new(
@@ -88,12 +89,13 @@ impl Server {
                 "TEST ONLY: rotation policy minimums lowered (unsafe_min_rotation_secs)"
             );
         }
+        let engines = Engines::new().with(secrets.clone()).with(keys.clone());
         let operator = Arc::new(Operator::new(
             node.clone(),
             seal,
             store,
             vaults.clone(),
-            keys.clone(),
+            engines.clone(),
             config.default_vault.clone(),
         ));
         let router = api::router(api::ApiConfig {
@@ -115,8 +117,7 @@ impl Server {
             router,
             api_tls,
             limits: config.limits.clone(),
-            secrets,
-            keys,
+            engines,
         })
     }
 
@@ -128,8 +129,7 @@ impl Server {
         tracing::info!(addr = %self.api_addr, "API listening");
         tokio::spawn(lifecycle_loop(
             self.operator.clone(),
-            self.secrets.clone(),
-            self.keys.clone(),
+            self.engines.clone(),
             self.lifecycle_interval,
         ));
         tokio::spawn(fail_stop(self.node.clone()));
@@ -204,30 +204,18 @@ async fn shutdown_signal() {
     }
 }
 
-/// The leader purges soft-deleted objects whose purge date has passed and
-/// carries out due key rotation policies.
-async fn lifecycle_loop(
-    operator: Arc<Operator>,
-    secrets: Arc<SecretsEngine>,
-    keys: Arc<KeysEngine>,
-    every: Duration,
-) {
+/// The leader runs every engine's periodic work: purging soft-deleted
+/// objects whose purge date has passed, due key rotation policies, ….
+async fn lifecycle_loop(operator: Arc<Operator>, engines: Engines, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         if operator.is_sealed() || !operator.node().status().is_leader {
             continue;
         }
-        let now = now_ms() / 1000;
-        log_done(
-            "purged soft-deleted secrets",
-            secrets.purge_expired(now).await,
-        );
-        log_done("purged soft-deleted keys", keys.purge_expired(now).await);
-        log_done(
-            "rotated keys by policy",
-            keys.run_rotation_policies(now).await,
-        );
+        for (what, result) in engines.leader_work(now_secs()).await {
+            log_done(what, result);
+        }
     }
 }
 

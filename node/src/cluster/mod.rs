@@ -4,8 +4,8 @@
 //! `raft-store` and one gRPC server (mutual TLS) with two services: `Raft`
 //! (peer replication) and `Forward` (a follower hands writes, read-index
 //! requests and membership changes to the leader). [`ClusterNode`] is the
-//! node-local handle; [`ClusterStore`] layers barrier encryption on top and
-//! implements the engines' [`Store`](crate::engine::store::Store).
+//! node-local handle; [`ClusterStore`] is the replicated raw store over it,
+//! and [`cluster_store`] puts the barrier layer on top for the engines.
 
 mod election;
 mod forward;
@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use forward::ForwardError;
 pub use node::ClusterNode;
-pub use store::ClusterStore;
+pub use store::{cluster_store, ClusterStore};
 
 /// Generated protobuf/gRPC code for `proto/cluster.proto`.
 pub mod pb {
