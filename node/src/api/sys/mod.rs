@@ -339,7 +339,7 @@ pub const OPERATOR_BODY_MAX_BYTES: usize = 4096;
 /// [`OPERATOR_BODY_MAX_BYTES`] (413 above) and only for
 /// `operator_body_timeout_secs` (408 after), not the data plane's 2 MB with
 /// no deadline.
-struct OperatorJson<T>(T);
+pub(crate) struct OperatorJson<T>(pub(crate) T);
 
 impl<S, T> FromRequest<S> for OperatorJson<T>
 where
