@@ -82,6 +82,13 @@ pub struct InitResponse {
     pub keys: Vec<String>,
     /// Initial root token.
     pub root_token: String,
+    /// Fingerprints of the OpenPGP keys the shares are encrypted to (empty:
+    /// the shares are in clear).
+    #[serde(default)]
+    pub pgp_fingerprints: Vec<String>,
+    /// Fingerprint of the key the root token is encrypted to.
+    #[serde(default)]
+    pub root_token_pgp_fingerprint: Option<String>,
 }
 
 impl fmt::Debug for InitResponse {
@@ -272,13 +279,13 @@ impl<'a> Sys<'a> {
         ok(self.any(req).await?).map(drop)
     }
 
-    async fn local(&self, req: Request) -> Result<Response, ClientError> {
+    pub(crate) async fn local(&self, req: Request) -> Result<Response, ClientError> {
         self.client
             .send_to(self.pinned.unwrap_or(0), self.with_id(req))
             .await
     }
 
-    async fn any(&self, req: Request) -> Result<Response, ClientError> {
+    pub(crate) async fn any(&self, req: Request) -> Result<Response, ClientError> {
         let req = self.with_id(req);
         match self.pinned {
             Some(idx) => self.client.send_to(idx, req).await,
@@ -294,7 +301,7 @@ impl<'a> Sys<'a> {
     }
 }
 
-fn ok(resp: Response) -> Result<Response, ClientError> {
+pub(crate) fn ok(resp: Response) -> Result<Response, ClientError> {
     resp.error_for_status()
 }
 

@@ -8,6 +8,7 @@
 //! ```
 
 pub mod bench;
+pub mod custody;
 pub mod hsm;
 pub mod operator;
 pub mod secret;
