@@ -16,6 +16,8 @@ install_system_packages() {
     python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
     # SoftHSM2: the PKCS#11 device of the HSM-tier tests.
     [[ -e /usr/lib/softhsm/libsofthsm2.so ]] && command -v softhsm2-util >/dev/null || missing+=(softhsm2)
+    # gpg: the custodians' OpenPGP client in the custody ceremony test.
+    command -v gpg >/dev/null || missing+=(gnupg)
     if ((${#missing[@]})); then
         log "installing ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive

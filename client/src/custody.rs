@@ -50,7 +50,7 @@ pub struct RekeyBody {
     #[serde(default)]
     pub complete: bool,
     /// The new shares (once, when the quorum is reached).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<String>,
 }
 

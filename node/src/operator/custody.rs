@@ -342,9 +342,9 @@ impl Operator {
         let stored = self.stored_seal()?;
         let delivery = match (otp, pgp_key) {
             (Some(otp), None) => Delivery::Otp(parse_otp(otp)?),
-            (None, Some(key)) => Delivery::Pgp(
+            (None, Some(key)) => Delivery::Pgp(Box::new(
                 CustodianKey::parse(key).map_err(|e| OperatorError::BadRequest(e.to_string()))?,
-            ),
+            )),
             _ => {
                 return Err(OperatorError::BadRequest(
                     "give exactly one of \"otp\" and \"pgp_key\"".into(),

@@ -12,7 +12,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::pgp::CustodianKey;
-use super::quorum::ShareQuorum;
+use super::quorum::{new_nonce, ShareQuorum};
 use super::shamir::Share;
 use super::{open_root_key, SealError, StoredSeal};
 
@@ -26,7 +26,7 @@ pub enum Delivery {
     /// XOR with this pad (kept by the initiator).
     Otp(Zeroizing<Vec<u8>>),
     /// Encrypted to this key.
-    Pgp(CustodianKey),
+    Pgp(Box<CustodianKey>),
 }
 
 /// Progress as reported to custodians.
@@ -50,6 +50,8 @@ pub struct GenerateRootStatus {
 pub struct GenerateRoot {
     delivery: Delivery,
     policy: String,
+    /// Fixed for the ceremony (a failed quorum starts the count over).
+    nonce: String,
     quorum: ShareQuorum,
 }
 
@@ -69,13 +71,14 @@ impl GenerateRoot {
         Self {
             delivery,
             policy: policy.to_string(),
+            nonce: new_nonce(),
             quorum: ShareQuorum::new(),
         }
     }
 
     /// The ceremony's nonce.
     pub fn nonce(&self) -> &str {
-        self.quorum.nonce()
+        &self.nonce
     }
 
     /// The policy the token will carry.
@@ -87,7 +90,7 @@ impl GenerateRoot {
     pub fn status(&self, stored: &StoredSeal) -> GenerateRootStatus {
         GenerateRootStatus {
             started: true,
-            nonce: Some(self.quorum.nonce().to_string()),
+            nonce: Some(self.nonce.clone()),
             progress: self.quorum.progress(),
             required: stored.config.threshold,
             policy: self.policy.clone(),
@@ -105,8 +108,8 @@ impl GenerateRoot {
         share: &str,
         stored: &StoredSeal,
     ) -> Result<GenerateRootStep, SealError> {
-        if self.quorum.nonce() != nonce.trim() {
-            return Err(SealError::InvalidConfig(
+        if self.nonce != nonce.trim() {
+            return Err(SealError::Ceremony(
                 "the nonce does not match the ceremony in progress on this node".into(),
             ));
         }
@@ -127,7 +130,7 @@ impl GenerateRoot {
                 .map(|x| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&*x)),
             Delivery::Pgp(key) => key
                 .encrypt(token.as_bytes())
-                .map_err(|e| SealError::InvalidConfig(e.to_string())),
+                .map_err(|e| SealError::Ceremony(e.to_string())),
         }
     }
 }
@@ -137,10 +140,10 @@ pub fn parse_otp(text: &str) -> Result<Zeroizing<Vec<u8>>, SealError> {
     let pad = Zeroizing::new(
         base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(text.trim())
-            .map_err(|_| SealError::InvalidConfig("the OTP is not base64url".into()))?,
+            .map_err(|_| SealError::Ceremony("the OTP is not base64url".into()))?,
     );
     if pad.len() != TOKEN_LEN {
-        return Err(SealError::InvalidConfig(format!(
+        return Err(SealError::Ceremony(format!(
             "the OTP must be {TOKEN_LEN} bytes, got {}",
             pad.len()
         )));
@@ -159,16 +162,16 @@ pub fn decode_otp(encoded: &str, otp: &str) -> Result<Zeroizing<String>, SealErr
     let pad = parse_otp(otp)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(encoded.trim())
-        .map_err(|_| SealError::InvalidConfig("the encoded token is not base64url".into()))?;
+        .map_err(|_| SealError::Ceremony("the encoded token is not base64url".into()))?;
     let plain = xor_otp(&bytes, &pad)?;
     String::from_utf8(plain.to_vec())
         .map(Zeroizing::new)
-        .map_err(|_| SealError::InvalidConfig("wrong OTP for this encoded token".into()))
+        .map_err(|_| SealError::Ceremony("wrong OTP for this encoded token".into()))
 }
 
 fn xor_otp(data: &[u8], pad: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
     if data.len() != pad.len() {
-        return Err(SealError::InvalidConfig(format!(
+        return Err(SealError::Ceremony(format!(
             "the token and the OTP differ in length ({} vs {} bytes)",
             data.len(),
             pad.len()
@@ -226,12 +229,19 @@ mod tests {
         g.submit(&nonce, &other.shares[0], &init.stored).unwrap();
         let err = g.submit(&nonce, &other.shares[1], &init.stored);
         assert!(matches!(err, Err(SealError::WrongShares)));
+        // The count starts over under the same nonce; the right shares work.
+        assert_eq!(g.status(&init.stored).progress, 0);
+        g.submit(&nonce, &init.shares[2], &init.stored).unwrap();
+        assert!(matches!(
+            g.submit(&nonce, &init.shares[0], &init.stored).unwrap(),
+            GenerateRootStep::Authorised
+        ));
     }
 
     #[test]
     fn pgp_delivery_and_bad_otps() {
         let key = CustodianKey::parse(crate::seal::pgp::tests::PUBLIC).unwrap();
-        let g = GenerateRoot::new(Delivery::Pgp(key), "root");
+        let g = GenerateRoot::new(Delivery::Pgp(Box::new(key)), "root");
         let armored = g.encode(TOKEN).unwrap();
         assert_eq!(crate::seal::pgp::tests::decrypt(&armored), TOKEN.as_bytes());
         assert!(parse_otp("short").is_err());

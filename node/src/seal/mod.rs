@@ -56,6 +56,10 @@ pub enum SealError {
     /// Ciphertext or a seal record failed to decode or authenticate.
     #[error("corrupt or unauthenticated data: {0}")]
     Corrupt(String),
+    /// A rekey or generate-root step does not fit the ceremony in progress
+    /// (wrong nonce, wrong phase, unusable OTP or key).
+    #[error("{0}")]
+    Ceremony(String),
     /// Share count / threshold outside `1 <= threshold <= shares <= 255`.
     #[error("invalid seal configuration: {0}")]
     InvalidConfig(String),

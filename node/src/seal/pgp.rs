@@ -117,7 +117,7 @@ impl CustodianKey {
         };
         result.map_err(|e| PgpError::Encrypt(e.to_string()))?;
         builder
-            .to_armored_string(&mut rng, ArmorOptions::default())
+            .to_armored_string(rng, ArmorOptions::default())
             .map_err(|e| PgpError::Encrypt(e.to_string()))
     }
 }

@@ -15,7 +15,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::pgp::CustodianKey;
-use super::quorum::ShareQuorum;
+use super::quorum::{new_nonce, ShareQuorum};
 use super::shamir::Share;
 use super::{new_unseal_key, open_root_key, SealConfig, SealError, StoredSeal};
 
@@ -101,12 +101,16 @@ pub enum RekeyStep {
 /// A rekey in progress.
 pub struct Rekey {
     request: RekeyRequest,
+    /// Fixed for the ceremony (a failed quorum starts the count over, not
+    /// the ceremony).
+    nonce: String,
     quorum: ShareQuorum,
     pending: Option<Pending>,
 }
 
 struct Pending {
     commit: RekeyCommit,
+    nonce: String,
     verify: ShareQuorum,
 }
 
@@ -117,7 +121,7 @@ impl Rekey {
         if !request.pgp_keys.is_empty()
             && request.pgp_keys.len() != usize::from(request.config.shares)
         {
-            return Err(SealError::InvalidConfig(format!(
+            return Err(SealError::Ceremony(format!(
                 "{} OpenPGP keys for {} shares",
                 request.pgp_keys.len(),
                 request.config.shares
@@ -125,6 +129,7 @@ impl Rekey {
         }
         Ok(Self {
             request,
+            nonce: new_nonce(),
             quorum: ShareQuorum::new(),
             pending: None,
         })
@@ -132,20 +137,20 @@ impl Rekey {
 
     /// The ceremony's nonce.
     pub fn nonce(&self) -> &str {
-        self.quorum.nonce()
+        &self.nonce
     }
 
     /// Progress, given the current seal configuration.
     pub fn status(&self, current: &SealConfig) -> RekeyStatus {
         RekeyStatus {
             started: true,
-            nonce: Some(self.quorum.nonce().to_string()),
+            nonce: Some(self.nonce.clone()),
             progress: self.quorum.progress(),
             required: current.threshold,
             n: self.request.config.shares,
             t: self.request.config.threshold,
             verification_required: self.request.verify,
-            verification_nonce: self.pending.as_ref().map(|p| p.verify.nonce().to_string()),
+            verification_nonce: self.pending.as_ref().map(|p| p.nonce.clone()),
             verification_progress: self.pending.as_ref().map_or(0, |p| p.verify.progress()),
             pgp_fingerprints: self
                 .request
@@ -165,9 +170,9 @@ impl Rekey {
         stored: &StoredSeal,
         root_revision: u64,
     ) -> Result<RekeyStep, SealError> {
-        check_nonce(self.quorum.nonce(), nonce)?;
+        check_nonce(&self.nonce, nonce)?;
         if self.pending.is_some() {
-            return Err(SealError::InvalidConfig(
+            return Err(SealError::Ceremony(
                 "the new shares were already issued; the new holders verify them now".into(),
             ));
         }
@@ -198,9 +203,13 @@ impl Rekey {
             };
             return Ok(RekeyStep::Done(commit, shares));
         }
-        let verify = ShareQuorum::new();
-        let verification_nonce = Some(verify.nonce().to_string());
-        self.pending = Some(Pending { commit, verify });
+        let pending = Pending {
+            commit,
+            nonce: new_nonce(),
+            verify: ShareQuorum::new(),
+        };
+        let verification_nonce = Some(pending.nonce.clone());
+        self.pending = Some(pending);
         Ok(RekeyStep::AwaitVerification(NewShares {
             keys,
             pgp_fingerprints,
@@ -212,11 +221,11 @@ impl Rekey {
     /// verification nonce).
     pub fn verify(&mut self, nonce: &str, share: &str) -> Result<RekeyStep, SealError> {
         let Some(pending) = self.pending.as_mut() else {
-            return Err(SealError::InvalidConfig(
+            return Err(SealError::Ceremony(
                 "no new shares await verification on this node".into(),
             ));
         };
-        check_nonce(pending.verify.nonce(), nonce)?;
+        check_nonce(&pending.nonce, nonce)?;
         let share = Share::parse(share)?;
         let threshold = pending.commit.stored.config.threshold;
         let opened = match pending.verify.add(share, threshold)? {
@@ -251,7 +260,7 @@ pub fn encrypt_shares(
         .map(|(text, key)| {
             key.encrypt(text.as_bytes())
                 .map(Zeroizing::new)
-                .map_err(|e| SealError::InvalidConfig(e.to_string()))
+                .map_err(|e| SealError::Ceremony(e.to_string()))
         })
         .collect()
 }
@@ -260,7 +269,7 @@ fn check_nonce(expected: &str, given: &str) -> Result<(), SealError> {
     if expected == given.trim() {
         Ok(())
     } else {
-        Err(SealError::InvalidConfig(
+        Err(SealError::Ceremony(
             "the nonce does not match the ceremony in progress on this node".into(),
         ))
     }
