@@ -182,15 +182,7 @@ impl Operator {
         // whose shares nobody received.
         let delivered = keys.deliver(material.shares.clone(), new_token())?;
         let txn = init_txn(&material.stored, &material.barrier, &delivered.token)?;
-        let response = self
-            .node
-            .propose(Request {
-                request_id: None,
-                time_ms: now_ms(),
-                txn,
-            })
-            .await?;
-        if !response.succeeded {
+        if !self.propose_raw(txn).await? {
             return Err(OperatorError::AlreadyInitialized);
         }
         self.seal.unseal_with(&material);
@@ -208,6 +200,17 @@ impl Operator {
                 OperatorError::BadRequest(format!("creating the default vault failed: {e}"))
             })?;
         Ok(delivered.result)
+    }
+
+    /// Proposes a transaction of raw (not barrier-encrypted) seal records
+    /// through Raft; whether its comparisons held.
+    async fn propose_raw(&self, txn: Txn) -> Result<bool, OperatorError> {
+        let request = Request {
+            request_id: None,
+            time_ms: now_ms(),
+            txn,
+        };
+        Ok(self.node.propose(request).await?.succeeded)
     }
 
     /// The seal records as replicated to this node.
@@ -256,12 +259,7 @@ impl Operator {
             mutations: vec![put(KEYRING_KEY, record.clone())],
             result: Vec::new(),
         };
-        let request = Request {
-            request_id: None,
-            time_ms: now_ms(),
-            txn,
-        };
-        if !self.node.propose(request).await?.succeeded {
+        if !self.propose_raw(txn).await? {
             return Err(OperatorError::BadRequest(
                 "a concurrent keyring rotation won; retry".into(),
             ));

@@ -8,7 +8,7 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use raft_store::{Compare, Mutation, Request, Txn};
+use raft_store::{Compare, Mutation, Txn};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -312,12 +312,7 @@ impl Operator {
             ],
             result: Vec::new(),
         };
-        let request = Request {
-            request_id: None,
-            time_ms: now_ms(),
-            txn,
-        };
-        if !self.node.propose(request).await?.succeeded {
+        if !self.propose_raw(txn).await? {
             return Err(OperatorError::BadRequest(
                 "the seal changed during the rekey (another rekey finished first); start again"
                     .into(),
