@@ -355,6 +355,33 @@ async fn pgp_init_rekey_with_verification_generate_root_and_revoke() {
         .unwrap();
     assert_eq!(read.value.as_deref(), Some("kept-through-rekey"));
 
+    // A ceremony is cancelled only with its nonce; then another may start.
+    let started = ok_json(
+        operator(&cluster, follower, None, &["generate-root", "init"]),
+        "generate-root init",
+    );
+    let first_nonce = started["status"]["nonce"].as_str().unwrap().to_string();
+    assert!(
+        !operator(&cluster, follower, None, &["generate-root", "init"])
+            .status
+            .success()
+    );
+    assert!(!operator(
+        &cluster,
+        follower,
+        None,
+        &["generate-root", "cancel", "--nonce", "x"]
+    )
+    .status
+    .success());
+    let out = operator(
+        &cluster,
+        follower,
+        None,
+        &["generate-root", "cancel", "--nonce", &first_nonce],
+    );
+    assert!(out.status.success());
+
     // Generate-root with an OTP and a quorum of the new shares.
     let init = ok_json(
         operator(&cluster, follower, None, &["generate-root", "init"]),

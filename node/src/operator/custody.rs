@@ -196,18 +196,7 @@ impl Operator {
 
     /// Cancels the rekey in progress (the nonce proves the caller knows which).
     pub fn rekey_cancel(&self, nonce: &str) -> Result<(), OperatorError> {
-        let mut slot = lock(&self.ceremonies.rekey);
-        match slot.as_ref() {
-            Some(r) if r.nonce() == nonce.trim() => {
-                *slot = None;
-                tracing::info!(event = "rekey.cancelled", "rekey cancelled");
-                Ok(())
-            }
-            Some(_) => Err(OperatorError::BadRequest(
-                "the nonce does not match the rekey in progress".into(),
-            )),
-            None => Err(OperatorError::BadRequest("no rekey is in progress".into())),
-        }
+        cancel(&self.ceremonies.rekey, nonce, Rekey::nonce, "rekey")
     }
 
     /// Submits one current share to the rekey. Once the quorum is in, the
@@ -375,20 +364,12 @@ impl Operator {
 
     /// Cancels generate-root (the nonce proves which).
     pub fn generate_root_cancel(&self, nonce: &str) -> Result<(), OperatorError> {
-        let mut slot = lock(&self.ceremonies.generate_root);
-        match slot.as_ref() {
-            Some(g) if g.nonce() == nonce.trim() => {
-                *slot = None;
-                tracing::info!(event = "generate_root.cancelled", "generate-root cancelled");
-                Ok(())
-            }
-            Some(_) => Err(OperatorError::BadRequest(
-                "the nonce does not match the generate-root in progress".into(),
-            )),
-            None => Err(OperatorError::BadRequest(
-                "no generate-root is in progress".into(),
-            )),
-        }
+        cancel(
+            &self.ceremonies.generate_root,
+            nonce,
+            GenerateRoot::nonce,
+            "generate-root",
+        )
     }
 
     /// Submits one unseal share; at the quorum a new token is created
@@ -520,6 +501,33 @@ impl Operator {
             tracing::info!(event = "root_token.revoked", accessor = %a, "root token revoked");
         }
         Ok(targets)
+    }
+}
+
+/// Ends the ceremony in `slot` if `nonce` is its nonce.
+fn cancel<T>(
+    slot: &Mutex<Option<T>>,
+    nonce: &str,
+    nonce_of: fn(&T) -> &str,
+    what: &str,
+) -> Result<(), OperatorError> {
+    let mut slot = lock(slot);
+    match slot.as_ref() {
+        Some(c) if nonce_of(c) == nonce.trim() => {
+            *slot = None;
+            tracing::info!(
+                event = "ceremony.cancelled",
+                ceremony = what,
+                "{what} cancelled"
+            );
+            Ok(())
+        }
+        Some(_) => Err(OperatorError::BadRequest(format!(
+            "the nonce does not match the {what} in progress"
+        ))),
+        None => Err(OperatorError::BadRequest(format!(
+            "no {what} is in progress"
+        ))),
     }
 }
 
