@@ -223,6 +223,17 @@ impl Sys<'_> {
         ok(self.local(req).await?).map(drop)
     }
 
+    /// `POST /v1/sys/rotate`: a new keyring term (data key) through Raft;
+    /// returns the new term.
+    pub async fn rotate(&self) -> Result<u32, ClientError> {
+        #[derive(Deserialize)]
+        struct Term {
+            term: u32,
+        }
+        let t: Term = ok(self.any(Request::post("/v1/sys/rotate")).await?)?.json()?;
+        Ok(t.term)
+    }
+
     /// `GET /v1/sys/root-tokens`.
     pub async fn root_tokens(&self) -> Result<Vec<RootToken>, ClientError> {
         let list: RootTokens = ok(self.any(Request::get("/v1/sys/root-tokens")).await?)?.json()?;

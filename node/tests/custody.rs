@@ -346,6 +346,12 @@ async fn pgp_init_rekey_with_verification_generate_root_and_revoke() {
         );
     }
     cluster.shares = new_shares.clone();
+    // The data key rotates without custodians; old values stay readable.
+    let rotated = ok_json(
+        operator(&cluster, leader, Some(&initial_root), &["rotate"]),
+        "rotate",
+    );
+    assert_eq!(rotated["term"], 2);
     let read = cluster
         .node_client(other)
         .unwrap()

@@ -34,6 +34,9 @@ pub enum OperatorCommand {
     Rekey(super::custody::RekeyArgs),
     /// Generate a new root token from a quorum of unseal shares.
     GenerateRoot(super::custody::GenerateRootArgs),
+    /// Rotate the data key: new writes use a new keyring term (replicated);
+    /// old terms stay for reading. Needs no custodian.
+    Rotate,
     /// Root tokens: list, revoke.
     #[command(subcommand)]
     Root(super::custody::RootCommand),
@@ -178,6 +181,14 @@ pub async fn run_operator(args: &ClientArgs, cmd: OperatorCommand) -> anyhow::Re
             super::custody::run_generate_root(&sys, g, json).await?
         }
         OperatorCommand::Root(cmd) => super::custody::run_root(&sys, cmd, json).await?,
+        OperatorCommand::Rotate => {
+            let term = sys.rotate().await?;
+            if json {
+                print_json(&json!({ "term": term }))?;
+            } else {
+                println!("Keyring rotated: new writes use term {term}.");
+            }
+        }
         OperatorCommand::Unseal { reset: true, .. } => {
             show_seal_status(&sys.unseal_reset().await?, json)?;
         }
