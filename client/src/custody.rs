@@ -234,6 +234,25 @@ impl Sys<'_> {
         Ok(t.term)
     }
 
+    /// `GET /v1/sys/snapshot`: streams a consistent snapshot into `sink`,
+    /// reporting `progress(received, total)`; returns the index it covers.
+    pub async fn snapshot_save(
+        &self,
+        sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+        progress: impl FnMut(u64, Option<u64>),
+    ) -> Result<u64, ClientError> {
+        let resp = self
+            .download_local(Request::get("/v1/sys/snapshot"), sink, progress)
+            .await?;
+        let resp = ok(resp)?;
+        Ok(resp
+            .headers
+            .get("x-coffer-snapshot-index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
     /// `GET /v1/sys/root-tokens`.
     pub async fn root_tokens(&self) -> Result<Vec<RootToken>, ClientError> {
         let list: RootTokens = ok(self.any(Request::get("/v1/sys/root-tokens")).await?)?.json()?;

@@ -285,6 +285,17 @@ impl<'a> Sys<'a> {
             .await
     }
 
+    pub(crate) async fn download_local(
+        &self,
+        req: Request,
+        sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+        progress: impl FnMut(u64, Option<u64>),
+    ) -> Result<Response, ClientError> {
+        self.client
+            .download_to(self.pinned.unwrap_or(0), self.with_id(req), sink, progress)
+            .await
+    }
+
     pub(crate) async fn any(&self, req: Request) -> Result<Response, ClientError> {
         let req = self.with_id(req);
         match self.pinned {

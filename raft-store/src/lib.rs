@@ -29,7 +29,7 @@ pub use error::{ErrorKind, StorageError};
 pub use log_store::LogStore;
 pub use repair::{local_repair_possible, repair_state_from_snapshot, LocalRepair, RepairReport};
 pub use snapshot::{
-    verify_snapshot_file, SnapshotHeader, SnapshotSummary, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC,
+    inspect_snapshot_file, rewrite_snapshot, verify_snapshot_file, SnapshotHeader, SnapshotSummary, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC,
 };
 pub use state_machine::{AppliedState, StateMachineStore, DEFAULT_DEDUP_WINDOW_MS};
 pub use types::*;

@@ -12,6 +12,7 @@ pub mod custody;
 pub mod hsm;
 pub mod operator;
 pub mod secret;
+pub mod snapshot;
 pub mod tls;
 
 use std::path::PathBuf;

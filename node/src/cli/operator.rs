@@ -37,6 +37,9 @@ pub enum OperatorCommand {
     /// Rotate the data key: new writes use a new keyring term (replicated);
     /// old terms stay for reading. Needs no custodian.
     Rotate,
+    /// Snapshots: save (consistent, checksummed, still encrypted), inspect.
+    #[command(subcommand)]
+    Snapshot(super::snapshot::SnapshotCommand),
     /// Root tokens: list, revoke.
     #[command(subcommand)]
     Root(super::custody::RootCommand),
@@ -139,6 +142,19 @@ pub async fn run_operator(args: &ClientArgs, cmd: OperatorCommand) -> anyhow::Re
         println!("{done}");
         return Ok(());
     }
+    // Inspecting a snapshot file needs no node and no key; restoring one
+    // works on a node that is not running.
+    match &cmd {
+        OperatorCommand::Snapshot(super::snapshot::SnapshotCommand::Inspect { file }) => {
+            let info = super::snapshot::inspect(file)?;
+            return super::snapshot::show(&info, args.json_output());
+        }
+        OperatorCommand::Snapshot(super::snapshot::SnapshotCommand::Restore { file, config }) => {
+            println!("{}", super::snapshot::restore(file, config)?);
+            return Ok(());
+        }
+        _ => {}
+    }
     let client = args.client()?;
     let sys = client.sys();
     let json = args.json_output();
@@ -181,6 +197,7 @@ pub async fn run_operator(args: &ClientArgs, cmd: OperatorCommand) -> anyhow::Re
             super::custody::run_generate_root(&sys, g, json).await?
         }
         OperatorCommand::Root(cmd) => super::custody::run_root(&sys, cmd, json).await?,
+        OperatorCommand::Snapshot(cmd) => super::snapshot::run_snapshot(&sys, cmd, json).await?,
         OperatorCommand::Rotate => {
             let term = sys.rotate().await?;
             if json {

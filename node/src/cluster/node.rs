@@ -241,6 +241,36 @@ impl ClusterNode {
         Ok((digest, before, self.sm.applied_index()))
     }
 
+    /// A snapshot file of this node covering every write committed before
+    /// the call (ReadIndex fence, then a snapshot at or after the applied
+    /// index, built if needed): what `operator snapshot save` streams. The
+    /// values in it are barrier ciphertext, as in the state.
+    pub async fn backup_snapshot(&self) -> Result<std::path::PathBuf, ClusterError> {
+        self.read_fence()
+            .await
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        let index = self.sm.applied_index();
+        super::integrity::snapshot_covering(&self.raft, &self.sm, index)
+            .await
+            .map_err(|s| ClusterError::Unavailable(s.message().to_string()))
+    }
+
+    /// The node's data directory.
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// The state's additive digest right after `index` was applied (`None`:
+    /// the index is no longer among the recent ones kept), or the current
+    /// one without an index. Equal on members at equal indexes, and equal to
+    /// the `kv_digest` of a snapshot file at that index.
+    pub fn state_digest(&self, index: Option<u64>) -> Option<raft_store::StateDigest> {
+        match index {
+            Some(i) => self.sm.digest_at(i),
+            None => Some(self.sm.digest()),
+        }
+    }
+
     /// Reads one key from the local state machine (no fence, no decryption).
     pub fn get_raw(&self, key: &[u8]) -> Result<Option<Versioned>, StoreError> {
         self.sm.get(key).map_err(|e| self.storage_error(e))

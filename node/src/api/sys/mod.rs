@@ -3,6 +3,7 @@
 
 pub mod custody;
 pub mod hsm;
+pub mod snapshot;
 
 use std::sync::Arc;
 
@@ -64,6 +65,7 @@ pub fn protected_router(state: SysState) -> Router {
         )
         .merge(hsm::router())
         .merge(custody::protected_router())
+        .merge(snapshot::protected_router())
         .with_state(state)
 }
 
@@ -255,15 +257,32 @@ async fn peers(State(s): State<SysState>) -> Result<Response, SysError> {
     Ok(peers_body(s.operator.node().peers().await?))
 }
 
-/// State-machine digest of this node, for replica comparison in tests.
-async fn digest(State(s): State<SysState>) -> Result<Response, SysError> {
-    let (digest, before, after) = s
-        .operator
-        .node()
+#[derive(Deserialize)]
+struct DigestQuery {
+    /// Also report the additive state digest right after this index.
+    index: Option<u64>,
+}
+
+/// State-machine digest of this node, for replica comparison in tests:
+/// the ordered digest of the current state, and the additive digest (the
+/// one snapshot files carry) now or at `?index=`.
+async fn digest(
+    State(s): State<SysState>,
+    axum::extract::Query(q): axum::extract::Query<DigestQuery>,
+) -> Result<Response, SysError> {
+    let node = s.operator.node();
+    let (digest, before, after) = node
         .digest()
         .map_err(|e| SysError(store_status(&e), e.to_string()))?;
     let stable = before == after;
-    Ok(Json(json!({ "digest": digest, "applied_index": after, "stable": stable })).into_response())
+    let state = node.state_digest(q.index);
+    Ok(Json(json!({
+        "digest": digest,
+        "applied_index": after,
+        "stable": stable,
+        "state_digest": state,
+    }))
+    .into_response())
 }
 
 /// Repairs this node's damaged state from the leader's snapshot: fetched,
