@@ -41,6 +41,24 @@ pub struct HealthBody {
     pub cluster_id: Option<String>,
     /// Why the node cannot serve (storage failure, no leader contact, lag).
     pub problems: Vec<String>,
+    /// Automated snapshots taken by this node as leader, if any ran.
+    pub snapshots: Option<AutoSnapshots>,
+}
+
+/// What the automated snapshots of a node did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AutoSnapshots {
+    /// The last file written.
+    pub last_file: Option<String>,
+    /// Its log index.
+    pub last_index: Option<u64>,
+    /// When (Unix ms).
+    pub last_success_unix_ms: Option<u64>,
+    /// The last failure, if after the last success.
+    pub last_error: Option<String>,
+    /// When (Unix ms).
+    pub last_error_unix_ms: Option<u64>,
 }
 
 /// Health answer: 200 leader, 429 standby, 501 not initialised, 503 sealed.

@@ -103,6 +103,10 @@ pub struct Health {
     /// Why this node is unfit to serve (empty when healthy): a stopped Raft
     /// core, failed storage, no leader contact, lag beyond the limit.
     pub problems: Vec<String>,
+    /// The automated snapshots this node took as leader (absent: none ran
+    /// here). A failure shows here, not as a problem: the node still serves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<crate::cluster::snapshot_file::AutoSnapshotStatus>,
 }
 
 /// Operator actions against this node.
@@ -322,6 +326,7 @@ impl Operator {
             version: env!("CARGO_PKG_VERSION"),
             cluster_id: self.node.cluster_id(),
             problems: self.node.problems(),
+            snapshots: Some(self.node.auto_snapshot_status()).filter(|s| *s != Default::default()),
         })
     }
 

@@ -43,6 +43,7 @@ pub struct Server {
     limits: LimitsConfig,
     secrets: Arc<SecretsEngine>,
     keys: Arc<KeysEngine>,
+    snapshots: Option<crate::cluster::snapshot_file::SnapshotsConfig>,
 }
 
 impl Server {
@@ -112,6 +113,7 @@ impl Server {
             limits: config.limits.clone(),
             secrets,
             keys,
+            snapshots: config.snapshots.clone(),
         })
     }
 
@@ -131,6 +133,12 @@ impl Server {
         tokio::spawn(restart_for_repair(self.node.clone()));
         let node = self.node.clone();
         tokio::spawn(async move { node.auto_repair().await });
+        if let Some(cfg) = self.snapshots.clone() {
+            tokio::spawn(crate::cluster::snapshot_file::auto_snapshot_loop(
+                self.node.clone(),
+                cfg,
+            ));
+        }
         crate::listener::serve(
             listener,
             self.api_tls.clone(),
@@ -307,6 +315,7 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
         hsm: None,
         raft: Default::default(),
         limits: LimitsConfig::default(),
+        snapshots: None,
     };
     let server = Server::start(&config).await?;
     wait_for_leader(&server.node).await?;

@@ -261,3 +261,101 @@ fn restore(cluster: &LocalCluster, i: usize, file: &Path) -> Output {
         .output()
         .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn automated_snapshots_by_the_leader_are_atomic_pruned_and_failures_shown() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("backups");
+    let options = ClusterOptions {
+        // Appended after the `[raft]` lines: a section of its own.
+        raft_section: Some(format!(
+            "\n[snapshots]\ninterval_secs = 1\nretain = 2\ndir = {:?}",
+            dir.display().to_string()
+        )),
+        ..ClusterOptions::default()
+    };
+    let mut cluster = LocalCluster::start(&binary(), options).unwrap();
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .unwrap();
+    cluster.init(leader, 1, 1).await.unwrap();
+    let client = cluster.client().unwrap();
+    // One "automated snapshot written" event in the leader's log a round.
+    let rounds = |cluster: &LocalCluster| {
+        cluster
+            .log(leader)
+            .matches("automated snapshot written")
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    while rounds(&cluster) < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than 4 automated snapshots in 30 s"
+        );
+        client
+            .secrets()
+            .set(&format!("s{n}"), "v", &SetOptions::default())
+            .await
+            .unwrap();
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    // Pruned to `retain`, no temporary left, each one verified and written
+    // by the leader (the followers take none).
+    let snaps: Vec<&PathBuf> = files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "snap"))
+        .collect();
+    assert!(
+        snaps.len() <= 2 && !snaps.is_empty(),
+        "{files:?} after {} rounds",
+        rounds(&cluster)
+    );
+    // At most one temporary: the round that may be copying right now.
+    let temporaries = files
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+        .count();
+    assert!(temporaries <= 1, "{files:?}");
+    for snap in &snaps {
+        let info = ok_json(inspect(&cluster, snap), "inspect");
+        assert_eq!(info["node_id"], leader as u64 + 1, "{}", snap.display());
+    }
+    let status = ok_json(operator(&cluster, leader, &["status"]), "status");
+    let auto = &status["health"]["body"]["snapshots"];
+    assert!(auto["last_file"].is_string(), "{status}");
+    assert!(auto["last_error"].is_null(), "{status}");
+    for i in (0..3).filter(|&i| i != leader) {
+        let status = ok_json(operator(&cluster, i, &["status"]), "status");
+        assert!(status["health"]["body"]["snapshots"].is_null(), "{status}");
+    }
+
+    // The directory becomes unusable: the failure shows in the status.
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::write(&dir, b"not a directory").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = ok_json(operator(&cluster, leader, &["status"]), "status");
+        if status["health"]["body"]["snapshots"]["last_error"].is_string() {
+            // Health stays as it was: a failed backup does not stop serving.
+            assert!(
+                status["health"]["body"]["problems"]
+                    .as_array()
+                    .unwrap()
+                    .is_empty(),
+                "{status}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failure reported: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -386,6 +386,18 @@ fn show_status(seal: &SealStatusBody, health: &Health, json: bool) -> anyhow::Re
         ("Applied Index", opt(h.applied_index)),
         ("Version", h.version.clone().unwrap_or_else(|| "-".into())),
     ]);
+    if let Some(snap) = &h.snapshots {
+        rows.push((
+            "Auto Snapshot",
+            match (&snap.last_file, snap.last_index) {
+                (Some(file), Some(index)) => format!("index {index}: {file}"),
+                _ => "none yet".into(),
+            },
+        ));
+        if let Some(e) = &snap.last_error {
+            rows.push(("Auto Snapshot Error", e.clone()));
+        }
+    }
     print_rows(&rows);
     Ok(())
 }

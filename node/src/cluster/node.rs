@@ -43,6 +43,8 @@ pub struct ClusterNode {
     identity: Arc<IdentityFile>,
     flag: Arc<CorruptFlag>,
     data_dir: std::path::PathBuf,
+    /// Outcome of the automated snapshots this node took (as leader).
+    pub(crate) auto_snapshots: Mutex<super::snapshot_file::AutoSnapshotStatus>,
     restart: tokio::sync::Notify,
     contact: Arc<LeaderContact>,
     tuning: RaftTuning,
@@ -137,6 +139,7 @@ impl ClusterNode {
             identity,
             flag,
             data_dir: cfg.data_dir.clone(),
+            auto_snapshots: Mutex::default(),
             restart: tokio::sync::Notify::new(),
             contact,
             tuning: cfg.tuning,

@@ -103,3 +103,169 @@ pub fn restore_offline(config: &Config, snapshot: &Path) -> Result<String, Clust
         data_dir.display()
     ))
 }
+
+/// `[snapshots]`: automated snapshots, taken by the leader only.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotsConfig {
+    /// Seconds between two snapshots.
+    #[serde(default = "default_interval")]
+    pub interval_secs: u64,
+    /// How many snapshot files to keep in `dir` (the oldest go first).
+    #[serde(default = "default_retain")]
+    pub retain: usize,
+    /// Where the files go (created if missing); best on another disk.
+    pub dir: PathBuf,
+}
+
+fn default_interval() -> u64 {
+    3600
+}
+
+fn default_retain() -> usize {
+    24
+}
+
+/// What the last automated snapshots did, as `operator status` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AutoSnapshotStatus {
+    /// The last file written.
+    pub last_file: Option<String>,
+    /// Its log index.
+    pub last_index: Option<u64>,
+    /// When it was written (Unix ms).
+    pub last_success_unix_ms: Option<u64>,
+    /// The last failure, if it came after the last success.
+    pub last_error: Option<String>,
+    /// When it happened (Unix ms).
+    pub last_error_unix_ms: Option<u64>,
+}
+
+/// Prefix and extension of automated snapshot files; the name sorts by
+/// index, then time, so pruning keeps the newest.
+const AUTO_PREFIX: &str = "coffer-";
+const AUTO_EXT: &str = "snap";
+
+impl ClusterNode {
+    /// What the automated snapshots did (empty when none ran here).
+    pub fn auto_snapshot_status(&self) -> AutoSnapshotStatus {
+        self.auto_snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn record_auto_snapshot(&self, outcome: Result<(PathBuf, u64), String>) {
+        let mut st = self
+            .auto_snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = crate::operator::now_ms();
+        match outcome {
+            Ok((path, index)) => {
+                st.last_file = Some(path.display().to_string());
+                st.last_index = Some(index);
+                st.last_success_unix_ms = Some(now);
+                st.last_error = None;
+                st.last_error_unix_ms = None;
+            }
+            Err(e) => {
+                st.last_error = Some(e);
+                st.last_error_unix_ms = Some(now);
+            }
+        }
+    }
+}
+
+/// Every `interval_secs`, on the leader only: a labelled snapshot written
+/// into `dir` atomically (temporary name, fsync, rename, fsync of the
+/// directory), then the oldest files beyond `retain` removed. Failures are
+/// logged and shown by `operator status`; the next round tries again.
+pub async fn auto_snapshot_loop(node: std::sync::Arc<ClusterNode>, cfg: SnapshotsConfig) {
+    let interval = std::time::Duration::from_secs(cfg.interval_secs.max(1));
+    loop {
+        tokio::time::sleep(interval).await;
+        if !node.status().is_leader {
+            continue;
+        }
+        let outcome = take_auto_snapshot(&node, &cfg).await;
+        match &outcome {
+            Ok((path, index)) => tracing::info!(
+                event = "snapshot.auto",
+                index,
+                file = %path.display(),
+                "automated snapshot written"
+            ),
+            Err(e) => tracing::error!(
+                event = "snapshot.auto_failed",
+                error = %e,
+                dir = %cfg.dir.display(),
+                "automated snapshot failed"
+            ),
+        }
+        node.record_auto_snapshot(outcome);
+    }
+}
+
+async fn take_auto_snapshot(
+    node: &ClusterNode,
+    cfg: &SnapshotsConfig,
+) -> Result<(PathBuf, u64), String> {
+    let labelled = node.labelled_backup().await.map_err(|e| e.to_string())?;
+    let dir = cfg.dir.clone();
+    let retain = cfg.retain.max(1);
+    let result = tokio::task::spawn_blocking(move || publish(&labelled, &dir, retain))
+        .await
+        .map_err(|e| format!("snapshot task: {e}"))?;
+    result.map_err(|e| e.to_string())
+}
+
+/// Copies `labelled` into `dir` under its final name atomically, removes
+/// `labelled`, and prunes. Returns the new file and its index.
+fn publish(labelled: &Path, dir: &Path, retain: usize) -> std::io::Result<(PathBuf, u64)> {
+    let copied: std::io::Result<(PathBuf, u64)> = (|| {
+        let summary = raft_store::verify_snapshot_file(labelled)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        std::fs::create_dir_all(dir)?;
+        let name = format!(
+            "{AUTO_PREFIX}{:020}-{:020}.{AUTO_EXT}",
+            summary.index(),
+            crate::operator::now_ms()
+        );
+        let tmp = dir.join(format!("{name}.tmp"));
+        let dst = dir.join(&name);
+        // A copy, not a rename: `dir` is usually on another filesystem.
+        std::fs::copy(labelled, &tmp)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &dst)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok((dst, summary.index()))
+    })();
+    let _ = std::fs::remove_file(labelled);
+    let done = copied?;
+    prune(dir, retain)?;
+    Ok(done)
+}
+
+/// Removes the oldest automated snapshot files beyond `retain` (and
+/// temporary files left by an interrupted round).
+fn prune(dir: &Path, retain: usize) -> std::io::Result<()> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(AUTO_PREFIX) {
+            continue;
+        }
+        if name.ends_with(&format!(".{AUTO_EXT}")) {
+            files.push(name);
+        } else if name.ends_with(&format!(".{AUTO_EXT}.tmp")) {
+            let _ = std::fs::remove_file(dir.join(&name));
+        }
+    }
+    files.sort();
+    let excess = files.len().saturating_sub(retain);
+    for name in &files[..excess] {
+        std::fs::remove_file(dir.join(name))?;
+    }
+    Ok(())
+}
