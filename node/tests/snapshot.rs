@@ -359,3 +359,118 @@ async fn automated_snapshots_by_the_leader_are_atomic_pruned_and_failures_shown(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_quorum_raft_recover_on_the_survivor_serves_all_its_data() {
+    let work = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(&binary(), ClusterOptions::default()).unwrap();
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .unwrap();
+    cluster.init(leader, 1, 1).await.unwrap();
+    let client = cluster.client().unwrap();
+    let names: Vec<String> = (0..40).map(|i| format!("kept-{i}")).collect();
+    for name in &names {
+        client
+            .secrets()
+            .set(name, &format!("value of {name}"), &SetOptions::default())
+            .await
+            .unwrap();
+    }
+    // The survivor is a follower that has applied everything.
+    let survivor = (leader + 1) % 3;
+    let commit = cluster
+        .node_client(leader)
+        .unwrap()
+        .sys()
+        .health()
+        .await
+        .unwrap()
+        .body
+        .commit_index
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = cluster
+            .node_client(survivor)
+            .unwrap()
+            .sys()
+            .health()
+            .await
+            .unwrap();
+        if h.body.applied_index.unwrap_or(0) >= commit {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the survivor does not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Two of three destroyed; the survivor alone cannot elect a leader.
+    let killed = Instant::now();
+    for i in (0..3).filter(|&i| i != survivor) {
+        cluster.kill(i);
+    }
+    cluster.stop(survivor).unwrap();
+    let node = &cluster.nodes[survivor];
+    let peers = work.path().join("peers.json");
+    std::fs::write(
+        &peers,
+        serde_json::json!([{
+            "node_id": node.id,
+            "api_addr": node.api_addr,
+            "cluster_addr": node.cluster_addr,
+        }])
+        .to_string(),
+    )
+    .unwrap();
+    // A peers file without this node is refused.
+    let other = serde_json::json!([{"node_id": 99, "api_addr": "x:1", "cluster_addr": "x:2"}]);
+    let wrong = work.path().join("wrong.json");
+    std::fs::write(&wrong, other.to_string()).unwrap();
+    let recover = |peers: &Path| {
+        Command::new(binary())
+            .args(["operator", "raft", "recover", "--peers"])
+            .arg(peers)
+            .arg("--config")
+            .arg(cluster.config_path(survivor))
+            .output()
+            .unwrap()
+    };
+    assert!(!recover(&wrong).status.success());
+    let out = recover(&peers);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WARNING"));
+
+    cluster.restart(survivor).unwrap();
+    let new_leader = cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(new_leader, survivor);
+    cluster.unseal(survivor).await.unwrap();
+    let client = cluster.node_client(survivor).unwrap();
+    client
+        .secrets()
+        .set("after-recovery", "yes", &SetOptions::default())
+        .await
+        .unwrap();
+    eprintln!(
+        "lost quorum: kill → recover → first write on the survivor in {:?}",
+        killed.elapsed()
+    );
+    for name in &names {
+        let got = client.secrets().get(name, None).await.unwrap();
+        assert_eq!(
+            got.value.as_deref(),
+            Some(format!("value of {name}").as_str())
+        );
+    }
+    let peers = client.sys().peers().await.unwrap();
+    assert_eq!(peers.peers.len(), 1, "{peers:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("membership of node"));
+}

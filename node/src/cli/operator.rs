@@ -86,6 +86,18 @@ pub enum RaftCommand {
         #[arg(long)]
         cluster_addr: String,
     },
+    /// Lost quorum, offline: make the surviving nodes listed in --peers the
+    /// whole membership. Run it on every survivor (stopped), then start
+    /// them. Entries the lost majority never committed may become committed.
+    Recover {
+        /// JSON array of {"node_id","api_addr","cluster_addr"}: every
+        /// survivor, this node included.
+        #[arg(long)]
+        peers: std::path::PathBuf,
+        /// The stopped node's config file.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
     /// Remove a node.
     Remove {
         /// Id of the node to remove.
@@ -154,6 +166,17 @@ pub async fn run_operator(args: &ClientArgs, cmd: OperatorCommand) -> anyhow::Re
             return Ok(());
         }
         _ => {}
+    }
+    if let OperatorCommand::Raft(RaftCommand::Recover { peers, config }) = &cmd {
+        eprintln!("WARNING: lost-quorum recovery rewrites this node's Raft membership.");
+        eprintln!("WARNING: run it only when a majority of the members is gone for good;");
+        eprintln!("WARNING: destroyed members must never come back with their old data.");
+        let config = crate::config::Config::load(config)?;
+        println!(
+            "{}",
+            crate::cluster::recover::recover_offline(&config, peers)?
+        );
+        return Ok(());
     }
     let client = args.client()?;
     let sys = client.sys();
@@ -244,6 +267,9 @@ async fn run_raft(
         RaftCommand::Repair { .. } => {
             println!("{}", sys.repair().await?);
             return Ok(());
+        }
+        RaftCommand::Recover { .. } => {
+            bail!("raft recover runs offline (it is handled before any API call)")
         }
         RaftCommand::ListPeers => sys.peers().await?,
         RaftCommand::Join {

@@ -16,6 +16,7 @@ mod membership;
 mod network;
 mod node;
 mod read_index;
+pub mod recover;
 pub mod snapshot_file;
 mod store;
 
