@@ -23,6 +23,8 @@ install_system_packages() {
     # Headless browser of the device-code sign-in test.
     command -v chromium >/dev/null || missing+=(chromium)
     command -v chromedriver >/dev/null || missing+=(chromium-driver)
+    # gpg: the custodians' OpenPGP client in the custody ceremony test.
+    command -v gpg >/dev/null || missing+=(gnupg)
     if ((${#missing[@]})); then
         log "installing ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive

@@ -14,6 +14,7 @@
 //! ```
 
 mod config;
+pub mod custody;
 mod error;
 pub mod load;
 pub mod secrets;

@@ -41,6 +41,24 @@ pub struct HealthBody {
     pub cluster_id: Option<String>,
     /// Why the node cannot serve (storage failure, no leader contact, lag).
     pub problems: Vec<String>,
+    /// Automated snapshots taken by this node as leader, if any ran.
+    pub snapshots: Option<AutoSnapshots>,
+}
+
+/// What the automated snapshots of a node did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AutoSnapshots {
+    /// The last file written.
+    pub last_file: Option<String>,
+    /// Its log index.
+    pub last_index: Option<u64>,
+    /// When (Unix ms).
+    pub last_success_unix_ms: Option<u64>,
+    /// The last failure, if after the last success.
+    pub last_error: Option<String>,
+    /// When (Unix ms).
+    pub last_error_unix_ms: Option<u64>,
 }
 
 /// Health answer: 200 leader, 429 standby, 501 not initialised, 503 sealed.
@@ -82,6 +100,13 @@ pub struct InitResponse {
     pub keys: Vec<String>,
     /// Initial root token.
     pub root_token: String,
+    /// Fingerprints of the OpenPGP keys the shares are encrypted to (empty:
+    /// the shares are in clear).
+    #[serde(default)]
+    pub pgp_fingerprints: Vec<String>,
+    /// Fingerprint of the key the root token is encrypted to.
+    #[serde(default)]
+    pub root_token_pgp_fingerprint: Option<String>,
 }
 
 impl fmt::Debug for InitResponse {
@@ -272,13 +297,24 @@ impl<'a> Sys<'a> {
         ok(self.any(req).await?).map(drop)
     }
 
-    async fn local(&self, req: Request) -> Result<Response, ClientError> {
+    pub(crate) async fn local(&self, req: Request) -> Result<Response, ClientError> {
         self.client
             .send_to(self.pinned.unwrap_or(0), self.with_id(req))
             .await
     }
 
-    async fn any(&self, req: Request) -> Result<Response, ClientError> {
+    pub(crate) async fn download_local(
+        &self,
+        req: Request,
+        sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+        progress: impl FnMut(u64, Option<u64>),
+    ) -> Result<Response, ClientError> {
+        self.client
+            .download_to(self.pinned.unwrap_or(0), self.with_id(req), sink, progress)
+            .await
+    }
+
+    pub(crate) async fn any(&self, req: Request) -> Result<Response, ClientError> {
         let req = self.with_id(req);
         match self.pinned {
             Some(idx) => self.client.send_to(idx, req).await,
@@ -294,7 +330,7 @@ impl<'a> Sys<'a> {
     }
 }
 
-fn ok(resp: Response) -> Result<Response, ClientError> {
+pub(crate) fn ok(resp: Response) -> Result<Response, ClientError> {
     resp.error_for_status()
 }
 

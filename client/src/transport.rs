@@ -233,6 +233,83 @@ impl Client {
         self.attempt(endpoint, &req, &id).await
     }
 
+    /// Sends `req` to one node and hands a successful (2xx) body to `sink`
+    /// chunk by chunk, calling `progress(received, content_length)` after
+    /// each — for downloads too large to hold in memory (snapshots). The
+    /// client's timeout applies to the answer's head and to each chunk, not
+    /// to the whole body. A non-2xx answer is returned with its body (for
+    /// the error message) and nothing reaches `sink`.
+    pub async fn download_to(
+        &self,
+        endpoint: usize,
+        req: Request,
+        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+        mut progress: impl FnMut(u64, Option<u64>),
+    ) -> Result<Response, ClientError> {
+        let url = self
+            .inner
+            .endpoints
+            .get(endpoint)
+            .ok_or_else(|| ClientError::Config(format!("endpoint index {endpoint} out of range")))?
+            .clone();
+        let id = request_id_for(&req);
+        let timeout = self.inner.timeout;
+        let timed_out = || ClientError::Timeout {
+            endpoint: url.clone(),
+            timeout,
+        };
+        let failed = |message: String| ClientError::Connect {
+            endpoint: url.clone(),
+            message,
+        };
+        let http_req = self.build(&url, &req, &id)?;
+        let resp = tokio::time::timeout(timeout, self.inner.http.request(http_req))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| failed(error_chain(&e)))?;
+        let (parts, mut body) = resp.into_parts();
+        let mut kept = Vec::new();
+        if parts.status.is_success() {
+            let total = parts
+                .headers
+                .get(hyper::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            let mut received = 0u64;
+            while let Some(frame) = tokio::time::timeout(timeout, body.frame())
+                .await
+                .map_err(|_| timed_out())?
+            {
+                let frame = frame.map_err(|e| failed(error_chain(&e)))?;
+                if let Some(data) = frame.data_ref() {
+                    sink(data).map_err(|e| failed(format!("writing the download: {e}")))?;
+                    received += data.len() as u64;
+                    progress(received, total);
+                }
+            }
+            if total.is_some_and(|t| t != received) {
+                return Err(failed(format!(
+                    "the download ended after {received} bytes of {}",
+                    total.unwrap_or(0)
+                )));
+            }
+        } else {
+            kept = tokio::time::timeout(timeout, body.collect())
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| failed(error_chain(&e)))?
+                .to_bytes()
+                .to_vec();
+        }
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body: Bytes::from(kept),
+            endpoint,
+            request_id: id,
+        })
+    }
+
     async fn attempt(&self, idx: usize, req: &Request, id: &str) -> Result<Response, ClientError> {
         let endpoint = &self.inner.endpoints[idx];
         let http_req = self.build(endpoint, req, id)?;

@@ -189,6 +189,9 @@ pub struct Config {
     /// Connection caps and timeouts of the HTTPS API (all optional).
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// `[snapshots]`: automated snapshots taken by the leader (absent: none).
+    #[serde(default)]
+    pub snapshots: Option<crate::cluster::snapshot_file::SnapshotsConfig>,
 }
 
 /// `[limits]`: what one client may hold of the HTTPS API listener, and how

@@ -19,6 +19,10 @@ use crate::seal::{
     SEAL_CONFIG_KEY,
 };
 
+pub mod custody;
+
+pub use custody::{InitDelivery, RootTokenInfo};
+
 const TOKEN_PREFIX: &str = "sys/token/";
 
 /// Why an operator action failed.
@@ -43,10 +47,15 @@ pub enum OperatorError {
 
 /// What `init` hands out, exactly once.
 pub struct InitResult {
-    /// Unseal key shares, one per custodian.
+    /// Unseal key shares, one per custodian (armored OpenPGP messages when
+    /// keys were given).
     pub shares: Vec<Zeroizing<String>>,
-    /// The initial root token.
+    /// The initial root token (an armored OpenPGP message when a key was given).
     pub root_token: Zeroizing<String>,
+    /// Fingerprints of the keys the shares are encrypted to, in order.
+    pub pgp_fingerprints: Vec<String>,
+    /// Fingerprint of the key the root token is encrypted to.
+    pub root_token_pgp_fingerprint: Option<String>,
 }
 
 /// A stored token record (the token itself is only kept as a SHA-256 hash).
@@ -56,6 +65,14 @@ pub struct TokenRecord {
     pub policy: String,
     /// Unix seconds.
     pub created: u64,
+    /// How the token came to be: `init` (the initial root token; records
+    /// written before this field existed are that one) or `generate-root`.
+    #[serde(default = "origin_init")]
+    pub origin: String,
+}
+
+fn origin_init() -> String {
+    custody::ORIGIN_INIT.to_string()
 }
 
 /// Health as load balancers and operators see it.
@@ -86,6 +103,10 @@ pub struct Health {
     /// Why this node is unfit to serve (empty when healthy): a stopped Raft
     /// core, failed storage, no leader contact, lag beyond the limit.
     pub problems: Vec<String>,
+    /// The automated snapshots this node took as leader (absent: none ran
+    /// here). A failure shows here, not as a problem: the node still serves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<crate::cluster::snapshot_file::AutoSnapshotStatus>,
 }
 
 /// Operator actions against this node.
@@ -97,6 +118,8 @@ pub struct Operator {
     /// Every engine, for what they clear when the node seals.
     engines: Engines,
     default_vault: String,
+    /// Rekey and generate-root ceremonies in progress on this node.
+    ceremonies: custody::Ceremonies,
 }
 
 impl Operator {
@@ -116,6 +139,7 @@ impl Operator {
             vaults,
             engines,
             default_vault,
+            ceremonies: custody::Ceremonies::default(),
         }
     }
 
@@ -130,47 +154,77 @@ impl Operator {
     }
 
     /// Creates the root key, keyring and unseal shares, replicates the seal
-    /// records, unseals this node and creates the default vault.
+    /// records, unseals this node and creates the default vault. The shares
+    /// and the root token come back in clear.
     pub async fn init(&self, shares: u8, threshold: u8) -> Result<InitResult, OperatorError> {
+        self.init_delivered(shares, threshold, &InitDelivery::default())
+            .await
+    }
+
+    /// [`Self::init`], with each share (and the root token) encrypted to its
+    /// holder's OpenPGP key when `delivery` names keys. The keys are checked
+    /// before anything is created.
+    pub async fn init_delivered(
+        &self,
+        shares: u8,
+        threshold: u8,
+        delivery: &InitDelivery,
+    ) -> Result<InitResult, OperatorError> {
         if shares == 0 || threshold == 0 || threshold > shares {
             return Err(OperatorError::BadRequest(
                 "secret_shares and secret_threshold must satisfy 1 <= threshold <= shares <= 255"
                     .into(),
             ));
         }
+        let keys = delivery.parse(shares)?;
         self.node.read_fence().await?;
         if self.is_initialized()? {
             return Err(OperatorError::AlreadyInitialized);
         }
         let material = seal::initialize(shares, threshold)?;
-        let root_token = new_token();
-        let txn = init_txn(&material.stored, &material.barrier, &root_token)?;
-        let response = self
-            .node
-            .propose(Request {
-                request_id: None,
-                time_ms: now_ms(),
-                txn,
-            })
-            .await?;
-        if !response.succeeded {
+        // Encrypt before anything is written: a failure leaves no cluster
+        // whose shares nobody received.
+        let delivered = keys.deliver(material.shares.clone(), new_token())?;
+        let txn = init_txn(&material.stored, &material.barrier, &delivered.token)?;
+        if !self.propose_raw(txn).await? {
             return Err(OperatorError::AlreadyInitialized);
         }
         self.seal.unseal_with(&material);
+        tracing::info!(
+            event = "seal.initialized",
+            shares,
+            threshold,
+            pgp = !keys.shares.is_empty(),
+            "cluster initialised"
+        );
         self.vaults
             .create(&self.default_vault, None)
             .await
             .map_err(|e| {
                 OperatorError::BadRequest(format!("creating the default vault failed: {e}"))
             })?;
-        Ok(InitResult {
-            shares: material.shares.clone(),
-            root_token,
-        })
+        Ok(delivered.result)
+    }
+
+    /// Proposes a transaction of raw (not barrier-encrypted) seal records
+    /// through Raft; whether its comparisons held.
+    async fn propose_raw(&self, txn: Txn) -> Result<bool, OperatorError> {
+        let request = Request {
+            request_id: None,
+            time_ms: now_ms(),
+            txn,
+        };
+        Ok(self.node.propose(request).await?.succeeded)
     }
 
     /// The seal records as replicated to this node.
     fn stored_seal(&self) -> Result<StoredSeal, OperatorError> {
+        self.stored_seal_revision().map(|(stored, _)| stored)
+    }
+
+    /// The seal records and the revision of the root key record (the
+    /// compare-and-swap guard of a rekey).
+    fn stored_seal_revision(&self) -> Result<(StoredSeal, u64), OperatorError> {
         let config = self
             .node
             .get_raw(SEAL_CONFIG_KEY)?
@@ -179,11 +233,14 @@ impl Operator {
         let root = self.node.get_raw(ROOT_KEY_KEY)?;
         let keyring = self.node.get_raw(KEYRING_KEY)?;
         match (root, keyring) {
-            (Some(root), Some(keyring)) => Ok(StoredSeal {
-                config,
-                root_key_record: root.value,
-                keyring_record: keyring.value,
-            }),
+            (Some(root), Some(keyring)) => Ok((
+                StoredSeal {
+                    config,
+                    root_key_record: root.value,
+                    keyring_record: keyring.value,
+                },
+                root.revision,
+            )),
             _ => Err(OperatorError::NotInitialized),
         }
     }
@@ -206,12 +263,7 @@ impl Operator {
             mutations: vec![put(KEYRING_KEY, record.clone())],
             result: Vec::new(),
         };
-        let request = Request {
-            request_id: None,
-            time_ms: now_ms(),
-            txn,
-        };
-        if !self.node.propose(request).await?.succeeded {
+        if !self.propose_raw(txn).await? {
             return Err(OperatorError::BadRequest(
                 "a concurrent keyring rotation won; retry".into(),
             ));
@@ -274,6 +326,7 @@ impl Operator {
             version: env!("CARGO_PKG_VERSION"),
             cluster_id: self.node.cluster_id(),
             problems: self.node.problems(),
+            snapshots: Some(self.node.auto_snapshot_status()).filter(|s| *s != Default::default()),
         })
     }
 
@@ -300,6 +353,7 @@ fn init_txn(
     let record = TokenRecord {
         policy: "root".into(),
         created: now_ms() / 1000,
+        origin: origin_init(),
     };
     let record = serde_json::to_vec(&record)
         .map_err(|e| StoreError::Internal(format!("encoding token record: {e}")))?;

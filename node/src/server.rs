@@ -45,6 +45,7 @@ pub struct Server {
     limits: LimitsConfig,
     engines: Engines,
     hsm: Option<Arc<Pkcs11Hsm>>,
+    snapshots: Option<crate::cluster::snapshot_file::SnapshotsConfig>,
 }
 
 impl Server {
@@ -131,6 +132,7 @@ impl Server {
             limits: config.limits.clone(),
             engines,
             hsm: pkcs11,
+            snapshots: config.snapshots.clone(),
         })
     }
 
@@ -149,6 +151,12 @@ impl Server {
         tokio::spawn(restart_for_repair(self.node.clone()));
         let node = self.node.clone();
         tokio::spawn(async move { node.auto_repair().await });
+        if let Some(cfg) = self.snapshots.clone() {
+            tokio::spawn(crate::cluster::snapshot_file::auto_snapshot_loop(
+                self.node.clone(),
+                cfg,
+            ));
+        }
         crate::listener::serve(
             listener,
             self.api_tls.clone(),
@@ -428,6 +436,7 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
         hsm: opts.hsm.clone(),
         raft: Default::default(),
         limits: LimitsConfig::default(),
+        snapshots: None,
     };
     let server = Server::start(&config).await?;
     wait_for_leader(&server.node).await?;

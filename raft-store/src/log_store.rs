@@ -281,6 +281,12 @@ impl LogStore {
         })
     }
 
+    /// Appends one entry durably, outside openraft (offline tools only,
+    /// such as the lost-quorum recovery; the node must be stopped).
+    pub fn append_offline(&self, entry: &Entry<TypeConfig>) -> Result<(), StorageError> {
+        Self::append_batch(&self.shared, [entry])
+    }
+
     /// Writes a batch in one durable transaction, refusing to leave a hole.
     /// Re-writing existing indexes is allowed: openraft's suite does it.
     fn append_batch<'e>(

@@ -203,3 +203,51 @@ pub fn repair_state_from_snapshot(
         log_reset,
     })
 }
+
+/// Lost-quorum recovery, offline on a surviving member: appends to its log
+/// a membership entry naming `members` (all voters), after everything it
+/// holds. Raft takes a membership entry into effect as soon as it is in
+/// the log, so on start the members elect a leader among themselves and
+/// commit what they hold — including entries the old majority may never
+/// have committed. Run it with the same `members` on every survivor, then
+/// start them. Returns the log id of the new entry.
+///
+/// Destroyed members must never come back with their old data: they would
+/// still believe in the old membership.
+pub fn recover_membership(
+    data_dir: &Path,
+    members: &std::collections::BTreeMap<NodeId, crate::Node>,
+) -> Result<LogId<NodeId>, StorageError> {
+    let applied = {
+        let (_log, sm) = open_with(data_dir, &StoreOptions::default())?;
+        sm.applied_state_sync()?.0
+    };
+    let log = open_log_offline(data_dir)?;
+    let state = log.log_state()?;
+    let last = [state.last_log_id, state.last_purged_log_id, applied]
+        .into_iter()
+        .flatten()
+        .max_by_key(|l| l.index);
+    let Some(last) = last else {
+        return Err(StorageError::refused(
+            data_dir,
+            "this node has no log and no state: there is nothing to recover",
+        ));
+    };
+    let voters: std::collections::BTreeSet<NodeId> = members.keys().copied().collect();
+    let entry = openraft::Entry::<crate::TypeConfig> {
+        log_id: LogId::new(last.leader_id, last.index + 1),
+        payload: openraft::EntryPayload::Membership(openraft::Membership::new(
+            vec![voters],
+            members.clone(),
+        )),
+    };
+    log.append_offline(&entry)?;
+    tracing::warn!(
+        data_dir = %data_dir.display(),
+        index = entry.log_id.index,
+        members = ?members.keys().collect::<Vec<_>>(),
+        "membership rewritten by lost-quorum recovery"
+    );
+    Ok(entry.log_id)
+}

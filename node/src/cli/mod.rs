@@ -8,11 +8,13 @@
 //! ```
 
 pub mod bench;
+pub mod custody;
 pub mod hsm;
 pub mod identity;
 pub mod identity_agent;
 pub mod operator;
 pub mod secret;
+pub mod snapshot;
 pub mod tls;
 
 use std::path::PathBuf;

@@ -22,7 +22,27 @@ pub enum OperatorCommand {
         /// Number of shares needed to unseal.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..))]
         key_threshold: u8,
+        /// OpenPGP public key files, one per share in share order (comma
+        /// separated): each share is returned encrypted to its holder.
+        #[arg(long, value_delimiter = ',')]
+        pgp_keys: Vec<std::path::PathBuf>,
+        /// OpenPGP public key file for the initial root token.
+        #[arg(long)]
+        root_token_pgp_key: Option<std::path::PathBuf>,
     },
+    /// Rekey: new unseal shares from a quorum of the current ones.
+    Rekey(super::custody::RekeyArgs),
+    /// Generate a new root token from a quorum of unseal shares.
+    GenerateRoot(super::custody::GenerateRootArgs),
+    /// Rotate the data key: new writes use a new keyring term (replicated);
+    /// old terms stay for reading. Needs no custodian.
+    Rotate,
+    /// Snapshots: save (consistent, checksummed, still encrypted), inspect.
+    #[command(subcommand)]
+    Snapshot(super::snapshot::SnapshotCommand),
+    /// Root tokens: list, revoke.
+    #[command(subcommand)]
+    Root(super::custody::RootCommand),
     /// Submit one key share to the node (read from stdin when KEY is omitted).
     Unseal {
         /// The key share; omit it to type it without echo or pipe it in.
@@ -65,6 +85,18 @@ pub enum RaftCommand {
         /// Its cluster (gRPC) address (`host:port`).
         #[arg(long)]
         cluster_addr: String,
+    },
+    /// Lost quorum, offline: make the surviving nodes listed in --peers the
+    /// whole membership. Run it on every survivor (stopped), then start
+    /// them. Entries the lost majority never committed may become committed.
+    Recover {
+        /// JSON array of {"node_id","api_addr","cluster_addr"}: every
+        /// survivor, this node included.
+        #[arg(long)]
+        peers: std::path::PathBuf,
+        /// The stopped node's config file.
+        #[arg(long)]
+        config: std::path::PathBuf,
     },
     /// Remove a node.
     Remove {
@@ -122,6 +154,30 @@ pub async fn run_operator(args: &ClientArgs, cmd: OperatorCommand) -> anyhow::Re
         println!("{done}");
         return Ok(());
     }
+    // Inspecting a snapshot file needs no node and no key; restoring one
+    // works on a node that is not running.
+    match &cmd {
+        OperatorCommand::Snapshot(super::snapshot::SnapshotCommand::Inspect { file }) => {
+            let info = super::snapshot::inspect(file)?;
+            return super::snapshot::show(&info, args.json_output());
+        }
+        OperatorCommand::Snapshot(super::snapshot::SnapshotCommand::Restore { file, config }) => {
+            println!("{}", super::snapshot::restore(file, config)?);
+            return Ok(());
+        }
+        _ => {}
+    }
+    if let OperatorCommand::Raft(RaftCommand::Recover { peers, config }) = &cmd {
+        eprintln!("WARNING: lost-quorum recovery rewrites this node's Raft membership.");
+        eprintln!("WARNING: run it only when a majority of the members is gone for good;");
+        eprintln!("WARNING: destroyed members must never come back with their old data.");
+        let config = crate::config::Config::load(config)?;
+        println!(
+            "{}",
+            crate::cluster::recover::recover_offline(&config, peers)?
+        );
+        return Ok(());
+    }
     let client = args.client()?;
     let sys = client.sys();
     let json = args.json_output();
@@ -129,17 +185,48 @@ pub async fn run_operator(args: &ClientArgs, cmd: OperatorCommand) -> anyhow::Re
         OperatorCommand::Init {
             key_shares,
             key_threshold,
+            pgp_keys,
+            root_token_pgp_key,
         } => {
             if key_threshold > key_shares {
                 bail!(
                     "--key-threshold ({key_threshold}) must not exceed --key-shares ({key_shares})"
                 );
             }
-            let init = sys.init(key_shares, key_threshold).await?;
+            let keys = super::custody::read_key_files(&pgp_keys)?;
+            let token_key = root_token_pgp_key
+                .map(|p| super::custody::read_key_file(&p))
+                .transpose()?;
+            let init = if keys.is_empty() && token_key.is_none() {
+                sys.init(key_shares, key_threshold).await?
+            } else {
+                sys.init_with_keys(key_shares, key_threshold, &keys, token_key.as_deref())
+                    .await?
+            };
             if json {
                 print_json(&init)?;
             } else {
-                print_init(&init.keys, &init.root_token, key_threshold);
+                super::custody::print_shares(&init.keys, &init.pgp_fingerprints, "Unseal Key");
+                print_init(
+                    &init.root_token,
+                    init.root_token_pgp_fingerprint.as_deref(),
+                    init.keys.len(),
+                    key_threshold,
+                );
+            }
+        }
+        OperatorCommand::Rekey(rekey) => super::custody::run_rekey(&sys, rekey, json).await?,
+        OperatorCommand::GenerateRoot(g) => {
+            super::custody::run_generate_root(&sys, g, json).await?
+        }
+        OperatorCommand::Root(cmd) => super::custody::run_root(&sys, cmd, json).await?,
+        OperatorCommand::Snapshot(cmd) => super::snapshot::run_snapshot(&sys, cmd, json).await?,
+        OperatorCommand::Rotate => {
+            let term = sys.rotate().await?;
+            if json {
+                print_json(&json!({ "term": term }))?;
+            } else {
+                println!("Keyring rotated: new writes use term {term}.");
             }
         }
         OperatorCommand::Unseal { reset: true, .. } => {
@@ -180,6 +267,9 @@ async fn run_raft(
         RaftCommand::Repair { .. } => {
             println!("{}", sys.repair().await?);
             return Ok(());
+        }
+        RaftCommand::Recover { .. } => {
+            bail!("raft recover runs offline (it is handled before any API call)")
         }
         RaftCommand::ListPeers => sys.peers().await?,
         RaftCommand::Join {
@@ -232,24 +322,20 @@ async fn run_vault(
 
 // Printing the shares and the root token is the one purpose of `init`; they
 // are shown once and never stored by Coffer in clear.
-fn print_init(keys: &[String], root_token: &str, threshold: u8) {
-    for (i, k) in keys.iter().enumerate() {
-        println!("Unseal Key {}: {k}", i + 1);
+fn print_init(root_token: &str, token_fingerprint: Option<&str>, shares: usize, threshold: u8) {
+    match token_fingerprint {
+        Some(fp) => println!("Initial Root Token (encrypted to {fp}):\n{root_token}"),
+        None => println!("Initial Root Token: {root_token}"),
     }
     println!();
-    println!("Initial Root Token: {root_token}");
-    println!();
-    println!(
-        "Cluster initialised with {} key shares and a key threshold of {threshold}.",
-        keys.len()
-    );
+    println!("Cluster initialised with {shares} key shares and a key threshold of {threshold}.");
     println!("Store the key shares and the root token now, each share with a different");
     println!("custodian: they are shown only this once and cannot be recovered. Every");
     println!("node must be unsealed with {threshold} shares after each restart.");
 }
 
 /// Reads one share from stdin, without echo when stdin is a terminal.
-fn read_share() -> anyhow::Result<Zeroizing<String>> {
+pub(super) fn read_share() -> anyhow::Result<Zeroizing<String>> {
     read_hidden("Unseal key share (will be hidden): ", "key share")
 }
 
@@ -332,6 +418,18 @@ fn show_status(seal: &SealStatusBody, health: &Health, json: bool) -> anyhow::Re
         ("Applied Index", opt(h.applied_index)),
         ("Version", h.version.clone().unwrap_or_else(|| "-".into())),
     ]);
+    if let Some(snap) = &h.snapshots {
+        rows.push((
+            "Auto Snapshot",
+            match (&snap.last_file, snap.last_index) {
+                (Some(file), Some(index)) => format!("index {index}: {file}"),
+                _ => "none yet".into(),
+            },
+        ));
+        if let Some(e) = &snap.last_error {
+            rows.push(("Auto Snapshot Error", e.clone()));
+        }
+    }
     print_rows(&rows);
     Ok(())
 }
@@ -382,7 +480,8 @@ mod tests {
             cmd,
             OperatorCommand::Init {
                 key_shares: 3,
-                key_threshold: 2
+                key_threshold: 2,
+                ..
             }
         ));
         assert!(parse(&["init", "--key-shares", "0"]).is_err());

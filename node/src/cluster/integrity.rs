@@ -257,7 +257,7 @@ impl pb::integrity_server::Integrity for IntegrityService {
 
 /// This node's snapshot file covering `min_index`, building a new one if
 /// the current one is older.
-async fn snapshot_covering(
+pub(crate) async fn snapshot_covering(
     raft: &RaftHandle,
     sm: &StateMachineStore,
     min_index: u64,

@@ -17,6 +17,8 @@ mod membership;
 mod network;
 mod node;
 mod read_index;
+pub mod recover;
+pub mod snapshot_file;
 mod store;
 
 use std::net::SocketAddr;

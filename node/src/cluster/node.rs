@@ -43,6 +43,8 @@ pub struct ClusterNode {
     identity: Arc<IdentityFile>,
     flag: Arc<CorruptFlag>,
     data_dir: std::path::PathBuf,
+    /// Outcome of the automated snapshots this node took (as leader).
+    pub(crate) auto_snapshots: Mutex<super::snapshot_file::AutoSnapshotStatus>,
     restart: tokio::sync::Notify,
     contact: Arc<LeaderContact>,
     tuning: RaftTuning,
@@ -142,6 +144,7 @@ impl ClusterNode {
             identity,
             flag,
             data_dir: cfg.data_dir.clone(),
+            auto_snapshots: Mutex::default(),
             restart: tokio::sync::Notify::new(),
             contact,
             tuning: cfg.tuning,
@@ -261,6 +264,36 @@ impl ClusterNode {
             .ordered_digest()
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok((digest, before, self.sm.applied_index()))
+    }
+
+    /// A snapshot file of this node covering every write committed before
+    /// the call (ReadIndex fence, then a snapshot at or after the applied
+    /// index, built if needed): what `operator snapshot save` streams. The
+    /// values in it are barrier ciphertext, as in the state.
+    pub async fn backup_snapshot(&self) -> Result<std::path::PathBuf, ClusterError> {
+        self.read_fence()
+            .await
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        let index = self.sm.applied_index();
+        super::integrity::snapshot_covering(&self.raft, &self.sm, index)
+            .await
+            .map_err(|s| ClusterError::Unavailable(s.message().to_string()))
+    }
+
+    /// The node's data directory.
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// The state's additive digest right after `index` was applied (`None`:
+    /// the index is no longer among the recent ones kept), or the current
+    /// one without an index. Equal on members at equal indexes, and equal to
+    /// the `kv_digest` of a snapshot file at that index.
+    pub fn state_digest(&self, index: Option<u64>) -> Option<raft_store::StateDigest> {
+        match index {
+            Some(i) => self.sm.digest_at(i),
+            None => Some(self.sm.digest()),
+        }
     }
 
     /// Reads one key from the local state machine (no fence, no decryption).

@@ -9,12 +9,15 @@
 //! rotation) until sealed again.
 
 pub mod barrier;
+pub mod generate_root;
 pub mod keyring;
+pub mod pgp;
+pub mod quorum;
+pub mod rekey;
 pub mod shamir;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -22,6 +25,7 @@ pub use barrier::Barrier;
 pub use keyring::Keyring;
 
 use keyring::{generate_key, unwrap_root_key, wrap_root_key, SecretKey};
+use quorum::ShareQuorum;
 use shamir::{derive_kek, Share};
 
 /// Storage key of the JSON [`SealConfig`] (raw, not barrier-encrypted).
@@ -52,6 +56,10 @@ pub enum SealError {
     /// Ciphertext or a seal record failed to decode or authenticate.
     #[error("corrupt or unauthenticated data: {0}")]
     Corrupt(String),
+    /// A rekey or generate-root step does not fit the ceremony in progress
+    /// (wrong nonce, wrong phase, unusable OTP or key).
+    #[error("{0}")]
+    Ceremony(String),
     /// Share count / threshold outside `1 <= threshold <= shares <= 255`.
     #[error("invalid seal configuration: {0}")]
     InvalidConfig(String),
@@ -143,16 +151,8 @@ impl std::fmt::Debug for InitMaterial {
 /// `threshold` reconstruct it), a random root key and a one-term keyring.
 pub fn initialize(shares: u8, threshold: u8) -> Result<InitMaterial, SealError> {
     let config = SealConfig { shares, threshold };
-    config.validate()?;
-    let (secret, split) = shamir::split_new_secret(shares, threshold)?;
-    // Prove the shares work before anyone is given them.
-    let check = shamir::combine(&split[..usize::from(threshold)])?;
-    if *check != *secret {
-        return Err(SealError::Corrupt("share self-check failed".into()));
-    }
-    let kek = derive_kek(&secret)?;
     let root_key = generate_key();
-    let root_key_record = wrap_root_key(&kek, &root_key)?;
+    let (shares, root_key_record) = new_unseal_key(config, &root_key)?;
     let keyring = Keyring::generate();
     let keyring_record = keyring.encrypt(&root_key)?;
     Ok(InitMaterial {
@@ -161,10 +161,30 @@ pub fn initialize(shares: u8, threshold: u8) -> Result<InitMaterial, SealError> 
             root_key_record,
             keyring_record,
         },
-        shares: split.iter().map(Share::to_text).collect(),
+        shares,
         barrier: Arc::new(Barrier::new(keyring)),
         root_key,
     })
+}
+
+/// A new unseal secret split per `config`, and `root_key` wrapped under the
+/// KEK derived from it: what init creates and what a rekey replaces (the
+/// root key and keyring stay). Returns the share texts and the root key
+/// record.
+pub(crate) fn new_unseal_key(
+    config: SealConfig,
+    root_key: &SecretKey,
+) -> Result<(Vec<Zeroizing<String>>, Vec<u8>), SealError> {
+    config.validate()?;
+    let (secret, split) = shamir::split_new_secret(config.shares, config.threshold)?;
+    // Prove the shares work before anyone is given them.
+    let check = shamir::combine(&split[..usize::from(config.threshold)])?;
+    if *check != *secret {
+        return Err(SealError::Corrupt("share self-check failed".into()));
+    }
+    let kek = derive_kek(&secret)?;
+    let root_key_record = wrap_root_key(&kek, root_key)?;
+    Ok((split.iter().map(Share::to_text).collect(), root_key_record))
 }
 
 /// Seal state of one node, as reported by `/v1/sys/seal-status`.
@@ -191,8 +211,7 @@ pub struct SealManager {
 
 struct State {
     unsealed: Option<Unsealed>,
-    progress: Vec<Share>,
-    nonce: String,
+    progress: ShareQuorum,
 }
 
 struct Unsealed {
@@ -200,31 +219,15 @@ struct Unsealed {
     root_key: SecretKey,
 }
 
-fn new_nonce() -> String {
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
-
 impl State {
-    /// Drops (and thereby zeroizes) collected shares; starts a new attempt.
-    fn reset_progress(&mut self) {
-        self.progress.clear();
-        self.nonce = new_nonce();
-    }
-
     fn status(&self, config: Option<&SealConfig>) -> SealStatus {
         let sealed = self.unsealed.is_none();
         SealStatus {
             sealed,
             threshold: config.map_or(0, |c| c.threshold),
             shares: config.map_or(0, |c| c.shares),
-            progress: if sealed {
-                u8::try_from(self.progress.len()).unwrap_or(u8::MAX)
-            } else {
-                0
-            },
-            nonce: sealed.then(|| self.nonce.clone()),
+            progress: if sealed { self.progress.progress() } else { 0 },
+            nonce: sealed.then(|| self.progress.nonce().to_string()),
         }
     }
 
@@ -245,8 +248,7 @@ impl SealManager {
         Self {
             state: Mutex::new(State {
                 unsealed: None,
-                progress: Vec::new(),
-                nonce: new_nonce(),
+                progress: ShareQuorum::new(),
             }),
         }
     }
@@ -274,13 +276,13 @@ impl SealManager {
     pub fn seal(&self) {
         let mut st = self.lock();
         st.unsealed = None;
-        st.reset_progress();
+        st.progress.reset();
     }
 
     /// Unseals the initialising node directly with the material from [`initialize`].
     pub fn unseal_with(&self, material: &InitMaterial) {
         let mut st = self.lock();
-        st.reset_progress();
+        st.progress.reset();
         st.unsealed = Some(Unsealed {
             barrier: Arc::clone(&material.barrier),
             root_key: Zeroizing::new(*material.root_key),
@@ -304,39 +306,23 @@ impl SealManager {
         stored.config.validate()?;
         let share = Share::parse(share)?;
         let mut st = self.lock();
-        if st.unsealed.is_some() || st.progress.contains(&share) {
+        if st.unsealed.is_some() {
             return Ok(st.status(Some(&stored.config)));
         }
-        if st
-            .progress
-            .first()
-            .is_some_and(|first| !first.same_set(&share))
-        {
-            st.reset_progress();
-            return Err(SealError::WrongShares);
-        }
-        st.progress.push(share);
-        if st.progress.len() < usize::from(stored.config.threshold) {
-            return Ok(st.status(Some(&stored.config)));
-        }
-        match unlock(&st.progress, stored) {
-            Ok(unsealed) => {
-                st.reset_progress();
-                st.unsealed = Some(unsealed);
-                Ok(st.status(Some(&stored.config)))
-            }
-            Err(e) => {
-                st.reset_progress();
-                Err(e)
-            }
-        }
+        let opened = match st.progress.add(share, stored.config.threshold)? {
+            None => return Ok(st.status(Some(&stored.config))),
+            Some(shares) => unlock(shares, stored),
+        };
+        st.progress.reset();
+        st.unsealed = Some(opened?);
+        Ok(st.status(Some(&stored.config)))
     }
 
     /// Discards unseal progress; the next status shows a new nonce.
     pub fn reset(&self) {
         let mut st = self.lock();
         if st.unsealed.is_none() {
-            st.reset_progress();
+            st.progress.reset();
         }
     }
 
@@ -383,25 +369,30 @@ impl std::fmt::Debug for SealManager {
         let st = self.lock();
         f.debug_struct("SealManager")
             .field("sealed", &st.unsealed.is_none())
-            .field("progress", &st.progress.len())
+            .field("progress", &st.progress.progress())
             .finish()
     }
 }
 
 /// Threshold shares → secret → KEK → root key → keyring.
 fn unlock(shares: &[Share], stored: &StoredSeal) -> Result<Unsealed, SealError> {
-    check_root_key_record(&stored.root_key_record)?;
-    let secret = shamir::combine(shares)?;
-    let kek = derive_kek(&secret)?;
-    // The record is well-formed (checked above), so an authentication failure
-    // means the KEK is wrong: a consistent share set of another seal.
-    let root_key =
-        unwrap_root_key(&kek, &stored.root_key_record).map_err(|_| SealError::WrongShares)?;
+    let root_key = open_root_key(shares, stored)?;
     let keyring = Keyring::decrypt(&root_key, &stored.keyring_record)?;
     Ok(Unsealed {
         barrier: Arc::new(Barrier::new(keyring)),
         root_key,
     })
+}
+
+/// Threshold shares → secret → KEK → root key: the proof that a quorum of
+/// custodians agrees, shared by unseal, rekey and generate-root.
+pub(crate) fn open_root_key(shares: &[Share], stored: &StoredSeal) -> Result<SecretKey, SealError> {
+    check_root_key_record(&stored.root_key_record)?;
+    let secret = shamir::combine(shares)?;
+    let kek = derive_kek(&secret)?;
+    // The record is well-formed (checked above), so an authentication failure
+    // means the KEK is wrong: a consistent share set of another seal.
+    unwrap_root_key(&kek, &stored.root_key_record).map_err(|_| SealError::WrongShares)
 }
 
 /// Structural check so a damaged record is reported as such, not as wrong shares.

@@ -1,7 +1,9 @@
 //! Operator API under `/v1/sys/…`: health, init, unseal, seal, Raft peers,
 //! vaults. Errors use Vault's `{"errors":["…"]}` shape.
 
+pub mod custody;
 pub mod hsm;
+pub mod snapshot;
 
 use std::sync::Arc;
 
@@ -42,6 +44,7 @@ pub fn public_router(state: SysState) -> Router {
         .route("/v1/sys/seal-status", get(seal_status))
         .route("/v1/sys/init", get(init_status).post(init))
         .route("/v1/sys/unseal", post(unseal))
+        .merge(custody::public_router())
         .with_state(state)
 }
 
@@ -61,6 +64,8 @@ pub fn protected_router(state: SysState) -> Router {
             delete(delete_vault).put(create_vault),
         )
         .merge(hsm::router())
+        .merge(custody::protected_router())
+        .merge(snapshot::protected_router())
         .with_state(state)
 }
 
@@ -177,18 +182,34 @@ async fn init_status(State(s): State<SysState>) -> Result<Response, SysError> {
 struct InitRequest {
     secret_shares: u8,
     secret_threshold: u8,
+    /// One OpenPGP public key per share, in share order.
+    #[serde(default)]
+    pgp_keys: Vec<String>,
+    /// OpenPGP public key for the initial root token.
+    #[serde(default)]
+    root_token_pgp_key: Option<String>,
 }
 
 async fn init(
     State(s): State<SysState>,
-    OperatorJson(req): OperatorJson<InitRequest>,
+    OperatorJson(req): OperatorJson<InitRequest, KEYS_BODY_MAX_BYTES>,
 ) -> Result<Response, SysError> {
+    let delivery = crate::operator::InitDelivery {
+        pgp_keys: req.pgp_keys,
+        root_token_pgp_key: req.root_token_pgp_key,
+    };
     let result = s
         .operator
-        .init(req.secret_shares, req.secret_threshold)
+        .init_delivered(req.secret_shares, req.secret_threshold, &delivery)
         .await?;
     let keys: Vec<&str> = result.shares.iter().map(|k| k.as_str()).collect();
-    Ok(Json(json!({ "keys": keys, "root_token": result.root_token.as_str() })).into_response())
+    Ok(Json(json!({
+        "keys": keys,
+        "root_token": result.root_token.as_str(),
+        "pgp_fingerprints": result.pgp_fingerprints,
+        "root_token_pgp_fingerprint": result.root_token_pgp_fingerprint,
+    }))
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -236,15 +257,32 @@ async fn peers(State(s): State<SysState>) -> Result<Response, SysError> {
     Ok(peers_body(s.operator.node().peers().await?))
 }
 
-/// State-machine digest of this node, for replica comparison in tests.
-async fn digest(State(s): State<SysState>) -> Result<Response, SysError> {
-    let (digest, before, after) = s
-        .operator
-        .node()
+#[derive(Deserialize)]
+struct DigestQuery {
+    /// Also report the additive state digest right after this index.
+    index: Option<u64>,
+}
+
+/// State-machine digest of this node, for replica comparison in tests:
+/// the ordered digest of the current state, and the additive digest (the
+/// one snapshot files carry) now or at `?index=`.
+async fn digest(
+    State(s): State<SysState>,
+    axum::extract::Query(q): axum::extract::Query<DigestQuery>,
+) -> Result<Response, SysError> {
+    let node = s.operator.node();
+    let (digest, before, after) = node
         .digest()
         .map_err(|e| SysError(store_status(&e), e.to_string()))?;
     let stable = before == after;
-    Ok(Json(json!({ "digest": digest, "applied_index": after, "stable": stable })).into_response())
+    let state = node.state_digest(q.index);
+    Ok(Json(json!({
+        "digest": digest,
+        "applied_index": after,
+        "stable": stable,
+        "state_digest": state,
+    }))
+    .into_response())
 }
 
 /// Repairs this node's damaged state from the leader's snapshot: fetched,
@@ -334,14 +372,19 @@ async fn delete_vault(
 /// hundred hex digits; the rest is JSON punctuation).
 pub const OPERATOR_BODY_MAX_BYTES: usize = 4096;
 
-/// The JSON body of a tokenless operator route (`init`, `unseal`): anyone
-/// can send these, so the body is read only up to
-/// [`OPERATOR_BODY_MAX_BYTES`] (413 above) and only for
+/// Largest body of a tokenless route that carries OpenPGP public keys
+/// (`init`, `generate-root` with a key): an armored RSA-4096 key is about
+/// 3.2 KB, so this fits one key per share for any practical share count.
+pub const KEYS_BODY_MAX_BYTES: usize = 64 * 1024;
+
+/// The JSON body of a tokenless operator route (`init`, `unseal`, the
+/// ceremonies): anyone can send these, so the body is read only up to
+/// `MAX` ([`OPERATOR_BODY_MAX_BYTES`] unless the route carries keys; 413 above) and only for
 /// `operator_body_timeout_secs` (408 after), not the data plane's 2 MB with
 /// no deadline.
-pub(crate) struct OperatorJson<T>(pub(crate) T);
+pub(crate) struct OperatorJson<T, const MAX: usize = OPERATOR_BODY_MAX_BYTES>(pub(crate) T);
 
-impl<S, T> FromRequest<S> for OperatorJson<T>
+impl<S, T, const MAX: usize> FromRequest<S> for OperatorJson<T, MAX>
 where
     S: Send + Sync,
     T: DeserializeOwned,
@@ -359,7 +402,7 @@ where
         let too_large = || {
             unread_body(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is larger than {OPERATOR_BODY_MAX_BYTES} bytes"),
+                format!("the request body is larger than {MAX} bytes"),
             )
         };
         let declared = req
@@ -367,11 +410,11 @@ where
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > OPERATOR_BODY_MAX_BYTES as u64) {
+        if declared.is_some_and(|n| n > MAX as u64) {
             return Err(too_large());
         }
         let (parts, body) = req.into_parts();
-        let read = Limited::new(body, OPERATOR_BODY_MAX_BYTES).collect();
+        let read = Limited::new(body, MAX).collect();
         let bytes = match tokio::time::timeout(deadline, read).await {
             Ok(Ok(collected)) => collected.to_bytes(),
             Err(_) => {
