@@ -7,10 +7,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::super::cas::{decode, encode, put, rev, write, Plan};
+use super::super::cas::{decode, encode, write, Plan};
 use super::super::store::{Mutation, Txn};
 use super::credentials::{AppCertificate, ClientSecret, FederatedCredential, TotpEnrolment};
 use super::{new_guid, IdentityEngine, IdentityError};
+use super::{put, rev};
 
 const PRINCIPAL_PREFIX: &str = "idn/p/";
 

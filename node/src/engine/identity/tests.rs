@@ -585,3 +585,41 @@ async fn a_replica_that_lags_behind_the_issuer_fences_before_refusing() {
         Err(VerifyError::Rejected(Rejected::Principal))
     ));
 }
+
+#[tokio::test]
+async fn the_leader_sweeps_expired_device_codes_and_refresh_tokens() {
+    let f = fixture();
+    let client_id = new_app(&f, "cli").await;
+    let user =
+        f.id.create_principal(user_template("carol@contoso", "correct horse battery").unwrap())
+            .await
+            .unwrap();
+    let code = f.id.start_device_code(&client_id, AUD).await.unwrap();
+    let refresh =
+        f.id.new_refresh_token(&user, &client_id, false)
+            .await
+            .unwrap();
+    assert_eq!(
+        f.id.sweep_sessions(T0 + 60).await.unwrap(),
+        0,
+        "nothing expired yet"
+    );
+    // Past the device code's 15 minutes: the code and its user code go.
+    assert_eq!(f.id.sweep_sessions(T0 + 901).await.unwrap(), 2);
+    assert!(f
+        .id
+        .poll_device_code(&client_id, &code.device_code)
+        .await
+        .is_err());
+    assert!(f
+        .id
+        .redeem_refresh_token(&client_id, &refresh)
+        .await
+        .is_ok());
+    let again =
+        f.id.new_refresh_token(&user, &client_id, false)
+            .await
+            .unwrap();
+    assert_eq!(f.id.sweep_sessions(T0 + 2 * 86_400).await.unwrap(), 1);
+    assert!(f.id.redeem_refresh_token(&client_id, &again).await.is_err());
+}
