@@ -54,6 +54,7 @@ async fn start_node(ca: &Ca, id: NodeId, dirs: &mut Vec<TempDir>) -> Arc<Cluster
         stale_reads: false,
         snapshot_logs: coffer::cluster::SNAPSHOT_LOGS,
         tuning: Default::default(),
+        join_token: None,
     };
     dirs.push(dir);
     ClusterNode::start(cfg).await.unwrap()

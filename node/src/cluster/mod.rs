@@ -12,6 +12,7 @@ mod forward;
 mod grpc;
 pub mod identity;
 pub mod integrity;
+mod join;
 mod membership;
 mod network;
 mod node;
@@ -26,6 +27,7 @@ use raft_store::NodeId;
 use serde::{Deserialize, Serialize};
 
 pub use forward::ForwardError;
+pub use join::JoinToken;
 pub use node::ClusterNode;
 pub use store::{cluster_store, ClusterStore};
 
@@ -117,11 +119,14 @@ pub struct ClusterConfig {
     pub snapshot_logs: u64,
     /// Transport limits and health thresholds.
     pub tuning: RaftTuning,
+    /// The join token this member accepts auto-join requests with (none:
+    /// it refuses them).
+    pub join_token: Option<JoinToken>,
 }
 
 /// Transport limits and the thresholds at which a node reports itself
 /// unhealthy. Defaults suit a LAN; `[raft]` in the node config overrides.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftTuning {
     /// Largest gRPC message between members (both ends). AppendEntries

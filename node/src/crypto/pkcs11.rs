@@ -222,17 +222,15 @@ impl Pkcs11Hsm {
 }
 
 fn read_pin(cfg: &HsmConfig) -> Result<Zeroizing<String>, String> {
-    let mut pin =
-        match (&cfg.pin_file, &cfg.pin_env) {
-            (Some(path), _) => Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read the HSM PIN file {}: {e}", path.display()))?,
-            ),
-            (None, Some(var)) => Zeroizing::new(std::env::var(var).map_err(|_| {
-                format!("the HSM PIN variable {var} is not set (or not valid UTF-8)")
-            })?),
-            (None, None) => return Err("[hsm] names no PIN source".into()),
-        };
+    let mut pin = match (&cfg.pin_file, &cfg.pin_env) {
+        (Some(path), _) => Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the HSM PIN file {}: {e}", path.display()))?,
+        ),
+        (None, Some(var)) => crate::hardening::env_secret(var)
+            .ok_or_else(|| format!("the HSM PIN variable {var} is not set (or not valid UTF-8)"))?,
+        (None, None) => return Err("[hsm] names no PIN source".into()),
+    };
     let trimmed = pin.trim_end_matches(['\r', '\n']).len();
     pin.truncate(trimmed);
     if pin.is_empty() {
