@@ -122,6 +122,14 @@ async fn principals_have_unique_names_and_a_full_lifecycle() {
         );
     }
     assert_eq!(f.id.list(Kind::App).await.unwrap().len(), 1);
+    f.id.create_principal(template(Kind::Group, "ops"))
+        .await
+        .unwrap();
+    let g =
+        f.id.set_group_member("ops", &app.object_id, true)
+            .await
+            .unwrap();
+    assert_eq!(g.group.unwrap().members, vec![app.object_id.clone()]);
     assert!(
         !f.id
             .set_enabled(Kind::App, "billing", false)
@@ -135,6 +143,11 @@ async fn principals_have_unique_names_and_a_full_lifecycle() {
         Err(IdentityError::NotFound(_))
     ));
     assert!(f.id.app_by_client_id(&client_id).unwrap().is_none());
+    let g = f.id.find(Kind::Group, "ops").await.unwrap();
+    assert!(
+        g.group.unwrap().members.is_empty(),
+        "memberships go with the principal"
+    );
     // The name is free again.
     f.id.create_principal(template(Kind::App, "billing"))
         .await
