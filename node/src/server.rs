@@ -102,7 +102,10 @@ impl Server {
                 "TEST ONLY: rotation policy minimums lowered (unsafe_min_rotation_secs)"
             );
         }
-        let engines = Engines::new().with(secrets.clone()).with(keys.clone());
+        let engines = Engines::new()
+            .with(secrets.clone())
+            .with(keys.clone())
+            .with(identity.clone());
         let operator = Arc::new(Operator::new(
             node.clone(),
             seal,

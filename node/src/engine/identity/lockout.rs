@@ -9,9 +9,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::super::cas::{decode, encode, put, rev, write, Plan};
+use super::super::cas::{decode, encode, write, Plan};
 use super::super::store::{Mutation, Txn};
 use super::principals::Kind;
+use super::{put, rev};
 use super::{IdentityEngine, IdentityError};
 
 /// Failures allowed before the first lockout.

@@ -154,8 +154,8 @@ impl IdentityEngine {
             };
             let bytes = encode(&tenant)?;
             Ok(Plan::Commit(super::store::Txn {
-                compare: vec![super::cas::rev(TENANT_KEY.to_vec(), 0)],
-                mutations: vec![super::cas::put(TENANT_KEY.to_vec(), bytes.clone())],
+                compare: vec![rev(TENANT_KEY.to_vec(), 0)],
+                mutations: vec![put(TENANT_KEY.to_vec(), bytes.clone())],
                 result: bytes,
             }))
         })
@@ -167,6 +167,17 @@ impl IdentityEngine {
     pub fn resolve_tenant(&self, segment: &str) -> Result<Option<Tenant>, IdentityError> {
         Ok(self.tenant()?.filter(|t| t.is_named_by(segment)))
     }
+}
+
+/// The comparison "`key` is still at `revision`" (0: still absent).
+/// Identity records are cluster-wide, not under a vault view.
+pub(crate) fn rev(key: Vec<u8>, revision: u64) -> super::store::Compare {
+    super::store::Compare::Revision { key, revision }
+}
+
+/// Put `value` at `key`.
+pub(crate) fn put(key: Vec<u8>, value: Vec<u8>) -> super::store::Mutation {
+    super::store::Mutation::Put { key, value }
 }
 
 /// A fresh random GUID in its hyphenated lower-case form.

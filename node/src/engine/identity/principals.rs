@@ -7,10 +7,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::super::cas::{decode, encode, put, rev, write, Plan};
+use super::super::cas::{decode, encode, write, Plan};
 use super::super::store::{Mutation, Txn};
 use super::credentials::{AppCertificate, ClientSecret, FederatedCredential, TotpEnrolment};
 use super::{new_guid, IdentityEngine, IdentityError};
+use super::{put, rev};
 
 const PRINCIPAL_PREFIX: &str = "idn/p/";
 
@@ -389,8 +390,8 @@ impl IdentityEngine {
         .await
     }
 
-    /// Deletes a principal, its name (and client id) mapping and its
-    /// lockout state.
+    /// Deletes a principal, its name (and client id) mapping, its lockout
+    /// state and its group memberships.
     pub async fn delete(&self, kind: Kind, name_or_id: &str) -> Result<(), IdentityError> {
         let outcome = write(self.store.as_ref(), None, || {
             let (key, revision, p) = match self.current(kind, name_or_id)? {
@@ -411,8 +412,24 @@ impl IdentityEngine {
                     key: client_key(&app.client_id),
                 });
             }
+            let mut compare = vec![rev(key, revision)];
+            // No group keeps a member that no longer exists.
+            for (gkey, entry) in self
+                .store
+                .scan(PRINCIPAL_PREFIX.as_bytes(), None, usize::MAX)?
+            {
+                let mut g: Principal = decode(&entry.value)?;
+                let Some(group) = g.group.as_mut() else {
+                    continue;
+                };
+                if group.members.contains(&p.object_id) {
+                    group.members.retain(|m| *m != p.object_id);
+                    compare.push(rev(gkey.clone(), entry.revision));
+                    mutations.push(put(gkey, encode(&g)?));
+                }
+            }
             Ok(Plan::Commit(Txn {
-                compare: vec![rev(key, revision)],
+                compare,
                 mutations,
                 result: b"null".to_vec(),
             }))

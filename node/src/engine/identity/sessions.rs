@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::super::cas::{decode, encode, put, rev, write, Plan};
+use super::super::cas::{decode, encode, write, Plan};
 use super::super::store::{Mutation, Txn};
 use super::principals::{Kind, Principal};
 use super::signing::Proof;
+use super::{put, rev};
 use super::{IdentityEngine, IdentityError};
 
 /// How long a device code can be approved.
@@ -142,17 +143,13 @@ impl IdentityEngine {
         };
         let dkey = device_key(&device_code);
         let ukey = user_code_key(&user_code);
-        let now = self.now();
         write::<(), _>(self.store.as_ref(), None, || {
-            let mut mutations = vec![
-                put(dkey.clone(), encode(&grant)?),
-                put(ukey.clone(), dkey.clone()),
-            ];
-            // Sweep expired grants while here: they are few and small.
-            mutations.extend(self.expired_sessions(now)?);
             Ok(Plan::Commit(Txn {
                 compare: vec![rev(dkey.clone(), 0), rev(ukey.clone(), 0)],
-                mutations,
+                mutations: vec![
+                    put(dkey.clone(), encode(&grant)?),
+                    put(ukey.clone(), dkey.clone()),
+                ],
                 result: b"null".to_vec(),
             }))
         })
@@ -164,16 +161,43 @@ impl IdentityEngine {
         })
     }
 
-    /// Deletions of expired device and refresh grants.
+    /// Deletes expired device codes and refresh tokens (leader work);
+    /// returns how many records went.
+    pub async fn sweep_sessions(&self, now: u64) -> Result<usize, super::super::EngineError> {
+        let expired = self.expired_sessions(now)?;
+        let count = expired.len();
+        if count > 0 {
+            // Deleting an expired grant is right whatever happened to it
+            // meanwhile: no comparison needed.
+            self.store
+                .commit(
+                    None,
+                    Txn {
+                        compare: Vec::new(),
+                        mutations: expired,
+                        result: Vec::new(),
+                    },
+                )
+                .await?;
+        }
+        Ok(count)
+    }
+
+    /// Deletions of expired device and refresh grants (at most a few
+    /// hundred per kind and sweep).
     fn expired_sessions(&self, now: u64) -> Result<Vec<Mutation>, super::super::EngineError> {
         let mut out = Vec::new();
+        let mut gone = std::collections::HashSet::new();
         for (key, e) in self.store.scan(b"idn/dev/", None, 256)? {
             if decode::<DeviceGrant>(&e.value).map_or(true, |g| g.expires < now) {
+                gone.insert(key.clone());
                 out.push(Mutation::Delete { key });
             }
         }
+        // A user code goes with its device code (or when that is gone).
         for (key, e) in self.store.scan(b"idn/ucode/", None, 256)? {
-            if self.store.get(&e.value)?.is_none() {
+            let device = e.value.to_vec();
+            if gone.contains(&device) || self.store.get(&device)?.is_none() {
                 out.push(Mutation::Delete { key });
             }
         }
@@ -343,6 +367,16 @@ impl IdentityEngine {
             .filter(|p| p.enabled && p.kind == Kind::User)
             .ok_or_else(refused)?;
         Ok((user, Proof::Password { mfa: grant.mfa }))
+    }
+}
+
+#[async_trait::async_trait]
+impl super::super::registry::Engine for IdentityEngine {
+    async fn leader_work(&self, now: u64) -> Vec<super::super::registry::Done> {
+        vec![(
+            "swept expired sign-in sessions",
+            self.sweep_sessions(now).await,
+        )]
     }
 }
 

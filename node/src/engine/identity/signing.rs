@@ -18,10 +18,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::super::cas::{decode, encode, put, rev, write, Plan};
+use super::super::cas::{decode, encode, write, Plan};
 use super::super::store::{Mutation, Txn};
 use super::principals::{Kind, Principal};
 use super::{new_guid, IdentityEngine, IdentityError, Tenant};
+use super::{put, rev};
 
 /// Default access-token lifetime (as Entra's).
 pub const TOKEN_LIFETIME_SECS: u64 = 3600;

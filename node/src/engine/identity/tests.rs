@@ -122,6 +122,14 @@ async fn principals_have_unique_names_and_a_full_lifecycle() {
         );
     }
     assert_eq!(f.id.list(Kind::App).await.unwrap().len(), 1);
+    f.id.create_principal(template(Kind::Group, "ops"))
+        .await
+        .unwrap();
+    let g =
+        f.id.set_group_member("ops", &app.object_id, true)
+            .await
+            .unwrap();
+    assert_eq!(g.group.unwrap().members, vec![app.object_id.clone()]);
     assert!(
         !f.id
             .set_enabled(Kind::App, "billing", false)
@@ -135,6 +143,11 @@ async fn principals_have_unique_names_and_a_full_lifecycle() {
         Err(IdentityError::NotFound(_))
     ));
     assert!(f.id.app_by_client_id(&client_id).unwrap().is_none());
+    let g = f.id.find(Kind::Group, "ops").await.unwrap();
+    assert!(
+        g.group.unwrap().members.is_empty(),
+        "memberships go with the principal"
+    );
     // The name is free again.
     f.id.create_principal(template(Kind::App, "billing"))
         .await
@@ -584,4 +597,42 @@ async fn a_replica_that_lags_behind_the_issuer_fences_before_refusing() {
         f.id.verify(&token, &AnyCoffer).await,
         Err(VerifyError::Rejected(Rejected::Principal))
     ));
+}
+
+#[tokio::test]
+async fn the_leader_sweeps_expired_device_codes_and_refresh_tokens() {
+    let f = fixture();
+    let client_id = new_app(&f, "cli").await;
+    let user =
+        f.id.create_principal(user_template("carol@contoso", "correct horse battery").unwrap())
+            .await
+            .unwrap();
+    let code = f.id.start_device_code(&client_id, AUD).await.unwrap();
+    let refresh =
+        f.id.new_refresh_token(&user, &client_id, false)
+            .await
+            .unwrap();
+    assert_eq!(
+        f.id.sweep_sessions(T0 + 60).await.unwrap(),
+        0,
+        "nothing expired yet"
+    );
+    // Past the device code's 15 minutes: the code and its user code go.
+    assert_eq!(f.id.sweep_sessions(T0 + 901).await.unwrap(), 2);
+    assert!(f
+        .id
+        .poll_device_code(&client_id, &code.device_code)
+        .await
+        .is_err());
+    assert!(f
+        .id
+        .redeem_refresh_token(&client_id, &refresh)
+        .await
+        .is_ok());
+    let again =
+        f.id.new_refresh_token(&user, &client_id, false)
+            .await
+            .unwrap();
+    assert_eq!(f.id.sweep_sessions(T0 + 2 * 86_400).await.unwrap(), 1);
+    assert!(f.id.redeem_refresh_token(&client_id, &again).await.is_err());
 }
