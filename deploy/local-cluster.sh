@@ -30,6 +30,8 @@ for i in 1 2 3; do
         echo "api_addr = \"127.0.0.1:84${i}3\""
         echo "cluster_addr = \"127.0.0.1:84${i}4\""
         [[ $i == 1 ]] && echo "bootstrap = true"
+        # A loopback playground run by a user without a memlock allowance.
+        echo "lock_memory = false"
         echo "[tls]"
         echo "ca = \"$dir/tls/ca.pem\""
         echo "cert = \"$dir/tls/node$i.pem\""

@@ -18,6 +18,10 @@ install_system_packages() {
     [[ -e /usr/lib/softhsm/libsofthsm2.so ]] && command -v softhsm2-util >/dev/null || missing+=(softhsm2)
     # gpg: the custodians' OpenPGP client in the custody ceremony test.
     command -v gpg >/dev/null || missing+=(gnupg)
+    # The deployment tests build their base image from Debian's packages.
+    if command -v docker >/dev/null; then
+        command -v debootstrap >/dev/null || missing+=(debootstrap)
+    fi
     if ((${#missing[@]})); then
         log "installing ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive
@@ -63,8 +67,27 @@ if [[ "${FUZZ_SMOKE:-1}" != 0 ]]; then
     ./scripts/fuzz-smoke.sh || fuzz_status=$?
 fi
 
+# Deployment tests (deploy/*-test.sh, README "Deploy"): the Helm chart
+# renders and validates; the systemd unit verifies and the .deb installs and
+# starts in a container; the compose cluster passes its faults with an SDK
+# writer. Each says SKIPPED when Docker is missing. Like the fuzz smoke run
+# they come before nextest; a failure fails the suite after the tests.
+# DEPLOY_TESTS=0 skips them.
+deploy_status=0
+if [[ "${DEPLOY_TESTS:-1}" != 0 ]]; then
+    export COFFER_BIN="$CARGO_TARGET_DIR/debug/coffer"
+    for t in helm-test deb-test compose-test; do
+        log "deploy/$t.sh"
+        "./deploy/$t.sh" || deploy_status=$?
+    done
+fi
+
 log "testing"
 cargo nextest run --workspace --no-fail-fast "$@"
+if ((deploy_status)); then
+    echo "a deployment test failed (see above)" >&2
+    exit "$deploy_status"
+fi
 if ((fuzz_status)); then
     echo "the fuzz smoke run failed (see above)" >&2
     exit "$fuzz_status"

@@ -16,7 +16,7 @@ use coffer::engine::rotation::RotationPolicy;
 use coffer::engine::secrets::{self, SetSecret};
 use coffer_fuzz::app::{App, VAULT};
 use coffer_fuzz::block_on;
-use coffer_fuzz::store::{test_barrier, test_keyring_plain, test_keyring_record};
+use coffer_fuzz::keyring::{test_barrier, test_keyring_plain, test_keyring_record};
 
 fn write(dir: &Path, target: &str, label: &str, data: &[u8]) {
     let d = dir.join(target);

@@ -23,8 +23,8 @@ use coffer::crypto::KeyType;
 use coffer::engine::{keys, secrets, EngineError};
 use coffer::seal::Keyring;
 use coffer_fuzz::app::{with_app, App, VAULT, VAULT2};
+use coffer_fuzz::keyring::{test_barrier, test_keyring_record, TEST_ROOT_KEY};
 use coffer_fuzz::split_header;
-use coffer_fuzz::store::{test_barrier, test_keyring_record, TEST_ROOT_KEY};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -41,7 +41,9 @@ fuzz_target!(|data: &[u8]| {
         keys::BACKUP_PURPOSE
     };
     let blob = if sealed {
-        test_barrier().encrypt(purpose, payload)
+        test_barrier()
+            .encrypt(purpose, payload)
+            .expect("barrier encryption of a fuzz input")
     } else {
         payload.to_vec()
     };

@@ -43,7 +43,10 @@ fn real() -> &'static Real {
     static R: OnceLock<Real> = OnceLock::new();
     R.get_or_init(|| {
         let init = initialize(5, 3).expect("real seal");
-        let probe = init.barrier.encrypt(PROBE_AAD, b"unsealed");
+        let probe = init
+            .barrier
+            .encrypt(PROBE_AAD, b"unsealed")
+            .expect("probe encryption");
         Real { init, probe }
     })
 }

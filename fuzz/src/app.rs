@@ -1,6 +1,7 @@
-//! The Key Vault router over a [`FuzzStore`], reset to a recorded fixture
-//! (one vault, one secret, keys of every software type, a rotation policy)
-//! before every request sequence.
+//! The Key Vault router over the engine's in-memory store (barrier layer
+//! with the fixed test keyring), reset to a fixture (one vault, one secret,
+//! keys of every software type, a rotation policy) before every request
+//! sequence: the fixture store is built once and forked per iteration.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -11,6 +12,7 @@ use axum::Router;
 use coffer::api::akv::{router, AkvState};
 use coffer::crypto::{Curve, KeyType};
 use coffer::engine::keys::{CreateKey, KeyAttributes, KeysEngine};
+use coffer::engine::mem_store::MemStore;
 use coffer::engine::rotation::RotationLimits;
 use coffer::engine::rotation::RotationPolicy;
 use coffer::engine::secrets::{SecretsEngine, SetSecret};
@@ -19,7 +21,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use crate::block_on;
-use crate::store::FuzzStore;
+use crate::keyring::test_barrier;
 
 /// The vault every request addresses.
 pub const VAULT: &str = "fuzz";
@@ -45,7 +47,7 @@ pub const KEYS: &[(&str, KeyType, Option<u32>, Option<Curve>)] = &[
 
 /// What the fixture holds, for building paths.
 pub struct Fixture {
-    log: Vec<(Option<String>, coffer::engine::store::Txn)>,
+    store: MemStore,
     /// Version id of the fixture secret.
     pub secret_version: String,
     /// Version id of each entry of [`KEYS`], same order.
@@ -70,7 +72,7 @@ pub fn fixture() -> &'static Fixture {
 }
 
 async fn build_fixture() -> Fixture {
-    let store = Arc::new(FuzzStore::recording());
+    let store = Arc::new(MemStore::with_barrier(test_barrier()));
     let vaults = VaultsEngine::new(store.clone());
     vaults.create(VAULT, None).await.expect("fixture vault");
     vaults.create(VAULT2, None).await.expect("second vault");
@@ -121,7 +123,7 @@ async fn build_fixture() -> Fixture {
         .await
         .expect("fixture rotation policy");
     Fixture {
-        log: store.take_log(),
+        store: store.fork(),
         secret_version: secret.properties.version,
         key_versions,
     }
@@ -136,7 +138,7 @@ pub struct App {
     /// Its secrets engine.
     pub secrets: Arc<SecretsEngine>,
     /// The store below.
-    pub store: Arc<FuzzStore>,
+    pub store: Arc<MemStore>,
 }
 
 /// A response: status and the parsed JSON body (`Null` when empty).
@@ -161,10 +163,10 @@ impl Resp {
 }
 
 impl App {
-    /// A fresh app (the fixture replayed into a new store).
+    /// A fresh app (a copy of the fixture's store).
     pub async fn fresh() -> App {
         let f = fixture();
-        let store = Arc::new(FuzzStore::replay(&f.log).await);
+        let store = Arc::new(f.store.fork());
         // Without rotation minimums: policies of any length reach the
         // rotation code (the minimums themselves are checked by the
         // rotation_duration target and by unit tests).

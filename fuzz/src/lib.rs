@@ -1,14 +1,14 @@
 //! Shared harness of Coffer's fuzz targets.
 //!
 //! Everything here drives the real code: the Key Vault router and engines
-//! over an in-memory store whose backup blobs go through the real barrier
-//! (AES-256-GCM-SIV, `term | nonce | ct+tag`) under a fixed test key, so
-//! seeds made once stay valid. Nothing is mocked except the Raft layer
-//! below the `Store` trait.
+//! over the engine's in-memory store, whose values and backup blobs go
+//! through the real barrier layer (AES-256-GCM-SIV, `term | nonce |
+//! ct+tag`) under a fixed test key, so seeds made once stay valid. Nothing
+//! is mocked except the Raft layer below the raw store.
 
 pub mod app;
+pub mod keyring;
 pub mod leak;
-pub mod store;
 
 use std::future::Future;
 use std::sync::OnceLock;

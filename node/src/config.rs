@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use raft_store::{Node, NodeId};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use crate::engine::names::{is_valid_vault_name, VAULT_NAME_RULE};
 use crate::engine::rotation::RotationLimits;
@@ -36,8 +37,42 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// A secret configuration value (the join token): zeroized on drop, never
+/// printed — `Debug` and `--print-config` show `<redacted>`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(from = "String")]
+pub struct SecretValue(Zeroizing<String>);
+
+impl SecretValue {
+    /// What `Debug` and `Serialize` show instead of the value.
+    pub const REDACTED: &'static str = "<redacted>";
+
+    /// The value itself, for the one place that compares or sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretValue {
+    fn from(s: String) -> Self {
+        Self(Zeroizing::new(s))
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(Self::REDACTED)
+    }
+}
+
+impl Serialize for SecretValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(Self::REDACTED)
+    }
+}
+
 /// Paths of the PEM files a node presents and trusts.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Cluster CA certificate (trusted for peers; clients should trust it too).
@@ -49,7 +84,7 @@ pub struct TlsConfig {
 }
 
 /// Another member of the cluster at bootstrap time.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
     /// Its Raft node id.
@@ -61,7 +96,7 @@ pub struct PeerConfig {
 }
 
 /// A node's configuration file.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Raft node id, unique in the cluster, never reused.
@@ -73,13 +108,13 @@ pub struct Config {
     /// Address the gRPC cluster endpoint listens on.
     pub cluster_addr: SocketAddr,
     /// API address other nodes and clients should use (default: `api_addr`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertise_api_addr: Option<String>,
     /// Cluster address other nodes should use (default: `cluster_addr`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertise_cluster_addr: Option<String>,
     /// DNS suffix under which vaults are addressed as `{vault}.{vault_domain}`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault_domain: Option<String>,
     /// Vault served for hosts outside `vault_domain` (bare addresses).
     #[serde(default = "default_vault")]
@@ -95,6 +130,28 @@ pub struct Config {
     /// The other initial members (used with `bootstrap`).
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// Auto-join: cluster addresses (`host:port` of members' gRPC endpoints;
+    /// a DNS name may resolve to several) this node asks to be added at,
+    /// as a learner and then a voter, while it belongs to no cluster. The
+    /// request is authenticated by this node's certificate (issued by the
+    /// cluster CA) and `join_token`.
+    #[serde(default)]
+    pub retry_join: Vec<String>,
+    /// Shared secret a joining node presents and a member checks before it
+    /// adds the node (absent on a member: auto-join requests are refused).
+    /// Prefer `join_token_file` or the variable `COFFER_JOIN_TOKEN`, which
+    /// is read once at start and removed from the environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_token: Option<SecretValue>,
+    /// File holding the join token (trailing newline ignored; owner-only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_token_file: Option<PathBuf>,
+    /// Lock the process's memory (`mlockall`) so keys and secrets are never
+    /// written to swap. On by default; when the memlock limit forbids it the
+    /// node refuses to start and says how to raise the limit, or set this to
+    /// false (where swap is off or encrypted).
+    #[serde(default = "default_true")]
+    pub lock_memory: bool,
     /// Certificates.
     pub tls: TlsConfig,
     /// `json` (default) or `text` log lines.
@@ -116,7 +173,7 @@ pub struct Config {
     /// TEST ONLY: lowers Key Vault's minimum durations of key rotation
     /// policies (triggers of 7 days, `expiryTime` of 28 days) to this many
     /// seconds, so tests can watch policies being carried out.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsafe_min_rotation_secs: Option<u64>,
     /// Start even when the data dir, the TLS key or the HSM PIN file is
     /// readable or writable by group or others, or a certificate is
@@ -124,7 +181,7 @@ pub struct Config {
     #[serde(default)]
     pub allow_insecure_permissions: bool,
     /// The PKCS#11 device of the HSM tier (absent: no `*-HSM` keys on this node).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hsm: Option<HsmConfig>,
     /// `[raft]`: cluster transport limits and health thresholds.
     #[serde(default)]
@@ -140,7 +197,7 @@ pub struct Config {
 /// `[limits]`: what one client may hold of the HTTPS API listener, and how
 /// long the server waits for it. Every key is optional; the defaults suit a
 /// node that serves applications directly or behind a few proxies.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Open API connections at most (default 4096). Lowered at start to what
@@ -265,7 +322,7 @@ impl LimitsConfig {
 
 /// `[hsm]`: the PKCS#11 device attached to this node. The PIN is never in
 /// the file itself: it comes from `pin_file` or the variable `pin_env`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HsmConfig {
     /// Path of the PKCS#11 module (e.g. `/usr/lib/softhsm/libsofthsm2.so`).
@@ -273,10 +330,10 @@ pub struct HsmConfig {
     /// Label of the token to use; slots are found by label, never by index.
     pub token_label: String,
     /// File holding the user PIN (trailing newline ignored).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin_file: Option<PathBuf>,
     /// Environment variable holding the user PIN (e.g. `COFFER_HSM_PIN`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin_env: Option<String>,
     /// Upper bound on open sessions (the device's own limit applies too).
     #[serde(default = "default_hsm_max_sessions")]
@@ -332,23 +389,199 @@ fn default_lifecycle_interval() -> u64 {
     60
 }
 
+/// Shortest accepted join token: it is a password guarding membership.
+pub const MIN_JOIN_TOKEN_LEN: usize = 16;
+
+/// Prefix of the environment variables that override config keys.
+pub const ENV_PREFIX: &str = "COFFER_";
+/// Separates a table from its key in an override's name.
+const ENV_NESTING: &str = "__";
+/// Keys whose override is always text, and whose variable is removed from
+/// the environment once read ([`take_secret_env`]).
+const SECRET_KEYS: &[&str] = &["join_token"];
+
+/// Applies `COFFER_*` overrides to the parsed file; returns the variables
+/// used. Only names whose first part is a top-level key of [`Config`] are
+/// overrides; unknown keys below it are left for serde to refuse by name.
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<String>, ConfigError> {
+    let top = struct_fields::<Config>();
+    let mut used: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(name, _)| {
+            name.strip_prefix(ENV_PREFIX).is_some_and(|rest| {
+                let first = rest.split(ENV_NESTING).next().unwrap_or_default();
+                top.contains(&first.to_ascii_lowercase().as_str())
+            })
+        })
+        .collect();
+    // Deterministic: a table override first, then keys inside it.
+    used.sort();
+    for (name, raw) in &used {
+        let key = name[ENV_PREFIX.len()..].to_ascii_lowercase();
+        let path: Vec<&str> = key.split(ENV_NESTING).collect();
+        let (last, tables) = path.split_last().unwrap_or((&"", &[]));
+        let mut at = &mut *table;
+        for part in tables {
+            let entry = at
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            at = entry.as_table_mut().ok_or_else(|| {
+                ConfigError::Invalid(format!("{name}: `{part}` is not a table in the config"))
+            })?;
+        }
+        let value = if SECRET_KEYS.contains(last) {
+            toml::Value::String(raw.clone())
+        } else {
+            env_value(raw)
+        };
+        at.insert(last.to_string(), value);
+    }
+    Ok(used.into_iter().map(|(name, _)| name).collect())
+}
+
+/// An override's value: a TOML literal when it is one (number, boolean,
+/// array, inline table, quoted string), else the text itself, so
+/// `COFFER_NODE_ID=3` is a number and `COFFER_API_ADDR=0.0.0.0:8443` text.
+fn env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// Takes the secret overrides (`COFFER_JOIN_TOKEN`) out of the process
+/// environment ([`crate::hardening::take_env_secret`]: scrubbed from what
+/// `/proc/PID/environ` shows, removed so children never inherit them) and
+/// returns them as (name, value) pairs for [`Config::load_with_env`].
+///
+/// Call before any other thread exists: the binary does so first thing in
+/// `main`, before the async runtime starts.
+pub fn take_secret_env() -> Vec<(String, String)> {
+    SECRET_KEYS
+        .iter()
+        .filter_map(|key| {
+            let name = format!("{ENV_PREFIX}{}", key.to_ascii_uppercase());
+            let value = crate::hardening::take_env_secret(&name)?;
+            Some((name, value.to_string()))
+        })
+        .collect()
+}
+
+/// The field names serde knows for struct `T` (its `deserialize_struct`
+/// call reveals them), so the override filter cannot drift from [`Config`].
+fn struct_fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    use serde::de::{Error as _, Visitor};
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Probe<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(Self::Error::custom("probed"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Probe(&mut fields));
+    fields
+}
+
+fn default_true() -> bool {
+    true
+}
+
 fn default_log_format() -> String {
     "json".to_string()
 }
 
 impl Config {
-    /// Reads and validates a TOML config file.
+    /// Reads a TOML config file, applies the `COFFER_*` environment
+    /// overrides of the process and validates the result.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// [`Config::load`] with the environment given: `COFFER_<KEY>` sets a
+    /// top-level key, `COFFER_<TABLE>__<KEY>` one in a table (`COFFER_RAFT__HEARTBEAT_MS`);
+    /// other `COFFER_*` variables (`COFFER_LOG`, the CLI's) are not config keys.
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let parse_error = |message: String| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let mut table: toml::Table =
+            toml::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
+        let overridden = apply_env_overrides(&mut table, env)?;
+        let mut config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    let mut message = e.to_string();
+                    if !overridden.is_empty() {
+                        message.push_str(&format!(
+                            " (with environment overrides {})",
+                            overridden.join(", ")
+                        ));
+                    }
+                    parse_error(message)
+                })?;
+        config.read_join_token_file()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads `join_token_file` into `join_token` (the file is checked to be
+    /// owner-only by [`crate::files::check_node_files`] at start).
+    fn read_join_token_file(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = &self.join_token_file else {
+            return Ok(());
+        };
+        if self.join_token.is_some() {
+            return Err(ConfigError::Invalid(
+                "give the join token once: join_token (or COFFER_JOIN_TOKEN) or join_token_file"
+                    .into(),
+            ));
+        }
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?,
+            );
+        self.join_token = Some(SecretValue::from(
+            text.trim_end_matches(['\r', '\n']).to_string(),
+        ));
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets shown as `<redacted>`
+    /// (`coffer server --print-config`).
+    pub fn to_redacted_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string_pretty(self)
+            .map_err(|e| ConfigError::Invalid(format!("cannot print the config: {e}")))
     }
 
     /// Checks the values that serde cannot.
@@ -384,6 +617,28 @@ impl Config {
         }
         if let Some(hsm) = &self.hsm {
             hsm.validate()?;
+        }
+        if self
+            .join_token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < MIN_JOIN_TOKEN_LEN)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "join_token must be at least {MIN_JOIN_TOKEN_LEN} characters \
+                 (e.g. `openssl rand -hex 32`)"
+            )));
+        }
+        if !self.retry_join.is_empty() && self.join_token.is_none() {
+            return Err(ConfigError::Invalid(
+                "retry_join needs a join token (join_token_file or COFFER_JOIN_TOKEN)".into(),
+            ));
+        }
+        if !self.retry_join.is_empty() && (self.bootstrap || !self.peers.is_empty()) {
+            return Err(ConfigError::Invalid(
+                "retry_join is for nodes that join an existing cluster: \
+                 it cannot be combined with bootstrap or peers"
+                    .into(),
+            ));
         }
         self.raft
             .validate()
@@ -537,5 +792,137 @@ mod tests {
         }
         let typo = format!("{SAMPLE}\n[limits]\nidle_timeout = 30\n");
         assert!(toml::from_str::<Config>(&typo).is_err());
+    }
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coffer.toml");
+        std::fs::write(&path, text).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load_with_env(&path, env)
+    }
+
+    #[test]
+    fn environment_overrides_set_top_level_and_table_keys() {
+        let config = load(
+            SAMPLE,
+            &[
+                ("COFFER_NODE_ID", "3"),
+                ("COFFER_API_ADDR", "0.0.0.0:9443"),
+                ("COFFER_BOOTSTRAP", "false"),
+                ("COFFER_PEERS", "[]"),
+                ("COFFER_TLS__CERT", "/etc/coffer/tls/n3.pem"),
+                ("COFFER_RAFT__HEARTBEAT_MS", "50"),
+                ("COFFER_LIMITS__MAX_CONNECTIONS", "64"),
+                ("COFFER_RETRY_JOIN", r#"["coffer-1:8444", "coffer-2:8444"]"#),
+                ("COFFER_JOIN_TOKEN", "1234567890123456"),
+                // Not config keys: the log filter, the CLI's, a PIN variable.
+                ("COFFER_LOG", "debug"),
+                ("COFFER_ADDR", "https://x:1"),
+                ("COFFER_HSM_PIN", "1234"),
+                ("PATH", "/usr/bin"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.node_id, 3);
+        assert_eq!(config.api_addr, "0.0.0.0:9443".parse().unwrap());
+        assert!(!config.bootstrap);
+        assert!(config.peers.is_empty());
+        assert_eq!(config.tls.cert, PathBuf::from("/etc/coffer/tls/n3.pem"));
+        assert_eq!(
+            config.tls.ca,
+            PathBuf::from("ca.pem"),
+            "the rest of [tls] stays"
+        );
+        assert_eq!(config.raft.heartbeat_ms, 50);
+        assert_eq!(config.limits.max_connections, 64);
+        assert_eq!(config.retry_join, ["coffer-1:8444", "coffer-2:8444"]);
+        // All digits, still text: a secret is never read as a number.
+        assert_eq!(config.join_token.unwrap().expose(), "1234567890123456");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name_in_the_file_and_the_environment() {
+        let err = load(&format!("{SAMPLE}\nbogus_key = 1\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bogus_key"), "{err}");
+        let err = load(&format!("{SAMPLE}\n[raft]\nheartbeat = 1\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("heartbeat"), "{err}");
+        let err = load(SAMPLE, &[("COFFER_RAFT__HEARTBEATS_MS", "5")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("heartbeats_ms"), "{err}");
+        assert!(err.contains("COFFER_RAFT__HEARTBEATS_MS"), "{err}");
+        let err = load(SAMPLE, &[("COFFER_NODE_ID", "three")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("COFFER_NODE_ID"), "{err}");
+    }
+
+    #[test]
+    fn print_config_redacts_the_join_token() {
+        let config = load(SAMPLE, &[("COFFER_JOIN_TOKEN", "very-secret-join-token")]).unwrap();
+        let text = config.to_redacted_toml().unwrap();
+        assert!(!text.contains("very-secret-join-token"), "{text}");
+        assert!(text.contains(r#"join_token = "<redacted>""#), "{text}");
+        assert!(format!("{config:?}").contains("<redacted>"));
+        assert!(!format!("{config:?}").contains("very-secret"));
+        // The printed config is itself a valid config (apart from the token).
+        let reparsed: Config = toml::from_str(&text).unwrap();
+        assert_eq!(reparsed.node_id, 1);
+        assert_eq!(reparsed.limits, config.limits);
+        assert_eq!(reparsed.raft, config.raft);
+    }
+
+    #[test]
+    fn retry_join_needs_a_token_and_excludes_bootstrap() {
+        let joiner = SAMPLE
+            .replace("bootstrap = true", "retry_join = [\"coffer-1:8444\"]")
+            .replace("[[peers]]\n        node_id = 2\n        api_addr = \"127.0.0.1:8453\"\n        cluster_addr = \"127.0.0.1:8454\"", "");
+        let err = load(&joiner, &[]).unwrap_err().to_string();
+        assert!(err.contains("join token"), "{err}");
+        load(&joiner, &[("COFFER_JOIN_TOKEN", "0123456789abcdef")]).unwrap();
+        let err = load(&joiner, &[("COFFER_JOIN_TOKEN", "short")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 16"), "{err}");
+        let err = load(
+            SAMPLE,
+            &[
+                ("COFFER_RETRY_JOIN", "[\"a:1\"]"),
+                ("COFFER_JOIN_TOKEN", "0123456789abcdef"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("bootstrap"), "{err}");
+    }
+
+    #[test]
+    fn the_join_token_file_is_read_without_its_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("join-token");
+        std::fs::write(&token, "from-a-file-0123456789\n").unwrap();
+        let text = format!("join_token_file = {token:?}\n{SAMPLE}");
+        let config = load(&text, &[]).unwrap();
+        assert_eq!(
+            config.join_token.unwrap().expose(),
+            "from-a-file-0123456789"
+        );
+        let err = load(&text, &[("COFFER_JOIN_TOKEN", "0123456789abcdef")]).unwrap_err();
+        assert!(err.to_string().contains("once"), "{err}");
+    }
+
+    #[test]
+    fn memory_is_locked_unless_switched_off() {
+        assert!(load(SAMPLE, &[]).unwrap().lock_memory);
+        assert!(
+            !load(SAMPLE, &[("COFFER_LOCK_MEMORY", "false")])
+                .unwrap()
+                .lock_memory
+        );
     }
 }

@@ -163,7 +163,7 @@ pub fn check(path: &Path, kind: Guarded) -> Result<(), FileModeError> {
     Ok(())
 }
 
-/// The start-up check of a node's data dir, TLS files and HSM PIN file
+/// The start-up check of a node's data dir, TLS files, HSM PIN file and join token file
 /// (skipped, with a warning, when `allow_insecure_permissions` is set).
 pub fn check_node_files(config: &Config) -> Result<(), FileModeError> {
     if config.allow_insecure_permissions {
@@ -174,6 +174,9 @@ pub fn check_node_files(config: &Config) -> Result<(), FileModeError> {
     check(&config.tls.key, Guarded::SecretFile)?;
     if let Some(pin) = config.hsm.as_ref().and_then(|h| h.pin_file.as_deref()) {
         check(pin, Guarded::SecretFile)?;
+    }
+    if let Some(token) = &config.join_token_file {
+        check(token, Guarded::SecretFile)?;
     }
     check(&config.tls.cert, Guarded::PublicFile)?;
     check(&config.tls.ca, Guarded::PublicFile)
@@ -250,17 +253,24 @@ mod tests {
         write_private_file(&p("key.pem"), b"k").unwrap();
         write_public_file(&p("cert.pem"), b"c").unwrap();
         write_public_file(&p("ca.pem"), b"c").unwrap();
+        write_private_file(&p("join-token"), b"0123456789abcdef").unwrap();
         let text = format!(
             "node_id = 1\ndata_dir = {:?}\napi_addr = \"127.0.0.1:1\"\ncluster_addr = \"127.0.0.1:2\"\n\
-             [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+             join_token_file = {:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
             p("data"),
+            p("join-token"),
             p("ca.pem"),
             p("cert.pem"),
             p("key.pem")
         );
         let mut config: Config = toml::from_str(&text).unwrap();
         check_node_files(&config).unwrap();
-        for (name, mode) in [("data", 0o750), ("key.pem", 0o604), ("ca.pem", 0o664)] {
+        for (name, mode) in [
+            ("data", 0o750),
+            ("key.pem", 0o604),
+            ("join-token", 0o640),
+            ("ca.pem", 0o664),
+        ] {
             let good = mode_of(&p(name));
             chmod(&p(name), mode);
             let err = check_node_files(&config).unwrap_err().to_string();

@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod engine;
 pub mod error_chain;
 pub mod files;
+pub mod hardening;
 pub mod http_limits;
 pub mod listener;
 pub mod logging;

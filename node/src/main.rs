@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use coffer::cli::{self, ClientArgs, OperatorCommand, SecretCommand};
 use coffer::config::Config;
+use coffer::hardening;
 use coffer::server::{self, DevOptions, Server};
 
 /// Coffer: a self-hosted, Raft-replicated key vault speaking the Azure Key Vault API.
@@ -60,18 +61,25 @@ struct ServerArgs {
     /// from a generated CA. For development only.
     #[arg(long, conflicts_with = "config")]
     dev: bool,
-    /// Node configuration file (TOML).
+    /// Node configuration file (TOML). Every key can also be set by a
+    /// `COFFER_<KEY>` variable (`COFFER_<TABLE>__<KEY>` inside a table).
     #[arg(long, required_unless_present = "dev")]
     config: Option<PathBuf>,
+    /// Print the effective configuration (file plus environment, secrets
+    /// redacted) and exit.
+    #[arg(long, requires = "config")]
+    print_config: bool,
     /// Data directory of the dev node.
     #[arg(long, default_value = "coffer-dev")]
     data_dir: PathBuf,
     /// HTTPS API address of the dev node.
     #[arg(long, default_value = "127.0.0.1:8443")]
     api_addr: SocketAddr,
-    /// gRPC cluster address of the dev node.
-    #[arg(long, default_value = "127.0.0.1:8444")]
-    cluster_addr: SocketAddr,
+    /// gRPC cluster address of the dev node (default: the API port + 1).
+    #[arg(long)]
+    cluster_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    hsm: server::DevHsmArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -80,19 +88,76 @@ fn main() -> anyhow::Result<()> {
     // Whatever umask was inherited, nothing this process creates is
     // readable by others unless given an explicit mode.
     coffer::files::restrict_umask();
+    // Keys, tokens and shares pass through every command: none of them may
+    // end up in a core file.
+    hardening::disable_core_dumps()?;
     let cli = Cli::parse();
+    // Everything that reads or changes the environment happens here, while
+    // this is the only thread.
+    let (prepared, command) = match cli.command {
+        Command::Server(args) => (Some(prepare_server(args)?), None),
+        other => (None, Some(other)),
+    };
     // One crypto provider for every TLS stack in the process.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run(cli))
+    match prepared {
+        Some(PreparedServer::PrintConfig(text)) => {
+            print!("{text}");
+            Ok(())
+        }
+        Some(server) => runtime.block_on(run_server(server)),
+        None => match command {
+            Some(command) => runtime.block_on(run(command)),
+            None => Ok(()),
+        },
+    }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Server(args) => run_server(args).await,
+/// A server command with its configuration read and the process prepared.
+enum PreparedServer {
+    Dev(DevOptions),
+    Node(Box<Config>),
+    PrintConfig(String),
+}
+
+/// Reads the configuration (taking secret variables out of the
+/// environment) and locks memory, before any other thread starts.
+fn prepare_server(args: ServerArgs) -> anyhow::Result<PreparedServer> {
+    if args.dev {
+        let cluster_addr = args
+            .cluster_addr
+            .unwrap_or_else(|| server::dev_cluster_addr(args.api_addr));
+        let hsm = server::prepare_dev_hsm(&args.hsm, &args.data_dir)?;
+        return Ok(PreparedServer::Dev(DevOptions {
+            data_dir: args.data_dir,
+            api_addr: args.api_addr,
+            cluster_addr,
+            hsm,
+        }));
+    }
+    let path = args.config.context("--config is required without --dev")?;
+    let taken = coffer::config::take_secret_env();
+    let config = Config::load_with_env(&path, std::env::vars().chain(taken))?;
+    if args.print_config {
+        return Ok(PreparedServer::PrintConfig(config.to_redacted_toml()?));
+    }
+    if let Some(var) = config.hsm.as_ref().and_then(|h| h.pin_env.as_deref()) {
+        hardening::take_env_secret(var);
+    }
+    if config.lock_memory {
+        hardening::lock_memory()?;
+    }
+    Ok(PreparedServer::Node(Box::new(config)))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        // Prepared and run by `main`.
+        Command::Server(_) => Ok(()),
         Command::Operator { client, command } => match command {
             OperatorCli::Tls(args) => cli::tls::run(args),
             OperatorCli::Remote(command) => cli::run_operator(&client, command).await,
@@ -102,22 +167,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
-    if args.dev {
-        init_logging("text");
-        raise_open_files_limit();
-        return server::run_dev(DevOptions {
-            data_dir: args.data_dir,
-            api_addr: args.api_addr,
-            cluster_addr: args.cluster_addr,
-        })
-        .await;
+async fn run_server(prepared: PreparedServer) -> anyhow::Result<()> {
+    match prepared {
+        PreparedServer::Dev(opts) => {
+            init_logging("text");
+            raise_open_files_limit();
+            server::run_dev(opts).await
+        }
+        PreparedServer::Node(config) => {
+            init_logging(&config.log_format);
+            if config.lock_memory {
+                tracing::info!("memory locked (mlockall): nothing of this process is swapped out");
+            }
+            raise_open_files_limit();
+            Server::start(&config).await?.serve().await
+        }
+        PreparedServer::PrintConfig(_) => Ok(()),
     }
-    let path = args.config.context("--config is required without --dev")?;
-    let config = Config::load(&path)?;
-    init_logging(&config.log_format);
-    raise_open_files_limit();
-    Server::start(&config).await?.serve().await
 }
 
 /// Every API connection takes a file descriptor: the soft limit goes up to

@@ -2,7 +2,6 @@
 //! node, report health, verify tokens. Free of HTTP; `api::sys` renders it.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use raft_store::{Compare, Mutation, Request, Txn};
@@ -11,7 +10,8 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::cluster::{ClusterNode, RaftStatus};
-use crate::engine::keys::KeysEngine;
+use crate::engine::clock::now_ms;
+use crate::engine::registry::Engines;
 use crate::engine::store::{Store, StoreError};
 use crate::engine::vaults::VaultsEngine;
 use crate::seal::{
@@ -115,8 +115,8 @@ pub struct Operator {
     seal: Arc<SealManager>,
     store: Arc<dyn Store>,
     vaults: Arc<VaultsEngine>,
-    /// Holds parsed key material to drop when the node seals.
-    keys: Arc<KeysEngine>,
+    /// Every engine, for what they clear when the node seals.
+    engines: Engines,
     default_vault: String,
     /// Rekey and generate-root ceremonies in progress on this node.
     ceremonies: custody::Ceremonies,
@@ -129,7 +129,7 @@ impl Operator {
         seal: Arc<SealManager>,
         store: Arc<dyn Store>,
         vaults: Arc<VaultsEngine>,
-        keys: Arc<KeysEngine>,
+        engines: Engines,
         default_vault: String,
     ) -> Self {
         Self {
@@ -137,7 +137,7 @@ impl Operator {
             seal,
             store,
             vaults,
-            keys,
+            engines,
             default_vault,
             ceremonies: custody::Ceremonies::default(),
         }
@@ -300,9 +300,9 @@ impl Operator {
     /// Seals this node: key material is wiped from memory.
     pub fn seal(&self) {
         // Seal first: from here on store reads fail, so nothing repopulates
-        // the key cache (see `KeyCache::ticket`).
+        // the key cache (see `ParsedKeyCache::ticket`).
         self.seal.seal();
-        self.keys.clear_key_cache();
+        self.engines.clear_on_seal();
     }
 
     /// Whether this node is sealed.
@@ -358,7 +358,9 @@ fn init_txn(
     let record = serde_json::to_vec(&record)
         .map_err(|e| StoreError::Internal(format!("encoding token record: {e}")))?;
     let token_key = token_key(root_token).into_bytes();
-    let token_value = barrier.encrypt(&token_key, &record);
+    let token_value = barrier
+        .encrypt(&token_key, &record)
+        .map_err(|e| StoreError::TooLarge(e.to_string()))?;
     Ok(Txn {
         compare: vec![Compare::Revision {
             key: SEAL_CONFIG_KEY.to_vec(),
@@ -398,12 +400,4 @@ fn new_token() -> Zeroizing<String> {
         "cft.{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     ))
-}
-
-/// Wall clock in Unix milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

@@ -12,16 +12,18 @@ use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
 use crate::api;
-use crate::cluster::{ClusterConfig, ClusterNode, ClusterStore};
-use crate::config::{Config, LimitsConfig, TlsConfig};
+use crate::cluster::{cluster_store, ClusterConfig, ClusterNode};
+use crate::config::{Config, HsmConfig, LimitsConfig, TlsConfig};
 use crate::crypto::hsm::HsmProvider;
 use crate::crypto::pkcs11::Pkcs11Hsm;
+use crate::engine::clock::now_secs;
 use crate::engine::keys::KeysEngine;
+use crate::engine::registry::Engines;
 use crate::engine::secrets::SecretsEngine;
 use crate::engine::store::Store;
 use crate::engine::vaults::VaultsEngine;
 use crate::files;
-use crate::operator::{now_ms, Operator, OperatorError};
+use crate::operator::{Operator, OperatorError};
 use crate::seal::SealManager;
 use crate::tls::{self, TlsMaterial};
 
@@ -41,8 +43,8 @@ pub struct Server {
     router: Router,
     api_tls: Arc<rustls::ServerConfig>,
     limits: LimitsConfig,
-    secrets: Arc<SecretsEngine>,
-    keys: Arc<KeysEngine>,
+    engines: Engines,
+    hsm: Option<Arc<Pkcs11Hsm>>,
     snapshots: Option<crate::cluster::snapshot_file::SnapshotsConfig>,
 }
 
@@ -61,6 +63,10 @@ impl Server {
             stale_reads: config.unsafe_stale_reads,
             snapshot_logs: config.raft_snapshot_logs,
             tuning: config.raft.clone(),
+            join_token: config
+                .join_token
+                .as_ref()
+                .map(|t| crate::cluster::JoinToken::new(t.expose())),
         })
         .await
         .context("starting the cluster node")?;
@@ -69,10 +75,17 @@ impl Server {
                 .await
                 .context("bootstrapping the Raft cluster")?;
         }
+        if let (false, Some(token)) = (config.retry_join.is_empty(), &config.join_token) {
+            node.retry_join(
+                config.retry_join.clone(),
+                token.expose(),
+                config.advertised_node(),
+            );
+        }
         let pkcs11 = open_hsm(config).await;
         let hsm: Option<Arc<dyn HsmProvider>> = pkcs11.clone().map(|p| p as Arc<dyn HsmProvider>);
         let seal = Arc::new(SealManager::new());
-        let store: Arc<dyn Store> = Arc::new(ClusterStore::new(node.clone(), seal.clone()));
+        let store: Arc<dyn Store> = Arc::new(cluster_store(node.clone(), seal.clone()));
         let vaults = Arc::new(VaultsEngine::new(store.clone()));
         let secrets = Arc::new(SecretsEngine::new(store.clone()));
         // Without an `[hsm]` section, `*-HSM` key types answer 503 HsmUnavailable.
@@ -85,12 +98,13 @@ impl Server {
                 "TEST ONLY: rotation policy minimums lowered (unsafe_min_rotation_secs)"
             );
         }
+        let engines = Engines::new().with(secrets.clone()).with(keys.clone());
         let operator = Arc::new(Operator::new(
             node.clone(),
             seal,
             store,
             vaults.clone(),
-            keys.clone(),
+            engines.clone(),
             config.default_vault.clone(),
         ));
         let router = api::router(api::ApiConfig {
@@ -101,7 +115,7 @@ impl Server {
             vault_domain: config.vault_domain.clone(),
             default_vault: config.default_vault.clone(),
             tenant: config.tenant.clone(),
-            hsm: pkcs11,
+            hsm: pkcs11.clone(),
         });
         Ok(Self {
             operator,
@@ -111,8 +125,8 @@ impl Server {
             router,
             api_tls,
             limits: config.limits.clone(),
-            secrets,
-            keys,
+            engines,
+            hsm: pkcs11,
             snapshots: config.snapshots.clone(),
         })
     }
@@ -125,8 +139,7 @@ impl Server {
         tracing::info!(addr = %self.api_addr, "API listening");
         tokio::spawn(lifecycle_loop(
             self.operator.clone(),
-            self.secrets.clone(),
-            self.keys.clone(),
+            self.engines.clone(),
             self.lifecycle_interval,
         ));
         tokio::spawn(fail_stop(self.node.clone()));
@@ -207,30 +220,18 @@ async fn shutdown_signal() {
     }
 }
 
-/// The leader purges soft-deleted objects whose purge date has passed and
-/// carries out due key rotation policies.
-async fn lifecycle_loop(
-    operator: Arc<Operator>,
-    secrets: Arc<SecretsEngine>,
-    keys: Arc<KeysEngine>,
-    every: Duration,
-) {
+/// The leader runs every engine's periodic work: purging soft-deleted
+/// objects whose purge date has passed, due key rotation policies, ….
+async fn lifecycle_loop(operator: Arc<Operator>, engines: Engines, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         if operator.is_sealed() || !operator.node().status().is_leader {
             continue;
         }
-        let now = now_ms() / 1000;
-        log_done(
-            "purged soft-deleted secrets",
-            secrets.purge_expired(now).await,
-        );
-        log_done("purged soft-deleted keys", keys.purge_expired(now).await);
-        log_done(
-            "rotated keys by policy",
-            keys.run_rotation_policies(now).await,
-        );
+        for (what, result) in engines.leader_work(now_secs()).await {
+            log_done(what, result);
+        }
     }
 }
 
@@ -280,6 +281,116 @@ pub struct DevOptions {
     pub api_addr: SocketAddr,
     /// gRPC cluster address.
     pub cluster_addr: SocketAddr,
+    /// The PKCS#11 device of the HSM tier, if any.
+    pub hsm: Option<HsmConfig>,
+}
+
+/// The cluster address of a dev node: the port after the API's, so two dev
+/// servers with different `--api-addr` do not clash (port 0 stays 0: any).
+pub fn dev_cluster_addr(api: SocketAddr) -> SocketAddr {
+    let port = match api.port() {
+        0 => 0,
+        p => p.checked_add(1).unwrap_or(p - 1),
+    };
+    SocketAddr::new(api.ip(), port)
+}
+
+/// `coffer server --dev` flags of the HSM tier.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct DevHsmArgs {
+    /// PKCS#11 module of a device to attach (with --hsm-pin-file).
+    #[arg(long, requires = "hsm_pin_file", conflicts_with = "hsm_softhsm")]
+    pub hsm_module: Option<PathBuf>,
+    /// Label of the token on that device.
+    #[arg(long, default_value = DEV_HSM_TOKEN_LABEL)]
+    pub hsm_token_label: String,
+    /// File holding the token's user PIN.
+    #[arg(long, requires = "hsm_module")]
+    pub hsm_pin_file: Option<PathBuf>,
+    /// Create a SoftHSM2 token in the data dir (Debian's `softhsm2`) and use it.
+    #[arg(long)]
+    pub hsm_softhsm: bool,
+}
+
+/// Token label of a dev node's device, unless `--hsm-token-label` says otherwise.
+pub const DEV_HSM_TOKEN_LABEL: &str = "coffer-dev";
+/// Where Debian's `softhsm2` installs its module.
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// The SoftHSM2 user PIN of a dev node's own token, in its data dir.
+pub const DEV_HSM_PIN_FILE: &str = "hsm-pin";
+
+/// The `[hsm]` section of a dev node. With `--hsm-softhsm` it creates the
+/// token on first use under `DATA_DIR/softhsm` and points `SOFTHSM2_CONF`
+/// there — which is why it runs in `main` before any other thread exists.
+pub fn prepare_dev_hsm(args: &DevHsmArgs, data_dir: &Path) -> anyhow::Result<Option<HsmConfig>> {
+    let (module, pin_file) = if let Some(module) = &args.hsm_module {
+        let pin = args
+            .hsm_pin_file
+            .clone()
+            .context("--hsm-pin-file is required")?;
+        (module.clone(), pin)
+    } else if args.hsm_softhsm {
+        (
+            PathBuf::from(SOFTHSM_MODULE),
+            create_dev_softhsm_token(data_dir, &args.hsm_token_label)?,
+        )
+    } else {
+        return Ok(None);
+    };
+    let cfg = HsmConfig {
+        module,
+        token_label: args.hsm_token_label.clone(),
+        pin_file: Some(pin_file),
+        pin_env: None,
+        max_sessions: 16,
+        key_cache: 1024,
+    };
+    cfg.validate()?;
+    Ok(Some(cfg))
+}
+
+/// Creates (once) a SoftHSM2 token for a dev node and returns its PIN file.
+fn create_dev_softhsm_token(data_dir: &Path, label: &str) -> anyhow::Result<PathBuf> {
+    if !Path::new(SOFTHSM_MODULE).exists() {
+        bail!("--hsm-softhsm needs SoftHSM2 ({SOFTHSM_MODULE}): apt-get install softhsm2");
+    }
+    let dir = data_dir.join("softhsm");
+    let tokens = dir.join("tokens");
+    files::create_private_dir(&tokens).with_context(|| format!("creating {}", tokens.display()))?;
+    let conf = dir.join("softhsm2.conf");
+    files::write_private_file(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\n",
+            tokens.display()
+        )
+        .as_bytes(),
+    )?;
+    // SAFETY of the environment: called from `main` before the runtime starts.
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    let pin_path = data_dir.join(DEV_HSM_PIN_FILE);
+    if pin_path.exists() {
+        return Ok(pin_path);
+    }
+    let pin = Zeroizing::new(hex::encode(rand::random::<[u8; 16]>()));
+    let so_pin = Zeroizing::new(hex::encode(rand::random::<[u8; 16]>()));
+    // A dev token: its PINs pass on softhsm2-util's command line for the
+    // moment it runs (visible in `ps` to this user); a real device's PIN
+    // comes from a file or a variable that is taken out of the environment.
+    let status = std::process::Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", label, "--pin"])
+        .arg(pin.as_str())
+        .arg("--so-pin")
+        .arg(so_pin.as_str())
+        .env("SOFTHSM2_CONF", &conf)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running softhsm2-util (apt-get install softhsm2)")?;
+    if !status.success() {
+        bail!("softhsm2-util --init-token failed ({status})");
+    }
+    files::write_private_file(&pin_path, pin.as_bytes())?;
+    Ok(pin_path)
 }
 
 /// Runs a single self-initialising, self-unsealing node.
@@ -301,6 +412,11 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
         tenant: "coffer".into(),
         bootstrap: true,
         peers: Vec::new(),
+        retry_join: Vec::new(),
+        join_token: None,
+        join_token_file: None,
+        // A dev node runs as a user without a memlock allowance.
+        lock_memory: false,
         tls: TlsConfig {
             ca: tls_paths.ca.clone(),
             cert: tls_paths.cert,
@@ -312,7 +428,7 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
         unsafe_stale_reads: false,
         unsafe_min_rotation_secs: None,
         allow_insecure_permissions: false,
-        hsm: None,
+        hsm: opts.hsm.clone(),
         raft: Default::default(),
         limits: LimitsConfig::default(),
         snapshots: None,
@@ -320,8 +436,33 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
     let server = Server::start(&config).await?;
     wait_for_leader(&server.node).await?;
     dev_init_or_unseal(&server.operator, &opts.data_dir).await?;
-    print_dev_banner(&opts, &tls_paths.ca);
+    let hsm_line = match &server.hsm {
+        Some(hsm) => ensure_dev_kek(hsm.clone()).await?,
+        None => "none (try --hsm-softhsm)".to_string(),
+    };
+    print_dev_banner(&opts, &tls_paths.ca, &hsm_line);
     server.serve().await
+}
+
+/// Creates the cluster KEK in a dev node's device unless it holds one, so
+/// `*-HSM` keys work at once; returns the banner's HSM line.
+async fn ensure_dev_kek(hsm: Arc<Pkcs11Hsm>) -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(move || {
+        let status = hsm.status();
+        if !status.available {
+            bail!(
+                "the HSM device is not usable: {}",
+                status.error.unwrap_or_else(|| "unknown error".into())
+            );
+        }
+        if !status.kek_present {
+            hsm.create_kek()
+                .context("creating the cluster KEK in the device")?;
+        }
+        Ok(format!("token {:?}, KEK present", status.token_label))
+    })
+    .await
+    .context("the HSM task panicked")?
 }
 
 async fn wait_for_leader(node: &ClusterNode) -> anyhow::Result<()> {
@@ -359,17 +500,31 @@ async fn dev_init_or_unseal(operator: &Operator, dir: &Path) -> anyhow::Result<(
     Ok(())
 }
 
-fn print_dev_banner(opts: &DevOptions, ca: &Path) {
+fn print_dev_banner(opts: &DevOptions, ca: &Path, hsm: &str) {
     let dir = opts.data_dir.display();
     let addr = opts.api_addr;
     // The banner prints paths, never the token or key themselves.
     println!(
         "\nCoffer dev server: single node, initialised and unsealed.\n\
-         \n  API:         https://{addr}\n  CA cert:     {ca}\n  Root token:  {dir}/{DEV_ROOT_TOKEN_FILE}\n  Unseal key:  {dir}/{DEV_UNSEAL_KEY_FILE}\n\
+         \n  API:         https://{addr}\n  CA cert:     {ca}\n  Root token:  {dir}/{DEV_ROOT_TOKEN_FILE}\n  Unseal key:  {dir}/{DEV_UNSEAL_KEY_FILE}\n  HSM tier:    {hsm}\n\
          \nTry it:\n\
          \n  export COFFER_ADDR=https://{addr} COFFER_CACERT={ca} COFFER_TOKEN=$(cat {dir}/{DEV_ROOT_TOKEN_FILE})\
          \n  coffer secret set hello --value world && coffer secret get hello\
          \n  curl --cacert {ca} -H \"Authorization: Bearer $COFFER_TOKEN\" \"https://{addr}/secrets/hello?api-version=2026-04-01\"\n",
         ca = ca.display(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dev_node_puts_its_cluster_port_next_to_the_api_port() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(dev_cluster_addr(at("127.0.0.1:8443")), at("127.0.0.1:8444"));
+        assert_eq!(dev_cluster_addr(at("127.0.0.1:9000")), at("127.0.0.1:9001"));
+        assert_eq!(dev_cluster_addr(at("127.0.0.1:0")), at("127.0.0.1:0"));
+        assert_eq!(dev_cluster_addr(at("[::1]:65535")), at("[::1]:65534"));
+    }
 }

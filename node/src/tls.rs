@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -92,9 +91,7 @@ fn read_text(path: &Path) -> Result<String, TlsError> {
 }
 
 fn current_year() -> i32 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = crate::engine::clock::now_secs();
     // Average Gregorian year; off by at most a day around New Year, and
     // validity starts on Jan 1 of the year before to absorb that and skew.
     1970 + (secs / 31_556_952) as i32

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coffer::cluster::{pb, ClusterConfig, ClusterNode, ClusterStore};
+use coffer::cluster::{cluster_store, pb, ClusterConfig, ClusterNode};
 use coffer::engine::store::{Store, StoreError};
 use coffer::seal::SealManager;
 use coffer::tls::{self, TlsMaterial};
@@ -54,6 +54,7 @@ async fn start_node(ca: &Ca, id: NodeId, dirs: &mut Vec<TempDir>) -> Arc<Cluster
         stale_reads: false,
         snapshot_logs: coffer::cluster::SNAPSHOT_LOGS,
         tuning: Default::default(),
+        join_token: None,
     };
     dirs.push(dir);
     ClusterNode::start(cfg).await.unwrap()
@@ -305,8 +306,8 @@ async fn cluster_store_encrypts_at_rest_and_refuses_when_sealed() {
     seal_a.unseal_with(&material);
     let seal_b = Arc::new(SealManager::new());
     seal_b.unseal_with(&material);
-    let a = ClusterStore::new(f[0].clone(), seal_a);
-    let b = ClusterStore::new(f[1].clone(), seal_b);
+    let a = cluster_store(f[0].clone(), seal_a);
+    let b = cluster_store(f[1].clone(), seal_b);
 
     let txn = Txn {
         compare: vec![],
@@ -340,7 +341,7 @@ async fn cluster_store_encrypts_at_rest_and_refuses_when_sealed() {
     // refused; it says nothing about this node's own state.
     assert_eq!(f[1].corrupt(), None);
 
-    let sealed = ClusterStore::new(f[1].clone(), Arc::new(SealManager::new()));
+    let sealed = cluster_store(f[1].clone(), Arc::new(SealManager::new()));
     assert!(matches!(sealed.get(b"vault/v1"), Err(StoreError::Sealed)));
     let r = sealed.commit(None, Txn::default()).await;
     assert!(matches!(r, Err(StoreError::Sealed)), "{r:?}");

@@ -6,6 +6,7 @@ use raft_store::{Node, NodeId, Request, Response};
 use serde::{Deserialize, Serialize};
 
 use super::PeersInfo;
+use crate::engine::clock::now_ms;
 
 /// Why the leader-side handling of a forwarded request failed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -99,12 +100,6 @@ impl From<RaftError<NodeId, openraft::error::CheckIsLeaderError<NodeId, Node>>> 
 
 /// The Raft handle the leader-side handlers work with.
 pub type RaftHandle = openraft::Raft<raft_store::TypeConfig>;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Replicates `req` if this node leads; stamps the leader's clock on it.
 pub async fn leader_write(raft: &RaftHandle, mut req: Request) -> WriteResult {

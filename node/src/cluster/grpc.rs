@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use super::election::{self, LeaderContact, PreVoteRequest, Timing};
 use super::forward::{self, AdminRequest, RaftHandle, WriteRequest};
 use super::identity::{IdentityFile, CLUSTER_ID_HEADER};
+use super::join::{self, JoinRequest, JoinToken};
 use super::membership;
 use super::pb;
 use super::read_index::ReadIndexBatcher;
@@ -122,19 +123,23 @@ pub struct ForwardService {
     raft: RaftHandle,
     reads: Arc<ReadIndexBatcher>,
     identity: Arc<IdentityFile>,
+    join_token: Option<JoinToken>,
 }
 
 impl ForwardService {
     /// Serves `raft`; read-index requests share rounds through `reads`.
+    /// Auto-join requests are accepted with `join_token` only.
     pub fn new(
         raft: RaftHandle,
         reads: Arc<ReadIndexBatcher>,
         identity: Arc<IdentityFile>,
+        join_token: Option<JoinToken>,
     ) -> Self {
         Self {
             raft,
             reads,
             identity,
+            join_token,
         }
     }
 }
@@ -156,5 +161,11 @@ impl pb::forward_server::Forward for ForwardService {
         check_cluster(&self.identity, &req)?;
         let admin: AdminRequest = decode(req)?;
         encode(&membership::leader_admin(&self.raft, admin).await)
+    }
+
+    async fn join(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
+        check_cluster(&self.identity, &req)?;
+        let join: JoinRequest = decode(req)?;
+        encode(&join::answer(&self.raft, self.join_token.as_ref(), join).await)
     }
 }

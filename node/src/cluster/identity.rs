@@ -76,7 +76,7 @@ impl IdentityFile {
                 let id = Identity {
                     node_id,
                     cluster_id: None,
-                    created_ms: crate::operator::now_ms(),
+                    created_ms: crate::engine::clock::now_ms(),
                 };
                 write_atomically(&path, &id)?;
                 id

@@ -104,7 +104,7 @@ impl CorruptFlag {
         }
         let record = CorruptRecord {
             reason: reason.to_string(),
-            since_ms: crate::operator::now_ms(),
+            since_ms: crate::engine::clock::now_ms(),
         };
         if let Err(e) = write_record(&self.path, &record) {
             tracing::error!(error = %e, "cannot persist the corruption marker");

@@ -4,14 +4,15 @@
 //! `raft-store` and one gRPC server (mutual TLS) with two services: `Raft`
 //! (peer replication) and `Forward` (a follower hands writes, read-index
 //! requests and membership changes to the leader). [`ClusterNode`] is the
-//! node-local handle; [`ClusterStore`] layers barrier encryption on top and
-//! implements the engines' [`Store`](crate::engine::store::Store).
+//! node-local handle; [`ClusterStore`] is the replicated raw store over it,
+//! and [`cluster_store`] puts the barrier layer on top for the engines.
 
 mod election;
 mod forward;
 mod grpc;
 pub mod identity;
 pub mod integrity;
+mod join;
 mod membership;
 mod network;
 mod node;
@@ -28,8 +29,9 @@ use raft_store::NodeId;
 use serde::{Deserialize, Serialize};
 
 pub use forward::ForwardError;
+pub use join::JoinToken;
 pub use node::ClusterNode;
-pub use store::ClusterStore;
+pub use store::{cluster_store, ClusterStore};
 
 /// Generated protobuf/gRPC code for `proto/cluster.proto`.
 pub mod pb {
@@ -119,11 +121,14 @@ pub struct ClusterConfig {
     pub snapshot_logs: u64,
     /// Transport limits and health thresholds.
     pub tuning: RaftTuning,
+    /// The join token this member accepts auto-join requests with (none:
+    /// it refuses them).
+    pub join_token: Option<JoinToken>,
 }
 
 /// Transport limits and the thresholds at which a node reports itself
 /// unhealthy. Defaults suit a LAN; `[raft]` in the node config overrides.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftTuning {
     /// Largest gRPC message between members (both ends). AppendEntries

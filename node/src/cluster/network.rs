@@ -122,6 +122,11 @@ impl Peers {
         request
     }
 
+    /// This node's certificates (the cluster CA and its client identity).
+    pub fn tls(&self) -> &TlsMaterial {
+        &self.tls
+    }
+
     /// The largest message either side accepts.
     pub fn max_message_bytes(&self) -> usize {
         self.max_message_bytes

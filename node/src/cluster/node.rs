@@ -104,7 +104,12 @@ impl ClusterNode {
                 log.clone(),
                 Timing::of(&cfg.tuning),
             ),
-            forward: ForwardService::new(raft.clone(), reads.clone(), identity.clone()),
+            forward: ForwardService::new(
+                raft.clone(),
+                reads.clone(),
+                identity.clone(),
+                cfg.join_token.clone(),
+            ),
         };
         let (local_addr, server) = serve(&cfg, services).await?;
         let driver = Driver {
@@ -185,6 +190,23 @@ impl ClusterNode {
             Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
             Err(e) => Err(ClusterError::Raft(e.to_string())),
         }
+    }
+
+    /// Auto-join: until this node belongs to a cluster, asks the members at
+    /// `targets` to add it (learner, then voter), presenting `token`.
+    /// Runs in the background; returns at once.
+    pub fn retry_join(&self, targets: Vec<String>, token: &str, advertise: Node) {
+        let request = super::join::JoinRequest {
+            token: token.to_string(),
+            node_id: self.id,
+            node: advertise,
+        };
+        tokio::spawn(super::join::run(
+            self.raft.clone(),
+            self.peers.clone(),
+            targets,
+            request,
+        ));
     }
 
     /// Replicates `req` through the leader (forwarding when this node is a

@@ -26,7 +26,7 @@ impl ClusterNode {
     /// caller streams and then deletes (the open handle keeps it readable).
     pub async fn labelled_backup(&self) -> Result<PathBuf, ClusterError> {
         let path = self.backup_snapshot().await?;
-        let seq = crate::operator::now_ms();
+        let seq = crate::engine::clock::now_ms();
         let copy = self
             .data_dir()
             .join(format!("{BACKUP_PREFIX}{seq}-{}.tmp", self.id()));
@@ -105,7 +105,7 @@ pub fn restore_offline(config: &Config, snapshot: &Path) -> Result<String, Clust
 }
 
 /// `[snapshots]`: automated snapshots, taken by the leader only.
-#[derive(Clone, Debug, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotsConfig {
     /// Seconds between two snapshots.
@@ -160,7 +160,7 @@ impl ClusterNode {
             .auto_snapshots
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = crate::operator::now_ms();
+        let now = crate::engine::clock::now_ms();
         match outcome {
             Ok((path, index)) => {
                 st.last_file = Some(path.display().to_string());
@@ -230,7 +230,7 @@ fn publish(labelled: &Path, dir: &Path, retain: usize) -> std::io::Result<(PathB
         let name = format!(
             "{AUTO_PREFIX}{:020}-{:020}.{AUTO_EXT}",
             summary.index(),
-            crate::operator::now_ms()
+            crate::engine::clock::now_ms()
         );
         let tmp = dir.join(format!("{name}.tmp"));
         let dst = dir.join(&name);

@@ -77,7 +77,7 @@ use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectCla
 use cryptoki::session::Session;
 use zeroize::{Zeroize, Zeroizing};
 
-use self::cache::{blob_id, KeyCache};
+use self::cache::{blob_id, SessionKeyCache};
 use self::mechanisms::Capabilities;
 use self::pool::{describe, Device, OpError};
 use super::hsm::{HsmKey, HsmProvider, HsmStatus};
@@ -102,7 +102,7 @@ pub struct Pkcs11Hsm {
 struct Open {
     device: Device,
     caps: Capabilities,
-    cache: KeyCache,
+    cache: SessionKeyCache,
     /// The KEK's object handle, once found: a token object's handle stays
     /// valid across sessions, and looking it up (`C_FindObjects`) costs
     /// SoftHSM2 a read of its token directory on every operation.
@@ -138,7 +138,7 @@ impl Pkcs11Hsm {
             Ok(Open {
                 device,
                 caps,
-                cache: KeyCache::new(cfg.key_cache),
+                cache: SessionKeyCache::new(cfg.key_cache),
                 kek: Mutex::new(None),
                 kek_lookups: AtomicU64::new(0),
             })
@@ -222,17 +222,15 @@ impl Pkcs11Hsm {
 }
 
 fn read_pin(cfg: &HsmConfig) -> Result<Zeroizing<String>, String> {
-    let mut pin =
-        match (&cfg.pin_file, &cfg.pin_env) {
-            (Some(path), _) => Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read the HSM PIN file {}: {e}", path.display()))?,
-            ),
-            (None, Some(var)) => Zeroizing::new(std::env::var(var).map_err(|_| {
-                format!("the HSM PIN variable {var} is not set (or not valid UTF-8)")
-            })?),
-            (None, None) => return Err("[hsm] names no PIN source".into()),
-        };
+    let mut pin = match (&cfg.pin_file, &cfg.pin_env) {
+        (Some(path), _) => Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the HSM PIN file {}: {e}", path.display()))?,
+        ),
+        (None, Some(var)) => crate::hardening::env_secret(var)
+            .ok_or_else(|| format!("the HSM PIN variable {var} is not set (or not valid UTF-8)"))?,
+        (None, None) => return Err("[hsm] names no PIN source".into()),
+    };
     let trimmed = pin.trim_end_matches(['\r', '\n']).len();
     pin.truncate(trimmed);
     if pin.is_empty() {

@@ -1,72 +1,21 @@
-//! Stored key records (JSON inside barrier ciphertext), their storage keys
-//! and their conversions to the engine's public views.
+//! Stored key records (JSON inside barrier ciphertext) and their
+//! conversions to the engine's public views.
 //!
-//! Layout: `k/{vault}/{name_lower}` metadata (same record as secrets),
-//! `kv/{vault}/{name_lower}/{version}` versions with the key material,
-//! `kp/{vault}/{name_lower}` rotation policy.
+//! Layout (tables in [`super::names`]): `k/{vault}/{name_lower}` the name
+//! record (shared by every object kind), `kv/{vault}/{name_lower}/{version}`
+//! versions with the key material, `kp/{vault}/{name_lower}` the rotation
+//! policy.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::keys::{DeletedKey, Key, KeyOp, KeyProperties};
+use super::object::DeletedInfo;
 use super::rotation::RotationPolicy;
-use super::secret_records::DeletedInfo;
 use crate::crypto::hsm::HsmKey;
 use crate::crypto::software::SoftwareKey;
 use crate::crypto::{KeyType, PublicKey};
-
-/// `k/{vault}/`.
-pub fn meta_prefix(vault: &str) -> Vec<u8> {
-    format!("k/{vault}/").into_bytes()
-}
-
-/// Every prefix under which one vault's keys live (metadata, versions,
-/// rotation policies, Notify events): what deleting the vault removes.
-pub fn vault_prefixes(vault: &str) -> [Vec<u8>; 4] {
-    [
-        meta_prefix(vault),
-        format!("kv/{vault}/").into_bytes(),
-        format!("kp/{vault}/").into_bytes(),
-        format!("sys/events/keys/{vault}/").into_bytes(),
-    ]
-}
-
-/// Prefix of every key metadata record.
-pub const ALL_META_PREFIX: &[u8] = b"k/";
-
-/// `k/{vault}/{name_lower}`.
-pub fn meta_key(vault: &str, lower: &str) -> Vec<u8> {
-    format!("k/{vault}/{lower}").into_bytes()
-}
-
-/// `kv/{vault}/{name_lower}/`.
-pub fn versions_prefix(vault: &str, lower: &str) -> Vec<u8> {
-    format!("kv/{vault}/{lower}/").into_bytes()
-}
-
-/// `kv/{vault}/{name_lower}/{version}`.
-pub fn version_key(vault: &str, lower: &str, version: &str) -> Vec<u8> {
-    format!("kv/{vault}/{lower}/{version}").into_bytes()
-}
-
-/// Prefix of every rotation policy.
-pub const ALL_POLICY_PREFIX: &[u8] = b"kp/";
-
-/// `kp/{vault}/{name_lower}`.
-pub fn policy_key(vault: &str, lower: &str) -> Vec<u8> {
-    format!("kp/{vault}/{lower}").into_bytes()
-}
-
-/// `sys/events/keys/{vault}/{name_lower}/` — Notify events of one key.
-pub fn events_prefix(vault: &str, lower: &str) -> Vec<u8> {
-    format!("sys/events/keys/{vault}/{lower}/").into_bytes()
-}
-
-/// `sys/events/keys/{vault}/{name_lower}/{version}/notify`.
-pub fn notify_event_key(vault: &str, lower: &str, version: &str) -> Vec<u8> {
-    format!("sys/events/keys/{vault}/{lower}/{version}/notify").into_bytes()
-}
 
 /// Where a version's key material lives.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -160,21 +109,10 @@ impl KeyVersionRecord {
     }
 }
 
-/// What a key backup blob holds (JSON, then sealed by the store).
-#[derive(Serialize, Deserialize)]
-pub struct KeyBackupRecord {
-    /// Format marker.
-    pub format: String,
-    /// Display name.
-    pub name: String,
-    /// Latest version id.
-    pub latest: String,
-    /// Every version.
-    pub versions: Vec<KeyVersionRecord>,
+/// What a key backup carries besides name and versions.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct KeyBackupExtra {
     /// Rotation policy, if one was set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<RotationPolicy>,
 }
-
-/// Format marker of [`KeyBackupRecord`].
-pub const KEY_BACKUP_FORMAT: &str = "coffer-key-backup-1";

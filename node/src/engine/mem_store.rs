@@ -1,31 +1,32 @@
-//! An in-memory [`Store`] for tests and single-process development.
+//! An in-memory store for tests and fuzzing: [`MemKv`], a plain key/value
+//! [`RawStore`], under the same barrier layer as the cluster
+//! ([`MemStore`] = [`BarrierStore`]`<MemKv>` with a random keyring).
 //!
 //! It honours the contract the engines rely on: revisions, compare-and-set,
-//! request-id deduplication and sealed blobs (AES-256-GCM-SIV under a random
-//! per-instance key). Fault switches let tests simulate a sealed node, a
-//! write whose answer was lost and a lagging replica (reads see an older
-//! snapshot until the next read fence). Not durable, not replicated: never
-//! use it to hold real secrets.
+//! request-id deduplication and sealed blobs. Fault switches let tests
+//! simulate a sealed node (at the barrier, as on a cluster node), a write whose answer was lost and a lagging
+//! replica (reads see an older snapshot until the next read fence). Not
+//! durable, not replicated, and not in the shipped binary (only under the
+//! `test-util` feature).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
-use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use async_trait::async_trait;
-use rand::RngCore;
 use zeroize::Zeroizing;
 
-use super::store::{Compare, Entry, Mutation, Outcome, Store, StoreError, Txn};
+use super::barrier_store::{BarrierStore, FixedBarrier};
+use super::store::{Compare, Mutation, Outcome, RawStore, StoreError, Txn, Versioned};
+use crate::seal::{Barrier, Keyring};
 
 type Data = BTreeMap<Vec<u8>, (u64, Vec<u8>)>;
 
-/// The stored data at one moment (see [`MemStore::lag_behind`]).
+/// The stored data at one moment (see [`MemKv::lag_behind`]).
 #[derive(Clone, Default)]
 pub struct Snapshot(Data);
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct State {
     data: Data,
     /// What reads see while the simulated replica lags (`None`: current).
@@ -35,32 +36,26 @@ struct State {
     seen: HashMap<String, (bool, u64, Vec<u8>)>,
 }
 
-/// In-memory store. See the module docs.
-pub struct MemStore {
+/// The in-memory key/value store below the barrier. See the module docs.
+pub struct MemKv {
     state: Mutex<State>,
-    cipher: Aes256GcmSiv,
-    sealed: AtomicBool,
     remember_failed: bool,
     lose_answers: AtomicUsize,
     commits: AtomicUsize,
     fences: AtomicUsize,
 }
 
-impl Default for MemStore {
+impl Default for MemKv {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl MemStore {
+impl MemKv {
     /// An empty store that remembers only applied request ids.
     pub fn new() -> Self {
-        let mut key = Zeroizing::new([0u8; 32]);
-        rand::rng().fill_bytes(key.as_mut());
         Self {
             state: Mutex::new(State::default()),
-            cipher: Aes256GcmSiv::new(aes_gcm_siv::Key::<Aes256GcmSiv>::from_slice(key.as_ref())),
-            sealed: AtomicBool::new(false),
             remember_failed: false,
             lose_answers: AtomicUsize::new(0),
             commits: AtomicUsize::new(0),
@@ -75,11 +70,6 @@ impl MemStore {
             remember_failed: true,
             ..Self::new()
         }
-    }
-
-    /// Makes every call fail with [`StoreError::Sealed`] (or stop failing).
-    pub fn set_sealed(&self, sealed: bool) {
-        self.sealed.store(sealed, Ordering::SeqCst);
     }
 
     /// The next `n` commits are applied but answered with
@@ -105,7 +95,7 @@ impl MemStore {
 
     /// Simulates a replica that has not yet applied the latest writes:
     /// `get` and `scan` answer from `snapshot` until the next
-    /// [`Store::read_fence`]. Commits still apply to (and compare against)
+    /// [`RawStore::read_fence`]. Commits still apply to (and compare against)
     /// the current data, as a Raft leader would.
     pub fn lag_behind(&self, snapshot: Snapshot) {
         self.lock().view = Some(snapshot.0);
@@ -116,17 +106,20 @@ impl MemStore {
         self.lock().data.keys().cloned().collect()
     }
 
+    /// A separate store holding a copy of everything this one holds (data,
+    /// revisions and remembered request ids): a fixture built once and
+    /// reused fresh by every test or fuzz iteration.
+    pub fn fork(&self) -> Self {
+        Self {
+            state: Mutex::new(self.lock().clone()),
+            remember_failed: self.remember_failed,
+            ..Self::new()
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panicking test thread must not wedge the others.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn check_unsealed(&self) -> Result<(), StoreError> {
-        if self.sealed.load(Ordering::SeqCst) {
-            Err(StoreError::Sealed)
-        } else {
-            Ok(())
-        }
     }
 
     fn apply(&self, request_id: Option<&str>, txn: Txn) -> Outcome {
@@ -185,20 +178,18 @@ impl State {
 }
 
 #[async_trait]
-impl Store for MemStore {
+impl RawStore for MemKv {
     async fn read_fence(&self) -> Result<(), StoreError> {
-        self.check_unsealed()?;
         self.fences.fetch_add(1, Ordering::SeqCst);
         self.lock().view = None;
         Ok(())
     }
 
-    fn get(&self, key: &[u8]) -> Result<Option<Entry>, StoreError> {
-        self.check_unsealed()?;
+    fn get(&self, key: &[u8]) -> Result<Option<Versioned>, StoreError> {
         let st = self.lock();
-        Ok(st.visible().get(key).map(|(revision, v)| Entry {
+        Ok(st.visible().get(key).map(|(revision, v)| Versioned {
             revision: *revision,
-            value: Zeroizing::new(v.clone()),
+            value: v.clone(),
         }))
     }
 
@@ -207,8 +198,7 @@ impl Store for MemStore {
         prefix: &[u8],
         start_after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Entry)>, StoreError> {
-        self.check_unsealed()?;
+    ) -> Result<Vec<(Vec<u8>, Versioned)>, StoreError> {
         let st = self.lock();
         let lower = match start_after {
             Some(s) if s >= prefix => std::ops::Bound::Excluded(s.to_vec()),
@@ -222,9 +212,9 @@ impl Store for MemStore {
             .map(|(k, (revision, v))| {
                 (
                     k.clone(),
-                    Entry {
+                    Versioned {
                         revision: *revision,
-                        value: Zeroizing::new(v.clone()),
+                        value: v.clone(),
                     },
                 )
             })
@@ -232,7 +222,6 @@ impl Store for MemStore {
     }
 
     async fn commit(&self, request_id: Option<&str>, txn: Txn) -> Result<Outcome, StoreError> {
-        self.check_unsealed()?;
         self.commits.fetch_add(1, Ordering::SeqCst);
         // Yield so concurrent writers interleave between read and commit.
         tokio::task::yield_now().await;
@@ -246,48 +235,89 @@ impl Store for MemStore {
         }
         Ok(outcome)
     }
+}
 
-    fn seal_blob(&self, purpose: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, StoreError> {
-        self.check_unsealed()?;
-        let mut nonce = [0u8; 12];
-        rand::rng().fill_bytes(&mut nonce);
-        let ct = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: purpose,
-                },
-            )
-            .map_err(|_| StoreError::Internal("blob encryption failed".into()))?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&ct);
-        Ok(out)
+/// The engines' in-memory store: [`MemKv`] under the barrier layer.
+pub type MemStore = BarrierStore<MemKv, FixedBarrier>;
+
+impl Default for MemStore {
+    fn default() -> Self {
+        Self::new_in_memory(MemKv::new())
+    }
+}
+
+impl MemStore {
+    /// An empty store (random keyring) that remembers only applied request ids.
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    fn open_blob(&self, purpose: &[u8], blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, StoreError> {
-        self.check_unsealed()?;
-        if blob.len() < 12 {
-            return Err(StoreError::Corrupt("blob too short".into()));
-        }
-        let (nonce, ct) = blob.split_at(12);
-        self.cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ct,
-                    aad: purpose,
-                },
-            )
-            .map(Zeroizing::new)
-            .map_err(|_| StoreError::Corrupt("blob does not authenticate".into()))
+    /// An empty store that also remembers request ids of transactions whose
+    /// comparison failed (the stricter of the two dedup behaviours).
+    pub fn remembering_failures() -> Self {
+        Self::new_in_memory(MemKv::remembering_failures())
+    }
+
+    /// An empty store encrypting with `barrier` (a fixed keyring, so blobs
+    /// made in one process open in another: fuzz seeds).
+    pub fn with_barrier(barrier: Arc<Barrier>) -> Self {
+        BarrierStore::over(MemKv::new(), Arc::new(FixedBarrier::new(barrier)))
+    }
+
+    fn new_in_memory(kv: MemKv) -> Self {
+        let barrier = Arc::new(Barrier::new(Keyring::generate()));
+        BarrierStore::over(kv, Arc::new(FixedBarrier::new(barrier)))
+    }
+
+    /// A copy of this store (same data, same keyring, its own seal
+    /// switch); see [`MemKv::fork`].
+    pub fn fork(&self) -> Self {
+        let barrier = FixedBarrier::new(Arc::clone(self.barrier_source().fixed()));
+        BarrierStore::over(self.raw().fork(), Arc::new(barrier))
+    }
+
+    /// Simulates a sealed node (or ends that): the barrier is gone, so
+    /// reads, writes and blobs fail with [`StoreError::Sealed`], as on a
+    /// sealed cluster node; read fences still pass.
+    pub fn set_sealed(&self, sealed: bool) {
+        self.barrier_source().set_sealed(sealed);
+    }
+
+    /// See [`MemKv::lose_next_answers`].
+    pub fn lose_next_answers(&self, n: usize) {
+        self.raw().lose_next_answers(n);
+    }
+
+    /// See [`MemKv::commit_count`].
+    pub fn commit_count(&self) -> usize {
+        self.raw().commit_count()
+    }
+
+    /// See [`MemKv::fence_count`].
+    pub fn fence_count(&self) -> usize {
+        self.raw().fence_count()
+    }
+
+    /// See [`MemKv::snapshot`].
+    pub fn snapshot(&self) -> Snapshot {
+        self.raw().snapshot()
+    }
+
+    /// See [`MemKv::lag_behind`].
+    pub fn lag_behind(&self, snapshot: Snapshot) {
+        self.raw().lag_behind(snapshot);
+    }
+
+    /// See [`MemKv::keys`].
+    pub fn keys(&self) -> Vec<Vec<u8>> {
+        self.raw().keys()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::store::Store;
 
     fn put(key: &[u8], value: &[u8]) -> Mutation {
         Mutation::Put {

@@ -1,20 +1,27 @@
-//! Domain logic: vaults, secrets (later keys, certificates). Knows nothing of HTTP.
+//! Domain logic: vaults, the versioned-object lifecycle, secrets and keys,
+//! over the store layers (raw store → barrier → vault view). Knows nothing
+//! of HTTP.
 
+pub mod barrier_store;
 pub mod clock;
 pub mod error;
 pub mod keys;
+#[cfg(any(test, feature = "test-util"))]
 pub mod mem_store;
 pub mod names;
+pub mod object;
 pub mod paging;
+pub mod registry;
 pub mod rotation;
 pub mod secrets;
 pub mod store;
 pub mod validate;
 pub mod vaults;
+pub mod view;
 
 mod cas;
-mod key_cache;
 mod key_records;
+mod parsed_key_cache;
 mod secret_records;
 
 pub use clock::Clock;

@@ -36,33 +36,31 @@ pub fn vault_key(vault: &str) -> Vec<u8> {
 /// Prefix of every vault record.
 pub const VAULT_PREFIX: &[u8] = b"vault/";
 
-/// `s/{vault}/` — prefix of the secret metadata records of a vault.
-pub fn secret_meta_prefix(vault: &str) -> Vec<u8> {
-    format!("s/{vault}/").into_bytes()
-}
+// Tables: every object record lives at `{table}/{vault}/{suffix}` (see
+// `view::VaultView`).
 
-/// Prefix of all secret metadata records of all vaults.
-pub const ALL_SECRET_META_PREFIX: &[u8] = b"s/";
+/// Secret name records: `s/{vault}/{name_lower}`.
+pub const SECRETS: &str = "s";
+/// Secret versions: `sv/{vault}/{name_lower}/{version}`.
+pub const SECRET_VERSIONS: &str = "sv";
+/// Key name records: `k/{vault}/{name_lower}`.
+pub const KEYS: &str = "k";
+/// Key versions (with the key material): `kv/{vault}/{name_lower}/{version}`.
+pub const KEY_VERSIONS: &str = "kv";
+/// Key rotation policies: `kp/{vault}/{name_lower}`.
+pub const KEY_POLICIES: &str = "kp";
+/// Key Notify events: `sys/events/keys/{vault}/{name_lower}/{version}/notify`.
+pub const KEY_EVENTS: &str = "sys/events/keys";
 
-/// `s/{vault}/{name_lower}`.
-pub fn secret_meta_key(vault: &str, name_lower: &str) -> Vec<u8> {
-    format!("s/{vault}/{name_lower}").into_bytes()
-}
-
-/// `sv/{vault}/` — prefix of every secret version of a vault.
-pub fn secret_versions_vault_prefix(vault: &str) -> Vec<u8> {
-    format!("sv/{vault}/").into_bytes()
-}
-
-/// `sv/{vault}/{name_lower}/` — prefix of the versions of one secret.
-pub fn secret_versions_prefix(vault: &str, name_lower: &str) -> Vec<u8> {
-    format!("sv/{vault}/{name_lower}/").into_bytes()
-}
-
-/// `sv/{vault}/{name_lower}/{version}`.
-pub fn secret_version_key(vault: &str, name_lower: &str, version: &str) -> Vec<u8> {
-    format!("sv/{vault}/{name_lower}/{version}").into_bytes()
-}
+/// Every table holding a vault's objects: what deleting the vault removes.
+pub const VAULT_TABLES: &[&str] = &[
+    SECRETS,
+    SECRET_VERSIONS,
+    KEYS,
+    KEY_VERSIONS,
+    KEY_POLICIES,
+    KEY_EVENTS,
+];
 
 #[cfg(test)]
 mod tests {

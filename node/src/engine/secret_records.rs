@@ -5,28 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::object::DeletedInfo;
 use super::secrets::{DeletedSecret, Secret, SecretProperties};
-
-/// `s/{vault}/{name_lower}`: one secret name.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct MetaRecord {
-    /// Name as first written (ids use this spelling).
-    pub name: String,
-    /// Version id of the most recently created version.
-    pub latest: String,
-    /// Set while the secret is soft-deleted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deleted: Option<DeletedInfo>,
-}
-
-/// When a secret was soft-deleted and when it will be purged.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct DeletedInfo {
-    /// Unix seconds of the delete.
-    pub deleted_date: u64,
-    /// Unix seconds after which the purger removes it.
-    pub scheduled_purge_date: u64,
-}
 
 /// `sv/{vault}/{name_lower}/{version}`: one version.
 #[derive(Clone, Serialize, Deserialize)]
@@ -97,19 +77,3 @@ impl VersionRecord {
         }
     }
 }
-
-/// What a secret backup blob holds (JSON, then sealed by the store).
-#[derive(Serialize, Deserialize)]
-pub struct BackupRecord {
-    /// Format marker.
-    pub format: String,
-    /// Display name.
-    pub name: String,
-    /// Latest version id.
-    pub latest: String,
-    /// Every version.
-    pub versions: Vec<VersionRecord>,
-}
-
-/// Format marker of [`BackupRecord`].
-pub const BACKUP_FORMAT: &str = "coffer-secret-backup-1";

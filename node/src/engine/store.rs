@@ -1,14 +1,17 @@
-//! The storage contract the domain engines are written against.
+//! The storage contracts, in two layers.
 //!
-//! Engines see plaintext values; the implementation (the cluster store)
-//! barrier-encrypts every value before it is proposed and decrypts on read,
-//! forwards writes to the leader and fences reads with ReadIndex. Engines
-//! never know which node they run on.
+//! [`RawStore`] is the replicated key/value store below the barrier: it
+//! holds ciphertext, forwards writes to the leader and fences reads with
+//! ReadIndex (the cluster), or keeps everything in memory (tests).
+//! [`Store`] is what the engines are written against: plaintext values.
+//! One implementation, [`BarrierStore`](super::barrier_store::BarrierStore),
+//! barrier-encrypts every value over any raw store, so encryption is written
+//! once. Engines never know which node they run on.
 
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
-pub use raft_store::{Compare, Mutation, Txn};
+pub use raft_store::{Compare, Mutation, Txn, Versioned};
 
 /// A decrypted value and the revision (log index) that last wrote it.
 #[derive(Clone, Debug)]
@@ -88,4 +91,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// Opens a blob made by [`Store::seal_blob`] with the same `purpose`.
     fn open_blob(&self, purpose: &[u8], blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, StoreError>;
+}
+
+/// Replicated key/value storage below the barrier: values and transaction
+/// results are opaque bytes (ciphertext), keys are plaintext.
+#[async_trait]
+pub trait RawStore: Send + Sync + 'static {
+    /// Linearizable read fence (see [`Store::read_fence`]).
+    async fn read_fence(&self) -> Result<(), StoreError>;
+
+    /// Reads one stored value.
+    fn get(&self, key: &[u8]) -> Result<Option<Versioned>, StoreError>;
+
+    /// Stored values under `prefix` (see [`Store::scan`]).
+    fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Versioned)>, StoreError>;
+
+    /// Applies `txn` as given (values already encrypted) and returns its
+    /// outcome; the `result` is the stored (encrypted) bytes.
+    async fn commit(&self, request_id: Option<&str>, txn: Txn) -> Result<Outcome, StoreError>;
+
+    /// Told when a value this store holds failed the barrier's
+    /// authentication: it was altered where it is stored. The cluster marks
+    /// the node damaged; stores without that notion ignore it.
+    fn stored_value_damaged(&self, _detail: &str) {}
 }

@@ -7,10 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::cas::{decode, encode, write, Plan};
 use super::clock::{system_clock, Clock};
 use super::error::EngineError;
-use super::names::{
-    is_valid_vault_name, secret_meta_prefix, secret_versions_vault_prefix, vault_key,
-    VAULT_NAME_RULE, VAULT_PREFIX,
-};
+use super::names::{is_valid_vault_name, vault_key, VAULT_NAME_RULE, VAULT_PREFIX, VAULT_TABLES};
 use super::store::{Compare, Mutation, Store, Txn};
 
 /// A vault as the operator API shows it.
@@ -137,13 +134,9 @@ fn normalize(name: &str) -> Result<String, EngineError> {
 
 /// Every prefix holding one vault's objects.
 fn vault_data_prefixes(vault: &str) -> Vec<Vec<u8>> {
-    let secrets = [
-        secret_meta_prefix(vault),
-        secret_versions_vault_prefix(vault),
-    ];
-    secrets
-        .into_iter()
-        .chain(super::key_records::vault_prefixes(vault))
+    VAULT_TABLES
+        .iter()
+        .map(|table| format!("{table}/{vault}/").into_bytes())
         .collect()
 }
 

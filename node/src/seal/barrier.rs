@@ -85,21 +85,10 @@ impl Barrier {
 
     /// Encrypts `plaintext` under the active term; `aad` is the storage key.
     ///
-    /// Output: `term (4, BE) | nonce (12) | ciphertext + tag`.
-    ///
-    /// # Panics
-    /// Only if `plaintext` or `aad` exceed the AES-GCM-SIV limit of 2^36 bytes,
-    /// which no request can reach (bodies are bounded far below that).
-    pub fn encrypt(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        match self.try_encrypt(aad, plaintext) {
-            Ok(ct) => ct,
-            // Unreachable for any realistic input; see the doc comment.
-            Err(e) => panic!("barrier encryption failed: {e}"),
-        }
-    }
-
-    /// Like [`Barrier::encrypt`] but reports the (theoretical) size-limit error.
-    pub fn try_encrypt(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+    /// Output: `term (4, BE) | nonce (12) | ciphertext + tag`. Fails only
+    /// for input beyond the AES-GCM-SIV limit of 2^36 bytes (no request can
+    /// reach it; the write path reports it as a write too large).
+    pub fn encrypt(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
         let term = self.keyring.active_term();
         let body = aead_seal(self.keyring.active_key(), aad, plaintext)?;
         let mut out = Vec::with_capacity(TERM_LEN + body.len());
@@ -159,7 +148,7 @@ mod tests {
     #[test]
     fn roundtrip_uses_active_term_layout() {
         let b = barrier();
-        let ct = b.encrypt(b"vault/a", b"hello");
+        let ct = b.encrypt(b"vault/a", b"hello").unwrap();
         assert_eq!(&ct[..4], &b.active_term().to_be_bytes());
         assert_eq!(ct.len(), TERM_LEN + NONCE_LEN + 5 + TAG_LEN);
         assert_eq!(&b.decrypt(b"vault/a", &ct).unwrap()[..], b"hello");
@@ -168,8 +157,8 @@ mod tests {
     #[test]
     fn nonces_are_fresh_per_encryption() {
         let b = barrier();
-        let a = b.encrypt(b"k", b"same");
-        let c = b.encrypt(b"k", b"same");
+        let a = b.encrypt(b"k", b"same").unwrap();
+        let c = b.encrypt(b"k", b"same").unwrap();
         assert_ne!(
             a, c,
             "identical plaintexts must not give identical ciphertext"
@@ -179,7 +168,7 @@ mod tests {
     #[test]
     fn aad_mismatch_fails() {
         let b = barrier();
-        let ct = b.encrypt(b"s/v/one", b"secret");
+        let ct = b.encrypt(b"s/v/one", b"secret").unwrap();
         assert!(matches!(
             b.decrypt(b"s/v/two", &ct),
             Err(SealError::Corrupt(_))
@@ -189,11 +178,11 @@ mod tests {
     #[test]
     fn tampered_ciphertext_fails() {
         let b = barrier();
-        let mut ct = b.encrypt(b"k", b"secret value");
+        let mut ct = b.encrypt(b"k", b"secret value").unwrap();
         let last = ct.len() - 1;
         ct[last] ^= 0x01;
         assert!(matches!(b.decrypt(b"k", &ct), Err(SealError::Corrupt(_))));
-        let mut ct = b.encrypt(b"k", b"secret value");
+        let mut ct = b.encrypt(b"k", b"secret value").unwrap();
         ct[TERM_LEN + NONCE_LEN] ^= 0x80;
         assert!(matches!(b.decrypt(b"k", &ct), Err(SealError::Corrupt(_))));
     }
@@ -213,7 +202,7 @@ mod tests {
     #[test]
     fn unknown_term_is_reported() {
         let b = barrier();
-        let mut ct = b.encrypt(b"k", b"v");
+        let mut ct = b.encrypt(b"k", b"v").unwrap();
         ct[..4].copy_from_slice(&99u32.to_be_bytes());
         assert_eq!(
             b.decrypt(b"k", &ct).unwrap_err(),
@@ -224,12 +213,12 @@ mod tests {
     #[test]
     fn rotation_keeps_old_terms_and_uses_new_term() {
         let old = barrier();
-        let old_ct = old.encrypt(b"k", b"before rotation");
+        let old_ct = old.encrypt(b"k", b"before rotation").unwrap();
         let new = Barrier::new(old.keyring().rotated());
         assert_eq!(new.active_term(), old.active_term() + 1);
         assert_eq!(new.terms(), vec![old.active_term(), new.active_term()]);
         assert_eq!(&new.decrypt(b"k", &old_ct).unwrap()[..], b"before rotation");
-        let new_ct = new.encrypt(b"k", b"after rotation");
+        let new_ct = new.encrypt(b"k", b"after rotation").unwrap();
         assert_eq!(&new_ct[..4], &new.active_term().to_be_bytes());
         assert_eq!(&new.decrypt(b"k", &new_ct).unwrap()[..], b"after rotation");
         // The old barrier does not know the new term: the caller must reload.

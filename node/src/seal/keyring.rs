@@ -56,6 +56,14 @@ pub fn unwrap_root_key(kek: &[u8; KEY_LEN], record: &[u8]) -> Result<SecretKey, 
     Ok(key)
 }
 
+/// A `keyring_record` holding arbitrary `plain` bytes under `root_key`, so
+/// tests and the fuzzer can feed the keyring parser of [`Keyring::decrypt`]
+/// (Coffer itself only seals keyrings it encoded).
+#[cfg(any(test, feature = "test-util"))]
+pub fn seal_keyring_record(root_key: &[u8; KEY_LEN], plain: &[u8]) -> Result<Vec<u8>, SealError> {
+    seal_record(root_key, KEYRING_AAD, plain)
+}
+
 fn seal_record(key: &[u8; KEY_LEN], aad: &[u8], plain: &[u8]) -> Result<Vec<u8>, SealError> {
     let body = aead_seal(key, aad, plain)?;
     let mut out = Vec::with_capacity(1 + body.len());

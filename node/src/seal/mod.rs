@@ -435,7 +435,7 @@ mod tests {
     fn init_5_of_3_unseals_with_any_three_shares() {
         let init = initialize(5, 3).unwrap();
         assert_eq!(init.shares.len(), 5);
-        let ct = init.barrier.encrypt(b"s/v/name", b"top secret");
+        let ct = init.barrier.encrypt(b"s/v/name", b"top secret").unwrap();
         for pick in [[0, 1, 2], [4, 2, 0], [1, 3, 4]] {
             let m = SealManager::new();
             let shares: Vec<_> = pick.iter().map(|&i| &init.shares[i]).collect();
@@ -536,7 +536,7 @@ mod tests {
         let m = SealManager::new();
         let st = m.submit_share(&init.shares[0], &init.stored).unwrap();
         assert!(!st.sealed);
-        let ct = init.barrier.encrypt(b"k", b"v");
+        let ct = init.barrier.encrypt(b"k", b"v").unwrap();
         assert_eq!(&m.barrier().unwrap().decrypt(b"k", &ct).unwrap()[..], b"v");
 
         // The key of another 1-of-1 seal is rejected, never accepted as a wrong key.
@@ -605,7 +605,7 @@ mod tests {
         leader.unseal_with(&init);
         let follower = SealManager::new();
         submit_all(&follower, &[&init.shares[0], &init.shares[1]], &init.stored).unwrap();
-        let old_ct = leader.barrier().unwrap().encrypt(b"k", b"old");
+        let old_ct = leader.barrier().unwrap().encrypt(b"k", b"old").unwrap();
 
         let (record, term) = leader.rotate_keyring().unwrap();
         assert_eq!(term, 2);
@@ -617,7 +617,7 @@ mod tests {
             assert_eq!(b.active_term(), 2);
             assert_eq!(&b.decrypt(b"k", &old_ct).unwrap()[..], b"old");
         }
-        let new_ct = follower.barrier().unwrap().encrypt(b"k", b"new");
+        let new_ct = follower.barrier().unwrap().encrypt(b"k", b"new").unwrap();
         assert_eq!(&new_ct[..4], &2u32.to_be_bytes());
         assert_eq!(
             &leader.barrier().unwrap().decrypt(b"k", &new_ct).unwrap()[..],

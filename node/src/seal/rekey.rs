@@ -332,7 +332,7 @@ mod tests {
             SealError::WrongShares
         );
         // Same root key: a value under the old barrier reads after the rekey.
-        let ct = init.barrier.encrypt(b"k", b"v");
+        let ct = init.barrier.encrypt(b"k", b"v").unwrap();
         let m = SealManager::new();
         m.submit_share(&new.keys[1], &commit.stored).unwrap();
         m.submit_share(&new.keys[0], &commit.stored).unwrap();

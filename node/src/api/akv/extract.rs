@@ -81,6 +81,18 @@ fn describe(e: &serde_json::Error) -> String {
 /// Path parameters.
 pub struct PathParams<T>(pub T);
 
+/// The `{name}` of an object and its optional `{version}` segment: one
+/// handler serves `/…/{name}`, `/…/{name}/` and `/…/{name}/{version}`, an
+/// absent or empty version meaning the latest.
+#[derive(Debug, serde::Deserialize)]
+pub struct ObjectPath {
+    /// Object name as given.
+    pub name: String,
+    /// Version as given; empty for the latest.
+    #[serde(default)]
+    pub version: String,
+}
+
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
     type Rejection = ApiError;
 

@@ -6,7 +6,7 @@ use axum::Json;
 
 use super::context::AkvCtx;
 use super::errors::ApiError;
-use super::extract::{JsonBody, PathParams};
+use super::extract::{JsonBody, ObjectPath, PathParams};
 use super::key_models::{
     attributes, b64, bundle, deleted, enc, item, op_result, policy_out, CreateKeyBody, DeletedOut,
     ImportKeyBody, KeyBundle, KeyItem, KeyOperationResult, OperationBody, PolicyOut, RandomBody,
@@ -83,53 +83,24 @@ pub async fn rotate(
     Ok(Json(bundle(&ctx.base_url, &k)))
 }
 
-/// `GET /keys/{name}` and `GET /keys/{name}/`
-pub async fn get_latest(
+/// `GET /keys/{name}`, `GET /keys/{name}/` (latest) and `GET /keys/{name}/{version}`.
+pub async fn get(
     State(st): State<AkvState>,
     ctx: AkvCtx,
-    PathParams(name): PathParams<String>,
+    PathParams(at): PathParams<ObjectPath>,
 ) -> Res<KeyBundle> {
-    let k = st.keys.get(&ctx.vault, &name, None).await?;
+    let k = st.keys.get(&ctx.vault, &at.name, Some(&at.version)).await?;
     Ok(Json(bundle(&ctx.base_url, &k)))
 }
 
-/// `GET /keys/{name}/{version}`
-pub async fn get_version(
+/// `PATCH /keys/{name}/` (latest) and `PATCH /keys/{name}/{version}`.
+pub async fn update(
     State(st): State<AkvState>,
     ctx: AkvCtx,
-    PathParams((name, version)): PathParams<(String, String)>,
-) -> Res<KeyBundle> {
-    let k = st.keys.get(&ctx.vault, &name, Some(&version)).await?;
-    Ok(Json(bundle(&ctx.base_url, &k)))
-}
-
-/// `PATCH /keys/{name}/`
-pub async fn update_latest(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    PathParams(name): PathParams<String>,
+    PathParams(at): PathParams<ObjectPath>,
     JsonBody(b): JsonBody<UpdateKeyBody>,
 ) -> Res<KeyBundle> {
-    update_named(st, ctx, name, String::new(), b).await
-}
-
-/// `PATCH /keys/{name}/{version}`
-pub async fn update_version(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    PathParams((name, version)): PathParams<(String, String)>,
-    JsonBody(b): JsonBody<UpdateKeyBody>,
-) -> Res<KeyBundle> {
-    update_named(st, ctx, name, version, b).await
-}
-
-async fn update_named(
-    st: AkvState,
-    ctx: AkvCtx,
-    name: String,
-    version: String,
-    b: UpdateKeyBody,
-) -> Res<KeyBundle> {
+    let (name, version) = (at.name, at.version);
     let id = ctx.write_id(
         &format!("keys/update/{}", version.to_ascii_lowercase()),
         &name,
@@ -360,105 +331,56 @@ pub async fn operation(
 }
 
 macro_rules! op_handlers {
-    ($($versioned:ident, $latest:ident, $op:expr;)*) => {$(
-        /// Operation on a named version.
-        pub async fn $versioned(
+    ($($handler:ident, $op:expr;)*) => {$(
+        /// The operation on a named version (`/keys/{name}/{version}/…`)
+        /// or the latest one (`/keys/{name}//…`).
+        pub async fn $handler(
             State(st): State<AkvState>,
             ctx: AkvCtx,
-            PathParams((name, version)): PathParams<(String, String)>,
+            PathParams(at): PathParams<ObjectPath>,
             JsonBody(b): JsonBody<OperationBody>,
         ) -> Res<KeyOperationResult> {
-            operation(st, ctx, name, version, $op, b).await
-        }
-
-        /// Operation on the latest version.
-        pub async fn $latest(
-            State(st): State<AkvState>,
-            ctx: AkvCtx,
-            PathParams(name): PathParams<String>,
-            JsonBody(b): JsonBody<OperationBody>,
-        ) -> Res<KeyOperationResult> {
-            operation(st, ctx, name, String::new(), $op, b).await
+            operation(st, ctx, at.name, at.version, $op, b).await
         }
     )*};
 }
 
 op_handlers! {
-    encrypt, encrypt_latest, Op::Encrypt;
-    decrypt, decrypt_latest, Op::Decrypt;
-    wrap, wrap_latest, Op::Wrap;
-    unwrap, unwrap_latest, Op::Unwrap;
+    encrypt, Op::Encrypt;
+    decrypt, Op::Decrypt;
+    wrap, Op::Wrap;
+    unwrap, Op::Unwrap;
 }
 
-/// `POST /keys/{name}/{version}/sign`
+/// `POST /keys/{name}/{version}/sign` and `POST /keys/{name}//sign` (latest).
 pub async fn sign(
     State(st): State<AkvState>,
     ctx: AkvCtx,
-    PathParams((name, version)): PathParams<(String, String)>,
+    PathParams(at): PathParams<ObjectPath>,
     JsonBody(b): JsonBody<SignBody>,
-) -> Res<KeyOperationResult> {
-    sign_named(st, ctx, name, version, b).await
-}
-
-/// `POST /keys/{name}//sign`
-pub async fn sign_latest(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    PathParams(name): PathParams<String>,
-    JsonBody(b): JsonBody<SignBody>,
-) -> Res<KeyOperationResult> {
-    sign_named(st, ctx, name, String::new(), b).await
-}
-
-async fn sign_named(
-    st: AkvState,
-    ctx: AkvCtx,
-    name: String,
-    version: String,
-    b: SignBody,
 ) -> Res<KeyOperationResult> {
     let alg = sign_alg(&b.alg)?;
     let digest = b64("value", &b.value)?;
     let out = st
         .keys
-        .sign(&ctx.vault, &name, Some(&version), alg, &digest)
+        .sign(&ctx.vault, &at.name, Some(&at.version), alg, &digest)
         .await?;
     Ok(Json(op_result(&ctx.base_url, &out, None)))
 }
 
-/// `POST /keys/{name}/{version}/verify`
+/// `POST /keys/{name}/{version}/verify` and `POST /keys/{name}//verify` (latest).
 pub async fn verify(
     State(st): State<AkvState>,
     ctx: AkvCtx,
-    PathParams((name, version)): PathParams<(String, String)>,
+    PathParams(at): PathParams<ObjectPath>,
     JsonBody(b): JsonBody<VerifyBody>,
-) -> Res<VerifyResult> {
-    verify_named(st, ctx, name, version, b).await
-}
-
-/// `POST /keys/{name}//verify`
-pub async fn verify_latest(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    PathParams(name): PathParams<String>,
-    JsonBody(b): JsonBody<VerifyBody>,
-) -> Res<VerifyResult> {
-    verify_named(st, ctx, name, String::new(), b).await
-}
-
-async fn verify_named(
-    st: AkvState,
-    ctx: AkvCtx,
-    name: String,
-    version: String,
-    b: VerifyBody,
 ) -> Res<VerifyResult> {
     let alg = sign_alg(&b.alg)?;
     let digest = b64("digest", &b.digest)?;
     let sig = b64("value", &b.value)?;
     let ok = st
         .keys
-        .verify(&ctx.vault, &name, Some(&version), alg, &digest, &sig)
+        .verify(&ctx.vault, &at.name, Some(&at.version), alg, &digest, &sig)
         .await?;
     Ok(Json(VerifyResult { value: ok }))
 }

@@ -52,19 +52,14 @@ pub fn router(state: AkvState) -> Router {
         )
         .route(
             "/secrets/{name}",
-            put(secrets::set)
-                .get(secrets::get_latest)
-                .delete(secrets::delete),
+            put(secrets::set).get(secrets::get).delete(secrets::delete),
         )
-        .route(
-            "/secrets/{name}/",
-            get(secrets::get_latest).patch(secrets::update_latest),
-        )
+        .route("/secrets/{name}/", get(secrets::get).patch(secrets::update))
         .route("/secrets/{name}/versions", get(secrets::list_versions))
         .route("/secrets/{name}/backup", post(secrets::backup))
         .route(
             "/secrets/{name}/{version}",
-            get(secrets::get_version).patch(secrets::update_version),
+            get(secrets::get).patch(secrets::update),
         )
         .route("/deletedsecrets", get(secrets::list_deleted))
         .route(
@@ -86,12 +81,9 @@ fn key_routes() -> Router<AkvState> {
         .route("/rng", post(keys::random))
         .route(
             "/keys/{name}",
-            put(keys::import).get(keys::get_latest).delete(keys::delete),
+            put(keys::import).get(keys::get).delete(keys::delete),
         )
-        .route(
-            "/keys/{name}/",
-            get(keys::get_latest).patch(keys::update_latest),
-        )
+        .route("/keys/{name}/", get(keys::get).patch(keys::update))
         .route("/keys/{name}/create", post(keys::create))
         .route("/keys/{name}/rotate", post(keys::rotate))
         .route("/keys/{name}/backup", post(keys::backup))
@@ -100,10 +92,7 @@ fn key_routes() -> Router<AkvState> {
             "/keys/{name}/rotationpolicy",
             get(keys::get_policy).put(keys::set_policy),
         )
-        .route(
-            "/keys/{name}/{version}",
-            get(keys::get_version).patch(keys::update_version),
-        )
+        .route("/keys/{name}/{version}", get(keys::get).patch(keys::update))
         .route("/keys/{name}/{version}/encrypt", post(keys::encrypt))
         .route("/keys/{name}/{version}/decrypt", post(keys::decrypt))
         .route("/keys/{name}/{version}/wrapkey", post(keys::wrap))
@@ -112,12 +101,12 @@ fn key_routes() -> Router<AkvState> {
         .route("/keys/{name}/{version}/verify", post(keys::verify))
         .route("/keys/{name}/{version}/release", post(keys::release))
         .route("/keys/{name}/{version}/attestation", get(keys::release))
-        .route("/keys/{name}//encrypt", post(keys::encrypt_latest))
-        .route("/keys/{name}//decrypt", post(keys::decrypt_latest))
-        .route("/keys/{name}//wrapkey", post(keys::wrap_latest))
-        .route("/keys/{name}//unwrapkey", post(keys::unwrap_latest))
-        .route("/keys/{name}//sign", post(keys::sign_latest))
-        .route("/keys/{name}//verify", post(keys::verify_latest))
+        .route("/keys/{name}//encrypt", post(keys::encrypt))
+        .route("/keys/{name}//decrypt", post(keys::decrypt))
+        .route("/keys/{name}//wrapkey", post(keys::wrap))
+        .route("/keys/{name}//unwrapkey", post(keys::unwrap))
+        .route("/keys/{name}//sign", post(keys::sign))
+        .route("/keys/{name}//verify", post(keys::verify))
         .route("/keys/{name}//release", post(keys::release))
         .route("/deletedkeys", get(keys::list_deleted))
         .route(

@@ -10,7 +10,7 @@ use base64::Engine as _;
 
 use super::context::AkvCtx;
 use super::errors::ApiError;
-use super::extract::{JsonBody, PathParams};
+use super::extract::{JsonBody, ObjectPath, PathParams};
 use super::models::{
     bundle, bundle_with_value, deleted, item, BlobBody, Deleted, ListResult, SecretBundle,
     SecretItem, SetSecretBody, UpdateSecretBody,
@@ -50,22 +50,14 @@ async fn set_named(
     Ok(Json(bundle_with_value(&ctx.base_url, s)))
 }
 
-/// `GET /secrets/{name}` and `GET /secrets/{name}/` (latest).
-pub async fn get_latest(
+/// `GET /secrets/{name}`, `GET /secrets/{name}/` (latest) and
+/// `GET /secrets/{name}/{version}`.
+pub async fn get(
     State(st): State<AkvState>,
     ctx: AkvCtx,
-    PathParams(name): PathParams<String>,
+    PathParams(at): PathParams<ObjectPath>,
 ) -> Res<SecretBundle> {
-    get_named(st, ctx, name, String::new()).await
-}
-
-/// `GET /secrets/{name}/{version}`
-pub async fn get_version(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    PathParams((name, version)): PathParams<(String, String)>,
-) -> Res<SecretBundle> {
-    get_named(st, ctx, name, version).await
+    get_named(st, ctx, at.name, at.version).await
 }
 
 async fn get_named(st: AkvState, ctx: AkvCtx, name: String, version: String) -> Res<SecretBundle> {
@@ -73,33 +65,14 @@ async fn get_named(st: AkvState, ctx: AkvCtx, name: String, version: String) -> 
     Ok(Json(bundle_with_value(&ctx.base_url, s)))
 }
 
-/// `PATCH /secrets/{name}/` (latest)
-pub async fn update_latest(
+/// `PATCH /secrets/{name}/` (latest) and `PATCH /secrets/{name}/{version}`.
+pub async fn update(
     State(st): State<AkvState>,
     ctx: AkvCtx,
-    PathParams(name): PathParams<String>,
+    PathParams(at): PathParams<ObjectPath>,
     JsonBody(body): JsonBody<UpdateSecretBody>,
 ) -> Res<SecretBundle> {
-    update_named(st, ctx, name, String::new(), body).await
-}
-
-/// `PATCH /secrets/{name}/{version}`
-pub async fn update_version(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    PathParams((name, version)): PathParams<(String, String)>,
-    JsonBody(body): JsonBody<UpdateSecretBody>,
-) -> Res<SecretBundle> {
-    update_named(st, ctx, name, version, body).await
-}
-
-async fn update_named(
-    st: AkvState,
-    ctx: AkvCtx,
-    name: String,
-    version: String,
-    body: UpdateSecretBody,
-) -> Res<SecretBundle> {
+    let (name, version) = (at.name, at.version);
     let id = ctx.write_id(&format!("update/{}", version.to_ascii_lowercase()), &name);
     let p = st
         .secrets

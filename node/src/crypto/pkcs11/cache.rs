@@ -18,12 +18,12 @@ pub(crate) fn blob_id(wrapped: &[u8]) -> BlobId {
 }
 
 /// Bounded map from blob id to session-object handle.
-pub(crate) struct KeyCache {
+pub(crate) struct SessionKeyCache {
     capacity: usize,
     inner: Mutex<(HashMap<BlobId, ObjectHandle>, VecDeque<BlobId>)>,
 }
 
-impl KeyCache {
+impl SessionKeyCache {
     /// A cache holding at most `capacity` handles.
     pub(crate) fn new(capacity: usize) -> Self {
         Self {

@@ -4,10 +4,15 @@ use aws_lc_rs::digest;
 
 use super::*;
 use crate::crypto::hsm::{HsmKey, HsmStatus};
+use crate::crypto::software::{self, SoftwareKey};
+use crate::crypto::{Ciphertext, CryptoError, EncAlg, KeySpec, PrivateKey, SignAlg, SymParams};
+use crate::engine::error::KeyRefusal;
 use crate::engine::mem_store::MemStore;
+use crate::engine::rotation;
 use crate::engine::vaults::VaultsEngine;
 
 const T0: u64 = 1_700_000_000;
+const DAY: u64 = 86_400;
 
 /// A software-backed stand-in for a PKCS#11 device: the "wrapped" blob is
 /// the software key's JSON (tests only).
@@ -565,6 +570,39 @@ async fn backup_restore_roundtrip() {
         f.keys.restore("v", b"garbage", None).await,
         Err(EngineError::MalformedBackup)
     ));
+}
+
+/// A backup naming one version twice is refused and writes nothing: it
+/// would store one record and answer with the other (found by fuzzing).
+#[tokio::test]
+async fn a_backup_with_a_repeated_version_is_refused() {
+    let f = fixture().await;
+    f.keys
+        .create("v", "k", create(KeyType::Ec), None)
+        .await
+        .unwrap();
+    f.keys.rotate("v", "k", None).await.unwrap();
+    let blob = f.keys.backup("v", "k").await.unwrap();
+    let plain = f.store.open_blob(BACKUP_PURPOSE, &blob).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    let versions = doc["versions"].as_array_mut().unwrap();
+    let mut twin = versions[1].clone();
+    twin["version"] = versions[0]["version"].clone();
+    versions.push(twin);
+    let forged = f
+        .store
+        .seal_blob(BACKUP_PURPOSE, &serde_json::to_vec(&doc).unwrap())
+        .unwrap();
+    f.keys.delete("v", "k", None).await.unwrap();
+    f.keys.purge("v", "k", None).await.unwrap();
+    let before = f.store.keys();
+    assert!(matches!(
+        f.keys.restore("v", &forged, None).await,
+        Err(EngineError::MalformedBackup)
+    ));
+    assert_eq!(f.store.keys(), before);
+    // The untouched backup still restores.
+    f.keys.restore("v", &blob, None).await.unwrap();
 }
 
 #[tokio::test]

@@ -33,12 +33,12 @@ pub struct CacheId {
     pub version: String,
 }
 
-/// The cache generation observed before a store read; see [`KeyCache::ticket`].
+/// The cache generation observed before a store read; see [`ParsedKeyCache::ticket`].
 #[derive(Clone, Copy, Debug)]
 pub struct Ticket(u64);
 
 /// Parsed software keys, at most `capacity`, least recently used evicted.
-pub struct KeyCache {
+pub struct ParsedKeyCache {
     capacity: usize,
     inner: Mutex<Inner>,
 }
@@ -58,17 +58,17 @@ struct Slot {
     used: u64,
 }
 
-impl std::fmt::Debug for KeyCache {
+impl std::fmt::Debug for ParsedKeyCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Counts only: entries hold key material.
-        f.debug_struct("KeyCache")
+        f.debug_struct("ParsedKeyCache")
             .field("capacity", &self.capacity)
             .field("len", &self.len())
             .finish()
     }
 }
 
-impl KeyCache {
+impl ParsedKeyCache {
     /// An empty cache of at most `capacity` entries (0 disables caching).
     pub fn new(capacity: usize) -> Self {
         Self {
@@ -78,8 +78,8 @@ impl KeyCache {
     }
 
     /// Take before reading the version record from the store: a
-    /// [`KeyCache::clear`] after this point makes the matching
-    /// [`KeyCache::load`] not insert, so a seal that lands between the read
+    /// [`ParsedKeyCache::clear`] after this point makes the matching
+    /// [`ParsedKeyCache::load`] not insert, so a seal that lands between the read
     /// and the insert leaves nothing behind.
     pub fn ticket(&self) -> Ticket {
         Ticket(self.lock().generation)
@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn a_hit_returns_the_same_parsed_key() {
-        let c = KeyCache::new(8);
+        let c = ParsedKeyCache::new(8);
         let k = ec();
         let a = c.load(c.ticket(), &id("1"), 5, &k);
         a.sign(SignAlg::ES256, &[7; 32]).unwrap();
@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn a_changed_record_is_reloaded() {
-        let c = KeyCache::new(8);
+        let c = ParsedKeyCache::new(8);
         let (k1, k2) = (ec(), ec());
         let a = c.load(c.ticket(), &id("1"), 5, &k1);
         // Same version id and revision but other material (e.g. purge and a
@@ -208,7 +208,7 @@ mod tests {
 
     #[test]
     fn clear_drops_entries_and_racing_loads() {
-        let c = KeyCache::new(8);
+        let c = ParsedKeyCache::new(8);
         let k = ec();
         let before = c.ticket();
         c.load(before, &id("1"), 1, &k);
@@ -223,7 +223,7 @@ mod tests {
 
     #[test]
     fn the_capacity_is_kept_by_evicting_the_least_recently_used() {
-        let c = KeyCache::new(2);
+        let c = ParsedKeyCache::new(2);
         let k = ec();
         let first = c.load(c.ticket(), &id("1"), 1, &k);
         c.load(c.ticket(), &id("2"), 1, &k);
@@ -238,7 +238,7 @@ mod tests {
 
     #[test]
     fn debug_shows_no_material() {
-        let c = KeyCache::new(2);
+        let c = ParsedKeyCache::new(2);
         let k = ec();
         let loaded = c.load(c.ticket(), &id("1"), 1, &k);
         let shown = format!("{c:?} {loaded:?}");
