@@ -22,6 +22,9 @@ install_system_packages() {
     if command -v docker >/dev/null; then
         command -v debootstrap >/dev/null || missing+=(debootstrap)
     fi
+    # Headless browser of the device-code sign-in test.
+    command -v chromium >/dev/null || missing+=(chromium)
+    command -v chromedriver >/dev/null || missing+=(chromium-driver)
     if ((${#missing[@]})); then
         log "installing ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive

@@ -38,6 +38,21 @@ enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// Manage the tenant's applications, users, groups and signing keys.
+    Identity {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: cli::IdentityCommand,
+    },
+    /// Serve the managed-identity protocol to workloads on this host,
+    /// signing in to the cluster with the machine certificate.
+    Agent {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: cli::AgentArgs,
+    },
     /// Load-test a cluster (or a comparison peer) and report throughput and latency.
     Bench {
         #[command(flatten)]
@@ -163,6 +178,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             OperatorCli::Remote(command) => cli::run_operator(&client, command).await,
         },
         Command::Secret { client, command } => cli::run_secret(&client, command).await,
+        Command::Identity { client, command } => cli::run_identity(&client, command).await,
+        Command::Agent { client, args } => cli::run_agent(&client, args).await,
         Command::Bench { client, args } => cli::run_bench(&client, args).await,
     }
 }

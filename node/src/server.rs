@@ -88,6 +88,10 @@ impl Server {
         let store: Arc<dyn Store> = Arc::new(cluster_store(node.clone(), seal.clone()));
         let vaults = Arc::new(VaultsEngine::new(store.clone()));
         let secrets = Arc::new(SecretsEngine::new(store.clone()));
+        let identity = Arc::new(crate::engine::identity::IdentityEngine::new(
+            store.clone(),
+            &config.tenant,
+        ));
         // Without an `[hsm]` section, `*-HSM` key types answer 503 HsmUnavailable.
         let keys = Arc::new(
             KeysEngine::new(store.clone(), hsm).with_rotation_limits(config.rotation_limits()),
@@ -115,6 +119,7 @@ impl Server {
             vault_domain: config.vault_domain.clone(),
             default_vault: config.default_vault.clone(),
             tenant: config.tenant.clone(),
+            identity,
             hsm: pkcs11.clone(),
         });
         Ok(Self {

@@ -13,6 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::api::identity::ClusterAudience;
+use crate::engine::identity::{IdentityEngine, VerifyError};
 use crate::operator::Operator;
 
 /// Which API's error format the middleware answers in.
@@ -35,6 +37,8 @@ pub struct AuthState {
     pub vault_domain: Option<String>,
     /// Error format.
     pub flavor: Flavor,
+    /// Verifies the access tokens the cluster's issuer minted.
+    pub identity: Arc<IdentityEngine>,
 }
 
 /// Rejects sealed-node, unauthenticated and bad-token requests.
@@ -50,8 +54,23 @@ pub async fn authenticate(State(auth): State<AuthState>, req: Request, next: Nex
     let Some(token) = token else {
         return challenge(&auth, &req, "Request is missing a Bearer or PoP token.");
     };
+    // Access tokens (JWTs: three dot-separated parts) are for the Key Vault
+    // API; the operator API keeps the root token until RBAC lands.
+    if matches!(auth.flavor, Flavor::KeyVault) && token.split('.').count() == 3 {
+        return verify_access_token(&auth, token.to_owned(), req, next).await;
+    }
     match auth.operator.verify_token(token) {
-        Ok(Some(_record)) => next.run(req).await,
+        Ok(Some(_record)) => {
+            if matches!(auth.flavor, Flavor::KeyVault) {
+                // Break-glass: the root token bypasses identity; say so.
+                tracing::info!(
+                    method = %req.method(),
+                    path = req.uri().path(),
+                    "root token used on the Key Vault API"
+                );
+            }
+            next.run(req).await
+        }
         Ok(None) => challenge(&auth, &req, "The bearer token is not valid for this vault."),
         Err(e) => {
             tracing::warn!(error = %e, "token verification failed");
@@ -61,6 +80,46 @@ pub async fn authenticate(State(auth): State<AuthState>, req: Request, next: Nex
             )
         }
     }
+}
+
+/// Verifies an access token locally and passes the request on with the
+/// verified token in its extensions; any defect is a 401 challenge.
+async fn verify_access_token(
+    auth: &AuthState,
+    token: String,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let members: Vec<String> = match auth.operator.node().peers().await {
+        Ok(p) => p.peers.into_iter().map(|p| p.api_addr).collect(),
+        Err(_) => Vec::new(),
+    };
+    let audience = ClusterAudience::new(
+        auth.vault_domain.as_deref(),
+        request_host(&req),
+        members.iter().map(String::as_str),
+    );
+    match auth.identity.verify(&token, &audience).await {
+        Ok(verified) => {
+            req.extensions_mut().insert(Arc::new(verified));
+            next.run(req).await
+        }
+        Err(VerifyError::Rejected(reason)) => {
+            tracing::info!(%reason, "access token refused");
+            challenge(auth, &req, "The access token is not valid for this vault.")
+        }
+        Err(VerifyError::Unavailable(e)) => {
+            tracing::warn!(error = %e, "access token verification failed");
+            unavailable(
+                auth.flavor,
+                "token verification is unavailable on this node",
+            )
+        }
+    }
+}
+
+fn request_host(req: &Request) -> Option<&str> {
+    crate::api::identity::request_host(req.headers(), req.uri())
 }
 
 /// The token of an `Authorization: Bearer <token>` value. The scheme name
@@ -76,16 +135,16 @@ fn challenge(auth: &AuthState, req: &Request, message: &str) -> Response {
     match auth.flavor {
         Flavor::Sys => sys_error(StatusCode::UNAUTHORIZED, message),
         Flavor::KeyVault => {
-            let host = req
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .or_else(|| req.uri().authority().map(|a| a.as_str()))
-                .unwrap_or("localhost");
+            let host = request_host(req).unwrap_or("localhost");
             let resource = auth.vault_domain.as_deref().unwrap_or(host);
+            // The tenant GUID once the identity store exists (clients
+            // compare it with their credential's tenant), else the name.
+            let tenant = match auth.identity.tenant() {
+                Ok(Some(t)) => t.id,
+                _ => auth.tenant.clone(),
+            };
             let value = format!(
-                "Bearer authorization=\"https://{host}/{}\", resource=\"https://{resource}\"",
-                auth.tenant
+                "Bearer authorization=\"https://{host}/{tenant}\", resource=\"https://{resource}\""
             );
             let mut response = akv_error(StatusCode::UNAUTHORIZED, "Unauthorized", message);
             if let Ok(value) = HeaderValue::from_str(&value) {

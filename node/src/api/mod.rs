@@ -4,6 +4,7 @@
 pub mod akv;
 pub mod auth;
 pub mod envelope;
+pub mod identity;
 pub mod router;
 pub mod sys;
 

@@ -15,6 +15,7 @@ use crate::api::akv::extract::{check_declared_length, read_body};
 use crate::api::akv::{self, AkvState};
 use crate::api::auth::{authenticate, AuthState, Flavor};
 use crate::api::envelope;
+use crate::api::identity;
 use crate::api::sys::{self, SysState};
 use crate::engine::keys::KeysEngine;
 use crate::engine::secrets::SecretsEngine;
@@ -37,6 +38,8 @@ pub struct ApiConfig {
     pub default_vault: String,
     /// Tenant named in the authentication challenge.
     pub tenant: String,
+    /// Principals, signing keys and tokens.
+    pub identity: Arc<crate::engine::identity::IdentityEngine>,
     /// The node's PKCS#11 device, when `[hsm]` is configured (operator
     /// routes under `/v1/sys/hsm/…`).
     pub hsm: Option<Arc<crate::crypto::pkcs11::Pkcs11Hsm>>,
@@ -49,6 +52,7 @@ pub fn router(cfg: ApiConfig) -> Router {
         tenant: cfg.tenant.clone(),
         vault_domain: cfg.vault_domain.clone(),
         flavor,
+        identity: cfg.identity.clone(),
     };
     let sys_state = SysState {
         operator: cfg.operator.clone(),
@@ -56,6 +60,7 @@ pub fn router(cfg: ApiConfig) -> Router {
         hsm: cfg.hsm.clone(),
     };
     let protected_sys = sys::protected_router(sys_state.clone())
+        .merge(identity::admin::router(cfg.identity.clone()))
         .layer(from_fn_with_state(auth(Flavor::Sys), authenticate));
     let akv = akv::router(AkvState {
         secrets: cfg.secrets.clone(),
@@ -67,6 +72,9 @@ pub fn router(cfg: ApiConfig) -> Router {
     .layer(from_fn(read_body_first))
     .layer(from_fn_with_state(auth(Flavor::KeyVault), authenticate));
     sys::public_router(sys_state)
+        .merge(identity::router(identity::IssuerState {
+            identity: cfg.identity.clone(),
+        }))
         .merge(protected_sys)
         .merge(akv)
         .fallback(envelope::unknown_route)

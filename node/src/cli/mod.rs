@@ -10,6 +10,8 @@
 pub mod bench;
 pub mod custody;
 pub mod hsm;
+pub mod identity;
+pub mod identity_agent;
 pub mod operator;
 pub mod secret;
 pub mod snapshot;
@@ -22,6 +24,8 @@ use anyhow::Context as _;
 use coffer_client::{Client, ClientConfig};
 
 pub use bench::{run_bench, BenchArgs, Workload};
+pub use identity::{run_identity, IdentityCommand};
+pub use identity_agent::{run_agent, AgentArgs};
 pub use operator::{run_operator, OperatorCommand, RaftCommand, VaultCommand};
 pub use secret::{run_secret, SecretCommand};
 

@@ -336,10 +336,16 @@ fn print_init(root_token: &str, token_fingerprint: Option<&str>, shares: usize, 
 
 /// Reads one share from stdin, without echo when stdin is a terminal.
 pub(super) fn read_share() -> anyhow::Result<Zeroizing<String>> {
+    read_hidden("Unseal key share (will be hidden): ", "key share")
+}
+
+/// Reads one line from stdin (a share, a password), prompting and without
+/// echo when stdin is a terminal; `what` names it in errors.
+pub(super) fn read_hidden(prompt: &str, what: &str) -> anyhow::Result<Zeroizing<String>> {
     let stdin = std::io::stdin();
     let tty = stdin.is_terminal();
     if tty {
-        eprint!("Unseal key share (will be hidden): ");
+        eprint!("{prompt}");
         std::io::stderr().flush().ok();
         set_echo(false);
     }
@@ -349,9 +355,9 @@ pub(super) fn read_share() -> anyhow::Result<Zeroizing<String>> {
         set_echo(true);
         eprintln!();
     }
-    read.context("cannot read the key share from stdin")?;
+    read.with_context(|| format!("cannot read the {what} from stdin"))?;
     if line.trim().is_empty() {
-        bail!("no key share given");
+        bail!("no {what} given");
     }
     Ok(line)
 }

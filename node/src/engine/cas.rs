@@ -16,7 +16,7 @@
 //! from stale state.
 
 use super::error::EngineError;
-use super::store::{Compare, Outcome, Store, Txn};
+use super::store::{Compare, Mutation, Outcome, Store, Txn};
 
 /// How many times a write re-reads and retries after losing a race.
 pub const MAX_ATTEMPTS: usize = 16;
@@ -195,4 +195,16 @@ fn json_error(e: &serde_json::Error) -> EngineError {
         e.line(),
         e.column()
     ))
+}
+
+/// The comparison "`key` is still at `revision`" (0: still absent), for
+/// cluster-wide records; vault-scoped engines use [`super::view::VaultView`].
+pub fn rev(key: Vec<u8>, revision: u64) -> Compare {
+    Compare::Revision { key, revision }
+}
+
+/// Put `value` at the cluster-wide `key`; vault-scoped engines use
+/// [`super::view::VaultView::put`].
+pub fn put(key: Vec<u8>, value: Vec<u8>) -> Mutation {
+    Mutation::Put { key, value }
 }

@@ -5,6 +5,7 @@
 pub mod barrier_store;
 pub mod clock;
 pub mod error;
+pub mod identity;
 pub mod keys;
 #[cfg(any(test, feature = "test-util"))]
 pub mod mem_store;

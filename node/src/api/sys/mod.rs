@@ -382,7 +382,7 @@ pub const KEYS_BODY_MAX_BYTES: usize = 64 * 1024;
 /// `MAX` ([`OPERATOR_BODY_MAX_BYTES`] unless the route carries keys; 413 above) and only for
 /// `operator_body_timeout_secs` (408 after), not the data plane's 2 MB with
 /// no deadline.
-struct OperatorJson<T, const MAX: usize = OPERATOR_BODY_MAX_BYTES>(T);
+pub(crate) struct OperatorJson<T, const MAX: usize = OPERATOR_BODY_MAX_BYTES>(pub(crate) T);
 
 impl<S, T, const MAX: usize> FromRequest<S> for OperatorJson<T, MAX>
 where
