@@ -7,16 +7,16 @@
 //! token is revoked and refused on every node.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use coffer_client::secrets::SetOptions;
 use jepsen_tests::cluster::{ClusterOptions, LocalCluster};
 use serde_json::Value;
 
-fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_coffer"))
-}
+mod common;
+
+use common::{binary, ok_json, operator_cli as operator};
 
 /// One custodian: a private GnuPG home with one key (ed25519 + cv25519).
 struct Custodian {
@@ -97,35 +97,6 @@ impl Custodian {
         );
         String::from_utf8(out.stdout).unwrap()
     }
-}
-
-/// Runs `coffer operator ARGS -o json` against node `i` with `token`.
-fn operator(cluster: &LocalCluster, i: usize, token: Option<&str>, args: &[&str]) -> Output {
-    let mut cmd = Command::new(binary());
-    cmd.arg("operator")
-        .args(args)
-        .args(["-o", "json"])
-        .env("COFFER_ADDR", cluster.nodes[i].url())
-        .env("COFFER_CACERT", &cluster.ca_path)
-        .env_remove("COFFER_TOKEN");
-    if let Some(t) = token {
-        cmd.env("COFFER_TOKEN", t);
-    }
-    cmd.output().unwrap()
-}
-
-fn ok_json(out: Output, what: &str) -> Value {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{what}: not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
 }
 
 fn strings(v: &Value) -> Vec<String> {

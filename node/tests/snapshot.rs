@@ -16,31 +16,12 @@ use coffer_client::secrets::SetOptions;
 use jepsen_tests::cluster::{ClusterOptions, LocalCluster};
 use serde_json::Value;
 
-fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_coffer"))
-}
+mod common;
+
+use common::{binary, ok_json};
 
 fn operator(cluster: &LocalCluster, i: usize, args: &[&str]) -> Output {
-    let mut cmd = Command::new(binary());
-    cmd.arg("operator")
-        .args(args)
-        .args(["-o", "json"])
-        .env("COFFER_ADDR", cluster.nodes[i].url())
-        .env("COFFER_CACERT", &cluster.ca_path)
-        .env_remove("COFFER_TOKEN");
-    if let Some(t) = &cluster.root_token {
-        cmd.env("COFFER_TOKEN", t);
-    }
-    cmd.output().unwrap()
-}
-
-fn ok_json(out: Output, what: &str) -> Value {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::operator_cli(cluster, i, cluster.root_token.as_deref(), args)
 }
 
 fn inspect(cluster: &LocalCluster, file: &Path) -> Output {

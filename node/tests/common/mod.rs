@@ -170,3 +170,39 @@ pub async fn writes_then_a_follower(cluster: &LocalCluster, names: &[String]) ->
         .unwrap();
     (leader, (leader + 1) % cluster.nodes.len())
 }
+
+/// Runs `coffer operator ARGS -o json` against node `i`, with `token` as
+/// COFFER_TOKEN when given (the CLI as an operator or custodian runs it).
+pub fn operator_cli(
+    cluster: &LocalCluster,
+    i: usize,
+    token: Option<&str>,
+    args: &[&str],
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new(binary());
+    cmd.arg("operator")
+        .args(args)
+        .args(["-o", "json"])
+        .env("COFFER_ADDR", cluster.nodes[i].url())
+        .env("COFFER_CACERT", &cluster.ca_path)
+        .env_remove("COFFER_TOKEN");
+    if let Some(t) = token {
+        cmd.env("COFFER_TOKEN", t);
+    }
+    cmd.output().expect("running the coffer binary")
+}
+
+/// The JSON a successful CLI run printed; fails the test with its stderr otherwise.
+pub fn ok_json(out: std::process::Output, what: &str) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
