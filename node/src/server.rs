@@ -102,7 +102,7 @@ impl Server {
             vault_domain: config.vault_domain.clone(),
             default_vault: config.default_vault.clone(),
             tenant: config.tenant.clone(),
-            hsm: pkcs11,
+            hsm: pkcs11.map(|p| p as Arc<dyn crate::crypto::hsm::HsmAdmin>),
         });
         Ok(Self {
             operator,

@@ -73,3 +73,56 @@ pub trait HsmProvider: Send + Sync {
         params: &SymParams,
     ) -> Result<Ciphertext, CryptoError>;
 }
+
+/// The public half of a receiving device's transport key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransportKey {
+    /// RSA modulus (big-endian).
+    pub n: Vec<u8>,
+    /// RSA public exponent (big-endian).
+    pub e: Vec<u8>,
+    /// The receiving device accepts SHA-256 OAEP parameters.
+    pub oaep_sha256: bool,
+}
+
+/// Hash of the OAEP wrapping of the KEK.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OaepHash {
+    /// SHA-1 with MGF1-SHA-1.
+    Sha1,
+    /// SHA-256 with MGF1-SHA-256.
+    Sha256,
+}
+
+/// The KEK wrapped for one receiving device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KekExport {
+    /// `C_WrapKey(CKM_RSA_PKCS_OAEP, transport public key, KEK)`.
+    pub wrapped: Vec<u8>,
+    /// OAEP hash used.
+    pub oaep_hash: OaepHash,
+}
+
+/// What a device says about its KEK.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KekInfo {
+    /// Key check value (hex), equal on every device holding the same KEK;
+    /// `None` if the device could not compute it.
+    pub check_value: Option<String>,
+}
+
+/// What the operator API needs of the node's device: its status and the
+/// cluster KEK ceremony (create the KEK in one device, then move it to each
+/// other device wrapped under a transport key made inside the receiver).
+/// Calls block: call them from `spawn_blocking`.
+pub trait HsmAdmin: HsmProvider {
+    /// (a) Generates the cluster KEK in this device; refuses if present.
+    fn create_kek(&self) -> Result<KekInfo, CryptoError>;
+    /// (b) A transport key pair made inside this (receiving) device.
+    fn transport_key(&self) -> Result<TransportKey, CryptoError>;
+    /// (c) The KEK of this device wrapped under a receiver's transport key.
+    fn export_kek(&self, transport: &TransportKey) -> Result<KekExport, CryptoError>;
+    /// (d) Installs an exported KEK (and destroys the transport key).
+    fn import_kek(&self, export: &KekExport) -> Result<KekInfo, CryptoError>;
+}

@@ -8,6 +8,7 @@
 //! key-wrapping key.
 
 pub mod hsm;
+pub mod key;
 pub mod pkcs11;
 pub mod software;
 

@@ -80,7 +80,7 @@ use zeroize::{Zeroize, Zeroizing};
 use self::cache::{blob_id, SessionKeyCache};
 use self::mechanisms::Capabilities;
 use self::pool::{describe, Device, OpError};
-use super::hsm::{HsmKey, HsmProvider, HsmStatus};
+use super::hsm::{HsmAdmin, HsmKey, HsmProvider, HsmStatus};
 use super::{
     refuse_caller_gcm_iv, Ciphertext, CryptoError, Curve, EncAlg, KeySpec, KeyType, PrivateKey,
     PublicKey, SignAlg, SymParams,
@@ -931,6 +931,24 @@ fn unwrap_bytes(
         _ => None,
     });
     value.ok_or_else(|| internal("device returned no unwrapped value").into())
+}
+
+impl HsmAdmin for Pkcs11Hsm {
+    fn create_kek(&self) -> Result<KekInfo, CryptoError> {
+        Pkcs11Hsm::create_kek(self)
+    }
+
+    fn transport_key(&self) -> Result<TransportKey, CryptoError> {
+        Pkcs11Hsm::transport_key(self)
+    }
+
+    fn export_kek(&self, transport: &TransportKey) -> Result<KekExport, CryptoError> {
+        Pkcs11Hsm::export_kek(self, transport)
+    }
+
+    fn import_kek(&self, export: &KekExport) -> Result<KekInfo, CryptoError> {
+        Pkcs11Hsm::import_kek(self, export)
+    }
 }
 
 impl HsmProvider for Pkcs11Hsm {

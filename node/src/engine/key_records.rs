@@ -13,37 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::keys::{DeletedKey, Key, KeyOp, KeyProperties};
 use super::object::DeletedInfo;
 use super::rotation::RotationPolicy;
-use crate::crypto::hsm::HsmKey;
-use crate::crypto::software::SoftwareKey;
-use crate::crypto::{KeyType, PublicKey};
-
-/// Where a version's key material lives.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KeyMaterial {
-    /// Software key (private material inside the barrier).
-    Software(SoftwareKey),
-    /// HSM key, wrapped under the cluster KEK.
-    Hsm(HsmKey),
-}
-
-impl KeyMaterial {
-    /// Public half.
-    pub fn public(&self) -> &PublicKey {
-        match self {
-            KeyMaterial::Software(k) => &k.public,
-            KeyMaterial::Hsm(k) => &k.public,
-        }
-    }
-
-    /// Key size in bits.
-    pub fn bits(&self) -> u32 {
-        match self {
-            KeyMaterial::Software(k) => k.bits,
-            KeyMaterial::Hsm(k) => k.bits,
-        }
-    }
-}
+pub use crate::crypto::key::KeyMaterial;
+use crate::crypto::KeyType;
 
 /// `kv/{vault}/{name_lower}/{version}`: one key version.
 #[derive(Clone, Debug, Serialize, Deserialize)]

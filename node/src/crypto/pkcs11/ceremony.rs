@@ -17,54 +17,16 @@ use cryptoki::error::Error as CkError;
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, KeyType as CkKeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
-use serde::{Deserialize, Serialize};
 
 use super::pool::OpError;
 use super::{bit_length, classify, find_kek, no_kek, oaep, Pkcs11Hsm, KEK_LABEL};
+pub use crate::crypto::hsm::{KekExport, KekInfo, OaepHash, TransportKey};
 use crate::crypto::CryptoError;
 
 /// Label of the receiving device's transport key pair.
 pub const TRANSPORT_LABEL: &str = "coffer-kek-transport";
 /// Transport keys are RSA of this size.
 pub const TRANSPORT_BITS: u32 = 3072;
-
-/// The public half of a receiving device's transport key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TransportKey {
-    /// RSA modulus (big-endian).
-    pub n: Vec<u8>,
-    /// RSA public exponent (big-endian).
-    pub e: Vec<u8>,
-    /// The receiving device accepts SHA-256 OAEP parameters.
-    pub oaep_sha256: bool,
-}
-
-/// Hash of the OAEP wrapping of the KEK.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OaepHash {
-    /// SHA-1 with MGF1-SHA-1.
-    Sha1,
-    /// SHA-256 with MGF1-SHA-256.
-    Sha256,
-}
-
-/// The KEK wrapped for one receiving device.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KekExport {
-    /// `C_WrapKey(CKM_RSA_PKCS_OAEP, transport public key, KEK)`.
-    pub wrapped: Vec<u8>,
-    /// OAEP hash used.
-    pub oaep_hash: OaepHash,
-}
-
-/// What a device says about its KEK.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KekInfo {
-    /// Key check value (hex), equal on every device holding the same KEK;
-    /// `None` if the device could not compute it.
-    pub check_value: Option<String>,
-}
 
 /// A check value for the KEK, equal on every device holding the same KEK:
 /// the first 8 bytes of `CKM_AES_KEY_WRAP` (deterministic, RFC 3394) of 16

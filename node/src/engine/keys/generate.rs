@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use super::{CreateKey, ImportKey, KeyAttributes, KeyOp, KeysEngine};
 use crate::crypto::hsm::HsmProvider;
-use crate::crypto::software::{self, SoftwareKey};
 use crate::crypto::{CryptoError, Curve, KeySpec, KeyType, PublicKey};
 use crate::engine::error::EngineError;
 use crate::engine::key_records::{KeyMaterial, KeyVersionRecord};
@@ -14,29 +13,14 @@ use crate::engine::rotation::{self, RotationPolicy};
 use crate::engine::validate::check_tags;
 
 impl KeysEngine {
-    /// The HSM provider, or 503 `HsmUnavailable` on a node without one.
-    pub(super) fn hsm(&self) -> Result<Arc<dyn HsmProvider>, EngineError> {
-        self.hsm.clone().ok_or_else(|| {
-            EngineError::Crypto(CryptoError::HsmUnavailable(
-                "no HSM is configured on this node".into(),
-            ))
-        })
-    }
-
     /// New material of `spec`, in the HSM for `*-HSM` types.
     pub(super) async fn make_material(
         &self,
         kty: KeyType,
         spec: KeySpec,
     ) -> Result<KeyMaterial, EngineError> {
-        if kty.is_hsm() {
-            let hsm = self.hsm()?;
-            let k = blocking(move || hsm.generate(&spec)).await?;
-            Ok(KeyMaterial::Hsm(k))
-        } else {
-            let k: SoftwareKey = blocking(move || software::generate(&spec)).await?;
-            Ok(KeyMaterial::Software(k))
-        }
+        let device = self.device_for(kty.is_hsm())?;
+        blocking(move || KeyMaterial::generate(&spec, device.as_deref())).await
     }
 
     /// The material of an import, in the HSM when asked.
@@ -44,15 +28,23 @@ impl KeysEngine {
         &self,
         params: &ImportKey,
     ) -> Result<(KeyType, KeyMaterial), EngineError> {
+        let device = self.device_for(params.hsm)?;
         let key = params.key.clone();
-        if params.hsm {
-            let hsm = self.hsm()?;
-            let k = blocking(move || hsm.import(&key)).await?;
-            Ok((k.kty, KeyMaterial::Hsm(k)))
-        } else {
-            let k = blocking(move || software::import(&key)).await?;
-            Ok((k.kty, KeyMaterial::Software(k)))
+        let material = blocking(move || KeyMaterial::import(&key, device.as_deref())).await?;
+        Ok((material.kty(), material))
+    }
+
+    /// The device to make a key in: `None` for a software key; the HSM for
+    /// an HSM-tier key (503 `HsmUnavailable` on a node without one).
+    fn device_for(&self, hsm_tier: bool) -> Result<Option<Arc<dyn HsmProvider>>, EngineError> {
+        if !hsm_tier {
+            return Ok(None);
         }
+        self.hsm.clone().map(Some).ok_or_else(|| {
+            EngineError::Crypto(CryptoError::HsmUnavailable(
+                "no HSM is configured on this node".into(),
+            ))
+        })
     }
 }
 

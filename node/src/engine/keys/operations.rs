@@ -11,8 +11,9 @@ use super::{
     check_name_of_key, KeyOp, KeysEngine, OpOutput, MAX_PAYLOAD_BYTES, MAX_RANDOM_BYTES,
     MAX_SIGNATURE_BYTES,
 };
-use crate::crypto::software::{self, LoadedKey, SoftwareKey};
-use crate::crypto::{Ciphertext, EncAlg, SignAlg, SymParams};
+use crate::crypto::key::{HsmHandle, KeyHandle};
+use crate::crypto::software;
+use crate::crypto::{EncAlg, SignAlg, SymParams};
 use crate::engine::error::{EngineError, KeyRefusal};
 use crate::engine::key_records::{KeyMaterial, KeyVersionRecord};
 use crate::engine::parsed_key_cache::{CacheId, Ticket};
@@ -39,19 +40,9 @@ impl KeysEngine {
         alg: SignAlg,
         digest: &[u8],
     ) -> Result<OpOutput, EngineError> {
-        let u = self.usable(vault, name, version, KeyOp::Sign).await?;
-        software::check_sign(u.record.material.public(), alg, digest)?;
+        let (u, key) = self.usable(vault, name, version, KeyOp::Sign).await?;
         let digest = digest.to_vec();
-        let sig = match &u.record.material {
-            KeyMaterial::Software(k) => {
-                let k = self.loaded_key(&u, k);
-                blocking(move || k.sign(alg, &digest)).await?
-            }
-            KeyMaterial::Hsm(k) => {
-                let (hsm, k) = (self.hsm()?, k.clone());
-                blocking(move || hsm.sign(&k, alg, &digest)).await?
-            }
-        };
+        let sig = blocking(move || key.sign(alg, &digest)).await?;
         Ok(output(u, Zeroizing::new(sig), None, None))
     }
 
@@ -70,13 +61,8 @@ impl KeysEngine {
                 "The signature is larger than {MAX_SIGNATURE_BYTES} bytes"
             )));
         }
-        let u = self.usable(vault, name, version, KeyOp::Verify).await?;
-        Ok(software::verify(
-            u.record.material.public(),
-            alg,
-            digest,
-            signature,
-        )?)
+        let (_, key) = self.usable(vault, name, version, KeyOp::Verify).await?;
+        Ok(key.verify(alg, digest, signature)?)
     }
 
     /// Encrypts (RSA-OAEP, RSA-OAEP-256, RSA1_5, A*GCM, A*CBC, A*CBCPAD).
@@ -172,8 +158,8 @@ impl KeysEngine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    /// Encrypt or wrap: public-key algorithms in software, symmetric ones
-    /// with the key's material.
+    /// Encrypt or wrap with the key (RSA: public-key math in software for
+    /// both tiers, inside [`KeyHandle::encrypt`]).
     async fn encrypt_with(
         &self,
         vault: &str,
@@ -185,28 +171,9 @@ impl KeysEngine {
         params: SymParams,
     ) -> Result<OpOutput, EngineError> {
         check_payload(input)?;
-        let u = self.usable(vault, name, version, op).await?;
-        software::check_enc(u.record.kty, u.record.material.bits(), alg)?;
+        let (u, key) = self.usable(vault, name, version, op).await?;
         let input = Zeroizing::new(input.to_vec());
-        let ct: Ciphertext = match (&u.record.material, software::sym_key_bits(alg)) {
-            // RSA public-key operations run in software for both tiers.
-            (m, None) => {
-                let public = m.public().clone();
-                Ciphertext {
-                    value: blocking(move || software::public_encrypt(&public, alg, &input)).await?,
-                    iv: None,
-                    tag: None,
-                }
-            }
-            (KeyMaterial::Software(k), Some(_)) => {
-                let k = k.clone();
-                blocking(move || k.encrypt(alg, &input, &params)).await?
-            }
-            (KeyMaterial::Hsm(k), Some(_)) => {
-                let (hsm, k) = (self.hsm()?, k.clone());
-                blocking(move || hsm.encrypt(&k, alg, &input, &params)).await?
-            }
-        };
+        let ct = blocking(move || key.encrypt(alg, &input, &params)).await?;
         Ok(output(u, Zeroizing::new(ct.value), ct.iv, ct.tag))
     }
 
@@ -223,31 +190,21 @@ impl KeysEngine {
         params: SymParams,
     ) -> Result<OpOutput, EngineError> {
         check_payload(input)?;
-        let u = self.usable(vault, name, version, op).await?;
-        software::check_enc(u.record.kty, u.record.material.bits(), alg)?;
+        let (u, key) = self.usable(vault, name, version, op).await?;
         let input = input.to_vec();
-        let plain = match &u.record.material {
-            KeyMaterial::Software(k) => {
-                let k = self.loaded_key(&u, k);
-                blocking(move || k.decrypt(alg, &input, &params)).await?
-            }
-            KeyMaterial::Hsm(k) => {
-                let (hsm, k) = (self.hsm()?, k.clone());
-                blocking(move || hsm.decrypt(&k, alg, &input, &params)).await?
-            }
-        };
+        let plain = blocking(move || key.decrypt(alg, &input, &params)).await?;
         Ok(output(u, plain, None, None))
     }
 
     /// The version an operation uses, after the enabled / key_ops /
-    /// validity checks of the service.
+    /// validity checks of the service, with its key.
     async fn usable(
         &self,
         vault: &str,
         name: &str,
         version: Option<&str>,
         op: KeyOp,
-    ) -> Result<Usable, EngineError> {
+    ) -> Result<(Usable, Arc<dyn KeyHandle>), EngineError> {
         let lower = check_name_of_key(name)?;
         // Before any store read: see `ParsedKeyCache::ticket`.
         let ticket = self.loaded.ticket();
@@ -276,7 +233,7 @@ impl KeysEngine {
                 return refuse(KeyRefusal::Expired);
             }
         }
-        Ok(Usable {
+        let usable = Usable {
             name: found.meta.record.name,
             id: CacheId {
                 vault: view.vault().to_owned(),
@@ -286,13 +243,21 @@ impl KeysEngine {
             record,
             revision,
             ticket,
-        })
+        };
+        let key = self.key_handle(&usable);
+        Ok((usable, key))
     }
 
-    /// The parsed form of a usable version's software key (cached: only
-    /// parsing is skipped, `usable` has already checked the version).
-    fn loaded_key(&self, u: &Usable, key: &SoftwareKey) -> Arc<LoadedKey> {
-        self.loaded.load(u.ticket, &u.id, u.revision, key)
+    /// The one place the tier matters: a software key is used through its
+    /// parsed form (cached: only parsing is skipped, `usable` has already
+    /// checked the version), an HSM key through this node's device.
+    fn key_handle(&self, u: &Usable) -> Arc<dyn KeyHandle> {
+        match &u.record.material {
+            KeyMaterial::Software(k) => {
+                self.loaded.load(u.ticket, &u.id, u.revision, k) as Arc<dyn KeyHandle>
+            }
+            KeyMaterial::Hsm(k) => Arc::new(HsmHandle::new(self.hsm.clone(), k.clone())),
+        }
     }
 }
 
