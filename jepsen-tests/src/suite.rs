@@ -57,7 +57,13 @@ pub fn config(
         check_budget: Duration::from_secs(30),
         loopback: false,
         snapshot_logs: SNAPSHOT_LOGS,
-        expect_snapshot_installs: true,
+        // Only `kill-leader-lagging` holds a follower back until the leader
+        // has purged past it, so only there is an install certain. Elsewhere
+        // an install depends on how many entries a fault misses, i.e. on
+        // the machine's speed (a loaded 2-core host wrote too few entries
+        // during one partition); those runs report their installs in the
+        // table without failing on none.
+        expect_snapshot_installs: matches!(nemesis, NemesisKind::KillLeaderLagging),
         max_leader_silence_ms: LEADER_SILENCE_MS,
         health_slack: HEALTH_SLACK,
         binary,

@@ -39,9 +39,15 @@ async fn short_suite_passes() {
             "{name}: largest value {} B",
             r.stats.value_max_bytes
         );
-        // Every run expects snapshot installs (its check passed above).
-        assert!(r.checks.iter().any(|c| c.name == "snapshot-installs"));
     }
+    // Nodes left behind the purged log were caught up by snapshot installs:
+    // certain in `kill-leader-lagging` (its check passed above), and on a
+    // machine not loaded by other work, in most other runs too.
+    let with_installs = reports
+        .iter()
+        .filter(|r| r.snapshots.iter().any(|s| !s.installs.is_empty()))
+        .count();
+    assert!(with_installs >= 1, "no run installed a snapshot");
     // The health rules had something to bite on: cut-off nodes answered.
     let cut_off: usize = reports.iter().map(|r| r.health.cut_off_answers).sum();
     assert!(cut_off > 0, "no answer from a cut-off node was checked");

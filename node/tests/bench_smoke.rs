@@ -76,7 +76,9 @@ async fn runner_writes_table_json_and_plot() {
         out: out.path().to_path_buf(),
         quick: true,
         only: vec!["single-read".into(), "hsm".into()],
-        duration: Some(0.3),
+        // Long enough that both sides complete requests on a loaded 2-core
+        // machine (0.3 s gave the TLS peer no completed request at load 13).
+        duration: Some(1.0),
     };
     let result = bench::run(&opts).await.unwrap();
     let read = result

@@ -554,6 +554,22 @@ async fn backup_restore_roundtrip_and_conflicts() {
         f.secrets.restore("v", &wrong_json, None).await,
         Err(EngineError::MalformedBackup)
     ));
+    // One version named twice: one record would be stored and the other
+    // answered (found by fuzzing).
+    let plain = f.store.open_blob(BACKUP_PURPOSE, &blob).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    let versions = doc["versions"].as_array_mut().unwrap();
+    let mut twin = versions[1].clone();
+    twin["version"] = versions[0]["version"].clone();
+    versions.push(twin);
+    let forged = f
+        .store
+        .seal_blob(BACKUP_PURPOSE, &serde_json::to_vec(&doc).unwrap())
+        .unwrap();
+    assert!(matches!(
+        f.secrets.restore("v", &forged, None).await,
+        Err(EngineError::MalformedBackup)
+    ));
     assert_eq!(f.store.keys(), keys);
     assert!(matches!(
         f.secrets.backup("v", "absent").await,

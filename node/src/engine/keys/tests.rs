@@ -572,6 +572,39 @@ async fn backup_restore_roundtrip() {
     ));
 }
 
+/// A backup naming one version twice is refused and writes nothing: it
+/// would store one record and answer with the other (found by fuzzing).
+#[tokio::test]
+async fn a_backup_with_a_repeated_version_is_refused() {
+    let f = fixture().await;
+    f.keys
+        .create("v", "k", create(KeyType::Ec), None)
+        .await
+        .unwrap();
+    f.keys.rotate("v", "k", None).await.unwrap();
+    let blob = f.keys.backup("v", "k").await.unwrap();
+    let plain = f.store.open_blob(BACKUP_PURPOSE, &blob).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    let versions = doc["versions"].as_array_mut().unwrap();
+    let mut twin = versions[1].clone();
+    twin["version"] = versions[0]["version"].clone();
+    versions.push(twin);
+    let forged = f
+        .store
+        .seal_blob(BACKUP_PURPOSE, &serde_json::to_vec(&doc).unwrap())
+        .unwrap();
+    f.keys.delete("v", "k", None).await.unwrap();
+    f.keys.purge("v", "k", None).await.unwrap();
+    let before = f.store.keys();
+    assert!(matches!(
+        f.keys.restore("v", &forged, None).await,
+        Err(EngineError::MalformedBackup)
+    ));
+    assert_eq!(f.store.keys(), before);
+    // The untouched backup still restores.
+    f.keys.restore("v", &blob, None).await.unwrap();
+}
+
 #[tokio::test]
 async fn hsm_keys_route_private_ops_to_the_device() {
     let f = fixture().await;

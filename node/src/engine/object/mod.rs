@@ -693,14 +693,18 @@ impl<K: Kind> Objects<K> {
         };
         let backup: BackupRecord<K::Version, K::Extra> =
             serde_json::from_slice(&plain).map_err(|_| EngineError::MalformedBackup)?;
+        // Version ids must also be distinct: with one id twice, restore
+        // would store one record and answer with the other (found by the
+        // `backup_blob` fuzzer).
+        let mut seen = std::collections::HashSet::new();
         let sane = backup.format == K::BACKUP_FORMAT
             && is_valid_object_name(&backup.name)
             && !backup.versions.is_empty()
             && backup.versions.len() <= MAX_BACKUP_VERSIONS
-            && backup
-                .versions
-                .iter()
-                .all(|v| is_valid_version(K::version_id(v)));
+            && backup.versions.iter().all(|v| {
+                let id = K::version_id(v);
+                is_valid_version(id) && seen.insert(id)
+            });
         if sane {
             Ok(backup)
         } else {
