@@ -8,6 +8,8 @@
 //! Public-key operations (verify, RSA encrypt/wrap) need no device: the
 //! engine does them in software from [`HsmKey::public`].
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -125,4 +127,51 @@ pub trait HsmAdmin: HsmProvider {
     fn export_kek(&self, transport: &TransportKey) -> Result<KekExport, CryptoError>;
     /// (d) Installs an exported KEK (and destroys the transport key).
     fn import_kek(&self, export: &KekExport) -> Result<KekInfo, CryptoError>;
+}
+
+/// `[hsm]`: the PKCS#11 device attached to this node. The PIN is never in
+/// the file itself: it comes from `pin_file` or the variable `pin_env`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmConfig {
+    /// Path of the PKCS#11 module (e.g. `/usr/lib/softhsm/libsofthsm2.so`).
+    pub module: PathBuf,
+    /// Label of the token to use; slots are found by label, never by index.
+    pub token_label: String,
+    /// File holding the user PIN (trailing newline ignored).
+    #[serde(default)]
+    pub pin_file: Option<PathBuf>,
+    /// Environment variable holding the user PIN (e.g. `COFFER_HSM_PIN`).
+    #[serde(default)]
+    pub pin_env: Option<String>,
+    /// Upper bound on open sessions (the device's own limit applies too).
+    #[serde(default = "default_hsm_max_sessions")]
+    pub max_sessions: usize,
+    /// How many unwrapped keys stay cached as session objects.
+    #[serde(default = "default_hsm_key_cache")]
+    pub key_cache: usize,
+}
+
+fn default_hsm_max_sessions() -> usize {
+    16
+}
+
+fn default_hsm_key_cache() -> usize {
+    1024
+}
+
+impl HsmConfig {
+    /// Checks that exactly one PIN source is named and the sizes are sane.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.pin_file.is_some() == self.pin_env.is_some() {
+            return Err("[hsm] needs exactly one of pin_file or pin_env".into());
+        }
+        if self.token_label.is_empty() || self.token_label.len() > 32 {
+            return Err("[hsm] token_label must be 1 to 32 bytes".into());
+        }
+        if self.max_sessions == 0 || self.key_cache == 0 {
+            return Err("[hsm] max_sessions and key_cache must be at least 1".into());
+        }
+        Ok(())
+    }
 }

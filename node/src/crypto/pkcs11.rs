@@ -80,12 +80,11 @@ use zeroize::{Zeroize, Zeroizing};
 use self::cache::{blob_id, SessionKeyCache};
 use self::mechanisms::Capabilities;
 use self::pool::{describe, Device, OpError};
-use super::hsm::{HsmAdmin, HsmKey, HsmProvider, HsmStatus};
+use super::hsm::{HsmAdmin, HsmConfig, HsmKey, HsmProvider, HsmStatus};
 use super::{
     refuse_caller_gcm_iv, Ciphertext, CryptoError, Curve, EncAlg, KeySpec, KeyType, PrivateKey,
     PublicKey, SignAlg, SymParams,
 };
-use crate::config::HsmConfig;
 
 pub use self::ceremony::{KekExport, KekInfo, OaepHash, TransportKey};
 
