@@ -131,7 +131,7 @@ pub trait HsmAdmin: HsmProvider {
 
 /// `[hsm]`: the PKCS#11 device attached to this node. The PIN is never in
 /// the file itself: it comes from `pin_file` or the variable `pin_env`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HsmConfig {
     /// Path of the PKCS#11 module (e.g. `/usr/lib/softhsm/libsofthsm2.so`).
@@ -139,10 +139,10 @@ pub struct HsmConfig {
     /// Label of the token to use; slots are found by label, never by index.
     pub token_label: String,
     /// File holding the user PIN (trailing newline ignored).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin_file: Option<PathBuf>,
     /// Environment variable holding the user PIN (e.g. `COFFER_HSM_PIN`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin_env: Option<String>,
     /// Upper bound on open sessions (the device's own limit applies too).
     #[serde(default = "default_hsm_max_sessions")]
