@@ -10,6 +10,7 @@ use raft_store::{Node, NodeId};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+pub use crate::crypto::hsm::HsmConfig;
 use crate::engine::names::{is_valid_vault_name, VAULT_NAME_RULE};
 use crate::engine::rotation::RotationLimits;
 
@@ -320,59 +321,6 @@ impl LimitsConfig {
     }
 }
 
-/// `[hsm]`: the PKCS#11 device attached to this node. The PIN is never in
-/// the file itself: it comes from `pin_file` or the variable `pin_env`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct HsmConfig {
-    /// Path of the PKCS#11 module (e.g. `/usr/lib/softhsm/libsofthsm2.so`).
-    pub module: PathBuf,
-    /// Label of the token to use; slots are found by label, never by index.
-    pub token_label: String,
-    /// File holding the user PIN (trailing newline ignored).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pin_file: Option<PathBuf>,
-    /// Environment variable holding the user PIN (e.g. `COFFER_HSM_PIN`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pin_env: Option<String>,
-    /// Upper bound on open sessions (the device's own limit applies too).
-    #[serde(default = "default_hsm_max_sessions")]
-    pub max_sessions: usize,
-    /// How many unwrapped keys stay cached as session objects.
-    #[serde(default = "default_hsm_key_cache")]
-    pub key_cache: usize,
-}
-
-fn default_hsm_max_sessions() -> usize {
-    16
-}
-
-fn default_hsm_key_cache() -> usize {
-    1024
-}
-
-impl HsmConfig {
-    /// Checks that exactly one PIN source is named and the sizes are sane.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.pin_file.is_some() == self.pin_env.is_some() {
-            return Err(ConfigError::Invalid(
-                "[hsm] needs exactly one of pin_file or pin_env".into(),
-            ));
-        }
-        if self.token_label.is_empty() || self.token_label.len() > 32 {
-            return Err(ConfigError::Invalid(
-                "[hsm] token_label must be 1 to 32 bytes".into(),
-            ));
-        }
-        if self.max_sessions == 0 || self.key_cache == 0 {
-            return Err(ConfigError::Invalid(
-                "[hsm] max_sessions and key_cache must be at least 1".into(),
-            ));
-        }
-        Ok(())
-    }
-}
-
 fn default_vault() -> String {
     "default".to_string()
 }
@@ -381,8 +329,11 @@ fn default_tenant() -> String {
     "coffer".to_string()
 }
 
+/// Default of `raft_snapshot_logs`: a Raft snapshot every this many entries.
+pub const SNAPSHOT_LOGS: u64 = 5000;
+
 fn default_snapshot_logs() -> u64 {
-    crate::cluster::SNAPSHOT_LOGS
+    SNAPSHOT_LOGS
 }
 
 fn default_lifecycle_interval() -> u64 {
@@ -616,7 +567,7 @@ impl Config {
             )));
         }
         if let Some(hsm) = &self.hsm {
-            hsm.validate()?;
+            hsm.validate().map_err(ConfigError::Invalid)?;
         }
         if self
             .join_token

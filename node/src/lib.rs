@@ -1,11 +1,15 @@
 //! Coffer node: server, cluster wiring, seal, engines, APIs and the CLI.
 
 pub mod api;
+
+// The library crates, under the module names the node has always used.
+pub use coffer_crypto as crypto;
+pub use coffer_engine as engine;
+pub use coffer_seal as seal;
+
 pub mod cli;
 pub mod cluster;
 pub mod config;
-pub mod crypto;
-pub mod engine;
 pub mod error_chain;
 pub mod files;
 pub mod hardening;
@@ -13,6 +17,5 @@ pub mod http_limits;
 pub mod listener;
 pub mod logging;
 pub mod operator;
-pub mod seal;
 pub mod server;
 pub mod tls;

@@ -162,6 +162,9 @@ fn prepare_server(args: ServerArgs) -> anyhow::Result<PreparedServer> {
     }
     if let Some(var) = config.hsm.as_ref().and_then(|h| h.pin_env.as_deref()) {
         hardening::take_env_secret(var);
+        // The device layer reads the PIN from what was taken, not from the
+        // (now scrubbed) environment.
+        coffer::crypto::pkcs11::set_env_secret_source(hardening::env_secret);
     }
     if config.lock_memory {
         hardening::lock_memory()?;

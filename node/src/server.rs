@@ -123,7 +123,9 @@ impl Server {
             default_vault: config.default_vault.clone(),
             tenant: config.tenant.clone(),
             identity,
-            hsm: pkcs11.clone(),
+            hsm: pkcs11
+                .clone()
+                .map(|p| p as Arc<dyn crate::crypto::hsm::HsmAdmin>),
         });
         Ok(Self {
             operator,
@@ -353,7 +355,7 @@ pub fn prepare_dev_hsm(args: &DevHsmArgs, data_dir: &Path) -> anyhow::Result<Opt
         max_sessions: 16,
         key_cache: 1024,
     };
-    cfg.validate()?;
+    cfg.validate().map_err(anyhow::Error::msg)?;
     Ok(Some(cfg))
 }
 

@@ -1,6 +1,6 @@
 //! Secret values of the sizes operators store (a password is 20 bytes, a
 //! PEM chain or a PFX 5–20 KB), up to the 25 KiB Key Vault limit the node
-//! enforces (`MAX_VALUE_BYTES` in `node/src/engine/secrets.rs`).
+//! enforces (`MAX_VALUE_BYTES` in `engine/src/secrets.rs`).
 //!
 //! A value is `{id}:{len}:{filler}`, exactly `len` bytes, where `id` is the
 //! writer's unique operation id and the filler is derived from `id` alone.

@@ -42,7 +42,7 @@ pub struct ApiConfig {
     pub identity: Arc<crate::engine::identity::IdentityEngine>,
     /// The node's PKCS#11 device, when `[hsm]` is configured (operator
     /// routes under `/v1/sys/hsm/…`).
-    pub hsm: Option<Arc<crate::crypto::pkcs11::Pkcs11Hsm>>,
+    pub hsm: Option<Arc<dyn crate::crypto::hsm::HsmAdmin>>,
 }
 
 /// Builds the complete router.

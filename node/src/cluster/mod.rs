@@ -48,8 +48,9 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// is then refused before it reaches the log, because an entry that does not
 /// fit in one message could never be replicated.
 pub const MAX_ENTRY_BYTES: usize = 2 * 1024 * 1024;
-/// Default: build a snapshot after this many log entries since the last one.
-pub const SNAPSHOT_LOGS: u64 = 5000;
+/// Default: build a snapshot after this many log entries since the last one
+/// (a setting: it lives with the configuration).
+pub use crate::config::SNAPSHOT_LOGS;
 /// Deadline of one snapshot chunk (and of the final install).
 const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 60_000;
 /// Log entries kept after a snapshot (a fifth of the snapshot interval) so

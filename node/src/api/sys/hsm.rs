@@ -15,8 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{bad_json, SysError, SysState};
-use crate::crypto::hsm::HsmProvider;
-use crate::crypto::pkcs11::{KekExport, OaepHash, Pkcs11Hsm, TransportKey};
+use crate::crypto::hsm::{HsmAdmin, KekExport, OaepHash, TransportKey};
 use crate::crypto::CryptoError;
 
 /// The HSM routes (merged into the protected operator router).
@@ -51,7 +50,7 @@ pub struct KekExportBody {
     pub oaep_hash: OaepHash,
 }
 
-fn device(s: &SysState) -> Result<Arc<Pkcs11Hsm>, SysError> {
+fn device(s: &SysState) -> Result<Arc<dyn HsmAdmin>, SysError> {
     s.hsm.clone().ok_or_else(|| {
         SysError(
             StatusCode::NOT_FOUND,
@@ -71,10 +70,10 @@ fn crypto_error(e: CryptoError) -> SysError {
 
 /// Runs a blocking device call off the async runtime.
 async fn blocking<T: Send + 'static>(
-    hsm: Arc<Pkcs11Hsm>,
-    f: impl FnOnce(&Pkcs11Hsm) -> Result<T, CryptoError> + Send + 'static,
+    hsm: Arc<dyn HsmAdmin>,
+    f: impl FnOnce(&dyn HsmAdmin) -> Result<T, CryptoError> + Send + 'static,
 ) -> Result<T, SysError> {
-    tokio::task::spawn_blocking(move || f(&hsm))
+    tokio::task::spawn_blocking(move || f(hsm.as_ref()))
         .await
         .map_err(|e| SysError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(crypto_error)

@@ -34,7 +34,7 @@ pub struct SysState {
     /// Vault management.
     pub vaults: Arc<VaultsEngine>,
     /// The node's PKCS#11 device (`/v1/sys/hsm/…`), if configured.
-    pub hsm: Option<Arc<crate::crypto::pkcs11::Pkcs11Hsm>>,
+    pub hsm: Option<Arc<dyn crate::crypto::hsm::HsmAdmin>>,
 }
 
 /// Routes that need no token (health, seal status, init, unseal).

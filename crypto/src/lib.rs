@@ -1,0 +1,273 @@
+//! Key material and the operations on it: software keys (aws-lc-rs) and
+//! HSM-tier keys inside PKCS#11 devices (the `pkcs11` feature, on by
+//! default). Free of HTTP and of storage; the
+//! keys engine decides which key and algorithm, this module does the math.
+//!
+//! Private software key material only ever exists inside the barrier
+//! (encrypted at rest) and in `Zeroizing` buffers while in use. HSM key
+//! material never leaves a device except wrapped under the cluster
+//! key-wrapping key.
+
+pub mod hsm;
+pub mod key;
+#[cfg(feature = "pkcs11")]
+pub mod pkcs11;
+pub mod software;
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// Key types of Key Vault (`kty`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KeyType {
+    /// Elliptic curve, software.
+    #[serde(rename = "EC")]
+    Ec,
+    /// Elliptic curve, inside the HSM.
+    #[serde(rename = "EC-HSM")]
+    EcHsm,
+    /// RSA, software.
+    #[serde(rename = "RSA")]
+    Rsa,
+    /// RSA, inside the HSM.
+    #[serde(rename = "RSA-HSM")]
+    RsaHsm,
+    /// Symmetric (AES), software.
+    #[serde(rename = "oct")]
+    Oct,
+    /// Symmetric (AES), inside the HSM.
+    #[serde(rename = "oct-HSM")]
+    OctHsm,
+}
+
+impl KeyType {
+    /// Whether keys of this type live in the HSM tier.
+    pub fn is_hsm(self) -> bool {
+        matches!(self, KeyType::EcHsm | KeyType::RsaHsm | KeyType::OctHsm)
+    }
+}
+
+/// Elliptic curves (`crv`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Curve {
+    /// NIST P-256.
+    #[serde(rename = "P-256")]
+    P256,
+    /// NIST P-384.
+    #[serde(rename = "P-384")]
+    P384,
+    /// NIST P-521.
+    #[serde(rename = "P-521")]
+    P521,
+    /// secp256k1.
+    #[serde(rename = "P-256K")]
+    P256K,
+}
+
+/// What to generate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySpec {
+    /// RSA of `bits` (2048, 3072, 4096) with `public_exponent` (default 65537).
+    Rsa {
+        /// Modulus size.
+        bits: u32,
+        /// Public exponent.
+        public_exponent: u32,
+    },
+    /// EC on `curve`.
+    Ec {
+        /// Curve.
+        curve: Curve,
+    },
+    /// AES of `bits` (128, 192, 256).
+    Oct {
+        /// Key size.
+        bits: u32,
+    },
+}
+
+/// Public half of a key, as JWK fields need it (big-endian unsigned bytes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PublicKey {
+    /// RSA modulus and exponent.
+    Rsa {
+        /// Modulus.
+        n: Vec<u8>,
+        /// Public exponent.
+        e: Vec<u8>,
+    },
+    /// EC point.
+    Ec {
+        /// Curve.
+        curve: Curve,
+        /// X coordinate (field-size bytes).
+        x: Vec<u8>,
+        /// Y coordinate (field-size bytes).
+        y: Vec<u8>,
+    },
+    /// Symmetric keys have no public part.
+    Oct,
+}
+
+/// Private key material for import (JWK private fields, big-endian bytes).
+/// Wiped on drop.
+#[derive(Clone, Debug)]
+pub enum PrivateKey {
+    /// RSA: every CRT component of the JWK.
+    Rsa {
+        /// Modulus.
+        n: Vec<u8>,
+        /// Public exponent.
+        e: Vec<u8>,
+        /// Private exponent.
+        d: Zeroizing<Vec<u8>>,
+        /// First prime.
+        p: Zeroizing<Vec<u8>>,
+        /// Second prime.
+        q: Zeroizing<Vec<u8>>,
+        /// d mod (p-1).
+        dp: Zeroizing<Vec<u8>>,
+        /// d mod (q-1).
+        dq: Zeroizing<Vec<u8>>,
+        /// q^-1 mod p.
+        qi: Zeroizing<Vec<u8>>,
+    },
+    /// EC private scalar and public point.
+    Ec {
+        /// Curve.
+        curve: Curve,
+        /// Private scalar.
+        d: Zeroizing<Vec<u8>>,
+        /// X coordinate.
+        x: Vec<u8>,
+        /// Y coordinate.
+        y: Vec<u8>,
+    },
+    /// AES key bytes.
+    Oct {
+        /// Key bytes.
+        k: Zeroizing<Vec<u8>>,
+    },
+}
+
+/// Signature algorithms (`alg` of sign/verify).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum SignAlg {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    ES512,
+    ES256K,
+    HS256,
+    HS384,
+    HS512,
+}
+
+/// Encryption and key-wrap algorithms (`alg` of encrypt/decrypt/wrapKey/unwrapKey).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum EncAlg {
+    #[serde(rename = "RSA-OAEP")]
+    RsaOaep,
+    #[serde(rename = "RSA-OAEP-256")]
+    RsaOaep256,
+    #[serde(rename = "RSA1_5")]
+    Rsa15,
+    A128GCM,
+    A192GCM,
+    A256GCM,
+    A128KW,
+    A192KW,
+    A256KW,
+    A128CBC,
+    A192CBC,
+    A256CBC,
+    A128CBCPAD,
+    A192CBCPAD,
+    A256CBCPAD,
+    #[serde(rename = "CKM_AES_KEY_WRAP")]
+    CkmAesKeyWrap,
+    #[serde(rename = "CKM_AES_KEY_WRAP_PAD")]
+    CkmAesKeyWrapPad,
+}
+
+/// Parameters of symmetric encryption (GCM and CBC).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SymParams {
+    /// IV / nonce. GCM: 12 bytes, always generated by the vault on encrypt
+    /// (a caller's is refused, see [`refuse_caller_gcm_iv`]) and required on
+    /// decrypt; CBC: 16 bytes, required.
+    pub iv: Option<Vec<u8>>,
+    /// Additional authenticated data (GCM only).
+    pub aad: Option<Vec<u8>>,
+    /// Authentication tag (GCM decrypt only).
+    pub tag: Option<Vec<u8>>,
+}
+
+/// AES-GCM encryption never takes the caller's IV: both tiers draw a fresh
+/// random 96-bit IV for every encryption and return it, as Managed HSM
+/// does. A caller-chosen IV may repeat under the same key, and a single
+/// repeat gives away the XOR of the two plaintexts and the GHASH key (so
+/// forged tags). The IV is refused rather than silently replaced, so a
+/// caller who keeps its own IV instead of the returned one learns at once
+/// instead of holding ciphertexts it can never decrypt. No Azure SDK sends
+/// one: the Python SDK raises "iv should only be provided with AES-CBC
+/// algorithms" before the request, the others have no GCM iv parameter.
+/// An empty `iv` counts as absent.
+pub fn refuse_caller_gcm_iv(params: &SymParams) -> Result<(), CryptoError> {
+    match params.iv.as_deref() {
+        Some(iv) if !iv.is_empty() => Err(CryptoError::BadInput(
+            "AES-GCM encryption takes no iv: the vault generates a random 12-byte iv for every \
+             encryption and returns it with the ciphertext (a repeated iv breaks GCM)"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Output of an encryption.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ciphertext {
+    /// The ciphertext (or wrapped key).
+    pub value: Vec<u8>,
+    /// IV used (symmetric algorithms).
+    pub iv: Option<Vec<u8>>,
+    /// Authentication tag (GCM).
+    pub tag: Option<Vec<u8>>,
+}
+
+/// Why a cryptographic operation failed. Never carries key material or
+/// plaintext.
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    /// The algorithm does not apply to this key type or size.
+    #[error("algorithm {alg} is not valid for a {kty} key")]
+    AlgorithmMismatch {
+        /// The algorithm asked for.
+        alg: String,
+        /// The key type.
+        kty: String,
+    },
+    /// Input of the wrong length or form (digest size, IV size, …).
+    #[error("{0}")]
+    BadInput(String),
+    /// Decryption or unwrapping failed (wrong key, tampered data, bad padding).
+    #[error("decryption failed")]
+    DecryptFailed,
+    /// The HSM tier is not available on this node (no device, wrong PIN, no
+    /// cluster key-wrapping key yet).
+    #[error("HSM unavailable: {0}")]
+    HsmUnavailable(String),
+    /// The device lacks a mechanism this operation needs.
+    #[error("the HSM does not support {0}")]
+    Unsupported(String),
+    /// Anything else from the crypto library or device.
+    #[error("crypto failure: {0}")]
+    Internal(String),
+}

@@ -1,0 +1,887 @@
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use aws_lc_rs::digest;
+
+use super::*;
+use crate::error::KeyRefusal;
+use crate::mem_store::MemStore;
+use crate::rotation;
+use crate::vaults::VaultsEngine;
+use coffer_crypto::hsm::{HsmKey, HsmStatus};
+use coffer_crypto::software::{self, SoftwareKey};
+use coffer_crypto::{Ciphertext, CryptoError, EncAlg, KeySpec, PrivateKey, SignAlg, SymParams};
+
+const T0: u64 = 1_700_000_000;
+const DAY: u64 = 86_400;
+
+/// A software-backed stand-in for a PKCS#11 device: the "wrapped" blob is
+/// the software key's JSON (tests only).
+#[derive(Default)]
+struct FakeHsm {
+    calls: AtomicUsize,
+}
+
+impl FakeHsm {
+    fn unwrap(key: &HsmKey) -> SoftwareKey {
+        serde_json::from_slice(&key.wrapped).unwrap()
+    }
+    fn wrap(k: SoftwareKey) -> HsmKey {
+        let kty = match k.kty {
+            KeyType::Rsa => KeyType::RsaHsm,
+            KeyType::Ec => KeyType::EcHsm,
+            _ => KeyType::OctHsm,
+        };
+        HsmKey {
+            kty,
+            wrapped: serde_json::to_vec(&k).unwrap(),
+            public: k.public.clone(),
+            bits: k.bits,
+        }
+    }
+}
+
+impl HsmProvider for FakeHsm {
+    fn status(&self) -> HsmStatus {
+        HsmStatus {
+            available: true,
+            ..Default::default()
+        }
+    }
+    fn generate(&self, spec: &KeySpec) -> Result<HsmKey, CryptoError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(Self::wrap(software::generate(spec)?))
+    }
+    fn import(&self, key: &PrivateKey) -> Result<HsmKey, CryptoError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(Self::wrap(software::import(key)?))
+    }
+    fn sign(&self, key: &HsmKey, alg: SignAlg, digest: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Self::unwrap(key).sign(alg, digest)
+    }
+    fn decrypt(
+        &self,
+        key: &HsmKey,
+        alg: EncAlg,
+        ct: &[u8],
+        p: &SymParams,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Self::unwrap(key).decrypt(alg, ct, p)
+    }
+    fn encrypt(
+        &self,
+        key: &HsmKey,
+        alg: EncAlg,
+        pt: &[u8],
+        p: &SymParams,
+    ) -> Result<Ciphertext, CryptoError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Self::unwrap(key).encrypt(alg, pt, p)
+    }
+}
+
+struct Fixture {
+    store: Arc<MemStore>,
+    now: Arc<AtomicU64>,
+    keys: KeysEngine,
+    hsm: Arc<FakeHsm>,
+}
+
+async fn fixture() -> Fixture {
+    let store = Arc::new(MemStore::new());
+    let now = Arc::new(AtomicU64::new(T0));
+    let n = now.clone();
+    let clock: Clock = Arc::new(move || n.load(Ordering::SeqCst));
+    VaultsEngine::new(store.clone())
+        .create("v", None)
+        .await
+        .unwrap();
+    let hsm = Arc::new(FakeHsm::default());
+    let keys = KeysEngine::with_clock(
+        store.clone(),
+        Some(hsm.clone() as Arc<dyn HsmProvider>),
+        clock,
+    );
+    Fixture {
+        store,
+        now,
+        keys,
+        hsm,
+    }
+}
+
+fn create(kty: KeyType) -> CreateKey {
+    CreateKey {
+        kty,
+        key_size: None,
+        curve: None,
+        public_exponent: None,
+        attributes: KeyAttributes::default(),
+    }
+}
+
+fn sha256(m: &[u8]) -> Vec<u8> {
+    digest::digest(&digest::SHA256, m).as_ref().to_vec()
+}
+
+fn dump(store: &MemStore) -> usize {
+    store.keys().len()
+}
+
+#[tokio::test]
+async fn create_get_rotate_and_versions() {
+    let f = fixture().await;
+    let a = f
+        .keys
+        .create("v", "MyKey", create(KeyType::Rsa), None)
+        .await
+        .unwrap();
+    assert_eq!(a.properties.kty, KeyType::Rsa);
+    assert_eq!(a.properties.key_ops.len(), 6);
+    assert!(matches!(a.public, PublicKey::Rsa { ref n, .. } if n.len() == 256));
+    let b = f.keys.rotate("v", "mykey", None).await.unwrap();
+    assert_eq!(b.properties.name, "MyKey");
+    assert_ne!(a.properties.version, b.properties.version);
+    assert_ne!(a.public, b.public);
+    let latest = f.keys.get("v", "MYKEY", None).await.unwrap();
+    assert_eq!(latest.properties.version, b.properties.version);
+    let old = f
+        .keys
+        .get("v", "mykey", Some(&a.properties.version))
+        .await
+        .unwrap();
+    assert_eq!(old.public, a.public);
+    let page = f
+        .keys
+        .list_versions("v", "mykey", None, None)
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 2);
+    let page = f.keys.list("v", Some(1), None).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert!(page.skiptoken.is_none());
+    // A key's private material never appears in the public views.
+    let json = serde_json::to_string(&latest).unwrap();
+    assert!(!json.contains("material"));
+}
+
+#[tokio::test]
+async fn bad_create_parameters_store_nothing() {
+    let f = fixture().await;
+    let before = dump(&f.store);
+    let mut p = create(KeyType::Rsa);
+    p.key_size = Some(1024);
+    assert!(matches!(
+        f.keys.create("v", "k", p, None).await,
+        Err(EngineError::BadParameter(_))
+    ));
+    let mut p = create(KeyType::Rsa);
+    p.public_exponent = Some(3);
+    assert!(matches!(
+        f.keys.create("v", "k", p, None).await,
+        Err(EngineError::BadParameter(_))
+    ));
+    let mut p = create(KeyType::Oct);
+    p.attributes.exportable = Some(true);
+    assert!(matches!(
+        f.keys.create("v", "k", p, None).await,
+        Err(EngineError::NotSupported(_))
+    ));
+    assert_eq!(dump(&f.store), before);
+}
+
+#[tokio::test]
+async fn sign_verify_encrypt_decrypt_software() {
+    let f = fixture().await;
+    f.keys
+        .create("v", "r", create(KeyType::Rsa), None)
+        .await
+        .unwrap();
+    let d = sha256(b"doc");
+    let sig = f
+        .keys
+        .sign("v", "r", None, SignAlg::PS256, &d)
+        .await
+        .unwrap();
+    assert!(f
+        .keys
+        .verify("v", "r", None, SignAlg::PS256, &d, &sig.value)
+        .await
+        .unwrap());
+    assert!(!f
+        .keys
+        .verify(
+            "v",
+            "r",
+            None,
+            SignAlg::PS256,
+            &sha256(b"other"),
+            &sig.value
+        )
+        .await
+        .unwrap());
+    let ct = f
+        .keys
+        .encrypt(
+            "v",
+            "r",
+            None,
+            EncAlg::RsaOaep256,
+            b"hi",
+            SymParams::default(),
+        )
+        .await
+        .unwrap();
+    let pt = f
+        .keys
+        .decrypt(
+            "v",
+            "r",
+            Some(&ct.version),
+            EncAlg::RsaOaep256,
+            &ct.value,
+            SymParams::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&*pt.value, b"hi");
+
+    let mut p = create(KeyType::Oct);
+    p.key_size = Some(128);
+    f.keys.create("v", "o", p, None).await.unwrap();
+    let w = f
+        .keys
+        .wrap_key("v", "o", None, EncAlg::A128KW, &[7; 16])
+        .await
+        .unwrap();
+    let u = f
+        .keys
+        .unwrap_key("v", "o", None, EncAlg::A128KW, &w.value)
+        .await
+        .unwrap();
+    assert_eq!(&*u.value, &[7; 16]);
+    let aad = SymParams {
+        aad: Some(b"a".to_vec()),
+        ..Default::default()
+    };
+    let ct = f
+        .keys
+        .encrypt("v", "o", None, EncAlg::A128GCM, b"x", aad)
+        .await
+        .unwrap();
+    let back = SymParams {
+        iv: ct.iv.clone(),
+        tag: ct.tag.clone(),
+        aad: Some(b"a".to_vec()),
+    };
+    assert_eq!(
+        &*f.keys
+            .decrypt("v", "o", None, EncAlg::A128GCM, &ct.value, back)
+            .await
+            .unwrap()
+            .value,
+        b"x"
+    );
+    // Algorithm not valid for the operation.
+    assert!(matches!(
+        f.keys
+            .encrypt(
+                "v",
+                "o",
+                None,
+                EncAlg::A128KW,
+                &[0; 16],
+                SymParams::default()
+            )
+            .await,
+        Err(EngineError::BadParameter(_))
+    ));
+}
+
+#[tokio::test]
+async fn bad_inputs_are_refused() {
+    let f = fixture().await;
+    let mut p = create(KeyType::Ec);
+    p.curve = Some(Curve::P384);
+    f.keys.create("v", "e", p, None).await.unwrap();
+    let r = f.keys.sign("v", "e", None, SignAlg::ES256, &[0; 32]).await;
+    assert!(matches!(
+        r,
+        Err(EngineError::Crypto(CryptoError::AlgorithmMismatch { .. }))
+    ));
+    let r = f.keys.sign("v", "e", None, SignAlg::ES384, &[0; 32]).await;
+    assert!(matches!(
+        r,
+        Err(EngineError::Crypto(CryptoError::BadInput(_)))
+    ));
+    let r = f
+        .keys
+        .encrypt("v", "e", None, EncAlg::RsaOaep, b"x", SymParams::default())
+        .await;
+    assert!(matches!(
+        r,
+        Err(EngineError::KeyForbidden {
+            reason: KeyRefusal::OperationNotAllowed,
+            ..
+        })
+    ));
+    f.keys
+        .create("v", "o", create(KeyType::Oct), None)
+        .await
+        .unwrap();
+    let big = vec![0u8; MAX_PAYLOAD_BYTES + 1];
+    let r = f
+        .keys
+        .encrypt("v", "o", None, EncAlg::A256GCM, &big, SymParams::default())
+        .await;
+    assert!(matches!(r, Err(EngineError::BadParameter(_))));
+    assert!(matches!(
+        f.keys.random_bytes(0),
+        Err(EngineError::BadParameter(_))
+    ));
+    assert!(matches!(
+        f.keys.random_bytes(129),
+        Err(EngineError::BadParameter(_))
+    ));
+    assert_eq!(f.keys.random_bytes(128).unwrap().len(), 128);
+}
+
+#[tokio::test]
+async fn key_ops_enabled_and_validity_window_are_enforced() {
+    let f = fixture().await;
+    let mut p = create(KeyType::Rsa);
+    p.attributes.key_ops = Some(vec![
+        KeyOp::Sign,
+        KeyOp::Verify,
+        KeyOp::Encrypt,
+        KeyOp::Decrypt,
+    ]);
+    p.attributes.exp = Some((T0 + 100) as i64);
+    f.keys.create("v", "r", p, None).await.unwrap();
+    let d = sha256(b"m");
+    let r = f
+        .keys
+        .wrap_key("v", "r", None, EncAlg::RsaOaep, &[1; 32])
+        .await;
+    assert!(matches!(
+        r,
+        Err(EngineError::KeyForbidden {
+            reason: KeyRefusal::OperationNotAllowed,
+            ..
+        })
+    ));
+    let sig = f
+        .keys
+        .sign("v", "r", None, SignAlg::RS256, &d)
+        .await
+        .unwrap();
+    let ct = f
+        .keys
+        .encrypt("v", "r", None, EncAlg::RsaOaep, b"x", SymParams::default())
+        .await
+        .unwrap();
+    // Past expiry: sign and encrypt refused; verify and decrypt still work.
+    f.now.store(T0 + 100, Ordering::SeqCst);
+    let r = f.keys.sign("v", "r", None, SignAlg::RS256, &d).await;
+    assert!(matches!(
+        r,
+        Err(EngineError::KeyForbidden {
+            reason: KeyRefusal::Expired,
+            ..
+        })
+    ));
+    let r = f
+        .keys
+        .encrypt("v", "r", None, EncAlg::RsaOaep, b"x", SymParams::default())
+        .await;
+    assert!(matches!(
+        r,
+        Err(EngineError::KeyForbidden {
+            reason: KeyRefusal::Expired,
+            ..
+        })
+    ));
+    assert!(f
+        .keys
+        .verify("v", "r", None, SignAlg::RS256, &d, &sig.value)
+        .await
+        .unwrap());
+    assert_eq!(
+        &*f.keys
+            .decrypt(
+                "v",
+                "r",
+                None,
+                EncAlg::RsaOaep,
+                &ct.value,
+                SymParams::default()
+            )
+            .await
+            .unwrap()
+            .value,
+        b"x"
+    );
+    // Disabled: everything refused, get still works.
+    let patch = UpdateKey {
+        enabled: Some(false),
+        exp: Some((T0 + 1000) as i64),
+        ..Default::default()
+    };
+    let k = f.keys.update("v", "r", None, patch, None).await.unwrap();
+    assert!(!k.properties.enabled);
+    let r = f
+        .keys
+        .verify("v", "r", None, SignAlg::RS256, &d, &sig.value)
+        .await;
+    assert!(matches!(
+        r,
+        Err(EngineError::KeyForbidden {
+            reason: KeyRefusal::Disabled,
+            ..
+        })
+    ));
+    assert!(f.keys.get("v", "r", None).await.is_ok());
+    // Not yet valid.
+    let patch = UpdateKey {
+        enabled: Some(true),
+        nbf: Some((T0 + 500) as i64),
+        ..Default::default()
+    };
+    f.keys.update("v", "r", None, patch, None).await.unwrap();
+    let r = f.keys.sign("v", "r", None, SignAlg::RS256, &d).await;
+    assert!(matches!(
+        r,
+        Err(EngineError::KeyForbidden {
+            reason: KeyRefusal::NotYetValid,
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn delete_recover_purge_and_conflicts() {
+    let f = fixture().await;
+    f.keys
+        .create("v", "k", create(KeyType::Ec), None)
+        .await
+        .unwrap();
+    let d = f.keys.delete("v", "k", None).await.unwrap();
+    assert_eq!(d.scheduled_purge_date, T0 + RECOVERABLE_DAYS * DAY);
+    assert!(matches!(
+        f.keys.get("v", "k", None).await,
+        Err(EngineError::NotFound {
+            kind: ObjectKind::Key,
+            ..
+        })
+    ));
+    assert!(matches!(
+        f.keys.create("v", "k", create(KeyType::Ec), None).await,
+        Err(EngineError::DeletedButRecoverable { .. })
+    ));
+    assert_eq!(
+        f.keys
+            .list_deleted("v", None, None)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    f.keys.get_deleted("v", "k").await.unwrap();
+    f.keys.recover("v", "k", None).await.unwrap();
+    f.keys.get("v", "k", None).await.unwrap();
+    f.keys.delete("v", "k", None).await.unwrap();
+    f.keys.purge("v", "k", None).await.unwrap();
+    assert!(matches!(
+        f.keys.get_deleted("v", "k").await,
+        Err(EngineError::NotFound {
+            kind: ObjectKind::DeletedKey,
+            ..
+        })
+    ));
+    assert!(!f.store.keys().iter().any(|k| k.starts_with(b"kv/")));
+    // Expiry-driven purge.
+    f.keys
+        .create("v", "k2", create(KeyType::Ec), None)
+        .await
+        .unwrap();
+    f.keys.delete("v", "k2", None).await.unwrap();
+    assert_eq!(f.keys.purge_expired(T0).await.unwrap(), 0);
+    assert_eq!(
+        f.keys
+            .purge_expired(T0 + RECOVERABLE_DAYS * DAY)
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn request_ids_deduplicate_creates() {
+    let f = fixture().await;
+    let a = f
+        .keys
+        .create("v", "k", create(KeyType::Oct), Some("rid-1"))
+        .await
+        .unwrap();
+    let b = f
+        .keys
+        .create("v", "k", create(KeyType::Oct), Some("rid-1"))
+        .await
+        .unwrap();
+    assert_eq!(a, b);
+    assert_eq!(
+        f.keys
+            .list_versions("v", "k", None, None)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn backup_restore_roundtrip() {
+    let f = fixture().await;
+    let k = f
+        .keys
+        .create("v", "k", create(KeyType::Rsa), None)
+        .await
+        .unwrap();
+    let d = sha256(b"m");
+    let blob = f.keys.backup("v", "k").await.unwrap();
+    assert!(matches!(
+        f.keys.restore("v", &blob, None).await,
+        Err(EngineError::Conflict(_))
+    ));
+    f.keys.delete("v", "k", None).await.unwrap();
+    f.keys.purge("v", "k", None).await.unwrap();
+    let r = f.keys.restore("v", &blob, None).await.unwrap();
+    assert_eq!(r.properties.version, k.properties.version);
+    let sig = f
+        .keys
+        .sign("v", "k", None, SignAlg::RS256, &d)
+        .await
+        .unwrap();
+    assert!(software::verify(&k.public, SignAlg::RS256, &d, &sig.value).unwrap());
+    assert!(matches!(
+        f.keys.restore("v", b"garbage", None).await,
+        Err(EngineError::MalformedBackup)
+    ));
+}
+
+/// A backup naming one version twice is refused and writes nothing: it
+/// would store one record and answer with the other (found by fuzzing).
+#[tokio::test]
+async fn a_backup_with_a_repeated_version_is_refused() {
+    let f = fixture().await;
+    f.keys
+        .create("v", "k", create(KeyType::Ec), None)
+        .await
+        .unwrap();
+    f.keys.rotate("v", "k", None).await.unwrap();
+    let blob = f.keys.backup("v", "k").await.unwrap();
+    let plain = f.store.open_blob(BACKUP_PURPOSE, &blob).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    let versions = doc["versions"].as_array_mut().unwrap();
+    let mut twin = versions[1].clone();
+    twin["version"] = versions[0]["version"].clone();
+    versions.push(twin);
+    let forged = f
+        .store
+        .seal_blob(BACKUP_PURPOSE, &serde_json::to_vec(&doc).unwrap())
+        .unwrap();
+    f.keys.delete("v", "k", None).await.unwrap();
+    f.keys.purge("v", "k", None).await.unwrap();
+    let before = f.store.keys();
+    assert!(matches!(
+        f.keys.restore("v", &forged, None).await,
+        Err(EngineError::MalformedBackup)
+    ));
+    assert_eq!(f.store.keys(), before);
+    // The untouched backup still restores.
+    f.keys.restore("v", &blob, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn hsm_keys_route_private_ops_to_the_device() {
+    let f = fixture().await;
+    let k = f
+        .keys
+        .create("v", "h", create(KeyType::RsaHsm), None)
+        .await
+        .unwrap();
+    assert_eq!(k.properties.kty, KeyType::RsaHsm);
+    assert!(k.properties.hsm);
+    assert_eq!(f.hsm.calls.load(Ordering::SeqCst), 1);
+    let d = sha256(b"m");
+    let sig = f
+        .keys
+        .sign("v", "h", None, SignAlg::RS256, &d)
+        .await
+        .unwrap();
+    assert_eq!(f.hsm.calls.load(Ordering::SeqCst), 2);
+    // verify and RSA encrypt are software, from the public key.
+    assert!(f
+        .keys
+        .verify("v", "h", None, SignAlg::RS256, &d, &sig.value)
+        .await
+        .unwrap());
+    let ct = f
+        .keys
+        .encrypt("v", "h", None, EncAlg::RsaOaep, b"x", SymParams::default())
+        .await
+        .unwrap();
+    assert_eq!(f.hsm.calls.load(Ordering::SeqCst), 2);
+    let pt = f
+        .keys
+        .decrypt(
+            "v",
+            "h",
+            None,
+            EncAlg::RsaOaep,
+            &ct.value,
+            SymParams::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&*pt.value, b"x");
+    assert_eq!(f.hsm.calls.load(Ordering::SeqCst), 3);
+    // oct-HSM symmetric encryption goes to the device.
+    f.keys
+        .create("v", "o", create(KeyType::OctHsm), None)
+        .await
+        .unwrap();
+    f.keys
+        .encrypt("v", "o", None, EncAlg::A256GCM, b"x", SymParams::default())
+        .await
+        .unwrap();
+    assert_eq!(f.hsm.calls.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn no_hsm_means_503_class_error_and_nothing_stored() {
+    let f = fixture().await;
+    let keys = KeysEngine::new(f.store.clone(), None);
+    let before = dump(&f.store);
+    let r = keys.create("v", "h", create(KeyType::EcHsm), None).await;
+    assert!(matches!(
+        r,
+        Err(EngineError::Crypto(CryptoError::HsmUnavailable(_)))
+    ));
+    assert_eq!(dump(&f.store), before);
+}
+
+#[tokio::test]
+async fn rotation_policy_rotates_and_notifies_once() {
+    let f = fixture().await;
+    let first = f
+        .keys
+        .create("v", "k", create(KeyType::Ec), None)
+        .await
+        .unwrap();
+    let default = f.keys.get_rotation_policy("v", "k").await.unwrap();
+    assert_eq!(default, rotation::default_policy());
+    let policy: RotationPolicy = serde_json::from_str(
+        r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"P8D"},"action":{"type":"Rotate"}},
+            {"trigger":{"timeBeforeExpiry":"P21D"},"action":{"type":"Notify"}}],
+            "attributes":{"expiryTime":"P28D"}}"#,
+    )
+    .unwrap();
+    let set = f
+        .keys
+        .set_rotation_policy("v", "k", policy, None)
+        .await
+        .unwrap();
+    assert_eq!(set.attributes.created, Some(T0));
+    let rotate_at = T0 + 8 * DAY;
+    assert_eq!(
+        f.keys.run_rotation_policies(rotate_at - 1).await.unwrap(),
+        0
+    );
+    f.now.store(rotate_at, Ordering::SeqCst);
+    assert_eq!(f.keys.run_rotation_policies(rotate_at).await.unwrap(), 1);
+    assert_eq!(
+        f.keys.run_rotation_policies(rotate_at).await.unwrap(),
+        0,
+        "not due again"
+    );
+    let latest = f.keys.get("v", "k", None).await.unwrap();
+    assert_ne!(latest.properties.version, first.properties.version);
+    assert_eq!(latest.properties.exp, Some((rotate_at + 28 * DAY) as i64));
+    // 21 days before the new version's expiry (a day before its own
+    // rotation is due): notified once.
+    let t = rotate_at + 7 * DAY;
+    assert_eq!(f.keys.run_rotation_policies(t).await.unwrap(), 0);
+    assert_eq!(f.keys.run_rotation_policies(t).await.unwrap(), 0);
+    let events = f
+        .store
+        .keys()
+        .iter()
+        .filter(|k| k.starts_with(b"sys/events/keys/v/k/"))
+        .count();
+    assert_eq!(events, 1);
+    let bad: RotationPolicy = serde_json::from_str(
+        r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"1 day"},"action":{"type":"Rotate"}}]}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        f.keys.set_rotation_policy("v", "k", bad, None).await,
+        Err(EngineError::BadParameter(_))
+    ));
+}
+
+#[tokio::test]
+async fn rotation_policies_below_key_vault_minimums_are_refused_unless_overridden() {
+    let f = fixture().await;
+    f.keys
+        .create("v", "k", create(KeyType::Ec), None)
+        .await
+        .unwrap();
+    let every_second: RotationPolicy = serde_json::from_str(
+        r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"PT1S"},"action":{"type":"Rotate"}}]}"#,
+    )
+    .unwrap();
+    let before = dump(&f.store);
+    assert!(matches!(
+        f.keys.set_rotation_policy("v", "k", every_second.clone(), None).await,
+        Err(EngineError::BadParameter(m)) if m.contains("P7D")
+    ));
+    assert_eq!(dump(&f.store), before, "nothing stored");
+    let keys = KeysEngine::new(f.store.clone(), None)
+        .with_rotation_limits(rotation::RotationLimits::unsafe_minimum(1));
+    keys.set_rotation_policy("v", "k", every_second, None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn import_software_and_hsm() {
+    let f = fixture().await;
+    let k = PrivateKey::Oct {
+        k: Zeroizing::new(vec![3; 32]),
+    };
+    let imp = ImportKey {
+        key: k.clone(),
+        hsm: false,
+        attributes: KeyAttributes::default(),
+    };
+    let a = f.keys.import("v", "i", imp, None).await.unwrap();
+    assert_eq!(a.properties.kty, KeyType::Oct);
+    let imp = ImportKey {
+        key: k,
+        hsm: true,
+        attributes: KeyAttributes::default(),
+    };
+    let b = f.keys.import("v", "i", imp, None).await.unwrap();
+    assert_eq!(b.properties.kty, KeyType::OctHsm);
+    let w = f
+        .keys
+        .wrap_key(
+            "v",
+            "i",
+            Some(&a.properties.version),
+            EncAlg::A256KW,
+            &[1; 16],
+        )
+        .await
+        .unwrap();
+    let u = f
+        .keys
+        .unwrap_key("v", "i", None, EncAlg::A256KW, &w.value)
+        .await
+        .unwrap();
+    assert_eq!(&*u.value, &[1; 16], "same key material in both tiers");
+}
+
+#[tokio::test]
+async fn key_writes_are_optimistic_but_never_refuse_from_stale_state() {
+    let f = fixture().await;
+    let fences = f.store.fence_count();
+    f.keys
+        .create("v", "k", create(KeyType::Ec), None)
+        .await
+        .unwrap();
+    assert_eq!(f.store.fence_count(), fences, "fresh create needs no fence");
+    f.keys.delete("v", "k", None).await.unwrap();
+    let shows_deleted = f.store.snapshot();
+    f.keys.recover("v", "k", None).await.unwrap();
+    f.store.lag_behind(shows_deleted.clone());
+    // The replica still shows the key deleted: a new version, not a 409.
+    let k2 = f
+        .keys
+        .create("v", "k", create(KeyType::Ec), None)
+        .await
+        .unwrap();
+    let got = f.keys.get("v", "k", None).await.unwrap();
+    assert_eq!(got.properties.version, k2.properties.version);
+    // A key created after the replica's snapshot is not a 404 for update.
+    let before = f.store.snapshot();
+    f.keys
+        .create("v", "fresh", create(KeyType::Ec), None)
+        .await
+        .unwrap();
+    f.store.lag_behind(before);
+    f.keys
+        .update("v", "fresh", None, UpdateKey::default(), None)
+        .await
+        .unwrap();
+    // A vault created after the snapshot is not VaultNotFound either.
+    let before_vault = f.store.snapshot();
+    VaultsEngine::new(f.store.clone())
+        .create("w", None)
+        .await
+        .unwrap();
+    f.store.lag_behind(before_vault);
+    f.keys
+        .create("w", "k", create(KeyType::Ec), None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn parsed_keys_are_reused_until_the_record_changes_or_the_cache_is_cleared() {
+    let f = fixture().await;
+    let k = f
+        .keys
+        .create("v", "r", create(KeyType::Rsa), None)
+        .await
+        .unwrap();
+    let d = sha256(b"m");
+    for _ in 0..3 {
+        let sig = f
+            .keys
+            .sign("v", "r", None, SignAlg::RS256, &d)
+            .await
+            .unwrap();
+        assert!(software::verify(&k.public, SignAlg::RS256, &d, &sig.value).unwrap());
+    }
+    assert_eq!(f.keys.loaded.len(), 1, "one parse kept for repeated signs");
+    // Sealing clears it; the key still works once loaded again.
+    f.keys.clear_key_cache();
+    assert_eq!(f.keys.loaded.len(), 0);
+    // Purge and restore under the same version id: signs with the restored
+    // record (same id, new revision), never refuses or serves a stale entry.
+    let blob = f.keys.backup("v", "r").await.unwrap();
+    f.keys
+        .sign("v", "r", None, SignAlg::RS256, &d)
+        .await
+        .unwrap();
+    f.keys.delete("v", "r", None).await.unwrap();
+    assert!(f
+        .keys
+        .sign("v", "r", None, SignAlg::RS256, &d)
+        .await
+        .is_err());
+    f.keys.purge("v", "r", None).await.unwrap();
+    f.keys.restore("v", &blob, None).await.unwrap();
+    let sig = f
+        .keys
+        .sign("v", "r", None, SignAlg::RS256, &d)
+        .await
+        .unwrap();
+    assert!(software::verify(&k.public, SignAlg::RS256, &d, &sig.value).unwrap());
+    assert_eq!(f.keys.loaded.len(), 1);
+}
