@@ -556,16 +556,7 @@ async fn backup_restore_roundtrip_and_conflicts() {
     ));
     // One version named twice: one record would be stored and the other
     // answered (found by fuzzing).
-    let plain = f.store.open_blob(BACKUP_PURPOSE, &blob).unwrap();
-    let mut doc: serde_json::Value = serde_json::from_slice(&plain).unwrap();
-    let versions = doc["versions"].as_array_mut().unwrap();
-    let mut twin = versions[1].clone();
-    twin["version"] = versions[0]["version"].clone();
-    versions.push(twin);
-    let forged = f
-        .store
-        .seal_blob(BACKUP_PURPOSE, &serde_json::to_vec(&doc).unwrap())
-        .unwrap();
+    let forged = crate::object::with_repeated_version(f.store.as_ref(), BACKUP_PURPOSE, &blob);
     assert!(matches!(
         f.secrets.restore("v", &forged, None).await,
         Err(EngineError::MalformedBackup)

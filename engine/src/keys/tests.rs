@@ -583,16 +583,7 @@ async fn a_backup_with_a_repeated_version_is_refused() {
         .unwrap();
     f.keys.rotate("v", "k", None).await.unwrap();
     let blob = f.keys.backup("v", "k").await.unwrap();
-    let plain = f.store.open_blob(BACKUP_PURPOSE, &blob).unwrap();
-    let mut doc: serde_json::Value = serde_json::from_slice(&plain).unwrap();
-    let versions = doc["versions"].as_array_mut().unwrap();
-    let mut twin = versions[1].clone();
-    twin["version"] = versions[0]["version"].clone();
-    versions.push(twin);
-    let forged = f
-        .store
-        .seal_blob(BACKUP_PURPOSE, &serde_json::to_vec(&doc).unwrap())
-        .unwrap();
+    let forged = crate::object::with_repeated_version(f.store.as_ref(), BACKUP_PURPOSE, &blob);
     f.keys.delete("v", "k", None).await.unwrap();
     f.keys.purge("v", "k", None).await.unwrap();
     let before = f.store.keys();

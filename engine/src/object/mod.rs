@@ -724,3 +724,19 @@ impl<K: Kind> Objects<K> {
 fn not_found(kind: ObjectKind, name: String) -> EngineError {
     EngineError::NotFound { kind, name }
 }
+
+/// A backup blob `blob` (sealed for `purpose`) re-sealed with its second
+/// version's record repeated under the first version's id: what the
+/// `backup_blob` fuzzer found restore accepting.
+#[cfg(test)]
+pub(crate) fn with_repeated_version(store: &dyn Store, purpose: &[u8], blob: &[u8]) -> Vec<u8> {
+    let plain = store.open_blob(purpose, blob).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    let versions = doc["versions"].as_array_mut().unwrap();
+    let mut twin = versions[1].clone();
+    twin["version"] = versions[0]["version"].clone();
+    versions.push(twin);
+    store
+        .seal_blob(purpose, &serde_json::to_vec(&doc).unwrap())
+        .unwrap()
+}
