@@ -16,7 +16,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
 use super::{
-    Ciphertext, CryptoError, EncAlg, KeySpec, KeyType, PrivateKey, PublicKey, SignAlg, SymParams,
+    Ciphertext, CryptoError, Curve, EncAlg, KeySpec, KeyType, PrivateKey, PublicKey, SignAlg,
+    SymParams,
 };
 
 pub use ec::curve_name;
@@ -135,6 +136,33 @@ pub fn import(key: &PrivateKey) -> Result<SoftwareKey, CryptoError> {
             })
         }
     }
+}
+
+/// Imports a PKCS#8 (DER) RSA or EC private key as a software key: the
+/// key of an imported certificate arrives this way (PFX or PEM), never as
+/// JWK components.
+pub fn import_pkcs8(der: &[u8]) -> Result<SoftwareKey, CryptoError> {
+    if let Ok((material, public, bits)) = rsa::import_pkcs8(der) {
+        return Ok(SoftwareKey {
+            kty: KeyType::Rsa,
+            material,
+            public,
+            bits,
+        });
+    }
+    for curve in [Curve::P256, Curve::P384, Curve::P521, Curve::P256K] {
+        if let Ok((material, public)) = ec::import_pkcs8(curve, der) {
+            return Ok(SoftwareKey {
+                kty: KeyType::Ec,
+                material,
+                public,
+                bits: ec::bits(curve),
+            });
+        }
+    }
+    Err(CryptoError::BadInput(
+        "the private key is not a supported PKCS#8 RSA or EC key".into(),
+    ))
 }
 
 /// `n` bytes from the system CSPRNG.
@@ -283,6 +311,13 @@ pub fn check_enc(kty: KeyType, bits: u32, alg: EncAlg) -> Result<(), CryptoError
 }
 
 impl SoftwareKey {
+    /// The PKCS#8 DER of an RSA or EC key (`None` for oct): what an
+    /// exportable certificate's secret carries and what signs its
+    /// self-signed certificate.
+    pub fn pkcs8_der(&self) -> Option<&[u8]> {
+        (self.kty != KeyType::Oct).then_some(self.material.as_slice())
+    }
+
     /// Signs a digest (RS*, PS*, ES*). Parses the private key for this one
     /// call; repeated use should go through [`LoadedKey`].
     pub fn sign(&self, alg: SignAlg, digest: &[u8]) -> Result<Vec<u8>, CryptoError> {

@@ -14,6 +14,16 @@ pub enum ObjectKind {
     Key,
     /// A soft-deleted key.
     DeletedKey,
+    /// A live certificate (or one of its versions).
+    Certificate,
+    /// A soft-deleted certificate.
+    DeletedCertificate,
+    /// A certificate's pending operation.
+    CertificateOperation,
+    /// A certificate issuer.
+    CertificateIssuer,
+    /// The vault's certificate contacts.
+    CertificateContacts,
 }
 
 /// Why a key refused an operation (403 of the Key Vault API).
@@ -36,6 +46,11 @@ impl std::fmt::Display for ObjectKind {
             ObjectKind::DeletedSecret => "deleted secret",
             ObjectKind::Key => "key",
             ObjectKind::DeletedKey => "deleted key",
+            ObjectKind::Certificate => "certificate",
+            ObjectKind::DeletedCertificate => "deleted certificate",
+            ObjectKind::CertificateOperation => "pending certificate",
+            ObjectKind::CertificateIssuer => "certificate issuer",
+            ObjectKind::CertificateContacts => "certificate contacts",
         })
     }
 }
@@ -74,6 +89,23 @@ pub enum EngineError {
     /// existing name).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A direct write to a key or secret whose lifetime a certificate
+    /// manages; nothing was changed.
+    #[error("operation {op} is not allowed on a {kind} managed by a certificate")]
+    Managed {
+        /// The managed object's kind.
+        kind: ObjectKind,
+        /// The refused operation (`set`, `delete`, …).
+        op: &'static str,
+    },
+    /// The current state forbids the operation (403 of the Key Vault API:
+    /// merge on an issuer's pending request, cancel of a finished one).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// A certificate request is still in progress: create and import wait
+    /// (409 with code `Forbidden` in Key Vault).
+    #[error("pending: {0}")]
+    PendingInProgress(String),
     /// The request is invalid; nothing was changed.
     #[error("bad parameter: {0}")]
     BadParameter(String),

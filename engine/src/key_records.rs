@@ -42,6 +42,9 @@ pub struct KeyVersionRecord {
     pub tags: Option<BTreeMap<String, String>>,
     /// The key material (private part redacted from Debug by its types).
     pub material: KeyMaterial,
+    /// Backs a certificate of the same name and version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<bool>,
 }
 
 impl KeyVersionRecord {
@@ -59,6 +62,7 @@ impl KeyVersionRecord {
             updated: self.updated,
             tags: self.tags.clone(),
             hsm: self.kty.is_hsm(),
+            managed: self.managed,
         }
     }
 

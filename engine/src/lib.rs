@@ -3,6 +3,7 @@
 //! of HTTP.
 
 pub mod barrier_store;
+pub mod certificates;
 pub mod clock;
 pub mod error;
 pub mod identity;

@@ -52,6 +52,19 @@ pub const KEY_POLICIES: &str = "kp";
 /// Key Notify events: `sys/events/keys/{vault}/{name_lower}/{version}/notify`.
 pub const KEY_EVENTS: &str = "sys/events/keys";
 
+/// Certificate name records: `c/{vault}/{name_lower}`.
+pub const CERTS: &str = "c";
+/// Certificate versions: `cv/{vault}/{name_lower}/{version}`.
+pub const CERT_VERSIONS: &str = "cv";
+/// Certificate policies: `cp/{vault}/{name_lower}`.
+pub const CERT_POLICIES: &str = "cp";
+/// Pending certificate operations: `co/{vault}/{name_lower}`.
+pub const CERT_OPS: &str = "co";
+/// Certificate contacts of a vault: `cc/{vault}/contacts`.
+pub const CERT_CONTACTS: &str = "cc";
+/// Certificate issuers: `ci/{vault}/{issuer_lower}`.
+pub const CERT_ISSUERS: &str = "ci";
+
 /// Every table holding a vault's objects: what deleting the vault removes.
 pub const VAULT_TABLES: &[&str] = &[
     SECRETS,
@@ -60,6 +73,12 @@ pub const VAULT_TABLES: &[&str] = &[
     KEY_VERSIONS,
     KEY_POLICIES,
     KEY_EVENTS,
+    CERTS,
+    CERT_VERSIONS,
+    CERT_POLICIES,
+    CERT_OPS,
+    CERT_CONTACTS,
+    CERT_ISSUERS,
 ];
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::certificates::CertificatesEngine;
 use super::error::EngineError;
 use super::keys::KeysEngine;
 use super::secrets::SecretsEngine;
@@ -46,6 +47,16 @@ impl Engine for KeysEngine {
 
     fn clear_on_seal(&self) {
         self.clear_key_cache();
+    }
+}
+
+#[async_trait]
+impl Engine for CertificatesEngine {
+    async fn leader_work(&self, now: u64) -> Vec<Done> {
+        vec![(
+            "purged soft-deleted certificates",
+            self.purge_expired(now).await,
+        )]
     }
 }
 

@@ -98,6 +98,17 @@ pub fn import(
     finish(&kp, curve)
 }
 
+/// Imports PKCS#8 DER of a key on `curve`; returns it re-encoded and the
+/// public point.
+pub fn import_pkcs8(
+    curve: Curve,
+    der: &[u8],
+) -> Result<(Zeroizing<Vec<u8>>, PublicKey), CryptoError> {
+    let kp = EcdsaKeyPair::from_pkcs8(suite(curve).signing, der)
+        .map_err(|_| CryptoError::BadInput("not a valid PKCS#8 EC key on this curve".into()))?;
+    finish(&kp, curve)
+}
+
 fn finish(kp: &EcdsaKeyPair, curve: Curve) -> Result<(Zeroizing<Vec<u8>>, PublicKey), CryptoError> {
     let doc = kp
         .to_pkcs8v1()

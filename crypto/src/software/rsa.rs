@@ -78,6 +78,20 @@ pub fn import(
     Ok((der, public, bits))
 }
 
+/// Imports PKCS#8 DER; returns it re-encoded, the public half and bits.
+pub fn import_pkcs8(der: &[u8]) -> Result<(Zeroizing<Vec<u8>>, PublicKey, u32), CryptoError> {
+    let kp = KeyPair::from_pkcs8(der)
+        .map_err(|_| CryptoError::BadInput("not a valid PKCS#8 RSA key".into()))?;
+    let bits = (kp.public_modulus_len() * 8) as u32;
+    if !(2048..=4096).contains(&bits) {
+        return Err(CryptoError::BadInput(format!(
+            "RSA key size {bits} is not supported: 2048 to 4096 bits"
+        )));
+    }
+    let (der, public) = finish(&kp)?;
+    Ok((der, public, bits))
+}
+
 fn finish(kp: &KeyPair) -> Result<(Zeroizing<Vec<u8>>, PublicKey), CryptoError> {
     let der = kp
         .as_der()

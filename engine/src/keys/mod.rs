@@ -122,6 +122,8 @@ pub struct KeyProperties {
     pub tags: Option<BTreeMap<String, String>>,
     /// Lives in the HSM tier.
     pub hsm: bool,
+    /// Backs a certificate (its lifetime is the certificate's).
+    pub managed: Option<bool>,
 }
 
 /// A key version: metadata and public key (never private material).
@@ -399,6 +401,49 @@ impl KeysEngine {
             .await
     }
 
+    /// New key material for a certificate's key, made exactly as a create
+    /// makes it (same spec rules, HSM tier for `*-HSM`): a certificate's
+    /// key is a key of this engine.
+    pub async fn certificate_material(
+        &self,
+        kty: KeyType,
+        key_size: Option<u32>,
+        curve: Option<Curve>,
+    ) -> Result<KeyMaterial, EngineError> {
+        let spec = generate::spec_of(&CreateKey {
+            kty,
+            key_size,
+            curve,
+            public_exponent: None,
+            attributes: KeyAttributes::default(),
+        })?;
+        self.make_material(kty, spec).await
+    }
+
+    /// A version record of a certificate's key (`managed`), with the
+    /// operations the certificate's key usages allow.
+    pub fn certificate_key_record(
+        version: String,
+        now: u64,
+        material: &KeyMaterial,
+        key_ops: Vec<KeyOp>,
+        nbf: Option<i64>,
+        exp: Option<i64>,
+        tags: Option<BTreeMap<String, String>>,
+    ) -> KeyVersionRecord {
+        let attrs = KeyAttributes {
+            key_ops: Some(key_ops),
+            nbf,
+            exp,
+            tags,
+            ..KeyAttributes::default()
+        };
+        KeyVersionRecord {
+            managed: Some(true),
+            ..version_record(version, now, material.kty(), material, &attrs)
+        }
+    }
+
     /// Reads a version (`None` or empty: the latest). Disabled keys are
     /// readable (only their operations are refused).
     pub async fn get(
@@ -486,6 +531,7 @@ fn version_record(
         updated: now,
         tags: attrs.tags.clone(),
         material: material.clone(),
+        managed: None,
     }
 }
 

@@ -234,7 +234,7 @@ impl<K: Kind> Objects<K> {
     }
 
     /// The latest version of a deleted object and its deletion dates.
-    fn deleted_latest(
+    pub fn deleted_latest(
         &self,
         view: &VaultView<'_>,
         lower: &str,
@@ -262,11 +262,38 @@ impl<K: Kind> Objects<K> {
         display: &str,
         record: &K::Version,
     ) -> Result<Fragment, EngineError> {
+        let managed = meta.is_some_and(|m| m.record.managed);
+        self.version_fragment(view, lower, meta, display, record, managed)
+    }
+
+    /// Adds `record` as the newest version of an object whose lifetime a
+    /// certificate manages (its key or secret), marking the name managed.
+    pub fn managed_version_fragment(
+        &self,
+        view: &VaultView<'_>,
+        lower: &str,
+        meta: Option<&Meta>,
+        display: &str,
+        record: &K::Version,
+    ) -> Result<Fragment, EngineError> {
+        self.version_fragment(view, lower, meta, display, record, true)
+    }
+
+    fn version_fragment(
+        &self,
+        view: &VaultView<'_>,
+        lower: &str,
+        meta: Option<&Meta>,
+        display: &str,
+        record: &K::Version,
+        managed: bool,
+    ) -> Result<Fragment, EngineError> {
         let version = K::version_id(record);
         let new_meta = MetaRecord {
             name: display.to_owned(),
             latest: version.to_owned(),
             deleted: None,
+            managed,
         };
         let vsuffix = format!("{lower}/{version}");
         Ok(Fragment {
@@ -351,6 +378,7 @@ impl<K: Kind> Objects<K> {
             name: backup.name.clone(),
             latest: backup.latest.clone(),
             deleted: None,
+            managed: backup.managed,
         };
         let mut mutations = vec![view.put(K::META_TABLE, lower, encode(&meta)?)];
         for v in &backup.versions {
@@ -400,6 +428,12 @@ impl<K: Kind> Objects<K> {
                 }
                 meta
             };
+            if let Some(refused) = meta
+                .as_ref()
+                .and_then(|m| refuse_managed::<K>(&m.record, "set"))
+            {
+                return Ok(Plan::Refuse(refused));
+            }
             let version = uuid::Uuid::new_v4().simple().to_string();
             let record = make(version, self.now());
             let display = meta.as_ref().map_or(name, |m| m.record.name.as_str());
@@ -439,6 +473,9 @@ impl<K: Kind> Objects<K> {
                 Ok(f) => f,
                 Err(e) => return Ok(Plan::Refuse(e)),
             };
+            if let Some(refused) = refuse_managed::<K>(&found.meta.record, "update") {
+                return Ok(Plan::Refuse(refused));
+            }
             let mut record = found.version.clone();
             patch(&mut record, self.now());
             let frag = self.update_fragment(&view, &lower, &found, &record)?;
@@ -511,6 +548,9 @@ impl<K: Kind> Objects<K> {
                 Ok(f) => f,
                 Err(e) => return Ok(Plan::Refuse(e)),
             };
+            if let Some(refused) = refuse_managed::<K>(&latest.meta.record, "delete") {
+                return Ok(Plan::Refuse(refused));
+            }
             let now = self.now();
             let info = DeletedInfo {
                 deleted_date: now,
@@ -542,7 +582,9 @@ impl<K: Kind> Objects<K> {
         let view = VaultView::fenced(self.store(), vault).await?;
         view.page(K::META_TABLE, "", size, skiptoken, |lower, e| {
             let meta: MetaRecord = decode(&e.value)?;
-            let Some(info) = meta.deleted else {
+            // Key Vault lists a certificate's deleted key and secret only
+            // with the certificate (GET by name still finds them).
+            let Some(info) = meta.deleted.filter(|_| !meta.managed) else {
                 return Ok(None);
             };
             Ok(self
@@ -566,6 +608,9 @@ impl<K: Kind> Objects<K> {
                 Ok((f, _)) => f,
                 Err(e) => return Ok(Plan::Refuse(e)),
             };
+            if let Some(refused) = refuse_managed::<K>(&latest.meta.record, "recover") {
+                return Ok(Plan::Refuse(refused));
+            }
             let frag = self.deleted_state_fragment(&view, &lower, &latest, None)?;
             let result = encode(&K::shown(&latest.version, &latest.meta.record.name))?;
             Ok(Plan::Commit(view.txn(frag, result)))
@@ -588,6 +633,9 @@ impl<K: Kind> Objects<K> {
                 Ok((meta, _)) => meta,
                 Err(e) => return Ok(Plan::Refuse(e)),
             };
+            if let Some(refused) = refuse_managed::<K>(&meta.record, "purge") {
+                return Ok(Plan::Refuse(refused));
+            }
             let frag = self.purge_fragment(&view, &lower, meta.revision);
             Ok(Plan::Commit(view.txn(frag, b"null".to_vec())))
         })
@@ -603,8 +651,11 @@ impl<K: Kind> Objects<K> {
         let mut scan = TableScan::new(store, K::META_TABLE);
         while let Some(batch) = scan.next_batch()? {
             for (vault, lower, entry) in batch {
-                let due = decode::<MetaRecord>(&entry.value)
-                    .is_ok_and(|m| m.deleted.is_some_and(|d| d.scheduled_purge_date <= now));
+                // A managed object is purged with its certificate, in the
+                // certificate's transaction.
+                let due = decode::<MetaRecord>(&entry.value).is_ok_and(|m| {
+                    !m.managed && m.deleted.is_some_and(|d| d.scheduled_purge_date <= now)
+                });
                 if !due {
                     continue;
                 }
@@ -623,7 +674,20 @@ impl<K: Kind> Objects<K> {
     pub async fn backup(&self, vault: &str, name: &str) -> Result<Vec<u8>, EngineError> {
         let lower = check_name(K::LABEL, name)?;
         let view = VaultView::fenced(self.store(), vault).await?;
-        let meta = self.live(&view, &lower, name)?;
+        let backup = self.backup_record(&view, &lower, name)?;
+        let plain = Zeroizing::new(encode(&backup)?);
+        Ok(self.store().seal_blob(K::BACKUP_PURPOSE, &plain)?)
+    }
+
+    /// What a backup of the live object `lower` holds (before sealing):
+    /// a certificate's backup carries its key's and secret's.
+    pub fn backup_record(
+        &self,
+        view: &VaultView<'_>,
+        lower: &str,
+        name: &str,
+    ) -> Result<BackupRecord<K::Version, K::Extra>, EngineError> {
+        let meta = self.live(view, lower, name)?;
         let prefix = view.key(K::VERSION_TABLE, &format!("{lower}/"));
         let entries = self.store().scan(&prefix, None, MAX_BACKUP_VERSIONS + 1)?;
         if entries.len() > MAX_BACKUP_VERSIONS {
@@ -636,15 +700,14 @@ impl<K: Kind> Objects<K> {
             .iter()
             .map(|(_, e)| decode(&e.value))
             .collect::<Result<Vec<K::Version>, _>>()?;
-        let backup = BackupRecord {
+        Ok(BackupRecord {
             format: K::BACKUP_FORMAT.to_owned(),
             name: meta.record.name,
             latest: meta.record.latest,
             versions,
-            extra: K::backup_extra(&view, &lower)?,
-        };
-        let plain = Zeroizing::new(encode(&backup)?);
-        Ok(self.store().seal_blob(K::BACKUP_PURPOSE, &plain)?)
+            managed: meta.record.managed,
+            extra: K::backup_extra(view, lower)?,
+        })
     }
 
     /// Restores a backup made by [`Objects::backup`] (of any vault of this
@@ -656,6 +719,13 @@ impl<K: Kind> Objects<K> {
         request_id: Option<&str>,
     ) -> Result<K::Shown, EngineError> {
         let backup = self.open_backup(blob)?;
+        if backup.managed {
+            // Only the certificate's restore brings a managed object back.
+            return Err(EngineError::Managed {
+                kind: K::LIVE,
+                op: "restore",
+            });
+        }
         let lower = backup.name.to_ascii_lowercase();
         let latest = backup
             .versions
@@ -684,15 +754,33 @@ impl<K: Kind> Objects<K> {
     /// is refused as malformed (never an internal error, never marks the
     /// node damaged); a sealed or unreachable store is reported as such.
     fn open_backup(&self, blob: &[u8]) -> Result<BackupRecord<K::Version, K::Extra>, EngineError> {
-        let plain = match self.store().open_blob(K::BACKUP_PURPOSE, blob) {
-            Ok(p) => p,
-            Err(
-                e @ (StoreError::Sealed | StoreError::NotInitialized | StoreError::Unavailable(_)),
-            ) => return Err(EngineError::Store(e)),
-            Err(_) => return Err(EngineError::MalformedBackup),
-        };
+        let plain = self.open_blob(K::BACKUP_PURPOSE, blob)?;
         let backup: BackupRecord<K::Version, K::Extra> =
             serde_json::from_slice(&plain).map_err(|_| EngineError::MalformedBackup)?;
+        self.checked_backup(backup)
+    }
+
+    /// Opens a sealed blob of `purpose`; anything a client could have
+    /// altered is malformed.
+    pub fn open_blob(
+        &self,
+        purpose: &[u8],
+        blob: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, EngineError> {
+        match self.store().open_blob(purpose, blob) {
+            Ok(p) => Ok(p),
+            Err(
+                e @ (StoreError::Sealed | StoreError::NotInitialized | StoreError::Unavailable(_)),
+            ) => Err(EngineError::Store(e)),
+            Err(_) => Err(EngineError::MalformedBackup),
+        }
+    }
+
+    /// Checks a decoded backup record (names, version ids).
+    pub fn checked_backup(
+        &self,
+        backup: BackupRecord<K::Version, K::Extra>,
+    ) -> Result<BackupRecord<K::Version, K::Extra>, EngineError> {
         // Version ids must also be distinct: with one id twice, restore
         // would store one record and answer with the other (found by the
         // `backup_blob` fuzzer).
@@ -719,6 +807,12 @@ impl<K: Kind> Objects<K> {
             name: name.to_owned(),
         }
     }
+}
+
+/// The refusal of a direct `op` on an object a certificate manages.
+fn refuse_managed<K: Kind>(meta: &MetaRecord, op: &'static str) -> Option<EngineError> {
+    meta.managed
+        .then_some(EngineError::Managed { kind: K::LIVE, op })
 }
 
 fn not_found(kind: ObjectKind, name: String) -> EngineError {

@@ -13,6 +13,15 @@ pub struct MetaRecord {
     /// Set while the object is soft-deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<DeletedInfo>,
+    /// The object's lifetime is managed by a certificate of the same name
+    /// (its key or secret): direct writes are refused, and it changes
+    /// only in the certificate's transactions.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub managed: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// When an object was soft-deleted and when it will be purged.
@@ -37,6 +46,9 @@ pub struct BackupRecord<V, E> {
     pub latest: String,
     /// Every version.
     pub versions: Vec<V>,
+    /// Managed by a certificate (restored only with it).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub managed: bool,
     /// What else the kind keeps per object.
     #[serde(flatten)]
     pub extra: E,
