@@ -173,7 +173,11 @@ pub fn self_signed(policy: &Policy, pkcs8: &[u8], now: u64) -> Result<Vec<u8>, E
 /// A PKCS#10 request (DER) of `policy` signed with the key `pkcs8`.
 pub fn csr(policy: &Policy, pkcs8: &[u8], now: u64) -> Result<Vec<u8>, EngineError> {
     let kp = key_pair(pkcs8)?;
-    let req = params_of(policy, now)?
+    let mut params = params_of(policy, now)?;
+    // The CA chooses these; a request cannot carry them.
+    params.serial_number = None;
+    params.use_authority_key_identifier_extension = false;
+    let req = params
         .serialize_request(&kp)
         .map_err(|e| internal("CSR", e))?;
     Ok(req.der().to_vec())

@@ -277,9 +277,11 @@ impl Policy {
             Some("RSA-HSM") => KeyType::RsaHsm,
             Some("EC") => KeyType::Ec,
             Some("EC-HSM") => KeyType::EcHsm,
-            Some(other) => return Err(bad(format!(
+            Some(other) => {
+                return Err(bad(format!(
                 "Key type {other} is not valid for a certificate: use RSA, RSA-HSM, EC or EC-HSM"
-            ))),
+            )))
+            }
         };
         let curve = match kp.crv.as_deref() {
             None => None,
