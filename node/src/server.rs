@@ -16,6 +16,7 @@ use crate::cluster::{cluster_store, ClusterConfig, ClusterNode};
 use crate::config::{Config, HsmConfig, LimitsConfig, TlsConfig};
 use crate::crypto::hsm::HsmProvider;
 use crate::crypto::pkcs11::Pkcs11Hsm;
+use crate::engine::certificates::CertificatesEngine;
 use crate::engine::clock::now_secs;
 use crate::engine::keys::KeysEngine;
 use crate::engine::registry::Engines;
@@ -102,9 +103,15 @@ impl Server {
                 "TEST ONLY: rotation policy minimums lowered (unsafe_min_rotation_secs)"
             );
         }
+        let certificates = Arc::new(CertificatesEngine::new(
+            store.clone(),
+            keys.clone(),
+            secrets.clone(),
+        ));
         let engines = Engines::new()
             .with(secrets.clone())
             .with(keys.clone())
+            .with(certificates.clone())
             .with(identity.clone());
         let operator = Arc::new(Operator::new(
             node.clone(),
@@ -119,6 +126,7 @@ impl Server {
             vaults,
             secrets: secrets.clone(),
             keys: keys.clone(),
+            certificates,
             vault_domain: config.vault_domain.clone(),
             default_vault: config.default_vault.clone(),
             tenant: config.tenant.clone(),

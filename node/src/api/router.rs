@@ -32,6 +32,8 @@ pub struct ApiConfig {
     pub secrets: Arc<SecretsEngine>,
     /// Keys engine.
     pub keys: Arc<KeysEngine>,
+    /// Certificates engine.
+    pub certificates: Arc<crate::engine::certificates::CertificatesEngine>,
     /// DNS suffix of `{vault}.{domain}` hosts.
     pub vault_domain: Option<String>,
     /// Vault for bare addresses.
@@ -65,6 +67,7 @@ pub fn router(cfg: ApiConfig) -> Router {
     let akv = akv::router(AkvState {
         secrets: cfg.secrets.clone(),
         keys: cfg.keys.clone(),
+        certificates: cfg.certificates.clone(),
         vaults: cfg.vaults.clone(),
         vault_domain: cfg.vault_domain.clone(),
         default_vault: cfg.default_vault.clone(),

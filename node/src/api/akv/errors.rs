@@ -126,6 +126,66 @@ impl From<EngineError> for ApiError {
                 "KeyNotFound",
                 format!("Deleted Key not found: {name}"),
             ),
+            EngineError::NotFound {
+                kind: ObjectKind::Certificate,
+                name,
+            } => Self::new(
+                StatusCode::NOT_FOUND,
+                "CertificateNotFound",
+                format!("A certificate with (name/id) {name} was not found in this key vault. If you recently deleted this certificate you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182"),
+            ),
+            EngineError::NotFound {
+                kind: ObjectKind::DeletedCertificate,
+                name,
+            } => Self::new(
+                StatusCode::NOT_FOUND,
+                "CertificateNotFound",
+                format!("Deleted Certificate not found: {name}"),
+            ),
+            EngineError::NotFound {
+                kind: ObjectKind::CertificateOperation,
+                name,
+            } => Self::new(
+                StatusCode::NOT_FOUND,
+                "PendingCertificateNotFound",
+                format!("Pending certificate not found: {name}"),
+            ),
+            EngineError::NotFound {
+                kind: ObjectKind::CertificateIssuer,
+                ..
+            } => Self::new(
+                StatusCode::NOT_FOUND,
+                "CertificateIssuerNotFound",
+                "Issuer not found",
+            ),
+            EngineError::NotFound {
+                kind: ObjectKind::CertificateContacts,
+                ..
+            } => Self::new(StatusCode::NOT_FOUND, "ContactsNotFound", "Contacts not found"),
+            EngineError::Managed { kind, op } => Self::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!("Operation \"{op}\" is not allowed as this object's lifetime is managed by Key Vault."),
+            )
+            .with_inner(match kind {
+                ObjectKind::Key | ObjectKind::DeletedKey => "KeyManagedByKeyVault",
+                _ => "SecretManagedByKeyVault",
+            }),
+            EngineError::Forbidden(message) => {
+                Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
+            }
+            EngineError::PendingInProgress(message) => {
+                Self::new(StatusCode::CONFLICT, "Forbidden", message)
+            }
+            EngineError::DeletedButRecoverable {
+                kind: ObjectKind::Certificate | ObjectKind::DeletedCertificate,
+                name,
+            } => Self::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!("Certificate {name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the certificate can only be recovered or purged."),
+            )
+            .with_inner("ObjectIsDeletedButRecoverable"),
             EngineError::KeyForbidden { op, reason, .. } => key_forbidden(op, reason),
             EngineError::Crypto(c) => crypto_error(c),
             EngineError::NotSupported(message) => {

@@ -362,6 +362,8 @@ pub struct KeyBundle {
     attributes: KeyAttributesOut,
     #[serde(skip_serializing_if = "Option::is_none")]
     tags: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    managed: Option<bool>,
 }
 
 /// KeyItem of lists.
@@ -371,6 +373,8 @@ pub struct KeyItem {
     attributes: KeyAttributesOut,
     #[serde(skip_serializing_if = "Option::is_none")]
     tags: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    managed: Option<bool>,
 }
 
 fn key_attributes(p: &KeyProperties) -> KeyAttributesOut {
@@ -421,6 +425,7 @@ pub fn bundle(base: &str, k: &Key) -> KeyBundle {
         key: jwk,
         attributes: key_attributes(p),
         tags: p.tags.clone(),
+        managed: p.managed,
     }
 }
 
@@ -434,6 +439,7 @@ pub fn item(base: &str, p: &KeyProperties, versioned: bool) -> KeyItem {
         },
         attributes: key_attributes(p),
         tags: p.tags.clone(),
+        managed: p.managed,
     }
 }
 

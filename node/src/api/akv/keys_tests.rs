@@ -43,9 +43,17 @@ async fn app() -> App {
     let store = Arc::new(MemStore::new());
     let vaults = Arc::new(VaultsEngine::new(store.clone()));
     vaults.create("default", None).await.unwrap();
+    let secrets = Arc::new(SecretsEngine::new(store.clone()));
+    let keys = Arc::new(KeysEngine::new(store.clone(), None));
+    let certificates = Arc::new(crate::engine::certificates::CertificatesEngine::new(
+        store.clone(),
+        keys.clone(),
+        secrets.clone(),
+    ));
     let state = AkvState {
-        secrets: Arc::new(SecretsEngine::new(store.clone())),
-        keys: Arc::new(KeysEngine::new(store.clone(), None)),
+        secrets,
+        keys,
+        certificates,
         vaults,
         vault_domain: None,
         default_vault: "default".into(),

@@ -1,4 +1,4 @@
-//! Azure Key Vault data-plane API (secrets and keys).
+//! Azure Key Vault data-plane API (secrets, keys and certificates).
 //!
 //! The vault is chosen by the Host header, every request needs a supported
 //! `api-version`, and `x-ms-client-request-id` is the idempotency key of
@@ -6,6 +6,8 @@
 //! wraps this router with authentication. No fallback is set, so the router
 //! can be merged with others.
 
+pub mod cert_models;
+pub mod certificates;
 pub mod context;
 pub mod errors;
 pub mod extract;
@@ -17,9 +19,10 @@ pub mod secrets;
 
 use std::sync::Arc;
 
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
+use crate::engine::certificates::CertificatesEngine;
 use crate::engine::keys::KeysEngine;
 use crate::engine::secrets::SecretsEngine;
 use crate::engine::vaults::VaultsEngine;
@@ -31,6 +34,8 @@ pub struct AkvState {
     pub secrets: Arc<SecretsEngine>,
     /// Keys of all vaults.
     pub keys: Arc<KeysEngine>,
+    /// Certificates of all vaults.
+    pub certificates: Arc<CertificatesEngine>,
     /// Vault registry.
     pub vaults: Arc<VaultsEngine>,
     /// `{vault}.{vault_domain}` hosts select `{vault}`; `None`: always the default.
@@ -68,6 +73,7 @@ pub fn router(state: AkvState) -> Router {
         )
         .route("/deletedsecrets/{name}/recover", post(secrets::recover))
         .merge(key_routes())
+        .merge(certificate_routes())
         .layer(axum::middleware::from_fn(context::request_id_layer))
         .with_state(state)
 }
@@ -116,8 +122,61 @@ fn key_routes() -> Router<AkvState> {
         .route("/deletedkeys/{name}/recover", post(keys::recover))
 }
 
+/// Every certificates route the Azure SDKs call. The latest version is
+/// read and updated with a trailing slash (`/certificates/{name}/`).
+fn certificate_routes() -> Router<AkvState> {
+    use certificates as c;
+    Router::new()
+        .route("/certificates", get(c::list))
+        .route(
+            "/certificates/contacts",
+            get(c::get_contacts)
+                .put(c::set_contacts)
+                .delete(c::delete_contacts),
+        )
+        .route("/certificates/issuers", get(c::list_issuers))
+        .route(
+            "/certificates/issuers/{name}",
+            get(c::get_issuer)
+                .put(c::set_issuer)
+                .patch(c::update_issuer)
+                .delete(c::delete_issuer),
+        )
+        .route("/certificates/restore", post(c::restore))
+        .route("/certificates/{name}", get(c::get).delete(c::delete))
+        .route("/certificates/{name}/", get(c::get).patch(c::update))
+        .route("/certificates/{name}/create", post(c::create))
+        .route("/certificates/{name}/import", post(c::import))
+        .route("/certificates/{name}/backup", post(c::backup))
+        .route("/certificates/{name}/versions", get(c::list_versions))
+        .route(
+            "/certificates/{name}/policy",
+            get(c::get_policy).patch(c::update_policy),
+        )
+        .route(
+            "/certificates/{name}/pending",
+            get(c::get_pending)
+                .patch(c::cancel_pending)
+                .delete(c::delete_pending),
+        )
+        .route("/certificates/{name}/pending/merge", post(c::merge))
+        .route(
+            "/certificates/{name}/{version}",
+            get(c::get).patch(c::update),
+        )
+        .route("/deletedcertificates", get(c::list_deleted))
+        .route(
+            "/deletedcertificates/{name}",
+            get(c::get_deleted).merge(delete(c::purge)),
+        )
+        .route("/deletedcertificates/{name}/recover", post(c::recover))
+}
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cert_tests;
 
 #[cfg(test)]
 mod keys_tests;

@@ -173,7 +173,14 @@ pub fn bundle(base: &str, p: &SecretProperties) -> SecretBundle {
         content_type: p.content_type.clone(),
         attributes: attributes(p),
         tags: p.tags.clone(),
-        kid: p.kid.clone(),
+        // A certificate's secret stores its key id relative to the vault.
+        kid: p.kid.as_ref().map(|k| {
+            if k.starts_with('/') {
+                format!("{base}{k}")
+            } else {
+                k.clone()
+            }
+        }),
         managed: p.managed,
     }
 }

@@ -61,7 +61,15 @@ pub async fn get(
 }
 
 async fn get_named(st: AkvState, ctx: AkvCtx, name: String, version: String) -> Res<SecretBundle> {
-    let s = st.secrets.get(&ctx.vault, &name, Some(&version)).await?;
+    let mut s = st.secrets.get(&ctx.vault, &name, Some(&version)).await?;
+    // A certificate's secret converts between PEM and PKCS#12 on read.
+    let wanted = ctx.param("outContentType").filter(|t| !t.is_empty());
+    if let (Some(to), Some(true)) = (wanted, s.properties.managed) {
+        let from = s.properties.content_type.clone().unwrap_or_default();
+        let converted = crate::engine::certificates::import::convert(&s.value, &from, to)?;
+        s.value = converted.to_string();
+        s.properties.content_type = Some(to.to_owned());
+    }
     Ok(Json(bundle_with_value(&ctx.base_url, s)))
 }
 

@@ -26,9 +26,17 @@ async fn app() -> App {
     let vaults = Arc::new(VaultsEngine::new(store.clone()));
     vaults.create("prod", None).await.unwrap();
     vaults.create("default", None).await.unwrap();
+    let secrets = Arc::new(SecretsEngine::new(store.clone()));
+    let keys = Arc::new(crate::engine::keys::KeysEngine::new(store.clone(), None));
+    let certificates = Arc::new(crate::engine::certificates::CertificatesEngine::new(
+        store.clone(),
+        keys.clone(),
+        secrets.clone(),
+    ));
     let state = AkvState {
-        secrets: Arc::new(SecretsEngine::new(store.clone())),
-        keys: Arc::new(crate::engine::keys::KeysEngine::new(store.clone(), None)),
+        secrets,
+        keys,
+        certificates,
         vaults,
         vault_domain: Some("vault.test".into()),
         default_vault: "default".into(),
