@@ -1,5 +1,5 @@
 //! The official Azure SDKs for Python (`azure-keyvault-secrets`,
-//! `azure-keyvault-keys`) against a real 3-node cluster. `scripts/test.sh`
+//! `azure-keyvault-keys`, `azure-keyvault-certificates`) against a real 3-node cluster. `scripts/test.sh`
 //! creates the venv and sets `COFFER_PYTHON`.
 
 use std::path::PathBuf;
@@ -77,4 +77,12 @@ async fn azure_sdk_key_client_conformance_with_hsm_tokens() {
 #[tokio::test(flavor = "multi_thread")]
 async fn azure_identity_credentials_against_the_built_in_issuer() {
     run_pytest("test_identity.py", false).await;
+}
+
+/// `azure-keyvault-certificates` unchanged: every `CertificateClient`
+/// method, Self through the real poller, Unknown + merge with a CA chain,
+/// PFX and PEM imports, and the downloaded secret checked by `cryptography`.
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_sdk_certificate_client_conformance() {
+    run_pytest("test_certificates.py", false).await;
 }

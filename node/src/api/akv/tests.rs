@@ -13,15 +13,15 @@ use crate::engine::mem_store::MemStore;
 use crate::engine::secrets::SecretsEngine;
 use crate::engine::vaults::VaultsEngine;
 
-const V: &str = "api-version=2026-04-01";
-const HOST: &str = "prod.vault.test";
+pub(super) const V: &str = "api-version=2026-04-01";
+pub(super) const HOST: &str = "prod.vault.test";
 
-struct App {
+pub(super) struct App {
     router: Router,
-    store: Arc<MemStore>,
+    pub(super) store: Arc<MemStore>,
 }
 
-async fn app() -> App {
+pub(super) async fn app() -> App {
     let store = Arc::new(MemStore::new());
     let vaults = Arc::new(VaultsEngine::new(store.clone()));
     vaults.create("prod", None).await.unwrap();
@@ -47,17 +47,17 @@ async fn app() -> App {
     }
 }
 
-struct Resp {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
+pub(super) struct Resp {
+    pub(super) status: StatusCode,
+    pub(super) headers: HeaderMap,
+    pub(super) body: Value,
 }
 
 impl Resp {
-    fn code(&self) -> &str {
+    pub(super) fn code(&self) -> &str {
         self.body["error"]["code"].as_str().unwrap_or("")
     }
-    fn inner(&self) -> &str {
+    pub(super) fn inner(&self) -> &str {
         self.body["error"]["innererror"]["code"]
             .as_str()
             .unwrap_or("")
@@ -108,7 +108,7 @@ impl App {
         }
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
+    pub(super) async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
         let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
         let sep = if path.contains('?') { '&' } else { '?' };
         self.raw(method, &format!("{path}{sep}{V}"), HOST, body, None)
