@@ -65,6 +65,10 @@ pub const CERT_CONTACTS: &str = "cc";
 /// Certificate issuers: `ci/{vault}/{issuer_lower}`.
 pub const CERT_ISSUERS: &str = "ci";
 
+/// Lifetime actions fired per certificate version:
+/// `cf/{vault}/{name_lower}/{version}`.
+pub const CERT_FIRED: &str = "cf";
+
 /// Every table holding a vault's objects: what deleting the vault removes.
 pub const VAULT_TABLES: &[&str] = &[
     SECRETS,
@@ -79,6 +83,7 @@ pub const VAULT_TABLES: &[&str] = &[
     CERT_OPS,
     CERT_CONTACTS,
     CERT_ISSUERS,
+    CERT_FIRED,
 ];
 
 #[cfg(test)]

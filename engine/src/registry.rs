@@ -53,10 +53,16 @@ impl Engine for KeysEngine {
 #[async_trait]
 impl Engine for CertificatesEngine {
     async fn leader_work(&self, now: u64) -> Vec<Done> {
-        vec![(
-            "purged soft-deleted certificates",
-            self.purge_expired(now).await,
-        )]
+        vec![
+            (
+                "purged soft-deleted certificates",
+                self.purge_expired(now).await,
+            ),
+            (
+                "renewed certificates by lifetime action",
+                self.run_lifetime_actions(now).await,
+            ),
+        ]
     }
 }
 

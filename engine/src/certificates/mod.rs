@@ -20,6 +20,7 @@ mod lifecycle;
 pub mod pending;
 pub mod policy;
 pub mod records;
+mod renew;
 mod versions;
 pub mod x509;
 

@@ -548,3 +548,63 @@ async fn pending_operation_cancel_and_delete() {
         }
     ));
 }
+
+#[tokio::test]
+async fn auto_renew_makes_one_new_version_when_due() {
+    let f = fixture().await;
+    let mut req = create("Self", None);
+    req.policy.x509_props.as_mut().unwrap().validity_months = Some(1);
+    req.tags = Some([("app".to_owned(), "web".to_owned())].into());
+    f.certs.create("v", "r", req, None).await.unwrap();
+    let first = f.certs.get("v", "r", None).await.unwrap();
+    // Default action: AutoRenew at 80 % of the lifetime.
+    let due = first.nbf + (first.exp - first.nbf) * 80 / 100;
+    assert_eq!(
+        f.certs.run_lifetime_actions(due as u64 - 1).await.unwrap(),
+        0
+    );
+    f.now.store(due as u64, Ordering::SeqCst);
+    assert_eq!(f.certs.run_lifetime_actions(due as u64).await.unwrap(), 1);
+    // Fired once: running again (or on another leader) renews nothing.
+    assert_eq!(
+        f.certs.run_lifetime_actions(due as u64 + 60).await.unwrap(),
+        0
+    );
+    let second = f.certs.get("v", "r", None).await.unwrap();
+    assert_ne!(second.version, first.version);
+    assert_eq!(second.tags, first.tags);
+    assert!(second.exp > first.exp);
+    let versions = f.certs.list_versions("v", "r", None, None).await.unwrap();
+    assert_eq!(versions.items.len(), 2);
+    // A new key (reuse_key false), with its secret, at the same version.
+    let k1 = f.keys.get("v", "r", Some(&first.version)).await.unwrap();
+    let k2 = f.keys.get("v", "r", Some(&second.version)).await.unwrap();
+    assert_ne!(k1.public, k2.public);
+    assert!(x509::public_matches(&second.cer, &k2.public).unwrap());
+    assert!(f.secrets.get("v", "r", Some(&second.version)).await.is_ok());
+}
+
+#[tokio::test]
+async fn unknown_certificates_are_never_auto_renewed() {
+    let f = fixture().await;
+    let (pfx, _) = pfx_with("pw");
+    let mut p = policy("Unknown", None);
+    p.lifetime_actions = Some(vec![policy::LifetimeAction {
+        trigger: policy::Trigger {
+            lifetime_percentage: Some(1),
+            days_before_expiry: None,
+        },
+        action: policy::Action {
+            action_type: "AutoRenew".into(),
+        },
+    }]);
+    let req = import_req(STANDARD.encode(&pfx), Some("pw"), Some(p));
+    f.certs.import("v", "imp", req, None).await.unwrap();
+    assert_eq!(
+        f.certs
+            .run_lifetime_actions(T0 + 400 * 86_400)
+            .await
+            .unwrap(),
+        0
+    );
+}

@@ -38,7 +38,7 @@ pub struct CertInfo {
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, EngineError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         _ => Err(EngineError::BadParameter(
             "Property x5c has invalid value X5C must has at least one valid item".into(),
         )),
