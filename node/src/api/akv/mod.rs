@@ -14,6 +14,7 @@ pub mod extract;
 pub mod key_models;
 pub mod keys;
 pub mod models;
+pub mod operations;
 pub mod paging;
 pub mod secrets;
 
