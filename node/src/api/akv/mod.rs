@@ -137,7 +137,7 @@ fn certificate_routes() -> Router<AkvState> {
         )
         .route("/certificates/issuers", get(c::list_issuers))
         .route(
-            "/certificates/issuers/{name}",
+            "/certificates/issuers/{issuer}",
             get(c::get_issuer)
                 .put(c::set_issuer)
                 .patch(c::update_issuer)

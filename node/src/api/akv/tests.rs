@@ -767,7 +767,7 @@ async fn body_errors_say_what_went_wrong() {
 
 /// The route table names the patterns the router really registers: every
 /// routed request classifies as its row's operation, and every secrets and
-/// keys row is routed (authorization and audit rely on this table).
+/// keys and certificates row is routed (authorization and audit rely on this table).
 #[tokio::test]
 async fn every_route_classifies_as_its_table_row() {
     use super::operations::{self, ROUTES};
@@ -811,9 +811,16 @@ async fn every_route_classifies_as_its_table_row() {
                 routed += 1;
             }
             None => {
-                let must_be_routed = ["/secrets", "/deletedsecrets", "/keys/", "/deletedkeys"]
-                    .iter()
-                    .any(|p| pattern.starts_with(p))
+                let must_be_routed = [
+                    "/secrets",
+                    "/deletedsecrets",
+                    "/keys/",
+                    "/deletedkeys",
+                    "/certificates",
+                    "/deletedcertificates",
+                ]
+                .iter()
+                .any(|p| pattern.starts_with(p))
                     && *pattern != "/keys/{name}/restore";
                 assert!(!must_be_routed, "{method} {pattern} is not routed");
             }
