@@ -10,9 +10,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auto;
 pub mod barrier;
 pub mod generate_root;
 pub mod keyring;
+pub mod migrate;
 pub mod pgp;
 pub mod quorum;
 pub mod rekey;
@@ -65,6 +67,37 @@ pub enum SealError {
     /// Share count / threshold outside `1 <= threshold <= shares <= 255`.
     #[error("invalid seal configuration: {0}")]
     InvalidConfig(String),
+    /// The seal device (PKCS#11) is missing, refuses the PIN, lacks the
+    /// seal key, or cannot open the root key record.
+    #[error("the seal device cannot open the root key: {0}")]
+    Device(String),
+    /// Shares were submitted to unseal a cluster whose nodes unseal from a
+    /// device: its shares are recovery shares.
+    #[error("this cluster uses the pkcs11 seal: nodes unseal themselves from the device; recovery shares authorise rekey, generate-root and seal migration but cannot unseal")]
+    RecoveryOnly,
+}
+
+/// How a node opens the root key when it unseals: from a quorum of
+/// custodians' shares, or by itself from a device-held key (then the shares
+/// are *recovery* shares, for rekey, generate-root and seal migration).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SealType {
+    /// Shamir-split unseal key; custodians unseal every node.
+    #[default]
+    Shamir,
+    /// Root key wrapped by an AES-256 key inside a PKCS#11 device.
+    Pkcs11,
+}
+
+impl SealType {
+    /// The name used in configs, API bodies and snapshot headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SealType::Shamir => "shamir",
+            SealType::Pkcs11 => "pkcs11",
+        }
+    }
 }
 
 /// Shamir parameters, stored raw as JSON at `sys/seal-config`.
@@ -72,8 +105,13 @@ pub enum SealError {
 pub struct SealConfig {
     /// Number of shares handed out.
     pub shares: u8,
-    /// Number of shares needed to unseal.
+    /// Number of shares needed to unseal (recovery shares needed for a
+    /// ceremony, with the pkcs11 seal).
     pub threshold: u8,
+    /// How nodes unseal (records written before seal types existed are
+    /// Shamir).
+    #[serde(default, rename = "type")]
+    pub seal_type: SealType,
 }
 
 impl SealConfig {
@@ -152,7 +190,11 @@ impl std::fmt::Debug for InitMaterial {
 /// Creates a new seal: unseal secret split into `shares` shares (any
 /// `threshold` reconstruct it), a random root key and a one-term keyring.
 pub fn initialize(shares: u8, threshold: u8) -> Result<InitMaterial, SealError> {
-    let config = SealConfig { shares, threshold };
+    let config = SealConfig {
+        shares,
+        threshold,
+        seal_type: SealType::Shamir,
+    };
     let root_key = generate_key();
     let (shares, root_key_record) = new_unseal_key(config, &root_key)?;
     let keyring = Keyring::generate();
@@ -203,6 +245,11 @@ pub struct SealStatus {
     /// Identifies the current unseal attempt while sealed; changes on reset,
     /// on a failed attempt and on seal, so clients can notice lost progress.
     pub nonce: Option<String>,
+    /// How this cluster unseals.
+    pub seal_type: SealType,
+    /// Why a node that should unseal itself from its device has not (the
+    /// last auto-unseal failure); `None` when unsealed or not tried.
+    pub reason: Option<String>,
 }
 
 /// Per-node seal state: sealed with unseal progress, or unsealed with the
@@ -214,6 +261,8 @@ pub struct SealManager {
 struct State {
     unsealed: Option<Unsealed>,
     progress: ShareQuorum,
+    /// The last auto-unseal failure (cleared on unseal).
+    reason: Option<String>,
 }
 
 struct Unsealed {
@@ -230,6 +279,8 @@ impl State {
             shares: config.map_or(0, |c| c.shares),
             progress: if sealed { self.progress.progress() } else { 0 },
             nonce: sealed.then(|| self.progress.nonce().to_string()),
+            seal_type: config.map_or(SealType::Shamir, |c| c.seal_type),
+            reason: if sealed { self.reason.clone() } else { None },
         }
     }
 
@@ -251,6 +302,7 @@ impl SealManager {
             state: Mutex::new(State {
                 unsealed: None,
                 progress: ShareQuorum::new(),
+                reason: None,
             }),
         }
     }
@@ -306,6 +358,9 @@ impl SealManager {
     /// [`SealError::Corrupt`]/[`SealError::InvalidConfig`] for bad stored records.
     pub fn submit_share(&self, share: &str, stored: &StoredSeal) -> Result<SealStatus, SealError> {
         stored.config.validate()?;
+        if stored.config.seal_type != SealType::Shamir {
+            return Err(SealError::RecoveryOnly);
+        }
         let share = Share::parse(share)?;
         let mut st = self.lock();
         if st.unsealed.is_some() {
@@ -666,6 +721,7 @@ mod tests {
             config: SealConfig {
                 shares: 2,
                 threshold: 3,
+                seal_type: SealType::Shamir,
             },
             ..initialize(1, 1).unwrap().stored
         };
@@ -692,9 +748,13 @@ mod tests {
         let c = SealConfig {
             shares: 5,
             threshold: 3,
+            seal_type: SealType::Pkcs11,
         };
         let json = c.to_json().unwrap();
         assert_eq!(SealConfig::from_json(&json).unwrap(), c);
+        // Records written before seal types existed are Shamir.
+        let old = SealConfig::from_json(br#"{"shares":5,"threshold":3}"#).unwrap();
+        assert_eq!(old.seal_type, SealType::Shamir);
         assert!(SealConfig::from_json(br#"{"shares":2,"threshold":3}"#).is_err());
     }
 
