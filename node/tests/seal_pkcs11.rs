@@ -288,7 +288,7 @@ async fn seal_migration_shamir_to_pkcs11_and_back_keeps_every_secret() {
     let status = ok_json(operator(&cluster, 0, None, &["status"]), "status");
     assert_eq!(status["seal_status"]["type"], "shamir");
     let nonce = first["nonce"].as_str().unwrap().to_string();
-    ok_json(
+    let cancelled = ok_json(
         operator(
             &cluster,
             0,
@@ -297,6 +297,7 @@ async fn seal_migration_shamir_to_pkcs11_and_back_keeps_every_secret() {
         ),
         "cancel",
     );
+    assert_eq!(cancelled["cancelled"], true);
     let done = migrate(&cluster, &token, "pkcs11", &shares[1..3]);
     assert_eq!(done["complete"], true, "{done}");
     for i in 0..3 {

@@ -73,9 +73,10 @@ pub async fn run_seal_migrate(
         Some(SealMigrateAction::Status) => sys.seal_migrate_status().await?,
         Some(SealMigrateAction::Cancel { nonce }) => {
             sys.seal_migrate_cancel(&nonce).await?;
-            if !json {
-                println!("Seal migration cancelled.");
+            if json {
+                return print_json(&serde_json::json!({ "cancelled": true }));
             }
+            println!("Seal migration cancelled.");
             return Ok(());
         }
         None => {
