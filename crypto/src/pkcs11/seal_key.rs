@@ -103,7 +103,7 @@ impl Pkcs11SealKey {
                 let key = find(s, &self.label)?.ok_or_else(|| {
                     OpError::Crypto(CryptoError::HsmUnavailable(format!(
                         "token {:?} holds no seal key labelled {:?}; create it with \
-                         `coffer operator seal create-key`",
+                         `coffer operator seal-key create`",
                         self.hsm.token_label, self.label
                     )))
                 })?;
@@ -171,6 +171,14 @@ impl SealDevice for Pkcs11SealKey {
                 key,
                 body,
             )?))
+        })
+        // SoftHSM2 reports a failed GCM tag check as CKR_GENERAL_ERROR; as
+        // for the oct-HSM keys (`ops.rs`), any such failure of the decrypt
+        // itself is a decryption failure. A missing device, token or key
+        // stays `HsmUnavailable`.
+        .map_err(|e| match e {
+            CryptoError::Internal(_) | CryptoError::BadInput(_) => CryptoError::DecryptFailed,
+            other => other,
         })
     }
 }
