@@ -304,6 +304,10 @@ impl LocalCluster {
     }
 
     fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        self.spawn_with(i, &[])
+    }
+
+    fn spawn_with(&mut self, i: usize, extra: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
         let node = &mut self.nodes[i];
         let log = fs::OpenOptions::new()
             .create(true)
@@ -321,6 +325,7 @@ impl LocalCluster {
         cmd.arg("server")
             .arg("--config")
             .arg(&node.config_path)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -530,6 +535,13 @@ impl LocalCluster {
     pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
         self.kill(i);
         self.spawn(i)
+    }
+
+    /// Restarts node `i` with `extra` arguments after `server --config
+    /// FILE` (e.g. `--restore SNAPSHOT`).
+    pub fn restart_with(&mut self, i: usize, extra: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
+        self.kill(i);
+        self.spawn_with(i, extra)
     }
 
     /// Sends `signal` (e.g. `libc::SIGSTOP`) to node `i`'s process.
