@@ -342,6 +342,13 @@ impl Operator {
         // the key cache (see `ParsedKeyCache::ticket`).
         self.seal.seal();
         self.engines.clear_on_seal();
+        if matches!(self.stored_seal(), Ok(ref st) if st.config.seal_type == SealType::Pkcs11) {
+            self.seal.set_sealed_reason(Some(
+                "sealed by an operator: this pkcs11-sealed node unseals itself again when it \
+                 restarts"
+                    .into(),
+            ));
+        }
     }
 
     /// Whether this node is sealed.

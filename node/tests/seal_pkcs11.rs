@@ -162,6 +162,8 @@ async fn a_pkcs11_cluster_restarts_and_unseals_itself_and_reports_a_missing_devi
     tokio::time::sleep(Duration::from_secs(3)).await;
     let sealed = ok_json(operator(&cluster, 2, None, &["status"]), "status");
     assert_eq!(sealed["seal_status"]["sealed"], true, "sealed on purpose");
+    let why = sealed["seal_status"]["reason"].as_str().unwrap_or_default();
+    assert!(why.contains("sealed by an operator"), "{why}");
 
     // Every node killed and restarted: all unseal with no human.
     restart_all(&mut cluster);

@@ -63,6 +63,8 @@ impl Operator {
             Err(e) => return Err(e),
         };
         if stored.config.seal_type != SealType::Pkcs11 {
+            // E.g. migrated back to Shamir: a device failure is no longer why.
+            self.seal.set_sealed_reason(None);
             return Ok(false);
         }
         let Some(device) = self.seal_device.clone() else {
