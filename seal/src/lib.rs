@@ -7,6 +7,11 @@
 //! Each node holds one [`SealManager`]: it is sealed at start, collects shares
 //! until the threshold, then holds the barrier and the root key (for keyring
 //! rotation) until sealed again.
+//!
+//! With the pkcs11 seal ([`SealType::Pkcs11`], see [`auto`]) the root key is
+//! also wrapped by a key inside a device ([`coffer_crypto::seal_device`]) and
+//! nodes unseal themselves; the shares are then recovery shares, for rekey,
+//! generate-root and seal migration ([`migrate`]) only.
 
 #![forbid(unsafe_code)]
 
