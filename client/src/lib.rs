@@ -17,6 +17,7 @@ mod config;
 pub mod custody;
 mod error;
 pub mod load;
+pub mod seal_migrate;
 pub mod secrets;
 pub mod sys;
 mod transport;

@@ -43,6 +43,10 @@ pub struct HealthBody {
     pub problems: Vec<String>,
     /// Automated snapshots taken by this node as leader, if any ran.
     pub snapshots: Option<AutoSnapshots>,
+    /// How the cluster unseals (`shamir`, `pkcs11`), once initialised.
+    pub seal_type: Option<String>,
+    /// Why a node that should unseal itself from its device has not.
+    pub seal_reason: Option<String>,
 }
 
 /// What the automated snapshots of a node did.
@@ -74,9 +78,13 @@ pub struct Health {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SealStatusBody {
-    /// Seal type, `shamir`.
+    /// Seal type, `shamir` or `pkcs11`.
     #[serde(rename = "type")]
     pub seal_type: String,
+    /// The shares are recovery shares (pkcs11 seal): they cannot unseal.
+    pub recovery_seal: bool,
+    /// Why a node that should unseal itself from its device has not.
+    pub reason: Option<String>,
     /// Whether the cluster has been initialised.
     pub initialized: bool,
     /// Whether this node is sealed.
@@ -107,6 +115,10 @@ pub struct InitResponse {
     /// Fingerprint of the key the root token is encrypted to.
     #[serde(default)]
     pub root_token_pgp_fingerprint: Option<String>,
+    /// `shamir`, or `pkcs11`: then `keys` are recovery keys (for rekey,
+    /// generate-root and seal migration; nodes unseal from the device).
+    #[serde(default)]
+    pub seal_type: Option<String>,
 }
 
 impl fmt::Debug for InitResponse {

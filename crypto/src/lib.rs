@@ -12,6 +12,7 @@ pub mod hsm;
 pub mod key;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
+pub mod seal_device;
 pub mod software;
 
 use serde::{Deserialize, Serialize};

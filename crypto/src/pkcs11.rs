@@ -66,6 +66,7 @@ mod mechanisms;
 mod oaep;
 mod ops;
 mod pool;
+mod seal_key;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,6 +92,7 @@ use super::{
 };
 
 pub use self::ceremony::{KekExport, KekInfo, OaepHash, TransportKey};
+pub use self::seal_key::{Pkcs11SealKey, SealKeyAttributes};
 
 /// Label of the cluster key-wrapping key in every device.
 pub const KEK_LABEL: &str = "coffer-cluster-kek";

@@ -89,6 +89,12 @@ pub struct ClusterOptions {
     /// `[raft] max_leader_silence_ms`: how long a node may go without
     /// leader contact (a leader: quorum contact) before its health is 503.
     pub max_leader_silence_ms: Option<u64>,
+    /// Give every node the same auto-unseal key (one SoftHSM2 token,
+    /// `coffer-seal`, whose key `coffer operator seal-key create` made,
+    /// copied to every node's own token dir before start) and write
+    /// `[seal] type = "<this>"` (`pkcs11` or `shamir`: a device ready for a
+    /// migration). Not together with `hsm`.
+    pub seal_device: Option<&'static str>,
 }
 
 impl Default for ClusterOptions {
@@ -105,6 +111,7 @@ impl Default for ClusterOptions {
             unsafe_min_rotation_secs: None,
             raft_section: None,
             max_leader_silence_ms: None,
+            seal_device: None,
         }
     }
 }
@@ -192,6 +199,20 @@ impl LocalCluster {
         if cluster.options.hsm {
             hsm::init_tokens(cluster.dir.path(), cluster.nodes.len())?;
         }
+        if cluster.options.seal_device.is_some() {
+            if cluster.options.hsm {
+                bail!("seal_device and hsm cannot be combined in a test cluster");
+            }
+            for i in 0..cluster.nodes.len() {
+                cluster.write_config(i, i == 0, true)?;
+            }
+            hsm::init_seal_tokens(
+                cluster.dir.path(),
+                cluster.nodes.len(),
+                &cluster.binary,
+                &cluster.nodes[0].config_path,
+            )?;
+        }
         for i in 0..cluster.nodes.len() {
             cluster.write_config(i, i == 0, true)?;
             cluster.spawn(i)?;
@@ -265,6 +286,9 @@ impl LocalCluster {
         if self.options.hsm {
             text.push_str(&hsm::config_section(self.dir.path(), node.id));
         }
+        if let Some(seal_type) = self.options.seal_device {
+            text.push_str(&hsm::seal_config_section(self.dir.path(), seal_type));
+        }
         let mut raft = Vec::new();
         if let Some(ms) = self.options.max_leader_silence_ms {
             raft.push(format!("max_leader_silence_ms = {ms}"));
@@ -280,6 +304,10 @@ impl LocalCluster {
     }
 
     fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        self.spawn_with(i, &[])
+    }
+
+    fn spawn_with(&mut self, i: usize, extra: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
         let node = &mut self.nodes[i];
         let log = fs::OpenOptions::new()
             .create(true)
@@ -297,13 +325,14 @@ impl LocalCluster {
         cmd.arg("server")
             .arg("--config")
             .arg(&node.config_path)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         for (k, v) in &self.options.env {
             cmd.env(k, v);
         }
-        if self.options.hsm {
+        if self.options.hsm || self.options.seal_device.is_some() {
             cmd.env("SOFTHSM2_CONF", hsm::conf_path(self.dir.path(), node.id));
         }
         node.child = Some(cmd.spawn().context("spawning coffer server")?);
@@ -397,7 +426,9 @@ impl LocalCluster {
             if !status.sealed {
                 return Ok(());
             }
-            if status.initialized {
+            // With the pkcs11 seal the node unseals itself; the shares are
+            // recovery shares and would be refused.
+            if status.initialized && status.seal_type != "pkcs11" {
                 for share in &self.shares {
                     let status = client.sys().unseal(share).await?;
                     if !status.sealed {
@@ -504,6 +535,13 @@ impl LocalCluster {
     pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
         self.kill(i);
         self.spawn(i)
+    }
+
+    /// Restarts node `i` with `extra` arguments after `server --config
+    /// FILE` (e.g. `--restore SNAPSHOT`).
+    pub fn restart_with(&mut self, i: usize, extra: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
+        self.kill(i);
+        self.spawn_with(i, extra)
     }
 
     /// Sends `signal` (e.g. `libc::SIGSTOP`) to node `i`'s process.
@@ -641,6 +679,14 @@ mod hsm {
 
     pub fn init_tokens(dir: &Path, nodes: usize) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir.join("softhsm"))?;
+        write_pin(dir)?;
+        for id in 1..=nodes as u64 {
+            init_token(dir, id)?;
+        }
+        Ok(())
+    }
+
+    fn write_pin(dir: &Path) -> anyhow::Result<()> {
         // Nodes refuse a PIN file others can read.
         {
             use std::io::Write;
@@ -653,24 +699,35 @@ mod hsm {
                 .open(pin_path(dir))?;
             pin.write_all(USER_PIN.as_bytes())?;
         }
-        for id in 1..=nodes as u64 {
-            init_token(dir, id)?;
-        }
         Ok(())
     }
 
-    fn init_token(dir: &Path, id: u64) -> anyhow::Result<()> {
-        let conf = conf_path(dir, id);
-        let tokens = dir.join("softhsm").join(format!("node{id}")).join("tokens");
+    fn tokens_dir(dir: &Path, id: u64) -> PathBuf {
+        dir.join("softhsm").join(format!("node{id}")).join("tokens")
+    }
+
+    /// Node `id`'s `softhsm2.conf`, pointing at its own token dir.
+    fn write_conf(dir: &Path, id: u64) -> anyhow::Result<()> {
+        let tokens = tokens_dir(dir, id);
         std::fs::create_dir_all(&tokens)?;
         let text = format!(
             "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
             tokens.display()
         );
-        std::fs::write(&conf, text)?;
+        std::fs::write(conf_path(dir, id), text)?;
+        Ok(())
+    }
+
+    fn init_token(dir: &Path, id: u64) -> anyhow::Result<()> {
+        init_labelled_token(dir, id, &format!("coffer-node{id}"))
+    }
+
+    fn init_labelled_token(dir: &Path, id: u64, label: &str) -> anyhow::Result<()> {
+        write_conf(dir, id)?;
+        let conf = conf_path(dir, id);
         let status = Command::new("softhsm2-util")
             .args(["--init-token", "--free", "--label"])
-            .arg(format!("coffer-node{id}"))
+            .arg(label)
             .args(["--pin", USER_PIN, "--so-pin", SO_PIN])
             .env("SOFTHSM2_CONF", &conf)
             .stdout(Stdio::null())
@@ -690,6 +747,67 @@ mod hsm {
             label: format!("coffer-node{id}"),
             pin: USER_PIN.into(),
         }
+    }
+
+    /// Label of the shared auto-unseal token.
+    pub const SEAL_TOKEN: &str = "coffer-seal";
+
+    /// One token `coffer-seal` in node 1's token dir, its seal key made by
+    /// `coffer operator seal-key create` (node 1's config), then that token
+    /// dir copied to every other node: each node its own copy of the same
+    /// device key (SoftHSM2 rescans its token dir, so nodes do not share one).
+    pub fn init_seal_tokens(
+        dir: &Path,
+        nodes: usize,
+        binary: &Path,
+        node1_config: &Path,
+    ) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir.join("softhsm"))?;
+        write_pin(dir)?;
+        init_labelled_token(dir, 1, SEAL_TOKEN)?;
+        let out = Command::new(binary)
+            .args(["operator", "seal-key", "create", "--config"])
+            .arg(node1_config)
+            .env("SOFTHSM2_CONF", conf_path(dir, 1))
+            .output()
+            .context("running coffer operator seal-key create")?;
+        if !out.status.success() {
+            bail!(
+                "coffer operator seal-key create failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let source = tokens_dir(dir, 1);
+        for id in 2..=nodes as u64 {
+            let target = tokens_dir(dir, id);
+            std::fs::create_dir_all(&target)?;
+            copy_dir(&source, &target)?;
+            write_conf(dir, id)?;
+        }
+        Ok(())
+    }
+
+    fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            let target = to.join(entry.file_name());
+            if entry.file_type()?.is_dir() {
+                std::fs::create_dir_all(&target)?;
+                copy_dir(&entry.path(), &target)?;
+            } else {
+                std::fs::copy(entry.path(), &target)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `[hsm]` on the shared seal token and `[seal] type = seal_type`.
+    pub fn seal_config_section(dir: &Path, seal_type: &str) -> String {
+        format!(
+            "[hsm]\nmodule = {MODULE:?}\ntoken_label = {SEAL_TOKEN:?}\npin_file = {:?}\n\
+             [seal]\ntype = {seal_type:?}\n",
+            pin_path(dir)
+        )
     }
 
     pub fn config_section(dir: &Path, id: u64) -> String {

@@ -193,6 +193,36 @@ pub struct Config {
     /// `[snapshots]`: automated snapshots taken by the leader (absent: none).
     #[serde(default)]
     pub snapshots: Option<crate::cluster::snapshot_file::SnapshotsConfig>,
+    /// `[seal]`: how this node unseals (absent: Shamir shares).
+    #[serde(default)]
+    pub seal: SealSection,
+}
+
+/// `[seal]`: `type = "shamir"` (custodians unseal with shares, the default)
+/// or `type = "pkcs11"`: the node unseals itself with an AES-256 key held in
+/// the `[hsm]` device (module, token, PIN), labelled `key_label`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealSection {
+    /// `shamir` or `pkcs11`.
+    #[serde(rename = "type", default)]
+    pub seal_type: crate::seal::SealType,
+    /// Label of the seal key in the `[hsm]` token.
+    #[serde(default = "default_seal_key_label")]
+    pub key_label: String,
+}
+
+impl Default for SealSection {
+    fn default() -> Self {
+        Self {
+            seal_type: crate::seal::SealType::Shamir,
+            key_label: default_seal_key_label(),
+        }
+    }
+}
+
+fn default_seal_key_label() -> String {
+    crate::crypto::seal_device::DEFAULT_SEAL_KEY_LABEL.to_string()
 }
 
 /// `[limits]`: what one client may hold of the HTTPS API listener, and how
@@ -569,6 +599,18 @@ impl Config {
         if let Some(hsm) = &self.hsm {
             hsm.validate().map_err(ConfigError::Invalid)?;
         }
+        if self.seal.seal_type == crate::seal::SealType::Pkcs11 {
+            if self.hsm.is_none() {
+                return Err(ConfigError::Invalid(
+                    "[seal] type = \"pkcs11\" needs an [hsm] section naming the device".into(),
+                ));
+            }
+            if self.seal.key_label.is_empty() || self.seal.key_label.len() > 64 {
+                return Err(ConfigError::Invalid(
+                    "[seal] key_label must be 1 to 64 bytes".into(),
+                ));
+            }
+        }
         if self
             .join_token
             .as_ref()
@@ -718,6 +760,25 @@ mod tests {
         assert!(config.validate().is_err());
         let inline_pin = format!("{with_hsm}pin = \"1234\"\n");
         assert!(toml::from_str::<Config>(&inline_pin).is_err());
+    }
+
+    #[test]
+    fn a_pkcs11_seal_needs_an_hsm_section() {
+        let config: Config = toml::from_str(SAMPLE).unwrap();
+        assert_eq!(config.seal.seal_type, crate::seal::SealType::Shamir);
+        let seal = "[seal]\ntype = \"pkcs11\"\n";
+        let without_hsm: Config = toml::from_str(&format!("{SAMPLE}\n{seal}")).unwrap();
+        let err = without_hsm.validate().unwrap_err().to_string();
+        assert!(err.contains("[hsm]"), "{err}");
+        let with_hsm = format!(
+            "{SAMPLE}\n{seal}key_label = \"k1\"\n[hsm]\nmodule = \"/m.so\"\ntoken_label = \"t\"\npin_env = \"PIN\"\n"
+        );
+        let config: Config = toml::from_str(&with_hsm).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.seal.seal_type, crate::seal::SealType::Pkcs11);
+        assert_eq!(config.seal.key_label, "k1");
+        let typo = format!("{SAMPLE}\n[seal]\ntype = \"pkcs12\"\n");
+        assert!(toml::from_str::<Config>(&typo).is_err());
     }
 
     #[test]

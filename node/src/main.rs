@@ -84,6 +84,14 @@ struct ServerArgs {
     /// redacted) and exit.
     #[arg(long, requires = "config")]
     print_config: bool,
+    /// Before starting, install this snapshot file (`coffer operator
+    /// snapshot save`) into the node's data dir, which must be empty (a node
+    /// of a new cluster that has never started), with the membership of the
+    /// config's peers. A damaged file is refused and nothing is written.
+    /// Then custodians unseal with the cluster's existing shares. Use it
+    /// once: a node that has a Raft log refuses it.
+    #[arg(long, requires = "config", conflicts_with = "print_config")]
+    restore: Option<PathBuf>,
     /// Data directory of the dev node.
     #[arg(long, default_value = "coffer-dev")]
     data_dir: PathBuf,
@@ -165,6 +173,11 @@ fn prepare_server(args: ServerArgs) -> anyhow::Result<PreparedServer> {
         // The device layer reads the PIN from what was taken, not from the
         // (now scrubbed) environment.
         coffer::crypto::pkcs11::set_env_secret_source(hardening::env_secret);
+    }
+    if let Some(file) = &args.restore {
+        let done = coffer::cluster::snapshot_file::restore_offline(&config, file)
+            .with_context(|| format!("restoring {}", file.display()))?;
+        eprintln!("{done}");
     }
     if config.lock_memory {
         hardening::lock_memory()?;

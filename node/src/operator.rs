@@ -1,6 +1,7 @@
 //! Operator actions on a node: initialise the cluster, unseal and seal this
 //! node, report health, verify tokens. Free of HTTP; `api::sys` renders it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -10,16 +11,19 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::cluster::{ClusterNode, RaftStatus};
+use crate::crypto::seal_device::SealDevice;
 use crate::engine::clock::now_ms;
 use crate::engine::registry::Engines;
 use crate::engine::store::{Store, StoreError};
 use crate::engine::vaults::VaultsEngine;
+use crate::seal::auto::SEAL_WRAPPED_ROOT_KEY_KEY;
 use crate::seal::{
-    self, SealConfig, SealError, SealManager, SealStatus, StoredSeal, KEYRING_KEY, ROOT_KEY_KEY,
-    SEAL_CONFIG_KEY,
+    self, SealConfig, SealError, SealManager, SealStatus, SealType, StoredSeal, KEYRING_KEY,
+    ROOT_KEY_KEY, SEAL_CONFIG_KEY,
 };
 
 pub mod custody;
+pub mod migrate;
 
 pub use custody::{InitDelivery, RootTokenInfo};
 
@@ -103,6 +107,11 @@ pub struct Health {
     /// Why this node is unfit to serve (empty when healthy): a stopped Raft
     /// core, failed storage, no leader contact, lag beyond the limit.
     pub problems: Vec<String>,
+    /// How the cluster unseals (`shamir` or `pkcs11`; `None` before init).
+    pub seal_type: Option<SealType>,
+    /// Why this sealed node has not unsealed itself from its device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seal_reason: Option<String>,
     /// The automated snapshots this node took as leader (absent: none ran
     /// here). A failure shows here, not as a problem: the node still serves.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -120,6 +129,13 @@ pub struct Operator {
     default_vault: String,
     /// Rekey and generate-root ceremonies in progress on this node.
     ceremonies: custody::Ceremonies,
+    /// `[seal] type` of this node: how `init` seals a new cluster.
+    seal_type: SealType,
+    /// The seal key in this node's device (`[seal] type = "pkcs11"`).
+    seal_device: Option<Arc<dyn SealDevice>>,
+    /// An operator sealed this node: it does not unseal itself again
+    /// until it restarts.
+    sealed_on_purpose: AtomicBool,
 }
 
 impl Operator {
@@ -140,7 +156,21 @@ impl Operator {
             engines,
             default_vault,
             ceremonies: custody::Ceremonies::default(),
+            seal_type: SealType::Shamir,
+            seal_device: None,
+            sealed_on_purpose: AtomicBool::new(false),
         }
+    }
+
+    /// This node's `[seal]`: its type and, for pkcs11, the device key.
+    pub fn with_seal_device(
+        mut self,
+        seal_type: SealType,
+        device: Option<Arc<dyn SealDevice>>,
+    ) -> Self {
+        self.seal_type = seal_type;
+        self.seal_device = device;
+        self
     }
 
     /// The node's Raft handle (membership, status).
@@ -182,16 +212,23 @@ impl Operator {
             return Err(OperatorError::AlreadyInitialized);
         }
         let material = seal::initialize(shares, threshold)?;
+        // With the pkcs11 seal the root key is wrapped by the device (and
+        // read back) before anything is written; the shares are recovery shares.
+        let (material, device_record) = self.seal_init_with_device(material).await?;
         // Encrypt before anything is written: a failure leaves no cluster
         // whose shares nobody received.
         let delivered = keys.deliver(material.shares.clone(), new_token())?;
-        let txn = init_txn(&material.stored, &material.barrier, &delivered.token)?;
+        let mut txn = init_txn(&material.stored, &material.barrier, &delivered.token)?;
+        if let Some(record) = device_record {
+            txn.mutations.push(put(SEAL_WRAPPED_ROOT_KEY_KEY, record));
+        }
         if !self.propose_raw(txn).await? {
             return Err(OperatorError::AlreadyInitialized);
         }
         self.seal.unseal_with(&material);
         tracing::info!(
             event = "seal.initialized",
+            seal_type = material.stored.config.seal_type.as_str(),
             shares,
             threshold,
             pgp = !keys.shares.is_empty(),
@@ -297,12 +334,21 @@ impl Operator {
         self.seal_status()
     }
 
-    /// Seals this node: key material is wiped from memory.
+    /// Seals this node: key material is wiped from memory. A node with the
+    /// pkcs11 seal stays sealed until it restarts.
     pub fn seal(&self) {
+        self.sealed_on_purpose.store(true, Ordering::SeqCst);
         // Seal first: from here on store reads fail, so nothing repopulates
         // the key cache (see `ParsedKeyCache::ticket`).
         self.seal.seal();
         self.engines.clear_on_seal();
+        if matches!(self.stored_seal(), Ok(ref st) if st.config.seal_type == SealType::Pkcs11) {
+            self.seal.set_sealed_reason(Some(
+                "sealed by an operator: this pkcs11-sealed node unseals itself again when it \
+                 restarts"
+                    .into(),
+            ));
+        }
     }
 
     /// Whether this node is sealed.
@@ -313,8 +359,12 @@ impl Operator {
     /// Health of this node.
     pub fn health(&self) -> Result<Health, OperatorError> {
         let status: RaftStatus = self.node.status();
+        let seal = self.seal_status()?;
+        let initialized = self.is_initialized()?;
         Ok(Health {
-            initialized: self.is_initialized()?,
+            seal_type: initialized.then_some(seal.seal_type),
+            seal_reason: seal.reason,
+            initialized,
             sealed: self.seal.is_sealed(),
             standby: !status.is_leader,
             node_id: status.node_id,

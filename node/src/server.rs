@@ -113,14 +113,18 @@ impl Server {
             .with(keys.clone())
             .with(certificates.clone())
             .with(identity.clone());
-        let operator = Arc::new(Operator::new(
-            node.clone(),
-            seal,
-            store,
-            vaults.clone(),
-            engines.clone(),
-            config.default_vault.clone(),
-        ));
+        let seal_device = seal_device(config, pkcs11.as_ref());
+        let operator = Arc::new(
+            Operator::new(
+                node.clone(),
+                seal,
+                store,
+                vaults.clone(),
+                engines.clone(),
+                config.default_vault.clone(),
+            )
+            .with_seal_device(config.seal.seal_type, seal_device),
+        );
         let router = api::router(api::ApiConfig {
             operator: operator.clone(),
             vaults,
@@ -161,6 +165,7 @@ impl Server {
             self.lifecycle_interval,
         ));
         tokio::spawn(fail_stop(self.node.clone()));
+        tokio::spawn(auto_unseal_loop(self.operator.clone()));
         tokio::spawn(restart_for_repair(self.node.clone()));
         let node = self.node.clone();
         tokio::spawn(async move { node.auto_repair().await });
@@ -260,6 +265,46 @@ fn log_done(what: &str, result: Result<usize, crate::engine::EngineError>) {
         Ok(count) => tracing::info!(count, "{what}"),
         Err(e) => tracing::warn!(error = %e, "{what}: failed"),
     }
+}
+
+/// How often a sealed node retries its auto-unseal (device back, records
+/// replicated, seal migrated to pkcs11).
+const AUTO_UNSEAL_RETRY: Duration = Duration::from_secs(2);
+
+/// Unseals this node from its device whenever the replicated seal is of
+/// type pkcs11 and the node is sealed (at start, after a migration, once a
+/// missing device is back), until an operator seals it on purpose. Each
+/// failure is kept as the reason health and seal status report.
+async fn auto_unseal_loop(operator: Arc<Operator>) {
+    let mut last_error: Option<String> = None;
+    loop {
+        match operator.auto_unseal().await {
+            Ok(_) => last_error = None,
+            Err(e) => {
+                let text = e.to_string();
+                if last_error.as_deref() != Some(text.as_str()) {
+                    tracing::warn!(event = "seal.auto_unseal_failed", error = %text, "auto-unseal failed; the node stays sealed");
+                    last_error = Some(text);
+                }
+            }
+        }
+        tokio::time::sleep(AUTO_UNSEAL_RETRY).await;
+    }
+}
+
+/// The seal key in the `[hsm]` device when `[seal] type = "pkcs11"`.
+fn seal_device(
+    config: &Config,
+    hsm: Option<&Arc<Pkcs11Hsm>>,
+) -> Option<Arc<dyn crate::crypto::seal_device::SealDevice>> {
+    if config.seal.seal_type != crate::seal::SealType::Pkcs11 {
+        return None;
+    }
+    let hsm = hsm?.clone();
+    Some(Arc::new(crate::crypto::pkcs11::Pkcs11SealKey::new(
+        hsm,
+        config.seal.key_label.clone(),
+    )))
 }
 
 /// Opens the `[hsm]` device off the runtime (PKCS#11 blocks). An unusable
@@ -450,6 +495,7 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
         raft: Default::default(),
         limits: LimitsConfig::default(),
         snapshots: None,
+        seal: Default::default(),
     };
     let server = Server::start(&config).await?;
     wait_for_leader(&server.node).await?;

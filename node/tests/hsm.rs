@@ -17,7 +17,8 @@ use aws_lc_rs::rsa::{
 use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair as _, UnparsedPublicKey};
 use coffer::config::HsmConfig;
 use coffer::crypto::hsm::{HsmKey, HsmProvider};
-use coffer::crypto::pkcs11::Pkcs11Hsm;
+use coffer::crypto::pkcs11::{Pkcs11Hsm, Pkcs11SealKey};
+use coffer::crypto::seal_device::SealDevice;
 use coffer::crypto::{
     CryptoError, Curve, EncAlg, KeySpec, KeyType, PrivateKey, PublicKey, SignAlg, SymParams,
 };
@@ -27,7 +28,16 @@ const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const PIN: &str = "4321-user";
 const SO_PIN: &str = "8765-so";
 const TOKENS: &[&str] = &[
-    "t-open", "t-keys", "t-cer-a", "t-cer-b", "t-conc", "t-oct", "t-import", "t-nokek",
+    "t-open",
+    "t-keys",
+    "t-cer-a",
+    "t-cer-b",
+    "t-conc",
+    "t-oct",
+    "t-import",
+    "t-nokek",
+    "t-seal",
+    "t-seal-pin",
 ];
 
 struct Env {
@@ -803,5 +813,79 @@ fn oct_key_wrap_pad_unwraps_to_the_exact_length() {
                 assert_eq!(back.as_slice(), data.as_slice(), "{a:?} len {len}");
             }
         }
+    }
+}
+
+/// The auto-unseal key: made inside the device as sensitive and not
+/// extractable (as the device itself reports), AES-GCM with a fresh IV per
+/// wrap, and every change to what it wrapped, the AAD, or the key refused.
+#[test]
+fn the_seal_key_stays_in_the_device_and_authenticates_what_it_wraps() {
+    let hsm = Arc::new(Pkcs11Hsm::open(&config("t-seal")));
+    let key = Pkcs11SealKey::new(hsm.clone(), "coffer-seal-key");
+    // No key yet: unavailable, saying which key and how to create it.
+    match key.decrypt(b"aad", &[0u8; 48]) {
+        Err(CryptoError::HsmUnavailable(m)) => {
+            assert!(
+                m.contains("coffer-seal-key") && m.contains("seal-key create"),
+                "{m}"
+            )
+        }
+        other => panic!("expected HsmUnavailable, got {:?}", other.map(|_| ())),
+    }
+    assert!(key.create().unwrap(), "created");
+    assert!(!key.create().unwrap(), "a second create leaves the key");
+    let attrs = key.attributes().unwrap();
+    assert!(!attrs.extractable, "the seal key must not be extractable");
+    assert!(attrs.sensitive, "the seal key must be sensitive");
+
+    let root: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+    let wrapped = key.encrypt(b"coffer/seal", &root).unwrap();
+    assert_eq!(wrapped.len(), 12 + 32 + 16);
+    assert!(!wrapped.windows(8).any(|w| root.windows(8).any(|r| r == w)));
+    assert_eq!(
+        &key.decrypt(b"coffer/seal", &wrapped).unwrap()[..],
+        &root[..]
+    );
+    assert_ne!(
+        key.encrypt(b"coffer/seal", &root).unwrap(),
+        wrapped,
+        "fresh IV"
+    );
+
+    for i in [0, 11, 12, 30, wrapped.len() - 1] {
+        let mut bad = wrapped.clone();
+        bad[i] ^= 0x01;
+        match key.decrypt(b"coffer/seal", &bad) {
+            Err(CryptoError::DecryptFailed) => {}
+            other => panic!("byte {i} flipped: {:?}", other.map(|_| ())),
+        }
+    }
+    assert!(matches!(
+        key.decrypt(b"coffer/other", &wrapped),
+        Err(CryptoError::DecryptFailed)
+    ));
+    assert!(matches!(
+        key.decrypt(b"coffer/seal", &wrapped[..20]),
+        Err(CryptoError::DecryptFailed)
+    ));
+    let other = Pkcs11SealKey::new(hsm, "another-seal-key");
+    other.create().unwrap();
+    assert!(matches!(
+        other.decrypt(b"coffer/seal", &wrapped),
+        Err(CryptoError::DecryptFailed)
+    ));
+
+    // A refused PIN (on a token this process never logged in to: the
+    // login is per process and token): unavailable, the PIN not in the message.
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong-pin");
+    std::fs::write(&wrong, "not-the-pin").unwrap();
+    let mut cfg = config("t-seal-pin");
+    cfg.pin_file = Some(wrong);
+    let locked = Pkcs11SealKey::new(Arc::new(Pkcs11Hsm::open(&cfg)), "coffer-seal-key");
+    match locked.decrypt(b"coffer/seal", &wrapped) {
+        Err(CryptoError::HsmUnavailable(m)) => assert!(!m.contains("not-the-pin"), "{m}"),
+        other => panic!("expected HsmUnavailable, got {:?}", other.map(|_| ())),
     }
 }

@@ -176,7 +176,23 @@ async fn save_under_load_inspect_refuse_tampering_and_restore_into_a_fresh_clust
             "a refused restore wrote files"
         );
     }
-    for i in 0..3 {
+    // `coffer server --restore` refuses them as well, before writing anything.
+    for bad in [&flipped, &truncated] {
+        let out = Command::new(binary())
+            .args(["server", "--config"])
+            .arg(fresh.config_path(2))
+            .arg("--restore")
+            .arg(bad)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "server --restore accepted {bad:?}");
+        assert!(
+            !fresh.nodes[2].data_dir.exists(),
+            "a refused server --restore wrote files"
+        );
+    }
+    // Nodes 1 and 2 with the offline one-liner, node 3 with `server --restore`.
+    for i in 0..2 {
         let out = restore(&fresh, i, &file);
         assert!(
             out.status.success(),
@@ -188,9 +204,12 @@ async fn save_under_load_inspect_refuse_tampering_and_restore_into_a_fresh_clust
         assert!(!restore(&fresh, i, &file).status.success());
     }
     let started = Instant::now();
-    for i in 0..3 {
+    for i in 0..2 {
         fresh.restart(i).unwrap();
     }
+    fresh
+        .restart_with(2, &["--restore".as_ref(), file.as_os_str()])
+        .unwrap();
     // The custodians unseal with their existing shares.
     fresh.shares = source.shares.clone();
     fresh.root_token = source.root_token.clone();

@@ -188,7 +188,11 @@ impl Rekey {
         let keys = self.deliver(texts)?;
         let commit = RekeyCommit {
             stored: StoredSeal {
-                config: self.request.config,
+                // A rekey changes the shares, never how nodes unseal.
+                config: SealConfig {
+                    seal_type: stored.config.seal_type,
+                    ..self.request.config
+                },
                 root_key_record,
                 keyring_record: stored.keyring_record.clone(),
             },
@@ -282,7 +286,11 @@ mod tests {
 
     fn request(shares: u8, threshold: u8, verify: bool) -> RekeyRequest {
         RekeyRequest {
-            config: SealConfig { shares, threshold },
+            config: SealConfig {
+                shares,
+                threshold,
+                seal_type: crate::SealType::Shamir,
+            },
             pgp_keys: Vec::new(),
             verify,
         }
@@ -321,7 +329,8 @@ mod tests {
             commit.stored.config,
             SealConfig {
                 shares: 3,
-                threshold: 2
+                threshold: 2,
+                seal_type: crate::SealType::Shamir,
             }
         );
         // New shares open the new records; old ones do not.
@@ -404,6 +413,7 @@ mod tests {
             config: SealConfig {
                 shares: 2,
                 threshold: 2,
+                seal_type: crate::SealType::Shamir,
             },
             pgp_keys: vec![key.clone(), key],
             verify: false,

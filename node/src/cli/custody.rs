@@ -149,14 +149,14 @@ pub fn print_shares(keys: &[String], fingerprints: &[String], label: &str) {
     println!();
 }
 
-fn share_or_stdin(key: Option<String>) -> anyhow::Result<Zeroizing<String>> {
+pub(super) fn share_or_stdin(key: Option<String>) -> anyhow::Result<Zeroizing<String>> {
     Ok(match key {
         Some(k) => Zeroizing::new(k),
         None => read_share()?,
     })
 }
 
-fn need_nonce(nonce: Option<String>, what: &str) -> anyhow::Result<String> {
+pub(super) fn need_nonce(nonce: Option<String>, what: &str) -> anyhow::Result<String> {
     nonce.with_context(|| format!("--nonce is required: ask the initiator for the {what} nonce (it is shown by `{what} status`)"))
 }
 

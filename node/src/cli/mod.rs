@@ -13,6 +13,7 @@ pub mod hsm;
 pub mod identity;
 pub mod identity_agent;
 pub mod operator;
+pub mod seal;
 pub mod secret;
 pub mod snapshot;
 pub mod tls;

@@ -34,6 +34,11 @@ pub enum OperatorCommand {
     Rekey(super::custody::RekeyArgs),
     /// Generate a new root token from a quorum of unseal shares.
     GenerateRoot(super::custody::GenerateRootArgs),
+    /// Migrate the seal between shamir and pkcs11 (a quorum of shares).
+    SealMigrate(super::seal::SealMigrateArgs),
+    /// The pkcs11 seal's key in the node's device (offline).
+    #[command(subcommand)]
+    SealKey(super::seal::SealKeyCommand),
     /// Rotate the data key: new writes use a new keyring term (replicated);
     /// old terms stay for reading. Needs no custodian.
     Rotate,
@@ -167,6 +172,9 @@ pub async fn run_operator(args: &ClientArgs, cmd: OperatorCommand) -> anyhow::Re
         }
         _ => {}
     }
+    if let OperatorCommand::SealKey(cmd) = &cmd {
+        return super::seal::run_seal_key(cmd.clone());
+    }
     if let OperatorCommand::Raft(RaftCommand::Recover { peers, config }) = &cmd {
         eprintln!("WARNING: lost-quorum recovery rewrites this node's Raft membership.");
         eprintln!("WARNING: run it only when a majority of the members is gone for good;");
@@ -206,12 +214,19 @@ pub async fn run_operator(args: &ClientArgs, cmd: OperatorCommand) -> anyhow::Re
             if json {
                 print_json(&init)?;
             } else {
-                super::custody::print_shares(&init.keys, &init.pgp_fingerprints, "Unseal Key");
+                let recovery = init.seal_type.as_deref() == Some("pkcs11");
+                let label = if recovery {
+                    "Recovery Key"
+                } else {
+                    "Unseal Key"
+                };
+                super::custody::print_shares(&init.keys, &init.pgp_fingerprints, label);
                 print_init(
                     &init.root_token,
                     init.root_token_pgp_fingerprint.as_deref(),
                     init.keys.len(),
                     key_threshold,
+                    recovery,
                 );
             }
         }
@@ -220,6 +235,11 @@ pub async fn run_operator(args: &ClientArgs, cmd: OperatorCommand) -> anyhow::Re
             super::custody::run_generate_root(&sys, g, json).await?
         }
         OperatorCommand::Root(cmd) => super::custody::run_root(&sys, cmd, json).await?,
+        OperatorCommand::SealMigrate(args) => {
+            super::seal::run_seal_migrate(&sys, args, json).await?
+        }
+        // Handled above, offline.
+        OperatorCommand::SealKey(_) => {}
         OperatorCommand::Snapshot(cmd) => super::snapshot::run_snapshot(&sys, cmd, json).await?,
         OperatorCommand::Rotate => {
             let term = sys.rotate().await?;
@@ -322,7 +342,13 @@ async fn run_vault(
 
 // Printing the shares and the root token is the one purpose of `init`; they
 // are shown once and never stored by Coffer in clear.
-fn print_init(root_token: &str, token_fingerprint: Option<&str>, shares: usize, threshold: u8) {
+fn print_init(
+    root_token: &str,
+    token_fingerprint: Option<&str>,
+    shares: usize,
+    threshold: u8,
+    recovery: bool,
+) {
     match token_fingerprint {
         Some(fp) => println!("Initial Root Token (encrypted to {fp}):\n{root_token}"),
         None => println!("Initial Root Token: {root_token}"),
@@ -330,8 +356,14 @@ fn print_init(root_token: &str, token_fingerprint: Option<&str>, shares: usize, 
     println!();
     println!("Cluster initialised with {shares} key shares and a key threshold of {threshold}.");
     println!("Store the key shares and the root token now, each share with a different");
-    println!("custodian: they are shown only this once and cannot be recovered. Every");
-    println!("node must be unsealed with {threshold} shares after each restart.");
+    println!("custodian: they are shown only this once and cannot be recovered.");
+    if recovery {
+        println!("Seal type pkcs11: nodes unseal themselves from the device. These are");
+        println!("RECOVERY shares: {threshold} of them authorise rekey, generate-root and seal");
+        println!("migration; they cannot unseal a node.");
+    } else {
+        println!("Every node must be unsealed with {threshold} shares after each restart.");
+    }
 }
 
 /// Reads one share from stdin, without echo when stdin is a terminal.
@@ -379,7 +411,7 @@ fn show_seal_status(s: &SealStatusBody, json: bool) -> anyhow::Result<()> {
 }
 
 fn seal_rows(s: &SealStatusBody) -> Vec<(&'static str, String)> {
-    vec![
+    let mut rows = vec![
         ("Seal Type", s.seal_type.clone()),
         ("Initialized", s.initialized.to_string()),
         ("Sealed", s.sealed.to_string()),
@@ -391,7 +423,14 @@ fn seal_rows(s: &SealStatusBody) -> Vec<(&'static str, String)> {
             s.nonce.clone().unwrap_or_else(|| "-".into()),
         ),
         ("Node ID", opt(s.node_id)),
-    ]
+    ];
+    if s.recovery_seal {
+        rows.push(("Recovery Seal", "true (shares cannot unseal)".into()));
+    }
+    if let Some(reason) = &s.reason {
+        rows.push(("Sealed Because", reason.clone()));
+    }
+    rows
 }
 
 fn show_status(seal: &SealStatusBody, health: &Health, json: bool) -> anyhow::Result<()> {

@@ -57,7 +57,7 @@ pub struct SnapshotInfo {
     pub term: u64,
     /// When it was written (Unix milliseconds).
     pub created_unix_ms: u64,
-    /// `shamir` with its parameters, or `uninitialised`.
+    /// `shamir` or `pkcs11` (with its parameters), or `uninitialised`.
     pub seal_type: String,
     /// Shares and threshold of the seal, when initialised.
     pub seal: Option<SealConfig>,
@@ -83,12 +83,9 @@ pub fn inspect(path: &Path) -> anyhow::Result<SnapshotInfo> {
         index: summary.index(),
         term: header.meta.last_log_id.map_or(0, |l| l.leader_id.term),
         created_unix_ms: header.created_unix_ms,
-        seal_type: if seal.is_some() {
-            "shamir"
-        } else {
-            "uninitialised"
-        }
-        .into(),
+        seal_type: seal
+            .map_or("uninitialised", |c| c.seal_type.as_str())
+            .into(),
         seal,
         voters: header
             .meta
@@ -141,8 +138,15 @@ pub fn show(info: &SnapshotInfo, json: bool) -> anyhow::Result<()> {
     println!("Created:      {} (Unix ms)", info.created_unix_ms);
     match &info.seal {
         Some(c) => println!(
-            "Seal:         shamir, {} shares, threshold {}",
-            c.shares, c.threshold
+            "Seal:         {}, {} {}shares, threshold {}",
+            c.seal_type.as_str(),
+            c.shares,
+            if c.seal_type == crate::seal::SealType::Pkcs11 {
+                "recovery "
+            } else {
+                ""
+            },
+            c.threshold
         ),
         None => println!("Seal:         not initialised"),
     }

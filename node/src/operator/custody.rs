@@ -107,9 +107,11 @@ fn fingerprints(keys: &[CustodianKey]) -> Vec<String> {
 pub(super) struct Ceremonies {
     rekey: Mutex<Option<Rekey>>,
     generate_root: Mutex<Option<GenerateRoot>>,
+    /// A seal migration (see `operator::migrate`).
+    pub(super) migration: Mutex<Option<crate::seal::migrate::Migration>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every update is a single assignment or a method that leaves the
     // ceremony consistent, so a poisoned lock is usable.
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -505,7 +507,7 @@ impl Operator {
 }
 
 /// Ends the ceremony in `slot` if `nonce` is its nonce.
-fn cancel<T>(
+pub(super) fn cancel<T>(
     slot: &Mutex<Option<T>>,
     nonce: &str,
     nonce_of: fn(&T) -> &str,

@@ -55,9 +55,11 @@ async fn rekey_init(
     body: Result<Json<RekeyInitRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, SysError> {
     let Json(req) = body.map_err(bad_json)?;
+    // The seal type is the cluster's; a rekey keeps it.
     let config = SealConfig {
         shares: req.secret_shares,
         threshold: req.secret_threshold,
+        seal_type: Default::default(),
     };
     let status = s
         .operator

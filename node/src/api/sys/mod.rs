@@ -3,6 +3,7 @@
 
 pub mod custody;
 pub mod hsm;
+pub mod seal_migrate;
 pub mod snapshot;
 
 use std::sync::Arc;
@@ -45,6 +46,7 @@ pub fn public_router(state: SysState) -> Router {
         .route("/v1/sys/init", get(init_status).post(init))
         .route("/v1/sys/unseal", post(unseal))
         .merge(custody::public_router())
+        .merge(seal_migrate::public_router())
         .with_state(state)
 }
 
@@ -66,6 +68,7 @@ pub fn protected_router(state: SysState) -> Router {
         .merge(hsm::router())
         .merge(custody::protected_router())
         .merge(snapshot::protected_router())
+        .merge(seal_migrate::protected_router())
         .with_state(state)
 }
 
@@ -92,7 +95,9 @@ impl From<OperatorError> for SysError {
                 StatusCode::BAD_REQUEST
             }
             OperatorError::NotInitialized => StatusCode::SERVICE_UNAVAILABLE,
-            OperatorError::Seal(SealError::Sealed) => StatusCode::SERVICE_UNAVAILABLE,
+            OperatorError::Seal(SealError::Sealed | SealError::Device(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             OperatorError::Seal(_) => StatusCode::BAD_REQUEST,
             OperatorError::Store(s) => store_status(s),
         };
@@ -161,7 +166,9 @@ fn seal_status_body(s: &SysState) -> Result<Response, SysError> {
     let initialized = s.operator.is_initialized()?;
     let node_id = s.operator.node().status().node_id;
     Ok(Json(json!({
-        "type": "shamir",
+        "type": status.seal_type.as_str(),
+        "recovery_seal": status.seal_type != crate::seal::SealType::Shamir,
+        "reason": status.reason,
         "initialized": initialized,
         "sealed": status.sealed,
         "t": status.threshold,
@@ -203,8 +210,12 @@ async fn init(
         .init_delivered(req.secret_shares, req.secret_threshold, &delivery)
         .await?;
     let keys: Vec<&str> = result.shares.iter().map(|k| k.as_str()).collect();
+    // With the pkcs11 seal the keys are recovery keys: they authorise
+    // rekey, generate-root and seal migration, not unseal.
+    let seal_type = s.operator.seal_status()?.seal_type;
     Ok(Json(json!({
         "keys": keys,
+        "seal_type": seal_type.as_str(),
         "root_token": result.root_token.as_str(),
         "pgp_fingerprints": result.pgp_fingerprints,
         "root_token_pgp_fingerprint": result.root_token_pgp_fingerprint,
