@@ -193,6 +193,9 @@ pub struct Config {
     /// `[snapshots]`: automated snapshots taken by the leader (absent: none).
     #[serde(default)]
     pub snapshots: Option<crate::cluster::snapshot_file::SnapshotsConfig>,
+    /// `[audit]`: the node's audit file, its write timeout and sinks.
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// `[limits]`: what one client may hold of the HTTPS API listener, and how
@@ -595,6 +598,7 @@ impl Config {
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.limits.validate()?;
+        self.audit.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

@@ -106,6 +106,17 @@ impl Server {
             .with(secrets.clone())
             .with(keys.clone())
             .with(identity.clone());
+        // Before anything records a metric.
+        let _ = crate::metrics::handle();
+        let sealed = seal.clone();
+        let audit = crate::audit::Auditor::start(
+            &config.audit,
+            &config.data_dir,
+            config.node_id,
+            store.clone(),
+            Box::new(move || sealed.is_sealed()),
+        )
+        .context("opening the audit file")?;
         let operator = Arc::new(Operator::new(
             node.clone(),
             seal,
@@ -126,6 +137,7 @@ impl Server {
             hsm: pkcs11
                 .clone()
                 .map(|p| p as Arc<dyn crate::crypto::hsm::HsmAdmin>),
+            audit,
         });
         Ok(Self {
             operator,
@@ -442,6 +454,7 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
         raft: Default::default(),
         limits: LimitsConfig::default(),
         snapshots: None,
+        audit: Default::default(),
     };
     let server = Server::start(&config).await?;
     wait_for_leader(&server.node).await?;
