@@ -64,6 +64,7 @@ pub fn router(cfg: ApiConfig) -> Router {
     };
     let protected_sys = sys::protected_router(sys_state.clone())
         .merge(identity::admin::router(cfg.identity.clone()))
+        .merge(sys::audit::router(cfg.audit.trail()))
         .layer(from_fn_with_state(auth(Flavor::Sys), authenticate));
     let akv = akv::router(AkvState {
         secrets: cfg.secrets.clone(),

@@ -102,6 +102,11 @@ impl Auditor {
         }))
     }
 
+    /// The cluster's replicated trail.
+    pub fn trail(&self) -> Trail {
+        Trail::new(self.store.clone())
+    }
+
     /// This node's id (records carry it).
     pub fn node_id(&self) -> u64 {
         self.node_id
