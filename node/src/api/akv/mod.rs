@@ -12,6 +12,7 @@ pub mod extract;
 pub mod key_models;
 pub mod keys;
 pub mod models;
+pub mod operations;
 pub mod paging;
 pub mod secrets;
 
