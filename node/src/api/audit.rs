@@ -19,6 +19,7 @@ use zeroize::Zeroizing;
 
 use super::akv::context::vault_for_host;
 use super::akv::errors::ApiError;
+use super::akv::operations;
 use super::auth::{bearer_token, Caller};
 use super::envelope::Surface;
 use super::sys::SysError;
@@ -41,11 +42,6 @@ pub struct AuditState {
     pub default_vault: String,
 }
 
-/// The route's operation name; set by the operation table when a route is
-/// classified, else derived from the method and matched route.
-#[derive(Clone, Debug)]
-pub struct OperationName(pub String);
-
 /// The audit middleware (see the module documentation).
 pub async fn audit(State(state): State<AuditState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -58,14 +54,10 @@ pub async fn audit(State(state): State<AuditState>, req: Request, next: Next) ->
     }
     let (event, sensitive) = state.start(&req);
     let mut event = state.with_hmacs(event, sensitive).await;
-    let fallback_operation = operation_fallback(&req);
+    let operation = operation_name(&req);
     let response = next.run(req).await;
     let (response, description) = error_description(response).await;
     let status = response.status();
-    let operation = response
-        .extensions()
-        .get::<OperationName>()
-        .map_or(fallback_operation, |o| o.0.clone());
     event.operation_name = operation.clone();
     event.identity.claim = response
         .extensions()
@@ -237,9 +229,13 @@ fn claims(caller: &Caller) -> Claims {
     }
 }
 
-/// `METHOD /route/{param}` until the route is classified by the
-/// operation table; `UnknownRoute` for paths no route matched.
-fn operation_fallback(req: &Request) -> String {
+/// The Key Vault operation name from the operation table (`SecretGet`);
+/// for the operator and identity routes, which have no Key Vault name,
+/// `METHOD /route/{param}`; `UnknownRoute` for paths no route matched.
+fn operation_name(req: &Request) -> String {
+    if let Some(op) = operations::of(req) {
+        return op.name().to_owned();
+    }
     match req.extensions().get::<MatchedPath>() {
         Some(m) => format!("{} {}", req.method(), m.as_str()),
         None => "UnknownRoute".into(),
