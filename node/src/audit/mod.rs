@@ -121,7 +121,7 @@ impl Auditor {
     /// Writes `event` durably, waiting at most the write timeout.
     pub async fn record(&self, event: AuditEvent) -> Result<u64, AuditError> {
         let (ack, rx) = oneshot::channel();
-        if self.file.submit(Job { event, ack }).is_err() {
+        if !self.file.submit(Job { event, ack }) {
             metrics::counter!("coffer_audit_failures_total", "sink" => "file").increment(1);
             return Err(AuditError::Failed(
                 "the audit writer is not keeping up".into(),
