@@ -54,6 +54,11 @@ pub struct AuditEvent {
     /// replicated trail so each is traced to its node's file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_seq: Option<u64>,
+    /// Id of the node's file chain (new when a node starts a chain from
+    /// scratch, e.g. after its data dir was wiped), so the trail does not
+    /// take a restarted chain's `seq` 1… for records it already holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_stream: Option<String>,
 }
 
 /// `identity` of a record.

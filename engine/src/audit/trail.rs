@@ -22,6 +22,24 @@ const HEAD_KEY: &[u8] = b"aud/head";
 const ENTRY_PREFIX: &str = "aud/t/";
 const NODE_PREFIX: &str = "aud/n/";
 
+/// How far a node shipped: the last `seq` of its current file chain.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Shipped {
+    stream: Option<String>,
+    seq: u64,
+}
+
+impl Shipped {
+    /// The shipped `seq` of chain `stream` (0 for another chain).
+    fn of(&self, stream: Option<&str>) -> u64 {
+        if self.stream.as_deref() == stream {
+            self.seq
+        } else {
+            0
+        }
+    }
+}
+
 /// The cluster trail over the replicated store.
 #[derive(Clone)]
 pub struct Trail {
@@ -54,24 +72,24 @@ impl Trail {
         }
     }
 
-    /// The last node-file `seq` that `node_id` shipped (0: none), with the
-    /// revision of that record.
-    fn shipped_entry(&self, node_id: u64) -> Result<(u64, u64), EngineError> {
+    /// How far `node_id` shipped, with the revision of that record.
+    fn shipped_entry(&self, node_id: u64) -> Result<(u64, Shipped), EngineError> {
         match self.store.get(&node_key(node_id))? {
             Some(e) => Ok((e.revision, cas::decode(&e.value)?)),
-            None => Ok((0, 0)),
+            None => Ok((0, Shipped::default())),
         }
     }
 
-    /// The last node-file `seq` of `node_id` already in the trail, after a
-    /// read fence (a node resuming its shipping starts after it).
-    pub async fn shipped(&self, node_id: u64) -> Result<u64, EngineError> {
+    /// The last node-file `seq` of `node_id`'s chain `stream` already in
+    /// the trail (0 for a chain the trail has not seen), after a read fence.
+    pub async fn shipped(&self, node_id: u64, stream: Option<&str>) -> Result<u64, EngineError> {
         self.store.read_fence().await?;
-        Ok(self.shipped_entry(node_id)?.1)
+        Ok(self.shipped_entry(node_id)?.1.of(stream))
     }
 
-    /// Appends `batch` (node-file `seq`, record) of `node_id`, skipping
-    /// what that node already shipped; returns the new head.
+    /// Appends `batch` (node-file `seq`, record, all of one chain stream)
+    /// of `node_id`, skipping what that node already shipped; returns the
+    /// new head.
     pub async fn append(
         &self,
         node_id: u64,
@@ -79,7 +97,9 @@ impl Trail {
     ) -> Result<Head, EngineError> {
         cas::write(&*self.store, None, || {
             let (head_rev, head) = self.head_entry()?;
-            let (node_rev, shipped) = self.shipped_entry(node_id)?;
+            let (node_rev, cursor) = self.shipped_entry(node_id)?;
+            let stream = batch.first().and_then(|(_, e)| e.node_stream.clone());
+            let shipped = cursor.of(stream.as_deref());
             let fresh: Vec<AuditEvent> = batch
                 .iter()
                 .filter(|(seq, _)| *seq > shipped)
@@ -109,7 +129,7 @@ impl Trail {
             });
             mutations.push(Mutation::Put {
                 key: node_key(node_id),
-                value: cas::encode(&last)?,
+                value: cas::encode(&Shipped { stream, seq: last })?,
             });
             Ok(Plan::Commit(Txn {
                 compare: vec![
@@ -195,8 +215,8 @@ mod tests {
         // Node 1 retries a batch whose answer it lost, plus one new record.
         let head = trail.append(1, &events(1, 2, 3)).await.unwrap();
         assert_eq!(head.seq, 6);
-        assert_eq!(trail.shipped(1).await.unwrap(), 4);
-        assert_eq!(trail.shipped(2).await.unwrap(), 2);
+        assert_eq!(trail.shipped(1, None).await.unwrap(), 4);
+        assert_eq!(trail.shipped(2, None).await.unwrap(), 2);
         let lines = trail.lines(0, 100).unwrap();
         let mut v = verify(&lines);
         v.check_head(&head);
@@ -218,6 +238,29 @@ mod tests {
             ["n1-1@1:1", "n1-2@1:2", "n1-3@1:3", "n2-1@2:1", "n2-2@2:2", "n1-4@1:4"]
         );
         assert_eq!(trail.lines(4, 100).unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_node_that_restarts_its_chain_ships_it_from_the_start() {
+        let trail = Trail::new(Arc::new(MemStore::new()));
+        let in_stream = |node, from, n, stream: &str| {
+            events(node, from, n)
+                .into_iter()
+                .map(|(s, e)| {
+                    let e = AuditEvent {
+                        node_stream: Some(stream.to_owned()),
+                        ..e
+                    };
+                    (s, e)
+                })
+                .collect::<Vec<_>>()
+        };
+        trail.append(1, &in_stream(1, 1, 5, "a")).await.unwrap();
+        // The node's data dir was wiped: a new chain starts at seq 1.
+        let head = trail.append(1, &in_stream(1, 1, 2, "b")).await.unwrap();
+        assert_eq!(head.seq, 7);
+        assert_eq!(trail.shipped(1, Some("b")).await.unwrap(), 2);
+        assert_eq!(trail.shipped(1, Some("a")).await.unwrap(), 0);
     }
 
     #[tokio::test]

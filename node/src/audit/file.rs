@@ -55,6 +55,7 @@ pub struct FileOptions {
 #[derive(Clone)]
 pub struct FileSink {
     tx: mpsc::SyncSender<Job>,
+    stream: String,
     healthy: Arc<AtomicBool>,
     reopen: Arc<AtomicBool>,
 }
@@ -67,6 +68,7 @@ impl FileSink {
             fs::create_dir_all(dir)?;
         }
         let mut writer = Writer::open(opts, written)?;
+        let stream = writer.stream.clone();
         let (tx, rx) = mpsc::sync_channel::<Job>(4 * writer.opts.batch_max.max(256));
         let healthy = Arc::new(AtomicBool::new(true));
         let reopen = Arc::new(AtomicBool::new(false));
@@ -76,6 +78,7 @@ impl FileSink {
             .spawn(move || writer.run(&rx, &h, &r))?;
         Ok(Self {
             tx,
+            stream,
             healthy,
             reopen,
         })
@@ -85,6 +88,11 @@ impl FileSink {
     /// queue is full: the disk is stuck) or has stopped.
     pub fn submit(&self, job: Job) -> bool {
         self.tx.try_send(job).is_ok()
+    }
+
+    /// Id of the file's chain (`nodeStream` of its records).
+    pub fn stream(&self) -> &str {
+        &self.stream
     }
 
     /// Whether the last write succeeded.
@@ -104,6 +112,8 @@ struct Writer {
     /// Length of the file up to its last whole, acknowledged line.
     good_len: u64,
     head: Head,
+    /// Id of this chain (`nodeStream` of every record).
+    stream: String,
     backlog: VecDeque<AuditEvent>,
     written: Written,
 }
@@ -115,15 +125,25 @@ impl Writer {
             file: None,
             good_len: 0,
             head: Head::default(),
+            stream: String::new(),
             backlog: VecDeque::new(),
             written,
         };
         w.reopen_file()?;
+        let mut last = last_line(&w.opts.path)?;
         // An empty current file (just rotated) continues the chain of `.1`.
-        if w.good_len == 0 {
-            if let Some(head) = last_head(&rotated(&w.opts.path, 1))? {
-                w.head = head;
-            }
+        if last.is_none() {
+            last = last_line(&rotated(&w.opts.path, 1))?;
+        }
+        let link = last
+            .as_deref()
+            .and_then(|l| serde_json::from_slice::<crate::engine::audit::Link>(l).ok());
+        if let (Some(line), Some(link)) = (&last, &link) {
+            w.head = Head::after(line).unwrap_or_default();
+            w.stream = link.event.node_stream.clone().unwrap_or_default();
+        }
+        if w.stream.is_empty() {
+            w.stream = uuid::Uuid::new_v4().to_string();
         }
         Ok(w)
     }
@@ -138,12 +158,12 @@ impl Writer {
             .read(true)
             .mode(0o600)
             .open(&self.opts.path)?;
-        let (whole, head) = scan_tail(&mut file)?;
+        let (whole, last) = scan_tail(&mut file)?;
         if whole < file.metadata()?.len() {
             file.set_len(whole)?;
         }
         self.good_len = whole;
-        if let Some(head) = head {
+        if let Some(head) = last.as_deref().and_then(Head::after) {
             self.head = head;
         }
         self.file = Some(file);
@@ -218,9 +238,16 @@ impl Writer {
         if self.file.is_none() {
             self.reopen_file()?;
         }
+        let events: Vec<AuditEvent> = events
+            .iter()
+            .map(|e| AuditEvent {
+                node_stream: Some(self.stream.clone()),
+                ..e.clone()
+            })
+            .collect();
         let (lines, head) = self
             .head
-            .extend(events)
+            .extend(&events)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut buf = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
         for line in &lines {
@@ -244,7 +271,7 @@ impl Writer {
         self.head = head;
         let out = lines
             .into_iter()
-            .zip(events.iter().cloned())
+            .zip(events)
             .zip(first..)
             .map(|((line, event), seq)| (seq, event, line))
             .collect();
@@ -289,8 +316,8 @@ pub fn files_oldest_first(path: &Path, max_files: usize) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The head after the last line of the file at `path`, if any.
-fn last_head(path: &Path) -> std::io::Result<Option<Head>> {
+/// The last whole line of the file at `path`, if any.
+pub fn last_line(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
     match File::open(path) {
         Ok(mut f) => Ok(scan_tail(&mut f)?.1),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -298,8 +325,8 @@ fn last_head(path: &Path) -> std::io::Result<Option<Head>> {
     }
 }
 
-/// Length up to the last newline, and the head after the last whole line.
-fn scan_tail(file: &mut File) -> std::io::Result<(u64, Option<Head>)> {
+/// Length up to the last newline, and the last whole line.
+fn scan_tail(file: &mut File) -> std::io::Result<(u64, Option<Vec<u8>>)> {
     let len = file.metadata()?.len();
     let mut window = 64 * 1024u64;
     loop {
@@ -320,8 +347,8 @@ fn scan_tail(file: &mut File) -> std::io::Result<(u64, Option<Head>)> {
         let body = &tail[..last_nl];
         let line_start = body.iter().rposition(|b| *b == b'\n').map(|p| p + 1);
         match line_start {
-            Some(s) => return Ok((whole, Head::after(&body[s..]))),
-            None if start == 0 => return Ok((whole, Head::after(body))),
+            Some(s) => return Ok((whole, Some(body[s..].to_vec()))),
+            None if start == 0 => return Ok((whole, Some(body.to_vec()))),
             None => window *= 4,
         }
     }
@@ -394,9 +421,17 @@ mod tests {
         assert_eq!(write_n(&sink, 20, 10).await, (21..=30).collect::<Vec<_>>());
         let files = files_oldest_first(&path, 50);
         assert!(files.len() > 2, "rotated: {files:?}");
-        let v = verify(&lines_of(&files));
+        let lines = lines_of(&files);
+        let v = verify(&lines);
         assert!(v.is_intact(), "{:?}", v.problems);
         assert_eq!(v.records, 30);
+        // One chain, one stream id, kept across the restart.
+        let streams: std::collections::HashSet<String> = lines
+            .iter()
+            .map(|l| serde_json::from_slice::<crate::engine::audit::Link>(l).unwrap())
+            .map(|l| l.event.node_stream.unwrap())
+            .collect();
+        assert_eq!(streams.len(), 1);
         assert_eq!(seen.lock().unwrap().len(), 20);
     }
 }

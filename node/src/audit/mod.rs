@@ -89,6 +89,7 @@ impl Auditor {
                 files: Box::new(move || file::files_oldest_first(&path, max_files)),
                 every: Duration::from_millis(cfg.ship_interval_ms),
                 sealed,
+                stream: Some(file.stream().to_owned()),
             }
             .run(),
         );

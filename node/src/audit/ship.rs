@@ -103,6 +103,9 @@ pub struct Shipper {
     pub every: Duration,
     /// Whether the node is sealed (nothing can be shipped).
     pub sealed: Box<dyn Fn() -> bool + Send + Sync>,
+    /// The node file chain's id (every record written by this process
+    /// carries it).
+    pub stream: Option<String>,
 }
 
 impl Shipper {
@@ -119,12 +122,19 @@ impl Shipper {
             }
             let from = match shipped {
                 Some(s) => s,
-                None => match self.trail.shipped(self.node_id).await {
+                None => match self
+                    .trail
+                    .shipped(self.node_id, self.stream.as_deref())
+                    .await
+                {
                     Ok(s) => {
                         let files = (self.files)();
-                        let recovered = tokio::task::spawn_blocking(move || read_after(&files, s))
-                            .await
-                            .unwrap_or_default();
+                        let stream = self.stream.clone();
+                        let recovered = tokio::task::spawn_blocking(move || {
+                            read_after(&files, stream.as_deref(), s)
+                        })
+                        .await
+                        .unwrap_or_default();
                         self.queue.refill(recovered);
                         shipped = Some(s);
                         s
@@ -159,9 +169,10 @@ impl Shipper {
     }
 }
 
-/// Records with `seq > after` in `files` (oldest first), reading newest
-/// files first and stopping at the file that starts at or before `after`.
-pub fn read_after(files: &[PathBuf], after: u64) -> Vec<(u64, AuditEvent)> {
+/// Records of chain `stream` with `seq > after` in `files` (oldest
+/// first), reading newest files first and stopping at the file that starts
+/// at or before `after`.
+pub fn read_after(files: &[PathBuf], stream: Option<&str>, after: u64) -> Vec<(u64, AuditEvent)> {
     let mut chunks: Vec<Vec<(u64, AuditEvent)>> = Vec::new();
     for path in files.iter().rev() {
         let Ok(bytes) = std::fs::read(path) else {
@@ -170,6 +181,7 @@ pub fn read_after(files: &[PathBuf], after: u64) -> Vec<(u64, AuditEvent)> {
         let links: Vec<Link> = bytes
             .split(|b| *b == b'\n')
             .filter_map(|l| serde_json::from_slice::<Link>(l).ok())
+            .filter(|l| l.event.node_stream.as_deref() == stream)
             .collect();
         let starts_before = links.first().is_some_and(|l| l.seq <= after + 1);
         chunks.push(
