@@ -25,6 +25,8 @@ install_system_packages() {
     command -v chromedriver >/dev/null || missing+=(chromium-driver)
     # gpg: the custodians' OpenPGP client in the custody ceremony test.
     command -v gpg >/dev/null || missing+=(gnupg)
+    # promtool: the audit tests check the /metrics exposition with it.
+    command -v promtool >/dev/null || missing+=(prometheus)
     if ((${#missing[@]})); then
         log "installing ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive

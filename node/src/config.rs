@@ -196,6 +196,9 @@ pub struct Config {
     /// `[seal]`: how this node unseals (absent: Shamir shares).
     #[serde(default)]
     pub seal: SealSection,
+    /// `[audit]`: the node's audit file, its write timeout and sinks.
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// `[seal]`: `type = "shamir"` (custodians unseal with shares, the default)
@@ -637,6 +640,7 @@ impl Config {
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.limits.validate()?;
+        self.audit.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

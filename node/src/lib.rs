@@ -1,6 +1,7 @@
 //! Coffer node: server, cluster wiring, seal, engines, APIs and the CLI.
 
 pub mod api;
+pub mod audit;
 
 // The library crates, under the module names the node has always used.
 pub use coffer_crypto as crypto;
@@ -16,6 +17,7 @@ pub mod hardening;
 pub mod http_limits;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod operator;
 pub mod server;
 pub mod tls;

@@ -53,6 +53,13 @@ enum Command {
         #[command(flatten)]
         args: cli::AgentArgs,
     },
+    /// Verify and query the audit trail.
+    Audit {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: cli::AuditCommand,
+    },
     /// Load-test a cluster (or a comparison peer) and report throughput and latency.
     Bench {
         #[command(flatten)]
@@ -197,6 +204,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Identity { client, command } => cli::run_identity(&client, command).await,
         Command::Agent { client, args } => cli::run_agent(&client, args).await,
         Command::Bench { client, args } => cli::run_bench(&client, args).await,
+        Command::Audit { client, command } => cli::run_audit(&client, command).await,
     }
 }
 

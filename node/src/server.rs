@@ -113,6 +113,17 @@ impl Server {
             .with(keys.clone())
             .with(certificates.clone())
             .with(identity.clone());
+        // Before anything records a metric.
+        let _ = crate::metrics::handle();
+        let sealed = seal.clone();
+        let audit = crate::audit::Auditor::start(
+            &config.audit,
+            &config.data_dir,
+            config.node_id,
+            store.clone(),
+            Box::new(move || sealed.is_sealed()),
+        )
+        .context("opening the audit file")?;
         let seal_device = seal_device(config, pkcs11.as_ref());
         let operator = Arc::new(
             Operator::new(
@@ -138,6 +149,7 @@ impl Server {
             hsm: pkcs11
                 .clone()
                 .map(|p| p as Arc<dyn crate::crypto::hsm::HsmAdmin>),
+            audit,
         });
         Ok(Self {
             operator,
@@ -496,6 +508,7 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
         limits: LimitsConfig::default(),
         snapshots: None,
         seal: Default::default(),
+        audit: Default::default(),
     };
     let server = Server::start(&config).await?;
     wait_for_leader(&server.node).await?;

@@ -14,7 +14,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::api::identity::ClusterAudience;
-use crate::engine::identity::{IdentityEngine, VerifyError};
+use crate::engine::identity::{IdentityEngine, VerifiedToken, VerifyError};
 use crate::operator::Operator;
 
 /// Which API's error format the middleware answers in.
@@ -39,6 +39,25 @@ pub struct AuthState {
     pub flavor: Flavor,
     /// Verifies the access tokens the cluster's issuer minted.
     pub identity: Arc<IdentityEngine>,
+}
+
+/// Who made an authenticated request. In the request's extensions for
+/// handlers and authorization, and copied onto the response so layers
+/// outside authentication (the audit record) know the caller too.
+#[derive(Clone, Debug)]
+pub enum Caller {
+    /// The break-glass root token (no principal).
+    RootToken,
+    /// A verified access token of the cluster's issuer.
+    Token(Arc<VerifiedToken>),
+}
+
+/// Runs `req` as `caller`'s request.
+async fn run_as(caller: Caller, mut req: Request, next: Next) -> Response {
+    req.extensions_mut().insert(caller.clone());
+    let mut response = next.run(req).await;
+    response.extensions_mut().insert(caller);
+    response
 }
 
 /// Rejects sealed-node, unauthenticated and bad-token requests.
@@ -69,7 +88,7 @@ pub async fn authenticate(State(auth): State<AuthState>, req: Request, next: Nex
                     "root token used on the Key Vault API"
                 );
             }
-            next.run(req).await
+            run_as(Caller::RootToken, req, next).await
         }
         Ok(None) => challenge(&auth, &req, "The bearer token is not valid for this vault."),
         Err(e) => {
@@ -101,8 +120,9 @@ async fn verify_access_token(
     );
     match auth.identity.verify(&token, &audience).await {
         Ok(verified) => {
-            req.extensions_mut().insert(Arc::new(verified));
-            next.run(req).await
+            let verified = Arc::new(verified);
+            req.extensions_mut().insert(verified.clone());
+            run_as(Caller::Token(verified), req, next).await
         }
         Err(VerifyError::Rejected(reason)) => {
             tracing::info!(%reason, "access token refused");
@@ -125,7 +145,7 @@ fn request_host(req: &Request) -> Option<&str> {
 /// The token of an `Authorization: Bearer <token>` value. The scheme name
 /// is case-insensitive and may be followed by several spaces (RFC 9110
 /// §11.1, §11.4).
-fn bearer_token(value: &str) -> Option<&str> {
+pub(crate) fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim_start().split_once(' ')?;
     let token = token.trim_matches(' ');
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

@@ -2,6 +2,7 @@
 //! the authentication in front of them, and the router that joins them.
 
 pub mod akv;
+pub mod audit;
 pub mod auth;
 pub mod envelope;
 pub mod identity;

@@ -13,6 +13,7 @@ use axum::Router;
 
 use crate::api::akv::extract::{check_declared_length, read_body};
 use crate::api::akv::{self, AkvState};
+use crate::api::audit;
 use crate::api::auth::{authenticate, AuthState, Flavor};
 use crate::api::envelope;
 use crate::api::identity;
@@ -45,6 +46,8 @@ pub struct ApiConfig {
     /// The node's PKCS#11 device, when `[hsm]` is configured (operator
     /// routes under `/v1/sys/hsm/…`).
     pub hsm: Option<Arc<dyn crate::crypto::hsm::HsmAdmin>>,
+    /// The node's audit device: every request leaves one record.
+    pub audit: Arc<crate::audit::Auditor>,
 }
 
 /// Builds the complete router.
@@ -63,6 +66,7 @@ pub fn router(cfg: ApiConfig) -> Router {
     };
     let protected_sys = sys::protected_router(sys_state.clone())
         .merge(identity::admin::router(cfg.identity.clone()))
+        .merge(sys::audit::router(cfg.audit.trail()))
         .layer(from_fn_with_state(auth(Flavor::Sys), authenticate));
     let akv = akv::router(AkvState {
         secrets: cfg.secrets.clone(),
@@ -80,7 +84,12 @@ pub fn router(cfg: ApiConfig) -> Router {
         }))
         .merge(protected_sys)
         .merge(akv)
+        .merge(crate::metrics::router(cfg.operator.clone()))
         .fallback(envelope::unknown_route)
+        .layer(from_fn_with_state(
+            audit::AuditState::new(&cfg),
+            audit::audit,
+        ))
         .layer(from_fn(envelope::envelope))
 }
 

@@ -517,6 +517,12 @@ impl ClusterNode {
         }
     }
 
+    /// On the leader: milliseconds since a quorum last acknowledged it
+    /// (`/metrics`); `None` on followers.
+    pub fn millis_since_quorum_ack(&self) -> Option<u64> {
+        self.raft.metrics().borrow().millis_since_quorum_ack
+    }
+
     /// Stops Raft and the gRPC server.
     pub async fn shutdown(&self) {
         self.elections.abort();

@@ -1,6 +1,7 @@
 //! Operator API under `/v1/sys/…`: health, init, unseal, seal, Raft peers,
 //! vaults. Errors use Vault's `{"errors":["…"]}` shape.
 
+pub mod audit;
 pub mod custody;
 pub mod hsm;
 pub mod seal_migrate;

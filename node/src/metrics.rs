@@ -1,0 +1,115 @@
+//! `/metrics`: the node's Prometheus text exposition. Counters and
+//! histograms are recorded where things happen (requests in the audit
+//! layer, audit writes in the audit device); Raft and seal gauges are read
+//! from the node when scraped. Names follow fact sheet §11.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::operator::Operator;
+
+/// Latency buckets (seconds): 1 ms … 10 s.
+const BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder once (several in-process nodes of a
+/// test share it); `None` when another recorder was installed first.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+                .ok()?
+                .install_recorder()
+                .ok()?;
+            describe();
+            Some(handle)
+        })
+        .as_ref()
+}
+
+fn describe() {
+    describe_counter!(
+        "coffer_requests_total",
+        "Requests answered, by operation, status code and status class."
+    );
+    describe_histogram!(
+        "coffer_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer a request, by operation (audit write included)."
+    );
+    describe_counter!(
+        "coffer_audit_records_total",
+        "Audit records written, by sink (file, raft, stdout, syslog)."
+    );
+    describe_counter!(
+        "coffer_audit_failures_total",
+        "Audit records that a sink could not write (file failures refuse requests)."
+    );
+    describe_gauge!(
+        "coffer_audit_ship_backlog",
+        "Audit records written to this node's file and not yet in the replicated trail."
+    );
+    describe_gauge!("coffer_raft_term", "Current Raft term.");
+    describe_gauge!("coffer_raft_leader", "1 when this node is the Raft leader.");
+    describe_counter!(
+        "coffer_raft_apply_total",
+        "Raft log entries applied to this node's state machine."
+    );
+    describe_gauge!(
+        "coffer_raft_commit_index",
+        "Highest log index known committed."
+    );
+    describe_gauge!(
+        "coffer_raft_apply_lag",
+        "Committed log entries not yet applied on this node."
+    );
+    describe_gauge!(
+        "coffer_raft_leader_last_contact_seconds",
+        Unit::Seconds,
+        "On the leader: time since a quorum last acknowledged it."
+    );
+    describe_gauge!("coffer_sealed", "1 when this node is sealed.");
+    for sink in ["file", "raft"] {
+        metrics::counter!("coffer_audit_failures_total", "sink" => sink).increment(0);
+        metrics::counter!("coffer_audit_records_total", "sink" => sink).increment(0);
+    }
+}
+
+/// `GET /metrics`.
+pub fn router(operator: Arc<Operator>) -> Router {
+    Router::new()
+        .route("/metrics", get(render))
+        .with_state(operator)
+}
+
+async fn render(State(operator): State<Arc<Operator>>) -> Response {
+    let status = operator.node().status();
+    metrics::gauge!("coffer_raft_term").set(status.term as f64);
+    metrics::gauge!("coffer_raft_leader").set(f64::from(u8::from(status.is_leader)));
+    metrics::counter!("coffer_raft_apply_total").absolute(status.applied_index);
+    metrics::gauge!("coffer_raft_commit_index").set(status.commit_index as f64);
+    metrics::gauge!("coffer_raft_apply_lag")
+        .set(status.commit_index.saturating_sub(status.applied_index) as f64);
+    if let Some(ms) = operator.node().millis_since_quorum_ack() {
+        metrics::gauge!("coffer_raft_leader_last_contact_seconds").set(ms as f64 / 1000.0);
+    }
+    metrics::gauge!("coffer_sealed").set(f64::from(u8::from(operator.is_sealed())));
+    let body = handle().map(PrometheusHandle::render).unwrap_or_default();
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
