@@ -2,6 +2,7 @@
 //! over the store layers (raw store → barrier → vault view). Knows nothing
 //! of HTTP.
 
+pub mod authz;
 pub mod barrier_store;
 pub mod clock;
 pub mod error;
