@@ -4,7 +4,7 @@
 //! more than they hold, and no change leaves a vault without a holder of
 //! assignment rights.
 
-use std::cell::RefCell;
+use std::sync::Mutex;
 
 use super::evaluate::Refusal;
 use super::roles::{
@@ -357,7 +357,7 @@ impl AuthzEngine {
     {
         let own = version_key(vault.unwrap_or(CLUSTER));
         // The plan's typed refusal; `write` only carries engine errors.
-        let refusal: RefCell<Option<AuthzError>> = RefCell::new(None);
+        let refusal: Mutex<Option<AuthzError>> = Mutex::new(None);
         let result = write(self.store.as_ref(), None, || {
             let mut compare = Vec::new();
             for part in parts(vault) {
@@ -375,14 +375,14 @@ impl AuthzEngine {
                 Err(AuthzError::Engine(e)) => return Err(e),
                 Err(e) => {
                     let message = e.to_string();
-                    *refusal.borrow_mut() = Some(e);
+                    *refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                     return Ok(Plan::Refuse(EngineError::Conflict(message)));
                 }
             };
             if mutations.is_empty() {
                 return Ok(Plan::Answer(answer));
             }
-            let _ = refusal.borrow_mut().take();
+            let _ = refusal.lock().unwrap_or_else(|p| p.into_inner()).take();
             mutations.push(Mutation::Put {
                 key: own.clone(),
                 value: b"1".to_vec(),
@@ -396,7 +396,10 @@ impl AuthzEngine {
         .await;
         match result {
             Ok(answer) => Ok(answer),
-            Err(e) => Err(refusal.into_inner().unwrap_or(AuthzError::Engine(e))),
+            Err(e) => Err(refusal
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or(AuthzError::Engine(e))),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! wraps this router with authentication. No fallback is set, so the router
 //! can be merged with others.
 
+pub mod authorize;
 pub mod context;
 pub mod errors;
 pub mod extract;
@@ -13,6 +14,7 @@ pub mod key_models;
 pub mod keys;
 pub mod models;
 pub mod paging;
+pub mod rbac;
 pub mod secrets;
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use std::sync::Arc;
 use axum::routing::{get, post, put};
 use axum::Router;
 
+use crate::engine::authz::AuthzEngine;
 use crate::engine::keys::KeysEngine;
 use crate::engine::secrets::SecretsEngine;
 use crate::engine::vaults::VaultsEngine;
@@ -37,6 +40,8 @@ pub struct AkvState {
     pub vault_domain: Option<String>,
     /// Vault of requests whose Host does not name one.
     pub default_vault: String,
+    /// Role definitions and assignments (the administration API).
+    pub authz: Arc<AuthzEngine>,
 }
 
 /// Every secrets route the Azure SDKs call.
@@ -68,6 +73,7 @@ pub fn router(state: AkvState) -> Router {
         )
         .route("/deletedsecrets/{name}/recover", post(secrets::recover))
         .merge(key_routes())
+        .merge(rbac::routes())
         .layer(axum::middleware::from_fn(context::request_id_layer))
         .with_state(state)
 }

@@ -1,0 +1,235 @@
+//! Authorization of every Key Vault request, after authentication and
+//! before any handler: the request's operation names its data action, the
+//! request's vault and path name its scope, and the caller (token `oid`
+//! and groups) must hold the action there through a role assignment.
+//! Otherwise 403 `ForbiddenByRbac` naming the action — before any lookup,
+//! so a caller without a role cannot tell whether an object exists. A
+//! request no operation classifies is refused (fail closed). The root
+//! token is break-glass: allowed, and logged.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::context::{host_of, vault_for_host};
+use super::errors::ApiError;
+use crate::api::auth::BreakGlass;
+use crate::engine::authz::{Actor, AuthzEngine, Decision, ScopePath};
+use crate::engine::identity::VerifiedToken;
+
+/// What the authorization middleware needs.
+#[derive(Clone)]
+pub struct AuthzState {
+    /// Role definitions and assignments.
+    pub authz: Arc<AuthzEngine>,
+    /// `{vault}.{vault_domain}` hosts select `{vault}`.
+    pub vault_domain: Option<String>,
+    /// Vault of requests whose Host does not name one.
+    pub default_vault: String,
+}
+
+/// The authorized actor of a request, for handlers that apply further
+/// rules (the role administration API).
+pub struct Authorized(pub Actor);
+
+impl<S: Send + Sync> FromRequestParts<S> for Authorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Actor>()
+            .cloned()
+            .map(Authorized)
+            // Only reachable if the middleware was not installed: refuse.
+            .ok_or_else(|| {
+                ApiError::forbidden_by_rbac("(unknown)", "(unclassified)", "", "(unknown)")
+            })
+    }
+}
+
+/// The middleware: allow, ask for a second factor, or refuse.
+pub async fn authorize(State(st): State<AuthzState>, mut req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let vault = match host_of(&parts) {
+        Ok(host) => vault_for_host(&host, st.vault_domain.as_deref(), &st.default_vault),
+        Err(e) => return e.into_response(),
+    };
+    req = Request::from_parts(parts, body);
+    if req.extensions().get::<BreakGlass>().is_some() {
+        tracing::info!(
+            method = %req.method(),
+            path = req.uri().path(),
+            vault,
+            "break-glass: root token allowed on the Key Vault API"
+        );
+        req.extensions_mut().insert(Actor::BreakGlass);
+        return next.run(req).await;
+    }
+    let Some(token) = req.extensions().get::<Arc<VerifiedToken>>().cloned() else {
+        return ApiError::forbidden_by_rbac(
+            "(unauthenticated)",
+            "(none)",
+            req.uri().path(),
+            &vault,
+        )
+        .into_response();
+    };
+    let claims = &token.claims;
+    let who = format!(
+        "appid={};oid={};iss={}",
+        claims.appid, claims.oid, claims.iss
+    );
+    let matched = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let resource = format!("/vaults/{vault}{}", req.uri().path());
+    let Some(action) = data_action(&req) else {
+        tracing::warn!(method = %req.method(), matched, "unclassified Key Vault route refused");
+        return ApiError::forbidden_by_rbac(&who, "(unclassified operation)", &resource, &vault)
+            .into_response();
+    };
+    let scope = request_scope(&matched, req.uri().path());
+    let decision = match st.authz.fenced_caller(claims).await {
+        Ok(caller) => st
+            .authz
+            .decide_local(&caller, &vault, &scope, &action)
+            .map(|d| (d, caller)),
+        Err(e) => Err(e),
+    };
+    match decision {
+        Ok((Decision::Allow, caller)) => {
+            req.extensions_mut().insert(Actor::Principal(caller));
+            next.run(req).await
+        }
+        Ok((Decision::StepUp, _)) => step_up(
+            &req,
+            claims.xms_cc.iter().any(|c| c == "cp1"),
+            &who,
+            &action,
+            &resource,
+            &vault,
+        ),
+        Ok((Decision::Deny, _)) => {
+            tracing::info!(oid = claims.oid, action, resource, "denied by RBAC");
+            ApiError::forbidden_by_rbac(&who, &action, &resource, &vault).into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// The data action of the request's operation (`None`: unclassified).
+fn data_action(req: &Request) -> Option<String> {
+    let _ = req;
+    None
+}
+
+/// A request's scope: the object its path names (`/keys/{name}/…`,
+/// `/deletedkeys/{name}` → `/keys/{name}`), else its collection, else the
+/// vault. Role-administration paths carry their scope before
+/// `/providers/`.
+pub fn request_scope(matched: &str, path: &str) -> ScopePath {
+    let lower = path.to_ascii_lowercase();
+    if let Some(at) = lower.find("/providers/microsoft.authorization/") {
+        return ScopePath::parse(&path[..at]).unwrap_or_else(|_| ScopePath::root());
+    }
+    let pattern: Vec<&str> = matched.trim_start_matches('/').split('/').collect();
+    let actual: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let collection = match pattern.first().copied().unwrap_or_default() {
+        "keys" | "deletedkeys" => "keys",
+        "secrets" | "deletedsecrets" => "secrets",
+        "certificates" | "deletedcertificates" => "certificates",
+        _ => return ScopePath::root(),
+    };
+    let named = pattern.get(1) == Some(&"{name}");
+    match actual.get(1) {
+        Some(name) if named => ScopePath::object(collection, name)
+            // An invalid name matches no object scope; the handler answers
+            // it, and only collection-wide rights reach it.
+            .or_else(|_| ScopePath::collection(collection))
+            .unwrap_or_else(|_| ScopePath::root()),
+        _ => ScopePath::collection(collection).unwrap_or_else(|_| ScopePath::root()),
+    }
+}
+
+/// The answer to a caller whose only matching assignment needs MFA: the
+/// claims challenge (401 `insufficient_claims`) when the client declared it
+/// can handle one (`xms_cc` has `cp1`), else the 403 naming the action.
+fn step_up(
+    req: &Request,
+    cp1: bool,
+    who: &str,
+    action: &str,
+    resource: &str,
+    vault: &str,
+) -> Response {
+    if !cp1 {
+        return ApiError::forbidden_by_rbac(who, action, resource, vault).into_response();
+    }
+    use base64::Engine as _;
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(r#"{"access_token":{"amr":{"essential":true,"values":["mfa"]}}}"#);
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let value = format!(
+        "Bearer realm=\"\", authorization_uri=\"https://{host}/common/oauth2/authorize\", error=\"insufficient_claims\", claims=\"{claims}\""
+    );
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(serde_json::json!({"error": {
+            "code": "Unauthorized",
+            "message": format!("Multi-factor authentication is required for '{action}'"),
+        }})),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_scope;
+
+    #[test]
+    fn scopes_come_from_the_matched_route_and_the_path() {
+        let cases = [
+            (
+                "/keys/{name}/{version}/sign",
+                "/keys/K1/abc/sign",
+                "/keys/k1",
+            ),
+            ("/keys/{name}//sign", "/keys/k1//sign", "/keys/k1"),
+            ("/keys", "/keys", "/keys"),
+            ("/keys/restore", "/keys/restore", "/keys"),
+            ("/deletedkeys/{name}", "/deletedkeys/k1", "/keys/k1"),
+            ("/deletedsecrets", "/deletedsecrets", "/secrets"),
+            ("/secrets/{name}", "/secrets/s1", "/secrets/s1"),
+            ("/secrets/{name}", "/secrets/bad_name", "/secrets"),
+            ("/rng", "/rng", "/"),
+            (
+                "/keys/{name}/providers/Microsoft.Authorization/roleAssignments/{id}",
+                "/keys/k9/providers/Microsoft.Authorization/roleAssignments/x",
+                "/keys/k9",
+            ),
+            (
+                "/providers/Microsoft.Authorization/roleDefinitions",
+                "/providers/Microsoft.Authorization/roleDefinitions",
+                "/",
+            ),
+        ];
+        for (matched, path, want) in cases {
+            assert_eq!(request_scope(matched, path).as_str(), want, "{path}");
+        }
+    }
+}
