@@ -10,8 +10,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use coffer_client::{Client, ClientConfig, Request};
 use coffer::api::akv::operations::Operation;
+use coffer_client::{Client, ClientConfig, Request};
 use jepsen_tests::cluster::{ClusterOptions, LocalCluster};
 use serde_json::{json, Value};
 
@@ -121,7 +121,13 @@ fn http1(cluster: &LocalCluster, i: usize, token: Option<String>) -> Client {
     Client::new(cfg).unwrap()
 }
 
-async fn send(client: &Client, method: &str, path: &str, host: &str, body: Option<Value>) -> (u16, Value) {
+async fn send(
+    client: &Client,
+    method: &str,
+    path: &str,
+    host: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut req = Request::new(method.parse().unwrap(), path.to_owned())
         .header("host".parse().unwrap(), host.parse().unwrap());
     if let Some(b) = body {
@@ -138,17 +144,31 @@ async fn every_route_every_role_every_scope() {
         ..ClusterOptions::default()
     };
     let mut cluster = LocalCluster::start(&binary(), options).unwrap();
-    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .unwrap();
     cluster.init(leader, 1, 1).await.unwrap();
     let root_token = cluster.root_token.clone();
     let root = http1(&cluster, 0, root_token.clone());
-    let port = cluster.nodes[0].api_addr.rsplit(':').next().unwrap().to_owned();
+    let port = cluster.nodes[0]
+        .api_addr
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
     let default_host = cluster.nodes[0].api_addr.clone();
     let other_host = format!("other.{DOMAIN}:{port}");
     root.sys().create_vault("other").await.unwrap();
     let tenant = {
-        let r = root.send(Request::get("/v1/sys/identity/tenant")).await.unwrap();
-        r.json::<Value>().unwrap()["id"].as_str().unwrap().to_owned()
+        let r = root
+            .send(Request::get("/v1/sys/identity/tenant"))
+            .await
+            .unwrap();
+        r.json::<Value>().unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     };
 
     // The vault built-ins, as the role definitions API serves them.
@@ -181,7 +201,11 @@ async fn every_route_every_role_every_scope() {
         for column in COLUMNS {
             let name = format!("m{r}-{column:?}").to_ascii_lowercase();
             let app = root
-                .send(Request::post("/v1/sys/identity/apps").json(&json!({"name": name})).unwrap())
+                .send(
+                    Request::post("/v1/sys/identity/apps")
+                        .json(&json!({"name": name}))
+                        .unwrap(),
+                )
                 .await
                 .unwrap()
                 .json::<Value>()
@@ -253,7 +277,11 @@ async fn every_route_every_role_every_scope() {
 
     let clients: Vec<Vec<Client>> = principals
         .iter()
-        .map(|(_, _, token)| (0..3).map(|i| http1(&cluster, i, Some(token.clone()))).collect())
+        .map(|(_, _, token)| {
+            (0..3)
+                .map(|i| http1(&cluster, i, Some(token.clone())))
+                .collect()
+        })
         .collect();
     let (mut cells, mut escapes, mut wrongful) = (0usize, 0usize, 0usize);
     let mut n = 0usize;
@@ -290,7 +318,10 @@ async fn every_route_every_role_every_scope() {
             }
             if denied {
                 let message = resp["error"]["message"].as_str().unwrap_or_default();
-                assert!(message.contains(&format!("Action: '{action}'")), "{message}");
+                assert!(
+                    message.contains(&format!("Action: '{action}'")),
+                    "{message}"
+                );
             }
         }
     }
