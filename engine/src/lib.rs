@@ -12,6 +12,7 @@ pub mod keys;
 pub mod mem_store;
 pub mod names;
 pub mod object;
+pub mod operation;
 pub mod paging;
 pub mod registry;
 pub mod rotation;

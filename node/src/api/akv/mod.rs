@@ -13,6 +13,7 @@ pub mod extract;
 pub mod key_models;
 pub mod keys;
 pub mod models;
+pub mod operations;
 pub mod paging;
 pub mod rbac;
 pub mod secrets;
