@@ -3,33 +3,32 @@
 //! wildcards.
 //!
 //! Actions are full strings (`Microsoft.KeyVault/vaults/keys/sign/action`)
-//! compared case-insensitively, as Azure does. Data-plane actions are
-//! matched against `dataActions`/`notDataActions`; the role-administration
-//! actions (`Microsoft.Authorization/...`) against `actions`/`notActions`.
+//! compared case-insensitively, as Azure does, against `dataActions` minus
+//! `notDataActions`. Every operation's action comes from the one operation
+//! table ([`crate::operation::Operation`]), role administration included
+//! (`Microsoft.KeyVault/vaults/roleAssignments/write/action`): Coffer has no
+//! ARM control plane, so `actions`/`notActions` are kept for the API's
+//! shape only and grant nothing.
 
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
+use crate::operation::Operation;
+
 /// Prefix of every Key Vault (vault) data action.
-pub const VAULT_PREFIX: &str = "Microsoft.KeyVault/vaults/";
+pub const VAULT_PREFIX: &str = crate::operation::DATA_ACTION_PREFIX;
 /// Prefix of every Managed HSM data action.
 pub const MHSM_PREFIX: &str = "Microsoft.KeyVault/managedHsm/";
-/// Prefix of the role-administration (control) actions.
-pub const AUTHZ_PREFIX: &str = "Microsoft.Authorization/";
 
-/// Reading role assignments.
-pub const ASSIGNMENTS_READ: &str = "Microsoft.Authorization/roleAssignments/read";
 /// Creating role assignments.
-pub const ASSIGNMENTS_WRITE: &str = "Microsoft.Authorization/roleAssignments/write";
+pub const ASSIGNMENTS_WRITE: &str = "Microsoft.KeyVault/vaults/roleAssignments/write/action";
 /// Deleting role assignments.
-pub const ASSIGNMENTS_DELETE: &str = "Microsoft.Authorization/roleAssignments/delete";
-/// Reading role definitions.
-pub const DEFINITIONS_READ: &str = "Microsoft.Authorization/roleDefinitions/read";
+pub const ASSIGNMENTS_DELETE: &str = "Microsoft.KeyVault/vaults/roleAssignments/delete/action";
 /// Creating or changing custom role definitions.
-pub const DEFINITIONS_WRITE: &str = "Microsoft.Authorization/roleDefinitions/write";
+pub const DEFINITIONS_WRITE: &str = "Microsoft.KeyVault/vaults/roleDefinitions/write/action";
 /// Deleting custom role definitions.
-pub const DEFINITIONS_DELETE: &str = "Microsoft.Authorization/roleDefinitions/delete";
+pub const DEFINITIONS_DELETE: &str = "Microsoft.KeyVault/vaults/roleDefinitions/delete/action";
 
 /// Whether a role is built in or made by a user (`properties.type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,10 +45,10 @@ pub enum RoleType {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Permission {
-    /// Control actions (role administration).
+    /// Control-plane actions: kept for the API's shape, grant nothing.
     #[serde(default)]
     pub actions: Vec<String>,
-    /// Control actions excluded from `actions`.
+    /// Control-plane actions excluded from `actions`.
     #[serde(default)]
     pub not_actions: Vec<String>,
     /// Data actions.
@@ -62,14 +61,10 @@ pub struct Permission {
 }
 
 impl Permission {
-    /// Whether this block grants `action`.
+    /// Whether this block grants the data action `action`.
     pub fn grants(&self, action: &str) -> bool {
-        let (allow, except) = if is_control(action) {
-            (&self.actions, &self.not_actions)
-        } else {
-            (&self.data_actions, &self.not_data_actions)
-        };
-        allow.iter().any(|p| matches(p, action)) && !except.iter().any(|p| matches(p, action))
+        self.data_actions.iter().any(|p| matches(p, action))
+            && !self.not_data_actions.iter().any(|p| matches(p, action))
     }
 }
 
@@ -102,12 +97,6 @@ impl RoleDefinition {
     pub fn delegable_roles(&self) -> Option<&'static [&'static str]> {
         (self.id == DATA_ACCESS_ADMINISTRATOR).then_some(DATA_ROLES)
     }
-}
-
-/// Whether `action` is a control action (role administration).
-pub fn is_control(action: &str) -> bool {
-    action.len() >= AUTHZ_PREFIX.len()
-        && action[..AUTHZ_PREFIX.len()].eq_ignore_ascii_case(AUTHZ_PREFIX)
 }
 
 /// Case-insensitive glob match: `*` matches any run of characters
@@ -231,16 +220,6 @@ pub const VAULT_DATA_ACTIONS: &[&str] = &[
     "certificatecontacts/write",
 ];
 
-/// The role-administration actions.
-pub const CONTROL_ACTIONS: &[&str] = &[
-    ASSIGNMENTS_READ,
-    ASSIGNMENTS_WRITE,
-    ASSIGNMENTS_DELETE,
-    DEFINITIONS_READ,
-    DEFINITIONS_WRITE,
-    DEFINITIONS_DELETE,
-];
-
 /// Every action Coffer knows (full strings): what "grants no more than the
 /// granter holds" is checked over.
 pub fn all_actions() -> &'static [String] {
@@ -250,7 +229,7 @@ pub fn all_actions() -> &'static [String] {
             .iter()
             .map(|a| format!("{VAULT_PREFIX}{a}"))
             .collect();
-        all.extend(CONTROL_ACTIONS.iter().map(|a| (*a).to_owned()));
+        all.extend(Operation::ALL.iter().map(|op| op.data_action()));
         for def in built_ins() {
             for p in &def.permissions {
                 all.extend(p.data_actions.iter().filter(|a| !a.contains('*')).cloned());
@@ -276,14 +255,7 @@ pub fn built_ins() -> &'static [RoleDefinition] {
             built(id, name, desc, VAULT_PREFIX, data, actions)
         };
         let mhsm = |id: &str, name: &str, data: &[&str]| {
-            built(
-                id,
-                name,
-                "Managed HSM built-in role.",
-                MHSM_PREFIX,
-                data,
-                &control_for(data),
-            )
+            built(id, name, "Managed HSM built-in role.", MHSM_PREFIX, data, &[])
         };
         let rbac3 = [
             "roleAssignments/read/action",
@@ -317,10 +289,11 @@ pub fn built_ins() -> &'static [RoleDefinition] {
                 ADMINISTRATOR,
                 "Key Vault Administrator",
                 "Perform all data plane operations on a key vault and all objects in it, including certificates, keys, and secrets, and manage its role assignments.",
+                // `*` covers role administration too: Coffer has no ARM layer
+                // whose Owner would assign roles, the vault's administrator
+                // does (see README "Access control").
                 &["*"],
-                // Coffer has no ARM layer whose Owner would assign roles: the
-                // vault's administrator does (see README "Access control").
-                &["Microsoft.Authorization/*".to_owned()],
+                &read_all,
             ),
             vault(
                 READER,
@@ -404,10 +377,18 @@ pub fn built_ins() -> &'static [RoleDefinition] {
                 DATA_ACCESS_ADMINISTRATOR,
                 "Key Vault Data Access Administrator",
                 "Manage access to the vault by adding or removing role assignments for the Key Vault Certificates Officer, Certificate User, Crypto Officer, Crypto Service Encryption User, Crypto User, Reader, Secrets Officer or Secrets User roles.",
-                &[],
+                // Azure grants these as ARM actions under a condition; here
+                // they are data actions and the condition is
+                // [`RoleDefinition::delegable_roles`].
                 &[
-                    ASSIGNMENTS_WRITE.to_owned(),
-                    ASSIGNMENTS_DELETE.to_owned(),
+                    "roleAssignments/read/action",
+                    "roleAssignments/write/action",
+                    "roleAssignments/delete/action",
+                    "roleDefinitions/read/action",
+                ],
+                &[
+                    "Microsoft.Authorization/roleAssignments/write".to_owned(),
+                    "Microsoft.Authorization/roleAssignments/delete".to_owned(),
                     "Microsoft.Authorization/*/read".to_owned(),
                 ],
             ),
@@ -483,19 +464,6 @@ pub fn built_ins() -> &'static [RoleDefinition] {
             ),
         ]
     })
-}
-
-/// The Coffer control actions a Managed HSM role's `roleAssignments/…` and
-/// `roleDefinitions/…` data actions stand for, so the HSM policy roles can
-/// administer roles here too.
-fn control_for(data: &[&str]) -> Vec<String> {
-    data.iter()
-        .filter_map(|a| {
-            let (what, verb) = a.strip_suffix("/action")?.split_once('/')?;
-            matches!(what, "roleAssignments" | "roleDefinitions")
-                .then(|| format!("{AUTHZ_PREFIX}{what}/{verb}"))
-        })
-        .collect()
 }
 
 fn built(

@@ -166,8 +166,19 @@ fn built_ins_carry_the_real_ids_and_names() {
         "Managed HSM Administrator"
     );
     let policy = built_in("4bd23610-cdcf-4971-bdee-bdc562cc28e4").unwrap();
-    assert!(policy.grants(ASSIGNMENTS_WRITE));
+    assert!(policy.grants("Microsoft.KeyVault/managedHsm/roleAssignments/write/action"));
+    assert!(!policy.grants(ASSIGNMENTS_WRITE));
     assert!(!policy.grants(&v("keys/read")));
+    // Role administration is part of the vault administrator's `*` and the
+    // Data Access Administrator's rights, of no other vault role.
+    for id in VAULT_BUILT_INS {
+        let may = built_in(id).unwrap().grants(ASSIGNMENTS_WRITE);
+        assert_eq!(
+            may,
+            [ADMINISTRATOR, DATA_ACCESS_ADMINISTRATOR].contains(id),
+            "{id}"
+        );
+    }
 }
 
 #[test]
@@ -308,8 +319,7 @@ fn nobody_grants_more_than_they_hold() {
         description: String::new(),
         role_type: RoleType::Custom,
         permissions: vec![Permission {
-            actions: vec![ASSIGNMENTS_WRITE.into()],
-            data_actions: vec![v("secrets/*")],
+            data_actions: vec![ASSIGNMENTS_WRITE.into(), v("secrets/*")],
             ..Permission::default()
         }],
         assignable_scopes: vec!["/".into()],
@@ -719,4 +729,25 @@ async fn the_same_assignment_twice_is_answered_and_a_different_one_conflicts() {
             .await,
         Err(AuthzError::Conflict(_))
     ));
+}
+
+#[test]
+fn administration_actions_are_the_operation_tables() {
+    use crate::operation::Operation;
+    assert_eq!(
+        ASSIGNMENTS_WRITE,
+        Operation::RoleAssignmentCreate.data_action()
+    );
+    assert_eq!(
+        ASSIGNMENTS_DELETE,
+        Operation::RoleAssignmentDelete.data_action()
+    );
+    assert_eq!(
+        DEFINITIONS_WRITE,
+        Operation::RoleDefinitionSet.data_action()
+    );
+    assert_eq!(
+        DEFINITIONS_DELETE,
+        Operation::RoleDefinitionDelete.data_action()
+    );
 }

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::context::{host_of, vault_for_host};
 use super::errors::ApiError;
+use super::operations::{self, Operation};
 use crate::api::auth::BreakGlass;
 use crate::engine::authz::{Actor, AuthzEngine, Decision, ScopePath};
 use crate::engine::identity::VerifiedToken;
@@ -90,12 +91,13 @@ pub async fn authorize(State(st): State<AuthzState>, mut req: Request, next: Nex
         .map(|m| m.as_str().to_owned())
         .unwrap_or_default();
     let resource = format!("/vaults/{vault}{}", req.uri().path());
-    let Some(action) = data_action(&req) else {
+    let Some(op) = operations::of(&req) else {
         tracing::warn!(method = %req.method(), matched, "unclassified Key Vault route refused");
         return ApiError::forbidden_by_rbac(&who, "(unclassified operation)", &resource, &vault)
             .into_response();
     };
-    let scope = request_scope(&matched, req.uri().path());
+    let action = op.data_action();
+    let scope = request_scope(op, &matched, req.uri().path());
     let decision = match st.authz.fenced_caller(claims).await {
         Ok(caller) => st
             .authz
@@ -124,30 +126,29 @@ pub async fn authorize(State(st): State<AuthzState>, mut req: Request, next: Nex
     }
 }
 
-/// The data action of the request's operation (`None`: unclassified).
-fn data_action(req: &Request) -> Option<String> {
-    let _ = req;
-    None
-}
-
 /// A request's scope: the object its path names (`/keys/{name}/…`,
-/// `/deletedkeys/{name}` → `/keys/{name}`), else its collection, else the
-/// vault. Role-administration paths carry their scope before
-/// `/providers/`.
-pub fn request_scope(matched: &str, path: &str) -> ScopePath {
+/// `/deletedkeys/{name}` → `/keys/{name}`), else the operation's
+/// collection, else the vault. Role-administration paths carry their scope
+/// before `/providers/`.
+pub fn request_scope(op: Operation, matched: &str, path: &str) -> ScopePath {
     let lower = path.to_ascii_lowercase();
     if let Some(at) = lower.find("/providers/microsoft.authorization/") {
+        // An unparsable scope: the handler refuses it; check at the root.
         return ScopePath::parse(&path[..at]).unwrap_or_else(|_| ScopePath::root());
     }
+    let Some(collection) = op.collection().scope() else {
+        return ScopePath::root();
+    };
+    let collection = collection.trim_start_matches('/');
     let pattern: Vec<&str> = matched.trim_start_matches('/').split('/').collect();
     let actual: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let collection = match pattern.first().copied().unwrap_or_default() {
-        "keys" | "deletedkeys" => "keys",
-        "secrets" | "deletedsecrets" => "secrets",
-        "certificates" | "deletedcertificates" => "certificates",
-        _ => return ScopePath::root(),
-    };
-    let named = pattern.get(1) == Some(&"{name}");
+    // `/secrets/restore` is also the route of a secret named "restore"
+    // (every method but POST): those operations always name one object.
+    let named = pattern.get(1) == Some(&"{name}")
+        || matches!(
+            op,
+            Operation::SecretGet | Operation::SecretSet | Operation::SecretDelete
+        );
     match actual.get(1) {
         Some(name) if named => ScopePath::object(collection, name)
             // An invalid name matches no object scope; the handler answers
@@ -200,36 +201,74 @@ fn step_up(
 #[cfg(test)]
 mod tests {
     use super::request_scope;
+    use crate::api::akv::operations::classify;
+    use axum::http::Method;
 
     #[test]
-    fn scopes_come_from_the_matched_route_and_the_path() {
+    fn scopes_come_from_the_operation_the_matched_route_and_the_path() {
         let cases = [
             (
+                Method::POST,
                 "/keys/{name}/{version}/sign",
                 "/keys/K1/abc/sign",
                 "/keys/k1",
             ),
-            ("/keys/{name}//sign", "/keys/k1//sign", "/keys/k1"),
-            ("/keys", "/keys", "/keys"),
-            ("/keys/restore", "/keys/restore", "/keys"),
-            ("/deletedkeys/{name}", "/deletedkeys/k1", "/keys/k1"),
-            ("/deletedsecrets", "/deletedsecrets", "/secrets"),
-            ("/secrets/{name}", "/secrets/s1", "/secrets/s1"),
-            ("/secrets/{name}", "/secrets/bad_name", "/secrets"),
-            ("/rng", "/rng", "/"),
             (
-                "/keys/{name}/providers/Microsoft.Authorization/roleAssignments/{id}",
+                Method::POST,
+                "/keys/{name}//sign",
+                "/keys/k1//sign",
+                "/keys/k1",
+            ),
+            (Method::GET, "/keys", "/keys", "/keys"),
+            (Method::POST, "/keys/restore", "/keys/restore", "/keys"),
+            (
+                Method::GET,
+                "/deletedkeys/{name}",
+                "/deletedkeys/k1",
+                "/keys/k1",
+            ),
+            (
+                Method::GET,
+                "/deletedsecrets",
+                "/deletedsecrets",
+                "/secrets",
+            ),
+            (Method::GET, "/secrets/{name}", "/secrets/s1", "/secrets/s1"),
+            (
+                Method::GET,
+                "/secrets/{name}",
+                "/secrets/bad_name",
+                "/secrets",
+            ),
+            (Method::POST, "/rng", "/rng", "/"),
+            (
+                Method::GET,
+                "/secrets/restore",
+                "/secrets/restore",
+                "/secrets/restore",
+            ),
+            (
+                Method::POST,
+                "/secrets/restore",
+                "/secrets/restore",
+                "/secrets",
+            ),
+            (
+                Method::PUT,
+                "/keys/{name}/providers/Microsoft.Authorization/roleAssignments/{name}",
                 "/keys/k9/providers/Microsoft.Authorization/roleAssignments/x",
                 "/keys/k9",
             ),
             (
+                Method::GET,
                 "/providers/Microsoft.Authorization/roleDefinitions",
                 "/providers/Microsoft.Authorization/roleDefinitions",
                 "/",
             ),
         ];
-        for (matched, path, want) in cases {
-            assert_eq!(request_scope(matched, path).as_str(), want, "{path}");
+        for (method, matched, path, want) in cases {
+            let op = classify(&method, matched).unwrap();
+            assert_eq!(request_scope(op, matched, path).as_str(), want, "{path}");
         }
     }
 }

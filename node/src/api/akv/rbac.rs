@@ -14,6 +14,7 @@ use super::authorize::Authorized;
 use super::context::AkvCtx;
 use super::errors::ApiError;
 use super::extract::JsonBody;
+use super::operations::{ADMIN_ASSIGNMENT, ADMIN_ASSIGNMENTS, ADMIN_DEFINITION, ADMIN_DEFINITIONS};
 use super::AkvState;
 use crate::engine::authz::{
     AssignmentFilter, AssignmentSpec, DefinitionSpec, Permission, RoleAssignment, RoleDefinition,
@@ -26,7 +27,8 @@ const PROVIDER: &str = "/providers/Microsoft.Authorization/";
 const DEFINITION_ID_PREFIX: &str =
     "Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/";
 
-/// The administration routes, at every scope the API allows.
+/// The administration routes, at every scope the API allows (the tails are
+/// the operation table's, so each classifies under any scope).
 pub fn routes() -> Router<AkvState> {
     let mut router = Router::new();
     let scopes = [
@@ -41,21 +43,21 @@ pub fn routes() -> Router<AkvState> {
     for scope in scopes {
         router = router
             .route(
-                &format!("{scope}{PROVIDER}roleDefinitions"),
+                &format!("{scope}{ADMIN_DEFINITIONS}"),
                 get(list_definitions),
             )
             .route(
-                &format!("{scope}{PROVIDER}roleDefinitions/{{id}}"),
+                &format!("{scope}{ADMIN_DEFINITION}"),
                 get(get_definition)
                     .put(put_definition)
                     .delete(delete_definition),
             )
             .route(
-                &format!("{scope}{PROVIDER}roleAssignments"),
+                &format!("{scope}{ADMIN_ASSIGNMENTS}"),
                 get(list_assignments),
             )
             .route(
-                &format!("{scope}{PROVIDER}roleAssignments/{{id}}"),
+                &format!("{scope}{ADMIN_ASSIGNMENT}"),
                 get(get_assignment)
                     .put(put_assignment)
                     .delete(delete_assignment),
