@@ -298,18 +298,28 @@ async fn every_route_every_role_every_scope() {
         // settings) are answered by the unknown-route 404 on this build.
         let (status, resp) = send(&root, method, &path, &default_host, body.clone()).await;
         let message = resp["error"]["message"].as_str().unwrap_or_default();
-        if status == 404 && message.starts_with("No operation") {
+        // 405: the path is routed for other methods only on this build.
+        if (status == 404 && message.starts_with("No operation")) || status == 405 {
             not_served.push(format!("{method} {template}"));
             continue;
         }
         served += 1;
-        for (p, (r, column, _)) in principals.iter().enumerate() {
+        // Every principal at once (spread over the nodes), then judge.
+        let answers = futures::future::join_all(principals.iter().enumerate().map(|(p, _)| {
             n += 1;
-            let client = &clients[p][n % 3];
-            let (status, resp) = send(client, method, &path, &default_host, body.clone()).await;
+            send(
+                &clients[p][n % 3],
+                method,
+                &path,
+                &default_host,
+                body.clone(),
+            )
+        }))
+        .await;
+        for ((r, column, _), (status, resp)) in principals.iter().zip(answers) {
             assert_ne!(status, 401, "{method} {template}: token refused: {resp}");
             let denied = status == 403 && resp["error"]["innererror"]["code"] == "ForbiddenByRbac";
-            let want = expected(&roles[*r], action, template, *column);
+            let want = expected(&roles[*r], &action, template, *column);
             cells += 1;
             if denied && want {
                 wrongful += 1;
