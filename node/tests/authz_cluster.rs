@@ -242,8 +242,8 @@ async fn every_route_every_role_every_scope() {
                     &root,
                     "PUT",
                     &format!(
-                        "{prefix}/providers/Microsoft.Authorization/roleAssignments/{}?api-version=7.4",
-                        format!("{}{k}", &oid[..oid.len() - 1])
+                        "{prefix}/providers/Microsoft.Authorization/roleAssignments/{}{k}?api-version=7.4",
+                        &oid[..oid.len() - 1]
                     ),
                     host,
                     Some(json!({"properties": {
