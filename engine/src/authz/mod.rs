@@ -244,4 +244,6 @@ fn version_key(part: &str) -> Vec<u8> {
 }
 
 #[cfg(test)]
+mod evaluate_tests;
+#[cfg(test)]
 mod tests;
