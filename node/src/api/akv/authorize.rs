@@ -271,4 +271,145 @@ mod tests {
             assert_eq!(request_scope(op, matched, path).as_str(), want, "{path}");
         }
     }
+
+    mod through_the_middleware {
+        use std::sync::Arc;
+
+        use axum::body::Body;
+        use axum::extract::Request;
+        use axum::middleware::{from_fn, from_fn_with_state, Next};
+        use axum::routing::get;
+        use axum::Router;
+        use tower::ServiceExt as _;
+
+        use super::super::{authorize, AuthzState};
+        use crate::engine::authz::{Actor, AssignmentSpec, AuthzEngine};
+        use crate::engine::identity::principals::template;
+        use crate::engine::identity::{IdentityEngine, Kind, VerifiedToken};
+        use crate::engine::mem_store::MemStore;
+        use crate::engine::vaults::VaultsEngine;
+
+        /// A router whose requests carry a verified token of `oid` with
+        /// `amr` and `xms_cc`, behind the authorization middleware.
+        fn app(authz: Arc<AuthzEngine>, oid: &str, amr: &[&str], cp1: bool) -> Router {
+            let claims = serde_json::from_value(serde_json::json!({
+                "aud": "a", "iss": "i", "iat": 0, "nbf": 0, "exp": 0, "tid": "t",
+                "oid": oid, "sub": oid, "idtyp": "user", "appid": "x", "azp": "x",
+                "appidacr": "0", "azpacr": "0", "amr": amr, "uti": "u", "ver": "2.0",
+                "xms_cc": if cp1 { vec!["cp1"] } else { vec![] },
+            }))
+            .unwrap();
+            let token = Arc::new(VerifiedToken { claims });
+            Router::new()
+                .route("/secrets/{name}", get(|| async { "the value" }))
+                .route("/unclassified", get(|| async { "should not be reached" }))
+                .layer(from_fn_with_state(
+                    AuthzState {
+                        authz,
+                        vault_domain: None,
+                        default_vault: "default".into(),
+                    },
+                    authorize,
+                ))
+                .layer(from_fn(move |mut req: Request, next: Next| {
+                    req.extensions_mut().insert(token.clone());
+                    next.run(req)
+                }))
+        }
+
+        async fn call(router: Router, path: &str) -> (u16, String, String) {
+            let resp = router
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let challenge = resp
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (
+                status,
+                challenge,
+                String::from_utf8_lossy(&body).into_owned(),
+            )
+        }
+
+        #[tokio::test]
+        async fn mfa_conditions_step_up_and_unclassified_routes_are_refused() {
+            let store = Arc::new(MemStore::new());
+            VaultsEngine::new(store.clone())
+                .create("default", None)
+                .await
+                .unwrap();
+            let identity = Arc::new(IdentityEngine::new(store.clone(), "t"));
+            let user = identity
+                .create_principal(template(Kind::User, "alice"))
+                .await
+                .unwrap();
+            let authz = Arc::new(AuthzEngine::new(store.clone(), identity));
+            authz
+                .put_assignment(
+                    &Actor::BreakGlass,
+                    Some("default"),
+                    "a1",
+                    AssignmentSpec {
+                        scope: "/secrets".into(),
+                        principal_id: user.object_id.clone(),
+                        role_definition_id: "4633458b-17de-408a-b874-0445c86b69e6".into(),
+                        require_mfa: true,
+                    },
+                )
+                .await
+                .unwrap();
+            let oid = user.object_id.as_str();
+
+            // Without a second factor: the claims challenge for a cp1 client...
+            let (status, challenge, _) =
+                call(app(authz.clone(), oid, &["pwd"], true), "/secrets/s").await;
+            assert_eq!(status, 401);
+            assert!(
+                challenge.contains("error=\"insufficient_claims\""),
+                "{challenge}"
+            );
+            // ...and the 403 naming the action for one that cannot step up.
+            let (status, _, body) =
+                call(app(authz.clone(), oid, &["pwd"], false), "/secrets/s").await;
+            assert_eq!(status, 403);
+            assert!(
+                body.contains("ForbiddenByRbac") && body.contains("secrets/getSecret/action"),
+                "{body}"
+            );
+            // With it: through.
+            let (status, _, body) = call(
+                app(authz.clone(), oid, &["pwd", "mfa"], false),
+                "/secrets/s",
+            )
+            .await;
+            assert_eq!((status, body.as_str()), (200, "the value"));
+            // A route the operation table does not know is refused, whoever asks.
+            let (status, _, body) = call(
+                app(authz.clone(), oid, &["pwd", "mfa"], false),
+                "/unclassified",
+            )
+            .await;
+            assert_eq!(status, 403);
+            assert!(body.contains("unclassified"), "{body}");
+            // Another principal learns nothing about what exists: 403, not 404.
+            let (status, _, body) = call(
+                app(
+                    authz,
+                    "00000000-0000-0000-0000-000000000001",
+                    &["mfa"],
+                    false,
+                ),
+                "/secrets/s",
+            )
+            .await;
+            assert_eq!(status, 403, "{body}");
+        }
+    }
 }
