@@ -704,4 +704,45 @@ async fn the_cli_manages_principals_and_enrols_totp_with_a_qr_code() {
     assert!(!ok && err.contains("not found"), "{err}");
     let (ok, out, _) = cli(&cluster, &["signing-key", "rotate"], None);
     assert!(ok && out.contains("kid"), "{out}");
+
+    // `coffer role`: assign by role name, list by principal, unassign.
+    let role = |args: &[&str]| {
+        let out = std::process::Command::new(binary())
+            .arg("role")
+            .args(args)
+            .env("COFFER_ADDR", cluster.nodes[1].url())
+            .env("COFFER_CACERT", &cluster.ca_path)
+            .env("COFFER_TOKEN", cluster.root_token.clone().unwrap())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = role(&[
+        "assign",
+        "Key Vault Secrets User",
+        bob_id,
+        "--scope",
+        "/secrets",
+    ]);
+    assert!(ok, "{err}");
+    let name = out.split_whitespace().next().unwrap().to_owned();
+    assert!(
+        out.contains("/secrets") && out.contains("4633458b-17de-408a-b874-0445c86b69e6"),
+        "{out}"
+    );
+    let (ok, out, _) = role(&["--json", "list", "--principal", bob_id]);
+    assert!(ok);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["value"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["value"][0]["name"], name.as_str());
+    let (ok, _, err) = role(&["unassign", &name, "--scope", "/secrets"]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = role(&["list", "--principal", bob_id]);
+    assert!(ok && out.trim().is_empty(), "{out}");
+    let (ok, _, err) = role(&["assign", "No Such Role", bob_id]);
+    assert!(!ok && err.contains("no role named"), "{err}");
 }
