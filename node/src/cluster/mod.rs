@@ -19,6 +19,7 @@ mod node;
 mod read_index;
 pub mod recover;
 pub mod snapshot_file;
+mod snapshot_pace;
 mod store;
 
 use std::net::SocketAddr;
@@ -298,7 +299,10 @@ pub fn raft_config(
         // here makes the leader start the whole transfer again.
         install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
         snapshot_max_chunk_size: (tuning.max_message_bytes / 4) as u64,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_logs),
+        // Nodes build snapshots themselves, every `snapshot_logs` entries
+        // but not while streaming one to a lagging follower
+        // (`snapshot_pace`).
+        snapshot_policy: openraft::SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: snapshot_logs / LOGS_KEPT_PER_SNAPSHOT_INTERVAL,
         // Elections are started by `election::Driver` after a pre-vote
         // round (Raft thesis §9.6), so that a node cut off from the leader

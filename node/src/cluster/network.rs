@@ -15,6 +15,8 @@ use openraft::raft::{
 };
 use raft_store::{Node, NodeId, TypeConfig};
 use serde::de::DeserializeOwned;
+
+use super::snapshot_pace::SnapshotTransfers;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
@@ -85,6 +87,8 @@ pub struct Peers {
     /// builds a new one for each leadership check (every read-index round),
     /// so state kept per `Network` logged one warning per read.
     outages: Arc<Mutex<HashMap<NodeId, Outage>>>,
+    /// Snapshot transfers to peers under way (they pace snapshot builds).
+    transfers: SnapshotTransfers,
 }
 
 /// A peer that does not answer: since when, when that was last logged, and
@@ -105,7 +109,13 @@ impl Peers {
             identity,
             max_message_bytes: tuning.max_message_bytes,
             outages: Arc::default(),
+            transfers: SnapshotTransfers::default(),
         }
+    }
+
+    /// Snapshot transfers from this node to its peers.
+    pub fn snapshot_transfers(&self) -> SnapshotTransfers {
+        self.transfers.clone()
     }
 
     /// A request carrying `msg`, this node's cluster id and a deadline.
@@ -569,10 +579,17 @@ impl RaftNetwork<TypeConfig> for Network {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.raft_call(&rpc, &option, |mut c, r| async move {
-            c.install_snapshot(r).await
-        })
-        .await
+        let last_chunk = rpc.done;
+        self.peers.transfers.chunk_started(self.target);
+        let result = self
+            .raft_call(&rpc, &option, |mut c, r| async move {
+                c.install_snapshot(r).await
+            })
+            .await;
+        self.peers
+            .transfers
+            .chunk_ended(self.target, last_chunk && result.is_ok());
+        result
     }
 
     async fn vote(

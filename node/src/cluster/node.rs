@@ -123,6 +123,12 @@ impl ClusterNode {
             started: Instant::now(),
         };
         let elections = tokio::spawn(driver.run());
+        // Ends by itself when Raft shuts down.
+        tokio::spawn(super::snapshot_pace::run(
+            raft.clone(),
+            cfg.snapshot_logs,
+            peers.snapshot_transfers(),
+        ));
         let checker = (cfg.tuning.corruption_check_interval_secs > 0).then(|| {
             let checker = Checker {
                 raft: raft.clone(),
