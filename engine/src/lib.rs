@@ -3,6 +3,7 @@
 //! of HTTP.
 
 pub mod audit;
+pub mod authz;
 pub mod barrier_store;
 pub mod certificates;
 pub mod clock;

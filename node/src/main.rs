@@ -45,6 +45,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::IdentityCommand,
     },
+    /// Manage role definitions and assignments of the addressed vault (RBAC).
+    Role {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: cli::RoleCommand,
+    },
     /// Serve the managed-identity protocol to workloads on this host,
     /// signing in to the cluster with the machine certificate.
     Agent {
@@ -202,6 +209,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         },
         Command::Secret { client, command } => cli::run_secret(&client, command).await,
         Command::Identity { client, command } => cli::run_identity(&client, command).await,
+        Command::Role { client, command } => cli::run_role(&client, command).await,
         Command::Agent { client, args } => cli::run_agent(&client, args).await,
         Command::Bench { client, args } => cli::run_bench(&client, args).await,
         Command::Audit { client, command } => cli::run_audit(&client, command).await,

@@ -93,6 +93,10 @@ impl Server {
             store.clone(),
             &config.tenant,
         ));
+        let authz = Arc::new(crate::engine::authz::AuthzEngine::new(
+            store.clone(),
+            identity.clone(),
+        ));
         // Without an `[hsm]` section, `*-HSM` key types answer 503 HsmUnavailable.
         let keys = Arc::new(
             KeysEngine::new(store.clone(), hsm).with_rotation_limits(config.rotation_limits()),
@@ -146,6 +150,7 @@ impl Server {
             default_vault: config.default_vault.clone(),
             tenant: config.tenant.clone(),
             identity,
+            authz,
             hsm: pkcs11
                 .clone()
                 .map(|p| p as Arc<dyn crate::crypto::hsm::HsmAdmin>),

@@ -86,3 +86,12 @@ async fn azure_identity_credentials_against_the_built_in_issuer() {
 async fn azure_sdk_certificate_client_conformance() {
     run_pytest("test_certificates.py", false).await;
 }
+
+/// Key Vault RBAC through the unchanged `azure-keyvault-administration`
+/// SDK: built-in and custom roles, assignments listed with filters,
+/// Secrets User and Crypto User limits, separation of duties, and a
+/// revocation through node 1 in force on node 3 at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_keyvault_administration_access_control() {
+    run_pytest("test_authz.py", false).await;
+}

@@ -99,6 +99,22 @@ async fn admin(client: &Client, method: &str, path: &str, body: Option<Value>) -
     v
 }
 
+/// Identity alone opens nothing: grants `object_id` Key Vault Secrets User
+/// on the default vault, with the root token (break-glass). The assignment
+/// is named after the principal.
+async fn grant_secrets_user(root: &Client, object_id: &str) {
+    let req = Request::put(format!(
+        "/providers/Microsoft.Authorization/roleAssignments/{object_id}?api-version=7.4"
+    ))
+    .json(&json!({"properties": {
+        "roleDefinitionId": "4633458b-17de-408a-b874-0445c86b69e6",
+        "principalId": object_id,
+    }}))
+    .unwrap();
+    let resp = root.send(req).await.unwrap();
+    assert_eq!(resp.status, 201, "{:?}", resp.json::<Value>());
+}
+
 async fn app_token(client: &Client, tenant: &str, client_id: &str, secret: &str) -> String {
     let (status, body) = token_request(
         client,
@@ -138,6 +154,7 @@ async fn issuer_tokens_work_across_nodes_and_bad_ones_get_the_challenge() {
     let tenant = admin(&root, "GET", "/tenant", None).await;
     let tid = tenant["id"].as_str().unwrap().to_owned();
     let app = admin(&root, "POST", "/apps", Some(json!({"name": "billing"}))).await;
+    grant_secrets_user(&root, app["object_id"].as_str().unwrap()).await;
     let client_id = app["app"]["client_id"].as_str().unwrap().to_owned();
     let secret = admin(&root, "POST", "/apps/billing/secrets", Some(json!({}))).await;
     let secret_value = secret["secret"].as_str().unwrap().to_owned();
@@ -284,7 +301,8 @@ async fn issuer_tokens_work_across_nodes_and_bad_ones_get_the_challenge() {
     assert_eq!(keys["keys"].as_array().unwrap().len(), 2);
     eventually(&b, &token, 200).await;
 
-    admin(&root, "POST", "/apps", Some(json!({"name": "ops"}))).await;
+    let ops = admin(&root, "POST", "/apps", Some(json!({"name": "ops"}))).await;
+    grant_secrets_user(&root, ops["object_id"].as_str().unwrap()).await;
     let ops = admin(&root, "GET", "/apps/ops", None).await;
     let ops_id = ops["app"]["client_id"].as_str().unwrap().to_owned();
     let ops_secret = admin(&root, "POST", "/apps/ops/secrets", Some(json!({}))).await;
@@ -374,13 +392,14 @@ async fn users_sign_in_with_password_device_code_totp_and_refresh_tokens() {
     let cli = admin(&root, "POST", "/apps", Some(json!({"name": "cli"}))).await;
     let client_id = cli["app"]["client_id"].as_str().unwrap().to_owned();
     let password = "correct horse battery staple";
-    admin(
+    let alice = admin(
         &root,
         "POST",
         "/users",
         Some(json!({"name": "alice@contoso", "password": password})),
     )
     .await;
+    grant_secrets_user(&root, alice["object_id"].as_str().unwrap()).await;
     let a = anonymous(&cluster, 0);
     let b = anonymous(&cluster, 1);
     let scope = "https://vault.azure.net/.default offline_access openid profile";
@@ -685,4 +704,45 @@ async fn the_cli_manages_principals_and_enrols_totp_with_a_qr_code() {
     assert!(!ok && err.contains("not found"), "{err}");
     let (ok, out, _) = cli(&cluster, &["signing-key", "rotate"], None);
     assert!(ok && out.contains("kid"), "{out}");
+
+    // `coffer role`: assign by role name, list by principal, unassign.
+    let role = |args: &[&str]| {
+        let out = std::process::Command::new(binary())
+            .arg("role")
+            .args(args)
+            .env("COFFER_ADDR", cluster.nodes[1].url())
+            .env("COFFER_CACERT", &cluster.ca_path)
+            .env("COFFER_TOKEN", cluster.root_token.clone().unwrap())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = role(&[
+        "assign",
+        "Key Vault Secrets User",
+        bob_id,
+        "--scope",
+        "/secrets",
+    ]);
+    assert!(ok, "{err}");
+    let name = out.split_whitespace().next().unwrap().to_owned();
+    assert!(
+        out.contains("/secrets") && out.contains("4633458b-17de-408a-b874-0445c86b69e6"),
+        "{out}"
+    );
+    let (ok, out, _) = role(&["--json", "list", "--principal", bob_id]);
+    assert!(ok);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["value"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["value"][0]["name"], name.as_str());
+    let (ok, _, err) = role(&["unassign", &name, "--scope", "/secrets"]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = role(&["list", "--principal", bob_id]);
+    assert!(ok && out.trim().is_empty(), "{out}");
+    let (ok, _, err) = role(&["assign", "No Such Role", bob_id]);
+    assert!(!ok && err.contains("no role named"), "{err}");
 }

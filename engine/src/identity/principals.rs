@@ -284,6 +284,53 @@ impl IdentityEngine {
         }
     }
 
+    /// Object ids of the groups `object_id` belongs to, directly or through
+    /// other groups, from local state (request path: the caller fences).
+    pub fn groups_of_local(&self, object_id: &str) -> Result<Vec<String>, IdentityError> {
+        let mut groups: Vec<Principal> = Vec::new();
+        let mut cursor: Option<Vec<u8>> = None;
+        loop {
+            let batch = self
+                .store
+                .scan(PRINCIPAL_PREFIX.as_bytes(), cursor.as_deref(), 256)?;
+            for (_, e) in &batch {
+                let p: Principal = decode(&e.value)?;
+                if p.kind == Kind::Group && p.enabled {
+                    groups.push(p);
+                }
+            }
+            match batch.last() {
+                Some((k, _)) if batch.len() == 256 => cursor = Some(k.clone()),
+                _ => break,
+            }
+        }
+        // Fixed point over nesting; each round adds at least one group.
+        let mut member_of: Vec<String> = Vec::new();
+        loop {
+            let before = member_of.len();
+            for g in &groups {
+                if member_of.contains(&g.object_id) {
+                    continue;
+                }
+                let members = g
+                    .group
+                    .as_ref()
+                    .map(|d| d.members.as_slice())
+                    .unwrap_or(&[]);
+                let hit = members.iter().any(|m| {
+                    m.eq_ignore_ascii_case(object_id)
+                        || member_of.iter().any(|o| m.eq_ignore_ascii_case(o))
+                });
+                if hit {
+                    member_of.push(g.object_id.clone());
+                }
+            }
+            if member_of.len() == before {
+                return Ok(member_of);
+            }
+        }
+    }
+
     /// Changes one principal under compare-and-set: `change` edits the
     /// record and returns the answer (re-run on a lost race).
     pub async fn update<T, F>(

@@ -17,6 +17,11 @@ use crate::api::identity::ClusterAudience;
 use crate::engine::identity::{IdentityEngine, VerifiedToken, VerifyError};
 use crate::operator::Operator;
 
+/// Marks a request authenticated with the root token (break-glass): the
+/// authorization layer allows it and logs it.
+#[derive(Clone, Copy, Debug)]
+pub struct BreakGlass;
+
 /// Which API's error format the middleware answers in.
 #[derive(Clone, Copy, Debug)]
 pub enum Flavor {
@@ -61,7 +66,7 @@ async fn run_as(caller: Caller, mut req: Request, next: Next) -> Response {
 }
 
 /// Rejects sealed-node, unauthenticated and bad-token requests.
-pub async fn authenticate(State(auth): State<AuthState>, req: Request, next: Next) -> Response {
+pub async fn authenticate(State(auth): State<AuthState>, mut req: Request, next: Next) -> Response {
     if auth.operator.is_sealed() {
         return sealed(auth.flavor);
     }
@@ -81,12 +86,9 @@ pub async fn authenticate(State(auth): State<AuthState>, req: Request, next: Nex
     match auth.operator.verify_token(token) {
         Ok(Some(_record)) => {
             if matches!(auth.flavor, Flavor::KeyVault) {
-                // Break-glass: the root token bypasses identity; say so.
-                tracing::info!(
-                    method = %req.method(),
-                    path = req.uri().path(),
-                    "root token used on the Key Vault API"
-                );
+                // Break-glass: the root token bypasses identity and RBAC;
+                // the authorization layer logs each use.
+                req.extensions_mut().insert(BreakGlass);
             }
             run_as(Caller::RootToken, req, next).await
         }

@@ -11,6 +11,7 @@ use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
+use crate::api::akv::authorize::{authorize, AuthzState};
 use crate::api::akv::extract::{check_declared_length, read_body};
 use crate::api::akv::{self, AkvState};
 use crate::api::audit;
@@ -43,6 +44,8 @@ pub struct ApiConfig {
     pub tenant: String,
     /// Principals, signing keys and tokens.
     pub identity: Arc<crate::engine::identity::IdentityEngine>,
+    /// Role definitions and assignments.
+    pub authz: Arc<crate::engine::authz::AuthzEngine>,
     /// The node's PKCS#11 device, when `[hsm]` is configured (operator
     /// routes under `/v1/sys/hsm/…`).
     pub hsm: Option<Arc<dyn crate::crypto::hsm::HsmAdmin>>,
@@ -75,7 +78,16 @@ pub fn router(cfg: ApiConfig) -> Router {
         vaults: cfg.vaults.clone(),
         vault_domain: cfg.vault_domain.clone(),
         default_vault: cfg.default_vault.clone(),
+        authz: cfg.authz.clone(),
     })
+    .layer(from_fn_with_state(
+        AuthzState {
+            authz: cfg.authz.clone(),
+            vault_domain: cfg.vault_domain.clone(),
+            default_vault: cfg.default_vault.clone(),
+        },
+        authorize,
+    ))
     .layer(from_fn(read_body_first))
     .layer(from_fn_with_state(auth(Flavor::KeyVault), authenticate));
     sys::public_router(sys_state)

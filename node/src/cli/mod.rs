@@ -15,6 +15,7 @@ pub mod identity;
 pub mod identity_agent;
 pub mod operator;
 pub mod seal;
+pub mod role;
 pub mod secret;
 pub mod snapshot;
 pub mod tls;
@@ -30,6 +31,7 @@ pub use bench::{run_bench, BenchArgs, Workload};
 pub use identity::{run_identity, IdentityCommand};
 pub use identity_agent::{run_agent, AgentArgs};
 pub use operator::{run_operator, OperatorCommand, RaftCommand, VaultCommand};
+pub use role::{run_role, RoleCommand};
 pub use secret::{run_secret, SecretCommand};
 
 /// Default API address when neither `--addr` nor `COFFER_ADDR` is given.

@@ -72,9 +72,26 @@ def admin(method, path, body=None):
     return r.json() if r.content else None
 
 
+SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
+
+
+def grant_secrets_user(object_id):
+    """A principal opens nothing by identity alone: grant it Key Vault
+    Secrets User on the vault (with the root token: break-glass)."""
+    r = requests.put(
+        f"{NODES[0]}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}?api-version=7.4",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        json={"properties": {"roleDefinitionId": SECRETS_USER, "principalId": object_id}},
+        verify=CACERT,
+        timeout=30,
+    )
+    assert r.status_code == 201, f"{r.status_code} {r.text}"
+
+
 def new_app(prefix):
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     app = admin("POST", "/apps", {"name": name})
+    grant_secrets_user(app["object_id"])
     return name, app["app"]["client_id"]
 
 
@@ -310,7 +327,7 @@ def test_device_code_credential_with_password_and_totp_in_a_browser(tenant_id, s
     _, client_id = new_app("device")
     user = f"dev-{uuid.uuid4().hex[:8]}@contoso"
     password = "correct horse battery staple"
-    admin("POST", "/users", {"name": user, "password": password})
+    grant_secrets_user(admin("POST", "/users", {"name": user, "password": password})["object_id"])
     enrolment = admin("POST", f"/users/{quote(user)}/mfa")
     secret = parse_qs(urlparse(enrolment["otpauth_uri"]).query)["secret"][0]
 

@@ -141,7 +141,7 @@ impl FromRequestParts<AkvState> for AkvCtx {
 }
 
 /// The request's authority (HTTP/2 `:authority` or the Host header).
-fn host_of(parts: &Parts) -> Result<String, ApiError> {
+pub(crate) fn host_of(parts: &Parts) -> Result<String, ApiError> {
     let host = parts
         .uri
         .authority()

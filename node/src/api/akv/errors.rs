@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::crypto::CryptoError;
+use crate::engine::authz::AuthzError;
 use crate::engine::store::StoreError;
 use crate::engine::{EngineError, KeyRefusal, ObjectKind};
 
@@ -64,6 +65,15 @@ impl ApiError {
     /// route, an oversize request head: see `api::envelope`).
     pub fn with_status(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self::new(status, code, message)
+    }
+
+    /// 403 `Forbidden` / `ForbiddenByRbac`: no role assignment grants
+    /// `action` on `resource` (the body of the real service, §9).
+    pub fn forbidden_by_rbac(caller: &str, action: &str, resource: &str, vault: &str) -> Self {
+        let message = format!(
+            "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: {caller}\r\nAction: '{action}'\r\nResource: '{resource}'\r\nAssignment: (not found)\r\nDecisionReason: 'DeniedWithNoValidRBAC' \r\nVault: {vault};location=coffer\r\n"
+        );
+        Self::new(StatusCode::FORBIDDEN, "Forbidden", message).with_inner("ForbiddenByRbac")
     }
 
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -230,6 +240,27 @@ impl From<EngineError> for ApiError {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "Internal error")
             }
             EngineError::Store(s) => store_error(s),
+        }
+    }
+}
+
+impl From<AuthzError> for ApiError {
+    fn from(e: AuthzError) -> Self {
+        match e {
+            AuthzError::NotFound(what) => Self::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("{what} was not found"),
+            ),
+            AuthzError::Conflict(message) => Self::new(StatusCode::CONFLICT, "Conflict", message),
+            AuthzError::BadRequest(message) => Self::bad_parameter(message),
+            AuthzError::Forbidden { action, message } => Self::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!("Caller is not authorized to perform action on resource.\r\nAction: '{action}'\r\n{message}"),
+            )
+            .with_inner("ForbiddenByRbac"),
+            AuthzError::Engine(e) => e.into(),
         }
     }
 }

@@ -57,6 +57,13 @@ async fn app() -> App {
         vaults,
         vault_domain: None,
         default_vault: "default".into(),
+        authz: Arc::new(crate::engine::authz::AuthzEngine::new(
+            store.clone(),
+            Arc::new(crate::engine::identity::IdentityEngine::new(
+                store.clone(),
+                "t",
+            )),
+        )),
     };
     App {
         router: router(state),

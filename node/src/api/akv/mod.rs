@@ -8,6 +8,7 @@
 
 pub mod cert_models;
 pub mod certificates;
+pub mod authorize;
 pub mod context;
 pub mod errors;
 pub mod extract;
@@ -16,6 +17,7 @@ pub mod keys;
 pub mod models;
 pub mod operations;
 pub mod paging;
+pub mod rbac;
 pub mod secrets;
 
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use crate::engine::certificates::CertificatesEngine;
+use crate::engine::authz::AuthzEngine;
 use crate::engine::keys::KeysEngine;
 use crate::engine::secrets::SecretsEngine;
 use crate::engine::vaults::VaultsEngine;
@@ -43,6 +46,8 @@ pub struct AkvState {
     pub vault_domain: Option<String>,
     /// Vault of requests whose Host does not name one.
     pub default_vault: String,
+    /// Role definitions and assignments (the administration API).
+    pub authz: Arc<AuthzEngine>,
 }
 
 /// Every secrets route the Azure SDKs call.
@@ -75,6 +80,7 @@ pub fn router(state: AkvState) -> Router {
         .route("/deletedsecrets/{name}/recover", post(secrets::recover))
         .merge(key_routes())
         .merge(certificate_routes())
+        .merge(rbac::routes())
         .layer(axum::middleware::from_fn(context::request_id_layer))
         .with_state(state)
 }

@@ -40,6 +40,13 @@ pub(super) async fn app() -> App {
         vaults,
         vault_domain: Some("vault.test".into()),
         default_vault: "default".into(),
+        authz: Arc::new(crate::engine::authz::AuthzEngine::new(
+            store.clone(),
+            Arc::new(crate::engine::identity::IdentityEngine::new(
+                store.clone(),
+                "t",
+            )),
+        )),
     };
     App {
         router: router(state),

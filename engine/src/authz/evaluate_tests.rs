@@ -1,0 +1,334 @@
+//! The evaluator and role table, without a store.
+
+use super::roles::*;
+use super::tests::{assignment, caller, grants, path, v};
+use super::*;
+
+#[test]
+fn wildcards_match_path_segments_case_insensitively() {
+    assert!(matches(
+        "Microsoft.KeyVault/vaults/*",
+        &v("keys/sign/action")
+    ));
+    assert!(matches(&v("*/read"), &v("keys/read")));
+    assert!(matches(&v("*/read"), &v("keyrotationpolicies/read")));
+    assert!(!matches(&v("*/read"), &v("secrets/getSecret/action")));
+    assert!(!matches(&v("*/read"), &v("secrets/readMetadata/action")));
+    assert!(matches(&v("secrets/*"), &v("secrets/delete")));
+    assert!(!matches(&v("secrets/*"), &v("keys/delete")));
+    assert!(matches(
+        "microsoft.keyvault/VAULTS/keys/SIGN/action",
+        &v("keys/sign/action")
+    ));
+    assert!(!matches(&v("keys/read"), &v("keys/read/action")));
+    assert!(!matches(&v("keys/sign"), &v("keys/sign/action")));
+    assert!(matches("*", "anything/at/all"));
+}
+
+/// The allowed data actions of each vault built-in, written out from the
+/// service's documentation, not derived from the definitions under test.
+#[test]
+fn vault_built_ins_allow_exactly_their_documented_data_actions() {
+    let expect: &[(&str, &[&str])] = &[
+        (ADMINISTRATOR, VAULT_DATA_ACTIONS),
+        (
+            READER,
+            &[
+                "secrets/readMetadata/action",
+                "keys/read",
+                "keyrotationpolicies/read",
+                "certificates/read",
+                "certificatecas/read",
+            ],
+        ),
+        (
+            SECRETS_OFFICER,
+            &[
+                "secrets/getSecret/action",
+                "secrets/setSecret/action",
+                "secrets/readMetadata/action",
+                "secrets/update/action",
+                "secrets/backup/action",
+                "secrets/restore/action",
+                "secrets/recover/action",
+                "secrets/purge/action",
+                "secrets/delete",
+            ],
+        ),
+        (
+            SECRETS_USER,
+            &["secrets/getSecret/action", "secrets/readMetadata/action"],
+        ),
+        (
+            CRYPTO_USER,
+            &[
+                "keys/read",
+                "keys/update/action",
+                "keys/backup/action",
+                "keys/encrypt/action",
+                "keys/decrypt/action",
+                "keys/wrap/action",
+                "keys/unwrap/action",
+                "keys/sign/action",
+                "keys/verify/action",
+            ],
+        ),
+        (
+            CRYPTO_SERVICE_ENCRYPTION_USER,
+            &["keys/read", "keys/wrap/action", "keys/unwrap/action"],
+        ),
+        (CRYPTO_SERVICE_RELEASE_USER, &["keys/release/action"]),
+        (
+            CERTIFICATE_USER,
+            &[
+                "certificates/read",
+                "secrets/getSecret/action",
+                "secrets/readMetadata/action",
+                "keys/read",
+            ],
+        ),
+        (DATA_ACCESS_ADMINISTRATOR, &[]),
+    ];
+    for (id, allowed) in expect {
+        let role = built_in(id).unwrap();
+        for action in VAULT_DATA_ACTIONS {
+            assert_eq!(
+                role.grants(&v(action)),
+                allowed.contains(action),
+                "{} / {action}",
+                role.role_name
+            );
+        }
+    }
+    let officer = built_in(CRYPTO_OFFICER).unwrap();
+    let granted: Vec<_> = VAULT_DATA_ACTIONS
+        .iter()
+        .filter(|a| officer.grants(&v(a)))
+        .collect();
+    assert_eq!(
+        granted.len(),
+        19,
+        "17 key actions and 2 rotation-policy actions"
+    );
+    assert!(granted.iter().all(|a| a.starts_with("key")));
+}
+
+#[test]
+fn built_ins_carry_the_real_ids_and_names() {
+    assert_eq!(built_ins().len(), 20);
+    assert_eq!(
+        built_in("4633458B-17DE-408A-B874-0445C86B69E6")
+            .unwrap()
+            .role_name,
+        "Key Vault Secrets User"
+    );
+    assert_eq!(
+        built_in("a290e904-7015-4bba-90c8-60543313cdb4")
+            .unwrap()
+            .role_name,
+        "Managed HSM Administrator"
+    );
+    let policy = built_in("4bd23610-cdcf-4971-bdee-bdc562cc28e4").unwrap();
+    assert!(policy.grants("Microsoft.KeyVault/managedHsm/roleAssignments/write/action"));
+    assert!(!policy.grants(ASSIGNMENTS_WRITE));
+    assert!(!policy.grants(&v("keys/read")));
+    // Role administration is part of the vault administrator's `*` and the
+    // Data Access Administrator's rights, of no other vault role.
+    for id in VAULT_BUILT_INS {
+        let may = built_in(id).unwrap().grants(ASSIGNMENTS_WRITE);
+        assert_eq!(
+            may,
+            [ADMINISTRATOR, DATA_ACCESS_ADMINISTRATOR].contains(id),
+            "{id}"
+        );
+    }
+}
+
+#[test]
+fn assignments_apply_at_their_scope_and_below_only() {
+    let alice = "a1";
+    let g = grants(vec![assignment(
+        Some("dev"),
+        "/keys/k1",
+        alice,
+        CRYPTO_USER,
+    )]);
+    let me = caller(alice);
+    let sign = v("keys/sign/action");
+    assert!(g.allows(&me, &path("/keys/k1"), &sign));
+    assert!(g.allows(&me, &path("/KEYS/K1/"), &sign));
+    assert!(!g.allows(&me, &path("/keys/k2"), &sign));
+    assert!(!g.allows(&me, &path("/keys/k10"), &sign));
+    assert!(!g.allows(&me, &path("/keys"), &sign));
+    assert!(!g.allows(&me, &path("/"), &sign));
+    assert!(!g.allows(&caller("b2"), &path("/keys/k1"), &sign));
+
+    let g = grants(vec![assignment(Some("dev"), "/keys", alice, CRYPTO_USER)]);
+    assert!(g.allows(&me, &path("/keys/any"), &sign));
+    assert!(!g.allows(&me, &path("/secrets/any"), &sign));
+    let g = grants(vec![assignment(Some("dev"), "/", alice, CRYPTO_USER)]);
+    assert!(g.allows(&me, &path("/keys/any"), &sign));
+    assert!(!g.allows(&me, &path("/keys/any"), &v("keys/delete")));
+}
+
+#[test]
+fn not_data_actions_subtract_per_role_and_roles_unite() {
+    let custom = RoleDefinition {
+        id: "11111111-1111-1111-1111-111111111111".into(),
+        role_name: "No purge".into(),
+        description: String::new(),
+        role_type: RoleType::Custom,
+        permissions: vec![Permission {
+            data_actions: vec![v("secrets/*")],
+            not_data_actions: vec![v("secrets/purge/action"), v("*/delete")],
+            ..Permission::default()
+        }],
+        assignable_scopes: vec!["/".into()],
+    };
+    let mut g = grants(vec![assignment(Some("dev"), "/", "a", &custom.id)]);
+    g.custom.push(custom);
+    let me = caller("a");
+    assert!(g.allows(&me, &path("/secrets/s"), &v("secrets/setSecret/action")));
+    assert!(!g.allows(&me, &path("/secrets/s"), &v("secrets/purge/action")));
+    assert!(!g.allows(&me, &path("/secrets/s"), &v("secrets/delete")));
+    // Another role granting purge makes it allowed: an exclusion is not a deny.
+    g.assignments
+        .push(assignment(Some("dev"), "/secrets/s", "a", SECRETS_OFFICER));
+    assert!(g.allows(&me, &path("/secrets/s"), &v("secrets/purge/action")));
+    assert!(!g.allows(&me, &path("/secrets/t"), &v("secrets/purge/action")));
+}
+
+#[test]
+fn group_assignments_apply_to_members_and_mfa_conditions_ask_for_step_up() {
+    let mut member = caller("u1");
+    member.groups = vec!["g1".into()];
+    let mut a = assignment(Some("dev"), "/", "g1", SECRETS_USER);
+    a.require_mfa = true;
+    let g = grants(vec![a]);
+    let get = v("secrets/getSecret/action");
+    assert_eq!(
+        g.decide(&member, &path("/secrets/s"), &get),
+        Decision::StepUp
+    );
+    member.mfa = true;
+    assert_eq!(
+        g.decide(&member, &path("/secrets/s"), &get),
+        Decision::Allow
+    );
+    assert_eq!(
+        g.decide(&member, &path("/secrets/s"), &v("secrets/setSecret/action")),
+        Decision::Deny
+    );
+    assert_eq!(g.decide(&caller("u2"), &path("/"), &get), Decision::Deny);
+}
+
+#[test]
+fn separation_of_duties_rules() {
+    let admin = caller("admin");
+    let daa = caller("daa");
+    let g = grants(vec![
+        assignment(Some("dev"), "/", "admin", ADMINISTRATOR),
+        assignment(Some("dev"), "/", "daa", DATA_ACCESS_ADMINISTRATOR),
+        assignment(Some("dev"), "/", "so", SECRETS_OFFICER),
+    ]);
+    let root = path("/");
+    let role = |id| built_in(id).unwrap();
+    // The administrator holds everything, so may grant anything.
+    for id in VAULT_BUILT_INS {
+        assert_eq!(
+            g.may_change(&admin, &root, ASSIGNMENTS_WRITE, role(id)),
+            Ok(())
+        );
+    }
+    // The Data Access Administrator: the eight data roles only.
+    for id in VAULT_BUILT_INS {
+        let result = g.may_change(&daa, &root, ASSIGNMENTS_WRITE, role(id));
+        assert_eq!(result.is_ok(), DATA_ROLES.contains(id), "{id}");
+    }
+    assert!(matches!(
+        g.may_change(&daa, &root, ASSIGNMENTS_WRITE, role(ADMINISTRATOR)),
+        Err(Refusal::NotDelegable(_))
+    ));
+    // A Secrets Officer cannot assign at all.
+    assert!(matches!(
+        g.may_change(&caller("so"), &root, ASSIGNMENTS_WRITE, role(SECRETS_USER)),
+        Err(Refusal::Lacks(_))
+    ));
+    // An administrator of one object cannot grant at the vault.
+    let g2 = grants(vec![assignment(
+        Some("dev"),
+        "/keys/k",
+        "admin",
+        ADMINISTRATOR,
+    )]);
+    assert!(g2
+        .may_change(
+            &admin,
+            &path("/keys/k"),
+            ASSIGNMENTS_WRITE,
+            role(CRYPTO_USER)
+        )
+        .is_ok());
+    assert!(g2
+        .may_change(&admin, &root, ASSIGNMENTS_WRITE, role(CRYPTO_USER))
+        .is_err());
+}
+
+#[test]
+fn nobody_grants_more_than_they_hold() {
+    let granter = RoleDefinition {
+        id: "22222222-2222-2222-2222-222222222222".into(),
+        role_name: "Secrets delegate".into(),
+        description: String::new(),
+        role_type: RoleType::Custom,
+        permissions: vec![Permission {
+            data_actions: vec![ASSIGNMENTS_WRITE.into(), v("secrets/*")],
+            ..Permission::default()
+        }],
+        assignable_scopes: vec!["/".into()],
+    };
+    let mut g = grants(vec![assignment(Some("dev"), "/", "d", &granter.id)]);
+    g.custom.push(granter);
+    let d = caller("d");
+    let root = path("/");
+    assert_eq!(
+        g.may_change(
+            &d,
+            &root,
+            ASSIGNMENTS_WRITE,
+            built_in(SECRETS_USER).unwrap()
+        ),
+        Ok(())
+    );
+    assert!(matches!(
+        g.may_change(&d, &root, ASSIGNMENTS_WRITE, built_in(CRYPTO_USER).unwrap()),
+        Err(Refusal::Exceeds(a)) if a.contains("keys/")
+    ));
+    assert!(matches!(
+        g.may_change(
+            &d,
+            &root,
+            ASSIGNMENTS_WRITE,
+            built_in(CERTIFICATE_USER).unwrap()
+        ),
+        Err(Refusal::Exceeds(_))
+    ));
+}
+
+#[test]
+fn scopes_parse_strictly() {
+    assert_eq!(path("").as_str(), "/");
+    assert_eq!(path("/Keys/").as_str(), "/keys");
+    assert_eq!(path("/secrets/My-Secret").as_str(), "/secrets/my-secret");
+    for bad in [
+        "/vaults",
+        "/keys/a/b",
+        "/keys/bad_name",
+        "/../keys",
+        "/keys//x",
+    ] {
+        assert!(ScopePath::parse(bad).is_err(), "{bad}");
+    }
+    assert!(!ScopePath::nothing().covers(&path("/")));
+    assert!(!path("/keys/a").covers(&ScopePath::nothing()));
+}

@@ -1,0 +1,429 @@
+use std::sync::Arc;
+
+use super::roles::*;
+use super::*;
+use crate::identity::principals::template;
+use crate::identity::Kind;
+use crate::mem_store::MemStore;
+use crate::vaults::VaultsEngine;
+
+pub(super) fn v(action: &str) -> String {
+    format!("{VAULT_PREFIX}{action}")
+}
+
+pub(super) fn caller(oid: &str) -> Caller {
+    Caller {
+        oid: oid.to_owned(),
+        ..Caller::default()
+    }
+}
+
+pub(super) fn assignment(
+    vault: Option<&str>,
+    scope: &str,
+    principal: &str,
+    role: &str,
+) -> RoleAssignment {
+    RoleAssignment {
+        name: uuid::Uuid::new_v4().to_string(),
+        vault: vault.map(str::to_owned),
+        scope: ScopePath::parse(scope).unwrap().as_str().to_owned(),
+        principal_id: principal.to_owned(),
+        role_definition_id: role.to_owned(),
+        require_mfa: false,
+        created: 0,
+    }
+}
+
+pub(super) fn grants(assignments: Vec<RoleAssignment>) -> Grants {
+    Grants {
+        assignments,
+        custom: Vec::new(),
+    }
+}
+
+pub(super) fn path(s: &str) -> ScopePath {
+    ScopePath::parse(s).unwrap()
+}
+
+// The engine over a store; the evaluator's own tests are in evaluate_tests.rs.
+
+struct Fixture {
+    store: Arc<MemStore>,
+    authz: AuthzEngine,
+    identity: Arc<IdentityEngine>,
+}
+
+async fn fixture() -> Fixture {
+    let store = Arc::new(MemStore::new());
+    let identity = Arc::new(IdentityEngine::new(store.clone(), "contoso"));
+    VaultsEngine::new(store.clone())
+        .create("dev", None)
+        .await
+        .unwrap();
+    VaultsEngine::new(store.clone())
+        .create("prod", None)
+        .await
+        .unwrap();
+    Fixture {
+        authz: AuthzEngine::new(store.clone(), identity.clone()),
+        store,
+        identity,
+    }
+}
+
+impl Fixture {
+    async fn user(&self, name: &str) -> Caller {
+        let p = self
+            .identity
+            .create_principal(template(Kind::User, name))
+            .await
+            .unwrap();
+        caller(&p.object_id)
+    }
+
+    async fn assign(
+        &self,
+        actor: &Actor,
+        vault: &str,
+        scope: &str,
+        who: &Caller,
+        role: &str,
+    ) -> Result<RoleAssignment, AuthzError> {
+        self.authz
+            .put_assignment(
+                actor,
+                Some(vault),
+                &uuid::Uuid::new_v4().to_string(),
+                AssignmentSpec {
+                    scope: scope.into(),
+                    principal_id: who.oid.clone(),
+                    role_definition_id: format!(
+                        "Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/{role}"
+                    ),
+                    require_mfa: false,
+                },
+            )
+            .await
+    }
+
+    fn allows(&self, who: &Caller, vault: &str, scope: &str, action: &str) -> bool {
+        self.authz
+            .decide_local(who, vault, &path(scope), action)
+            .unwrap()
+            == Decision::Allow
+    }
+}
+
+fn claims(oid: &str) -> crate::identity::AccessClaims {
+    serde_json::from_value(serde_json::json!({
+        "aud": "a", "iss": "i", "iat": 0, "nbf": 0, "exp": 0, "tid": "t", "oid": oid,
+        "sub": oid, "idtyp": "user", "appid": "x", "azp": "x", "appidacr": "0",
+        "azpacr": "0", "amr": ["pwd"], "uti": "u", "ver": "2.0"
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn separation_of_duties_through_the_store() {
+    let f = fixture().await;
+    let (lead, daa, dev) = (
+        f.user("lead").await,
+        f.user("daa").await,
+        f.user("dev").await,
+    );
+    let lead_a = Actor::Principal(lead.clone());
+    let daa_a = Actor::Principal(daa.clone());
+    let dev_a = Actor::Principal(dev.clone());
+    f.assign(&Actor::BreakGlass, "dev", "/", &lead, ADMINISTRATOR)
+        .await
+        .unwrap();
+    f.assign(&lead_a, "dev", "/", &daa, DATA_ACCESS_ADMINISTRATOR)
+        .await
+        .unwrap();
+    f.assign(&daa_a, "dev", "/secrets", &dev, SECRETS_USER)
+        .await
+        .unwrap();
+    assert!(f.allows(&dev, "dev", "/secrets/s", &v("secrets/getSecret/action")));
+    assert!(!f.allows(&dev, "dev", "/secrets/s", &v("secrets/setSecret/action")));
+    // Rights in dev say nothing about prod.
+    assert!(!f.allows(&dev, "prod", "/secrets/s", &v("secrets/getSecret/action")));
+    assert!(!f.allows(&lead, "prod", "/", &v("keys/read")));
+
+    let err = f
+        .assign(&daa_a, "dev", "/", &daa, ADMINISTRATOR)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthzError::Forbidden { ref action, .. } if action == ASSIGNMENTS_WRITE));
+    let err = f
+        .assign(&dev_a, "dev", "/", &dev, SECRETS_OFFICER)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthzError::Forbidden { .. }));
+    let err = f
+        .assign(&lead_a, "prod", "/", &dev, SECRETS_USER)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthzError::Forbidden { .. }), "{err}");
+
+    // The lead is the last holder of unrestricted assignment rights... but
+    // the Data Access Administrator also holds roleAssignments/write.
+    let all = f
+        .authz
+        .list_assignments(Some("dev"), &ScopePath::root(), &AssignmentFilter::AtScope)
+        .await
+        .unwrap();
+    let daa_assignment = all
+        .iter()
+        .find(|a| a.principal_id == daa.oid)
+        .unwrap()
+        .clone();
+    let lead_assignment = all
+        .iter()
+        .find(|a| a.principal_id == lead.oid)
+        .unwrap()
+        .clone();
+    // DAA cannot remove the administrator (not a data role).
+    let err = f
+        .authz
+        .delete_assignment(&daa_a, Some("dev"), &lead_assignment.name)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthzError::Forbidden { .. }), "{err}");
+    f.authz
+        .delete_assignment(&lead_a, Some("dev"), &daa_assignment.name)
+        .await
+        .unwrap();
+    // Now the lead is the last holder and cannot remove themselves.
+    let before = f.store.keys().len();
+    let err = f
+        .authz
+        .delete_assignment(&lead_a, Some("dev"), &lead_assignment.name)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AuthzError::Conflict(ref m) if m.contains("last holder")),
+        "{err}"
+    );
+    assert_eq!(f.store.keys().len(), before);
+    assert!(f.allows(&lead, "dev", "/", ASSIGNMENTS_WRITE));
+    // Break-glass may.
+    f.authz
+        .delete_assignment(&Actor::BreakGlass, Some("dev"), &lead_assignment.name)
+        .await
+        .unwrap();
+    assert!(!f.allows(&lead, "dev", "/", ASSIGNMENTS_WRITE));
+}
+
+#[tokio::test]
+async fn a_revocation_is_in_force_on_a_lagging_replica() {
+    let f = fixture().await;
+    let dev = f.user("dev").await;
+    let a = f
+        .assign(&Actor::BreakGlass, "dev", "/", &dev, SECRETS_USER)
+        .await
+        .unwrap();
+    let granted = f.store.snapshot();
+    f.authz
+        .delete_assignment(&Actor::BreakGlass, Some("dev"), &a.name)
+        .await
+        .unwrap();
+    // This replica has not applied the delete yet: a local read still sees
+    // the grant, the fenced check does not.
+    f.store.lag_behind(granted);
+    let get = v("secrets/getSecret/action");
+    assert!(f.allows(&dev, "dev", "/secrets/s", &get));
+    let d = f
+        .authz
+        .decide(&claims(&dev.oid), "dev", &path("/secrets/s"), &get)
+        .await
+        .unwrap();
+    assert_eq!(d, Decision::Deny);
+}
+
+#[tokio::test]
+async fn group_membership_grants_and_its_removal_revokes() {
+    let f = fixture().await;
+    let dev = f.user("dev").await;
+    let g = f
+        .identity
+        .create_principal(template(Kind::Group, "devs"))
+        .await
+        .unwrap();
+    f.identity
+        .set_group_member(&g.object_id, &dev.oid, true)
+        .await
+        .unwrap();
+    f.assign(
+        &Actor::BreakGlass,
+        "dev",
+        "/keys",
+        &caller(&g.object_id),
+        CRYPTO_USER,
+    )
+    .await
+    .unwrap();
+    let sign = v("keys/sign/action");
+    let (who, at) = (claims(&dev.oid), path("/keys/k"));
+    let decide = || f.authz.decide(&who, "dev", &at, &sign);
+    assert_eq!(decide().await.unwrap(), Decision::Allow);
+    f.identity
+        .set_group_member(&g.object_id, &dev.oid, false)
+        .await
+        .unwrap();
+    assert_eq!(decide().await.unwrap(), Decision::Deny);
+}
+
+#[tokio::test]
+async fn custom_roles_and_bad_input() {
+    let f = fixture().await;
+    let lead = f.user("lead").await;
+    let lead_a = Actor::Principal(lead.clone());
+    f.assign(&Actor::BreakGlass, "dev", "/", &lead, ADMINISTRATOR)
+        .await
+        .unwrap();
+    let id = "33333333-3333-3333-3333-333333333333";
+    let spec = DefinitionSpec {
+        role_name: "Reader without certs".into(),
+        description: "d".into(),
+        permissions: vec![Permission {
+            data_actions: vec![v("*/read")],
+            not_data_actions: vec![v("certificates/*")],
+            ..Permission::default()
+        }],
+        assignable_scopes: vec!["/".into()],
+    };
+    let def = f
+        .authz
+        .put_definition(&lead_a, Some("dev"), id, spec.clone())
+        .await
+        .unwrap();
+    assert_eq!(def.role_type, RoleType::Custom);
+    assert_eq!(f.authz.get_definition(Some("dev"), id).await.unwrap(), def);
+    // Custom roles of dev do not exist in prod.
+    assert!(matches!(
+        f.authz.get_definition(Some("prod"), id).await,
+        Err(AuthzError::NotFound(_))
+    ));
+    let n = f.authz.list_definitions(Some("dev")).await.unwrap().len();
+    assert_eq!(n, built_ins().len() + 1);
+    let reader = f.user("reader").await;
+    let a = f.assign(&lead_a, "dev", "/", &reader, id).await.unwrap();
+    assert!(f.allows(&reader, "dev", "/keys/k", &v("keys/read")));
+    assert!(!f.allows(&reader, "dev", "/", &v("certificates/read")));
+    let err = f
+        .authz
+        .delete_definition(&lead_a, Some("dev"), id)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthzError::Conflict(_)), "{err}");
+    f.authz
+        .delete_assignment(&lead_a, Some("dev"), &a.name)
+        .await
+        .unwrap();
+    f.authz
+        .delete_definition(&lead_a, Some("dev"), id)
+        .await
+        .unwrap();
+
+    let before = f.store.keys().len();
+    let bad_specs = [
+        ("/vaults", lead.oid.clone(), SECRETS_USER.to_owned()),
+        ("/", "not-a-guid".into(), SECRETS_USER.to_owned()),
+        ("/", lead.oid.clone(), "nope".into()),
+        (
+            "/",
+            uuid::Uuid::new_v4().to_string(),
+            SECRETS_USER.to_owned(),
+        ),
+        ("/", lead.oid.clone(), uuid::Uuid::new_v4().to_string()),
+    ];
+    for (scope, principal_id, role) in bad_specs {
+        let err = f
+            .authz
+            .put_assignment(
+                &lead_a,
+                Some("dev"),
+                "44444444-4444-4444-4444-444444444444",
+                AssignmentSpec {
+                    scope: scope.into(),
+                    principal_id,
+                    role_definition_id: role,
+                    require_mfa: false,
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AuthzError::BadRequest(_)), "{scope}: {err}");
+    }
+    let err = f
+        .authz
+        .put_definition(&lead_a, Some("dev"), ADMINISTRATOR, spec.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthzError::BadRequest(_)));
+    let mut bad = spec;
+    bad.permissions[0].data_actions = vec!["keys read".into()];
+    assert!(matches!(
+        f.authz.put_definition(&lead_a, Some("dev"), id, bad).await,
+        Err(AuthzError::BadRequest(_))
+    ));
+    assert_eq!(f.store.keys().len(), before);
+}
+
+#[tokio::test]
+async fn the_same_assignment_twice_is_answered_and_a_different_one_conflicts() {
+    let f = fixture().await;
+    let dev = f.user("dev").await;
+    let spec = |role: &str| AssignmentSpec {
+        scope: "/secrets".into(),
+        principal_id: dev.oid.clone(),
+        role_definition_id: role.into(),
+        require_mfa: false,
+    };
+    let name = "55555555-5555-5555-5555-555555555555";
+    let a = f
+        .authz
+        .put_assignment(&Actor::BreakGlass, Some("dev"), name, spec(SECRETS_USER))
+        .await
+        .unwrap();
+    let again = f
+        .authz
+        .put_assignment(&Actor::BreakGlass, Some("dev"), name, spec(SECRETS_USER))
+        .await
+        .unwrap();
+    assert_eq!(a, again);
+    assert!(matches!(
+        f.authz
+            .put_assignment(&Actor::BreakGlass, Some("dev"), name, spec(SECRETS_OFFICER))
+            .await,
+        Err(AuthzError::Conflict(_))
+    ));
+    assert!(matches!(
+        f.authz
+            .put_assignment(&Actor::BreakGlass, Some("dev"), "other", spec(SECRETS_USER))
+            .await,
+        Err(AuthzError::Conflict(_))
+    ));
+}
+
+#[test]
+fn administration_actions_are_the_operation_tables() {
+    use crate::operation::Operation;
+    assert_eq!(
+        ASSIGNMENTS_WRITE,
+        Operation::RoleAssignmentCreate.data_action()
+    );
+    assert_eq!(
+        ASSIGNMENTS_DELETE,
+        Operation::RoleAssignmentDelete.data_action()
+    );
+    assert_eq!(
+        DEFINITIONS_WRITE,
+        Operation::RoleDefinitionSet.data_action()
+    );
+    assert_eq!(
+        DEFINITIONS_DELETE,
+        Operation::RoleDefinitionDelete.data_action()
+    );
+}

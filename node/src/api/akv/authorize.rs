@@ -1,0 +1,415 @@
+//! Authorization of every Key Vault request, after authentication and
+//! before any handler: the request's operation names its data action, the
+//! request's vault and path name its scope, and the caller (token `oid`
+//! and groups) must hold the action there through a role assignment.
+//! Otherwise 403 `ForbiddenByRbac` naming the action — before any lookup,
+//! so a caller without a role cannot tell whether an object exists. A
+//! request no operation classifies is refused (fail closed). The root
+//! token is break-glass: allowed, and logged.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::context::{host_of, vault_for_host};
+use super::errors::ApiError;
+use super::operations::{self, Operation};
+use crate::api::auth::BreakGlass;
+use crate::engine::authz::{Actor, AuthzEngine, Decision, ScopePath};
+use crate::engine::identity::VerifiedToken;
+
+/// What the authorization middleware needs.
+#[derive(Clone)]
+pub struct AuthzState {
+    /// Role definitions and assignments.
+    pub authz: Arc<AuthzEngine>,
+    /// `{vault}.{vault_domain}` hosts select `{vault}`.
+    pub vault_domain: Option<String>,
+    /// Vault of requests whose Host does not name one.
+    pub default_vault: String,
+}
+
+/// The authorized actor of a request, for handlers that apply further
+/// rules (the role administration API).
+pub struct Authorized(pub Actor);
+
+impl<S: Send + Sync> FromRequestParts<S> for Authorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Actor>()
+            .cloned()
+            .map(Authorized)
+            // Only reachable if the middleware was not installed: refuse.
+            .ok_or_else(|| {
+                ApiError::forbidden_by_rbac("(unknown)", "(unclassified)", "", "(unknown)")
+            })
+    }
+}
+
+/// The middleware: allow, ask for a second factor, or refuse.
+pub async fn authorize(State(st): State<AuthzState>, mut req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let vault = match host_of(&parts) {
+        Ok(host) => vault_for_host(&host, st.vault_domain.as_deref(), &st.default_vault),
+        Err(e) => return e.into_response(),
+    };
+    req = Request::from_parts(parts, body);
+    if req.extensions().get::<BreakGlass>().is_some() {
+        tracing::info!(
+            method = %req.method(),
+            path = req.uri().path(),
+            vault,
+            "break-glass: root token allowed on the Key Vault API"
+        );
+        req.extensions_mut().insert(Actor::BreakGlass);
+        return next.run(req).await;
+    }
+    let Some(token) = req.extensions().get::<Arc<VerifiedToken>>().cloned() else {
+        return ApiError::forbidden_by_rbac(
+            "(unauthenticated)",
+            "(none)",
+            req.uri().path(),
+            &vault,
+        )
+        .into_response();
+    };
+    let claims = &token.claims;
+    let who = format!(
+        "appid={};oid={};iss={}",
+        claims.appid, claims.oid, claims.iss
+    );
+    let matched = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let resource = format!("/vaults/{vault}{}", req.uri().path());
+    let Some(op) = operations::of(&req) else {
+        tracing::warn!(method = %req.method(), matched, "unclassified Key Vault route refused");
+        return ApiError::forbidden_by_rbac(&who, "(unclassified operation)", &resource, &vault)
+            .into_response();
+    };
+    let action = op.data_action();
+    let scope = request_scope(op, &matched, req.uri().path());
+    let decision = match st.authz.fenced_caller(claims).await {
+        Ok(caller) => st
+            .authz
+            .decide_local(&caller, &vault, &scope, &action)
+            .map(|d| (d, caller)),
+        Err(e) => Err(e),
+    };
+    match decision {
+        Ok((Decision::Allow, caller)) => {
+            req.extensions_mut().insert(Actor::Principal(caller));
+            next.run(req).await
+        }
+        Ok((Decision::StepUp, _)) => step_up(
+            &req,
+            claims.xms_cc.iter().any(|c| c == "cp1"),
+            &who,
+            &action,
+            &resource,
+            &vault,
+        ),
+        Ok((Decision::Deny, _)) => {
+            tracing::info!(oid = claims.oid, action, resource, "denied by RBAC");
+            ApiError::forbidden_by_rbac(&who, &action, &resource, &vault).into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// A request's scope: the object its path names (`/keys/{name}/…`,
+/// `/deletedkeys/{name}` → `/keys/{name}`), else the operation's
+/// collection, else the vault. Role-administration paths carry their scope
+/// before `/providers/`.
+pub fn request_scope(op: Operation, matched: &str, path: &str) -> ScopePath {
+    let lower = path.to_ascii_lowercase();
+    if let Some(at) = lower.find("/providers/microsoft.authorization/") {
+        // An unparsable scope: the handler refuses it; check at the root.
+        return ScopePath::parse(&path[..at]).unwrap_or_else(|_| ScopePath::root());
+    }
+    let Some(collection) = op.collection().scope() else {
+        return ScopePath::root();
+    };
+    let collection = collection.trim_start_matches('/');
+    let pattern: Vec<&str> = matched.trim_start_matches('/').split('/').collect();
+    let actual: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // `/secrets/restore` is also the route of a secret named "restore"
+    // (every method but POST): those operations always name one object.
+    let named = pattern.get(1) == Some(&"{name}")
+        || matches!(
+            op,
+            Operation::SecretGet | Operation::SecretSet | Operation::SecretDelete
+        );
+    match actual.get(1) {
+        Some(name) if named => ScopePath::object(collection, name)
+            // An invalid name matches no object scope; the handler answers
+            // it, and only collection-wide rights reach it.
+            .or_else(|_| ScopePath::collection(collection))
+            .unwrap_or_else(|_| ScopePath::root()),
+        _ => ScopePath::collection(collection).unwrap_or_else(|_| ScopePath::root()),
+    }
+}
+
+/// The answer to a caller whose only matching assignment needs MFA: the
+/// claims challenge (401 `insufficient_claims`) when the client declared it
+/// can handle one (`xms_cc` has `cp1`), else the 403 naming the action.
+fn step_up(
+    req: &Request,
+    cp1: bool,
+    who: &str,
+    action: &str,
+    resource: &str,
+    vault: &str,
+) -> Response {
+    if !cp1 {
+        return ApiError::forbidden_by_rbac(who, action, resource, vault).into_response();
+    }
+    use base64::Engine as _;
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(r#"{"access_token":{"amr":{"essential":true,"values":["mfa"]}}}"#);
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let value = format!(
+        "Bearer realm=\"\", authorization_uri=\"https://{host}/common/oauth2/authorize\", error=\"insufficient_claims\", claims=\"{claims}\""
+    );
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(serde_json::json!({"error": {
+            "code": "Unauthorized",
+            "message": format!("Multi-factor authentication is required for '{action}'"),
+        }})),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_scope;
+    use crate::api::akv::operations::classify;
+    use axum::http::Method;
+
+    #[test]
+    fn scopes_come_from_the_operation_the_matched_route_and_the_path() {
+        let cases = [
+            (
+                Method::POST,
+                "/keys/{name}/{version}/sign",
+                "/keys/K1/abc/sign",
+                "/keys/k1",
+            ),
+            (
+                Method::POST,
+                "/keys/{name}//sign",
+                "/keys/k1//sign",
+                "/keys/k1",
+            ),
+            (Method::GET, "/keys", "/keys", "/keys"),
+            (Method::POST, "/keys/restore", "/keys/restore", "/keys"),
+            (
+                Method::GET,
+                "/deletedkeys/{name}",
+                "/deletedkeys/k1",
+                "/keys/k1",
+            ),
+            (
+                Method::GET,
+                "/deletedsecrets",
+                "/deletedsecrets",
+                "/secrets",
+            ),
+            (Method::GET, "/secrets/{name}", "/secrets/s1", "/secrets/s1"),
+            (
+                Method::GET,
+                "/secrets/{name}",
+                "/secrets/bad_name",
+                "/secrets",
+            ),
+            (Method::POST, "/rng", "/rng", "/"),
+            (
+                Method::GET,
+                "/secrets/restore",
+                "/secrets/restore",
+                "/secrets/restore",
+            ),
+            (
+                Method::POST,
+                "/secrets/restore",
+                "/secrets/restore",
+                "/secrets",
+            ),
+            (
+                Method::PUT,
+                "/keys/{name}/providers/Microsoft.Authorization/roleAssignments/{name}",
+                "/keys/k9/providers/Microsoft.Authorization/roleAssignments/x",
+                "/keys/k9",
+            ),
+            (
+                Method::GET,
+                "/providers/Microsoft.Authorization/roleDefinitions",
+                "/providers/Microsoft.Authorization/roleDefinitions",
+                "/",
+            ),
+        ];
+        for (method, matched, path, want) in cases {
+            let op = classify(&method, matched).unwrap();
+            assert_eq!(request_scope(op, matched, path).as_str(), want, "{path}");
+        }
+    }
+
+    mod through_the_middleware {
+        use std::sync::Arc;
+
+        use axum::body::Body;
+        use axum::extract::Request;
+        use axum::middleware::{from_fn, from_fn_with_state, Next};
+        use axum::routing::get;
+        use axum::Router;
+        use tower::ServiceExt as _;
+
+        use super::super::{authorize, AuthzState};
+        use crate::engine::authz::{Actor, AssignmentSpec, AuthzEngine};
+        use crate::engine::identity::principals::template;
+        use crate::engine::identity::{IdentityEngine, Kind, VerifiedToken};
+        use crate::engine::mem_store::MemStore;
+        use crate::engine::vaults::VaultsEngine;
+
+        /// A router whose requests carry a verified token of `oid` with
+        /// `amr` and `xms_cc`, behind the authorization middleware.
+        fn app(authz: Arc<AuthzEngine>, oid: &str, amr: &[&str], cp1: bool) -> Router {
+            let claims = serde_json::from_value(serde_json::json!({
+                "aud": "a", "iss": "i", "iat": 0, "nbf": 0, "exp": 0, "tid": "t",
+                "oid": oid, "sub": oid, "idtyp": "user", "appid": "x", "azp": "x",
+                "appidacr": "0", "azpacr": "0", "amr": amr, "uti": "u", "ver": "2.0",
+                "xms_cc": if cp1 { vec!["cp1"] } else { vec![] },
+            }))
+            .unwrap();
+            let token = Arc::new(VerifiedToken { claims });
+            Router::new()
+                .route("/secrets/{name}", get(|| async { "the value" }))
+                .route("/unclassified", get(|| async { "should not be reached" }))
+                .layer(from_fn_with_state(
+                    AuthzState {
+                        authz,
+                        vault_domain: None,
+                        default_vault: "default".into(),
+                    },
+                    authorize,
+                ))
+                .layer(from_fn(move |mut req: Request, next: Next| {
+                    req.extensions_mut().insert(token.clone());
+                    next.run(req)
+                }))
+        }
+
+        async fn call(router: Router, path: &str) -> (u16, String, String) {
+            let resp = router
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let challenge = resp
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (
+                status,
+                challenge,
+                String::from_utf8_lossy(&body).into_owned(),
+            )
+        }
+
+        #[tokio::test]
+        async fn mfa_conditions_step_up_and_unclassified_routes_are_refused() {
+            let store = Arc::new(MemStore::new());
+            VaultsEngine::new(store.clone())
+                .create("default", None)
+                .await
+                .unwrap();
+            let identity = Arc::new(IdentityEngine::new(store.clone(), "t"));
+            let user = identity
+                .create_principal(template(Kind::User, "alice"))
+                .await
+                .unwrap();
+            let authz = Arc::new(AuthzEngine::new(store.clone(), identity));
+            authz
+                .put_assignment(
+                    &Actor::BreakGlass,
+                    Some("default"),
+                    "a1",
+                    AssignmentSpec {
+                        scope: "/secrets".into(),
+                        principal_id: user.object_id.clone(),
+                        role_definition_id: "4633458b-17de-408a-b874-0445c86b69e6".into(),
+                        require_mfa: true,
+                    },
+                )
+                .await
+                .unwrap();
+            let oid = user.object_id.as_str();
+
+            // Without a second factor: the claims challenge for a cp1 client...
+            let (status, challenge, _) =
+                call(app(authz.clone(), oid, &["pwd"], true), "/secrets/s").await;
+            assert_eq!(status, 401);
+            assert!(
+                challenge.contains("error=\"insufficient_claims\""),
+                "{challenge}"
+            );
+            // ...and the 403 naming the action for one that cannot step up.
+            let (status, _, body) =
+                call(app(authz.clone(), oid, &["pwd"], false), "/secrets/s").await;
+            assert_eq!(status, 403);
+            assert!(
+                body.contains("ForbiddenByRbac") && body.contains("secrets/getSecret/action"),
+                "{body}"
+            );
+            // With it: through.
+            let (status, _, body) = call(
+                app(authz.clone(), oid, &["pwd", "mfa"], false),
+                "/secrets/s",
+            )
+            .await;
+            assert_eq!((status, body.as_str()), (200, "the value"));
+            // A route the operation table does not know is refused, whoever asks.
+            let (status, _, body) = call(
+                app(authz.clone(), oid, &["pwd", "mfa"], false),
+                "/unclassified",
+            )
+            .await;
+            assert_eq!(status, 403);
+            assert!(body.contains("unclassified"), "{body}");
+            // Another principal learns nothing about what exists: 403, not 404.
+            let (status, _, body) = call(
+                app(
+                    authz,
+                    "00000000-0000-0000-0000-000000000001",
+                    &["mfa"],
+                    false,
+                ),
+                "/secrets/s",
+            )
+            .await;
+            assert_eq!(status, 403, "{body}");
+        }
+    }
+}
