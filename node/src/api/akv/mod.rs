@@ -6,9 +6,9 @@
 //! wraps this router with authentication. No fallback is set, so the router
 //! can be merged with others.
 
+pub mod authorize;
 pub mod cert_models;
 pub mod certificates;
-pub mod authorize;
 pub mod context;
 pub mod errors;
 pub mod extract;
@@ -25,8 +25,8 @@ use std::sync::Arc;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 
-use crate::engine::certificates::CertificatesEngine;
 use crate::engine::authz::AuthzEngine;
+use crate::engine::certificates::CertificatesEngine;
 use crate::engine::keys::KeysEngine;
 use crate::engine::secrets::SecretsEngine;
 use crate::engine::vaults::VaultsEngine;
