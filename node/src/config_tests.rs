@@ -212,7 +212,7 @@ fn print_config_redacts_the_join_token() {
 fn retry_join_needs_a_token_and_excludes_bootstrap() {
     let joiner = SAMPLE
         .replace("bootstrap = true", "retry_join = [\"coffer-1:8444\"]")
-        .replace("[[peers]]\n        node_id = 2\n        api_addr = \"127.0.0.1:8453\"\n        cluster_addr = \"127.0.0.1:8454\"", "");
+        .replace("[[peers]]\n    node_id = 2\n    api_addr = \"127.0.0.1:8453\"\n    cluster_addr = \"127.0.0.1:8454\"", "");
     let err = load(&joiner, &[]).unwrap_err().to_string();
     assert!(err.contains("join token"), "{err}");
     load(&joiner, &[("COFFER_JOIN_TOKEN", "0123456789abcdef")]).unwrap();

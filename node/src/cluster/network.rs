@@ -588,7 +588,7 @@ impl RaftNetwork<TypeConfig> for Network {
             .await;
         self.peers
             .transfers
-            .chunk_ended(self.target, last_chunk && result.is_ok());
+            .chunk_ended(self.target, result.is_ok(), last_chunk);
         result
     }
 

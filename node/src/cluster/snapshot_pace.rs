@@ -56,11 +56,14 @@ impl SnapshotTransfers {
         t.last = Instant::now();
     }
 
-    /// A chunk call to `peer` ended; `complete`: it was the last chunk and
-    /// the peer installed the snapshot.
-    pub fn chunk_ended(&self, peer: NodeId, complete: bool) {
+    /// A chunk call to `peer` ended. `delivered`: the peer took the chunk;
+    /// `last`: it was the final one. A transfer ends when its last chunk
+    /// lands or a chunk fails: a peer that cannot be reached (down, cut off)
+    /// is not receiving anything, and must not hold back this node's
+    /// snapshots while the leader keeps retrying it.
+    pub fn chunk_ended(&self, peer: NodeId, delivered: bool, last: bool) {
         let mut map = self.lock();
-        if complete {
+        if !delivered || last {
             map.remove(&peer);
         } else if let Some(t) = map.get_mut(&peer) {
             t.calls = t.calls.saturating_sub(1);
@@ -138,16 +141,21 @@ mod tests {
     }
 
     #[test]
-    fn transfers_end_when_complete_or_idle() {
+    fn transfers_end_when_complete_failed_or_idle() {
         let t = SnapshotTransfers::default();
         assert!(!t.in_flight());
         t.chunk_started(2);
         assert!(t.in_flight());
-        t.chunk_ended(2, false);
+        t.chunk_ended(2, true, false);
         // Between chunks: still a transfer.
         assert!(t.in_flight());
         t.chunk_started(2);
-        t.chunk_ended(2, true);
+        t.chunk_ended(2, true, true);
+        assert!(!t.in_flight());
+        // A peer that cannot be reached is not receiving a snapshot.
+        t.chunk_started(3);
+        assert!(t.in_flight());
+        t.chunk_ended(3, false, false);
         assert!(!t.in_flight());
     }
 }
