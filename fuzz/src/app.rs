@@ -11,6 +11,9 @@ use axum::http::{Method, Request, StatusCode};
 use axum::Router;
 use coffer::api::akv::{router, AkvState};
 use coffer::crypto::{Curve, KeyType};
+use coffer::engine::authz::AuthzEngine;
+use coffer::engine::certificates::CertificatesEngine;
+use coffer::engine::identity::IdentityEngine;
 use coffer::engine::keys::{CreateKey, KeyAttributes, KeysEngine};
 use coffer::engine::mem_store::MemStore;
 use coffer::engine::rotation::RotationLimits;
@@ -175,12 +178,26 @@ impl App {
                 .with_rotation_limits(RotationLimits::unsafe_minimum(0)),
         );
         let secrets = Arc::new(SecretsEngine::new(store.clone()));
+        let certificates = Arc::new(CertificatesEngine::new(
+            store.clone(),
+            keys.clone(),
+            secrets.clone(),
+        ));
+        // The role administration routes need the authz engine; the
+        // authorization middleware is outside this router (the fuzz
+        // targets reach every handler).
+        let authz = Arc::new(AuthzEngine::new(
+            store.clone(),
+            Arc::new(IdentityEngine::new(store.clone(), "fuzz")),
+        ));
         let state = AkvState {
             secrets: secrets.clone(),
             keys: keys.clone(),
+            certificates,
             vaults: Arc::new(VaultsEngine::new(store.clone())),
             vault_domain: None,
             default_vault: VAULT.into(),
+            authz,
         };
         App {
             router: router(state),
