@@ -409,23 +409,40 @@ struct DigestBody {
     digest: String,
     applied_index: u64,
     stable: bool,
+    /// The additive digest at the `?index=` asked for (`None`: that index
+    /// is not among the node's recent ones).
+    #[serde(default)]
+    state_digest: Option<serde_json::Value>,
 }
 
-/// Every node's digest once all report the same applied index (≤ 30 s).
+/// Every node's state compared at one applied index (≤ 30 s): either all
+/// report the same index, or every node's digest right after the lowest
+/// index any of them applied. A cluster is never idle (each node ships its
+/// audit records through Raft, health probes included), so waiting for
+/// equal indexes alone may never end.
 async fn convergence(cluster: &LocalCluster) -> Verdict {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = Vec::new();
     while Instant::now() < deadline {
         last.clear();
         let mut indexes = BTreeSet::new();
+        // Applied indexes of every node that answered, stable or not.
+        let mut applied = Vec::new();
         for (i, node) in cluster.nodes.iter().enumerate() {
-            let body = digest(cluster, i).await.ok();
+            let body = digest(cluster, i, None).await.ok();
             let stable = body.as_ref().is_some_and(|b| b.stable);
             indexes.insert(body.as_ref().map(|b| b.applied_index).filter(|_| stable));
+            applied.extend(body.as_ref().map(|b| b.applied_index));
             last.push((node.id, body.map(|b| b.digest)));
         }
         if indexes.len() == 1 && !indexes.contains(&None) {
             return checker::check_convergence(&last);
+        }
+        if applied.len() == cluster.nodes.len() {
+            let lowest = applied.iter().copied().min().unwrap_or(0);
+            if let Some(verdict) = convergence_at(cluster, lowest).await {
+                return verdict;
+            }
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -437,12 +454,32 @@ async fn convergence(cluster: &LocalCluster) -> Verdict {
     }
 }
 
-async fn digest(cluster: &LocalCluster, i: usize) -> anyhow::Result<DigestBody> {
+/// Every node's additive digest right after `index`, compared; `None` when
+/// a node cannot say (not applied yet, or no longer among its recent ones).
+async fn convergence_at(cluster: &LocalCluster, index: u64) -> Option<Verdict> {
+    let mut at = Vec::new();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let body = digest(cluster, i, Some(index)).await.ok()?;
+        let state = body.state_digest.filter(|v| !v.is_null())?;
+        at.push((node.id, Some(state.to_string())));
+    }
+    Some(checker::check_convergence(&at))
+}
+
+async fn digest(
+    cluster: &LocalCluster,
+    i: usize,
+    index: Option<u64>,
+) -> anyhow::Result<DigestBody> {
     let mut cfg = cluster.client_config(vec![cluster.nodes[i].url()])?;
     cfg.timeout = Duration::from_secs(2);
     let client = Client::new(cfg)?;
+    let path = match index {
+        Some(i) => format!("/v1/sys/raft/digest?index={i}"),
+        None => "/v1/sys/raft/digest".to_string(),
+    };
     let resp = client
-        .send_to(0, coffer_client::Request::get("/v1/sys/raft/digest"))
+        .send_to(0, coffer_client::Request::get(&path))
         .await?
         .error_for_status()?;
     Ok(resp.json()?)
