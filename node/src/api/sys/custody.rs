@@ -71,10 +71,11 @@ async fn rekey_status(State(s): State<SysState>) -> Result<Response, SysError> {
     Ok(Json(s.operator.rekey_status()?).into_response())
 }
 
+/// A ceremony's nonce (cancel of rekey and of seal migration).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NonceRequest {
-    nonce: String,
+pub(super) struct NonceRequest {
+    pub(super) nonce: String,
 }
 
 async fn rekey_cancel(
@@ -86,11 +87,12 @@ async fn rekey_cancel(
     Ok(Json(json!({ "cancelled": true })).into_response())
 }
 
+/// One share submitted to a ceremony (rekey, seal migration).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ShareRequest {
-    key: String,
-    nonce: String,
+pub(super) struct ShareRequest {
+    pub(super) key: String,
+    pub(super) nonce: String,
 }
 
 fn rekey_body(answer: RekeyAnswer) -> Response {

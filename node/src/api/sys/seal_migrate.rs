@@ -10,6 +10,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::custody::{NonceRequest, ShareRequest};
 use super::{bad_json, OperatorJson, SysError, SysState};
 use crate::seal::SealType;
 
@@ -46,12 +47,6 @@ async fn status(State(s): State<SysState>) -> Result<Response, SysError> {
     Ok(Json(s.operator.migrate_status()?).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NonceRequest {
-    nonce: String,
-}
-
 async fn cancel(
     State(s): State<SysState>,
     body: Result<Json<NonceRequest>, axum::extract::rejection::JsonRejection>,
@@ -59,13 +54,6 @@ async fn cancel(
     let Json(req) = body.map_err(bad_json)?;
     s.operator.migrate_cancel(&req.nonce)?;
     Ok(Json(json!({ "cancelled": true })).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ShareRequest {
-    key: String,
-    nonce: String,
 }
 
 async fn update(
