@@ -7,16 +7,13 @@ use zeroize::Zeroizing;
 
 use super::records::{CertBackupExtra, CertVersionRecord, Certificate, DeletedCertificate};
 use super::{stored_policy, CertKind, CertificatesEngine, BACKUP_FORMAT, BACKUP_PURPOSE};
-use crate::cas::{decode, encode, write, Plan};
+use crate::cas::{encode, write, Plan};
 use crate::error::EngineError;
 use crate::key_records::{KeyBackupExtra, KeyVersionRecord};
-use crate::names::CERTS;
-use crate::object::{
-    BackupRecord, DeletedInfo, Found, Kind, MetaRecord, NoExtra, RECOVERABLE_DAYS,
-};
+use crate::object::{BackupRecord, DeletedInfo, Found, Kind, NoExtra, RECOVERABLE_DAYS};
 use crate::secret_records::VersionRecord;
 use crate::validate::{check_name, normalize_vault};
-use crate::view::{Fragment, TableScan, VaultView};
+use crate::view::{Fragment, VaultView};
 
 const DAY: u64 = 86_400;
 
@@ -94,41 +91,21 @@ impl CertificatesEngine {
         name: &str,
         request_id: Option<&str>,
     ) -> Result<(), EngineError> {
-        let lower = check_name(CertKind::LABEL, name)?;
-        let vault = normalize_vault(vault)?;
-        write(self.store(), request_id, || {
-            let view = VaultView::open(self.store(), &vault)?;
-            let meta = match self.certs.deleted(&view, &lower, name) {
-                Ok((m, _)) => m,
-                Err(e) => return Ok(Plan::Refuse(e)),
-            };
-            let frag = self.purge_all_fragment(&view, &lower, meta.revision)?;
-            Ok(Plan::Commit(view.txn(frag, b"null".to_vec())))
-        })
-        .await
+        self.certs
+            .purge_with(vault, name, request_id, |view, lower, revision| {
+                self.purge_all_fragment(view, lower, revision)
+            })
+            .await
     }
 
     /// Purges every deleted certificate (with key and secret) whose purge
     /// date is at or before `now`. Returns how many.
     pub async fn purge_expired(&self, now: u64) -> Result<usize, EngineError> {
-        let store = self.store();
-        store.read_fence().await?;
-        let mut purged = 0;
-        let mut scan = TableScan::new(store, CERTS);
-        while let Some(batch) = scan.next_batch()? {
-            for (vault, lower, entry) in batch {
-                let due = decode::<MetaRecord>(&entry.value)
-                    .is_ok_and(|m| m.deleted.is_some_and(|d| d.scheduled_purge_date <= now));
-                if !due {
-                    continue;
-                }
-                let view = VaultView::unchecked(store, &vault);
-                let frag = self.purge_all_fragment(&view, &lower, entry.revision)?;
-                let txn = view.txn(frag, b"null".to_vec());
-                purged += usize::from(store.commit(None, txn).await?.succeeded);
-            }
-        }
-        Ok(purged)
+        self.certs
+            .purge_expired_with(now, |view, lower, revision| {
+                self.purge_all_fragment(view, lower, revision)
+            })
+            .await
     }
 
     /// An opaque blob with every version of the certificate, its key and

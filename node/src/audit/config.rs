@@ -23,6 +23,8 @@ pub struct AuditConfig {
     pub max_files: usize,
     /// Records written (and fsync'd) together at most.
     pub batch_max: usize,
+    /// When a request's record counts as written: see [`AuditSync`].
+    pub sync: AuditSync,
     /// How often records are shipped into the replicated trail.
     pub ship_interval_ms: u64,
     /// Also copy every record to standard output (JSON lines).
@@ -41,11 +43,28 @@ impl Default for AuditConfig {
             max_file_bytes: 64 * 1024 * 1024,
             max_files: 10,
             batch_max: 256,
+            sync: AuditSync::Always,
             ship_interval_ms: 500,
             stdout: false,
             syslog: None,
         }
     }
+}
+
+/// How far a record must get before the request it describes is answered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSync {
+    /// On disk: the batch is `fdatasync`'d before any of its requests is
+    /// answered. Survives power loss; costs one disk flush per batch on
+    /// the request path (the default, and what a regulator usually wants).
+    #[default]
+    Always,
+    /// In the kernel: answered once `write(2)` took the batch (a full or
+    /// failing disk still refuses the request), flushed right after. Survives
+    /// a crash of the process but not of the machine before the flush;
+    /// Vault's file audit device works this way.
+    Write,
 }
 
 impl AuditConfig {

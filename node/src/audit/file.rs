@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::config::AuditSync;
 use crate::engine::audit::{AuditEvent, Head};
 
 /// Records of failed writes kept for the next attempt, at most (beyond
@@ -49,6 +50,8 @@ pub struct FileOptions {
     pub max_files: usize,
     /// Records per write at most.
     pub batch_max: usize,
+    /// Whether a batch is flushed before its requests are answered.
+    pub sync: AuditSync,
 }
 
 /// Handle to the writer thread.
@@ -211,6 +214,9 @@ impl Writer {
                         let _ = job.ack.send(Ok(*seq));
                     }
                     (self.written)(&seqs);
+                    if self.opts.sync == AuditSync::Write {
+                        self.flush_after_ack(healthy);
+                    }
                 }
                 Err(e) => {
                     healthy.store(false, Ordering::Relaxed);
@@ -230,7 +236,21 @@ impl Writer {
         }
     }
 
-    /// Appends `events` as one batch and fsyncs; all or nothing.
+    /// With [`AuditSync::Write`]: flushes what was just acknowledged. A
+    /// failed flush refuses the next requests until a write works again.
+    fn flush_after_ack(&mut self, healthy: &AtomicBool) {
+        let Some(file) = self.file.as_ref() else {
+            return;
+        };
+        if let Err(e) = file.sync_data() {
+            healthy.store(false, Ordering::Relaxed);
+            metrics::counter!("coffer_audit_failures_total", "sink" => "file").increment(1);
+            tracing::error!(error = %e, path = %self.opts.path.display(), "flushing the audit file failed: requests are refused until a write works");
+        }
+    }
+
+    /// Appends `events` as one batch and (with [`AuditSync::Always`])
+    /// fsyncs; all or nothing.
     fn write(&mut self, events: &[AuditEvent]) -> std::io::Result<Vec<(u64, AuditEvent, Vec<u8>)>> {
         if events.is_empty() {
             return Ok(Vec::new());
@@ -257,7 +277,10 @@ impl Writer {
         let Some(file) = self.file.as_mut() else {
             return Err(std::io::Error::other("audit file not open"));
         };
-        let result = file.write_all(&buf).and_then(|()| file.sync_data());
+        let sync = self.opts.sync == AuditSync::Always;
+        let result = file
+            .write_all(&buf)
+            .and_then(|()| if sync { file.sync_data() } else { Ok(()) });
         if let Err(e) = result {
             // Cut back to the last whole line; if even that fails, reopen
             // (which drops the partial line) before the next write.
@@ -285,7 +308,10 @@ impl Writer {
 
     /// `path` → `path.1` → … → `path.{max_files}` (dropped beyond).
     fn rotate(&mut self) -> std::io::Result<()> {
-        self.file = None;
+        // With `AuditSync::Write` the last batches may not be flushed yet.
+        if let Some(file) = self.file.take() {
+            file.sync_data()?;
+        }
         let path = &self.opts.path;
         let _ = fs::remove_file(rotated(path, self.opts.max_files));
         for n in (1..self.opts.max_files).rev() {
@@ -403,6 +429,7 @@ mod tests {
             max_file_bytes: 2_000,
             max_files: 50,
             batch_max: 8,
+            sync: AuditSync::Always,
         };
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();

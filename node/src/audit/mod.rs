@@ -68,6 +68,7 @@ impl Auditor {
                 max_file_bytes: cfg.max_file_bytes,
                 max_files: cfg.max_files,
                 batch_max: cfg.batch_max,
+                sync: cfg.sync,
             },
             Box::new(move |written| {
                 metrics::counter!("coffer_audit_records_total", "sink" => "file")

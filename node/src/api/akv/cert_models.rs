@@ -8,13 +8,13 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use super::models::{AttributesIn, Deleted};
+use super::models::AttributesIn;
 use crate::engine::certificates::issuers::IssuerParams;
 use crate::engine::certificates::pending::status_details;
 use crate::engine::certificates::x509::x5t;
 use crate::engine::certificates::{
-    Certificate, CertificateOperation, Contact, DeletedCertificate, Issuer, OpStatus, OrgDetails,
-    Policy, RECOVERABLE_DAYS, RECOVERY_LEVEL,
+    Certificate, CertificateOperation, Contact, Issuer, OpStatus, OrgDetails, Policy,
+    RECOVERABLE_DAYS, RECOVERY_LEVEL,
 };
 
 /// Body of `POST /certificates/{name}/create`.
@@ -245,16 +245,6 @@ pub fn item(base: &str, c: &Certificate, versioned: bool) -> CertificateItem {
         x5t: x5t(&c.cer),
         attributes: attributes(c, false),
         tags: c.tags.clone(),
-    }
-}
-
-/// Wraps `inner` with the deleted fields of `d`.
-pub fn deleted<T>(base: &str, d: &DeletedCertificate, inner: T) -> Deleted<T> {
-    Deleted {
-        recovery_id: format!("{base}/deletedcertificates/{}", d.certificate.name),
-        deleted_date: d.deleted_date,
-        scheduled_purge_date: d.scheduled_purge_date,
-        inner,
     }
 }
 

@@ -1,38 +1,37 @@
 //! Certificates handlers: parse → engine → render.
 
+use async_trait::async_trait;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::alphabet::{STANDARD as STD_ALPHABET, URL_SAFE};
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
+use base64::alphabet::STANDARD as STD_ALPHABET;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
 use super::cert_models::{
-    bundle, contacts, deleted, issuer, issuer_item, item, operation, policy_out, CertificateBundle,
+    bundle, contacts, issuer, issuer_item, item, operation, policy_out, CertificateBundle,
     CertificateItem, ContactsBody, CreateBody, ImportBody, IssuerBody, IssuerItem, IssuerOut,
     MergeBody, OperationOut, PendingPatch, PolicyOut, UpdateBody,
 };
 use super::context::AkvCtx;
 use super::errors::ApiError;
 use super::extract::{JsonBody, ObjectPath, PathParams};
-use super::models::{BlobBody, Deleted, ListResult};
+use super::lifecycle::{DeletedFields, SoftDeleted};
+use super::models::ListResult;
 use super::paging::{maxresults, next_link, skiptoken};
 use super::AkvState;
 use crate::engine::certificates::pending::{
     CreateCertificate, ImportCertificate, MergeCertificate,
 };
-use crate::engine::certificates::{OpStatus, Policy, UpdateCertificate};
+use crate::engine::certificates::{DeletedCertificate, OpStatus, Policy, UpdateCertificate};
+use crate::engine::error::EngineError;
+use crate::engine::paging::Page;
 
 type Res<T> = Result<Json<T>, ApiError>;
 
-/// Backup blobs arrive with or without padding.
-const BASE64URL_ANY_PAD: GeneralPurpose = GeneralPurpose::new(
-    &URL_SAFE,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 /// `x5c` entries: standard base64, padding optional.
 const BASE64_ANY_PAD: GeneralPurpose = GeneralPurpose::new(
     &STD_ALPHABET,
@@ -288,109 +287,6 @@ pub async fn merge(
     Ok((StatusCode::CREATED, Json(bundle(&ctx.base_url, c))))
 }
 
-/// `DELETE /certificates/{name}`
-pub async fn delete(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    PathParams(name): PathParams<String>,
-) -> Res<Deleted<CertificateBundle>> {
-    let id = ctx.write_id("certificate-delete", &name);
-    let d = st.certificates.delete(&ctx.vault, &name, Some(&id)).await?;
-    Ok(Json(deleted(
-        &ctx.base_url,
-        &d,
-        bundle(&ctx.base_url, d.certificate.clone()),
-    )))
-}
-
-/// `GET /deletedcertificates`
-pub async fn list_deleted(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-) -> Res<ListResult<Deleted<CertificateItem>>> {
-    let max = maxresults(&ctx)?;
-    let page = st
-        .certificates
-        .list_deleted(&ctx.vault, max, skiptoken(&ctx))
-        .await?;
-    Ok(Json(ListResult {
-        value: page
-            .items
-            .iter()
-            .map(|d| deleted(&ctx.base_url, d, item(&ctx.base_url, &d.certificate, false)))
-            .collect(),
-        next_link: next_link(&ctx, "/deletedcertificates", page.skiptoken, max),
-    }))
-}
-
-/// `GET /deletedcertificates/{name}`
-pub async fn get_deleted(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    PathParams(name): PathParams<String>,
-) -> Res<Deleted<CertificateBundle>> {
-    let d = st.certificates.get_deleted(&ctx.vault, &name).await?;
-    Ok(Json(deleted(
-        &ctx.base_url,
-        &d,
-        bundle(&ctx.base_url, d.certificate.clone()),
-    )))
-}
-
-/// `DELETE /deletedcertificates/{name}` → 204
-pub async fn purge(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    PathParams(name): PathParams<String>,
-) -> Result<StatusCode, ApiError> {
-    let id = ctx.write_id("certificate-purge", &name);
-    st.certificates.purge(&ctx.vault, &name, Some(&id)).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `POST /deletedcertificates/{name}/recover`
-pub async fn recover(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    PathParams(name): PathParams<String>,
-) -> Res<CertificateBundle> {
-    let id = ctx.write_id("certificate-recover", &name);
-    let c = st
-        .certificates
-        .recover(&ctx.vault, &name, Some(&id))
-        .await?;
-    Ok(Json(bundle(&ctx.base_url, c)))
-}
-
-/// `POST /certificates/{name}/backup`
-pub async fn backup(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    PathParams(name): PathParams<String>,
-) -> Res<BlobBody> {
-    let blob = st.certificates.backup(&ctx.vault, &name).await?;
-    Ok(Json(BlobBody {
-        value: URL_SAFE_NO_PAD.encode(blob),
-    }))
-}
-
-/// `POST /certificates/restore`
-pub async fn restore(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    JsonBody(body): JsonBody<BlobBody>,
-) -> Res<CertificateBundle> {
-    let blob = BASE64URL_ANY_PAD
-        .decode(body.value.trim())
-        .map_err(|_| ApiError::bad_parameter("Malformed backup blob"))?;
-    let id = ctx.write_id("certificate-restore", "");
-    let c = st
-        .certificates
-        .restore(&ctx.vault, &blob, Some(&id))
-        .await?;
-    Ok(Json(bundle(&ctx.base_url, c)))
-}
-
 /// `GET /certificates/contacts`
 pub async fn get_contacts(State(st): State<AkvState>, ctx: AkvCtx) -> Res<ContactsBody> {
     let c = st.certificates.get_contacts(&ctx.vault).await?;
@@ -490,4 +386,79 @@ pub async fn delete_issuer(
         .delete_issuer(&ctx.vault, &name, Some(&id))
         .await?;
     Ok(Json(issuer(&ctx.base_url, i)))
+}
+
+/// Certificates as the shared soft-delete and backup handlers see them.
+/// The engine acts on the certificate's key and secret in the same
+/// transaction.
+pub struct Certificates;
+
+#[async_trait]
+impl SoftDeleted for Certificates {
+    type Record = DeletedCertificate;
+    type Item = CertificateItem;
+    type Bundle = CertificateBundle;
+    const DELETED: &'static str = "deletedcertificates";
+    const WRITE_PREFIX: &'static str = "certificate-";
+
+    async fn delete(
+        st: &AkvState,
+        vault: &str,
+        name: &str,
+        id: &str,
+    ) -> Result<DeletedCertificate, EngineError> {
+        st.certificates.delete(vault, name, Some(id)).await
+    }
+    async fn list_deleted(
+        st: &AkvState,
+        vault: &str,
+        max: Option<u32>,
+        skiptoken: Option<&str>,
+    ) -> Result<Page<DeletedCertificate>, EngineError> {
+        st.certificates.list_deleted(vault, max, skiptoken).await
+    }
+    async fn get_deleted(
+        st: &AkvState,
+        vault: &str,
+        name: &str,
+    ) -> Result<DeletedCertificate, EngineError> {
+        st.certificates.get_deleted(vault, name).await
+    }
+    async fn purge(st: &AkvState, vault: &str, name: &str, id: &str) -> Result<(), EngineError> {
+        st.certificates.purge(vault, name, Some(id)).await
+    }
+    async fn recover(
+        st: &AkvState,
+        ctx: &AkvCtx,
+        name: &str,
+        id: &str,
+    ) -> Result<CertificateBundle, EngineError> {
+        let c = st.certificates.recover(&ctx.vault, name, Some(id)).await?;
+        Ok(bundle(&ctx.base_url, c))
+    }
+    async fn backup(st: &AkvState, vault: &str, name: &str) -> Result<Vec<u8>, EngineError> {
+        st.certificates.backup(vault, name).await
+    }
+    async fn restore(
+        st: &AkvState,
+        ctx: &AkvCtx,
+        blob: &[u8],
+        id: &str,
+    ) -> Result<CertificateBundle, EngineError> {
+        let c = st.certificates.restore(&ctx.vault, blob, Some(id)).await?;
+        Ok(bundle(&ctx.base_url, c))
+    }
+    fn fields(d: &DeletedCertificate) -> DeletedFields<'_> {
+        DeletedFields {
+            name: &d.certificate.name,
+            deleted_date: d.deleted_date,
+            scheduled_purge_date: d.scheduled_purge_date,
+        }
+    }
+    fn item(base: &str, d: &DeletedCertificate) -> CertificateItem {
+        item(base, &d.certificate, false)
+    }
+    fn bundle(base: &str, d: &DeletedCertificate) -> CertificateBundle {
+        bundle(base, d.certificate.clone())
+    }
 }

@@ -16,8 +16,7 @@ use super::models::AttributesIn;
 use crate::crypto::software::curve_name;
 use crate::crypto::{Curve, KeyType, PrivateKey, PublicKey};
 use crate::engine::keys::{
-    DeletedKey, Key, KeyAttributes, KeyOp, KeyProperties, OpOutput, UpdateKey, RECOVERABLE_DAYS,
-    RECOVERY_LEVEL,
+    Key, KeyAttributes, KeyOp, KeyProperties, OpOutput, UpdateKey, RECOVERABLE_DAYS, RECOVERY_LEVEL,
 };
 use crate::engine::rotation::RotationPolicy;
 
@@ -440,27 +439,6 @@ pub fn item(base: &str, p: &KeyProperties, versioned: bool) -> KeyItem {
         attributes: key_attributes(p),
         tags: p.tags.clone(),
         managed: p.managed,
-    }
-}
-
-/// Deleted-key fields around a bundle or item.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeletedOut<T> {
-    recovery_id: String,
-    deleted_date: u64,
-    scheduled_purge_date: u64,
-    #[serde(flatten)]
-    inner: T,
-}
-
-/// Wraps `inner` with the deleted fields of `d`.
-pub fn deleted<T>(base: &str, d: &DeletedKey, inner: T) -> DeletedOut<T> {
-    DeletedOut {
-        recovery_id: format!("{base}/deletedkeys/{}", d.key.properties.name),
-        deleted_date: d.deleted_date,
-        scheduled_purge_date: d.scheduled_purge_date,
-        inner,
     }
 }
 

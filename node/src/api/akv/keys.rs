@@ -1,22 +1,25 @@
 //! Keys handlers: parse → engine → render.
 
+use async_trait::async_trait;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 
 use super::context::AkvCtx;
 use super::errors::ApiError;
 use super::extract::{JsonBody, ObjectPath, PathParams};
 use super::key_models::{
-    attributes, b64, bundle, deleted, enc, item, op_result, policy_out, CreateKeyBody, DeletedOut,
-    ImportKeyBody, KeyBundle, KeyItem, KeyOperationResult, OperationBody, PolicyOut, RandomBody,
-    SignBody, UpdateKeyBody, ValueBody, VerifyBody, VerifyResult,
+    attributes, b64, bundle, enc, item, op_result, policy_out, CreateKeyBody, ImportKeyBody,
+    KeyBundle, KeyItem, KeyOperationResult, OperationBody, PolicyOut, RandomBody, SignBody,
+    UpdateKeyBody, ValueBody, VerifyBody, VerifyResult,
 };
+use super::lifecycle::{DeletedFields, SoftDeleted};
 use super::models::ListResult;
 use super::paging::{maxresults, next_link, skiptoken};
 use super::AkvState;
 use crate::crypto::{EncAlg, SignAlg, SymParams};
-use crate::engine::keys::{CreateKey, ImportKey};
+use crate::engine::error::EngineError;
+use crate::engine::keys::{CreateKey, DeletedKey, ImportKey};
+use crate::engine::paging::Page;
 use crate::engine::rotation::RotationPolicy;
 
 type Res<T> = Result<Json<T>, ApiError>;
@@ -112,21 +115,6 @@ pub async fn update(
     Ok(Json(bundle(&ctx.base_url, &k)))
 }
 
-/// `DELETE /keys/{name}`
-pub async fn delete(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    PathParams(name): PathParams<String>,
-) -> Res<DeletedOut<KeyBundle>> {
-    let id = ctx.write_id("keys/delete", &name);
-    let d = st.keys.delete(&ctx.vault, &name, Some(&id)).await?;
-    Ok(Json(deleted(
-        &ctx.base_url,
-        &d,
-        bundle(&ctx.base_url, &d.key),
-    )))
-}
-
 /// `GET /keys`
 pub async fn list(State(st): State<AkvState>, ctx: AkvCtx) -> Res<ListResult<KeyItem>> {
     let max = maxresults(&ctx)?;
@@ -160,91 +148,6 @@ pub async fn list_versions(
             .collect(),
         next_link: next_link(&ctx, &format!("/keys/{name}/versions"), page.skiptoken, max),
     }))
-}
-
-/// `GET /deletedkeys`
-pub async fn list_deleted(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-) -> Res<ListResult<DeletedOut<KeyItem>>> {
-    let max = maxresults(&ctx)?;
-    let page = st
-        .keys
-        .list_deleted(&ctx.vault, max, skiptoken(&ctx))
-        .await?;
-    Ok(Json(ListResult {
-        value: page
-            .items
-            .iter()
-            .map(|d| {
-                deleted(
-                    &ctx.base_url,
-                    d,
-                    item(&ctx.base_url, &d.key.properties, false),
-                )
-            })
-            .collect(),
-        next_link: next_link(&ctx, "/deletedkeys", page.skiptoken, max),
-    }))
-}
-
-/// `GET /deletedkeys/{name}`
-pub async fn get_deleted(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    PathParams(name): PathParams<String>,
-) -> Res<DeletedOut<KeyBundle>> {
-    let d = st.keys.get_deleted(&ctx.vault, &name).await?;
-    Ok(Json(deleted(
-        &ctx.base_url,
-        &d,
-        bundle(&ctx.base_url, &d.key),
-    )))
-}
-
-/// `DELETE /deletedkeys/{name}` → 204
-pub async fn purge(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    PathParams(name): PathParams<String>,
-) -> Result<StatusCode, ApiError> {
-    let id = ctx.write_id("keys/purge", &name);
-    st.keys.purge(&ctx.vault, &name, Some(&id)).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `POST /deletedkeys/{name}/recover`
-pub async fn recover(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    PathParams(name): PathParams<String>,
-) -> Res<KeyBundle> {
-    let id = ctx.write_id("keys/recover", &name);
-    let k = st.keys.recover(&ctx.vault, &name, Some(&id)).await?;
-    Ok(Json(bundle(&ctx.base_url, &k)))
-}
-
-/// `POST /keys/{name}/backup`
-pub async fn backup(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    PathParams(name): PathParams<String>,
-) -> Res<ValueBody> {
-    let blob = st.keys.backup(&ctx.vault, &name).await?;
-    Ok(Json(ValueBody { value: enc(&blob) }))
-}
-
-/// `POST /keys/restore`
-pub async fn restore(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    JsonBody(b): JsonBody<ValueBody>,
-) -> Res<KeyBundle> {
-    let blob =
-        b64("value", &b.value).map_err(|_| ApiError::bad_parameter("Malformed backup blob"))?;
-    let id = ctx.write_id("keys/restore", "");
-    let k = st.keys.restore(&ctx.vault, &blob, Some(&id)).await?;
-    Ok(Json(bundle(&ctx.base_url, &k)))
 }
 
 /// `GET /keys/{name}/rotationpolicy`
@@ -383,4 +286,77 @@ pub async fn verify(
         .verify(&ctx.vault, &at.name, Some(&at.version), alg, &digest, &sig)
         .await?;
     Ok(Json(VerifyResult { value: ok }))
+}
+
+/// Keys as the shared soft-delete and backup handlers see them.
+pub struct Keys;
+
+#[async_trait]
+impl SoftDeleted for Keys {
+    type Record = DeletedKey;
+    type Item = KeyItem;
+    type Bundle = KeyBundle;
+    const DELETED: &'static str = "deletedkeys";
+    const WRITE_PREFIX: &'static str = "keys/";
+
+    async fn delete(
+        st: &AkvState,
+        vault: &str,
+        name: &str,
+        id: &str,
+    ) -> Result<DeletedKey, EngineError> {
+        st.keys.delete(vault, name, Some(id)).await
+    }
+    async fn list_deleted(
+        st: &AkvState,
+        vault: &str,
+        max: Option<u32>,
+        skiptoken: Option<&str>,
+    ) -> Result<Page<DeletedKey>, EngineError> {
+        st.keys.list_deleted(vault, max, skiptoken).await
+    }
+    async fn get_deleted(
+        st: &AkvState,
+        vault: &str,
+        name: &str,
+    ) -> Result<DeletedKey, EngineError> {
+        st.keys.get_deleted(vault, name).await
+    }
+    async fn purge(st: &AkvState, vault: &str, name: &str, id: &str) -> Result<(), EngineError> {
+        st.keys.purge(vault, name, Some(id)).await
+    }
+    async fn recover(
+        st: &AkvState,
+        ctx: &AkvCtx,
+        name: &str,
+        id: &str,
+    ) -> Result<KeyBundle, EngineError> {
+        let k = st.keys.recover(&ctx.vault, name, Some(id)).await?;
+        Ok(bundle(&ctx.base_url, &k))
+    }
+    async fn backup(st: &AkvState, vault: &str, name: &str) -> Result<Vec<u8>, EngineError> {
+        st.keys.backup(vault, name).await
+    }
+    async fn restore(
+        st: &AkvState,
+        ctx: &AkvCtx,
+        blob: &[u8],
+        id: &str,
+    ) -> Result<KeyBundle, EngineError> {
+        let k = st.keys.restore(&ctx.vault, blob, Some(id)).await?;
+        Ok(bundle(&ctx.base_url, &k))
+    }
+    fn fields(d: &DeletedKey) -> DeletedFields<'_> {
+        DeletedFields {
+            name: &d.key.properties.name,
+            deleted_date: d.deleted_date,
+            scheduled_purge_date: d.scheduled_purge_date,
+        }
+    }
+    fn item(base: &str, d: &DeletedKey) -> KeyItem {
+        item(base, &d.key.properties, false)
+    }
+    fn bundle(base: &str, d: &DeletedKey) -> KeyBundle {
+        bundle(base, &d.key)
+    }
 }

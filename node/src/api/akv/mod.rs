@@ -14,6 +14,7 @@ pub mod errors;
 pub mod extract;
 pub mod key_models;
 pub mod keys;
+pub mod lifecycle;
 pub mod models;
 pub mod operations;
 pub mod paging;
@@ -56,28 +57,40 @@ pub fn router(state: AkvState) -> Router {
         .route("/secrets", get(secrets::list))
         .route(
             "/secrets/restore",
-            post(secrets::restore)
+            post(lifecycle::restore::<secrets::Secrets>)
                 .put(secrets::set_restore)
                 .get(secrets::get_restore)
                 .delete(secrets::delete_restore),
         )
         .route(
             "/secrets/{name}",
-            put(secrets::set).get(secrets::get).delete(secrets::delete),
+            put(secrets::set)
+                .get(secrets::get)
+                .delete(lifecycle::delete::<secrets::Secrets>),
         )
         .route("/secrets/{name}/", get(secrets::get).patch(secrets::update))
         .route("/secrets/{name}/versions", get(secrets::list_versions))
-        .route("/secrets/{name}/backup", post(secrets::backup))
+        .route(
+            "/secrets/{name}/backup",
+            post(lifecycle::backup::<secrets::Secrets>),
+        )
         .route(
             "/secrets/{name}/{version}",
             get(secrets::get).patch(secrets::update),
         )
-        .route("/deletedsecrets", get(secrets::list_deleted))
+        .route(
+            "/deletedsecrets",
+            get(lifecycle::list_deleted::<secrets::Secrets>),
+        )
         .route(
             "/deletedsecrets/{name}",
-            get(secrets::get_deleted).delete(secrets::purge),
+            get(lifecycle::get_deleted::<secrets::Secrets>)
+                .delete(lifecycle::purge::<secrets::Secrets>),
         )
-        .route("/deletedsecrets/{name}/recover", post(secrets::recover))
+        .route(
+            "/deletedsecrets/{name}/recover",
+            post(lifecycle::recover::<secrets::Secrets>),
+        )
         .merge(key_routes())
         .merge(certificate_routes())
         .merge(rbac::routes())
@@ -90,16 +103,18 @@ pub fn router(state: AkvState) -> Router {
 fn key_routes() -> Router<AkvState> {
     Router::new()
         .route("/keys", get(keys::list))
-        .route("/keys/restore", post(keys::restore))
+        .route("/keys/restore", post(lifecycle::restore::<keys::Keys>))
         .route("/rng", post(keys::random))
         .route(
             "/keys/{name}",
-            put(keys::import).get(keys::get).delete(keys::delete),
+            put(keys::import)
+                .get(keys::get)
+                .delete(lifecycle::delete::<keys::Keys>),
         )
         .route("/keys/{name}/", get(keys::get).patch(keys::update))
         .route("/keys/{name}/create", post(keys::create))
         .route("/keys/{name}/rotate", post(keys::rotate))
-        .route("/keys/{name}/backup", post(keys::backup))
+        .route("/keys/{name}/backup", post(lifecycle::backup::<keys::Keys>))
         .route("/keys/{name}/versions", get(keys::list_versions))
         .route(
             "/keys/{name}/rotationpolicy",
@@ -121,12 +136,15 @@ fn key_routes() -> Router<AkvState> {
         .route("/keys/{name}//sign", post(keys::sign))
         .route("/keys/{name}//verify", post(keys::verify))
         .route("/keys/{name}//release", post(keys::release))
-        .route("/deletedkeys", get(keys::list_deleted))
+        .route("/deletedkeys", get(lifecycle::list_deleted::<keys::Keys>))
         .route(
             "/deletedkeys/{name}",
-            get(keys::get_deleted).delete(keys::purge),
+            get(lifecycle::get_deleted::<keys::Keys>).delete(lifecycle::purge::<keys::Keys>),
         )
-        .route("/deletedkeys/{name}/recover", post(keys::recover))
+        .route(
+            "/deletedkeys/{name}/recover",
+            post(lifecycle::recover::<keys::Keys>),
+        )
 }
 
 /// Every certificates route the Azure SDKs call. The latest version is
@@ -149,12 +167,21 @@ fn certificate_routes() -> Router<AkvState> {
                 .patch(c::update_issuer)
                 .delete(c::delete_issuer),
         )
-        .route("/certificates/restore", post(c::restore))
-        .route("/certificates/{name}", get(c::get).delete(c::delete))
+        .route(
+            "/certificates/restore",
+            post(lifecycle::restore::<c::Certificates>),
+        )
+        .route(
+            "/certificates/{name}",
+            get(c::get).delete(lifecycle::delete::<c::Certificates>),
+        )
         .route("/certificates/{name}/", get(c::get).patch(c::update))
         .route("/certificates/{name}/create", post(c::create))
         .route("/certificates/{name}/import", post(c::import))
-        .route("/certificates/{name}/backup", post(c::backup))
+        .route(
+            "/certificates/{name}/backup",
+            post(lifecycle::backup::<c::Certificates>),
+        )
         .route("/certificates/{name}/versions", get(c::list_versions))
         .route(
             "/certificates/{name}/policy",
@@ -171,12 +198,19 @@ fn certificate_routes() -> Router<AkvState> {
             "/certificates/{name}/{version}",
             get(c::get).patch(c::update),
         )
-        .route("/deletedcertificates", get(c::list_deleted))
+        .route(
+            "/deletedcertificates",
+            get(lifecycle::list_deleted::<c::Certificates>),
+        )
         .route(
             "/deletedcertificates/{name}",
-            get(c::get_deleted).merge(delete(c::purge)),
+            get(lifecycle::get_deleted::<c::Certificates>)
+                .merge(delete(lifecycle::purge::<c::Certificates>)),
         )
-        .route("/deletedcertificates/{name}/recover", post(c::recover))
+        .route(
+            "/deletedcertificates/{name}/recover",
+            post(lifecycle::recover::<c::Certificates>),
+        )
 }
 
 #[cfg(test)]

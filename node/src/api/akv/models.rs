@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::secrets::{
-    DeletedSecret, Secret, SecretProperties, SetSecret, UpdateSecret, RECOVERABLE_DAYS,
-    RECOVERY_LEVEL,
+    Secret, SecretProperties, SetSecret, UpdateSecret, RECOVERABLE_DAYS, RECOVERY_LEVEL,
 };
 
 /// Attributes as clients send them (server-owned fields are ignored).
@@ -205,15 +204,5 @@ pub fn item(base: &str, p: &SecretProperties, versioned: bool) -> SecretItem {
         tags: p.tags.clone(),
         content_type: p.content_type.clone(),
         managed: p.managed,
-    }
-}
-
-/// Wraps `inner` with the deleted-object fields of `d`.
-pub fn deleted<T>(base: &str, d: &DeletedSecret, inner: T) -> Deleted<T> {
-    Deleted {
-        recovery_id: format!("{base}/deletedsecrets/{}", d.properties.name),
-        deleted_date: d.deleted_date,
-        scheduled_purge_date: d.scheduled_purge_date,
-        inner,
     }
 }

@@ -1,30 +1,24 @@
 //! Secrets handlers: parse → engine → render.
 
+use async_trait::async_trait;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
-use base64::alphabet::URL_SAFE;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
-use base64::engine::DecodePaddingMode;
-use base64::Engine as _;
 
 use super::context::AkvCtx;
 use super::errors::ApiError;
 use super::extract::{JsonBody, ObjectPath, PathParams};
+use super::lifecycle::{self, DeletedFields, SoftDeleted};
 use super::models::{
-    bundle, bundle_with_value, deleted, item, BlobBody, Deleted, ListResult, SecretBundle,
-    SecretItem, SetSecretBody, UpdateSecretBody,
+    bundle, bundle_with_value, item, Deleted, ListResult, SecretBundle, SecretItem, SetSecretBody,
+    UpdateSecretBody,
 };
 use super::paging::{maxresults, next_link, skiptoken};
 use super::AkvState;
+use crate::engine::error::EngineError;
+use crate::engine::paging::Page;
+use crate::engine::secrets::DeletedSecret;
 
 type Res<T> = Result<Json<T>, ApiError>;
-
-/// Backup blobs arrive with or without padding.
-const BASE64URL_ANY_PAD: GeneralPurpose = GeneralPurpose::new(
-    &URL_SAFE,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 
 /// `PUT /secrets/{name}`
 pub async fn set(
@@ -89,25 +83,6 @@ pub async fn update(
     Ok(Json(bundle(&ctx.base_url, &p)))
 }
 
-/// `DELETE /secrets/{name}`
-pub async fn delete(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    PathParams(name): PathParams<String>,
-) -> Res<Deleted<SecretBundle>> {
-    delete_named(st, ctx, name).await
-}
-
-async fn delete_named(st: AkvState, ctx: AkvCtx, name: String) -> Res<Deleted<SecretBundle>> {
-    let id = ctx.write_id("delete", &name);
-    let d = st.secrets.delete(&ctx.vault, &name, Some(&id)).await?;
-    Ok(Json(deleted(
-        &ctx.base_url,
-        &d,
-        bundle(&ctx.base_url, &d.properties),
-    )))
-}
-
 /// `GET /secrets`
 pub async fn list(State(st): State<AkvState>, ctx: AkvCtx) -> Res<ListResult<SecretItem>> {
     let max = maxresults(&ctx)?;
@@ -148,88 +123,6 @@ pub async fn list_versions(
     }))
 }
 
-/// `GET /deletedsecrets`
-pub async fn list_deleted(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-) -> Res<ListResult<Deleted<SecretItem>>> {
-    let max = maxresults(&ctx)?;
-    let page = st
-        .secrets
-        .list_deleted(&ctx.vault, max, skiptoken(&ctx))
-        .await?;
-    Ok(Json(ListResult {
-        value: page
-            .items
-            .iter()
-            .map(|d| deleted(&ctx.base_url, d, item(&ctx.base_url, &d.properties, false)))
-            .collect(),
-        next_link: next_link(&ctx, "/deletedsecrets", page.skiptoken, max),
-    }))
-}
-
-/// `GET /deletedsecrets/{name}`
-pub async fn get_deleted(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    PathParams(name): PathParams<String>,
-) -> Res<Deleted<SecretBundle>> {
-    let d = st.secrets.get_deleted(&ctx.vault, &name).await?;
-    Ok(Json(deleted(
-        &ctx.base_url,
-        &d,
-        bundle(&ctx.base_url, &d.properties),
-    )))
-}
-
-/// `DELETE /deletedsecrets/{name}` → 204
-pub async fn purge(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    PathParams(name): PathParams<String>,
-) -> Result<StatusCode, ApiError> {
-    let id = ctx.write_id("purge", &name);
-    st.secrets.purge(&ctx.vault, &name, Some(&id)).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `POST /deletedsecrets/{name}/recover`
-pub async fn recover(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    PathParams(name): PathParams<String>,
-) -> Res<SecretBundle> {
-    let id = ctx.write_id("recover", &name);
-    let p = st.secrets.recover(&ctx.vault, &name, Some(&id)).await?;
-    Ok(Json(bundle(&ctx.base_url, &p)))
-}
-
-/// `POST /secrets/{name}/backup`
-pub async fn backup(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    PathParams(name): PathParams<String>,
-) -> Res<BlobBody> {
-    let blob = st.secrets.backup(&ctx.vault, &name).await?;
-    Ok(Json(BlobBody {
-        value: URL_SAFE_NO_PAD.encode(blob),
-    }))
-}
-
-/// `POST /secrets/restore`
-pub async fn restore(
-    State(st): State<AkvState>,
-    ctx: AkvCtx,
-    JsonBody(body): JsonBody<BlobBody>,
-) -> Res<SecretBundle> {
-    let blob = BASE64URL_ANY_PAD
-        .decode(body.value.trim())
-        .map_err(|_| ApiError::bad_parameter("Malformed backup blob"))?;
-    let id = ctx.write_id("restore", "");
-    let p = st.secrets.restore(&ctx.vault, &blob, Some(&id)).await?;
-    Ok(Json(bundle(&ctx.base_url, &p)))
-}
-
 // A secret may be called "restore": the static `/secrets/restore` route
 // shadows `/secrets/{name}` for it, so its other methods land here.
 
@@ -249,5 +142,78 @@ pub async fn get_restore(State(st): State<AkvState>, ctx: AkvCtx) -> Res<SecretB
 
 /// `DELETE /secrets/restore` (the secret named "restore").
 pub async fn delete_restore(State(st): State<AkvState>, ctx: AkvCtx) -> Res<Deleted<SecretBundle>> {
-    delete_named(st, ctx, "restore".into()).await
+    lifecycle::delete_named::<Secrets>(&st, &ctx, "restore").await
+}
+
+/// Secrets as the shared soft-delete and backup handlers see them.
+pub struct Secrets;
+
+#[async_trait]
+impl SoftDeleted for Secrets {
+    type Record = DeletedSecret;
+    type Item = SecretItem;
+    type Bundle = SecretBundle;
+    const DELETED: &'static str = "deletedsecrets";
+    const WRITE_PREFIX: &'static str = "";
+
+    async fn delete(
+        st: &AkvState,
+        vault: &str,
+        name: &str,
+        id: &str,
+    ) -> Result<DeletedSecret, EngineError> {
+        st.secrets.delete(vault, name, Some(id)).await
+    }
+    async fn list_deleted(
+        st: &AkvState,
+        vault: &str,
+        max: Option<u32>,
+        skiptoken: Option<&str>,
+    ) -> Result<Page<DeletedSecret>, EngineError> {
+        st.secrets.list_deleted(vault, max, skiptoken).await
+    }
+    async fn get_deleted(
+        st: &AkvState,
+        vault: &str,
+        name: &str,
+    ) -> Result<DeletedSecret, EngineError> {
+        st.secrets.get_deleted(vault, name).await
+    }
+    async fn purge(st: &AkvState, vault: &str, name: &str, id: &str) -> Result<(), EngineError> {
+        st.secrets.purge(vault, name, Some(id)).await
+    }
+    async fn recover(
+        st: &AkvState,
+        ctx: &AkvCtx,
+        name: &str,
+        id: &str,
+    ) -> Result<SecretBundle, EngineError> {
+        let p = st.secrets.recover(&ctx.vault, name, Some(id)).await?;
+        Ok(bundle(&ctx.base_url, &p))
+    }
+    async fn backup(st: &AkvState, vault: &str, name: &str) -> Result<Vec<u8>, EngineError> {
+        st.secrets.backup(vault, name).await
+    }
+    async fn restore(
+        st: &AkvState,
+        ctx: &AkvCtx,
+        blob: &[u8],
+        id: &str,
+    ) -> Result<SecretBundle, EngineError> {
+        let p = st.secrets.restore(&ctx.vault, blob, Some(id)).await?;
+        Ok(bundle(&ctx.base_url, &p))
+    }
+    fn fields(d: &DeletedSecret) -> DeletedFields<'_> {
+        DeletedFields {
+            name: &d.properties.name,
+            deleted_date: d.deleted_date,
+            scheduled_purge_date: d.scheduled_purge_date,
+        }
+    }
+    fn item(base: &str, d: &DeletedSecret) -> SecretItem {
+        item(base, &d.properties, false)
+    }
+    fn bundle(base: &str, d: &DeletedSecret) -> SecretBundle {
+        bundle(base, &d.properties)
+    }
 }
