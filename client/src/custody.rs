@@ -187,6 +187,18 @@ impl Sys<'_> {
         ok(self.local(req).await?).map(drop)
     }
 
+    /// Starts generate-root for a DR operation token (kept on this node,
+    /// good for one `dr promote` there) with an OTP or one OpenPGP key.
+    pub async fn generate_dr_token_init(
+        &self,
+        otp: Option<&str>,
+        pgp_key: Option<&str>,
+    ) -> Result<GenerateRootBody, ClientError> {
+        let req = Request::post("/v1/sys/generate-root/attempt")
+            .json(&json!({ "otp": otp, "pgp_key": pgp_key, "dr_operation": true }))?;
+        ok(self.local(req).await?)?.json()
+    }
+
     /// `POST /v1/sys/generate-root/attempt` with an OTP or one OpenPGP key.
     pub async fn generate_root_init(
         &self,

@@ -23,6 +23,7 @@ use crate::seal::{
 };
 
 pub mod custody;
+pub mod dr;
 pub mod migrate;
 
 pub use custody::{InitDelivery, RootTokenInfo};
@@ -47,6 +48,9 @@ pub enum OperatorError {
     /// Storage or cluster failure.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The authorisation presented was refused (a wrong DR operation token).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// What `init` hands out, exactly once.

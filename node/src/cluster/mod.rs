@@ -7,6 +7,7 @@
 //! node-local handle; [`ClusterStore`] is the replicated raw store over it,
 //! and [`cluster_store`] puts the barrier layer on top for the engines.
 
+pub mod dr;
 mod election;
 mod forward;
 mod grpc;
@@ -31,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use forward::ForwardError;
 pub use join::JoinToken;
-pub use node::ClusterNode;
+pub use node::{ClusterNode, DrStatus};
 pub use store::{cluster_store, ClusterStore};
 
 /// Generated protobuf/gRPC code for `proto/cluster.proto`.

@@ -27,6 +27,10 @@ use super::{
 };
 use crate::engine::store::StoreError;
 
+#[path = "node_dr.rs"]
+mod dr_ops;
+pub use dr_ops::DrStatus;
+
 /// Reset streams the cluster port tolerates before closing a connection.
 const CLUSTER_MAX_PENDING_RESETS: usize = 4096;
 /// How long a graceful gRPC shutdown may take before the server is aborted.
@@ -42,6 +46,8 @@ pub struct ClusterNode {
     peers: Peers,
     identity: Arc<IdentityFile>,
     flag: Arc<CorruptFlag>,
+    /// Set when this node's cluster was superseded by a promoted DR site.
+    superseded: Arc<super::dr::Superseded>,
     data_dir: std::path::PathBuf,
     /// Outcome of the automated snapshots this node took (as leader).
     pub(crate) auto_snapshots: Mutex<super::snapshot_file::AutoSnapshotStatus>,
@@ -76,9 +82,14 @@ impl ClusterNode {
         if let Some(done) = integrity::install_staged(&cfg.data_dir)? {
             tracing::warn!(%done, "a repair was completed at start");
         }
+        if let Some(done) = super::dr::install_staged(&cfg.data_dir, cfg.node_id, &identity)? {
+            tracing::warn!(%done, "a disaster-recovery promotion was installed at start");
+        }
         let (log, sm) = open_storage(&cfg)?;
         let flag = Arc::new(CorruptFlag::load(&cfg.data_dir));
-        let peers = Peers::new(cfg.tls.clone(), identity.clone(), &cfg.tuning);
+        let superseded = Arc::new(super::dr::Superseded::load(&cfg.data_dir));
+        let peers = Peers::new(cfg.tls.clone(), identity.clone(), &cfg.tuning)
+            .with_superseded(superseded.clone());
         let raft = Raft::new(
             cfg.node_id,
             config,
@@ -109,6 +120,8 @@ impl ClusterNode {
                 reads.clone(),
                 identity.clone(),
                 cfg.join_token.clone(),
+                sm.clone(),
+                superseded.clone(),
             ),
         };
         let (local_addr, server) = serve(&cfg, services).await?;
@@ -123,6 +136,11 @@ impl ClusterNode {
             started: Instant::now(),
         };
         let elections = tokio::spawn(driver.run());
+        tokio::spawn(super::dr::finish_promotion(
+            raft.clone(),
+            sm.clone(),
+            cfg.data_dir.clone(),
+        ));
         // Ends by itself when Raft shuts down.
         tokio::spawn(super::snapshot_pace::run(
             raft.clone(),
@@ -149,6 +167,7 @@ impl ClusterNode {
             peers,
             identity,
             flag,
+            superseded,
             data_dir: cfg.data_dir.clone(),
             auto_snapshots: Mutex::default(),
             restart: tokio::sync::Notify::new(),
@@ -228,6 +247,12 @@ impl ClusterNode {
                 "a replicated transaction of {size} bytes exceeds the limit of {MAX_ENTRY_BYTES}"
             )));
         }
+        if self.is_dr_replica() {
+            return Err(StoreError::ReadOnly(super::dr::DR_WRITE_REFUSED.into()));
+        }
+        if let Some(reason) = self.superseded.reason() {
+            return Err(StoreError::ReadOnly(reason));
+        }
         let reply = self
             .with_leader(OP_TIMEOUT, |target| {
                 let req = req.clone();
@@ -238,7 +263,12 @@ impl ClusterNode {
                     }
                 }
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // A leader refuses a write only when its cluster is superseded.
+                ForwardError::Refused(m) => StoreError::ReadOnly(m),
+                other => other.into(),
+            })?;
         self.wait_applied(reply.log_index).await?;
         Ok(reply.response)
     }
@@ -431,6 +461,9 @@ impl ClusterNode {
         if let Err(e) = &m.running_state {
             problems.push(format!("the Raft core stopped: {e}"));
         }
+        if let Some(reason) = self.superseded.reason() {
+            problems.push(reason);
+        }
         if let Some(e) = self.log.failure() {
             problems.push(format!("the Raft log storage failed: {e}"));
         }
@@ -550,7 +583,7 @@ impl ClusterNode {
             let req = req.clone();
             async move {
                 match target {
-                    Target::Local => membership::leader_admin(&self.raft, req).await,
+                    Target::Local => membership::leader_admin(&self.raft, &self.sm, req).await,
                     Target::Remote(node) => self.remote_admin(&node, &req).await,
                 }
             }
