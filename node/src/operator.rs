@@ -25,6 +25,7 @@ use crate::seal::{
 pub mod custody;
 pub mod dr;
 pub mod migrate;
+pub mod restore;
 
 pub use custody::{InitDelivery, RootTokenInfo};
 

@@ -183,6 +183,7 @@ impl Server {
         ));
         tokio::spawn(fail_stop(self.node.clone()));
         tokio::spawn(auto_unseal_loop(self.operator.clone()));
+        tokio::spawn(self.operator.clone().watch_restores());
         tokio::spawn(restart_for_repair(self.node.clone()));
         let node = self.node.clone();
         tokio::spawn(async move { node.auto_repair().await });

@@ -173,7 +173,11 @@ pub async fn run_operator(args: &ClientArgs, cmd: OperatorCommand) -> anyhow::Re
             let info = super::snapshot::inspect(file)?;
             return super::snapshot::show(&info, args.json_output());
         }
-        OperatorCommand::Snapshot(super::snapshot::SnapshotCommand::Restore { file, config }) => {
+        OperatorCommand::Snapshot(super::snapshot::SnapshotCommand::Restore {
+            file,
+            config: Some(config),
+            ..
+        }) => {
             println!("{}", super::snapshot::restore(file, config)?);
             return Ok(());
         }

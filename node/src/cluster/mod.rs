@@ -14,6 +14,7 @@ mod grpc;
 pub mod identity;
 pub mod integrity;
 mod join;
+pub mod live_restore;
 mod membership;
 mod network;
 mod node;
@@ -83,7 +84,9 @@ pub fn request_bytes(req: &raft_store::Request) -> usize {
         .map(|m| match m {
             Mutation::Put { key, value } => key.len() + value.len() + 8,
             Mutation::Delete { key } => key.len() + 4,
-            Mutation::DeletePrefix { prefix } => prefix.len() + 4,
+            Mutation::DeletePrefix { prefix } | Mutation::RestoreStaged { prefix } => {
+                prefix.len() + 4
+            }
         })
         .sum();
     let compares: usize = req
