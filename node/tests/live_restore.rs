@@ -110,8 +110,19 @@ async fn a_live_restore_replaces_the_state_and_refuses_damaged_files() {
     assert!(value_of(&cluster, "after").await.is_some());
 
     // The real file: the state becomes the snapshot's.
+    // The install entry verifies and writes the whole file on every node
+    // before the answer: give a loaded test machine more than 10 s.
     let restored = ok_json(
-        operator(&cluster, &["snapshot", "restore", file.to_str().unwrap()]),
+        operator(
+            &cluster,
+            &[
+                "--timeout",
+                "120",
+                "snapshot",
+                "restore",
+                file.to_str().unwrap(),
+            ],
+        ),
         "snapshot restore",
     );
     eprintln!("restored: {restored}");
