@@ -187,6 +187,18 @@ impl Sys<'_> {
         ok(self.local(req).await?).map(drop)
     }
 
+    /// Starts generate-root for a DR operation token (kept on this node,
+    /// good for one `dr promote` there) with an OTP or one OpenPGP key.
+    pub async fn generate_dr_token_init(
+        &self,
+        otp: Option<&str>,
+        pgp_key: Option<&str>,
+    ) -> Result<GenerateRootBody, ClientError> {
+        let req = Request::post("/v1/sys/generate-root/attempt")
+            .json(&json!({ "otp": otp, "pgp_key": pgp_key, "dr_operation": true }))?;
+        ok(self.local(req).await?)?.json()
+    }
+
     /// `POST /v1/sys/generate-root/attempt` with an OTP or one OpenPGP key.
     pub async fn generate_root_init(
         &self,
@@ -251,6 +263,40 @@ impl Sys<'_> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0))
+    }
+
+    /// Live restore of the snapshot file `bytes` into the running cluster,
+    /// through this node: `POST /v1/sys/snapshot/restore/{id}/{seq}` per
+    /// chunk of `chunk_bytes`, then `…/{id}/commit`; `progress(sent, total)`
+    /// after each chunk. The node answers 400 and nothing changes when the
+    /// file is damaged, or of another cluster without `force`. Returns the
+    /// node's answer (`index`, `snapshot_index`, `kv_digest`, …).
+    pub async fn snapshot_restore(
+        &self,
+        bytes: &[u8],
+        chunk_bytes: usize,
+        force: bool,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<serde_json::Value, ClientError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let total = bytes.len() as u64;
+        let mut chunks = 0u32;
+        for (seq, chunk) in bytes.chunks(chunk_bytes.max(1)).enumerate() {
+            let mut req = Request::post(format!("/v1/sys/snapshot/restore/{id}/{seq}"));
+            req.body = Some(bytes::Bytes::copy_from_slice(chunk));
+            let sent = self.local(req).await.and_then(ok);
+            if let Err(e) = sent {
+                let _ = self
+                    .local(Request::delete(format!("/v1/sys/snapshot/restore/{id}")))
+                    .await;
+                return Err(e);
+            }
+            chunks += 1;
+            progress((seq * chunk_bytes + chunk.len()) as u64, total);
+        }
+        let req = Request::post(format!("/v1/sys/snapshot/restore/{id}/commit"))
+            .json(&json!({ "chunks": chunks, "force": force }))?;
+        ok(self.local(req).await?)?.json()
     }
 
     /// `GET /v1/sys/root-tokens`.

@@ -273,6 +273,34 @@ impl<'a> Sys<'a> {
         ok(self.any(req).await?)?.json()
     }
 
+    /// `POST /v1/sys/raft/join` with `"dr": true`: adds a disaster-recovery
+    /// replica (a learner the cluster never promotes).
+    pub async fn join_dr(
+        &self,
+        node_id: u64,
+        api_addr: &str,
+        cluster_addr: &str,
+    ) -> Result<PeersBody, ClientError> {
+        let req = Request::post("/v1/sys/raft/join").json(&json!({
+            "node_id": node_id, "api_addr": api_addr, "cluster_addr": cluster_addr, "dr": true
+        }))?;
+        ok(self.any(req).await?)?.json()
+    }
+
+    /// `GET /v1/sys/dr/status` of this node.
+    pub async fn dr_status(&self) -> Result<serde_json::Value, ClientError> {
+        ok(self.local(Request::get("/v1/sys/dr/status")).await?)?.json()
+    }
+
+    /// `POST /v1/sys/dr/promote` on this node (a DR replica), with a DR
+    /// operation token generated on it. Returns the node's message.
+    pub async fn dr_promote(&self, token: &str) -> Result<String, ClientError> {
+        let req =
+            Request::post("/v1/sys/dr/promote").json(&json!({ "dr_operation_token": token }))?;
+        let body: serde_json::Value = ok(self.local(req).await?)?.json()?;
+        Ok(body["message"].as_str().unwrap_or_default().to_string())
+    }
+
     /// `POST /v1/sys/raft/remove`.
     pub async fn remove(&self, node_id: u64) -> Result<PeersBody, ClientError> {
         let req = Request::post("/v1/sys/raft/remove").json(&json!({ "node_id": node_id }))?;

@@ -151,6 +151,11 @@ impl MemKv {
                     Mutation::DeletePrefix { prefix } => {
                         st.data.retain(|k, _| !k.starts_with(&prefix));
                     }
+                    // Live restore is a cluster operation (raft-store); the
+                    // engines never stage one.
+                    Mutation::RestoreStaged { prefix } => {
+                        st.data.retain(|k, _| !k.starts_with(&prefix));
+                    }
                 }
             }
         }

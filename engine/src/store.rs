@@ -50,6 +50,10 @@ pub enum StoreError {
     /// or may not have been applied (retry with the same request id).
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
+    /// This node accepts no writes (a disaster-recovery replica); the
+    /// message says what to do instead. Nothing was written.
+    #[error("{0}")]
+    ReadOnly(String),
     /// A stored value failed authentication or decoding.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

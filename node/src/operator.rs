@@ -23,7 +23,9 @@ use crate::seal::{
 };
 
 pub mod custody;
+pub mod dr;
 pub mod migrate;
+pub mod restore;
 
 pub use custody::{InitDelivery, RootTokenInfo};
 
@@ -47,6 +49,9 @@ pub enum OperatorError {
     /// Storage or cluster failure.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The authorisation presented was refused (a wrong DR operation token).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// What `init` hands out, exactly once.

@@ -183,6 +183,7 @@ impl Server {
         ));
         tokio::spawn(fail_stop(self.node.clone()));
         tokio::spawn(auto_unseal_loop(self.operator.clone()));
+        tokio::spawn(self.operator.clone().watch_restores());
         tokio::spawn(restart_for_repair(self.node.clone()));
         let node = self.node.clone();
         tokio::spawn(async move { node.auto_repair().await });
@@ -232,14 +233,15 @@ async fn fail_stop(node: Arc<ClusterNode>) {
 /// before Raft starts.
 pub const EXIT_RESTART_FOR_REPAIR: i32 = 75;
 
-/// Exits once a repair snapshot was staged.
+/// Exits once a repair snapshot or a DR promotion was staged.
 async fn restart_for_repair(node: Arc<ClusterNode>) {
     node.restart_requested().await;
     // Let the answer to the repair request reach the operator first.
     tokio::time::sleep(FAIL_STOP_GRACE).await;
     tracing::warn!(
         exit_code = EXIT_RESTART_FOR_REPAIR,
-        "exiting to install the repair; start the node again (a supervisor does it)"
+        "exiting to install the staged repair or DR promotion; start the node again \
+         (a supervisor does it)"
     );
     node.shutdown().await;
     std::process::exit(EXIT_RESTART_FOR_REPAIR);

@@ -159,11 +159,12 @@ fn apply_txn(
             });
         }
     }
+    let mut succeeded = true;
     for m in txn.mutations {
-        apply_mutation(kv, sum, index, m)?;
+        succeeded &= apply_mutation(kv, sum, index, m)?;
     }
     Ok(Response {
-        succeeded: true,
+        succeeded,
         revision: index,
         result: txn.result,
         deduplicated: false,
@@ -183,13 +184,14 @@ fn compare_holds(
 }
 
 /// Applies one mutation and moves the digest along: the replaced or removed
-/// entry (as redb hands it back) is subtracted, the new one added.
+/// entry (as redb hands it back) is subtracted, the new one added. False
+/// when a staged restore was refused.
 fn apply_mutation(
     kv: &mut Table<&'static [u8], &'static [u8]>,
     sum: &mut StateSum,
     index: u64,
     m: Mutation,
-) -> Result<(), StorageError> {
+) -> Result<bool, StorageError> {
     match m {
         Mutation::Put { key, value } => {
             let v = Versioned {
@@ -208,16 +210,77 @@ fn apply_mutation(
                 sum.sub(&key, old.revision, old.value);
             }
         }
-        Mutation::DeletePrefix { prefix } => {
-            for key in keys_with_prefix(kv, &prefix)? {
-                if let Some(old) = kv.remove(key.as_slice())? {
-                    let old = decode_ref(old.value())?;
-                    sum.sub(&key, old.revision, old.value);
-                }
-            }
+        Mutation::DeletePrefix { prefix } => delete_prefix(kv, sum, &prefix)?,
+        Mutation::RestoreStaged { prefix } => return restore_staged(kv, sum, index, &prefix),
+    }
+    Ok(true)
+}
+
+fn delete_prefix(
+    kv: &mut Table<&'static [u8], &'static [u8]>,
+    sum: &mut StateSum,
+    prefix: &[u8],
+) -> Result<(), StorageError> {
+    for key in keys_with_prefix(kv, prefix)? {
+        if let Some(old) = kv.remove(key.as_slice())? {
+            let old = decode_ref(old.value())?;
+            sum.sub(&key, old.revision, old.value);
         }
     }
     Ok(())
+}
+
+/// [`Mutation::RestoreStaged`]. The staged file is verified completely
+/// (structure, digest, checksum) before anything is removed; every replica
+/// holds the same chunks, so every replica decides the same.
+fn restore_staged(
+    kv: &mut Table<&'static [u8], &'static [u8]>,
+    sum: &mut StateSum,
+    index: u64,
+    prefix: &[u8],
+) -> Result<bool, StorageError> {
+    let mut file = Vec::new();
+    for item in kv.range::<&[u8]>(prefix..)? {
+        let (k, v) = item?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
+        file.extend_from_slice(decode_ref(v.value())?.value);
+    }
+    let label = std::path::Path::new("<staged restore>");
+    let restored = match crate::snapshot::read_snapshot(file.as_slice(), label, |_| Ok(())) {
+        Ok((_, restored)) => restored,
+        Err(e) => {
+            tracing::error!(index, error = %e, "staged restore refused; the state is unchanged");
+            delete_prefix(kv, sum, prefix)?;
+            return Ok(false);
+        }
+    };
+    kv.retain(|_, _| false)?;
+    let mut enc = Vec::new();
+    crate::snapshot::read_snapshot(file.as_slice(), label, |item| {
+        if let crate::snapshot::Item::Kv {
+            key,
+            revision,
+            value,
+        } = item
+        {
+            enc.clear();
+            enc = postcard::to_extend(
+                &crate::tables::VersionedRef { revision, value },
+                std::mem::take(&mut enc),
+            )?;
+            kv.insert(key, enc.as_slice())?;
+        }
+        Ok(())
+    })?;
+    *sum = restored;
+    tracing::warn!(
+        index,
+        bytes = file.len(),
+        "state replaced by a staged snapshot (live restore)"
+    );
+    Ok(true)
 }
 
 fn keys_with_prefix(

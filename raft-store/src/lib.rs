@@ -28,8 +28,8 @@ pub use digest::{StateDigest, DIGEST_RING};
 pub use error::{ErrorKind, StorageError};
 pub use log_store::LogStore;
 pub use repair::{
-    local_repair_possible, recover_membership, repair_state_from_snapshot, LocalRepair,
-    RepairReport,
+    local_repair_possible, promote_membership, recover_membership, repair_state_from_snapshot,
+    LocalRepair, RepairReport,
 };
 pub use snapshot::{
     inspect_snapshot_file, rewrite_snapshot, verify_snapshot_file, SnapshotHeader, SnapshotSummary,

@@ -281,6 +281,12 @@ impl LogStore {
         })
     }
 
+    /// Saves the vote durably, outside openraft (offline tools only; the
+    /// node must be stopped).
+    pub fn save_vote_offline(&self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        self.write_meta(KEY_VOTE, vote)
+    }
+
     /// Appends one entry durably, outside openraft (offline tools only,
     /// such as the lost-quorum recovery; the node must be stopped).
     pub fn append_offline(&self, entry: &Entry<TypeConfig>) -> Result<(), StorageError> {

@@ -251,3 +251,115 @@ pub fn recover_membership(
     );
     Ok(entry.log_id)
 }
+
+/// Disaster-recovery promotion, offline on the promoted member `leader`:
+/// appends a membership entry in which `leader` is the only voter and the
+/// rest of `nodes` are learners (the leader makes them voters once it
+/// leads). Unlike [`recover_membership`] the entry carries a new term led by
+/// `leader`, and the vote moves to that term: a replica that received
+/// entries this node lacks holds them under an older leader id, so they
+/// conflict with the new entry and are truncated when the new leader
+/// replicates to it, instead of silently standing for the same log id.
+/// Returns the log id of the new entry.
+pub fn promote_membership(
+    data_dir: &Path,
+    leader: NodeId,
+    nodes: &std::collections::BTreeMap<NodeId, crate::Node>,
+) -> Result<LogId<NodeId>, StorageError> {
+    if !nodes.contains_key(&leader) {
+        return Err(StorageError::refused(
+            data_dir,
+            "the promoted node must be one of the members",
+        ));
+    }
+    let applied = {
+        let (_log, sm) = open_with(data_dir, &StoreOptions::default())?;
+        sm.applied_state_sync()?.0
+    };
+    let log = open_log_offline(data_dir)?;
+    let state = log.log_state()?;
+    let last = [state.last_log_id, state.last_purged_log_id, applied]
+        .into_iter()
+        .flatten()
+        .max_by_key(|l| l.index);
+    let Some(last) = last else {
+        return Err(StorageError::refused(
+            data_dir,
+            "this node has no log and no state: there is nothing to promote",
+        ));
+    };
+    let vote_term = log.vote()?.map_or(0, |v| v.leader_id().term);
+    let term = vote_term.max(last.leader_id.term) + 1;
+    let voters = std::collections::BTreeSet::from([leader]);
+    let entry = openraft::Entry::<crate::TypeConfig> {
+        log_id: LogId::new(
+            openraft::CommittedLeaderId::new(term, leader),
+            last.index + 1,
+        ),
+        payload: openraft::EntryPayload::Membership(openraft::Membership::new(
+            vec![voters],
+            nodes.clone(),
+        )),
+    };
+    // The vote first: a node that crashed between the two writes holds a
+    // higher vote and no new entry, which is harmless.
+    log.save_vote_offline(&openraft::Vote::new(term, leader))?;
+    log.append_offline(&entry)?;
+    tracing::warn!(
+        data_dir = %data_dir.display(),
+        index = entry.log_id.index,
+        term,
+        members = ?nodes.keys().collect::<Vec<_>>(),
+        "membership rewritten by disaster-recovery promotion"
+    );
+    Ok(entry.log_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+
+    use super::*;
+
+    fn node(n: u64) -> crate::Node {
+        crate::Node {
+            api_addr: format!("10.0.0.{n}:8443"),
+            cluster_addr: format!("10.0.0.{n}:8444"),
+        }
+    }
+
+    #[test]
+    fn a_promotion_makes_the_node_sole_voter_in_a_new_term() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (log, _sm) = crate::open(dir.path()).unwrap();
+            log.save_vote_offline(&Vote::new_committed(3, 1)).unwrap();
+            for index in 1..=5 {
+                let entry = Entry::<crate::TypeConfig> {
+                    log_id: LogId::new(CommittedLeaderId::new(3, 1), index),
+                    payload: EntryPayload::Blank,
+                };
+                log.append_offline(&entry).unwrap();
+            }
+        }
+        let nodes: BTreeMap<NodeId, crate::Node> = [(4, node(4)), (5, node(5))].into();
+        // The promoted node must be a member.
+        assert!(promote_membership(dir.path(), 6, &nodes).is_err());
+        let id = promote_membership(dir.path(), 4, &nodes).unwrap();
+        assert_eq!(id.index, 6);
+        assert_eq!(id.leader_id, CommittedLeaderId::new(4, 4));
+        let log = open_log_offline(dir.path()).unwrap();
+        assert_eq!(log.vote().unwrap(), Some(Vote::new(4, 4)));
+        let entries = log.entries(6..7).unwrap();
+        let EntryPayload::Membership(m) = &entries[0].payload else {
+            panic!("not a membership entry: {:?}", entries[0].payload);
+        };
+        assert_eq!(m.voter_ids().collect::<BTreeSet<_>>(), BTreeSet::from([4]));
+        assert_eq!(
+            m.learner_ids().collect::<BTreeSet<_>>(),
+            BTreeSet::from([5])
+        );
+    }
+}

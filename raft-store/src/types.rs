@@ -103,6 +103,17 @@ pub enum Mutation {
         #[serde(with = "serde_bytes")]
         prefix: Vec<u8>,
     },
+    /// Live restore: the values under `prefix`, in key order, are the
+    /// chunks of a snapshot file staged by earlier entries. If the file
+    /// verifies, every key/value record of the state is replaced by the
+    /// file's (with their revisions; remembered request ids, membership and
+    /// the applied index stay); if not, only the staged chunks are removed
+    /// and the transaction reports `succeeded: false`. Alone in its
+    /// transaction. (Last variant: older log entries keep their encoding.)
+    RestoreStaged {
+        #[serde(with = "serde_bytes")]
+        prefix: Vec<u8>,
+    },
 }
 
 /// Outcome of applying a [`Request`] (or a membership/blank entry).

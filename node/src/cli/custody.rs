@@ -89,6 +89,10 @@ pub enum GenerateRootAction {
         /// OpenPGP public key file to encrypt the new token to.
         #[arg(long)]
         pgp_key: Option<PathBuf>,
+        /// Make a DR operation token instead of a root token: kept on this
+        /// node only (no leader needed), good for one `operator dr promote`.
+        #[arg(long)]
+        dr_operation: bool,
     },
     /// Show progress on this node.
     Status,
@@ -262,14 +266,20 @@ pub async fn run_generate_root(
             println!("{}", token.as_str());
             return Ok(());
         }
-        Some(GenerateRootAction::Init { pgp_key }) => {
+        Some(GenerateRootAction::Init {
+            pgp_key,
+            dr_operation,
+        }) => {
             let (otp, key) = match pgp_key {
                 Some(p) => (None, Some(read_key_file(&p)?)),
                 None => (Some(new_otp()), None),
             };
-            let body = sys
-                .generate_root_init(otp.as_ref().map(|o| o.as_str()), key.as_deref())
-                .await?;
+            let otp_str = otp.as_ref().map(|o| o.as_str());
+            let body = if dr_operation {
+                sys.generate_dr_token_init(otp_str, key.as_deref()).await?
+            } else {
+                sys.generate_root_init(otp_str, key.as_deref()).await?
+            };
             if let Some(otp) = &otp {
                 if json {
                     return print_json(&serde_json::json!({ "status": body, "otp": otp.as_str() }));

@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod bench;
 pub mod custody;
+pub mod dr;
 pub mod hsm;
 pub mod identity;
 pub mod identity_agent;

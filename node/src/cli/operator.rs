@@ -64,6 +64,9 @@ pub enum OperatorCommand {
     /// Raft membership.
     #[command(subcommand)]
     Raft(RaftCommand),
+    /// Disaster recovery: a DR replica's status, promotion of the DR site.
+    #[command(subcommand)]
+    Dr(super::dr::DrCommand),
     /// Vault management.
     #[command(subcommand)]
     Vault(VaultCommand),
@@ -90,6 +93,10 @@ pub enum RaftCommand {
         /// Its cluster (gRPC) address (`host:port`).
         #[arg(long)]
         cluster_addr: String,
+        /// As a disaster-recovery replica: it receives every entry, never
+        /// votes and refuses writes until `operator dr promote`.
+        #[arg(long)]
+        dr: bool,
     },
     /// Lost quorum, offline: make the surviving nodes listed in --peers the
     /// whole membership. Run it on every survivor (stopped), then start
@@ -166,7 +173,11 @@ pub async fn run_operator(args: &ClientArgs, cmd: OperatorCommand) -> anyhow::Re
             let info = super::snapshot::inspect(file)?;
             return super::snapshot::show(&info, args.json_output());
         }
-        OperatorCommand::Snapshot(super::snapshot::SnapshotCommand::Restore { file, config }) => {
+        OperatorCommand::Snapshot(super::snapshot::SnapshotCommand::Restore {
+            file,
+            config: Some(config),
+            ..
+        }) => {
             println!("{}", super::snapshot::restore(file, config)?);
             return Ok(());
         }
@@ -271,6 +282,7 @@ pub async fn run_operator(args: &ClientArgs, cmd: OperatorCommand) -> anyhow::Re
             show_status(&seal, &health, json)?;
         }
         OperatorCommand::Raft(cmd) => run_raft(&client, cmd, json).await?,
+        OperatorCommand::Dr(cmd) => super::dr::run_dr(&sys, cmd, json).await?,
         OperatorCommand::Vault(cmd) => run_vault(&client, cmd, json).await?,
         OperatorCommand::Hsm(cmd) => super::hsm::run_hsm(args, cmd).await?,
     }
@@ -296,7 +308,14 @@ async fn run_raft(
             node_id,
             api_addr,
             cluster_addr,
+            dr: false,
         } => sys.join(node_id, &api_addr, &cluster_addr).await?,
+        RaftCommand::Join {
+            node_id,
+            api_addr,
+            cluster_addr,
+            dr: true,
+        } => sys.join_dr(node_id, &api_addr, &cluster_addr).await?,
         RaftCommand::Remove { node_id } => sys.remove(node_id).await?,
     };
     if json {

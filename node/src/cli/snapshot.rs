@@ -1,4 +1,5 @@
-//! `coffer operator snapshot save | inspect`: backups a custodian can keep.
+//! `coffer operator snapshot save | inspect | restore`: backups a custodian
+//! can keep, and putting one back.
 //!
 //! A snapshot file is the cluster's state as members exchange it: a JSON
 //! header (cluster id, node, index, term, time, membership), every record
@@ -25,16 +26,22 @@ pub enum SnapshotCommand {
         /// Where to write the snapshot.
         file: PathBuf,
     },
-    /// Offline, on a node of a new cluster that has never started: install
-    /// FILE into its data dir with the new cluster's membership (from the
-    /// config's peers). Then start the nodes and unseal them with the
-    /// existing shares.
+    /// Without --config: into the running cluster (COFFER_ADDR, a token):
+    /// the file is verified here, sent in chunks through Raft, verified
+    /// again and installed by one entry; the whole state becomes the
+    /// snapshot's. With --config: offline, on a node of a new cluster that
+    /// has never started: install FILE into its data dir with the new
+    /// cluster's membership (from the config's peers). Either way the
+    /// custodians unseal with the shares of the snapshot's time.
     Restore {
         /// The snapshot file.
         file: PathBuf,
-        /// The stopped node's config file.
+        /// The stopped node's config file (offline restore).
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        /// Live restore of a snapshot of another cluster.
+        #[arg(long, conflicts_with = "config")]
+        force: bool,
     },
     /// Verify FILE (format, every record, digest, checksum) and show its
     /// header, without any key.
@@ -104,12 +111,60 @@ pub async fn run_snapshot(sys: &Sys<'_>, cmd: SnapshotCommand, json: bool) -> an
     let info = match cmd {
         SnapshotCommand::Inspect { file } => inspect(&file)?,
         SnapshotCommand::Save { file } => save(sys, &file).await?,
-        SnapshotCommand::Restore { file, config } => {
+        SnapshotCommand::Restore {
+            file,
+            config: Some(config),
+            ..
+        } => {
             println!("{}", restore(&file, &config)?);
             return Ok(());
         }
+        SnapshotCommand::Restore {
+            file,
+            config: None,
+            force,
+        } => return restore_live(sys, &file, force, json).await,
     };
     show(&info, json)
+}
+
+/// `snapshot restore FILE` into the running cluster.
+async fn restore_live(sys: &Sys<'_>, file: &Path, force: bool, json: bool) -> anyhow::Result<()> {
+    // A damaged file is refused before anything is sent.
+    let info = inspect(file)?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    eprintln!(
+        "WARNING: the running cluster's whole state becomes the snapshot's (index {}); \
+         writes since then are lost.",
+        info.index
+    );
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(bytes.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let result = sys
+        .snapshot_restore(
+            &bytes,
+            crate::cluster::live_restore::RESTORE_CHUNK_BYTES,
+            force,
+            |done, _| bar.set_position(done),
+        )
+        .await;
+    bar.finish_and_clear();
+    let outcome = result?;
+    if json {
+        return print_json(&outcome);
+    }
+    println!(
+        "Restored: the state is the snapshot's (index {} of its cluster) from log index {} on.",
+        outcome["snapshot_index"], outcome["index"]
+    );
+    println!("Digest:   {}", outcome["kv_digest"].as_str().unwrap_or("-"));
+    println!(
+        "Nodes whose keys differ from the restored seal records seal themselves: unseal them."
+    );
+    Ok(())
 }
 
 /// `snapshot restore`: offline, no node to talk to.

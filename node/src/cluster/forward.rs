@@ -52,6 +52,22 @@ pub enum AdminRequest {
         /// Member to remove.
         id: NodeId,
     },
+    /// Add `id` as a disaster-recovery replica: a learner that is never
+    /// promoted (see `cluster::dr`).
+    JoinDr {
+        /// New member id.
+        id: NodeId,
+        /// Its addresses.
+        node: Node,
+    },
+    /// Sent by a DR replica being promoted to the other DR members (not to
+    /// the leader): adopt the new cluster's id.
+    DrAdopt {
+        /// The promoted cluster's id.
+        cluster_id: String,
+        /// The DR member being promoted.
+        promoted_by: NodeId,
+    },
 }
 
 /// Reply to a forwarded write.

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use openraft::raft::AppendEntriesResponse;
-use raft_store::LogStore;
+use raft_store::{LogStore, StateMachineStore};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use super::dr;
 use super::election::{self, LeaderContact, PreVoteRequest, Timing};
 use super::forward::{self, AdminRequest, RaftHandle, WriteRequest};
 use super::identity::{IdentityFile, CLUSTER_ID_HEADER};
@@ -124,22 +125,29 @@ pub struct ForwardService {
     reads: Arc<ReadIndexBatcher>,
     identity: Arc<IdentityFile>,
     join_token: Option<JoinToken>,
+    sm: StateMachineStore,
+    superseded: Arc<dr::Superseded>,
 }
 
 impl ForwardService {
     /// Serves `raft`; read-index requests share rounds through `reads`.
-    /// Auto-join requests are accepted with `join_token` only.
+    /// Auto-join requests are accepted with `join_token` only. `sm` is
+    /// the local state (the DR member list).
     pub fn new(
         raft: RaftHandle,
         reads: Arc<ReadIndexBatcher>,
         identity: Arc<IdentityFile>,
         join_token: Option<JoinToken>,
+        sm: StateMachineStore,
+        superseded: Arc<dr::Superseded>,
     ) -> Self {
         Self {
             raft,
             reads,
             identity,
             join_token,
+            sm,
+            superseded,
         }
     }
 }
@@ -149,6 +157,11 @@ impl pb::forward_server::Forward for ForwardService {
     async fn write(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
         check_cluster(&self.identity, &req)?;
         let write: WriteRequest = decode(req)?;
+        if let Some(reason) = self.superseded.reason() {
+            return encode(&Err::<forward::WriteReply, _>(
+                forward::ForwardError::Refused(reason),
+            ));
+        }
         encode(&forward::leader_write(&self.raft, write).await)
     }
 
@@ -160,12 +173,25 @@ impl pb::forward_server::Forward for ForwardService {
     async fn admin(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
         check_cluster(&self.identity, &req)?;
         let admin: AdminRequest = decode(req)?;
-        encode(&membership::leader_admin(&self.raft, admin).await)
+        if let AdminRequest::DrAdopt {
+            cluster_id,
+            promoted_by,
+        } = &admin
+        {
+            return encode(&dr::answer_adopt(
+                &self.raft,
+                &self.sm,
+                &self.identity,
+                cluster_id,
+                *promoted_by,
+            ));
+        }
+        encode(&membership::leader_admin(&self.raft, &self.sm, admin).await)
     }
 
     async fn join(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
         check_cluster(&self.identity, &req)?;
         let join: JoinRequest = decode(req)?;
-        encode(&join::answer(&self.raft, self.join_token.as_ref(), join).await)
+        encode(&join::answer(&self.raft, &self.sm, self.join_token.as_ref(), join).await)
     }
 }

@@ -118,13 +118,34 @@ impl IdentityFile {
         }
     }
 
+    /// Replaces the cluster id: this node now belongs to the cluster that a
+    /// disaster-recovery promotion created, and refuses the old one's RPCs.
+    pub fn replace(&self, cluster_id: &str) -> Result<(), ClusterError> {
+        let mut current = self.lock();
+        if current.cluster_id.as_deref() == Some(cluster_id) {
+            return Ok(());
+        }
+        let mut next = current.clone();
+        let old = next.cluster_id.replace(cluster_id.to_string());
+        write_atomically(&self.path, &next)?;
+        tracing::warn!(
+            event = "cluster.id_replaced",
+            old = old.as_deref().unwrap_or("none"),
+            new = cluster_id,
+            "this node left its cluster for a new one (disaster-recovery promotion)"
+        );
+        *current = next;
+        Ok(())
+    }
+
     /// Checks a peer's cluster id (from RPC metadata): equal, or one side
     /// does not know yet (then this node adopts the peer's).
     pub fn check_peer(&self, peer: Option<&str>) -> Result<(), ClusterError> {
         match (peer, self.cluster_id()) {
             (Some(p), Some(mine)) if p != mine => Err(ClusterError::Invalid(format!(
-                "a member of cluster {p} contacted this node of cluster {mine}; the two \
-                 clusters share a CA but must not share members"
+                "a member of cluster {p} {} {mine}; the two \
+                 clusters share a CA but must not share members",
+                super::dr::FOREIGN_CLUSTER
             ))),
             (Some(p), None) => self.adopt(p),
             _ => Ok(()),
@@ -166,12 +187,19 @@ pub fn derive_cluster_id(ca_pem: &str, members: &BTreeMap<NodeId, Node>) -> Stri
 
 /// temp file + fsync + rename + fsync of the dir: the record is whole or absent.
 fn write_atomically(path: &Path, id: &Identity) -> Result<(), ClusterError> {
+    let bytes = serde_json::to_vec_pretty(id)
+        .map_err(|e| ClusterError::Invalid(format!("cannot write {}: {e}", path.display())))?;
+    write_file_atomically(path, &bytes)
+}
+
+/// temp file (0600) + fsync + rename + fsync of the dir, for the node's
+/// small state files: whole or absent after a crash.
+pub(super) fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), ClusterError> {
     let io =
         |e: std::io::Error| ClusterError::Invalid(format!("cannot write {}: {e}", path.display()));
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
     let tmp = path.with_extension("json.tmp");
-    let bytes = serde_json::to_vec_pretty(id).map_err(|e| io(std::io::Error::other(e)))?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -179,7 +207,7 @@ fn write_atomically(path: &Path, id: &Identity) -> Result<(), ClusterError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(io)?;
-    f.write_all(&bytes).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
     std::fs::File::open(dir)

@@ -66,6 +66,7 @@ impl JoinToken {
 /// leads, or names the leader.
 pub async fn answer(
     raft: &RaftHandle,
+    sm: &raft_store::StateMachineStore,
     expected: Option<&JoinToken>,
     req: JoinRequest,
 ) -> AdminResult {
@@ -111,6 +112,7 @@ pub async fn answer(
     tracing::info!(node_id = req.node_id, "auto-join: adding node");
     membership::leader_admin(
         raft,
+        sm,
         AdminRequest::Join {
             id: req.node_id,
             node: req.node.clone(),

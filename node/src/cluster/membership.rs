@@ -3,8 +3,9 @@
 use std::collections::BTreeSet;
 
 use openraft::ChangeMembers;
-use raft_store::{Node, NodeId};
+use raft_store::{Node, NodeId, StateMachineStore};
 
+use super::dr;
 use super::forward::{AdminRequest, AdminResult, ForwardError, RaftHandle};
 use super::{PeerInfo, PeersInfo, LEARNER_CATCH_UP};
 
@@ -30,15 +31,69 @@ pub fn peers_info(raft: &RaftHandle) -> PeersInfo {
 }
 
 /// Runs a membership change on this node, which must be the leader.
-pub async fn leader_admin(raft: &RaftHandle, req: AdminRequest) -> AdminResult {
+pub async fn leader_admin(
+    raft: &RaftHandle,
+    sm: &StateMachineStore,
+    req: AdminRequest,
+) -> AdminResult {
     match req {
-        AdminRequest::Join { id, node } => join(raft, id, node).await?,
-        AdminRequest::Remove { id } => remove(raft, id).await?,
+        AdminRequest::Join { id, node } => {
+            let dr = dr::dr_members(sm).map_err(|e| ForwardError::Unavailable(e.to_string()))?;
+            if dr.contains(&id) {
+                return Err(ForwardError::Refused(format!(
+                    "node {id} is a disaster-recovery replica: it never becomes a voter of this \
+                     cluster (if the primary is lost, promote the DR site with \
+                     `coffer operator dr promote`)"
+                )));
+            }
+            add_learner(raft, id, node).await?;
+            let voters = BTreeSet::from([id]);
+            raft.change_membership(ChangeMembers::AddVoterIds(voters), true)
+                .await?;
+        }
+        AdminRequest::JoinDr { id, node } => {
+            if raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == id)
+            {
+                return Err(ForwardError::Refused(format!(
+                    "node {id} is a voter of this cluster; a DR replica must be a new node"
+                )));
+            }
+            // Listed first, so that no leader ever promotes it, even one
+            // elected while the learner is being added.
+            dr::write_dr_members(raft, sm, |m| {
+                m.insert(id);
+            })
+            .await?;
+            add_learner(raft, id, node).await?;
+            tracing::info!(event = "dr.joined", node_id = id, "DR replica added");
+        }
+        AdminRequest::Remove { id } => {
+            remove(raft, id).await?;
+            let dr = dr::dr_members(sm).map_err(|e| ForwardError::Unavailable(e.to_string()))?;
+            if dr.contains(&id) {
+                dr::write_dr_members(raft, sm, |m| {
+                    m.remove(&id);
+                })
+                .await?;
+            }
+        }
+        AdminRequest::DrAdopt { .. } => {
+            return Err(ForwardError::Refused(
+                "a DR promotion is answered by DR members, not by the leader".into(),
+            ))
+        }
     }
     Ok(peers_info(raft))
 }
 
-async fn join(raft: &RaftHandle, id: NodeId, node: Node) -> Result<(), ForwardError> {
+/// Adds `id` as a learner and waits until it acknowledged the log.
+async fn add_learner(raft: &RaftHandle, id: NodeId, node: Node) -> Result<(), ForwardError> {
     // Learner first: it catches up on the log before it counts towards the
     // quorum. openraft's own "blocking" wait accepts any learner within
     // `replication_lag_threshold`, even one never reached, so wait for a
@@ -63,9 +118,6 @@ async fn join(raft: &RaftHandle, id: NodeId, node: Node) -> Result<(), ForwardEr
              reachable and its certificate is issued by the cluster CA"
         )));
     }
-    let voters = BTreeSet::from([id]);
-    raft.change_membership(ChangeMembers::AddVoterIds(voters), true)
-        .await?;
     Ok(())
 }
 

@@ -7,12 +7,14 @@
 //! node-local handle; [`ClusterStore`] is the replicated raw store over it,
 //! and [`cluster_store`] puts the barrier layer on top for the engines.
 
+pub mod dr;
 mod election;
 mod forward;
 mod grpc;
 pub mod identity;
 pub mod integrity;
 mod join;
+pub mod live_restore;
 mod membership;
 mod network;
 mod node;
@@ -31,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use forward::ForwardError;
 pub use join::JoinToken;
-pub use node::ClusterNode;
+pub use node::{ClusterNode, DrStatus};
 pub use store::{cluster_store, ClusterStore};
 
 /// Generated protobuf/gRPC code for `proto/cluster.proto`.
@@ -82,7 +84,9 @@ pub fn request_bytes(req: &raft_store::Request) -> usize {
         .map(|m| match m {
             Mutation::Put { key, value } => key.len() + value.len() + 8,
             Mutation::Delete { key } => key.len() + 4,
-            Mutation::DeletePrefix { prefix } => prefix.len() + 4,
+            Mutation::DeletePrefix { prefix } | Mutation::RestoreStaged { prefix } => {
+                prefix.len() + 4
+            }
         })
         .sum();
     let compares: usize = req

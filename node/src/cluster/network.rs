@@ -89,6 +89,9 @@ pub struct Peers {
     outages: Arc<Mutex<HashMap<NodeId, Outage>>>,
     /// Snapshot transfers to peers under way (they pace snapshot builds).
     transfers: SnapshotTransfers,
+    /// Set when a member refuses this node for belonging to another
+    /// cluster (a promoted DR site; see `cluster::dr`).
+    superseded: Option<Arc<super::dr::Superseded>>,
 }
 
 /// A peer that does not answer: since when, when that was last logged, and
@@ -110,7 +113,14 @@ impl Peers {
             max_message_bytes: tuning.max_message_bytes,
             outages: Arc::default(),
             transfers: SnapshotTransfers::default(),
+            superseded: None,
         }
+    }
+
+    /// Records refusals by members that moved to another cluster in `s`.
+    pub fn with_superseded(mut self, s: Arc<super::dr::Superseded>) -> Self {
+        self.superseded = Some(s);
+        self
     }
 
     /// Snapshot transfers from this node to its peers.
@@ -369,6 +379,12 @@ impl Network {
             .call(&self.addr, msg, Some(option.hard_ttl()), call)
             .await;
         self.note_reachability(&result);
+        if let (Err(RpcFailure::Protocol { msg, .. }), Some(s)) = (&result, &self.peers.superseded)
+        {
+            if msg.contains(super::dr::FOREIGN_CLUSTER) {
+                s.mark(self.target, msg);
+            }
+        }
         result
     }
 

@@ -22,10 +22,18 @@ use super::integrity::{self, Checker, CorruptFlag, IntegrityService};
 use super::network::{blob, limited, NetworkFactory, Peers, RpcFailure};
 use super::read_index::ReadIndexBatcher;
 use super::{
-    membership, pb, raft_config, ClusterConfig, ClusterError, PeersInfo, RaftStatus, RaftTuning,
-    ADMIN_TIMEOUT, MAX_ATTEMPTS, MAX_ENTRY_BYTES, OP_TIMEOUT, RETRY_DELAY,
+    membership, pb, raft_config, ClusterConfig, ClusterError, PeersInfo, RaftTuning, ADMIN_TIMEOUT,
+    MAX_ATTEMPTS, MAX_ENTRY_BYTES, OP_TIMEOUT, RETRY_DELAY,
 };
 use crate::engine::store::StoreError;
+
+#[path = "node_dr.rs"]
+mod dr_ops;
+#[path = "node_health.rs"]
+mod health_ops;
+#[path = "node_repair.rs"]
+mod repair_ops;
+pub use dr_ops::DrStatus;
 
 /// Reset streams the cluster port tolerates before closing a connection.
 const CLUSTER_MAX_PENDING_RESETS: usize = 4096;
@@ -42,6 +50,8 @@ pub struct ClusterNode {
     peers: Peers,
     identity: Arc<IdentityFile>,
     flag: Arc<CorruptFlag>,
+    /// Set when this node's cluster was superseded by a promoted DR site.
+    superseded: Arc<super::dr::Superseded>,
     data_dir: std::path::PathBuf,
     /// Outcome of the automated snapshots this node took (as leader).
     pub(crate) auto_snapshots: Mutex<super::snapshot_file::AutoSnapshotStatus>,
@@ -76,9 +86,14 @@ impl ClusterNode {
         if let Some(done) = integrity::install_staged(&cfg.data_dir)? {
             tracing::warn!(%done, "a repair was completed at start");
         }
+        if let Some(done) = super::dr::install_staged(&cfg.data_dir, cfg.node_id, &identity)? {
+            tracing::warn!(%done, "a disaster-recovery promotion was installed at start");
+        }
         let (log, sm) = open_storage(&cfg)?;
         let flag = Arc::new(CorruptFlag::load(&cfg.data_dir));
-        let peers = Peers::new(cfg.tls.clone(), identity.clone(), &cfg.tuning);
+        let superseded = Arc::new(super::dr::Superseded::load(&cfg.data_dir));
+        let peers = Peers::new(cfg.tls.clone(), identity.clone(), &cfg.tuning)
+            .with_superseded(superseded.clone());
         let raft = Raft::new(
             cfg.node_id,
             config,
@@ -109,6 +124,8 @@ impl ClusterNode {
                 reads.clone(),
                 identity.clone(),
                 cfg.join_token.clone(),
+                sm.clone(),
+                superseded.clone(),
             ),
         };
         let (local_addr, server) = serve(&cfg, services).await?;
@@ -123,6 +140,11 @@ impl ClusterNode {
             started: Instant::now(),
         };
         let elections = tokio::spawn(driver.run());
+        tokio::spawn(super::dr::finish_promotion(
+            raft.clone(),
+            sm.clone(),
+            cfg.data_dir.clone(),
+        ));
         // Ends by itself when Raft shuts down.
         tokio::spawn(super::snapshot_pace::run(
             raft.clone(),
@@ -149,6 +171,7 @@ impl ClusterNode {
             peers,
             identity,
             flag,
+            superseded,
             data_dir: cfg.data_dir.clone(),
             auto_snapshots: Mutex::default(),
             restart: tokio::sync::Notify::new(),
@@ -228,6 +251,12 @@ impl ClusterNode {
                 "a replicated transaction of {size} bytes exceeds the limit of {MAX_ENTRY_BYTES}"
             )));
         }
+        if self.is_dr_replica() {
+            return Err(StoreError::ReadOnly(super::dr::DR_WRITE_REFUSED.into()));
+        }
+        if let Some(reason) = self.superseded.reason() {
+            return Err(StoreError::ReadOnly(reason));
+        }
         let reply = self
             .with_leader(OP_TIMEOUT, |target| {
                 let req = req.clone();
@@ -238,7 +267,12 @@ impl ClusterNode {
                     }
                 }
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // A leader refuses a write only when its cluster is superseded.
+                ForwardError::Refused(m) => StoreError::ReadOnly(m),
+                other => other.into(),
+            })?;
         self.wait_applied(reply.log_index).await?;
         Ok(reply.response)
     }
@@ -328,63 +362,6 @@ impl ClusterNode {
         self.flag.mark(reason);
     }
 
-    /// Fetches a snapshot from the leader into the data dir's `repair/`
-    /// and asks the server to restart, which installs it before Raft starts.
-    pub async fn repair_from_leader(&self) -> Result<String, ClusterError> {
-        let leader = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            let leader = m.current_leader.filter(|l| *l != self.id);
-            leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned())
-        };
-        let Some(leader) = leader else {
-            return Err(ClusterError::Unavailable(
-                "no other member is known to lead; repair needs a healthy leader".into(),
-            ));
-        };
-        let min = integrity::purge_point(&self.log);
-        let staged =
-            integrity::fetch_snapshot(&self.peers, &leader.cluster_addr, min, &self.data_dir)
-                .await?;
-        self.restart.notify_one();
-        Ok(format!(
-            "snapshot from {} staged at {}; the node restarts to install it",
-            leader.cluster_addr,
-            staged.display()
-        ))
-    }
-
-    /// Resolves when the node must restart (a repair was staged).
-    pub async fn restart_requested(&self) {
-        self.restart.notified().await;
-    }
-
-    /// With `auto_repair`: once this node's state is found damaged, fetch a
-    /// snapshot from the leader (retrying) and ask for a restart.
-    pub async fn auto_repair(&self) {
-        if !self.tuning.auto_repair {
-            return std::future::pending().await;
-        }
-        loop {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            if self.flag.corrupt().is_none() {
-                continue;
-            }
-            match self.repair_from_leader().await {
-                Ok(done) => {
-                    tracing::warn!(%done, "automatic repair");
-                    return;
-                }
-                Err(e) => crate::log_every!(
-                    Duration::from_secs(60),
-                    warn,
-                    error = %e,
-                    "automatic repair not possible yet; retrying"
-                ),
-            }
-        }
-    }
-
     /// Scans the local state machine (no fence, no decryption).
     pub fn scan_raw(
         &self,
@@ -415,106 +392,6 @@ impl ClusterNode {
     /// The cluster id this node belongs to, once known.
     pub fn cluster_id(&self) -> Option<String> {
         self.identity.cluster_id()
-    }
-
-    /// What makes this node unfit to serve, in words for operators; empty
-    /// when healthy. A stopped Raft core, failed storage, a follower that
-    /// lost its leader or trails it too far, a leader without a quorum.
-    pub fn problems(&self) -> Vec<String> {
-        let m = self.raft.metrics().borrow().clone();
-        let mut problems = Vec::new();
-        if let Some(reason) = self.flag.corrupt() {
-            problems.push(format!(
-                "this node's state is damaged and it serves no data until repaired: {reason}"
-            ));
-        }
-        if let Err(e) = &m.running_state {
-            problems.push(format!("the Raft core stopped: {e}"));
-        }
-        if let Some(e) = self.log.failure() {
-            problems.push(format!("the Raft log storage failed: {e}"));
-        }
-        let silence_limit = Duration::from_millis(self.tuning.max_leader_silence_ms);
-        let is_member = m
-            .membership_config
-            .membership()
-            .get_node(&self.id)
-            .is_some();
-        if m.current_leader == Some(self.id) {
-            let single = m.membership_config.membership().voter_ids().count() == 1;
-            let acked = m.millis_since_quorum_ack.map(Duration::from_millis);
-            if !single && acked.is_none_or(|d| d > silence_limit) {
-                problems.push(format!(
-                    "this leader has not heard from a quorum for {}",
-                    describe(acked)
-                ));
-            }
-        } else if is_member {
-            let since = self.contact.since();
-            if since.is_none_or(|d| d > silence_limit) {
-                problems.push(format!(
-                    "no contact with a leader for {} (limit {} ms)",
-                    describe(since),
-                    self.tuning.max_leader_silence_ms
-                ));
-            }
-            let applied = self.sm.applied_index();
-            let lag = self.contact.leader_commit().saturating_sub(applied);
-            if lag > self.tuning.max_lag_entries {
-                problems.push(format!(
-                    "lagging: applied index {applied} is {lag} entries behind the leader's \
-                     commit index (limit {})",
-                    self.tuning.max_lag_entries
-                ));
-            }
-        }
-        problems
-    }
-
-    /// Resolves with a description once this node can no longer work: the
-    /// Raft core stopped on a fatal error, or the log storage failed. The
-    /// server then exits non-zero so that a supervisor restarts it.
-    pub async fn fatal(&self) -> String {
-        let mut metrics = self.raft.metrics();
-        let mut poll = tokio::time::interval(Duration::from_millis(200));
-        loop {
-            if let Err(e) = &metrics.borrow().running_state {
-                return format!("the Raft core stopped: {e}");
-            }
-            if let Some(e) = self.log.failure() {
-                return format!("the Raft log storage failed: {e}");
-            }
-            tokio::select! {
-                changed = metrics.changed() => {
-                    if changed.is_err() {
-                        return "the Raft core is gone".into();
-                    }
-                }
-                _ = poll.tick() => {}
-            }
-        }
-    }
-
-    /// This node's Raft state.
-    pub fn status(&self) -> RaftStatus {
-        let m = self.raft.metrics().borrow().clone();
-        let applied = m.last_applied.map_or(0, |l| l.index);
-        let is_leader = m.current_leader == Some(self.id);
-        let commit_index = if is_leader {
-            quorum_index(&m).unwrap_or(applied).max(applied)
-        } else {
-            applied
-        };
-        RaftStatus {
-            node_id: self.id,
-            leader_id: m.current_leader,
-            term: m.current_term,
-            last_log_index: m.last_log_index.unwrap_or(0),
-            commit_index,
-            applied_index: applied,
-            snapshot_index: m.snapshot.map_or(0, |l| l.index),
-            is_leader,
-        }
     }
 
     /// On the leader: milliseconds since a quorum last acknowledged it
@@ -550,7 +427,7 @@ impl ClusterNode {
             let req = req.clone();
             async move {
                 match target {
-                    Target::Local => membership::leader_admin(&self.raft, req).await,
+                    Target::Local => membership::leader_admin(&self.raft, &self.sm, req).await,
                     Target::Remote(node) => self.remote_admin(&node, &req).await,
                 }
             }

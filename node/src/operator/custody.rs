@@ -109,6 +109,9 @@ pub(super) struct Ceremonies {
     generate_root: Mutex<Option<GenerateRoot>>,
     /// A seal migration (see `operator::migrate`).
     pub(super) migration: Mutex<Option<crate::seal::migrate::Migration>>,
+    /// Digests of the DR operation tokens generated on this node (see
+    /// `operator::dr`); kept in memory only, used once.
+    pub(super) dr_tokens: Mutex<Vec<[u8; 32]>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -381,7 +384,14 @@ impl Operator {
         nonce: &str,
         share: &str,
     ) -> Result<GenerateRootAnswer, OperatorError> {
-        self.node.read_fence().await?;
+        // A DR operation token is made where the primary may be gone: from
+        // this node's own replicated seal records, kept on this node only.
+        let dr_token = lock(&self.ceremonies.generate_root)
+            .as_ref()
+            .is_some_and(|g| g.policy() == super::dr::DR_OPERATION_POLICY);
+        if !dr_token {
+            self.node.read_fence().await?;
+        }
         let stored = self.stored_seal()?;
         let (ceremony, status) = {
             let mut slot = lock(&self.ceremonies.generate_root);
@@ -417,6 +427,16 @@ impl Operator {
         };
         let token = new_token();
         let encoded = ceremony.encode(&token)?;
+        if ceremony.policy() == super::dr::DR_OPERATION_POLICY {
+            self.keep_dr_token(&token);
+            return Ok(GenerateRootAnswer {
+                status: GenerateRootStatus {
+                    started: false,
+                    ..status
+                },
+                encoded_token: Some(encoded),
+            });
+        }
         let record = TokenRecord {
             policy: ceremony.policy().to_string(),
             created: now_ms() / 1000,

@@ -536,3 +536,63 @@ fn legacy_snapshot_table_is_dropped_at_open() {
     let after = std::fs::metadata(&path).unwrap().len();
     assert!(after < with_blob / 2, "{after} >= {with_blob} / 2");
 }
+
+/// Stages `bytes` as chunks under `staging/` from log index `first`;
+/// returns the next free index.
+fn stage_chunks(sm: &StateMachineStore, first: u64, bytes: &[u8]) -> u64 {
+    let mut index = first;
+    for (i, chunk) in bytes.chunks(bytes.len() / 3 + 1).enumerate() {
+        let m = Mutation::Put {
+            key: format!("staging/{i:04}").into_bytes(),
+            value: chunk.to_vec(),
+        };
+        apply_one(sm, index, req(None, 0, vec![], vec![m]));
+        index += 1;
+    }
+    index
+}
+
+#[test]
+fn a_staged_snapshot_replaces_the_state_only_when_it_verifies() {
+    let (_d1, a) = store(DEFAULT_DEDUP_WINDOW_MS);
+    let (_d2, b) = store(DEFAULT_DEDUP_WINDOW_MS);
+    apply_one(
+        &a,
+        1,
+        req(None, 0, vec![], vec![put("k1", "v1"), put("k2", "v2")]),
+    );
+    a.build().unwrap();
+    let (_, path) = a.current_snapshot_file().unwrap();
+    let file = std::fs::read(path).unwrap();
+    let want = a.digest();
+    apply_one(
+        &b,
+        1,
+        req(None, 0, vec![], vec![put("zz", "gone"), put("k1", "other")]),
+    );
+    let restore = || Mutation::RestoreStaged {
+        prefix: b"staging/".to_vec(),
+    };
+
+    // A flipped byte: refused, and only the staged chunks go.
+    let before = b.digest();
+    let mut bad = file.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 1;
+    let next = stage_chunks(&b, 2, &bad);
+    let r = apply_one(&b, next, req(None, 0, vec![], vec![restore()]));
+    assert!(!r.succeeded);
+    assert_eq!(b.digest().digest_hex, before.digest_hex);
+    assert_eq!(value(&b, "zz"), Some((1, b"gone".to_vec())));
+
+    // The real file: the state is the snapshot's, revisions included.
+    let next = stage_chunks(&b, next + 1, &file);
+    let r = apply_one(&b, next, req(None, 0, vec![], vec![restore()]));
+    assert!(r.succeeded);
+    assert_eq!(b.digest().digest_hex, want.digest_hex);
+    assert_eq!(b.digest().entries, 2);
+    assert_eq!(b.digest_at(next).unwrap().digest_hex, want.digest_hex);
+    assert_eq!(value(&b, "k1"), Some((1, b"v1".to_vec())));
+    assert_eq!(value(&b, "zz"), None);
+    assert_eq!(b.applied_index(), next);
+}

@@ -327,6 +327,8 @@ fn store_error(e: StoreError) -> ApiError {
             tracing::warn!(%detail, "store unavailable");
             unavailable("The cluster is temporarily unavailable; retry the request")
         }
+        // 503: a failover client moves on to a member that takes writes.
+        StoreError::ReadOnly(detail) => unavailable(&detail).with_inner("ReadOnlyReplica"),
         StoreError::TooLarge(detail) => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestTooLarge",

@@ -171,7 +171,10 @@ impl From<IdentityError> for OAuthError {
             | IdentityError::BadRequest(_)
             | IdentityError::NoTenant) => Self::invalid_request(e.to_string()),
             IdentityError::Engine(EngineError::Store(
-                StoreError::Sealed | StoreError::NotInitialized | StoreError::Unavailable(_),
+                StoreError::Sealed
+                | StoreError::NotInitialized
+                | StoreError::Unavailable(_)
+                | StoreError::ReadOnly(_),
             )) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",

@@ -128,15 +128,23 @@ struct GenerateRootInitRequest {
     otp: Option<String>,
     #[serde(default)]
     pgp_key: Option<String>,
+    /// Make a DR operation token (kept on this node) instead of a root token.
+    #[serde(default)]
+    dr_operation: bool,
 }
 
 async fn generate_root_init(
     State(s): State<SysState>,
     OperatorJson(req): OperatorJson<GenerateRootInitRequest, KEYS_BODY_MAX_BYTES>,
 ) -> Result<Response, SysError> {
+    let policy = if req.dr_operation {
+        crate::operator::dr::DR_OPERATION_POLICY
+    } else {
+        "root"
+    };
     let status =
         s.operator
-            .generate_root_init(req.otp.as_deref(), req.pgp_key.as_deref(), "root")?;
+            .generate_root_init(req.otp.as_deref(), req.pgp_key.as_deref(), policy)?;
     Ok(Json(status).into_response())
 }
 

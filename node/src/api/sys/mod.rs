@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod custody;
+pub mod dr;
 pub mod hsm;
 pub mod seal_migrate;
 pub mod snapshot;
@@ -47,6 +48,7 @@ pub fn public_router(state: SysState) -> Router {
         .route("/v1/sys/init", get(init_status).post(init))
         .route("/v1/sys/unseal", post(unseal))
         .merge(custody::public_router())
+        .merge(dr::public_router())
         .merge(seal_migrate::public_router())
         .with_state(state)
 }
@@ -100,6 +102,7 @@ impl From<OperatorError> for SysError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             OperatorError::Seal(_) => StatusCode::BAD_REQUEST,
+            OperatorError::Forbidden(_) => StatusCode::FORBIDDEN,
             OperatorError::Store(s) => store_status(s),
         };
         SysError(status, e.to_string())
@@ -317,6 +320,9 @@ struct JoinRequest {
     node_id: u64,
     api_addr: String,
     cluster_addr: String,
+    /// Join as a disaster-recovery replica (a learner never promoted).
+    #[serde(default)]
+    dr: bool,
 }
 
 async fn join(
@@ -328,7 +334,13 @@ async fn join(
         api_addr: req.api_addr,
         cluster_addr: req.cluster_addr,
     };
-    Ok(peers_body(s.operator.node().join(req.node_id, node).await?))
+    let node_handle = s.operator.node();
+    let peers = if req.dr {
+        node_handle.join_dr(req.node_id, node).await?
+    } else {
+        node_handle.join(req.node_id, node).await?
+    };
+    Ok(peers_body(peers))
 }
 
 #[derive(Deserialize)]
