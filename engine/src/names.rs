@@ -69,6 +69,10 @@ pub const CERT_ISSUERS: &str = "ci";
 /// `cf/{vault}/{name_lower}/{version}`.
 pub const CERT_FIRED: &str = "cf";
 
+/// Revocations and the current CRL of a `Coffer` issuer:
+/// `cr/{vault}/{issuer_lower}`.
+pub const CERT_REVOCATIONS: &str = "cr";
+
 /// Every table holding a vault's objects: what deleting the vault removes.
 pub const VAULT_TABLES: &[&str] = &[
     SECRETS,
@@ -84,6 +88,7 @@ pub const VAULT_TABLES: &[&str] = &[
     CERT_CONTACTS,
     CERT_ISSUERS,
     CERT_FIRED,
+    CERT_REVOCATIONS,
 ];
 
 #[cfg(test)]

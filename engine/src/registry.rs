@@ -62,6 +62,10 @@ impl Engine for CertificatesEngine {
                 "renewed certificates by lifetime action",
                 self.run_lifetime_actions(now).await,
             ),
+            (
+                "re-signed CRLs of Coffer issuers",
+                self.refresh_crls(now).await,
+            ),
         ]
     }
 }

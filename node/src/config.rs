@@ -176,6 +176,11 @@ pub struct Config {
     /// seconds, so tests can watch policies being carried out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsafe_min_rotation_secs: Option<u64>,
+    /// TEST ONLY: the certificates engine and the leader's lifecycle work
+    /// see the clock this many seconds ahead, so tests can watch
+    /// certificate lifetime actions (AutoRenew at 80 % of months) fire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsafe_clock_offset_secs: Option<u64>,
     /// Start even when the data dir, the TLS key or the HSM PIN file is
     /// readable or writable by group or others, or a certificate is
     /// writable by them (checked at start by default).

@@ -45,6 +45,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::IdentityCommand,
     },
+    /// Coffer's private CA: create a CA and its issuer, revoke certificates.
+    Cert {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: cli::CertCommand,
+    },
     /// Manage role definitions and assignments of the addressed vault (RBAC).
     Role {
         #[command(flatten)]
@@ -210,6 +217,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Secret { client, command } => cli::run_secret(&client, command).await,
         Command::Identity { client, command } => cli::run_identity(&client, command).await,
         Command::Role { client, command } => cli::run_role(&client, command).await,
+        Command::Cert { client, command } => cli::run_cert(&client, command).await,
         Command::Agent { client, args } => cli::run_agent(&client, args).await,
         Command::Bench { client, args } => cli::run_bench(&client, args).await,
         Command::Audit { client, command } => cli::run_audit(&client, command).await,

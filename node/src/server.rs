@@ -41,6 +41,8 @@ pub struct Server {
     pub node: Arc<ClusterNode>,
     api_addr: SocketAddr,
     lifecycle_interval: Duration,
+    /// TEST ONLY: seconds the lifecycle work sees the clock ahead.
+    clock_offset: u64,
     router: Router,
     api_tls: Arc<rustls::ServerConfig>,
     limits: LimitsConfig,
@@ -107,10 +109,18 @@ impl Server {
                 "TEST ONLY: rotation policy minimums lowered (unsafe_min_rotation_secs)"
             );
         }
-        let certificates = Arc::new(CertificatesEngine::new(
+        let clock_offset = config.unsafe_clock_offset_secs.unwrap_or(0);
+        if clock_offset > 0 {
+            tracing::warn!(
+                secs = clock_offset,
+                "TEST ONLY: certificates and lifecycle work see the clock ahead (unsafe_clock_offset_secs)"
+            );
+        }
+        let certificates = Arc::new(CertificatesEngine::with_clock(
             store.clone(),
             keys.clone(),
             secrets.clone(),
+            Arc::new(move || now_secs() + clock_offset),
         ));
         let engines = Engines::new()
             .with(secrets.clone())
@@ -161,6 +171,7 @@ impl Server {
             node,
             api_addr: config.api_addr,
             lifecycle_interval: Duration::from_secs(config.lifecycle_interval_secs),
+            clock_offset,
             router,
             api_tls,
             limits: config.limits.clone(),
@@ -180,6 +191,7 @@ impl Server {
             self.operator.clone(),
             self.engines.clone(),
             self.lifecycle_interval,
+            self.clock_offset,
         ));
         tokio::spawn(fail_stop(self.node.clone()));
         tokio::spawn(auto_unseal_loop(self.operator.clone()));
@@ -264,14 +276,19 @@ async fn shutdown_signal() {
 
 /// The leader runs every engine's periodic work: purging soft-deleted
 /// objects whose purge date has passed, due key rotation policies, ….
-async fn lifecycle_loop(operator: Arc<Operator>, engines: Engines, every: Duration) {
+async fn lifecycle_loop(
+    operator: Arc<Operator>,
+    engines: Engines,
+    every: Duration,
+    clock_offset: u64,
+) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         if operator.is_sealed() || !operator.node().status().is_leader {
             continue;
         }
-        for (what, result) in engines.leader_work(now_secs()).await {
+        for (what, result) in engines.leader_work(now_secs() + clock_offset).await {
             log_done(what, result);
         }
     }
@@ -509,6 +526,7 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
         lifecycle_interval_secs: 60,
         unsafe_stale_reads: false,
         unsafe_min_rotation_secs: None,
+        unsafe_clock_offset_secs: None,
         allow_insecure_permissions: false,
         hsm: opts.hsm.clone(),
         raft: Default::default(),

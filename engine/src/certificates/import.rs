@@ -93,11 +93,18 @@ fn read_pfx(bytes: &[u8], password: &str) -> Result<Imported, EngineError> {
 /// A certificate's secret value converted to `to` (`outContentType` of a
 /// secret read): PEM ↔ PKCS#12, private key and chain kept.
 pub fn convert(value: &str, from: &str, to: &str) -> Result<Zeroizing<String>, EngineError> {
-    use super::policy::PEM;
     if from == to {
         return Ok(Zeroizing::new(value.to_owned()));
     }
-    let (chain, key) = if from == PEM {
+    let (chain, key) = secret_parts(value, from)?;
+    super::issue::secret_value(to, key.as_deref().map(Vec::as_slice), &chain)
+}
+
+/// The certificates (leaf first) and, when present, the PKCS#8 key of a
+/// certificate's secret value of `content_type`.
+pub fn secret_parts(value: &str, content_type: &str) -> Result<SecretParts, EngineError> {
+    use super::policy::PEM;
+    if content_type == PEM {
         let mut chain = Vec::new();
         let mut key = None;
         for block in x509_parser::pem::Pem::iter_from_buffer(value.as_bytes()) {
@@ -108,31 +115,30 @@ pub fn convert(value: &str, from: &str, to: &str) -> Result<Zeroizing<String>, E
                 _ => {}
             }
         }
-        (chain, key)
-    } else {
-        let der = Zeroizing::new(STANDARD.decode(value.trim()).map_err(|_| bad(PFX_ERROR))?);
-        let ks = p12_keystore::KeyStore::from_pkcs12(
-            &der,
-            "",
-            p12_keystore::Pkcs12ImportPolicy::Relaxed,
-        )
-        .map_err(|_| bad(PFX_ERROR))?;
-        match ks.private_key_chain() {
-            Some((_, c)) => (
-                c.certs().iter().map(|c| c.as_der().to_vec()).collect(),
-                Some(Zeroizing::new(c.key().as_der().to_vec())),
-            ),
-            None => {
-                let certs = ks
-                    .entries()
-                    .filter_map(|(_, e)| match e {
-                        p12_keystore::KeyStoreEntry::Certificate(c) => Some(c.as_der().to_vec()),
-                        _ => None,
-                    })
-                    .collect();
-                (certs, None)
-            }
+        return Ok((chain, key));
+    }
+    let der = Zeroizing::new(STANDARD.decode(value.trim()).map_err(|_| bad(PFX_ERROR))?);
+    let ks =
+        p12_keystore::KeyStore::from_pkcs12(&der, "", p12_keystore::Pkcs12ImportPolicy::Relaxed)
+            .map_err(|_| bad(PFX_ERROR))?;
+    Ok(match ks.private_key_chain() {
+        Some((_, c)) => (
+            c.certs().iter().map(|c| c.as_der().to_vec()).collect(),
+            Some(Zeroizing::new(c.key().as_der().to_vec())),
+        ),
+        None => {
+            let certs = ks
+                .entries()
+                .filter_map(|(_, e)| match e {
+                    p12_keystore::KeyStoreEntry::Certificate(c) => Some(c.as_der().to_vec()),
+                    _ => None,
+                })
+                .collect();
+            (certs, None)
         }
-    };
-    super::issue::secret_value(to, key.as_deref().map(Vec::as_slice), &chain)
+    })
 }
+
+/// What a certificate's secret holds: DER certificates (leaf first) and the
+/// PKCS#8 key when exportable.
+pub type SecretParts = (Vec<Vec<u8>>, Option<Zeroizing<Vec<u8>>>);

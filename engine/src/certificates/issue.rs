@@ -30,7 +30,7 @@ fn bad(m: impl Into<String>) -> EngineError {
     EngineError::BadParameter(m.into())
 }
 
-fn internal(what: &str, e: impl std::fmt::Display) -> EngineError {
+pub(super) fn internal(what: &str, e: impl std::fmt::Display) -> EngineError {
     EngineError::Crypto(coffer_crypto::CryptoError::Internal(format!("{what}: {e}")))
 }
 
@@ -141,7 +141,13 @@ pub fn params_of(policy: &Policy, now: u64) -> Result<CertificateParams, EngineE
             _ => ExtendedKeyUsagePurpose::Other(arcs),
         });
     }
-    p.is_ca = IsCa::ExplicitNoCa;
+    p.is_ca = match x.basic_constraints.as_ref().filter(|b| b.ca) {
+        None => IsCa::ExplicitNoCa,
+        Some(b) => IsCa::Ca(match b.path_len_constraint {
+            Some(n) => rcgen::BasicConstraints::Constrained(n),
+            None => rcgen::BasicConstraints::Unconstrained,
+        }),
+    };
     p.use_authority_key_identifier_extension = true;
     let start = now.saturating_sub(BACKDATE_SECS);
     p.not_before = time_of(start as i64)?;
@@ -155,7 +161,7 @@ pub fn params_of(policy: &Policy, now: u64) -> Result<CertificateParams, EngineE
     Ok(p)
 }
 
-fn key_pair(pkcs8: &[u8]) -> Result<KeyPair, EngineError> {
+pub(super) fn key_pair(pkcs8: &[u8]) -> Result<KeyPair, EngineError> {
     KeyPair::try_from(pkcs8).map_err(|_| {
         EngineError::NotSupported("this key type cannot sign a certificate here".into())
     })

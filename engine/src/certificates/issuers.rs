@@ -3,6 +3,7 @@
 
 use zeroize::Zeroizing;
 
+use super::ca::is_coffer;
 use super::records::{Issuer, IssuerRecord, OrgDetails};
 use super::CertificatesEngine;
 use crate::cas::{decode, encode, write, Plan};
@@ -26,6 +27,10 @@ pub struct IssuerParams {
     pub org_details: Option<OrgDetails>,
     /// Enabled.
     pub enabled: Option<bool>,
+    /// Base URL of the issuer's PKI endpoints (`https://{host}/v1/pki/
+    /// {vault}/{issuer}`), set by the API layer from the request's address
+    /// for `Coffer` issuers; kept when already set.
+    pub pki_url: Option<String>,
 }
 
 impl std::fmt::Debug for IssuerParams {
@@ -72,6 +77,10 @@ impl CertificatesEngine {
                 enabled: params.enabled.unwrap_or(true),
                 created: current.as_ref().map_or(now, |c| c.created),
                 updated: now,
+                pki_url: current
+                    .as_ref()
+                    .and_then(|c| c.pki_url.clone())
+                    .or_else(|| params.pki_url.clone()),
             })
         })
         .await
@@ -101,6 +110,9 @@ impl CertificatesEngine {
             }
             if let Some(e) = params.enabled {
                 rec.enabled = e;
+            }
+            if rec.pki_url.is_none() {
+                rec.pki_url = params.pki_url.clone();
             }
             rec.updated = now;
             Ok(rec)
@@ -170,10 +182,19 @@ impl CertificatesEngine {
             let entry = view.get(CERT_ISSUERS, &lower)?;
             let revision = entry.as_ref().map_or(0, |e| e.revision);
             let current = entry.map(|e| decode(&e.value)).transpose()?;
-            let rec = match make(current, self.now()) {
+            let now = self.now();
+            let rec = match make(current, now) {
                 Ok(r) => r,
                 Err(e) => return Ok(Plan::Refuse(e)),
             };
+            if is_coffer(&rec.provider) {
+                // A Coffer issuer must name a CA this vault can sign with.
+                match self.load_ca(&view, &rec, now) {
+                    Ok(_) => {}
+                    Err(e @ EngineError::Store(_)) => return Err(e),
+                    Err(e) => return Ok(Plan::Refuse(e)),
+                }
+            }
             let frag = Fragment {
                 compare: vec![view.unchanged(CERT_ISSUERS, &lower, revision)],
                 mutations: vec![view.put(CERT_ISSUERS, &lower, encode(&rec)?)],

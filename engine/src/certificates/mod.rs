@@ -11,13 +11,17 @@
 //! [`x509`] (reading certificates), [`import`] (PFX and PEM),
 //! `versions` (the one place a version of the trio is written), `pending`
 //! (create, import, merge and the pending operation), `lifecycle` (delete,
-//! recover, purge, backup, restore), `contacts` and `issuers`.
+//! recover, purge, backup, restore), `contacts` and `issuers`; [`ca`]
+//! (the `Coffer` issuer: a private CA in the vault) and [`pki`] (its
+//! revocations, CRL and OCSP responder).
 
+pub mod ca;
 pub mod import;
 pub mod issue;
 pub mod issuers;
 mod lifecycle;
 pub mod pending;
+pub mod pki;
 pub mod policy;
 pub mod records;
 mod renew;

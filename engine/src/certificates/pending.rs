@@ -1,7 +1,8 @@
 //! Create, import and merge, and the pending operation that create leaves:
 //! `Self` certificates are issued at once (the operation is stored as
 //! completed), `Unknown` ones wait for a merge with the key kept in the
-//! operation record, other issuers are refused as a failed operation.
+//! operation record, a `Coffer` issuer's CA signs at once (completed),
+//! other issuers are refused as a failed operation.
 
 use std::collections::BTreeMap;
 
@@ -132,8 +133,9 @@ fn put_op(
 
 impl CertificatesEngine {
     /// Creates a certificate (a new version if it exists). `Self`: issued
-    /// at once, the operation stored as completed; `Unknown`: a CSR waits
-    /// for a merge. Answers the stored operation.
+    /// at once, the operation stored as completed; a `Coffer` issuer: signed
+    /// by its CA at once, completed; `Unknown`: a CSR waits for a merge.
+    /// Answers the stored operation.
     pub async fn create(
         &self,
         vault: &str,
@@ -183,11 +185,25 @@ impl CertificatesEngine {
             op.status = OpStatus::InProgress;
             op.material = Some(material.clone());
         } else {
-            op.status = OpStatus::Failed;
-            op.error = Some((
-                "Certificate issuer error".into(),
-                format!("Issuer {issuer} cannot issue certificates: Coffer issues with Self or completes Unknown requests by merge"),
-            ));
+            // A named issuer: a Coffer CA signs at once; anything else
+            // fails the operation with the reason (as a partner CA's
+            // refusal would).
+            match self
+                .issue_by_issuer(
+                    vault,
+                    &issuer,
+                    &policy,
+                    pkcs8.as_deref().map(Vec::as_slice),
+                    now,
+                )
+                .await?
+            {
+                Ok(issued) => chain = issued,
+                Err(message) => {
+                    op.status = OpStatus::Failed;
+                    op.error = Some(("Certificate issuer error".into(), message));
+                }
+            }
         }
         let vault = normalize_vault(vault)?;
         write(self.store(), request_id, || {

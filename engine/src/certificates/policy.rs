@@ -107,6 +107,22 @@ pub struct X509Props {
     /// Validity in months.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validity_months: Option<u32>,
+    /// Basic constraints. Key Vault answers `{"ca": false}` and takes no
+    /// input here; Coffer reads `{"ca": true}` as "make a CA certificate"
+    /// (the root or intermediate of a `Coffer` issuer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_constraints: Option<BasicConstraints>,
+}
+
+/// `x509_props.basic_constraints`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BasicConstraints {
+    /// The certificate is a CA.
+    #[serde(default)]
+    pub ca: bool,
+    /// Longest chain of intermediates below this CA (`None`: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_len_constraint: Option<u8>,
 }
 
 /// `sans`.
@@ -239,6 +255,14 @@ impl Policy {
         self.issuer_name().eq_ignore_ascii_case(ISSUER_UNKNOWN)
     }
 
+    /// Whether the policy makes a CA certificate (`basic_constraints.ca`).
+    pub fn is_ca(&self) -> bool {
+        self.x509_props
+            .as_ref()
+            .and_then(|x| x.basic_constraints.as_ref())
+            .is_some_and(|b| b.ca)
+    }
+
     /// The secret's content type.
     pub fn content_type(&self) -> &str {
         self.secret_props
@@ -349,8 +373,15 @@ impl Policy {
                 "The subject is longer than {MAX_SUBJECT_CHARS} characters"
             )));
         }
+        let ca = x.basic_constraints.as_ref().is_some_and(|b| b.ca);
         if x.ekus.is_none() {
-            x.ekus = Some(vec![EKU_SERVER_AUTH.into(), EKU_CLIENT_AUTH.into()]);
+            // A CA certificate carries no EKU by default: an EKU on a CA
+            // restricts what every certificate below it may be used for.
+            x.ekus = Some(if ca {
+                Vec::new()
+            } else {
+                vec![EKU_SERVER_AUTH.into(), EKU_CLIENT_AUTH.into()]
+            });
         }
         for eku in x.ekus.iter().flatten() {
             if super::issue::oid_arcs(eku).is_none() {
@@ -358,7 +389,20 @@ impl Policy {
             }
         }
         if x.key_usage.is_none() {
-            x.key_usage = Some(vec!["digitalSignature".into(), "keyEncipherment".into()]);
+            x.key_usage = Some(if ca {
+                vec![
+                    "keyCertSign".into(),
+                    "cRLSign".into(),
+                    "digitalSignature".into(),
+                ]
+            } else {
+                vec!["digitalSignature".into(), "keyEncipherment".into()]
+            });
+        }
+        if ca && !x.key_usage.iter().flatten().any(|k| k == "keyCertSign") {
+            return Err(bad(
+                "A CA certificate (basic_constraints.ca) needs the keyCertSign key usage",
+            ));
         }
         for ku in x.key_usage.iter().flatten() {
             if !KEY_USAGES.contains(&ku.as_str()) {
@@ -384,7 +428,9 @@ impl Policy {
         self.issuer = Some(issuer);
 
         let actions = self.lifetime_actions.take().unwrap_or_else(|| {
-            let action_type = if self.is_unknown() {
+            // A CA is renewed on purpose (its contacts are told), never
+            // behind the back of everything that trusts it.
+            let action_type = if self.is_unknown() || ca {
                 "EmailContacts"
             } else {
                 "AutoRenew"
@@ -434,6 +480,7 @@ impl Policy {
             merge(&mut cur.sans, xp.sans);
             merge(&mut cur.key_usage, xp.key_usage);
             merge(&mut cur.validity_months, xp.validity_months);
+            merge(&mut cur.basic_constraints, xp.basic_constraints);
             next.x509_props = Some(cur);
         }
         merge(&mut next.lifetime_actions, patch.lifetime_actions);

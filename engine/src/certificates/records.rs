@@ -283,6 +283,11 @@ pub struct IssuerRecord {
     pub created: u64,
     /// Last change.
     pub updated: u64,
+    /// `Coffer` issuers: `https://{host}/v1/pki/{vault}/{issuer}`, under
+    /// which the CA certificate, CRL and OCSP responder are served (the
+    /// address the issuer was set through; embedded in what it issues).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pki_url: Option<String>,
 }
 
 /// An issuer as answered (never its password).

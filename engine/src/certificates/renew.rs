@@ -1,11 +1,12 @@
-//! Lifetime actions carried out by the leader: `AutoRenew` of `Self`
-//! certificates at `lifetime_percentage` or `days_before_expiry` (a new
+//! Lifetime actions carried out by the leader: `AutoRenew` of `Self` and
+//! `Coffer`-issued certificates at `lifetime_percentage` or `days_before_expiry` (a new
 //! version, a new key unless `reuse_key`). A renewal writes, in the same
 //! transaction as the new version, a record that the action fired for the
 //! version it renews (`cf/{vault}/{name}/{version}`, which must still be
 //! absent): a leader that fails over after committing, or two leaders
 //! racing, renew a version at most once.
 
+use super::ca::is_coffer;
 use super::issue;
 use super::policy::Policy;
 use super::records::CertVersionRecord;
@@ -21,7 +22,7 @@ use crate::view::{Fragment, TableScan, VaultView};
 /// When the AutoRenew action of `policy` is due for `v` (Unix seconds),
 /// `None` when the policy has no such action or cannot renew by itself.
 pub fn renewal_due(policy: &Policy, v: &CertVersionRecord) -> Option<i64> {
-    if !policy.is_self() {
+    if policy.is_unknown() {
         // Key Vault never auto-renews Unknown: a self-signed renewal of a
         // CA-issued certificate is not what anyone wants.
         return None;
@@ -102,8 +103,26 @@ impl CertificatesEngine {
         let pkcs8 = pkcs8_of(&material).ok_or_else(|| {
             EngineError::NotSupported("renewal of certificates with HSM keys".into())
         })?;
-        let der = issue::self_signed(&policy, pkcs8, now)?;
-        self.commit_renewal(&view, lower, meta, &latest, &policy, &material, der, now)
+        let chain = if policy.is_self() {
+            vec![issue::self_signed(&policy, pkcs8, now)?]
+        } else {
+            let issuer = policy.issuer_name();
+            let coffer = self
+                .issuer_record(&view, issuer)?
+                .is_some_and(|i| is_coffer(&i.provider));
+            if !coffer {
+                // A partner issuer Coffer cannot reach: nothing to do.
+                return Ok(false);
+            }
+            match self
+                .issue_by_issuer(vault, issuer, &policy, Some(pkcs8), now)
+                .await?
+            {
+                Ok(chain) => chain,
+                Err(message) => return Err(EngineError::BadParameter(message)),
+            }
+        };
+        self.commit_renewal(&view, lower, meta, &latest, &policy, &material, chain, now)
             .await
     }
 
@@ -116,10 +135,9 @@ impl CertificatesEngine {
         latest: &CertVersionRecord,
         policy: &Policy,
         material: &KeyMaterial,
-        der: Vec<u8>,
+        chain: Vec<Vec<u8>>,
         now: u64,
     ) -> Result<bool, EngineError> {
-        let chain = vec![der];
         let nv = NewVersion {
             name: &meta.name,
             policy,

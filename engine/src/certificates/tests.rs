@@ -608,3 +608,6 @@ async fn unknown_certificates_are_never_auto_renewed() {
         0
     );
 }
+
+#[path = "ca_tests.rs"]
+mod ca_tests;

@@ -34,6 +34,10 @@ pub struct CertInfo {
     pub kty: &'static str,
     /// RSA modulus bits.
     pub key_size: Option<u32>,
+    /// basicConstraints says CA.
+    pub is_ca: bool,
+    /// Serial number, lowercase hex of its big-endian bytes.
+    pub serial: String,
 }
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, EngineError> {
@@ -138,7 +142,52 @@ pub fn info(der: &[u8]) -> Result<CertInfo, EngineError> {
         key_usage,
         kty,
         key_size,
+        is_ca: matches!(cert.basic_constraints(), Ok(Some(b)) if b.value.ca),
+        serial: hex::encode(strip(cert.raw_serial())),
     })
+}
+
+/// Whether `der` names `ca_der`'s subject as its issuer (and is not
+/// `ca_der` itself).
+pub fn issued_by(der: &[u8], ca_der: &[u8]) -> Result<bool, EngineError> {
+    let cert = parse(der)?;
+    let ca = parse(ca_der)?;
+    Ok(der != ca_der && cert.issuer().as_raw() == ca.subject().as_raw())
+}
+
+/// The subject key identifier of `der`, if it has one.
+pub fn subject_key_id(der: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+    use x509_parser::extensions::ParsedExtension;
+    let cert = parse(der)?;
+    Ok(cert
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        }))
+}
+
+/// Canonical form of a serial number: lowercase hex of its big-endian
+/// bytes without leading zeros (`None` if `hex` is not hexadecimal).
+pub fn canonical_serial(hex_serial: &str) -> Option<String> {
+    let digits: String = hex_serial
+        .chars()
+        .filter(|c| !matches!(c, ':' | ' '))
+        .collect();
+    let padded = if digits.len() % 2 == 1 {
+        format!("0{digits}")
+    } else {
+        digits
+    };
+    let bytes = hex::decode(padded).ok()?;
+    let s = hex::encode(strip(&bytes));
+    (!s.is_empty()).then_some(s)
+}
+
+/// The canonical serial of big-endian `bytes` (an INTEGER's content).
+pub fn serial_of_bytes(bytes: &[u8]) -> String {
+    hex::encode(strip(bytes))
 }
 
 fn strip(b: &[u8]) -> &[u8] {
@@ -189,6 +238,10 @@ pub fn derived_policy(info: &CertInfo, sent: Option<&Policy>) -> Policy {
             sans: Some(info.sans.clone()),
             key_usage: Some(info.key_usage.clone()),
             validity_months: Some(months),
+            basic_constraints: info.is_ca.then_some(super::policy::BasicConstraints {
+                ca: true,
+                path_len_constraint: None,
+            }),
         }),
         lifetime_actions: Some(vec![LifetimeAction {
             trigger: Trigger {

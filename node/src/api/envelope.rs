@@ -22,7 +22,8 @@ pub use crate::http_limits::{MAX_HEADER_BYTES, MAX_HEADER_COUNT, MAX_URI_BYTES};
 /// The API a request addressed, which decides its error format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Surface {
-    /// The operator API under `/v1/sys`: `{"errors":["…"]}`.
+    /// The operator API under `/v1/sys` and the private CA's endpoints
+    /// under `/v1/pki`: `{"errors":["…"]}`.
     Sys,
     /// Everything else is the Key Vault API: `{"error":{"code","message"}}`.
     KeyVault,
@@ -31,7 +32,7 @@ pub enum Surface {
 impl Surface {
     /// The surface of a request path.
     pub fn of(path: &str) -> Self {
-        if path == "/v1/sys" || path.starts_with("/v1/sys/") {
+        if path == "/v1/sys" || path.starts_with("/v1/sys/") || path.starts_with("/v1/pki/") {
             Surface::Sys
         } else {
             Surface::KeyVault

@@ -1,4 +1,5 @@
-//! HTTP APIs: Key Vault data plane (`akv`) and operator endpoints (`sys`),
+//! HTTP APIs: Key Vault data plane (`akv`), operator endpoints (`sys`),
+//! the private CA's PKI endpoints (`pki`),
 //! the authentication in front of them, and the router that joins them.
 
 pub mod akv;
@@ -6,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod envelope;
 pub mod identity;
+pub mod pki;
 pub mod router;
 pub mod sys;
 

@@ -18,6 +18,7 @@ use crate::api::audit;
 use crate::api::auth::{authenticate, AuthState, Flavor};
 use crate::api::envelope;
 use crate::api::identity;
+use crate::api::pki;
 use crate::api::sys::{self, SysState};
 use crate::engine::keys::KeysEngine;
 use crate::engine::secrets::SecretsEngine;
@@ -67,7 +68,11 @@ pub fn router(cfg: ApiConfig) -> Router {
         vaults: cfg.vaults.clone(),
         hsm: cfg.hsm.clone(),
     };
+    let pki_state = pki::PkiState {
+        certificates: cfg.certificates.clone(),
+    };
     let protected_sys = sys::protected_router(sys_state.clone())
+        .merge(pki::protected_router(pki_state.clone()))
         .merge(identity::admin::router(cfg.identity.clone()))
         .merge(sys::audit::router(cfg.audit.trail()))
         .layer(from_fn_with_state(auth(Flavor::Sys), authenticate));
@@ -91,6 +96,7 @@ pub fn router(cfg: ApiConfig) -> Router {
     .layer(from_fn(read_body_first))
     .layer(from_fn_with_state(auth(Flavor::KeyVault), authenticate));
     sys::public_router(sys_state)
+        .merge(pki::public_router(pki_state))
         .merge(identity::router(identity::IssuerState {
             identity: cfg.identity.clone(),
         }))

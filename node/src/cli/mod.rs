@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod cert;
 pub mod custody;
 pub mod dr;
 pub mod hsm;
@@ -29,6 +30,7 @@ use coffer_client::{Client, ClientConfig};
 
 pub use audit::{run_audit, AuditCommand};
 pub use bench::{run_bench, BenchArgs, Workload};
+pub use cert::{run_cert, CertCommand};
 pub use identity::{run_identity, IdentityCommand};
 pub use identity_agent::{run_agent, AgentArgs};
 pub use operator::{run_operator, OperatorCommand, RaftCommand, VaultCommand};

@@ -15,6 +15,7 @@ import base64
 import datetime
 import hashlib
 import os
+import subprocess
 import time
 import uuid
 
@@ -36,9 +37,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 VAULT_URL = os.environ.get("COFFER_VAULT_URL")
+COFFER_BIN = os.environ.get("COFFER_BIN")
 TOKEN = os.environ.get("COFFER_TOKEN")
 CACERT = os.environ.get("COFFER_CACERT")
 
@@ -437,3 +439,50 @@ def test_issuers(client, prefix):
     client.delete_issuer(iname)
     with pytest.raises(ResourceNotFoundError):
         client.get_issuer(iname)
+
+
+@pytest.mark.skipif(not COFFER_BIN, reason="needs the coffer CLI (COFFER_BIN)")
+def test_coffer_issuer_issues_through_the_real_poller(client, secrets, prefix):
+    """A private CA made by `coffer cert ca create`, named by a Coffer
+    issuer: the SDK's poller completes a create with that issuer, the leaf
+    is signed by the CA with its OCSP responder and CRL embedded, and the
+    PEM secret carries key, leaf and CA."""
+    ca_name, issuer, leaf_name = f"{prefix}-root", f"{prefix}-ca", f"{prefix}-svc"
+    subprocess.run(
+        [COFFER_BIN, "cert", "ca", "create", ca_name, "--subject", "CN=Coffer SDK Root",
+         "--issuer", issuer, "--addr", VAULT_URL, "--ca-cert", CACERT],
+        env={**os.environ, "COFFER_TOKEN": TOKEN},
+        check=True,
+        capture_output=True,
+    )
+    got = client.get_issuer(issuer)
+    assert got.provider == "Coffer"
+    policy = CertificatePolicy(
+        issuer_name=issuer,
+        subject="CN=svc.coffer.test",
+        san_dns_names=["svc.coffer.test"],
+        validity_in_months=3,
+        content_type=CertificateContentType.pem,
+    )
+    cert = client.begin_create_certificate(leaf_name, policy).result()
+    assert isinstance(cert, KeyVaultCertificate), cert
+    assert cert.policy.issuer_name == issuer
+    root = x509.load_der_x509_certificate(bytes(client.get_certificate(ca_name).cer))
+    assert root.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    leaf = x509.load_der_x509_certificate(bytes(cert.cer))
+    leaf.verify_directly_issued_by(root)
+    aia = leaf.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    ocsp = [d.access_location.value for d in aia
+            if d.access_method == AuthorityInformationAccessOID.OCSP]
+    assert ocsp and ocsp[0].endswith(f"/{issuer.lower()}/ocsp"), ocsp
+    points = leaf.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert points[0].full_name[0].value.endswith(f"/{issuer.lower()}/crl")
+    secret = secrets.get_secret(leaf_name)
+    chain = x509.load_pem_x509_certificates(secret.value.encode())
+    assert [c.public_bytes(serialization.Encoding.DER) for c in chain] == [
+        bytes(cert.cer), root.public_bytes(serialization.Encoding.DER)]
+    key = serialization.load_pem_private_key(secret.value.encode(), None)
+    assert public_der(key) == public_der(leaf)
+    op = client.get_certificate_operation(leaf_name)
+    assert op.status.lower() == "completed"
+    assert op.issuer_name == issuer

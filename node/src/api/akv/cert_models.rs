@@ -136,6 +136,7 @@ impl From<IssuerBody> for IssuerParams {
             password: creds.pwd.map(zeroize::Zeroizing::new),
             org_details: b.org_details,
             enabled: b.attributes.and_then(|a| a.enabled),
+            pki_url: None,
         }
     }
 }

@@ -23,6 +23,7 @@ use super::lifecycle::{DeletedFields, SoftDeleted};
 use super::models::ListResult;
 use super::paging::{maxresults, next_link, skiptoken};
 use super::AkvState;
+use crate::engine::certificates::issuers::IssuerParams;
 use crate::engine::certificates::pending::{
     CreateCertificate, ImportCertificate, MergeCertificate,
 };
@@ -344,6 +345,21 @@ pub async fn get_issuer(
     Ok(Json(issuer(&ctx.base_url, i)))
 }
 
+/// The engine's issuer parameters of `body`, with the base URL of the
+/// issuer's PKI endpoints on the address the request came through (a
+/// `Coffer` issuer embeds it in what it issues).
+fn issuer_params(ctx: &AkvCtx, name: &str, body: IssuerBody) -> IssuerParams {
+    IssuerParams {
+        pki_url: Some(format!(
+            "{}/v1/pki/{}/{}",
+            ctx.base_url,
+            ctx.vault,
+            name.to_ascii_lowercase()
+        )),
+        ..body.into()
+    }
+}
+
 /// `PUT /certificates/issuers/{name}`
 pub async fn set_issuer(
     State(st): State<AkvState>,
@@ -354,7 +370,12 @@ pub async fn set_issuer(
     let id = ctx.write_id("certificate-issuer-set", &name);
     let i = st
         .certificates
-        .set_issuer(&ctx.vault, &name, body.into(), Some(&id))
+        .set_issuer(
+            &ctx.vault,
+            &name,
+            issuer_params(&ctx, &name, body),
+            Some(&id),
+        )
         .await?;
     Ok(Json(issuer(&ctx.base_url, i)))
 }
@@ -369,7 +390,12 @@ pub async fn update_issuer(
     let id = ctx.write_id("certificate-issuer-update", &name);
     let i = st
         .certificates
-        .update_issuer(&ctx.vault, &name, body.into(), Some(&id))
+        .update_issuer(
+            &ctx.vault,
+            &name,
+            issuer_params(&ctx, &name, body),
+            Some(&id),
+        )
         .await?;
     Ok(Json(issuer(&ctx.base_url, i)))
 }
