@@ -373,25 +373,26 @@ async fn denied_bursts_alert_every_receiver_exactly_once_even_across_a_leader_ki
     tokio::time::sleep(Duration::from_secs(5)).await;
     all_delivered(&cluster, survivor).await;
     rx.collect();
-    let inbox = rx.inbox.lock().unwrap();
-    assert_eq!(fired_counts(&inbox, "127.0.0.2"), [1; 4], "first burst");
-    assert_eq!(
-        fired_counts(&inbox, "127.0.0.3"),
-        [1; 4],
-        "burst across the failover"
-    );
-    check_signatures(&inbox);
-    let firing = hook_body(hooks(&inbox, "denied-burst", "127.0.0.3", "Fired")[0]);
-    let e = &firing["data"]["essentials"];
-    assert_eq!(
-        (e["alertRule"].as_str(), e["severity"].as_str()),
-        (Some("denied-burst"), Some("Sev1"))
-    );
-    assert_eq!(
-        firing["data"]["alertContext"]["condition"]["allOf"][0]["metricValue"],
-        5
-    );
-    drop(inbox);
+    {
+        let inbox = rx.inbox.lock().unwrap();
+        assert_eq!(fired_counts(&inbox, "127.0.0.2"), [1; 4], "first burst");
+        assert_eq!(
+            fired_counts(&inbox, "127.0.0.3"),
+            [1; 4],
+            "burst across the failover"
+        );
+        check_signatures(&inbox);
+        let firing = hook_body(hooks(&inbox, "denied-burst", "127.0.0.3", "Fired")[0]);
+        let e = &firing["data"]["essentials"];
+        assert_eq!(
+            (e["alertRule"].as_str(), e["severity"].as_str()),
+            (Some("denied-burst"), Some("Sev1"))
+        );
+        assert_eq!(
+            firing["data"]["alertContext"]["condition"]["allOf"][0]["metricValue"],
+            5
+        );
+    }
 
     // The Grafana dashboard queries what the new leader serves.
     let metrics = common::quick_client(&cluster, new_leader)

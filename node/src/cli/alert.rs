@@ -28,49 +28,7 @@ pub enum AlertCommand {
 #[derive(Debug, clap::Subcommand)]
 pub enum RuleCommand {
     /// Create or replace a rule.
-    Create {
-        /// Rule name.
-        name: String,
-        /// What is counted: denied, purge, root-token, any.
-        #[arg(long)]
-        signal: String,
-        /// One window per: none, principal, ip, vault.
-        #[arg(long, default_value = "none")]
-        group_by: String,
-        /// Matching records within the window that fire the rule.
-        #[arg(long, default_value_t = 1)]
-        threshold: u32,
-        /// Window length in seconds.
-        #[arg(long, default_value_t = 60)]
-        window: u64,
-        /// Receiver to notify (repeat for several).
-        #[arg(long = "receiver", required = true)]
-        receivers: Vec<String>,
-        /// 0 (critical) … 4.
-        #[arg(long, default_value_t = 2)]
-        severity: u8,
-        /// Seconds before the same group may fire again.
-        #[arg(long, default_value_t = 300)]
-        throttle: u64,
-        /// Shown in notifications.
-        #[arg(long, default_value = "")]
-        description: String,
-        /// Only this operation (`SecretGet`, …).
-        #[arg(long)]
-        operation: Option<String>,
-        /// Only this status (`403`) or class (`4xx`).
-        #[arg(long)]
-        status: Option<String>,
-        /// Only this principal (oid, appid, upn, `root`).
-        #[arg(long)]
-        principal: Option<String>,
-        /// Only this vault.
-        #[arg(long)]
-        vault: Option<String>,
-        /// Create the rule disabled.
-        #[arg(long)]
-        disabled: bool,
-    },
+    Create(Box<RuleSpec>),
     /// List the rules.
     List,
     /// Show one rule.
@@ -90,51 +48,57 @@ pub enum RuleCommand {
     },
 }
 
+/// `coffer alert rule create` arguments.
+#[derive(Debug, clap::Args)]
+pub struct RuleSpec {
+    /// Rule name.
+    name: String,
+    /// What is counted: denied, purge, root-token, any.
+    #[arg(long)]
+    signal: String,
+    /// One window per: none, principal, ip, vault.
+    #[arg(long, default_value = "none")]
+    group_by: String,
+    /// Matching records within the window that fire the rule.
+    #[arg(long, default_value_t = 1)]
+    threshold: u32,
+    /// Window length in seconds.
+    #[arg(long, default_value_t = 60)]
+    window: u64,
+    /// Receiver to notify (repeat for several).
+    #[arg(long = "receiver", required = true)]
+    receivers: Vec<String>,
+    /// 0 (critical) … 4.
+    #[arg(long, default_value_t = 2)]
+    severity: u8,
+    /// Seconds before the same group may fire again.
+    #[arg(long, default_value_t = 300)]
+    throttle: u64,
+    /// Shown in notifications.
+    #[arg(long, default_value = "")]
+    description: String,
+    /// Only this operation (`SecretGet`, …).
+    #[arg(long)]
+    operation: Option<String>,
+    /// Only this status (`403`) or class (`4xx`).
+    #[arg(long)]
+    status: Option<String>,
+    /// Only this principal (oid, appid, upn, `root`).
+    #[arg(long)]
+    principal: Option<String>,
+    /// Only this vault.
+    #[arg(long)]
+    vault: Option<String>,
+    /// Create the rule disabled.
+    #[arg(long)]
+    disabled: bool,
+}
+
 /// `coffer alert receiver …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum ReceiverCommand {
     /// Create or replace a receiver.
-    Create {
-        /// Receiver name.
-        name: String,
-        /// webhook, email, sms or syslog.
-        #[arg(long = "type")]
-        kind: String,
-        /// Webhook or SMS gateway URL.
-        #[arg(long)]
-        url: Option<String>,
-        /// File holding the secret: the webhook signing key, the SMTP
-        /// password, or the SMS gateway's Authorization header value.
-        #[arg(long)]
-        secret_file: Option<PathBuf>,
-        /// PEM CA certificates a webhook's TLS certificate may chain to.
-        #[arg(long)]
-        ca_file: Option<PathBuf>,
-        /// SMTP host.
-        #[arg(long)]
-        host: Option<String>,
-        /// SMTP port.
-        #[arg(long)]
-        port: Option<u16>,
-        /// SMTP security: starttls, tls, none.
-        #[arg(long)]
-        security: Option<String>,
-        /// SMTP user.
-        #[arg(long)]
-        username: Option<String>,
-        /// Sender address or number.
-        #[arg(long)]
-        from: Option<String>,
-        /// Recipient address or number (repeat for several emails).
-        #[arg(long = "to")]
-        to: Vec<String>,
-        /// SMS body format: form or json.
-        #[arg(long)]
-        format: Option<String>,
-        /// Syslog target: udp://host:port, tcp://host:port, unix:///path.
-        #[arg(long)]
-        target: Option<String>,
-    },
+    Create(Box<ReceiverSpec>),
     /// List the receivers (secrets redacted).
     List,
     /// Show one receiver (secrets redacted).
@@ -152,6 +116,50 @@ pub enum ReceiverCommand {
         /// Receiver name.
         name: String,
     },
+}
+
+/// `coffer alert receiver create` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ReceiverSpec {
+    /// Receiver name.
+    name: String,
+    /// webhook, email, sms or syslog.
+    #[arg(long = "type")]
+    kind: String,
+    /// Webhook or SMS gateway URL.
+    #[arg(long)]
+    url: Option<String>,
+    /// File holding the secret: the webhook signing key, the SMTP
+    /// password, or the SMS gateway's Authorization header value.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// PEM CA certificates a webhook's TLS certificate may chain to.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// SMTP host.
+    #[arg(long)]
+    host: Option<String>,
+    /// SMTP port.
+    #[arg(long)]
+    port: Option<u16>,
+    /// SMTP security: starttls, tls, none.
+    #[arg(long)]
+    security: Option<String>,
+    /// SMTP user.
+    #[arg(long)]
+    username: Option<String>,
+    /// Sender address or number.
+    #[arg(long)]
+    from: Option<String>,
+    /// Recipient address or number (repeat for several emails).
+    #[arg(long = "to")]
+    to: Vec<String>,
+    /// SMS body format: form or json.
+    #[arg(long)]
+    format: Option<String>,
+    /// Syslog target: udp://host:port, tcp://host:port, unix:///path.
+    #[arg(long)]
+    target: Option<String>,
 }
 
 /// `coffer alert firing …`.
@@ -212,22 +220,23 @@ async fn call(client: &Client, req: Request) -> anyhow::Result<Value> {
 async fn rule(client: &Client, cmd: RuleCommand) -> anyhow::Result<Value> {
     let at = |name: &str| format!("/v1/sys/alerts/rules/{}", encode(name));
     match cmd {
-        RuleCommand::Create {
-            name,
-            signal,
-            group_by,
-            threshold,
-            window,
-            receivers,
-            severity,
-            throttle,
-            description,
-            operation,
-            status,
-            principal,
-            vault,
-            disabled,
-        } => {
+        RuleCommand::Create(spec) => {
+            let RuleSpec {
+                name,
+                signal,
+                group_by,
+                threshold,
+                window,
+                receivers,
+                severity,
+                throttle,
+                description,
+                operation,
+                status,
+                principal,
+                vault,
+                disabled,
+            } = *spec;
             let filter = json!({
                 "operation": operation, "status": status,
                 "principal": principal, "vault": vault,
@@ -266,21 +275,22 @@ async fn rule(client: &Client, cmd: RuleCommand) -> anyhow::Result<Value> {
 async fn receiver(client: &Client, cmd: ReceiverCommand) -> anyhow::Result<Value> {
     let at = |name: &str| format!("/v1/sys/alerts/receivers/{}", encode(name));
     match cmd {
-        ReceiverCommand::Create {
-            name,
-            kind,
-            url,
-            secret_file,
-            ca_file,
-            host,
-            port,
-            security,
-            username,
-            from,
-            to,
-            format,
-            target,
-        } => {
+        ReceiverCommand::Create(spec) => {
+            let ReceiverSpec {
+                name,
+                kind,
+                url,
+                secret_file,
+                ca_file,
+                host,
+                port,
+                security,
+                username,
+                from,
+                to,
+                format,
+                target,
+            } = *spec;
             let secret = secret_file
                 .map(|p| {
                     std::fs::read_to_string(&p)
