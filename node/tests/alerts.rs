@@ -371,7 +371,31 @@ async fn denied_bursts_alert_every_receiver_exactly_once_even_across_a_leader_ki
     .await;
     // Nothing more arrives: exactly one per receiver and burst.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    all_delivered(&cluster, survivor).await;
+    let listed = all_delivered(&cluster, survivor).await;
+    // The delivery state of each firing: two bursts, four receivers each,
+    // every notification delivered on its first attempt.
+    let bursts: Vec<&Value> = listed["firings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["rule"] == "denied-burst")
+        .collect();
+    assert_eq!(bursts.len(), 2, "{listed}");
+    for f in bursts {
+        let fired: Vec<&Value> = f["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["condition"] == "Fired")
+            .collect();
+        assert_eq!(fired.len(), 4, "{f}");
+        assert!(
+            fired
+                .iter()
+                .all(|d| d["state"] == "delivered" && d["attempts"] == 1),
+            "{f}"
+        );
+    }
     rx.collect();
     {
         let inbox = rx.inbox.lock().unwrap();
