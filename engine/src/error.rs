@@ -24,6 +24,12 @@ pub enum ObjectKind {
     CertificateIssuer,
     /// The vault's certificate contacts.
     CertificateContacts,
+    /// An alert rule.
+    AlertRule,
+    /// An alert receiver.
+    AlertReceiver,
+    /// An alert firing.
+    AlertFiring,
 }
 
 /// Why a key refused an operation (403 of the Key Vault API).
@@ -51,6 +57,9 @@ impl std::fmt::Display for ObjectKind {
             ObjectKind::CertificateOperation => "pending certificate",
             ObjectKind::CertificateIssuer => "certificate issuer",
             ObjectKind::CertificateContacts => "certificate contacts",
+            ObjectKind::AlertRule => "alert rule",
+            ObjectKind::AlertReceiver => "alert receiver",
+            ObjectKind::AlertFiring => "alert firing",
         })
     }
 }

@@ -2,6 +2,7 @@
 //! over the store layers (raw store → barrier → vault view). Knows nothing
 //! of HTTP.
 
+pub mod alerts;
 pub mod audit;
 pub mod authz;
 pub mod barrier_store;

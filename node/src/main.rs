@@ -67,6 +67,13 @@ enum Command {
         #[command(flatten)]
         args: cli::AgentArgs,
     },
+    /// Alert rules, receivers and firings.
+    Alert {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: cli::AlertCommand,
+    },
     /// Verify and query the audit trail.
     Audit {
         #[command(flatten)]
@@ -220,6 +227,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Cert { client, command } => cli::run_cert(&client, command).await,
         Command::Agent { client, args } => cli::run_agent(&client, args).await,
         Command::Bench { client, args } => cli::run_bench(&client, args).await,
+        Command::Alert { client, command } => cli::run_alert(&client, command).await,
         Command::Audit { client, command } => cli::run_audit(&client, command).await,
     }
 }

@@ -80,6 +80,35 @@ fn describe() {
         "On the leader: time since a quorum last acknowledged it."
     );
     describe_gauge!("coffer_sealed", "1 when this node is sealed.");
+    describe_counter!(
+        "coffer_alerts_fired_total",
+        "Alerts fired by the rules (counted on the leader that fired them)."
+    );
+    describe_counter!(
+        "coffer_alerts_resolved_total",
+        "Alerts resolved (their condition stopped holding)."
+    );
+    describe_counter!(
+        "coffer_alerts_suppressed_total",
+        "Threshold crossings not fired: the group's alert was active or throttled, or already fired."
+    );
+    describe_counter!(
+        "coffer_alert_deliveries_total",
+        "Alert notification attempts, by receiver type and outcome (delivered, failed)."
+    );
+    for name in [
+        "coffer_alerts_fired_total",
+        "coffer_alerts_resolved_total",
+        "coffer_alerts_suppressed_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for kind in ["webhook", "email", "sms", "syslog"] {
+        for outcome in ["delivered", "failed"] {
+            metrics::counter!("coffer_alert_deliveries_total", "receiver_type" => kind, "outcome" => outcome)
+                .increment(0);
+        }
+    }
     for sink in ["file", "raft"] {
         metrics::counter!("coffer_audit_failures_total", "sink" => sink).increment(0);
         metrics::counter!("coffer_audit_records_total", "sink" => sink).increment(0);

@@ -49,6 +49,10 @@ pub struct Server {
     engines: Engines,
     hsm: Option<Arc<Pkcs11Hsm>>,
     snapshots: Option<crate::cluster::snapshot_file::SnapshotsConfig>,
+    alerts: (
+        Arc<crate::engine::alerts::AlertsEngine>,
+        crate::alerts::Sender,
+    ),
 }
 
 impl Server {
@@ -138,6 +142,9 @@ impl Server {
             Box::new(move || sealed.is_sealed()),
         )
         .context("opening the audit file")?;
+        let alerts = Arc::new(crate::engine::alerts::AlertsEngine::new(store.clone()));
+        let sender =
+            crate::alerts::Sender::new(&config.tenant).context("setting up alert delivery")?;
         let seal_device = seal_device(config, pkcs11.as_ref());
         let operator = Arc::new(
             Operator::new(
@@ -165,6 +172,10 @@ impl Server {
                 .clone()
                 .map(|p| p as Arc<dyn crate::crypto::hsm::HsmAdmin>),
             audit,
+            alerts: api::sys::alerts::AlertsState {
+                alerts: alerts.clone(),
+                sender: sender.clone(),
+            },
         });
         Ok(Self {
             operator,
@@ -178,6 +189,7 @@ impl Server {
             engines,
             hsm: pkcs11,
             snapshots: config.snapshots.clone(),
+            alerts: (alerts, sender),
         })
     }
 
@@ -192,6 +204,11 @@ impl Server {
             self.engines.clone(),
             self.lifecycle_interval,
             self.clock_offset,
+        ));
+        tokio::spawn(crate::alerts::run(
+            self.operator.clone(),
+            self.alerts.0.clone(),
+            self.alerts.1.clone(),
         ));
         tokio::spawn(fail_stop(self.node.clone()));
         tokio::spawn(auto_unseal_loop(self.operator.clone()));

@@ -169,6 +169,45 @@ pub fn now() -> String {
     format_time(nanos)
 }
 
+/// Parses a record time (`YYYY-MM-DDTHH:MM:SS[.f…]Z`, the form
+/// [`format_time`] writes) back to Unix milliseconds; `None` when it is not
+/// in that form.
+pub fn parse_time_ms(time: &str) -> Option<u64> {
+    let b = time.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || !time.ends_with('Z') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { time.get(r)?.parse().ok() };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let frac = time.get(19..time.len() - 1)?;
+    let millis = match frac.strip_prefix('.') {
+        Some(digits) if !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) => {
+            format!("{:0<3}", &digits[..digits.len().min(3)])
+                .parse::<i64>()
+                .ok()?
+        }
+        None if frac.is_empty() => 0,
+        _ => return None,
+    };
+    let secs = days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss;
+    u64::try_from(secs * 1000 + millis).ok()
+}
+
+/// (year, month, day) to days since 1970-01-01 (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to (year, month, day) (H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
@@ -193,6 +232,25 @@ mod tests {
         let t = 1_709_251_199_123_456_789u128;
         assert_eq!(format_time(t), "2024-02-29T23:59:59.1234567Z");
         assert!(format_time(t) < format_time(t + 100));
+    }
+
+    #[test]
+    fn times_parse_back_to_milliseconds() {
+        let t = 1_709_251_199_123_456_789u128;
+        assert_eq!(parse_time_ms(&format_time(t)), Some(1_709_251_199_123));
+        assert_eq!(parse_time_ms(&format_time(0)), Some(0));
+        assert_eq!(
+            parse_time_ms("2026-11-30T02:33:00Z"),
+            Some(1_796_005_980_000)
+        );
+        for bad in [
+            "",
+            "2026-11-30",
+            "2026-13-30T02:33:00Z",
+            "2026-11-30T02:33:00.Z",
+        ] {
+            assert_eq!(parse_time_ms(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct ApiConfig {
     pub hsm: Option<Arc<dyn crate::crypto::hsm::HsmAdmin>>,
     /// The node's audit device: every request leaves one record.
     pub audit: Arc<crate::audit::Auditor>,
+    /// Alert rules, receivers and firings (`/v1/sys/alerts/…`).
+    pub alerts: sys::alerts::AlertsState,
 }
 
 /// Builds the complete router.
@@ -75,6 +77,7 @@ pub fn router(cfg: ApiConfig) -> Router {
         .merge(pki::protected_router(pki_state.clone()))
         .merge(identity::admin::router(cfg.identity.clone()))
         .merge(sys::audit::router(cfg.audit.trail()))
+        .merge(sys::alerts::router(cfg.alerts.clone()))
         .layer(from_fn_with_state(auth(Flavor::Sys), authenticate));
     let akv = akv::router(AkvState {
         secrets: cfg.secrets.clone(),

@@ -45,18 +45,24 @@ impl SyslogTarget {
 
 /// One RFC 5424 message carrying `line` (a chain line) as its MSG.
 pub fn rfc5424(time: &str, host: &str, node_id: u64, line: &[u8]) -> Vec<u8> {
+    let _ = node_id;
+    rfc5424_message(PRI, time, host, "audit", line)
+}
+
+/// One RFC 5424 message: priority `pri`, MSGID `msgid`, `msg` as MSG
+/// (`time` in the record format, cut to microseconds).
+pub fn rfc5424_message(pri: u8, time: &str, host: &str, msgid: &str, msg: &[u8]) -> Vec<u8> {
     // The record's time has 7 fraction digits; RFC 5424 allows at most 6.
     let ts = match time.len() {
         28 => format!("{}Z", &time[..26]),
         _ => time.to_owned(),
     };
     let mut m = format!(
-        "<{PRI}>1 {ts} {host} coffer {} audit - ",
+        "<{pri}>1 {ts} {host} coffer {} {msgid} - ",
         std::process::id()
     )
     .into_bytes();
-    let _ = node_id;
-    m.extend_from_slice(line);
+    m.extend_from_slice(msg);
     m
 }
 
@@ -113,7 +119,8 @@ fn count(sink: &'static str, ok: bool) {
     }
 }
 
-fn hostname() -> String {
+/// This machine's host name (`-` when unknown), as syslog messages name it.
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .ok()
@@ -121,18 +128,21 @@ fn hostname() -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
-/// A syslog connection, reconnected after a failure.
-struct Syslog {
+/// A syslog connection, reconnected after a failure (blocking I/O: run it
+/// on a thread of its own or in `spawn_blocking`).
+pub struct Syslog {
     target: SyslogTarget,
     tcp: Option<TcpStream>,
 }
 
 impl Syslog {
-    fn new(target: SyslogTarget) -> Self {
+    /// A connection to `target`, opened on the first send.
+    pub fn new(target: SyslogTarget) -> Self {
         Self { target, tcp: None }
     }
 
-    fn send(&mut self, msg: &[u8]) -> std::io::Result<()> {
+    /// Sends one message (TCP: octet-counted, RFC 6587).
+    pub fn send(&mut self, msg: &[u8]) -> std::io::Result<()> {
         match &self.target {
             SyslogTarget::Udp(addr) => {
                 let s = UdpSocket::bind("0.0.0.0:0")?;

@@ -7,6 +7,7 @@
 //! Secret   { #[command(flatten)] client: ClientArgs, #[command(subcommand)] cmd: SecretCommand }
 //! ```
 
+pub mod alert;
 pub mod audit;
 pub mod bench;
 pub mod cert;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use coffer_client::{Client, ClientConfig};
 
+pub use alert::{run_alert, AlertCommand};
 pub use audit::{run_audit, AuditCommand};
 pub use bench::{run_bench, BenchArgs, Workload};
 pub use cert::{run_cert, CertCommand};

@@ -172,6 +172,15 @@ impl From<EngineError> for ApiError {
                 kind: ObjectKind::CertificateContacts,
                 ..
             } => Self::new(StatusCode::NOT_FOUND, "ContactsNotFound", "Contacts not found"),
+            // Alert configuration is served by the operator API, never here.
+            EngineError::NotFound {
+                kind: kind @ (ObjectKind::AlertRule | ObjectKind::AlertReceiver | ObjectKind::AlertFiring),
+                name,
+            } => Self::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("{kind} {name} was not found"),
+            ),
             EngineError::Managed { kind, op } => Self::new(
                 StatusCode::FORBIDDEN,
                 "Forbidden",

@@ -1,6 +1,7 @@
 //! Operator API under `/v1/sys/…`: health, init, unseal, seal, Raft peers,
 //! vaults. Errors use Vault's `{"errors":["…"]}` shape.
 
+pub mod alerts;
 pub mod audit;
 pub mod custody;
 pub mod dr;
@@ -120,7 +121,7 @@ impl From<EngineError> for SysError {
         let status = match &e {
             EngineError::Store(s) => store_status(s),
             EngineError::BadParameter(_) => StatusCode::BAD_REQUEST,
-            EngineError::VaultNotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::VaultNotFound(_) | EngineError::NotFound { .. } => StatusCode::NOT_FOUND,
             _ => StatusCode::CONFLICT,
         };
         SysError(status, e.to_string())

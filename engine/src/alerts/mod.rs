@@ -1,0 +1,343 @@
+//! Alerts: rules over the replicated audit trail and the receivers they
+//! notify, both replicated configuration; firings recorded through Raft
+//! before anything is sent, with the delivery state of every notification.
+//!
+//! Only the leader evaluates ([`AlertsEngine::evaluate`]); a firing's id
+//! comes from the trail position that crossed the threshold and is created
+//! with a compare-and-set, so a new leader that evaluates the same records
+//! finds it instead of firing again, and the evaluation cursor is recorded
+//! through Raft only after every firing before it, so nothing is lost
+//! either. Sending (HTTP, SMTP, syslog) is the node's business: it asks for
+//! [`AlertsEngine::due`] notifications and records each attempt with
+//! [`AlertsEngine::record_delivery`].
+//!
+//! Layout (barrier-encrypted values): `alr/r/{rule}`, `alr/v/{receiver}`,
+//! `alr/f/{firing id}`, `alr/a/{rule}/{group hex}` (the group's last
+//! firing, for throttling and resolution), `alr/p/{firing id}` (firings
+//! with a notification still pending), `alr/cursor` (trail position
+//! evaluated).
+
+mod evaluate;
+pub mod firing;
+pub mod receiver;
+pub mod rule;
+pub mod window;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::Trail;
+use crate::cas::{self, Plan};
+use crate::error::{EngineError, ObjectKind};
+use crate::store::{Compare, Mutation, Store, Txn};
+
+pub use evaluate::Evaluation;
+pub use firing::{Delivery, DeliveryState, Firing, MonitorCondition};
+pub use receiver::{Receiver, ReceiverKind, SmsFormat, SmtpSecurity};
+pub use rule::{Condition, GroupBy, Rule, Signal};
+
+const RULE_PREFIX: &str = "alr/r/";
+const RECEIVER_PREFIX: &str = "alr/v/";
+const FIRING_PREFIX: &str = "alr/f/";
+const ACTIVE_PREFIX: &str = "alr/a/";
+const PENDING_PREFIX: &str = "alr/p/";
+const CURSOR_KEY: &[u8] = b"alr/cursor";
+/// Rules or receivers listed at most.
+const CONFIG_MAX: usize = 1000;
+
+fn key(prefix: &str, name: &str) -> Vec<u8> {
+    format!("{prefix}{name}").into_bytes()
+}
+
+/// A group's last firing: what throttling and resolution look at.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Active {
+    firing: String,
+    fired_ms: u64,
+    resolved: bool,
+}
+
+fn active_key(rule: &str, group: &str) -> Vec<u8> {
+    format!("{ACTIVE_PREFIX}{rule}/{}", hex::encode(group)).into_bytes()
+}
+
+/// Rules, receivers, firings and the leader's evaluation.
+pub struct AlertsEngine {
+    store: Arc<dyn Store>,
+    trail: Trail,
+    eval: tokio::sync::Mutex<evaluate::State>,
+}
+
+impl AlertsEngine {
+    /// The alerts of the cluster behind `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            trail: Trail::new(store.clone()),
+            store,
+            eval: tokio::sync::Mutex::new(evaluate::State::default()),
+        }
+    }
+
+    fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<(u64, T)>, EngineError> {
+        match self.store.get(key)? {
+            Some(e) => Ok(Some((e.revision, cas::decode(&e.value)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn list<T: serde::de::DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, EngineError> {
+        self.store
+            .scan(prefix.as_bytes(), None, CONFIG_MAX)?
+            .into_iter()
+            .map(|(_, e)| cas::decode(&e.value))
+            .collect()
+    }
+
+    /// Creates or replaces rule `rule.name`; every receiver it names must
+    /// exist.
+    pub async fn put_rule(&self, rule: Rule) -> Result<Rule, EngineError> {
+        rule.validate()?;
+        cas::write(&*self.store, None, || {
+            let mut compare = Vec::new();
+            for r in &rule.receivers {
+                let Some(e) = self.store.get(&key(RECEIVER_PREFIX, r))? else {
+                    return Ok(Plan::Refuse(EngineError::BadParameter(format!(
+                        "alert rule: receiver {r} does not exist"
+                    ))));
+                };
+                compare.push(Compare::Revision {
+                    key: key(RECEIVER_PREFIX, r),
+                    revision: e.revision,
+                });
+            }
+            Ok(Plan::Commit(Txn {
+                compare,
+                mutations: vec![Mutation::Put {
+                    key: key(RULE_PREFIX, &rule.name),
+                    value: cas::encode(&rule)?,
+                }],
+                result: cas::encode(&rule)?,
+            }))
+        })
+        .await
+    }
+
+    /// Rule `name`.
+    pub async fn rule(&self, name: &str) -> Result<Rule, EngineError> {
+        self.store.read_fence().await?;
+        self.read(&key(RULE_PREFIX, name))?
+            .map(|(_, r)| r)
+            .ok_or_else(|| not_found(ObjectKind::AlertRule, name))
+    }
+
+    /// Every rule, by name.
+    pub async fn rules(&self) -> Result<Vec<Rule>, EngineError> {
+        self.store.read_fence().await?;
+        self.list(RULE_PREFIX)
+    }
+
+    /// Deletes rule `name` and its groups' state (its firings stay, as
+    /// history).
+    pub async fn delete_rule(&self, name: &str) -> Result<(), EngineError> {
+        cas::write(&*self.store, None, || {
+            let Some((rev, _)) = self.read::<Rule>(&key(RULE_PREFIX, name))? else {
+                return Ok(Plan::Refuse(not_found(ObjectKind::AlertRule, name)));
+            };
+            Ok(Plan::Commit(Txn {
+                compare: vec![Compare::Revision {
+                    key: key(RULE_PREFIX, name),
+                    revision: rev,
+                }],
+                mutations: vec![
+                    Mutation::Delete {
+                        key: key(RULE_PREFIX, name),
+                    },
+                    Mutation::DeletePrefix {
+                        prefix: format!("{ACTIVE_PREFIX}{name}/").into_bytes(),
+                    },
+                ],
+                result: Vec::new(),
+            }))
+        })
+        .await
+    }
+
+    /// Creates or replaces receiver `receiver.name`.
+    pub async fn put_receiver(&self, receiver: Receiver) -> Result<Receiver, EngineError> {
+        receiver.validate()?;
+        let k = key(RECEIVER_PREFIX, &receiver.name);
+        let value = cas::encode(&receiver)?;
+        let shown = cas::encode(&receiver.redacted())?;
+        cas::write(&*self.store, None, || {
+            Ok(Plan::Commit(Txn {
+                compare: Vec::new(),
+                mutations: vec![Mutation::Put {
+                    key: k.clone(),
+                    value: value.clone(),
+                }],
+                result: shown.clone(),
+            }))
+        })
+        .await
+    }
+
+    /// Receiver `name` with its secrets (for sending; answers show
+    /// [`Receiver::redacted`]).
+    pub fn receiver(&self, name: &str) -> Result<Receiver, EngineError> {
+        self.read(&key(RECEIVER_PREFIX, name))?
+            .map(|(_, r)| r)
+            .ok_or_else(|| not_found(ObjectKind::AlertReceiver, name))
+    }
+
+    /// Every receiver, secrets redacted.
+    pub async fn receivers(&self) -> Result<Vec<Receiver>, EngineError> {
+        self.store.read_fence().await?;
+        Ok(self
+            .list::<Receiver>(RECEIVER_PREFIX)?
+            .iter()
+            .map(Receiver::redacted)
+            .collect())
+    }
+
+    /// Receiver `name`, secrets redacted, after a read fence.
+    pub async fn receiver_shown(&self, name: &str) -> Result<Receiver, EngineError> {
+        self.store.read_fence().await?;
+        Ok(self.receiver(name)?.redacted())
+    }
+
+    /// Deletes receiver `name`; refused while a rule names it.
+    pub async fn delete_receiver(&self, name: &str) -> Result<(), EngineError> {
+        cas::write(&*self.store, None, || {
+            let Some((rev, _)) = self.read::<Receiver>(&key(RECEIVER_PREFIX, name))? else {
+                return Ok(Plan::Refuse(not_found(ObjectKind::AlertReceiver, name)));
+            };
+            let rules: Vec<Rule> = self.list(RULE_PREFIX)?;
+            if let Some(r) = rules.iter().find(|r| r.receivers.iter().any(|x| x == name)) {
+                return Ok(Plan::Refuse(EngineError::Conflict(format!(
+                    "receiver {name} is used by rule {}",
+                    r.name
+                ))));
+            }
+            // A rule naming it commits with a compare on this revision, so
+            // the two cannot cross.
+            Ok(Plan::Commit(Txn {
+                compare: vec![Compare::Revision {
+                    key: key(RECEIVER_PREFIX, name),
+                    revision: rev,
+                }],
+                mutations: vec![Mutation::Delete {
+                    key: key(RECEIVER_PREFIX, name),
+                }],
+                result: Vec::new(),
+            }))
+        })
+        .await
+    }
+
+    /// Firing `id`, after a read fence.
+    pub async fn firing(&self, id: &str) -> Result<Firing, EngineError> {
+        self.store.read_fence().await?;
+        self.read(&key(FIRING_PREFIX, id))?
+            .map(|(_, f)| f)
+            .ok_or_else(|| not_found(ObjectKind::AlertFiring, id))
+    }
+
+    /// Firings (of `rule` when given), newest first, at most `limit`.
+    pub async fn firings(
+        &self,
+        rule: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Firing>, EngineError> {
+        self.store.read_fence().await?;
+        let mut all: Vec<Firing> = self
+            .store
+            .scan(FIRING_PREFIX.as_bytes(), None, usize::MAX)?
+            .into_iter()
+            .map(|(_, e)| cas::decode::<Firing>(&e.value))
+            .collect::<Result<_, _>>()?;
+        all.retain(|f| rule.is_none_or(|r| f.rule == r));
+        all.sort_by(|a, b| b.fired_at.cmp(&a.fired_at).then(b.id.cmp(&a.id)));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// Firings with a notification due at `now` (Unix seconds), from local
+    /// state (the leader's).
+    pub fn due(&self, now: u64, limit: usize) -> Result<Vec<Firing>, EngineError> {
+        let mut out = Vec::new();
+        for (k, _) in self.store.scan(PENDING_PREFIX.as_bytes(), None, limit)? {
+            let id = String::from_utf8_lossy(&k[PENDING_PREFIX.len()..]).into_owned();
+            if let Some((_, f)) = self.read::<Firing>(&key(FIRING_PREFIX, &id))? {
+                if f.deliveries.iter().any(|d| d.due(now)) {
+                    out.push(f);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records one attempt to deliver firing `id`'s `condition`
+    /// notification to `receiver`.
+    pub async fn record_delivery(
+        &self,
+        id: &str,
+        receiver: &str,
+        condition: MonitorCondition,
+        outcome: Result<(), String>,
+        now: u64,
+    ) -> Result<Firing, EngineError> {
+        cas::write(&*self.store, None, || {
+            let Some((rev, mut f)) = self.read::<Firing>(&key(FIRING_PREFIX, id))? else {
+                return Ok(Plan::Refuse(not_found(ObjectKind::AlertFiring, id)));
+            };
+            let Some(d) = f.deliveries.iter_mut().find(|d| {
+                d.receiver == receiver
+                    && d.condition == condition
+                    && d.state == DeliveryState::Pending
+            }) else {
+                return Ok(Plan::Answer(f));
+            };
+            d.record(outcome.clone(), now);
+            let index = if f.pending() {
+                Mutation::Put {
+                    key: key(PENDING_PREFIX, id),
+                    value: b"null".to_vec(),
+                }
+            } else {
+                Mutation::Delete {
+                    key: key(PENDING_PREFIX, id),
+                }
+            };
+            Ok(Plan::Commit(Txn {
+                compare: vec![Compare::Revision {
+                    key: key(FIRING_PREFIX, id),
+                    revision: rev,
+                }],
+                mutations: vec![
+                    Mutation::Put {
+                        key: key(FIRING_PREFIX, id),
+                        value: cas::encode(&f)?,
+                    },
+                    index,
+                ],
+                result: cas::encode(&f)?,
+            }))
+        })
+        .await
+    }
+}
+
+fn not_found(kind: ObjectKind, name: &str) -> EngineError {
+    EngineError::NotFound {
+        kind,
+        name: name.to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[path = "alerts_tests.rs"]
+mod tests;
