@@ -1,5 +1,6 @@
 //! Coffer node: server, cluster wiring, seal, engines, APIs and the CLI.
 
+pub mod agent;
 pub mod alerts;
 pub mod api;
 pub mod audit;

@@ -59,8 +59,8 @@ enum Command {
         #[command(subcommand)]
         command: cli::RoleCommand,
     },
-    /// Serve the managed-identity protocol to workloads on this host,
-    /// signing in to the cluster with the machine certificate.
+    /// Run the host agent: a local Key Vault endpoint that fails over
+    /// between the nodes, and the managed-identity endpoint for workloads.
     Agent {
         #[command(flatten)]
         client: ClientArgs,
