@@ -69,6 +69,9 @@ pub const CERT_ISSUERS: &str = "ci";
 /// `cf/{vault}/{name_lower}/{version}`.
 pub const CERT_FIRED: &str = "cf";
 
+/// Vault settings: `set/{vault}/{name}`.
+pub const SETTINGS: &str = "set";
+
 /// Every table holding a vault's objects: what deleting the vault removes.
 pub const VAULT_TABLES: &[&str] = &[
     SECRETS,
@@ -84,6 +87,7 @@ pub const VAULT_TABLES: &[&str] = &[
     CERT_CONTACTS,
     CERT_ISSUERS,
     CERT_FIRED,
+    SETTINGS,
 ];
 
 #[cfg(test)]

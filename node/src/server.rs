@@ -112,6 +112,7 @@ impl Server {
             keys.clone(),
             secrets.clone(),
         ));
+        let settings = Arc::new(crate::engine::settings::SettingsEngine::new(store.clone()));
         let engines = Engines::new()
             .with(secrets.clone())
             .with(keys.clone())
@@ -155,6 +156,9 @@ impl Server {
                 .clone()
                 .map(|p| p as Arc<dyn crate::crypto::hsm::HsmAdmin>),
             audit,
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            settings,
+            backup_dir: config.server.backup_dir.clone(),
         });
         Ok(Self {
             operator,

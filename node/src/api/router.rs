@@ -13,6 +13,7 @@ use axum::Router;
 
 use crate::api::akv::authorize::{authorize, AuthzState};
 use crate::api::akv::extract::{check_declared_length, read_body};
+use crate::api::akv::firewall::{firewall, FirewallState};
 use crate::api::akv::{self, AkvState};
 use crate::api::audit;
 use crate::api::auth::{authenticate, AuthState, Flavor};
@@ -51,6 +52,12 @@ pub struct ApiConfig {
     pub hsm: Option<Arc<dyn crate::crypto::hsm::HsmAdmin>>,
     /// The node's audit device: every request leaves one record.
     pub audit: Arc<crate::audit::Auditor>,
+    /// Proxies whose `X-Forwarded-For` names the client (`[server]`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Vault settings.
+    pub settings: Arc<crate::engine::settings::SettingsEngine>,
+    /// Where full backups may be written (`[server] backup_dir`).
+    pub backup_dir: Option<std::path::PathBuf>,
 }
 
 /// Builds the complete router.
@@ -79,17 +86,37 @@ pub fn router(cfg: ApiConfig) -> Router {
         vault_domain: cfg.vault_domain.clone(),
         default_vault: cfg.default_vault.clone(),
         authz: cfg.authz.clone(),
+        settings: cfg.settings.clone(),
+        backup: Arc::new(akv::backup::BackupService::new(
+            crate::engine::backup::BackupEngine::new(
+                cfg.secrets.clone(),
+                cfg.keys.clone(),
+                cfg.certificates.clone(),
+            ),
+            cfg.backup_dir.clone(),
+        )),
     })
     .layer(from_fn_with_state(
         AuthzState {
             authz: cfg.authz.clone(),
+            vaults: cfg.vaults.clone(),
             vault_domain: cfg.vault_domain.clone(),
             default_vault: cfg.default_vault.clone(),
         },
         authorize,
     ))
     .layer(from_fn(read_body_first))
-    .layer(from_fn_with_state(auth(Flavor::KeyVault), authenticate));
+    .layer(from_fn_with_state(auth(Flavor::KeyVault), authenticate))
+    .layer(from_fn_with_state(
+        FirewallState {
+            vaults: cfg.vaults.clone(),
+            operator: cfg.operator.clone(),
+            trusted_proxies: Arc::new(cfg.trusted_proxies.clone()),
+            vault_domain: cfg.vault_domain.clone(),
+            default_vault: cfg.default_vault.clone(),
+        },
+        firewall,
+    ));
     sys::public_router(sys_state)
         .merge(identity::router(identity::IssuerState {
             identity: cfg.identity.clone(),

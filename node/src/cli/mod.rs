@@ -19,6 +19,7 @@ pub mod seal;
 pub mod secret;
 pub mod snapshot;
 pub mod tls;
+pub mod vault;
 
 use std::path::PathBuf;
 use std::time::Duration;
