@@ -518,6 +518,7 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
         snapshots: None,
         seal: Default::default(),
         audit: Default::default(),
+        server: Default::default(),
     };
     let server = Server::start(&config).await?;
     wait_for_leader(&server.node).await?;

@@ -31,7 +31,8 @@ pub use audit::{run_audit, AuditCommand};
 pub use bench::{run_bench, BenchArgs, Workload};
 pub use identity::{run_identity, IdentityCommand};
 pub use identity_agent::{run_agent, AgentArgs};
-pub use operator::{run_operator, OperatorCommand, RaftCommand, VaultCommand};
+pub use operator::{run_operator, OperatorCommand, RaftCommand};
+pub use vault::VaultCommand;
 pub use role::{run_role, RoleCommand};
 pub use secret::{run_secret, SecretCommand};
 

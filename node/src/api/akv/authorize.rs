@@ -69,7 +69,8 @@ pub async fn authorize(State(st): State<AuthzState>, mut req: Request, next: Nex
     req = Request::from_parts(parts, body);
     if req.extensions().get::<BreakGlass>().is_some() {
         // No fence has run for the root token: the network check fences.
-        if let Some(refused) = network_check(&st, &req, &vault, "root token", true).await {
+        let client = req.extensions().get::<ClientAddr>().copied();
+        if let Some(refused) = network_check(&st, client, true, &vault, "root token").await {
             return refused;
         }
         tracing::info!(
@@ -116,7 +117,8 @@ pub async fn authorize(State(st): State<AuthzState>, mut req: Request, next: Nex
         Err(e) => Err(e),
     };
     // After the caller's fence: a rule tightened anywhere is in force here.
-    if let Some(refused) = network_check(&st, &req, &vault, &who, false).await {
+    let client = req.extensions().get::<ClientAddr>().copied();
+    if let Some(refused) = network_check(&st, client, false, &vault, &who).await {
         return refused;
     }
     match decision {
@@ -143,17 +145,17 @@ pub async fn authorize(State(st): State<AuthzState>, mut req: Request, next: Nex
 /// The vault's network rules again, after a read fence (the firewall in
 /// front of authentication judged by this node's applied state, which may
 /// trail a rule change acknowledged elsewhere by a few milliseconds).
-/// `fence`: the caller's check has not fenced yet. The root token passes
-/// a vault whose bypass is `Operator`.
+/// `root`: the caller is the root token, whose check has not fenced yet;
+/// it passes a vault whose bypass is `Operator`.
 async fn network_check(
     st: &AuthzState,
-    req: &Request,
+    client: Option<ClientAddr>,
+    root: bool,
     vault: &str,
     who: &str,
-    fence: bool,
 ) -> Option<Response> {
-    let ClientAddr(client) = req.extensions().get::<ClientAddr>().copied()?;
-    let info = if fence {
+    let ClientAddr(client) = client?;
+    let info = if root {
         match st.vaults.get(vault).await {
             Ok(info) => Ok(Some(info)),
             // No such vault (or no valid name): nothing to protect; the
@@ -168,8 +170,7 @@ async fn network_check(
         Ok(info) => info.and_then(|v| v.network_acls),
         Err(e) => return Some(ApiError::from(e).into_response()),
     };
-    let root_bypass = req.extensions().get::<BreakGlass>().is_some()
-        && acls.as_ref().is_some_and(|a| a.bypass == Bypass::Operator);
+    let root_bypass = root && acls.as_ref().is_some_and(|a| a.bypass == Bypass::Operator);
     if root_bypass || firewall::allowed(acls.as_ref(), client) {
         return None;
     }

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
