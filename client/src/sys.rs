@@ -307,15 +307,17 @@ impl<'a> Sys<'a> {
         ok(self.any(req).await?)?.json()
     }
 
-    /// `PUT /v1/sys/vaults/{name}` with the vault's network rules, in force
-    /// from its creation (`{"defaultAction","bypass","ipRules":[{"value"}]}`).
-    pub async fn create_vault_with_network(
+    /// `PUT /v1/sys/vaults/{name}` with the environment's rules from its
+    /// creation: `network_acls` (`{"defaultAction","bypass","ipRules":[{"value"}]}`)
+    /// and the object ids made Key Vault Administrator at its `/`.
+    pub async fn create_vault_with(
         &self,
         name: &str,
-        network_acls: &serde_json::Value,
+        network_acls: Option<&serde_json::Value>,
+        administrators: &[String],
     ) -> Result<VaultInfo, ClientError> {
         let req = Request::put(format!("/v1/sys/vaults/{}", vault_name(name)?))
-            .json(&json!({ "networkAcls": network_acls }))?;
+            .json(&json!({ "networkAcls": network_acls, "administrators": administrators }))?;
         ok(self.any(req).await?)?.json()
     }
 

@@ -167,7 +167,26 @@ async fn vault_network_rules_judge_the_client_address() {
     let (out_ip, in_ip, proxy_ip) = (out_addr.as_str(), in_addr.as_str(), proxy_addr.as_str());
     let nodes: Vec<String> = cluster.nodes.iter().map(|n| n.url()).collect();
 
-    // The environment comes with its rules: only the insider (and a v6 range).
+    // The environment comes with its rules: only the insider (and a v6
+    // range), and its administrator (an application of the identity store).
+    let app = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {root}")])
+        .arg("--cacert")
+        .arg(&cluster.ca_path)
+        .args(["--data", r#"{"name":"fw-admin"}"#])
+        .arg(format!("{}/v1/sys/identity/apps", nodes[0]))
+        .output()
+        .expect("running curl");
+    let app: Value = serde_json::from_slice(&app.stdout).expect("app json");
+    let admin_oid = app["object_id"].as_str().expect("object_id").to_owned();
     let made = cli(
         &cluster,
         &[
@@ -177,9 +196,32 @@ async fn vault_network_rules_judge_the_client_address() {
             &format!("{in_ip}/32"),
             "--ip-rule",
             "2001:db8::/32",
+            "--admin",
+            &admin_oid,
         ],
     );
     assert_eq!(made["network_acls"]["defaultAction"], "Deny", "{made}");
+    let assignments = Call {
+        path: "/providers/Microsoft.Authorization/roleAssignments?$filter=atScope()",
+        ..call(Some(insider), &nodes[2], None, Some(root))
+    };
+    let (status, body) = curl(&cluster, &assignments);
+    assert_eq!(status, 200, "{body}");
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    let admins: Vec<&Value> = listed["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["properties"]["principalId"] == admin_oid.as_str())
+        .collect();
+    assert_eq!(admins.len(), 1, "{body}");
+    assert!(
+        admins[0]["properties"]["roleDefinitionId"]
+            .as_str()
+            .unwrap()
+            .ends_with("00482a5a-887f-4fb3-b363-3b7fe8e74483"),
+        "{body}"
+    );
     // The insider writes a secret and reads it on every node.
     let put = Call {
         method: "PUT",

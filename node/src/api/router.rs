@@ -72,6 +72,7 @@ pub fn router(cfg: ApiConfig) -> Router {
     let sys_state = SysState {
         operator: cfg.operator.clone(),
         vaults: cfg.vaults.clone(),
+        authz: cfg.authz.clone(),
         hsm: cfg.hsm.clone(),
     };
     let protected_sys = sys::protected_router(sys_state.clone())

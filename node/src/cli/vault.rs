@@ -20,6 +20,10 @@ pub enum VaultCommand {
         /// Network rules of the new vault.
         #[command(flatten)]
         network: NetworkArgs,
+        /// Object id of a user, application or group made Key Vault
+        /// Administrator of the new vault (repeat for several).
+        #[arg(long = "admin")]
+        admins: Vec<String>,
     },
     /// Delete a vault and everything in it.
     Delete {
@@ -134,10 +138,16 @@ pub async fn run_vault(
                 );
             }
         }
-        VaultCommand::Create { name, network } => {
-            let v = match network.to_json() {
-                Some(acls) => sys.create_vault_with_network(&name, &acls).await?,
-                None => sys.create_vault(&name).await?,
+        VaultCommand::Create {
+            name,
+            network,
+            admins,
+        } => {
+            let acls = network.to_json();
+            let v = if acls.is_none() && admins.is_empty() {
+                sys.create_vault(&name).await?
+            } else {
+                sys.create_vault_with(&name, acls.as_ref(), &admins).await?
             };
             if json {
                 return print_json(&v);
@@ -218,7 +228,11 @@ mod tests {
 
     #[test]
     fn network_options_become_key_vault_network_acls() {
-        let VaultCommand::Create { name, network } = parse(&[
+        let VaultCommand::Create {
+            name,
+            network,
+            admins,
+        } = parse(&[
             "create",
             "prod",
             "--ip-rule",
@@ -227,10 +241,13 @@ mod tests {
             "192.0.2.7",
             "--bypass",
             "operator",
-        ]) else {
+            "--admin",
+            "oid-1",
+        ])
+        else {
             panic!("not a create");
         };
-        assert_eq!(name, "prod");
+        assert_eq!((name.as_str(), admins), ("prod", vec!["oid-1".to_owned()]));
         let acls = network.to_json().unwrap();
         assert_eq!(acls["defaultAction"], "Deny");
         assert_eq!(acls["bypass"], "Operator");

@@ -36,6 +36,8 @@ pub struct SysState {
     pub operator: Arc<Operator>,
     /// Vault management.
     pub vaults: Arc<VaultsEngine>,
+    /// Role assignments (a new vault's administrators).
+    pub authz: Arc<crate::engine::authz::AuthzEngine>,
     /// The node's PKCS#11 device (`/v1/sys/hsm/…`), if configured.
     pub hsm: Option<Arc<dyn crate::crypto::hsm::HsmAdmin>>,
 }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{SysError, SysState};
+use crate::engine::authz::{roles, Actor, AssignmentSpec};
 use crate::engine::network::NetworkAcls;
 
 /// The vault routes (behind the operator's authentication).
@@ -34,12 +35,31 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Optional body of a create: `{"networkAcls": {…}}`.
+/// Optional body of a create: `{"networkAcls": {…}, "administrators": [oid]}`.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct CreateVault {
     #[serde(default)]
     network_acls: Option<NetworkAcls>,
+    /// Object ids that get Key Vault Administrator at `/` of the new vault,
+    /// so the root token is not needed for its first role assignments.
+    #[serde(default)]
+    administrators: Vec<String>,
+}
+
+/// A stable assignment name (a GUID) for `oid` administering `vault`: a
+/// retried create assigns the same name again, which changes nothing.
+fn admin_assignment_name(vault: &str, oid: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = hex::encode(Sha256::digest(format!("vault-admin|{vault}|{oid}")));
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, SysError> {
@@ -79,6 +99,21 @@ async fn create_vault(
         .vaults
         .create_with(&name, req.network_acls, request_id(&headers).as_deref())
         .await?;
+    for oid in &req.administrators {
+        let spec = AssignmentSpec {
+            scope: "/".into(),
+            principal_id: oid.clone(),
+            role_definition_id: roles::ADMINISTRATOR.into(),
+            require_mfa: false,
+        };
+        let assignment = admin_assignment_name(&info.name, oid);
+        s.authz
+            .put_assignment(&Actor::BreakGlass, Some(&info.name), &assignment, spec)
+            .await
+            .map_err(|e| {
+                SysError::new(StatusCode::BAD_REQUEST, format!("administrator {oid}: {e}"))
+            })?;
+    }
     Ok(Json(info).into_response())
 }
 
