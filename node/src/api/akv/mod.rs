@@ -212,3 +212,6 @@ mod cert_tests;
 
 #[cfg(test)]
 mod keys_tests;
+
+#[cfg(test)]
+mod admin_tests;

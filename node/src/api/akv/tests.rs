@@ -22,6 +22,11 @@ pub(super) struct App {
 }
 
 pub(super) async fn app() -> App {
+    app_with_backup_dir(None).await
+}
+
+/// The router over fresh engines; full backups may go under `backup_dir`.
+pub(super) async fn app_with_backup_dir(backup_dir: Option<std::path::PathBuf>) -> App {
     let store = Arc::new(MemStore::new());
     let vaults = Arc::new(VaultsEngine::new(store.clone()));
     vaults.create("prod", None).await.unwrap();
@@ -39,7 +44,7 @@ pub(super) async fn app() -> App {
             keys.clone(),
             certificates.clone(),
         ),
-        None,
+        backup_dir,
     ));
     let settings = Arc::new(crate::engine::settings::SettingsEngine::new(store.clone()));
     let state = AkvState {
