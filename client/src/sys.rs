@@ -173,6 +173,10 @@ pub struct VaultInfo {
     /// Creation time (Unix seconds).
     #[serde(default)]
     pub created: i64,
+    /// The vault's network rules (`defaultAction`, `bypass`, `ipRules`),
+    /// absent when every address may reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_acls: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -328,6 +332,41 @@ impl<'a> Sys<'a> {
     /// `PUT /v1/sys/vaults/{name}`.
     pub async fn create_vault(&self, name: &str) -> Result<VaultInfo, ClientError> {
         let req = Request::put(format!("/v1/sys/vaults/{}", vault_name(name)?));
+        ok(self.any(req).await?)?.json()
+    }
+
+    /// `PUT /v1/sys/vaults/{name}` with the environment's rules from its
+    /// creation: `network_acls` (`{"defaultAction","bypass","ipRules":[{"value"}]}`)
+    /// and the object ids made Key Vault Administrator at its `/`.
+    pub async fn create_vault_with(
+        &self,
+        name: &str,
+        network_acls: Option<&serde_json::Value>,
+        administrators: &[String],
+    ) -> Result<VaultInfo, ClientError> {
+        let req = Request::put(format!("/v1/sys/vaults/{}", vault_name(name)?))
+            .json(&json!({ "networkAcls": network_acls, "administrators": administrators }))?;
+        ok(self.any(req).await?)?.json()
+    }
+
+    /// `GET /v1/sys/vaults/{name}/network`: `{"name","networkAcls"}`.
+    pub async fn vault_network(&self, name: &str) -> Result<serde_json::Value, ClientError> {
+        let req = Request::get(format!("/v1/sys/vaults/{}/network", vault_name(name)?));
+        ok(self.any(req).await?)?.json()
+    }
+
+    /// `PUT /v1/sys/vaults/{name}/network`: replaces the rules;
+    /// `DELETE` (with `None`) removes them (every address allowed).
+    pub async fn set_vault_network(
+        &self,
+        name: &str,
+        network_acls: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let path = format!("/v1/sys/vaults/{}/network", vault_name(name)?);
+        let req = match network_acls {
+            Some(acls) => Request::put(path).json(acls)?,
+            None => Request::delete(path),
+        };
         ok(self.any(req).await?)?.json()
     }
 

@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod authz;
+pub mod backup;
 pub mod barrier_store;
 pub mod certificates;
 pub mod clock;
@@ -14,12 +15,14 @@ pub mod keys;
 #[cfg(any(test, feature = "test-util"))]
 pub mod mem_store;
 pub mod names;
+pub mod network;
 pub mod object;
 pub mod operation;
 pub mod paging;
 pub mod registry;
 pub mod rotation;
 pub mod secrets;
+pub mod settings;
 pub mod store;
 pub mod validate;
 pub mod vaults;

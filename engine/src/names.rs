@@ -72,6 +72,8 @@ pub const CERT_FIRED: &str = "cf";
 /// Revocations and the current CRL of a `Coffer` issuer:
 /// `cr/{vault}/{issuer_lower}`.
 pub const CERT_REVOCATIONS: &str = "cr";
+/// Vault settings: `set/{vault}/{name}`.
+pub const SETTINGS: &str = "set";
 
 /// Every table holding a vault's objects: what deleting the vault removes.
 pub const VAULT_TABLES: &[&str] = &[
@@ -89,6 +91,7 @@ pub const VAULT_TABLES: &[&str] = &[
     CERT_ISSUERS,
     CERT_FIRED,
     CERT_REVOCATIONS,
+    SETTINGS,
 ];
 
 #[cfg(test)]

@@ -137,6 +137,9 @@ operations! {
     KeyBackup => "keys/backup/action", Keys;
     /// `POST /keys/restore`.
     KeyRestore => "keys/restore/action", Keys;
+    /// `PUT /keys/{name}/restore`: one key from a full backup's folder
+    /// (scoped to that key, like the blob restore it performs).
+    KeyRestoreFromFullBackup => "keys/restore/action", Keys;
     /// `GET /deletedkeys/{name}`.
     KeyGetDeleted => "keys/read", Keys;
     /// `GET /deletedkeys`.
@@ -239,7 +242,7 @@ operations! {
     BackupStart => "backup/start/action", Vault;
     /// `GET /backup/{job}/pending`.
     BackupStatus => "backup/status/action", Vault;
-    /// `PUT /restore`, `PUT /prerestore` and `PUT /keys/{name}/restore`.
+    /// `PUT /restore` and `PUT /prerestore`.
     RestoreStart => "restore/start/action", Vault;
     /// `GET /restore/{job}/pending`.
     RestoreStatus => "restore/status/action", Vault;

@@ -8,6 +8,7 @@ use super::cas::{decode, encode, write, Plan};
 use super::clock::{system_clock, Clock};
 use super::error::EngineError;
 use super::names::{is_valid_vault_name, vault_key, VAULT_NAME_RULE, VAULT_PREFIX, VAULT_TABLES};
+use super::network::NetworkAcls;
 use super::store::{Compare, Mutation, Store, Txn};
 
 /// A vault as the operator API shows it.
@@ -17,6 +18,9 @@ pub struct VaultInfo {
     pub name: String,
     /// Unix seconds of creation.
     pub created: u64,
+    /// Which client addresses may reach the vault; none: every address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_acls: Option<NetworkAcls>,
 }
 
 /// Creates, lists and deletes vaults.
@@ -43,7 +47,21 @@ impl VaultsEngine {
         name: &str,
         request_id: Option<&str>,
     ) -> Result<VaultInfo, EngineError> {
+        self.create_with(name, None, request_id).await
+    }
+
+    /// Creates the vault with its network rules in force from the first
+    /// write (an environment's rules come with it, never after it). An
+    /// existing vault is returned as is: its rules change only through
+    /// [`Self::set_network`].
+    pub async fn create_with(
+        &self,
+        name: &str,
+        network_acls: Option<NetworkAcls>,
+        request_id: Option<&str>,
+    ) -> Result<VaultInfo, EngineError> {
         let name = normalize(name)?;
+        let network_acls = network_acls.map(NetworkAcls::normalized).transpose()?;
         let key = vault_key(&name);
         write(self.store.as_ref(), request_id, || {
             if let Some(e) = self.store.get(&key)? {
@@ -52,6 +70,7 @@ impl VaultsEngine {
             let info = VaultInfo {
                 name: name.clone(),
                 created: (self.clock)(),
+                network_acls: network_acls.clone(),
             };
             let bytes = encode(&info)?;
             let txn = Txn {
@@ -68,6 +87,61 @@ impl VaultsEngine {
             Ok(Plan::Commit(txn))
         })
         .await
+    }
+
+    /// Replaces the vault's network rules (`None`: every address allowed).
+    /// The record and its rules change in one replicated write.
+    pub async fn set_network(
+        &self,
+        name: &str,
+        network_acls: Option<NetworkAcls>,
+        request_id: Option<&str>,
+    ) -> Result<VaultInfo, EngineError> {
+        let name = normalize(name)?;
+        let network_acls = network_acls.map(NetworkAcls::normalized).transpose()?;
+        let key = vault_key(&name);
+        write(self.store.as_ref(), request_id, || {
+            let Some(entry) = self.store.get(&key)? else {
+                return Ok(Plan::Refuse(EngineError::VaultNotFound(name.clone())));
+            };
+            let mut info: VaultInfo = decode(&entry.value)?;
+            info.network_acls = network_acls.clone();
+            let bytes = encode(&info)?;
+            Ok(Plan::Commit(Txn {
+                compare: vec![Compare::Revision {
+                    key: key.clone(),
+                    revision: entry.revision,
+                }],
+                mutations: vec![Mutation::Put {
+                    key: key.clone(),
+                    value: bytes.clone(),
+                }],
+                result: bytes,
+            }))
+        })
+        .await
+    }
+
+    /// One vault's record after a read fence.
+    pub async fn get(&self, name: &str) -> Result<VaultInfo, EngineError> {
+        let name = normalize(name)?;
+        self.store.read_fence().await?;
+        self.get_local(&name)?
+            .ok_or(EngineError::VaultNotFound(name))
+    }
+
+    /// One vault's record from this node's applied state, without a fence:
+    /// for checks that run before a request is authenticated (network
+    /// rules), where a round to the leader per request would let anyone
+    /// load the cluster. `None` for an unknown or invalid name.
+    pub fn get_local(&self, name: &str) -> Result<Option<VaultInfo>, EngineError> {
+        let Ok(name) = normalize(name) else {
+            return Ok(None);
+        };
+        match self.store.get(&vault_key(&name))? {
+            Some(entry) => Ok(Some(decode(&entry.value)?)),
+            None => Ok(None),
+        }
     }
 
     /// Every vault, ordered by name.
@@ -161,6 +235,45 @@ mod tests {
         assert_eq!(a, b);
         assert!(v.exists("prod").await.unwrap());
         assert_eq!(v.list().await.unwrap(), vec![a]);
+    }
+
+    #[tokio::test]
+    async fn network_rules_come_with_the_vault_and_change_in_its_record() {
+        use crate::network::{Bypass, DefaultAction, IpRule, NetworkAcls};
+        let (_, v) = engine();
+        let deny = NetworkAcls {
+            default_action: DefaultAction::Deny,
+            bypass: Bypass::Operator,
+            ip_rules: vec![IpRule {
+                value: "10.0.0.9/8".into(),
+            }],
+        };
+        let made = v.create_with("prod", Some(deny), None).await.unwrap();
+        let rules = made.network_acls.unwrap();
+        assert_eq!(rules.ip_rules[0].value, "10.0.0.0/8");
+        assert!(rules.allows("10.2.3.4".parse().unwrap()));
+        assert!(!rules.allows("11.2.3.4".parse().unwrap()));
+        // Creating again keeps the rules; set_network replaces them.
+        let again = v.create("prod", None).await.unwrap();
+        assert!(again.network_acls.is_some());
+        v.set_network("prod", None, None).await.unwrap();
+        assert_eq!(v.get("prod").await.unwrap().network_acls, None);
+        assert_eq!(v.get_local("PROD").unwrap().unwrap().name, "prod");
+        assert!(v.get_local("nope").unwrap().is_none());
+        assert!(matches!(
+            v.set_network("nope", None, None).await,
+            Err(EngineError::VaultNotFound(_))
+        ));
+        let bad = NetworkAcls {
+            ip_rules: vec![IpRule {
+                value: "not-an-address".into(),
+            }],
+            ..NetworkAcls::default()
+        };
+        assert!(matches!(
+            v.set_network("prod", Some(bad), None).await,
+            Err(EngineError::BadParameter(_))
+        ));
     }
 
     #[tokio::test]

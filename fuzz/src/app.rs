@@ -190,6 +190,15 @@ impl App {
             store.clone(),
             Arc::new(IdentityEngine::new(store.clone(), "fuzz")),
         ));
+        // No backup directory: the fuzzer never writes files.
+        let backup = Arc::new(coffer::api::akv::backup::BackupService::new(
+            coffer::engine::backup::BackupEngine::new(
+                secrets.clone(),
+                keys.clone(),
+                certificates.clone(),
+            ),
+            None,
+        ));
         let state = AkvState {
             secrets: secrets.clone(),
             keys: keys.clone(),
@@ -198,6 +207,8 @@ impl App {
             vault_domain: None,
             default_vault: VAULT.into(),
             authz,
+            settings: Arc::new(coffer::engine::settings::SettingsEngine::new(store.clone())),
+            backup,
         };
         App {
             router: router(state),

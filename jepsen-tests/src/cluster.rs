@@ -95,6 +95,10 @@ pub struct ClusterOptions {
     /// `[seal] type = "<this>"` (`pkcs11` or `shamir`: a device ready for a
     /// migration). Not together with `hsm`.
     pub seal_device: Option<&'static str>,
+    /// Lines of the `[server]` section of every node's config; `{host_ip}`
+    /// is replaced by the bridge address of a [`Placement::Netns`] cluster
+    /// (e.g. `trusted_proxies = ["{host_ip}/32"]`).
+    pub server_section: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -112,6 +116,7 @@ impl Default for ClusterOptions {
             raft_section: None,
             max_leader_silence_ms: None,
             seal_device: None,
+            server_section: None,
         }
     }
 }
@@ -288,6 +293,11 @@ impl LocalCluster {
         }
         if let Some(seal_type) = self.options.seal_device {
             text.push_str(&hsm::seal_config_section(self.dir.path(), seal_type));
+        }
+        if let Some(lines) = &self.options.server_section {
+            let host_ip = self.netns.as_ref().map(Netns::host_ip);
+            let lines = lines.replace("{host_ip}", host_ip.as_deref().unwrap_or("127.0.0.1"));
+            text.push_str(&format!("[server]\n{lines}\n"));
         }
         let mut raft = Vec::new();
         if let Some(ms) = self.options.max_leader_silence_ms {

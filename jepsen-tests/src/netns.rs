@@ -27,6 +27,8 @@ pub struct Netns {
     tag: String,
     subnet: u8,
     nodes: usize,
+    /// Client namespaces made by [`Netns::add_client`].
+    clients: Mutex<Vec<String>>,
 }
 
 /// Runs a command, failing with its stderr.
@@ -128,6 +130,7 @@ impl Netns {
             tag: format!("{PREFIX}{}", std::process::id()),
             subnet: free_subnet()?,
             nodes,
+            clients: Mutex::new(Vec::new()),
         };
         LIVE.lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -161,11 +164,42 @@ impl Netns {
     }
 
     fn build_node(&self, i: usize) -> anyhow::Result<()> {
-        let ns = self.ns(i);
-        let (outer, inner) = (
-            format!("{}v{}", self.tag, i + 1),
-            format!("{}p{}", self.tag, i + 1),
-        );
+        self.build_ns(
+            &self.ns(i),
+            &format!("{}v{}", self.tag, i + 1),
+            &format!("{}p{}", self.tag, i + 1),
+            &self.ip(i),
+        )
+    }
+
+    /// A client host of its own on the bridge: namespace `{tag}-c{k}` with
+    /// address `…{100 + k}` (k in 1..=99). Returns the namespace name;
+    /// run commands in it with `ip netns exec`. Removed with the others.
+    pub fn add_client(&self, k: u8) -> anyhow::Result<String> {
+        if !(1..=99).contains(&k) {
+            bail!("client index {k} is outside 1..=99");
+        }
+        let ns = format!("{}-c{k}", self.tag);
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ns.clone());
+        self.build_ns(
+            &ns,
+            &format!("{}cv{k}", self.tag),
+            &format!("{}cp{k}", self.tag),
+            &self.client_ip(k),
+        )?;
+        Ok(ns)
+    }
+
+    /// Address of client `k` (see [`Netns::add_client`]).
+    pub fn client_ip(&self, k: u8) -> String {
+        format!("{NET}.{}.{}", self.subnet, 100 + u16::from(k))
+    }
+
+    fn build_ns(&self, ns: &str, outer: &str, inner: &str, ip: &str) -> anyhow::Result<()> {
+        let (ns, outer, inner) = (ns.to_owned(), outer.to_owned(), inner.to_owned());
         run(&["ip", "netns", "add", &ns])?;
         run(&[
             "ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner,
@@ -179,14 +213,7 @@ impl Netns {
             run(&full)
         };
         exec(&["ip", "link", "set", "lo", "up"])?;
-        exec(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/24", self.ip(i)),
-            "dev",
-            &inner,
-        ])?;
+        exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", &inner])?;
         exec(&["ip", "link", "set", &inner, "up"])?;
         Ok(())
     }
@@ -249,6 +276,14 @@ impl Netns {
     fn teardown(&self) {
         for i in 0..self.nodes {
             run_quiet(&["ip", "netns", "del", &self.ns(i)]);
+        }
+        for ns in self
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            run_quiet(&["ip", "netns", "del", ns]);
         }
         remove_bridge(&self.bridge());
     }

@@ -204,6 +204,9 @@ pub struct Config {
     /// `[audit]`: the node's audit file, its write timeout and sinks.
     #[serde(default)]
     pub audit: crate::audit::AuditConfig,
+    /// `[server]`: trusted reverse proxies (client addresses).
+    #[serde(default)]
+    pub server: crate::config_server::ServerSection,
 }
 
 /// `[seal]`: `type = "shamir"` (custodians unseal with shares, the default)

@@ -13,6 +13,7 @@ pub use coffer_seal as seal;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod config_server;
 pub mod error_chain;
 pub mod files;
 pub mod hardening;

@@ -126,6 +126,7 @@ impl Server {
             secrets.clone(),
             Arc::new(move || now_secs() + clock_offset),
         ));
+        let settings = Arc::new(crate::engine::settings::SettingsEngine::new(store.clone()));
         let engines = Engines::new()
             .with(secrets.clone())
             .with(keys.clone())
@@ -176,6 +177,9 @@ impl Server {
                 alerts: alerts.clone(),
                 sender: sender.clone(),
             },
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            settings,
+            backup_dir: config.server.backup_dir.clone(),
         });
         Ok(Self {
             operator,
@@ -551,6 +555,7 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
         snapshots: None,
         seal: Default::default(),
         audit: Default::default(),
+        server: Default::default(),
     };
     let server = Server::start(&config).await?;
     wait_for_leader(&server.node).await?;

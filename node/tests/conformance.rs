@@ -16,8 +16,14 @@ async fn run_pytest(file: &str, hsm: bool) {
         "COFFER_PYTHON must name a Python with the Azure SDK installed; run ./scripts/test.sh",
     );
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_coffer"));
+    // Full backups (KeyVaultBackupClient) go to file:// URIs in here.
+    let backups = tempfile::Builder::new()
+        .prefix("coffer-backups-")
+        .tempdir()
+        .unwrap();
     let options = ClusterOptions {
         hsm,
+        server_section: Some(format!("backup_dir = {:?}", backups.path())),
         ..ClusterOptions::default()
     };
     let mut cluster = LocalCluster::start(&binary, options).unwrap();
@@ -42,6 +48,7 @@ async fn run_pytest(file: &str, hsm: bool) {
         .env("REQUESTS_CA_BUNDLE", &cluster.ca_path)
         .env("COFFER_NODE_URLS", nodes.join(","))
         .env("COFFER_BIN", &binary)
+        .env("COFFER_BACKUP_DIR", backups.path())
         .env_remove("AZURE_TENANT_ID")
         .env_remove("AZURE_CLIENT_ID")
         .env_remove("AZURE_CLIENT_SECRET")
@@ -89,8 +96,11 @@ async fn azure_sdk_certificate_client_conformance() {
 
 /// Key Vault RBAC through the unchanged `azure-keyvault-administration`
 /// SDK: built-in and custom roles, assignments listed with filters,
-/// Secrets User and Crypto User limits, separation of duties, and a
-/// revocation through node 1 in force on node 3 at once.
+/// Secrets User and Crypto User limits, separation of duties, a
+/// revocation through node 1 in force on node 3 at once, an MFA-conditioned
+/// role that works only after the step-up sign-in, `KeyVaultSettingsClient`,
+/// and `KeyVaultBackupClient` (full backup, purge everything, full restore
+/// with equal digests, selective key restore).
 #[tokio::test(flavor = "multi_thread")]
 async fn azure_keyvault_administration_access_control() {
     run_pytest("test_authz.py", false).await;

@@ -13,6 +13,7 @@ use axum::Router;
 
 use crate::api::akv::authorize::{authorize, AuthzState};
 use crate::api::akv::extract::{check_declared_length, read_body};
+use crate::api::akv::firewall::{firewall, FirewallState};
 use crate::api::akv::{self, AkvState};
 use crate::api::audit;
 use crate::api::auth::{authenticate, AuthState, Flavor};
@@ -54,6 +55,12 @@ pub struct ApiConfig {
     pub audit: Arc<crate::audit::Auditor>,
     /// Alert rules, receivers and firings (`/v1/sys/alerts/…`).
     pub alerts: sys::alerts::AlertsState,
+    /// Proxies whose `X-Forwarded-For` names the client (`[server]`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Vault settings.
+    pub settings: Arc<crate::engine::settings::SettingsEngine>,
+    /// Where full backups may be written (`[server] backup_dir`).
+    pub backup_dir: Option<std::path::PathBuf>,
 }
 
 /// Builds the complete router.
@@ -68,6 +75,7 @@ pub fn router(cfg: ApiConfig) -> Router {
     let sys_state = SysState {
         operator: cfg.operator.clone(),
         vaults: cfg.vaults.clone(),
+        authz: cfg.authz.clone(),
         hsm: cfg.hsm.clone(),
     };
     let pki_state = pki::PkiState {
@@ -87,17 +95,37 @@ pub fn router(cfg: ApiConfig) -> Router {
         vault_domain: cfg.vault_domain.clone(),
         default_vault: cfg.default_vault.clone(),
         authz: cfg.authz.clone(),
+        settings: cfg.settings.clone(),
+        backup: Arc::new(akv::backup::BackupService::new(
+            crate::engine::backup::BackupEngine::new(
+                cfg.secrets.clone(),
+                cfg.keys.clone(),
+                cfg.certificates.clone(),
+            ),
+            cfg.backup_dir.clone(),
+        )),
     })
     .layer(from_fn_with_state(
         AuthzState {
             authz: cfg.authz.clone(),
+            vaults: cfg.vaults.clone(),
             vault_domain: cfg.vault_domain.clone(),
             default_vault: cfg.default_vault.clone(),
         },
         authorize,
     ))
     .layer(from_fn(read_body_first))
-    .layer(from_fn_with_state(auth(Flavor::KeyVault), authenticate));
+    .layer(from_fn_with_state(auth(Flavor::KeyVault), authenticate))
+    .layer(from_fn_with_state(
+        FirewallState {
+            vaults: cfg.vaults.clone(),
+            operator: cfg.operator.clone(),
+            trusted_proxies: Arc::new(cfg.trusted_proxies.clone()),
+            vault_domain: cfg.vault_domain.clone(),
+            default_vault: cfg.default_vault.clone(),
+        },
+        firewall,
+    ));
     sys::public_router(sys_state)
         .merge(pki::public_router(pki_state))
         .merge(identity::router(identity::IssuerState {

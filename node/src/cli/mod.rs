@@ -22,6 +22,7 @@ pub mod seal;
 pub mod secret;
 pub mod snapshot;
 pub mod tls;
+pub mod vault;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,9 +36,10 @@ pub use bench::{run_bench, BenchArgs, Workload};
 pub use cert::{run_cert, CertCommand};
 pub use identity::{run_identity, IdentityCommand};
 pub use identity_agent::{run_agent, AgentArgs};
-pub use operator::{run_operator, OperatorCommand, RaftCommand, VaultCommand};
+pub use operator::{run_operator, OperatorCommand, RaftCommand};
 pub use role::{run_role, RoleCommand};
 pub use secret::{run_secret, SecretCommand};
+pub use vault::VaultCommand;
 
 /// Default API address when neither `--addr` nor `COFFER_ADDR` is given.
 pub const DEFAULT_ADDR: &str = "https://127.0.0.1:8443";

@@ -8,7 +8,7 @@ use coffer_client::sys::{Health, PeersBody, SealStatusBody};
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::{format_time, print_json, print_rows, ClientArgs};
+use super::{print_json, print_rows, ClientArgs};
 
 /// Operator subcommands.
 #[derive(Debug, Clone, Subcommand)]
@@ -69,7 +69,7 @@ pub enum OperatorCommand {
     Dr(super::dr::DrCommand),
     /// Vault management.
     #[command(subcommand)]
-    Vault(VaultCommand),
+    Vault(super::vault::VaultCommand),
     /// The node's PKCS#11 device and the cluster KEK ceremony.
     #[command(subcommand)]
     Hsm(super::hsm::HsmCommand),
@@ -132,23 +132,6 @@ pub enum RaftCommand {
         /// state that diverged).
         #[arg(long, requires = "config", conflicts_with = "from")]
         local: bool,
-    },
-}
-
-/// `coffer operator vault …`.
-#[derive(Debug, Clone, Subcommand)]
-pub enum VaultCommand {
-    /// List vaults.
-    List,
-    /// Create a vault.
-    Create {
-        /// Vault name (letters, digits, '-').
-        name: String,
-    },
-    /// Delete a vault and everything in it.
-    Delete {
-        /// Vault name.
-        name: String,
     },
 }
 
@@ -283,7 +266,7 @@ pub async fn run_operator(args: &ClientArgs, cmd: OperatorCommand) -> anyhow::Re
         }
         OperatorCommand::Raft(cmd) => run_raft(&client, cmd, json).await?,
         OperatorCommand::Dr(cmd) => super::dr::run_dr(&sys, cmd, json).await?,
-        OperatorCommand::Vault(cmd) => run_vault(&client, cmd, json).await?,
+        OperatorCommand::Vault(cmd) => super::vault::run_vault(&client, cmd, json).await?,
         OperatorCommand::Hsm(cmd) => super::hsm::run_hsm(args, cmd).await?,
     }
     Ok(())
@@ -322,40 +305,6 @@ async fn run_raft(
         return print_json(&peers);
     }
     show_peers(&peers);
-    Ok(())
-}
-
-async fn run_vault(
-    client: &coffer_client::Client,
-    cmd: VaultCommand,
-    json: bool,
-) -> anyhow::Result<()> {
-    let sys = client.sys();
-    match cmd {
-        VaultCommand::List => {
-            let vaults = sys.list_vaults().await?;
-            if json {
-                return print_json(&json!({ "vaults": vaults }));
-            }
-            println!("{:<32}  CREATED", "NAME");
-            for v in vaults {
-                println!("{:<32}  {}", v.name, format_time(Some(v.created)));
-            }
-        }
-        VaultCommand::Create { name } => {
-            let v = sys.create_vault(&name).await?;
-            if json {
-                return print_json(&v);
-            }
-            println!("Vault {} created.", v.name);
-        }
-        VaultCommand::Delete { name } => {
-            sys.delete_vault(&name).await?;
-            if !json {
-                println!("Vault {name} deleted.");
-            }
-        }
-    }
     Ok(())
 }
 
@@ -585,7 +534,7 @@ mod tests {
         assert!(parse(&["raft", "remove"]).is_err(), "--node-id is required");
         assert!(matches!(
             parse(&["vault", "create", "team-a"]).unwrap(),
-            OperatorCommand::Vault(VaultCommand::Create { ref name }) if name == "team-a"
+            OperatorCommand::Vault(super::super::vault::VaultCommand::Create { ref name, .. }) if name == "team-a"
         ));
     }
 }

@@ -17,16 +17,22 @@ use axum::response::{IntoResponse, Response};
 
 use super::context::{host_of, vault_for_host};
 use super::errors::ApiError;
+use super::firewall::{self, ClientAddr};
 use super::operations::{self, Operation};
 use crate::api::auth::BreakGlass;
 use crate::engine::authz::{Actor, AuthzEngine, Decision, ScopePath};
 use crate::engine::identity::VerifiedToken;
+use crate::engine::network::Bypass;
+use crate::engine::vaults::VaultsEngine;
+use crate::engine::EngineError;
 
 /// What the authorization middleware needs.
 #[derive(Clone)]
 pub struct AuthzState {
     /// Role definitions and assignments.
     pub authz: Arc<AuthzEngine>,
+    /// Vault records: their network rules, checked again after the fence.
+    pub vaults: Arc<VaultsEngine>,
     /// `{vault}.{vault_domain}` hosts select `{vault}`.
     pub vault_domain: Option<String>,
     /// Vault of requests whose Host does not name one.
@@ -62,6 +68,11 @@ pub async fn authorize(State(st): State<AuthzState>, mut req: Request, next: Nex
     };
     req = Request::from_parts(parts, body);
     if req.extensions().get::<BreakGlass>().is_some() {
+        // No fence has run for the root token: the network check fences.
+        let client = req.extensions().get::<ClientAddr>().copied();
+        if let Some(refused) = network_check(&st, client, true, &vault, "root token").await {
+            return refused;
+        }
         tracing::info!(
             method = %req.method(),
             path = req.uri().path(),
@@ -105,6 +116,11 @@ pub async fn authorize(State(st): State<AuthzState>, mut req: Request, next: Nex
             .map(|d| (d, caller)),
         Err(e) => Err(e),
     };
+    // After the caller's fence: a rule tightened anywhere is in force here.
+    let client = req.extensions().get::<ClientAddr>().copied();
+    if let Some(refused) = network_check(&st, client, false, &vault, &who).await {
+        return refused;
+    }
     match decision {
         Ok((Decision::Allow, caller)) => {
             req.extensions_mut().insert(Actor::Principal(caller));
@@ -124,6 +140,42 @@ pub async fn authorize(State(st): State<AuthzState>, mut req: Request, next: Nex
         }
         Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+/// The vault's network rules again, after a read fence (the firewall in
+/// front of authentication judged by this node's applied state, which may
+/// trail a rule change acknowledged elsewhere by a few milliseconds).
+/// `root`: the caller is the root token, whose check has not fenced yet;
+/// it passes a vault whose bypass is `Operator`.
+async fn network_check(
+    st: &AuthzState,
+    client: Option<ClientAddr>,
+    root: bool,
+    vault: &str,
+    who: &str,
+) -> Option<Response> {
+    let ClientAddr(client) = client?;
+    let info = if root {
+        match st.vaults.get(vault).await {
+            Ok(info) => Ok(Some(info)),
+            // No such vault (or no valid name): nothing to protect; the
+            // handler answers.
+            Err(EngineError::VaultNotFound(_) | EngineError::BadParameter(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    } else {
+        st.vaults.get_local(vault)
+    };
+    let acls = match info {
+        Ok(info) => info.and_then(|v| v.network_acls),
+        Err(e) => return Some(ApiError::from(e).into_response()),
+    };
+    let root_bypass = root && acls.as_ref().is_some_and(|a| a.bypass == Bypass::Operator);
+    if root_bypass || firewall::allowed(acls.as_ref(), client) {
+        return None;
+    }
+    tracing::info!(%client, vault, "request refused by the vault's network rules");
+    Some(ApiError::forbidden_by_firewall(&client.to_string(), who, vault).into_response())
 }
 
 /// A request's scope: the object its path names (`/keys/{name}/…`,
@@ -159,6 +211,9 @@ pub fn request_scope(op: Operation, matched: &str, path: &str) -> ScopePath {
     }
 }
 
+/// The claims challenge of a step-up: authentication context `c1`.
+pub const STEP_UP_CLAIMS: &str = r#"{"access_token":{"acrs":{"essential":true,"value":"c1"}}}"#;
+
 /// The answer to a caller whose only matching assignment needs MFA: the
 /// claims challenge (401 `insufficient_claims`) when the client declared it
 /// can handle one (`xms_cc` has `cp1`), else the 403 naming the action.
@@ -174,8 +229,10 @@ fn step_up(
         return ApiError::forbidden_by_rbac(who, action, resource, vault).into_response();
     }
     use base64::Engine as _;
-    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(r#"{"access_token":{"amr":{"essential":true,"values":["mfa"]}}}"#);
+    // An authentication context, as Key Vault's conditional access asks
+    // (IDENTITY.md §1): the SDK replays it in `claims`, and the token
+    // endpoint grants `c1` only to a sign-in that gave the second factor.
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(STEP_UP_CLAIMS);
     let host = req
         .headers()
         .get(header::HOST)
@@ -300,12 +357,16 @@ mod tests {
             }))
             .unwrap();
             let token = Arc::new(VerifiedToken { claims });
+            // No client address in these requests: the network rules are not
+            // consulted (the firewall's own tests cover them).
+            let vaults = Arc::new(VaultsEngine::new(Arc::new(MemStore::new())));
             Router::new()
                 .route("/secrets/{name}", get(|| async { "the value" }))
                 .route("/unclassified", get(|| async { "should not be reached" }))
                 .layer(from_fn_with_state(
                     AuthzState {
                         authz,
+                        vaults,
                         vault_domain: None,
                         default_vault: "default".into(),
                     },

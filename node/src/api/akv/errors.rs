@@ -76,6 +76,15 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "Forbidden", message).with_inner("ForbiddenByRbac")
     }
 
+    /// 403 `Forbidden` / `ForbiddenByFirewall`: the vault's network rules
+    /// do not allow `client` (the body of the real service, §9).
+    pub fn forbidden_by_firewall(client: &str, caller: &str, vault: &str) -> Self {
+        let message = format!(
+            "Client address is not authorized and caller is not a trusted service.\r\nClient address: {client}\r\nCaller: {caller}\r\nVault: {vault};location=coffer\r\n"
+        );
+        Self::new(StatusCode::FORBIDDEN, "Forbidden", message).with_inner("ForbiddenByFirewall")
+    }
+
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,

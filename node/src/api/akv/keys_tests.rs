@@ -50,6 +50,15 @@ async fn app() -> App {
         keys.clone(),
         secrets.clone(),
     ));
+    let backup = Arc::new(crate::api::akv::backup::BackupService::new(
+        crate::engine::backup::BackupEngine::new(
+            secrets.clone(),
+            keys.clone(),
+            certificates.clone(),
+        ),
+        None,
+    ));
+    let settings = Arc::new(crate::engine::settings::SettingsEngine::new(store.clone()));
     let state = AkvState {
         secrets,
         keys,
@@ -64,6 +73,8 @@ async fn app() -> App {
                 "t",
             )),
         )),
+        settings,
+        backup,
     };
     App {
         router: router(state),

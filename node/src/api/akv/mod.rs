@@ -7,11 +7,13 @@
 //! can be merged with others.
 
 pub mod authorize;
+pub mod backup;
 pub mod cert_models;
 pub mod certificates;
 pub mod context;
 pub mod errors;
 pub mod extract;
+pub mod firewall;
 pub mod key_models;
 pub mod keys;
 pub mod lifecycle;
@@ -20,6 +22,7 @@ pub mod operations;
 pub mod paging;
 pub mod rbac;
 pub mod secrets;
+pub mod settings;
 
 use std::sync::Arc;
 
@@ -49,6 +52,10 @@ pub struct AkvState {
     pub default_vault: String,
     /// Role definitions and assignments (the administration API).
     pub authz: Arc<AuthzEngine>,
+    /// Vault settings (`KeyVaultSettingsClient`).
+    pub settings: Arc<crate::engine::settings::SettingsEngine>,
+    /// Full backups and restores with their jobs (`KeyVaultBackupClient`).
+    pub backup: Arc<backup::BackupService>,
 }
 
 /// Every secrets route the Azure SDKs call.
@@ -94,6 +101,7 @@ pub fn router(state: AkvState) -> Router {
         .merge(key_routes())
         .merge(certificate_routes())
         .merge(rbac::routes())
+        .merge(administration_routes())
         .layer(axum::middleware::from_fn(context::request_id_layer))
         .with_state(state)
 }
@@ -145,6 +153,23 @@ fn key_routes() -> Router<AkvState> {
             "/deletedkeys/{name}/recover",
             post(lifecycle::recover::<keys::Keys>),
         )
+}
+
+/// Settings, full backup and restore (`azure-keyvault-administration`).
+fn administration_routes() -> Router<AkvState> {
+    Router::new()
+        .route("/settings", get(settings::list))
+        .route(
+            "/settings/{name}",
+            get(settings::get).patch(settings::update),
+        )
+        .route("/backup", post(backup::backup))
+        .route("/prebackup", post(backup::pre_backup))
+        .route("/backup/{job}/pending", get(backup::backup_status))
+        .route("/restore", put(backup::restore))
+        .route("/prerestore", put(backup::pre_restore))
+        .route("/restore/{job}/pending", get(backup::restore_status))
+        .route("/keys/{name}/restore", put(backup::restore_key))
 }
 
 /// Every certificates route the Azure SDKs call. The latest version is
@@ -221,3 +246,6 @@ mod cert_tests;
 
 #[cfg(test)]
 mod keys_tests;
+
+#[cfg(test)]
+mod admin_tests;

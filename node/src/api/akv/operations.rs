@@ -157,7 +157,11 @@ pub static ROUTES: &[Route] = &[
         "/deletedkeys/{name}/recover",
         Operation::KeyRecover,
     ),
-    (Method::PUT, "/keys/{name}/restore", Operation::RestoreStart),
+    (
+        Method::PUT,
+        "/keys/{name}/restore",
+        Operation::KeyRestoreFromFullBackup,
+    ),
     (Method::GET, "/certificates", Operation::CertificateList),
     (
         Method::POST,

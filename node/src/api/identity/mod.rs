@@ -289,6 +289,7 @@ async fn token(
     let grant = required("grant_type")?;
     let cp1 = wants_cp1(field("claims"));
     let acrs = required_acrs(field("claims"));
+    let mfa_asked = !acrs.is_empty() || wants_mfa(field("claims"));
     let id = &s.identity;
     let (principal, proof, audience) = match grant {
         "client_credentials" => {
@@ -351,7 +352,7 @@ async fn token(
     };
     // Step-up: every authentication context a claims challenge names needs
     // the second factor; a sign-in without it must be redone interactively.
-    if !acrs.is_empty() && proof != (Proof::Password { mfa: true }) {
+    if mfa_asked && proof != (Proof::Password { mfa: true }) {
         return Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
             "interaction_required",
@@ -524,6 +525,16 @@ fn required_acrs(claims: Option<&str>) -> Vec<String> {
     out
 }
 
+/// Whether the `claims` parameter asks for the second factor itself:
+/// `{"amr":{"essential":true,"values":["mfa"]}}` (or `"value":"mfa"`).
+fn wants_mfa(claims: Option<&str>) -> bool {
+    let amr = &access_token_claims(claims)["amr"];
+    amr["value"].as_str() == Some("mfa")
+        || amr["values"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v.as_str() == Some("mfa")))
+}
+
 /// Whether the `claims` parameter announces the `CP1` client capability.
 fn wants_cp1(claims: Option<&str>) -> bool {
     access_token_claims(claims)["xms_cc"]["values"]
@@ -567,6 +578,21 @@ mod tests {
             required_acrs(Some(r#"{"access_token":{"xms_cc":{"values":["CP1"]}}}"#)).is_empty()
         );
         assert!(required_acrs(None).is_empty());
+    }
+
+    #[test]
+    fn a_second_factor_is_asked_by_amr_or_the_vaults_step_up_context() {
+        assert!(wants_mfa(Some(
+            r#"{"access_token":{"amr":{"essential":true,"values":["mfa"]}}}"#
+        )));
+        assert!(!wants_mfa(Some(
+            r#"{"access_token":{"amr":{"essential":true,"values":["pwd"]}}}"#
+        )));
+        assert!(!wants_mfa(None));
+        // The vault's step-up challenge names a context the endpoint requires
+        // the second factor for.
+        let vault = crate::api::akv::authorize::STEP_UP_CLAIMS;
+        assert_eq!(required_acrs(Some(vault)), vec!["c1".to_owned()]);
     }
 
     #[test]

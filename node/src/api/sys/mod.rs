@@ -8,14 +8,15 @@ pub mod dr;
 pub mod hsm;
 pub mod seal_migrate;
 pub mod snapshot;
+pub mod vaults;
 
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
@@ -37,6 +38,8 @@ pub struct SysState {
     pub operator: Arc<Operator>,
     /// Vault management.
     pub vaults: Arc<VaultsEngine>,
+    /// Role assignments (a new vault's administrators).
+    pub authz: Arc<crate::engine::authz::AuthzEngine>,
     /// The node's PKCS#11 device (`/v1/sys/hsm/…`), if configured.
     pub hsm: Option<Arc<dyn crate::crypto::hsm::HsmAdmin>>,
 }
@@ -64,11 +67,7 @@ pub fn protected_router(state: SysState) -> Router {
         .route("/v1/sys/raft/remove", post(remove))
         .route("/v1/sys/raft/digest", get(digest))
         .route("/v1/sys/raft/repair", post(repair))
-        .route("/v1/sys/vaults", get(list_vaults))
-        .route(
-            "/v1/sys/vaults/{name}",
-            delete(delete_vault).put(create_vault),
-        )
+        .merge(vaults::router())
         .merge(hsm::router())
         .merge(custody::protected_router())
         .merge(snapshot::protected_router())
@@ -356,41 +355,6 @@ async fn remove(
 ) -> Result<Response, SysError> {
     let Json(req) = body.map_err(bad_json)?;
     Ok(peers_body(s.operator.node().remove(req.node_id).await?))
-}
-
-async fn list_vaults(State(s): State<SysState>) -> Result<Response, SysError> {
-    let vaults = s.vaults.list().await?;
-    Ok(Json(json!({ "vaults": vaults })).into_response())
-}
-
-fn request_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("x-ms-client-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
-async fn create_vault(
-    State(s): State<SysState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, SysError> {
-    let info = s
-        .vaults
-        .create(&name, request_id(&headers).as_deref())
-        .await?;
-    Ok(Json(info).into_response())
-}
-
-async fn delete_vault(
-    State(s): State<SysState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Result<StatusCode, SysError> {
-    s.vaults
-        .delete(&name, request_id(&headers).as_deref())
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Largest body of the tokenless `init` and `unseal` (a share is a few
