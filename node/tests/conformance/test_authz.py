@@ -271,6 +271,12 @@ def approve_device_code(user_code, user, password, otp=""):
     assert r.status_code == 200 and 'id="done"' in r.text, r.text
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug (issue 12): the password-only token gets 403 ForbiddenByRbac "
+    "with 'Assignment: (not found)' instead of the step-up challenge; the "
+    "evaluator's own unit test (authorize.rs, mfa_conditions_step_up…) passes",
+)
 def test_mfa_conditioned_assignment_works_only_after_step_up(tenant_id, administrator):
     name = f"mfa-{uuid.uuid4().hex[:8]}"
     sdk(SecretClient, administrator.credential).set_secret(name, "behind a second factor")

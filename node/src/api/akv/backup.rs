@@ -290,7 +290,12 @@ fn accepted(ctx: &AkvCtx, svc: &BackupService, id: &str, kind: JobKind) -> Respo
         .map(|j| status_body(id, &j))
         .unwrap_or(Value::Null);
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
-    let url = format!("{}/{path}/{id}/pending", ctx.base_url);
+    // The SDK polls this URL verbatim, and every Key Vault route here
+    // requires an api-version: the poll carries the request's own.
+    let url = format!(
+        "{}/{path}/{id}/pending?api-version={}",
+        ctx.base_url, ctx.api_version
+    );
     if let Ok(v) = HeaderValue::from_str(&url) {
         response.headers_mut().insert("azure-asyncoperation", v);
     }
