@@ -65,23 +65,14 @@ impl CertificatesEngine {
         name: &str,
         request_id: Option<&str>,
     ) -> Result<Certificate, EngineError> {
-        let lower = check_name(CertKind::LABEL, name)?;
-        let vault = normalize_vault(vault)?;
-        write(self.store(), request_id, || {
-            let view = VaultView::open(self.store(), &vault)?;
-            let latest = match self.certs.deleted_latest(&view, &lower, name) {
-                Ok((f, _)) => f,
-                Err(e) => return Ok(Plan::Refuse(e)),
-            };
-            let frag = self
-                .certs
-                .deleted_state_fragment(&view, &lower, &latest, None)?
-                .and(self.owned_state_fragment(&view, &lower, name, None)?);
-            let policy = stored_policy(&view, &lower)?.map(|(_, p)| p);
-            let answer = latest.version.view(&latest.meta.record.name, policy);
-            Ok(Plan::Commit(view.txn(frag, encode(&answer)?)))
-        })
-        .await
+        self.certs
+            .recover_with(vault, name, request_id, |view, lower, latest| {
+                let owned = self.owned_state_fragment(view, lower, name, None)?;
+                let policy = stored_policy(view, lower)?.map(|(_, p)| p);
+                let answer = latest.version.view(&latest.meta.record.name, policy);
+                Ok((owned, encode(&answer)?))
+            })
+            .await
     }
 
     /// Purges a deleted certificate, its key and its secret for good.

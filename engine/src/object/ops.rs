@@ -210,6 +210,30 @@ impl<K: Kind> Objects<K> {
         name: &str,
         request_id: Option<&str>,
     ) -> Result<K::Shown, EngineError> {
+        self.recover_with(vault, name, request_id, |_, _, latest| {
+            let answer = encode(&K::shown(&latest.version, &latest.meta.record.name))?;
+            Ok((Fragment::default(), answer))
+        })
+        .await
+    }
+
+    /// [`Self::recover`] with `also` (view, lowercase name, the latest
+    /// version as found) giving what the same transaction also restores
+    /// and the encoded answer: a certificate brings back its key and secret
+    /// and answers with its policy.
+    pub async fn recover_with<T, F>(
+        &self,
+        vault: &str,
+        name: &str,
+        request_id: Option<&str>,
+        also: F,
+    ) -> Result<T, EngineError>
+    where
+        T: serde::de::DeserializeOwned,
+        F: Fn(&VaultView<'_>, &str, &Found<K::Version>) -> Result<(Fragment, Vec<u8>), EngineError>
+            + Send
+            + Sync,
+    {
         let lower = check_name(K::LABEL, name)?;
         let vault = normalize_vault(vault)?;
         write(self.store(), request_id, || {
@@ -221,9 +245,11 @@ impl<K: Kind> Objects<K> {
             if let Some(refused) = refuse_managed::<K>(&latest.meta.record, "recover") {
                 return Ok(Plan::Refuse(refused));
             }
-            let frag = self.deleted_state_fragment(&view, &lower, &latest, None)?;
-            let result = encode(&K::shown(&latest.version, &latest.meta.record.name))?;
-            Ok(Plan::Commit(view.txn(frag, result)))
+            let (extra, answer) = also(&view, &lower, &latest)?;
+            let frag = self
+                .deleted_state_fragment(&view, &lower, &latest, None)?
+                .and(extra);
+            Ok(Plan::Commit(view.txn(frag, answer)))
         })
         .await
     }
