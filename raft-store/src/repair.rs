@@ -65,6 +65,32 @@ pub enum LocalRepair {
     },
 }
 
+/// Opens the log of a stopped node and finds the newest log id it knows
+/// of (log, purged prefix or applied state); `what` names the refused
+/// operation when there is none.
+fn newest_log_id_offline(
+    data_dir: &Path,
+    what: &str,
+) -> Result<(LogStore, LogId<NodeId>), StorageError> {
+    let applied = {
+        let (_log, sm) = open_with(data_dir, &StoreOptions::default())?;
+        sm.applied_state_sync()?.0
+    };
+    let log = open_log_offline(data_dir)?;
+    let state = log.log_state()?;
+    let last = [state.last_log_id, state.last_purged_log_id, applied]
+        .into_iter()
+        .flatten()
+        .max_by_key(|l| l.index);
+    match last {
+        Some(last) => Ok((log, last)),
+        None => Err(StorageError::refused(
+            data_dir,
+            format!("this node has no log and no state: there is nothing to {what}"),
+        )),
+    }
+}
+
 fn open_log_offline(data_dir: &Path) -> Result<LogStore, StorageError> {
     let path = data_dir.join(LOG_FILE);
     LogStore::open(&path, &StoreOptions::default()).map_err(|e| match e {
@@ -218,22 +244,7 @@ pub fn recover_membership(
     data_dir: &Path,
     members: &std::collections::BTreeMap<NodeId, crate::Node>,
 ) -> Result<LogId<NodeId>, StorageError> {
-    let applied = {
-        let (_log, sm) = open_with(data_dir, &StoreOptions::default())?;
-        sm.applied_state_sync()?.0
-    };
-    let log = open_log_offline(data_dir)?;
-    let state = log.log_state()?;
-    let last = [state.last_log_id, state.last_purged_log_id, applied]
-        .into_iter()
-        .flatten()
-        .max_by_key(|l| l.index);
-    let Some(last) = last else {
-        return Err(StorageError::refused(
-            data_dir,
-            "this node has no log and no state: there is nothing to recover",
-        ));
-    };
+    let (log, last) = newest_log_id_offline(data_dir, "recover")?;
     let voters: std::collections::BTreeSet<NodeId> = members.keys().copied().collect();
     let entry = openraft::Entry::<crate::TypeConfig> {
         log_id: LogId::new(last.leader_id, last.index + 1),
@@ -272,22 +283,7 @@ pub fn promote_membership(
             "the promoted node must be one of the members",
         ));
     }
-    let applied = {
-        let (_log, sm) = open_with(data_dir, &StoreOptions::default())?;
-        sm.applied_state_sync()?.0
-    };
-    let log = open_log_offline(data_dir)?;
-    let state = log.log_state()?;
-    let last = [state.last_log_id, state.last_purged_log_id, applied]
-        .into_iter()
-        .flatten()
-        .max_by_key(|l| l.index);
-    let Some(last) = last else {
-        return Err(StorageError::refused(
-            data_dir,
-            "this node has no log and no state: there is nothing to promote",
-        ));
-    };
+    let (log, last) = newest_log_id_offline(data_dir, "promote")?;
     let vote_term = log.vote()?.map_or(0, |v| v.leader_id().term);
     let term = vote_term.max(last.leader_id.term) + 1;
     let voters = std::collections::BTreeSet::from([leader]);
