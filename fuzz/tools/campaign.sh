@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The long fuzz campaign: every target, one process at a time at nice 19,
+# The long fuzz campaign: every target, one process at a time at nice NICE (19),
 # in rounds of ROUND wall seconds, until each has had CPU_GOAL seconds of
 # CPU time (user + sys, measured by /usr/bin/time -v). Resumable: the
 # corpora and the per-round numbers live in CAMPAIGN_DIR and a restart
@@ -22,6 +22,9 @@ dir="${CAMPAIGN_DIR:-/var/tmp/coffer-fuzz-campaign}"
 goal="${CPU_GOAL:-3600}"
 rounds_dir="${ROUNDS_DIR:-fuzz/campaign}"
 round="${ROUND:-900}"
+# 19 lets it take only idle CPU; a lower value when the campaign must progress
+# beside builds (it never runs more than one process, so it takes at most one core).
+niceness="${NICE:-19}"
 target_dir="${FUZZ_TARGET_DIR:-/var/tmp/coffer-fuzz-target}"
 bin="$target_dir/x86_64-unknown-linux-gnu/release"
 export RUSTC_BOOTSTRAP=1
@@ -69,7 +72,7 @@ while :; do
         dict=()
         [[ -f "fuzz/dict/$t.dict" ]] && dict=("-dict=fuzz/dict/$t.dict")
         echo "=== round $(date -u +%FT%TZ)" >>"$dir/$t.log"
-        /usr/bin/time -v -o "$dir/$t.time" nice -n 19 "$bin/$t" "$dir/corpus/$t" \
+        /usr/bin/time -v -o "$dir/$t.time" nice -n "$niceness" "$bin/$t" "$dir/corpus/$t" \
             -max_total_time="$round" -timeout=60 -print_final_stats=1 \
             -artifact_prefix="$dir/artifacts/$t/" "${dict[@]}" >>"$dir/$t.log" 2>&1
         code=$?
