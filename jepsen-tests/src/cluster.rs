@@ -99,6 +99,10 @@ pub struct ClusterOptions {
     /// is replaced by the bridge address of a [`Placement::Netns`] cluster
     /// (e.g. `trusted_proxies = ["{host_ip}/32"]`).
     pub server_section: Option<String>,
+    /// TOML appended verbatim to every node's config, after everything else
+    /// (whole sections, e.g. `[audit]\nsync = "write"` from the benchmark's
+    /// `--node-config`).
+    pub extra_config: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -117,6 +121,7 @@ impl Default for ClusterOptions {
             max_leader_silence_ms: None,
             seal_device: None,
             server_section: None,
+            extra_config: None,
         }
     }
 }
@@ -308,6 +313,9 @@ impl LocalCluster {
         }
         if !raft.is_empty() {
             text.push_str(&format!("[raft]\n{}\n", raft.join("\n")));
+        }
+        if let Some(extra) = &self.options.extra_config {
+            text.push_str(&format!("{extra}\n"));
         }
         fs::write(&node.config_path, text)?;
         Ok(())

@@ -1,96 +1,549 @@
-//! A hand-written SVG: latency of every operation (dots, log scale, coloured
-//! by outcome) and acknowledged throughput per second (line), with fault
-//! windows shaded.
+//! The charts of the Jepsen reports and of the benchmark, drawn with
+//! `plotters` into SVG strings (its SVG backend writes text as `<text>`, so
+//! no system fonts are needed).
+//!
+//! A run's chart has two panels on one time axis: latency per operation
+//! (log scale, coloured by outcome) above, and acknowledged and failed
+//! operations per second below, with every fault window shaded in both — a
+//! reader sees at once when a fault began and what it did to each. The
+//! benchmark's chart has one panel per row family measured at several client
+//! counts: Coffer's and the peer's throughput against clients.
 
-use std::fmt::Write as _;
+use plotters::coord::Shift;
+use plotters::prelude::*;
 
+use crate::bench::scale::ScalePoint;
+use crate::bench::Row;
 use crate::checker::stats::buckets;
-use crate::history::Outcome;
+use crate::history::{FaultWindow, Op, Outcome};
 use crate::runner::RunReport;
 
-const W: f64 = 900.0;
-const H: f64 = 420.0;
-const LEFT: f64 = 60.0;
-const RIGHT: f64 = 60.0;
-const TOP: f64 = 30.0;
-const BOTTOM: f64 = 40.0;
+const OK: RGBColor = RGBColor(0x2e, 0x75, 0xb6);
+const INFO: RGBColor = RGBColor(0xff, 0xa5, 0x00);
+const FAIL: RGBColor = RGBColor(0xc0, 0x00, 0x00);
+const FAULT: RGBColor = RGBColor(0xf4, 0xb1, 0x83);
+const COFFER: RGBColor = RGBColor(0xc0, 0x39, 0x2b);
+const PEER: RGBColor = RGBColor(0x24, 0x71, 0xa3);
 
-/// Renders the plot of `r`.
-pub fn svg(r: &RunReport) -> String {
-    let end_s = (r.load_end_us as f64 / 1e6).max(1.0);
-    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
-    let x = |t_s: f64| LEFT + pw * (t_s / end_s).clamp(0.0, 1.0);
-    // Latency on a log scale from 1 ms to 10 s.
-    let y_lat = |ms: f64| TOP + ph * (1.0 - (ms.max(1.0).log10() / 4.0).clamp(0.0, 1.0));
-    let tput = buckets(&r.history, 1_000_000, r.load_end_us);
-    let max_t = tput.iter().map(|b| b.ok_per_s).fold(1.0, f64::max);
-    let y_tp = |v: f64| TOP + ph * (1.0 - v / max_t);
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">"#
-    );
-    s.push_str(r#"<rect width="100%" height="100%" fill="white"/>"#);
-    for f in &r.faults {
-        let (a, b) = (x(f.start_us as f64 / 1e6), x(f.end_us as f64 / 1e6));
-        let _ = write!(
-            s,
-            r##"<rect x="{a:.1}" y="{TOP}" width="{:.1}" height="{ph}" fill="#f4b183" fill-opacity="0.35"><title>{}</title></rect>"##,
-            (b - a).max(1.0),
-            escape(&f.name)
-        );
-    }
-    for ms in [1.0, 10.0, 100.0, 1000.0, 10000.0] {
-        let yy = y_lat(ms);
-        let _ = write!(
-            s,
-            r##"<line x1="{LEFT}" x2="{:.1}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{ms} ms</text>"##,
-            LEFT + pw,
-            LEFT - 4.0,
-            yy + 4.0
-        );
-    }
-    for op in &r.history {
-        let color = match op.outcome {
-            Outcome::Ok => "#2e75b6",
-            Outcome::Fail => "#c00000",
-            Outcome::Info => "#ffa500",
-        };
-        let lat = (op.complete_us - op.invoke_us) as f64 / 1000.0;
-        let _ = write!(
-            s,
-            r#"<circle cx="{:.1}" cy="{:.1}" r="1.3" fill="{color}" fill-opacity="0.6"/>"#,
-            x(op.complete_us as f64 / 1e6),
-            y_lat(lat)
-        );
-    }
-    let points: Vec<String> = tput
-        .iter()
-        .map(|b| format!("{:.1},{:.1}", x(b.t_s + 0.5), y_tp(b.ok_per_s)))
-        .collect();
-    let _ = write!(
-        s,
-        r##"<polyline points="{}" fill="none" stroke="#548235" stroke-width="1.5"/>"##,
-        points.join(" ")
-    );
-    let _ = write!(
-        s,
-        r##"<text x="{:.1}" y="{:.1}">{max_t:.0} ok/s</text><text x="{:.1}" y="{:.1}" text-anchor="middle">time (s), 0 – {end_s:.0}</text>"##,
-        LEFT + pw + 4.0,
-        TOP + 10.0,
-        LEFT + pw / 2.0,
-        H - 10.0
-    );
-    let _ = write!(
-        s,
-        r##"<text x="{LEFT}" y="18">latency per op (blue ok, orange info, red fail), green: ok/s, shaded: faults — {:?} × {:?}</text></svg>"##,
-        r.config.workload, r.config.nemesis
-    );
-    s
+/// Latency axis bounds, ms (1 ms to 10 s; slower ops are drawn at the top).
+const LAT_MIN_MS: f64 = 0.1;
+const LAT_MAX_MS: f64 = 10_000.0;
+
+/// Renders the two-panel timeline of run `r` (latency above, throughput
+/// below, faults shaded).
+pub fn svg(r: &RunReport) -> anyhow::Result<String> {
+    timeline(
+        &format!("{:?} × {:?}", r.config.workload, r.config.nemesis),
+        &Run {
+            history: &r.history,
+            faults: &r.faults,
+            load_end_us: r.load_end_us,
+        },
+    )
 }
 
-fn escape(t: &str) -> String {
-    t.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// What a timeline is drawn from.
+struct Run<'a> {
+    history: &'a [Op],
+    faults: &'a [FaultWindow],
+    load_end_us: u64,
+}
+
+fn timeline(title: &str, r: &Run<'_>) -> anyhow::Result<String> {
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (960, 620)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let root = root.titled(title, ("sans-serif", 16)).map_err(err)?;
+        let (top, bottom) = root.split_vertically(360);
+        let end_s = (r.load_end_us as f64 / 1e6).max(1.0);
+        latency_panel(&top, r, end_s)?;
+        throughput_panel(&bottom, r, end_s)?;
+        root.present().map_err(err)?;
+    }
+    Ok(out)
+}
+
+/// Fault windows in seconds, with their names.
+fn windows<'a>(r: &Run<'a>) -> Vec<(f64, f64, &'a str)> {
+    r.faults
+        .iter()
+        .map(|f| {
+            let a = f.start_us as f64 / 1e6;
+            (a, (f.end_us as f64 / 1e6).max(a + 0.05), f.name.as_str())
+        })
+        .collect()
+}
+
+fn latency_panel(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    r: &Run<'_>,
+    end_s: f64,
+) -> anyhow::Result<()> {
+    let mut chart = ChartBuilder::on(area)
+        .margin(10)
+        .x_label_area_size(25)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..end_s, (LAT_MIN_MS..LAT_MAX_MS).log_scale())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .y_desc("latency per op (ms, log)")
+        .light_line_style(WHITE)
+        .draw()
+        .map_err(err)?;
+    chart
+        .draw_series(windows(r).into_iter().map(|(a, b, _)| {
+            Rectangle::new([(a, LAT_MIN_MS), (b, LAT_MAX_MS)], FAULT.mix(0.35).filled())
+        }))
+        .map_err(err)?
+        .label("fault active")
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], FAULT.filled()));
+    for (outcome, color, label) in [
+        (Outcome::Ok, OK, "ok"),
+        (Outcome::Info, INFO, "info (outcome unknown)"),
+        (Outcome::Fail, FAIL, "failed"),
+    ] {
+        let points = r
+            .history
+            .iter()
+            .filter(|op| op.outcome == outcome)
+            .map(|op| {
+                let lat_ms = (op.complete_us.saturating_sub(op.invoke_us)) as f64 / 1000.0;
+                Circle::new(
+                    (
+                        op.complete_us as f64 / 1e6,
+                        lat_ms.clamp(LAT_MIN_MS, LAT_MAX_MS),
+                    ),
+                    1,
+                    color.mix(0.6).filled(),
+                )
+            });
+        chart
+            .draw_series(points)
+            .map_err(err)?
+            .label(label)
+            .legend(move |(x, y)| Circle::new((x + 6, y), 3, color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+fn throughput_panel(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    r: &Run<'_>,
+    end_s: f64,
+) -> anyhow::Result<()> {
+    let tput = buckets(r.history, 1_000_000, r.load_end_us);
+    let max = tput
+        .iter()
+        .map(|b| b.ok_per_s.max(b.err_per_s))
+        .fold(1.0, f64::max)
+        * 1.15;
+    let mut chart = ChartBuilder::on(area)
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..end_s, 0.0..max)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("time since the load started (s)")
+        .y_desc("ops per second")
+        .light_line_style(WHITE)
+        .draw()
+        .map_err(err)?;
+    let faults = windows(r);
+    chart
+        .draw_series(
+            faults
+                .iter()
+                .map(|&(a, b, _)| Rectangle::new([(a, 0.0), (b, max)], FAULT.mix(0.35).filled())),
+        )
+        .map_err(err)?;
+    chart
+        .draw_series(
+            faults
+                .iter()
+                .map(|&(a, _, name)| Text::new(name.to_string(), (a, max), ("sans-serif", 10))),
+        )
+        .map_err(err)?;
+    for (color, label, ok) in [
+        (OK, "acknowledged/s", true),
+        (FAIL, "failed or unknown/s", false),
+    ] {
+        let line = tput.iter().map(|b| {
+            let v = if ok { b.ok_per_s } else { b.err_per_s };
+            (b.t_s + 0.5, v)
+        });
+        chart
+            .draw_series(LineSeries::new(line, color.stroke_width(2)))
+            .map_err(err)?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Renders throughput against concurrent clients, one panel per row family
+/// (rows sharing a name) measured at two or more client counts: Coffer's
+/// line and the peer's, log2 x axis. `None` when no family has two points.
+pub fn throughput_vs_clients(rows: &[Row]) -> anyhow::Result<Option<String>> {
+    let mut families: Vec<&str> = Vec::new();
+    for r in rows {
+        if !families.contains(&r.name.as_str())
+            && rows.iter().filter(|o| o.name == r.name).count() >= 2
+        {
+            families.push(&r.name);
+        }
+    }
+    if families.is_empty() {
+        return Ok(None);
+    }
+    let mut out = String::new();
+    {
+        let height = 340 * families.len() as u32;
+        let root = SVGBackend::with_string(&mut out, (760, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        for (area, family) in root.split_evenly((families.len(), 1)).iter().zip(&families) {
+            family_panel(area, rows, family)?;
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(Some(out))
+}
+
+fn family_panel(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    rows: &[Row],
+    family: &str,
+) -> anyhow::Result<()> {
+    let members: Vec<&Row> = rows.iter().filter(|r| r.name == family).collect();
+    let series = |peer: bool| -> Vec<(f64, f64)> {
+        members
+            .iter()
+            .filter_map(|r| {
+                let m = if peer {
+                    r.peer.as_ref()
+                } else {
+                    r.coffer.as_ref()
+                }?;
+                Some((r.concurrency.max(1) as f64, m.report.throughput))
+            })
+            .collect()
+    };
+    let (coffer, peer) = (series(false), series(true));
+    let xmax = coffer.iter().chain(&peer).map(|p| p.0).fold(2.0, f64::max);
+    let ymax = coffer.iter().chain(&peer).map(|p| p.1).fold(1.0, f64::max) * 1.15;
+    let peer_name = members.first().map_or("peer", |r| r.peer_name.as_str());
+    let mut chart = ChartBuilder::on(area)
+        .caption(family, ("sans-serif", 15))
+        .margin(12)
+        .x_label_area_size(35)
+        .y_label_area_size(65)
+        .build_cartesian_2d((1.0..xmax * 1.2).log_scale(), 0.0..ymax)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("concurrent clients")
+        .y_desc("ops per second")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .light_line_style(WHITE)
+        .draw()
+        .map_err(err)?;
+    for (points, color, label) in [(coffer, COFFER, "Coffer"), (peer, PEER, peer_name)] {
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2)));
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Renders the scaling run: throughput (fill and reads) against the number
+/// of secrets above, the restarted node's RSS and data dir below; both on a
+/// log x axis so each tenfold step is one step right.
+pub fn scale(points: &[ScalePoint]) -> anyhow::Result<String> {
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (760, 640)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let (top, bottom) = root.split_vertically(320);
+        let xs = || points.iter().map(|p| p.secrets as f64);
+        let (xmin, xmax) = (
+            xs().fold(f64::INFINITY, f64::min).max(1.0) / 1.5,
+            xs().fold(1.0, f64::max) * 1.5,
+        );
+        let tput = [
+            (
+                "fill (sets), ops/s",
+                COFFER,
+                points
+                    .iter()
+                    .map(|p| (p.secrets as f64, p.fill.report.throughput))
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "linearizable reads, ops/s",
+                PEER,
+                points
+                    .iter()
+                    .map(|p| (p.secrets as f64, p.read.report.throughput))
+                    .collect(),
+            ),
+        ];
+        let mib = |b: u64| b as f64 / 1_048_576.0;
+        let size = [
+            (
+                "RSS of a restarted node, MiB",
+                COFFER,
+                points
+                    .iter()
+                    .map(|p| (p.secrets as f64, mib(p.rss_bytes)))
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "its data dir, MiB",
+                PEER,
+                points
+                    .iter()
+                    .map(|p| (p.secrets as f64, mib(p.disk_bytes)))
+                    .collect(),
+            ),
+        ];
+        for (area, caption, series) in [
+            (
+                &top,
+                "Throughput as the vault grows (3 nodes, 256 B values)",
+                &tput,
+            ),
+            (&bottom, "Memory and disk as the vault grows", &size),
+        ] {
+            let ymax = series
+                .iter()
+                .flat_map(|(_, _, s)| s.iter().map(|p| p.1))
+                .fold(1.0, f64::max)
+                * 1.15;
+            let mut chart = ChartBuilder::on(area)
+                .caption(caption, ("sans-serif", 15))
+                .margin(12)
+                .x_label_area_size(35)
+                .y_label_area_size(65)
+                .build_cartesian_2d((xmin..xmax).log_scale(), 0.0..ymax)
+                .map_err(err)?;
+            chart
+                .configure_mesh()
+                .x_desc("secrets")
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .light_line_style(WHITE)
+                .draw()
+                .map_err(err)?;
+            for (label, color, points) in series {
+                let color = *color;
+                chart
+                    .draw_series(LineSeries::new(
+                        points.iter().copied(),
+                        color.stroke_width(2),
+                    ))
+                    .map_err(err)?
+                    .label(*label)
+                    .legend(move |(x, y)| {
+                        PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2))
+                    });
+                chart
+                    .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                    .map_err(err)?;
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.3))
+                .draw()
+                .map_err(err)?;
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(out)
+}
+
+/// plotters' drawing errors borrow nothing but are generic over the
+/// backend's error; one conversion keeps the call sites short.
+fn err<E: std::error::Error + Send + Sync + 'static>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("drawing the chart: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use coffer_client::load::LoadReport;
+
+    use super::*;
+    use crate::bench::Measure;
+    use crate::history::OpKind;
+
+    /// Whether the chart has a text element saying exactly `text` (plotters
+    /// puts the text on its own line inside `<text>`).
+    fn has_text(svg: &str, text: &str) -> bool {
+        svg.lines().any(|l| l.trim() == text)
+    }
+
+    fn row(name: &str, c: usize, coffer: f64, peer: f64) -> Row {
+        let m = |tp| Measure {
+            report: LoadReport {
+                throughput: tp,
+                ..LoadReport::default()
+            },
+            cpu_s_per_op: 0.0,
+        };
+        Row {
+            name: name.into(),
+            concurrency: c,
+            coffer: Some(m(coffer)),
+            peer_name: format!("{name} peer"),
+            peer: Some(m(peer)),
+            target: None,
+            note: String::new(),
+        }
+    }
+
+    #[test]
+    fn one_panel_per_family_with_several_client_counts() {
+        let rows = vec![
+            row("write", 1, 400.0, 900.0),
+            row("write", 64, 1900.0, 6000.0),
+            row("read", 1, 3000.0, 1600.0),
+            row("read", 64, 11000.0, 7800.0),
+            row("sign", 2, 4000.0, 4300.0),
+        ];
+        let svg = throughput_vs_clients(&rows).unwrap().unwrap();
+        assert!(svg.starts_with("<svg"), "{svg}");
+        for text in [
+            "write",
+            "write peer",
+            "read",
+            "read peer",
+            "Coffer",
+            "concurrent clients",
+        ] {
+            assert!(has_text(&svg, text), "no {text:?} in the chart");
+        }
+        // A row measured at one client count has nothing to draw against.
+        assert!(!has_text(&svg, "sign"));
+        assert!(throughput_vs_clients(&rows[4..]).unwrap().is_none());
+    }
+
+    #[test]
+    fn scale_chart_has_both_panels() {
+        let m = |tp| Measure {
+            report: LoadReport {
+                throughput: tp,
+                ..LoadReport::default()
+            },
+            cpu_s_per_op: 0.0,
+        };
+        let points: Vec<ScalePoint> = [10_000u64, 100_000]
+            .iter()
+            .map(|&n| ScalePoint {
+                secrets: n,
+                fill: m(1500.0),
+                read: m(9000.0),
+                serving_s: 0.5,
+                first_read_s: 0.1,
+                rss_bytes: n * 3000,
+                disk_bytes: n * 6000,
+            })
+            .collect();
+        let svg = scale(&points).unwrap();
+        for text in [
+            "fill (sets), ops/s",
+            "linearizable reads, ops/s",
+            "RSS of a restarted node, MiB",
+            "its data dir, MiB",
+            "secrets",
+        ] {
+            assert!(has_text(&svg, text), "no {text:?} in the chart");
+        }
+        let md = crate::bench::report::scale_markdown(&points);
+        assert!(md.contains("| 100000 | 1500 |"), "{md}");
+        assert!(md.contains("| 23.4 |"), "{md}");
+    }
+
+    #[test]
+    fn timeline_has_both_panels_and_names_each_fault() {
+        let op = |t_ms: u64, lat_ms: u64, outcome| Op {
+            process: 0,
+            node: None,
+            kind: OpKind::Read {
+                key: "k".into(),
+                value: None,
+            },
+            invoke_us: t_ms * 1000,
+            complete_us: (t_ms + lat_ms) * 1000,
+            outcome,
+            error: None,
+            bytes: 0,
+            malformed: None,
+        };
+        let history: Vec<Op> = (0..200)
+            .map(|i| op(i * 50, 2 + i % 7, Outcome::Ok))
+            .chain([
+                op(4_000, 1_500, Outcome::Info),
+                op(4_100, 900, Outcome::Fail),
+            ])
+            .collect();
+        let faults = [FaultWindow {
+            name: "kill leader".into(),
+            start_us: 3_900_000,
+            end_us: 6_000_000,
+        }];
+        let svg = timeline(
+            "register × kill",
+            &Run {
+                history: &history,
+                faults: &faults,
+                load_end_us: 10_000_000,
+            },
+        )
+        .unwrap();
+        for text in [
+            "register × kill",
+            "latency per op (ms, log)",
+            "ops per second",
+            "kill leader",
+            "fault active",
+            "acknowledged/s",
+            "failed or unknown/s",
+        ] {
+            assert!(has_text(&svg, text), "no {text:?} in the chart");
+        }
+        // Both panels shade the fault window.
+        assert!(svg.matches("fill=\"#F4B183\"").count() >= 2, "{svg}");
+    }
 }

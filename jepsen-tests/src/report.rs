@@ -1,5 +1,5 @@
 //! Run reports: `results.md`, `results.json`, `history.json`,
-//! `health.json` (every health sample) and `latency.svg` in the output
+//! `health.json` (every health sample) and `timeline.svg` in the output
 //! directory.
 
 use std::fmt::Write as _;
@@ -24,7 +24,7 @@ pub fn write(report: &RunReport, dir: &Path) -> anyhow::Result<()> {
         dir.join("health.json"),
         serde_json::to_vec(&report.samples)?,
     )?;
-    fs::write(dir.join("latency.svg"), crate::plot::svg(report))?;
+    fs::write(dir.join("timeline.svg"), crate::plot::svg(report)?)?;
     Ok(())
 }
 
@@ -221,6 +221,6 @@ pub fn markdown(r: &RunReport) -> String {
     if !r.passed() {
         let _ = writeln!(out, "\nNode logs kept in `{}`.", r.cluster_dir.display());
     }
-    let _ = writeln!(out, "\n![latency](latency.svg)");
+    let _ = writeln!(out, "\n![latency and throughput over time](timeline.svg)");
     out
 }

@@ -79,6 +79,8 @@ async fn runner_writes_table_json_and_plot() {
         // Long enough that both sides complete requests on a loaded 2-core
         // machine (0.3 s gave the TLS peer no completed request at load 13).
         duration: Some(1.0),
+        node_config: None,
+        scale_sizes: Vec::new(),
     };
     let result = bench::run(&opts).await.unwrap();
     let read = result
@@ -103,7 +105,7 @@ async fn runner_writes_table_json_and_plot() {
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("bench.json")).unwrap()).unwrap();
     assert!(json["rows"].as_array().unwrap().len() >= 3);
-    assert!(std::fs::read_to_string(out.path().join("writes.svg"))
-        .unwrap()
-        .starts_with("<svg"));
+    // The smoke run measures each row at one client count: no family to
+    // chart, so no chart (plot.rs tests draw one).
+    assert!(!out.path().join("throughput.svg").exists());
 }

@@ -10,6 +10,7 @@ pub mod hsm;
 pub mod procs;
 pub mod report;
 mod rows;
+pub mod scale;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,15 +24,23 @@ pub use report::{Measure, Row};
 pub struct BenchOptions {
     /// The `coffer` binary.
     pub coffer: PathBuf,
-    /// Where `bench.md`, `bench.json` and `writes.svg` go.
+    /// Where `bench.md`, `bench.json` and `throughput.svg` go.
     pub out: PathBuf,
     /// Short runs, fewer concurrency levels and rounds, 2k instead of 100k secrets.
     pub quick: bool,
     /// Only sections whose name contains one of these (all when empty):
-    /// `write`, `read`, `single-read`, `crypto`, `hsm`, `failover`, `restart`.
+    /// `write`, `read`, `single-read`, `crypto`, `hsm`, `failover`, `restart`;
+    /// `scale` runs only when named (it takes ~15 minutes at 1M secrets).
     pub only: Vec<String>,
     /// Override of the measured seconds per run.
     pub duration: Option<f64>,
+    /// TOML appended to every Coffer node's config (whole sections), so one
+    /// build can be measured under different settings, e.g.
+    /// `[audit]\nsync = "write"`. `None` for the defaults; an older binary
+    /// may refuse sections it does not know.
+    pub node_config: Option<String>,
+    /// Secret counts of the scaling run (default 10k, 100k, 1M).
+    pub scale_sizes: Vec<u64>,
 }
 
 impl BenchOptions {
@@ -57,12 +66,15 @@ impl BenchOptions {
 }
 
 /// What a run produced.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BenchResult {
     /// Machine description (CPU model, cores, kernel).
     pub machine: String,
     /// The rows in table order.
     pub rows: Vec<Row>,
+    /// The scaling run's points, smallest first (empty unless `--only scale`).
+    #[serde(default)]
+    pub scale: Vec<scale::ScalePoint>,
 }
 
 /// Runs the selected rows and writes the outputs into `opts.out`.
@@ -71,31 +83,49 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchResult> {
         .with_context(|| format!("creating {}", opts.out.display()))?;
     let mut rows = Vec::new();
     rows::run_all(opts, &mut rows).await?;
+    let scale = if opts.only.iter().any(|o| o == "scale") {
+        scale::run(opts).await?
+    } else {
+        Vec::new()
+    };
     let result = BenchResult {
         machine: machine(),
         rows,
+        scale,
     };
     write_outputs(&opts.out, &result)?;
     Ok(result)
 }
 
 fn write_outputs(out: &Path, result: &BenchResult) -> anyhow::Result<()> {
-    let md = format!(
-        "Machine: {}\n\n{}",
-        result.machine,
-        report::markdown(&result.rows)
-    );
+    let mut md = format!("Machine: {}\n\n", result.machine);
+    if !result.rows.is_empty() {
+        md.push_str(&report::markdown(&result.rows));
+    }
+    if !result.scale.is_empty() {
+        md.push_str(&report::scale_markdown(&result.scale));
+    }
     std::fs::write(out.join("bench.md"), &md)?;
     std::fs::write(out.join("bench.json"), serde_json::to_vec_pretty(result)?)?;
-    std::fs::write(
-        out.join("writes.svg"),
-        report::svg(
-            &result.rows,
-            rows::WRITE_ROW,
-            "Replicated writes (256 B): throughput vs clients",
-        ),
-    )?;
+    write_charts(out, result)?;
     Ok(())
+}
+
+/// Draws the charts of `result` into `out` and returns their file names:
+/// `throughput.svg` (one panel per row family measured at several client
+/// counts) and `scale.svg` (the scaling run), each only when there is
+/// something to draw. `bench --replot DIR` calls it on a kept `bench.json`.
+pub fn write_charts(out: &Path, result: &BenchResult) -> anyhow::Result<Vec<&'static str>> {
+    let mut written = Vec::new();
+    if let Some(svg) = crate::plot::throughput_vs_clients(&result.rows)? {
+        std::fs::write(out.join("throughput.svg"), svg)?;
+        written.push("throughput.svg");
+    }
+    if !result.scale.is_empty() {
+        std::fs::write(out.join("scale.svg"), crate::plot::scale(&result.scale)?)?;
+        written.push("scale.svg");
+    }
+    Ok(written)
 }
 
 /// CPU model, core count and kernel, for the report header.

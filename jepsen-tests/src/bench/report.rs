@@ -1,12 +1,12 @@
-//! The result table: Markdown, JSON and an SVG plot.
+//! The result table: Markdown and JSON (the chart is drawn by `crate::plot`).
 
 use std::fmt::Write as _;
 
 use coffer_client::load::LoadReport;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One side of a row: a measured load run and the CPU it cost the servers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Measure {
     /// The load measurements (averaged over the interleaved rounds).
     #[serde(flatten)]
@@ -16,7 +16,7 @@ pub struct Measure {
 }
 
 /// One row of the table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     /// Workload, e.g. `write 256 B`.
     pub name: String,
@@ -114,92 +114,30 @@ pub fn markdown(rows: &[Row]) -> String {
     out
 }
 
-/// SVG line plot of throughput vs concurrency for rows named `series_row`
-/// (Coffer and its peer as two lines, log2 x axis).
-pub fn svg(rows: &[Row], series_row: &str, title: &str) -> String {
-    let pts: Vec<&Row> = rows.iter().filter(|r| r.name == series_row).collect();
-    let series = |peer: bool| -> Vec<(f64, f64)> {
-        pts.iter()
-            .filter_map(|r| {
-                let m = if peer {
-                    r.peer.as_ref()
-                } else {
-                    r.coffer.as_ref()
-                }?;
-                Some(((r.concurrency.max(1) as f64).log2(), m.report.throughput))
-            })
-            .collect()
-    };
-    let (coffer, peer) = (series(false), series(true));
-    let xmax = coffer.iter().chain(&peer).map(|p| p.0).fold(1.0, f64::max);
-    let ymax = coffer.iter().chain(&peer).map(|p| p.1).fold(1.0, f64::max) * 1.1;
-    let (w, h, l, b) = (640.0, 400.0, 70.0, 50.0);
-    let px = |x: f64| l + x / xmax * (w - l - 20.0);
-    let py = |y: f64| h - b - y / ymax * (h - b - 30.0);
-    let line = |s: &[(f64, f64)], color: &str| {
-        let d: Vec<String> = s
-            .iter()
-            .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
-            .collect();
-        let dots: String = s
-            .iter()
-            .map(|(x, y)| {
-                format!(
-                    r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
-                    px(*x),
-                    py(*y)
-                )
-            })
-            .collect();
-        format!(
-            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>{dots}"#,
-            d.join(" ")
-        )
-    };
-    let mut ticks = String::new();
-    for p in &pts {
-        let x = (p.concurrency.max(1) as f64).log2();
-        let _ = write!(
-            ticks,
-            r#"<text x="{:.1}" y="{}" font-size="12" text-anchor="middle">{}</text>"#,
-            px(x),
-            h - b + 18.0,
-            p.concurrency
+/// The scaling run's table: one line per size.
+pub fn scale_markdown(points: &[super::scale::ScalePoint]) -> String {
+    let mut out = String::from(
+        "\n| secrets (3 nodes, 256 B) | fill ops/s | fill p99 ms | read ops/s (64 clients) | read p99 ms | restart → serving s | unseal → first read s | RSS MiB | data dir MiB | bytes per live value byte |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for p in points {
+        let mib = |b: u64| b as f64 / 1_048_576.0;
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {} | {:.0} | {} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} |",
+            p.secrets,
+            p.fill.report.throughput,
+            ms(p.fill.report.p99_us),
+            p.read.report.throughput,
+            ms(p.read.report.p99_us),
+            p.serving_s,
+            p.first_read_s,
+            mib(p.rss_bytes),
+            mib(p.disk_bytes),
+            p.disk_per_value_byte()
         );
     }
-    for i in 0..=4 {
-        let y = ymax * f64::from(i) / 4.0;
-        let _ = write!(
-            ticks,
-            r##"<text x="{}" y="{:.1}" font-size="12" text-anchor="end">{:.0}</text><line x1="{l}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#ddd"/>"##,
-            l - 6.0,
-            py(y) + 4.0,
-            y,
-            w - 20.0,
-            py(y),
-            py(y)
-        );
-    }
-    format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{tx}" y="20" font-size="15" text-anchor="middle">{title}</text>
-{ticks}
-<text x="{tx}" y="{xl}" font-size="12" text-anchor="middle">concurrent clients</text>
-<text x="15" y="{yl}" font-size="12" transform="rotate(-90 15 {yl})" text-anchor="middle">ops/s</text>
-{c}{p}
-<rect x="{lx}" y="34" width="12" height="12" fill="#c0392b"/><text x="{lt}" y="45" font-size="12">Coffer (3 nodes)</text>
-<rect x="{lx}" y="52" width="12" height="12" fill="#2471a3"/><text x="{lt}" y="63" font-size="12">etcd (3 members)</text>
-</svg>
-"##,
-        tx = w / 2.0,
-        xl = h - 12.0,
-        yl = h / 2.0,
-        c = line(&coffer, "#c0392b"),
-        p = line(&peer, "#2471a3"),
-        lx = l + 10.0,
-        lt = l + 28.0,
-    )
+    out
 }
 
 #[cfg(test)]
@@ -232,6 +170,5 @@ mod tests {
         assert!(md.contains("| write | 64 | 300 | 1.50/"), "{md}");
         assert!(md.contains("3.00×"));
         assert!(md.contains("met"));
-        assert!(svg(&rows, "write", "t").contains("<polyline"));
     }
 }

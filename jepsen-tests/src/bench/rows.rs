@@ -17,11 +17,12 @@ use crate::cluster::{ClusterOptions, LocalCluster};
 pub const WRITE_ROW: &str = "replicated write 256 B (3 nodes)";
 const READ_ROW: &str = "linearizable read (3 nodes, all members)";
 const SINGLE_READ_ROW: &str = "read on 1 node";
-const VALUE_SIZE: usize = 256;
+/// Secret value size of every Coffer row (and etcd's values).
+pub(super) const VALUE_SIZE: usize = 256;
 const KEYS: u64 = 1000;
 
 /// A load target: addresses, CA, optional token, and the server processes.
-struct Target<'a> {
+pub(super) struct Target<'a> {
     addrs: Vec<String>,
     ca: &'a Path,
     token: Option<&'a str>,
@@ -38,7 +39,7 @@ impl Target<'_> {
 
 /// Runs `coffer bench` as a child process against `t`, measuring the
 /// servers' CPU around it.
-async fn drive(
+pub(super) async fn drive(
     opts: &BenchOptions,
     t: &Target<'_>,
     workload: &str,
@@ -148,11 +149,15 @@ fn row(
     }
 }
 
-async fn coffer_cluster(opts: &BenchOptions, nodes: usize) -> anyhow::Result<LocalCluster> {
+pub(super) async fn coffer_cluster(
+    opts: &BenchOptions,
+    nodes: usize,
+) -> anyhow::Result<LocalCluster> {
     let mut c = LocalCluster::start(
         &opts.coffer,
         ClusterOptions {
             nodes,
+            extra_config: opts.node_config.clone(),
             ..ClusterOptions::default()
         },
     )?;
@@ -161,7 +166,7 @@ async fn coffer_cluster(opts: &BenchOptions, nodes: usize) -> anyhow::Result<Loc
     Ok(c)
 }
 
-fn coffer_target(c: &LocalCluster) -> Target<'_> {
+pub(super) fn coffer_target(c: &LocalCluster) -> Target<'_> {
     Target {
         addrs: c.nodes.iter().map(|n| n.url()).collect(),
         ca: &c.ca_path,
@@ -381,6 +386,7 @@ async fn hsm_rows(opts: &BenchOptions, rows: &mut Vec<Row>) -> anyhow::Result<()
         ClusterOptions {
             nodes: 1,
             hsm: true,
+            extra_config: opts.node_config.clone(),
             ..ClusterOptions::default()
         },
     )?;
@@ -541,29 +547,7 @@ async fn restart_measure(
         &["--requests", &reqs, &keys, "--prefix", "r", "--warmup=0"],
     )
     .await?;
-    let started = Instant::now();
-    one.restart(0)?;
-    let client = one.node_client(0)?;
-    let serving = loop {
-        if client.sys().seal_status().await.is_ok() {
-            break started.elapsed();
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            bail!("node did not serve within 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    let unseal_at = Instant::now();
-    one.unseal(0).await?;
-    let reading = loop {
-        if client.secrets().get("r-0", None).await.is_ok() {
-            break unseal_at.elapsed();
-        }
-        if unseal_at.elapsed() > Duration::from_secs(60) {
-            bail!("no read within 60 s of unsealing");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let (serving, reading) = super::scale::restart_timing(one, 0, "r-0").await?;
     let pid = one.nodes[0].pid().context("node not running")?;
     let rss = procs::rss_bytes(pid);
     let disk = procs::dir_bytes(&one.nodes[0].data_dir);
