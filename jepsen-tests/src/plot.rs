@@ -9,7 +9,7 @@
 //! benchmark's chart has one panel per row family measured at several client
 //! counts: Coffer's and the peer's throughput against clients.
 
-use plotters::coord::Shift;
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 
 use crate::bench::scale::ScalePoint;
@@ -125,14 +125,7 @@ fn latency_panel(
             .label(label)
             .legend(move |(x, y)| Circle::new((x + 6, y), 3, color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .draw()
-        .map_err(err)?;
-    Ok(())
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 fn throughput_panel(
@@ -188,14 +181,7 @@ fn throughput_panel(
             .label(label)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .draw()
-        .map_err(err)?;
-    Ok(())
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 /// Renders throughput against concurrent clients, one panel per row family
@@ -245,46 +231,16 @@ fn family_panel(
             })
             .collect()
     };
-    let (coffer, peer) = (series(false), series(true));
-    let xmax = coffer.iter().chain(&peer).map(|p| p.0).fold(2.0, f64::max);
-    let ymax = coffer.iter().chain(&peer).map(|p| p.1).fold(1.0, f64::max) * 1.15;
     let peer_name = members.first().map_or("peer", |r| r.peer_name.as_str());
-    let mut chart = ChartBuilder::on(area)
-        .caption(family, ("sans-serif", 15))
-        .margin(12)
-        .x_label_area_size(35)
-        .y_label_area_size(65)
-        .build_cartesian_2d((1.0..xmax * 1.2).log_scale(), 0.0..ymax)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("concurrent clients")
-        .y_desc("ops per second")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .light_line_style(WHITE)
-        .draw()
-        .map_err(err)?;
-    for (points, color, label) in [(coffer, COFFER, "Coffer"), (peer, PEER, peer_name)] {
-        chart
-            .draw_series(LineSeries::new(
-                points.iter().copied(),
-                color.stroke_width(2),
-            ))
-            .map_err(err)?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2)));
-        chart
-            .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-            .map_err(err)?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .draw()
-        .map_err(err)?;
-    Ok(())
+    lines_panel(
+        area,
+        family,
+        ("concurrent clients", "ops per second"),
+        &[
+            ("Coffer", COFFER, series(false)),
+            (peer_name, PEER, series(true)),
+        ],
+    )
 }
 
 /// Renders the scaling run: throughput (fill and reads) against the number
@@ -296,102 +252,105 @@ pub fn scale(points: &[ScalePoint]) -> anyhow::Result<String> {
         let root = SVGBackend::with_string(&mut out, (760, 640)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let (top, bottom) = root.split_vertically(320);
-        let xs = || points.iter().map(|p| p.secrets as f64);
-        let (xmin, xmax) = (
-            xs().fold(f64::INFINITY, f64::min).max(1.0) / 1.5,
-            xs().fold(1.0, f64::max) * 1.5,
-        );
-        let tput = [
-            (
-                "fill (sets), ops/s",
-                COFFER,
-                points
-                    .iter()
-                    .map(|p| (p.secrets as f64, p.fill.report.throughput))
-                    .collect::<Vec<_>>(),
-            ),
-            (
-                "linearizable reads, ops/s",
-                PEER,
-                points
-                    .iter()
-                    .map(|p| (p.secrets as f64, p.read.report.throughput))
-                    .collect(),
-            ),
-        ];
+        let series = |f: &dyn Fn(&ScalePoint) -> f64| -> Vec<(f64, f64)> {
+            points.iter().map(|p| (p.secrets as f64, f(p))).collect()
+        };
         let mib = |b: u64| b as f64 / 1_048_576.0;
-        let size = [
-            (
-                "RSS of a restarted node, MiB",
-                COFFER,
-                points
-                    .iter()
-                    .map(|p| (p.secrets as f64, mib(p.rss_bytes)))
-                    .collect::<Vec<_>>(),
-            ),
-            (
-                "its data dir, MiB",
-                PEER,
-                points
-                    .iter()
-                    .map(|p| (p.secrets as f64, mib(p.disk_bytes)))
-                    .collect(),
-            ),
-        ];
-        for (area, caption, series) in [
-            (
-                &top,
-                "Throughput as the vault grows (3 nodes, 256 B values)",
-                &tput,
-            ),
-            (&bottom, "Memory and disk as the vault grows", &size),
-        ] {
-            let ymax = series
-                .iter()
-                .flat_map(|(_, _, s)| s.iter().map(|p| p.1))
-                .fold(1.0, f64::max)
-                * 1.15;
-            let mut chart = ChartBuilder::on(area)
-                .caption(caption, ("sans-serif", 15))
-                .margin(12)
-                .x_label_area_size(35)
-                .y_label_area_size(65)
-                .build_cartesian_2d((xmin..xmax).log_scale(), 0.0..ymax)
-                .map_err(err)?;
-            chart
-                .configure_mesh()
-                .x_desc("secrets")
-                .x_label_formatter(&|x| format!("{x:.0}"))
-                .light_line_style(WHITE)
-                .draw()
-                .map_err(err)?;
-            for (label, color, points) in series {
-                let color = *color;
-                chart
-                    .draw_series(LineSeries::new(
-                        points.iter().copied(),
-                        color.stroke_width(2),
-                    ))
-                    .map_err(err)?
-                    .label(*label)
-                    .legend(move |(x, y)| {
-                        PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2))
-                    });
-                chart
-                    .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                    .map_err(err)?;
-            }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.3))
-                .draw()
-                .map_err(err)?;
-        }
+        lines_panel(
+            &top,
+            "Throughput as the vault grows (3 nodes, 256 B values)",
+            ("secrets", "ops per second"),
+            &[
+                (
+                    "fill (sets), ops/s",
+                    COFFER,
+                    series(&|p| p.fill.report.throughput),
+                ),
+                (
+                    "linearizable reads, ops/s",
+                    PEER,
+                    series(&|p| p.read.report.throughput),
+                ),
+            ],
+        )?;
+        lines_panel(
+            &bottom,
+            "Memory and disk as the vault grows",
+            ("secrets", "MiB"),
+            &[
+                (
+                    "RSS of a restarted node, MiB",
+                    COFFER,
+                    series(&|p| mib(p.rss_bytes)),
+                ),
+                ("its data dir, MiB", PEER, series(&|p| mib(p.disk_bytes))),
+            ],
+        )?;
         root.present().map_err(err)?;
     }
     Ok(out)
+}
+
+/// One benchmark panel: lines with dots against a log x axis (each doubling
+/// or tenfold step the same width), y from 0, a legend at the upper left.
+fn lines_panel(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    caption: &str,
+    (x_desc, y_desc): (&str, &str),
+    series: &[(&str, RGBColor, Vec<(f64, f64)>)],
+) -> anyhow::Result<()> {
+    let xs = || series.iter().flat_map(|(_, _, s)| s.iter().map(|p| p.0));
+    let xmin = xs().fold(f64::INFINITY, f64::min).clamp(1.0, f64::MAX) / 1.5;
+    let xmax = xs().fold(2.0, f64::max) * 1.5;
+    let ymax = series
+        .iter()
+        .flat_map(|(_, _, s)| s.iter().map(|p| p.1))
+        .fold(1.0, f64::max)
+        * 1.15;
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 15))
+        .margin(12)
+        .x_label_area_size(35)
+        .y_label_area_size(65)
+        .build_cartesian_2d((xmin..xmax).log_scale(), 0.0..ymax)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .light_line_style(WHITE)
+        .draw()
+        .map_err(err)?;
+    for (label, color, points) in series {
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label(*label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2)));
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(err)?;
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
+}
+
+/// Draws the series labels of `chart` in a half-transparent box at `at`.
+fn legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    at: SeriesLabelPosition,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(at)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(err)
 }
 
 /// plotters' drawing errors borrow nothing but are generic over the
