@@ -291,13 +291,16 @@ pub fn scale(points: &[ScalePoint]) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// A labelled line of a benchmark panel: legend text, colour, (x, y) points.
+type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+
 /// One benchmark panel: lines with dots against a log x axis (each doubling
 /// or tenfold step the same width), y from 0, a legend at the upper left.
 fn lines_panel(
     area: &DrawingArea<SVGBackend<'_>, Shift>,
     caption: &str,
     (x_desc, y_desc): (&str, &str),
-    series: &[(&str, RGBColor, Vec<(f64, f64)>)],
+    series: &[Series<'_>],
 ) -> anyhow::Result<()> {
     let xs = || series.iter().flat_map(|(_, _, s)| s.iter().map(|p| p.0));
     let xmin = xs().fold(f64::INFINITY, f64::min).clamp(1.0, f64::MAX) / 1.5;
