@@ -89,6 +89,13 @@ fn latency_panel(
     chart
         .configure_mesh()
         .y_desc("latency per op (ms, log)")
+        .y_label_formatter(&|ms| {
+            if *ms < 1.0 {
+                format!("{ms:.1}")
+            } else {
+                format!("{ms:.0}")
+            }
+        })
         .light_line_style(WHITE)
         .draw()
         .map_err(err)?;
@@ -149,6 +156,7 @@ fn throughput_panel(
         .configure_mesh()
         .x_desc("time since the load started (s)")
         .y_desc("ops per second")
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .light_line_style(WHITE)
         .draw()
         .map_err(err)?;
@@ -322,6 +330,7 @@ fn lines_panel(
         .x_desc(x_desc)
         .y_desc(y_desc)
         .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .light_line_style(WHITE)
         .draw()
         .map_err(err)?;
