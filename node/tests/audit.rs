@@ -76,6 +76,8 @@ fn concrete(pattern: &str) -> String {
         .replace("{job}", "job1")
         .replace("{id}", "00000000-0000-0000-0000-000000000001")
         .replace("{scope}", "keys")
+        .replace("{vault}", "default")
+        .replace("{issuer}", "walk")
 }
 
 fn coffer(args: &[&str], cluster: &LocalCluster) -> std::process::Output {
