@@ -3,7 +3,7 @@
 
 use axum::extract::{FromRequestParts, MatchedPath, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{Extensions, HeaderName, HeaderValue, Uri};
 use axum::middleware::Next;
 use axum::response::Response;
 use sha2::{Digest, Sha256};
@@ -175,23 +175,19 @@ pub(crate) fn request_vault(
     domain: Option<&str>,
     default_vault: &str,
 ) -> Result<String, ApiError> {
-    if let Some(vault) = path_vault(parts) {
+    if let Some(vault) = path_vault(&parts.uri, &parts.extensions) {
         return Ok(vault);
     }
     let host = host_of(parts)?;
     Ok(vault_for_host(&host, domain, default_vault))
 }
 
-/// The `{vault}` segment of the request's path, when its route has one.
-fn path_vault(parts: &Parts) -> Option<String> {
-    let matched = parts.extensions.get::<MatchedPath>()?;
+/// The `{vault}` segment of a request's path (`uri`), when the route
+/// axum matched (in `extensions`) has one.
+pub(crate) fn path_vault(uri: &Uri, extensions: &Extensions) -> Option<String> {
+    let matched = extensions.get::<MatchedPath>()?;
     let at = matched.as_str().split('/').position(|s| s == "{vault}")?;
-    parts
-        .uri
-        .path()
-        .split('/')
-        .nth(at)
-        .map(str::to_ascii_lowercase)
+    uri.path().split('/').nth(at).map(str::to_ascii_lowercase)
 }
 
 /// `{vault}.{domain}` → vault; anything else → the default vault.
