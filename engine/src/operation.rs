@@ -217,6 +217,14 @@ operations! {
     CertificateIssuerDelete => "certificatecas/delete", Certificates;
     /// `GET /certificates/issuers`.
     CertificateIssuersList => "certificatecas/read", Certificates;
+    /// `POST /v1/pki/{vault}/{issuer}/revoke`: revokes a certificate a
+    /// `Coffer` issuer made. Coffer's own action (Key Vault has no private
+    /// CA); `certificates/*` grants it, so Certificates Officer and
+    /// Administrator hold it.
+    CertificateRevoke => "certificates/revoke/action", Certificates;
+    /// `GET /v1/pki/{vault}/{issuer}/revocations`: what the issuer revoked
+    /// (the CRL publishes the same to anyone).
+    CertificateRevocationsList => "certificates/read", Certificates;
     /// Issuance by an issuer (internal, no route).
     CertificateEnroll => "certificates/create/action", Certificates;
     /// Automatic renewal by a lifetime action (internal, no route).

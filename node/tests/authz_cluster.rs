@@ -7,7 +7,6 @@
 //! request's. Prints the matrix size, escapes and wrongful denials (both
 //! must be 0).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use coffer::api::akv::operations::ROUTES;
@@ -15,11 +14,10 @@ use coffer_client::{Client, ClientConfig, Request};
 use jepsen_tests::cluster::{ClusterOptions, LocalCluster};
 use serde_json::{json, Value};
 
-const DOMAIN: &str = "vault.test";
+mod common;
+use common::binary;
 
-fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_coffer"))
-}
+const DOMAIN: &str = "vault.test";
 
 /// Case-insensitive glob: `*` matches any run of characters.
 fn glob(pattern: &str, text: &str) -> bool {
@@ -91,6 +89,9 @@ fn route_scope(template: &str) -> (Option<&'static str>, bool) {
         "keys" | "deletedkeys" => Some("keys"),
         "secrets" | "deletedsecrets" => Some("secrets"),
         "certificates" | "deletedcertificates" => Some("certificates"),
+        // Coffer's CA (`/v1/pki/{vault}/{issuer}/…`) acts on the
+        // certificates of the path's vault.
+        "v1" if segs.get(1) == Some(&"pki") => Some("certificates"),
         _ => None,
     };
     (collection, segs.get(1) == Some(&"{name}"))
@@ -252,23 +253,7 @@ async fn every_route_every_role_every_scope() {
                 .await;
                 assert_eq!(status, 201, "{body}");
             }
-            let form: String = url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs([
-                    ("grant_type", "client_credentials"),
-                    ("client_id", client_id.as_str()),
-                    ("client_secret", secret.as_str()),
-                    ("scope", "https://vault.azure.net/.default"),
-                ])
-                .finish();
-            let mut req = Request::post(format!("/{tenant}/oauth2/v2.0/token")).header(
-                "content-type".parse().unwrap(),
-                "application/x-www-form-urlencoded".parse().unwrap(),
-            );
-            req.body = Some(form.into());
-            let token = root.send(req).await.unwrap().json::<Value>().unwrap()["access_token"]
-                .as_str()
-                .unwrap()
-                .to_owned();
+            let token = common::app_token(&root, &tenant, &client_id, &secret).await;
             principals.push((r, column, token));
         }
     }
@@ -292,6 +277,8 @@ async fn every_route_every_role_every_scope() {
                 .replace("{version}", "0123456789abcdef0123456789abcdef")
                 .replace("{id}", "99999999-9999-4999-8999-999999999999")
                 .replace("{job}", "0123")
+                .replace("{vault}", "default")
+                .replace("{issuer}", "target")
         );
         let body = matches!(method, "PUT" | "POST" | "PATCH").then(|| json!({}));
         // Rows for features another branch serves (certificates, backup,

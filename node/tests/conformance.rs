@@ -94,6 +94,15 @@ async fn azure_sdk_certificate_client_conformance() {
     run_pytest("test_certificates.py", false).await;
 }
 
+/// Certificates with `RSA-HSM` / `EC-HSM` keys on a cluster whose nodes
+/// each have a SoftHSM2 token: Self through the SDK poller, Unknown +
+/// merge, a CA whose HSM key signs leaves, CRLs and OCSP responses
+/// (`openssl verify`, `openssl crl`, `openssl ocsp`), exportable refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_sdk_certificates_with_hsm_keys() {
+    run_pytest("test_certificates_hsm.py", true).await;
+}
+
 /// Key Vault RBAC through the unchanged `azure-keyvault-administration`
 /// SDK: built-in and custom roles, assignments listed with filters,
 /// Secrets User and Crypto User limits, separation of duties, a

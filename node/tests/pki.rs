@@ -4,9 +4,11 @@
 //! verifies under the CA with `openssl verify`, an `openssl s_server`
 //! using it is accepted by `curl --cacert`, and after `coffer cert revoke`
 //! every node's OCSP responder tells `openssl ocsp` it is revoked and
-//! every node's CRL (checked by `openssl crl`) lists its serial.
+//! every node's CRL (checked by `openssl crl`) lists its serial. Revocation
+//! is a vault RBAC action: a Certificates Officer may, a Certificate User
+//! may not (403 `ForbiddenByRbac`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,11 +16,10 @@ use coffer_client::{Client, Request};
 use jepsen_tests::cluster::{free_port, ClusterOptions, LocalCluster};
 use serde_json::{json, Value};
 
-const API: &str = "api-version=7.4";
+mod common;
+use common::binary;
 
-fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_coffer"))
-}
+const API: &str = "api-version=7.4";
 
 async fn call(client: &Client, method: &str, path: &str, body: Option<Value>) -> Value {
     let sep = if path.contains('?') { '&' } else { '?' };
@@ -220,8 +221,44 @@ async fn a_private_ca_issues_and_revokes_for_openssl_and_curl() {
         assert!(report.contains("leaf.pem: good"), "{report}");
     }
 
-    // Revoke through the leader; every node answers from the replicated
-    // revocation at once.
+    // Revocation is a vault RBAC action (`certificates/revoke/action`):
+    // a Certificate User (read only) is refused before anything happens, a
+    // Certificates Officer revokes, through a follower.
+    let tenant = call(&client, "GET", "/v1/sys/identity/tenant", None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoke_body = json!({"certificate": "web", "reason": "keyCompromise"});
+    let user = principal(&cluster, &client, &tenant, "cert-user", CERTIFICATE_USER).await;
+    let (status, refused) = revoke_as(&user, &revoke_body).await;
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(refused["error"]["innererror"]["code"], "ForbiddenByRbac");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("certificates/revoke/action"),
+        "{refused}"
+    );
+    let good = ocsp(&dir, &format!("{}/v1/pki/default/corp/ocsp", urls[other]));
+    assert!(
+        good.contains("leaf.pem: good"),
+        "refused, so not revoked: {good}"
+    );
+    let officer = principal(
+        &cluster,
+        &client,
+        &tenant,
+        "cert-officer",
+        CERTIFICATES_OFFICER,
+    )
+    .await;
+    let (status, done) = revoke_as(&officer, &revoke_body).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["reason"], "keyCompromise");
+
+    // The CLI with the root token (break-glass) through the leader answers
+    // the same revocation; every node answers from it at once.
     let revoked = run(cli(&urls[leader]).args([
         "cert",
         "revoke",
@@ -289,6 +326,51 @@ async fn a_private_ca_issues_and_revokes_for_openssl_and_curl() {
             .arg(format!("{}/v1/pki/default/corp/revoke", urls[other])),
     );
     assert_eq!(String::from_utf8_lossy(&anonymous.stdout), "401");
+}
+
+/// Key Vault Certificate User (built-in role id).
+const CERTIFICATE_USER: &str = "db79e9a7-68ee-4b58-9aeb-b90e7c24fcba";
+/// Key Vault Certificates Officer (built-in role id).
+const CERTIFICATES_OFFICER: &str = "a4417e6f-fecd-4de8-b567-7b0420556985";
+
+/// A client of a follower for a new application `name` that holds `role`
+/// on the default vault (assigned by `root`), with its access token.
+async fn principal(
+    cluster: &LocalCluster,
+    root: &Client,
+    tenant: &str,
+    name: &str,
+    role: &str,
+) -> Client {
+    let app = call(
+        root,
+        "POST",
+        "/v1/sys/identity/apps",
+        Some(json!({ "name": name })),
+    )
+    .await;
+    let oid = app["object_id"].as_str().unwrap();
+    let client_id = app["app"]["client_id"].as_str().unwrap();
+    let path = format!("/v1/sys/identity/apps/{name}/secrets");
+    let secret = call(root, "POST", &path, Some(json!({}))).await;
+    let secret = secret["secret"].as_str().unwrap();
+    let assignment = format!("/providers/Microsoft.Authorization/roleAssignments/{oid}");
+    let body = json!({"properties": {"roleDefinitionId": role, "principalId": oid}});
+    call(root, "PUT", &assignment, Some(body)).await;
+    let token = common::app_token(root, tenant, client_id, secret).await;
+    let mut cfg = cluster.client_config(vec![cluster.nodes[1].url()]).unwrap();
+    cfg.token = Some(token);
+    cfg.max_attempts = 1;
+    Client::new(cfg).unwrap()
+}
+
+/// `POST /v1/pki/default/corp/revoke` as `client`: status and body.
+async fn revoke_as(client: &Client, body: &Value) -> (u16, Value) {
+    let req = Request::post("/v1/pki/default/corp/revoke")
+        .json(body)
+        .unwrap();
+    let resp = client.send(req).await.unwrap();
+    (resp.status.as_u16(), resp.json().unwrap_or(Value::Null))
 }
 
 /// How far ahead the nodes' clock is moved for the renewal: past 80 % of a

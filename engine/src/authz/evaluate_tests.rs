@@ -100,6 +100,11 @@ fn vault_built_ins_allow_exactly_their_documented_data_actions() {
             );
         }
     }
+    // Coffer's revocation action: certificate managers hold it, the
+    // Certificate User (read only) does not.
+    let revoke = v("certificates/revoke/action");
+    assert!(built_in(CERTIFICATES_OFFICER).unwrap().grants(&revoke));
+    assert!(!built_in(CERTIFICATE_USER).unwrap().grants(&revoke));
     let officer = built_in(CRYPTO_OFFICER).unwrap();
     let granted: Vec<_> = VAULT_DATA_ACTIONS
         .iter()

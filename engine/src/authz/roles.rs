@@ -214,6 +214,9 @@ pub const VAULT_DATA_ACTIONS: &[&str] = &[
     "certificates/restore/action",
     "certificates/recover/action",
     "certificates/purge/action",
+    // Coffer's own: revocation by a `Coffer` issuer (Key Vault has no
+    // private CA). `certificates/*` grants it.
+    "certificates/revoke/action",
     "certificatecas/read",
     "certificatecas/write",
     "certificatecas/delete",

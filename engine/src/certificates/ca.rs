@@ -4,26 +4,28 @@
 //! issuer, or one signed by an external root through `Unknown` + merge).
 //! An issuer `{"provider": "Coffer", "credentials": {"account_id": "<CA
 //! certificate name or id>"}}` names it; `create` with that issuer signs
-//! the leaf at once with the CA's key, embedding the CRL distribution point
-//! and the OCSP responder (Authority Information Access) of the issuer, and
-//! puts the CA's chain after the leaf in the secret.
+//! the leaf at once with the CA's key (software or HSM tier: it signs
+//! through its handle and never leaves its tier), embedding the CRL
+//! distribution point and the OCSP responder (Authority Information
+//! Access) of the issuer, and puts the CA's chain after the leaf in the
+//! secret.
 
 use der::asn1::{Ia5String, ObjectIdentifier};
 use der::Encode as _;
-use rcgen::{CrlDistributionPoint, CustomExtension, KeyPair};
+use rcgen::{CrlDistributionPoint, CustomExtension};
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{AccessDescription, AuthorityInfoAccessSyntax};
-use zeroize::Zeroizing;
 
-use super::issue::{internal, key_pair, params_of};
+use super::issue::{internal, params_of};
 use super::policy::Policy;
 use super::records::IssuerRecord;
-use super::versions::pkcs8_of;
+use super::signer::{off_runtime, Signer, SubjectKey};
 use super::{x509, CertificatesEngine};
 use crate::cas::decode;
 use crate::error::EngineError;
 use crate::names::CERT_ISSUERS;
 use crate::view::VaultView;
+use coffer_crypto::{CryptoError, PublicKey};
 
 /// Provider name of Coffer's own CA issuer.
 pub const PROVIDER_COFFER: &str = "Coffer";
@@ -78,7 +80,8 @@ pub fn parse_account(account: &str) -> Option<(String, Option<String>)> {
     Some((name, version))
 }
 
-/// A CA ready to sign: its certificate, the chain above it and its key.
+/// A CA ready to sign: its certificate, the chain above it and its key
+/// (software or HSM, used through its handle).
 pub(super) struct Ca {
     /// Version of the CA certificate.
     pub version: String,
@@ -88,8 +91,8 @@ pub(super) struct Ca {
     pub chain: Vec<Vec<u8>>,
     /// Expiry of the CA certificate.
     pub exp: i64,
-    /// The CA's PKCS#8 key.
-    key: Zeroizing<Vec<u8>>,
+    /// The CA's key.
+    key: Signer,
     /// Where the issuer's CRL and OCSP responder are served.
     pub urls: Option<PkiUrls>,
 }
@@ -99,22 +102,27 @@ fn issuer_error(m: impl Into<String>) -> EngineError {
 }
 
 impl Ca {
-    /// The CA's key as an rcgen signer.
-    pub fn key_pair(&self) -> Result<KeyPair, EngineError> {
-        key_pair(&self.key)
+    /// The CA's key.
+    pub fn key(&self) -> &Signer {
+        &self.key
     }
 
     /// An rcgen issuer (subject, key identifier, key usages of the CA).
-    pub fn issuer(&self) -> Result<rcgen::Issuer<'static, KeyPair>, EngineError> {
-        rcgen::Issuer::from_ca_cert_der(&self.cert.clone().into(), self.key_pair()?)
+    pub fn issuer(&self) -> Result<rcgen::Issuer<'static, &Signer>, EngineError> {
+        rcgen::Issuer::from_ca_cert_der(&self.cert.clone().into(), &self.key)
             .map_err(|e| internal("CA certificate", e))
     }
 
-    /// A certificate of `policy` for the key `pkcs8`, signed by this CA:
-    /// never valid past the CA, with the CRL distribution point and the
-    /// OCSP responder of the issuer.
-    pub fn sign(&self, policy: &Policy, pkcs8: &[u8], now: u64) -> Result<Vec<u8>, EngineError> {
-        let subject = key_pair(pkcs8)?;
+    /// A certificate of `policy` for the public key `subject`, signed by
+    /// this CA: never valid past the CA, with the CRL distribution point
+    /// and the OCSP responder of the issuer.
+    pub fn sign(
+        &self,
+        policy: &Policy,
+        subject: &PublicKey,
+        now: u64,
+    ) -> Result<Vec<u8>, EngineError> {
+        let subject = SubjectKey::of(subject)?;
         let mut params = params_of(policy, now)?;
         if params.not_after.unix_timestamp() > self.exp {
             params.not_after = time::OffsetDateTime::from_unix_timestamp(self.exp)
@@ -130,7 +138,7 @@ impl Ca {
         }
         let cert = params
             .signed_by(&subject, &self.issuer()?)
-            .map_err(|e| internal("signing the certificate", e))?;
+            .map_err(|e| self.key.failure("signing the certificate", e))?;
         Ok(cert.der().to_vec())
     }
 }
@@ -226,15 +234,9 @@ impl CertificatesEngine {
             )));
         }
         let key = match self.keys.version_record(view, &lower, &v.version)? {
-            Some((_, k)) => k.material,
+            Some((_, k)) => Signer::new(self.keys.handle_of(&k.material))?,
             None => return Err(missing()),
         };
-        let key = pkcs8_of(&key).map(|k| Zeroizing::new(k.to_vec())).ok_or_else(|| {
-            EngineError::NotSupported(format!(
-                "Issuer {}: a CA whose key is in the HSM tier cannot sign yet; use an RSA or EC key",
-                issuer.name
-            ))
-        })?;
         let mut chain = vec![v.cer.clone()];
         if let Some((_, secret)) = self.secrets.version_record(view, &lower, &v.version)? {
             let ct = secret
@@ -254,15 +256,17 @@ impl CertificatesEngine {
         })
     }
 
-    /// Signs a certificate of `policy` for `pkcs8` with the named issuer:
-    /// the chain (leaf first) or why the issuer cannot (the operation
-    /// fails with that message). Store errors are errors.
+    /// Signs a certificate of `policy` for the public key `subject` with
+    /// the named issuer: the chain (leaf first) or why the issuer cannot
+    /// (the operation fails with that message). Store errors, and a CA key
+    /// this node's HSM cannot use now, are errors (the request may be
+    /// retried).
     pub(super) async fn issue_by_issuer(
         &self,
         vault: &str,
         issuer: &str,
         policy: &Policy,
-        pkcs8: Option<&[u8]>,
+        subject: &PublicKey,
         now: u64,
     ) -> Result<Result<Vec<Vec<u8>>, String>, EngineError> {
         let view = VaultView::fenced(self.store(), vault).await?;
@@ -274,19 +278,19 @@ impl CertificatesEngine {
             Err(e @ EngineError::Store(_)) => return Err(e),
             Err(e) => return Ok(Err(e.to_string())),
         };
-        let Some(pkcs8) = pkcs8 else {
-            return Ok(Err(
-                "Certificates with an HSM key cannot be issued by a Coffer CA yet".into(),
-            ));
-        };
-        Ok(match ca.sign(policy, pkcs8, now) {
-            Ok(leaf) => {
-                let mut chain = vec![leaf];
-                chain.extend(ca.chain);
-                Ok(chain)
-            }
-            Err(e) => Err(e.to_string()),
+        let (policy, subject) = (policy.clone(), subject.clone());
+        let signed = off_runtime(move || {
+            let leaf = ca.sign(&policy, &subject, now)?;
+            let mut chain = vec![leaf];
+            chain.extend(ca.chain);
+            Ok(chain)
         })
+        .await;
+        match signed {
+            Ok(chain) => Ok(Ok(chain)),
+            Err(e @ EngineError::Crypto(CryptoError::HsmUnavailable(_))) => Err(e),
+            Err(e) => Ok(Err(e.to_string())),
+        }
     }
 }
 

@@ -1,19 +1,21 @@
 //! Making certificates: the X.509 parameters a policy asks for, the
-//! self-signed certificate and the CSR (rcgen, signed with the key the keys
-//! engine generated), and the secret value (PKCS#12 or PEM) that carries
-//! the certificate, its chain and — when exportable — its private key.
+//! self-signed certificate and the CSR (rcgen, signed through the handle
+//! of the key the keys engine made, software or HSM), and the secret value
+//! (PKCS#12 or PEM) that carries the certificate, its chain and — when
+//! exportable — its private key.
 
 use std::net::IpAddr;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType, SerialNumber,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
+    SanType, SerialNumber,
 };
 use zeroize::Zeroizing;
 
 use super::policy::{Policy, PEM, PKCS12};
+use super::signer::Signer;
 use crate::error::EngineError;
 
 /// Certificates start this long before they are made (clock skew), as
@@ -161,31 +163,23 @@ pub fn params_of(policy: &Policy, now: u64) -> Result<CertificateParams, EngineE
     Ok(p)
 }
 
-pub(super) fn key_pair(pkcs8: &[u8]) -> Result<KeyPair, EngineError> {
-    KeyPair::try_from(pkcs8).map_err(|_| {
-        EngineError::NotSupported("this key type cannot sign a certificate here".into())
-    })
-}
-
-/// A self-signed certificate (DER) of `policy` with the key `pkcs8`.
-pub fn self_signed(policy: &Policy, pkcs8: &[u8], now: u64) -> Result<Vec<u8>, EngineError> {
-    let kp = key_pair(pkcs8)?;
+/// A self-signed certificate (DER) of `policy` signed by `key`.
+pub(super) fn self_signed(policy: &Policy, key: &Signer, now: u64) -> Result<Vec<u8>, EngineError> {
     let cert = params_of(policy, now)?
-        .self_signed(&kp)
-        .map_err(|e| internal("self-signing", e))?;
+        .self_signed(key)
+        .map_err(|e| key.failure("self-signing", e))?;
     Ok(cert.der().to_vec())
 }
 
-/// A PKCS#10 request (DER) of `policy` signed with the key `pkcs8`.
-pub fn csr(policy: &Policy, pkcs8: &[u8], now: u64) -> Result<Vec<u8>, EngineError> {
-    let kp = key_pair(pkcs8)?;
+/// A PKCS#10 request (DER) of `policy` signed by `key`.
+pub(super) fn csr(policy: &Policy, key: &Signer, now: u64) -> Result<Vec<u8>, EngineError> {
     let mut params = params_of(policy, now)?;
     // The CA chooses these; a request cannot carry them.
     params.serial_number = None;
     params.use_authority_key_identifier_extension = false;
     let req = params
-        .serialize_request(&kp)
-        .map_err(|e| internal("CSR", e))?;
+        .serialize_request(key)
+        .map_err(|e| key.failure("CSR", e))?;
     Ok(req.der().to_vec())
 }
 

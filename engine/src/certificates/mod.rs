@@ -8,7 +8,9 @@
 //!
 //! Split by concern: [`policy`] (the policy, its defaults and checks),
 //! [`issue`] (self-signed certificates, CSRs, the secret value),
-//! [`x509`] (reading certificates), [`import`] (PFX and PEM),
+//! [`x509`] (reading certificates), [`import`] (PFX and PEM), `signer`
+//! (the certificate key signing X.509 structures through its handle,
+//! software or HSM),
 //! `versions` (the one place a version of the trio is written), `pending`
 //! (create, import, merge and the pending operation), `lifecycle` (delete,
 //! recover, purge, backup, restore), `contacts` and `issuers`; [`ca`]
@@ -25,6 +27,7 @@ pub mod pki;
 pub mod policy;
 pub mod records;
 mod renew;
+mod signer;
 mod versions;
 pub mod x509;
 

@@ -14,7 +14,8 @@ use super::import;
 use super::issue;
 use super::policy::{Policy, PEM};
 use super::records::{CertificateOperation, OpStatus, PendingRecord};
-use super::versions::{pkcs8_of, NewVersion};
+use super::signer::{off_runtime, Signer};
+use super::versions::NewVersion;
 use super::x509;
 use super::{stored_policy, CertKind, CertificatesEngine};
 use crate::cas::{decode, encode, write, Plan};
@@ -166,36 +167,25 @@ impl CertificatesEngine {
             enabled: req.enabled.unwrap_or(true),
             tags: req.tags.clone(),
         };
-        let pkcs8 = pkcs8_of(&material).map(<[u8]>::to_vec).map(Zeroizing::new);
         let mut chain = Vec::new();
-        if policy.is_self() {
-            let key = pkcs8.as_ref().ok_or_else(|| {
-                EngineError::NotSupported(
-                    "Self-signed certificates with an HSM key are not supported yet".into(),
-                )
-            })?;
-            chain.push(issue::self_signed(&policy, key, now)?);
-        } else if policy.is_unknown() {
-            let key = pkcs8.as_ref().ok_or_else(|| {
-                EngineError::NotSupported(
-                    "Certificate requests with an HSM key are not supported yet".into(),
-                )
-            })?;
-            op.csr = Some(STANDARD.encode(issue::csr(&policy, key, now)?));
-            op.status = OpStatus::InProgress;
-            op.material = Some(material.clone());
+        if policy.is_self() || policy.is_unknown() {
+            // Signed with the new key itself, wherever it lives.
+            let signer = Signer::new(self.keys.handle_of(&material))?;
+            let p = policy.clone();
+            if policy.is_self() {
+                chain.push(off_runtime(move || issue::self_signed(&p, &signer, now)).await?);
+            } else {
+                let csr = off_runtime(move || issue::csr(&p, &signer, now)).await?;
+                op.csr = Some(STANDARD.encode(csr));
+                op.status = OpStatus::InProgress;
+                op.material = Some(material.clone());
+            }
         } else {
             // A named issuer: a Coffer CA signs at once; anything else
             // fails the operation with the reason (as a partner CA's
             // refusal would).
             match self
-                .issue_by_issuer(
-                    vault,
-                    &issuer,
-                    &policy,
-                    pkcs8.as_deref().map(Vec::as_slice),
-                    now,
-                )
+                .issue_by_issuer(vault, &issuer, &policy, material.public(), now)
                 .await?
             {
                 Ok(issued) => chain = issued,

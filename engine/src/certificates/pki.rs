@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::ca::{is_coffer, Ca};
 use super::issue::internal;
 use super::records::IssuerRecord;
+use super::signer::{in_place, off_runtime};
 use super::{x509, CertKind, CertificatesEngine};
 use crate::cas::{decode, encode, write, Plan};
 use crate::error::{EngineError, ObjectKind};
@@ -104,7 +105,7 @@ pub struct RevocationRecord {
     /// Revoked certificates, in revocation order.
     pub revoked: Vec<RevokedEntry>,
     /// The current CRL, DER (standard base64 in the record).
-    #[serde(with = "b64")]
+    #[serde(with = "super::records::b64")]
     pub crl: Vec<u8>,
     /// thisUpdate of the current CRL.
     pub this_update: i64,
@@ -112,23 +113,6 @@ pub struct RevocationRecord {
     pub next_update: i64,
     /// Version of the CA certificate that signed it.
     pub ca_version: String,
-}
-
-mod b64 {
-    use base64::engine::general_purpose::STANDARD;
-    use base64::Engine as _;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(v))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = String::deserialize(d)?;
-        STANDARD
-            .decode(s.as_bytes())
-            .map_err(|_| serde::de::Error::custom("invalid base64"))
-    }
 }
 
 impl RevocationRecord {
@@ -181,7 +165,7 @@ fn sign_crl(
     };
     let crl = params
         .signed_by(&ca.issuer()?)
-        .map_err(|e| internal("signing the CRL", e))?;
+        .map_err(|e| ca.key().failure("signing the CRL", e))?;
     Ok(crl.der().to_vec())
 }
 
@@ -301,7 +285,7 @@ impl CertificatesEngine {
                 certificate,
             };
             state.revoked.push(entry.clone());
-            state.resign(&ca, now as i64)?;
+            in_place(|| state.resign(&ca, now as i64))?;
             let result = answer(&entry, state.crl_number);
             let frag = Fragment {
                 compare: vec![view.unchanged(CERT_REVOCATIONS, &issuer_lower, revision)],
@@ -384,8 +368,11 @@ impl CertificatesEngine {
         if state.ca_version == ca.version && now < state.next_update && !state.crl.is_empty() {
             return Ok(state.crl);
         }
-        state.resign(&ca, now)?;
-        Ok(state.crl)
+        off_runtime(move || {
+            state.resign(&ca, now)?;
+            Ok(state.crl)
+        })
+        .await
     }
 
     /// Re-signs every `Coffer` issuer's CRL that is missing, signed by an
@@ -408,13 +395,18 @@ impl CertificatesEngine {
                 let Ok(ca) = self.load_ca(&view, &record, now) else {
                     continue;
                 };
-                let (revision, mut state) = stored(&view, &lower)?.unwrap_or_default();
+                let (revision, state) = stored(&view, &lower)?.unwrap_or_default();
                 let fresh = state.ca_version == ca.version
                     && (now as i64) < state.next_update - CRL_REFRESH_BEFORE_SECS;
                 if fresh {
                     continue;
                 }
-                state.resign(&ca, now as i64)?;
+                let state = off_runtime(move || {
+                    let mut state = state;
+                    state.resign(&ca, now as i64)?;
+                    Ok(state)
+                })
+                .await?;
                 let frag = Fragment {
                     compare: vec![view.unchanged(CERT_REVOCATIONS, &lower, revision)],
                     mutations: vec![view.put(CERT_REVOCATIONS, &lower, encode(&state)?)],

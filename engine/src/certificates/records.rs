@@ -38,7 +38,8 @@ pub struct CertVersionRecord {
     pub tags: Option<BTreeMap<String, String>>,
 }
 
-mod b64 {
+/// Bytes as standard base64 in stored records (`#[serde(with = …)]`).
+pub(super) mod b64 {
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine as _;
     use serde::{Deserialize, Deserializer, Serializer};

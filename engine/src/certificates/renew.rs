@@ -10,7 +10,8 @@ use super::ca::is_coffer;
 use super::issue;
 use super::policy::Policy;
 use super::records::CertVersionRecord;
-use super::versions::{pkcs8_of, NewVersion};
+use super::signer::{off_runtime, Signer};
+use super::versions::NewVersion;
 use super::{stored_policy, CertificatesEngine};
 use crate::cas::decode;
 use crate::error::EngineError;
@@ -100,11 +101,10 @@ impl CertificatesEngine {
                     .await?
             }
         };
-        let pkcs8 = pkcs8_of(&material).ok_or_else(|| {
-            EngineError::NotSupported("renewal of certificates with HSM keys".into())
-        })?;
         let chain = if policy.is_self() {
-            vec![issue::self_signed(&policy, pkcs8, now)?]
+            let signer = Signer::new(self.keys.handle_of(&material))?;
+            let p = policy.clone();
+            vec![off_runtime(move || issue::self_signed(&p, &signer, now)).await?]
         } else {
             let issuer = policy.issuer_name();
             let coffer = self
@@ -115,7 +115,7 @@ impl CertificatesEngine {
                 return Ok(false);
             }
             match self
-                .issue_by_issuer(vault, issuer, &policy, Some(pkcs8), now)
+                .issue_by_issuer(vault, issuer, &policy, material.public(), now)
                 .await?
             {
                 Ok(chain) => chain,

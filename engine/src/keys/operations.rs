@@ -16,7 +16,7 @@ use crate::key_records::{KeyMaterial, KeyVersionRecord};
 use crate::parsed_key_cache::{CacheId, Ticket};
 use crate::view::VaultView;
 use coffer_crypto::key::{HsmHandle, KeyHandle};
-use coffer_crypto::software;
+use coffer_crypto::software::{self, LoadedKey};
 use coffer_crypto::{EncAlg, SignAlg, SymParams};
 
 /// A version ready for an operation.
@@ -256,6 +256,17 @@ impl KeysEngine {
             KeyMaterial::Software(k) => {
                 self.loaded.load(u.ticket, &u.id, u.revision, k) as Arc<dyn KeyHandle>
             }
+            hsm @ KeyMaterial::Hsm(_) => self.handle_of(hsm),
+        }
+    }
+
+    /// A handle on `material` for a caller that has already decided the
+    /// key may be used (a certificate's key signing its certificate, CSR,
+    /// CRL or OCSP response): a software key parsed now, an HSM key through
+    /// this node's device (its private part never leaves it).
+    pub fn handle_of(&self, material: &KeyMaterial) -> Arc<dyn KeyHandle> {
+        match material {
+            KeyMaterial::Software(k) => Arc::new(LoadedKey::new(k.clone())),
             KeyMaterial::Hsm(k) => Arc::new(HsmHandle::new(self.hsm.clone(), k.clone())),
         }
     }

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use zeroize::Zeroizing;
 
-use super::akv::context::vault_for_host;
+use super::akv::context::{path_vault, vault_for_host};
 use super::akv::errors::ApiError;
 use super::akv::operations;
 use super::auth::{bearer_token, Caller};
@@ -119,11 +119,20 @@ impl AuditState {
             .or_else(|| text("host").map(|h| h.to_ascii_lowercase()))
             .unwrap_or_else(|| "localhost".into());
         let path = req.uri().path().to_owned();
-        let (vault, resource_id, id) = match Surface::of(&path) {
-            Surface::Sys => (String::new(), "/COFFER/SYS".to_owned(), None),
-            Surface::KeyVault => {
-                let vault =
-                    vault_for_host(&host, self.vault_domain.as_deref(), &self.default_vault);
+        // A route naming its vault in the path (Coffer's CA) is that
+        // vault's, whatever its surface.
+        let vault = match (path_vault(req.uri(), req.extensions()), Surface::of(&path)) {
+            (Some(vault), _) => Some(vault),
+            (None, Surface::Sys) => None,
+            (None, Surface::KeyVault) => Some(vault_for_host(
+                &host,
+                self.vault_domain.as_deref(),
+                &self.default_vault,
+            )),
+        };
+        let (vault, resource_id, id) = match vault {
+            None => (String::new(), "/COFFER/SYS".to_owned(), None),
+            Some(vault) => {
                 let rid = format!("/COFFER/VAULTS/{}", vault.to_ascii_uppercase());
                 (vault, rid, Some(format!("https://{host}{path}")))
             }

@@ -3,7 +3,10 @@
 //! certificate, DER; `ca.pem`), `/crl` (the signed CRL, DER) and `/ocsp`
 //! (RFC 6960: POST of a DER request, or GET with the request in the path,
 //! RFC 6960 appendix A) without a token, as public CAs serve them; and
-//! `/revoke`, `/revocations` behind an operator token.
+//! `/revoke`, `/revocations` behind the Key Vault API's authentication and
+//! RBAC (dataActions `certificates/revoke/action`, Coffer's own, and
+//! `certificates/read` on the path's vault; the root token is break-glass
+//! there as everywhere), answering in the Key Vault error format.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +23,10 @@ use base64::Engine as _;
 use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 
-use crate::api::sys::{OperatorJson, SysError};
+use crate::api::akv::errors::ApiError;
+use crate::api::akv::extract::JsonBody;
+use crate::api::akv::AkvState;
+use crate::api::sys::SysError;
 use crate::engine::certificates::issue::pem_block;
 use crate::engine::certificates::pki::{Revocation, RevokeTarget, RevokedEntry};
 use crate::engine::certificates::CertificatesEngine;
@@ -46,23 +52,35 @@ pub struct PkiState {
     pub certificates: Arc<CertificatesEngine>,
 }
 
+/// The `{vault}` and `{issuer}` of a PKI route.
+type IssuerPath = Path<(String, String)>;
+
 /// Routes anyone may call (CA certificate, CRL, OCSP).
 pub fn public_router(state: PkiState) -> Router {
     Router::new()
-        .route("/v1/pki/{vault}/{issuer}/ca", get(ca_der))
-        .route("/v1/pki/{vault}/{issuer}/ca.pem", get(ca_pem))
-        .route("/v1/pki/{vault}/{issuer}/crl", get(crl))
+        .route(
+            "/v1/pki/{vault}/{issuer}/ca",
+            get(|st: State<PkiState>, at: IssuerPath| document(st, at, Document::CaDer)),
+        )
+        .route(
+            "/v1/pki/{vault}/{issuer}/ca.pem",
+            get(|st: State<PkiState>, at: IssuerPath| document(st, at, Document::CaPem)),
+        )
+        .route(
+            "/v1/pki/{vault}/{issuer}/crl",
+            get(|st: State<PkiState>, at: IssuerPath| document(st, at, Document::Crl)),
+        )
         .route("/v1/pki/{vault}/{issuer}/ocsp", post(ocsp_post))
         .route("/v1/pki/{vault}/{issuer}/ocsp/{*request}", get(ocsp_get))
         .with_state(state)
 }
 
-/// Routes that need an operator token (the caller layers authentication).
-pub fn protected_router(state: PkiState) -> Router {
+/// Routes behind Key Vault authentication and RBAC: merged into the Key
+/// Vault router, whose operation table names their dataActions.
+pub fn authorized_routes() -> Router<AkvState> {
     Router::new()
         .route("/v1/pki/{vault}/{issuer}/revoke", post(revoke))
         .route("/v1/pki/{vault}/{issuer}/revocations", get(revocations))
-        .with_state(state)
 }
 
 /// An engine error as an operator-style error body.
@@ -85,42 +103,39 @@ fn binary(content_type: &'static str, body: Vec<u8>) -> Response {
     resp
 }
 
-/// `GET /v1/pki/{vault}/{issuer}/ca`: the CA certificate, DER.
-async fn ca_der(
-    State(st): State<PkiState>,
-    Path((vault, issuer)): Path<(String, String)>,
-) -> Result<Response, SysError> {
-    let der = st
-        .certificates
-        .ca_certificate(&vault, &issuer)
-        .await
-        .map_err(error)?;
-    Ok(binary("application/pkix-cert", der))
+/// The documents an issuer publishes.
+#[derive(Clone, Copy, Debug)]
+enum Document {
+    /// The CA certificate, DER.
+    CaDer,
+    /// The CA certificate, PEM.
+    CaPem,
+    /// The current CRL, DER.
+    Crl,
 }
 
-/// `GET /v1/pki/{vault}/{issuer}/ca.pem`: the CA certificate, PEM.
-async fn ca_pem(
+/// `GET /v1/pki/{vault}/{issuer}/{ca,ca.pem,crl}`: one published document.
+async fn document(
     State(st): State<PkiState>,
-    Path((vault, issuer)): Path<(String, String)>,
+    Path((vault, issuer)): IssuerPath,
+    doc: Document,
 ) -> Result<Response, SysError> {
-    let der = st
-        .certificates
-        .ca_certificate(&vault, &issuer)
-        .await
-        .map_err(error)?;
-    Ok(binary(
-        "application/x-pem-file",
-        pem_block("CERTIFICATE", &der).into_bytes(),
-    ))
-}
-
-/// `GET /v1/pki/{vault}/{issuer}/crl`: the current CRL, DER.
-async fn crl(
-    State(st): State<PkiState>,
-    Path((vault, issuer)): Path<(String, String)>,
-) -> Result<Response, SysError> {
-    let der = st.certificates.crl(&vault, &issuer).await.map_err(error)?;
-    Ok(binary("application/pkix-crl", der))
+    let (vault, issuer, certs) = (vault.as_str(), issuer.as_str(), &st.certificates);
+    let (content_type, body) = match doc {
+        Document::CaDer => (
+            "application/pkix-cert",
+            certs.ca_certificate(vault, issuer).await,
+        ),
+        Document::CaPem => (
+            "application/x-pem-file",
+            certs
+                .ca_certificate(vault, issuer)
+                .await
+                .map(|der| pem_block("CERTIFICATE", &der).into_bytes()),
+        ),
+        Document::Crl => ("application/pkix-crl", certs.crl(vault, issuer).await),
+    };
+    Ok(binary(content_type, body.map_err(error)?))
 }
 
 fn ocsp_response(der: Vec<u8>) -> Response {
@@ -188,12 +203,12 @@ pub struct RevokeBody {
     pub reason: Option<String>,
 }
 
-/// `POST /v1/pki/{vault}/{issuer}/revoke` (operator token).
+/// `POST /v1/pki/{vault}/{issuer}/revoke` (`certificates/revoke/action`).
 async fn revoke(
-    State(st): State<PkiState>,
+    State(st): State<AkvState>,
     Path((vault, issuer)): Path<(String, String)>,
-    OperatorJson(body): OperatorJson<RevokeBody>,
-) -> Result<Json<Revocation>, SysError> {
+    JsonBody(body): JsonBody<RevokeBody>,
+) -> Result<Json<Revocation>, ApiError> {
     let target = match (body.certificate, body.serial) {
         (Some(name), None) => RevokeTarget::Certificate {
             name,
@@ -201,9 +216,8 @@ async fn revoke(
         },
         (None, Some(serial)) => RevokeTarget::Serial(serial),
         _ => {
-            return Err(SysError::new(
-                StatusCode::BAD_REQUEST,
-                "give either certificate (with an optional version) or serial",
+            return Err(ApiError::bad_parameter(
+                "Give either certificate (with an optional version) or serial",
             ))
         }
     };
@@ -217,21 +231,16 @@ async fn revoke(
             body.reason.as_deref(),
             Some(&request_id),
         )
-        .await
-        .map_err(error)?;
+        .await?;
     tracing::info!(%vault, %issuer, serial = %done.serial, reason = %done.reason, "certificate revoked");
     Ok(Json(done))
 }
 
-/// `GET /v1/pki/{vault}/{issuer}/revocations` (operator token).
+/// `GET /v1/pki/{vault}/{issuer}/revocations` (`certificates/read`).
 async fn revocations(
-    State(st): State<PkiState>,
+    State(st): State<AkvState>,
     Path((vault, issuer)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, SysError> {
-    let list: Vec<RevokedEntry> = st
-        .certificates
-        .revocations(&vault, &issuer)
-        .await
-        .map_err(error)?;
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let list: Vec<RevokedEntry> = st.certificates.revocations(&vault, &issuer).await?;
     Ok(Json(serde_json::json!({ "revoked": list })))
 }

@@ -82,7 +82,6 @@ pub fn router(cfg: ApiConfig) -> Router {
         certificates: cfg.certificates.clone(),
     };
     let protected_sys = sys::protected_router(sys_state.clone())
-        .merge(pki::protected_router(pki_state.clone()))
         .merge(identity::admin::router(cfg.identity.clone()))
         .merge(sys::audit::router(cfg.audit.trail()))
         .merge(sys::alerts::router(cfg.alerts.clone()))

@@ -3,7 +3,8 @@
 //! (issuer `Self` for a root, a `Coffer` issuer for an intermediate; the
 //! policy's `basic_constraints.ca`), waits for it, and names it by a
 //! `Coffer` issuer; `cert revoke` revokes a certificate that issuer made
-//! (`/v1/pki/{vault}/{issuer}/revoke`, operator token).
+//! (`/v1/pki/{vault}/{issuer}/revoke`: the root token, or an access token
+//! whose roles grant `certificates/revoke/action` on the vault).
 
 use std::time::{Duration, Instant};
 
@@ -71,7 +72,8 @@ pub enum CaCommand {
         /// Validity in months.
         #[arg(long, default_value_t = 120)]
         validity_months: u32,
-        /// Key type: RSA or EC.
+        /// Key type: RSA, EC, or RSA-HSM / EC-HSM (the CA key stays in the
+        /// HSM tier and signs there).
         #[arg(long, default_value = "RSA")]
         kty: String,
         /// RSA key size.

@@ -206,3 +206,26 @@ pub fn ok_json(out: std::process::Output, what: &str) -> serde_json::Value {
         )
     })
 }
+
+/// An access token of the cluster's issuer for an application: the
+/// `client_credentials` grant at `POST /{tenant}/oauth2/v2.0/token`.
+pub async fn app_token(client: &Client, tenant: &str, client_id: &str, secret: &str) -> String {
+    let form: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", secret),
+            ("scope", "https://vault.azure.net/.default"),
+        ])
+        .finish();
+    let mut req = coffer_client::Request::post(format!("/{tenant}/oauth2/v2.0/token")).header(
+        "content-type".parse().unwrap(),
+        "application/x-www-form-urlencoded".parse().unwrap(),
+    );
+    req.body = Some(form.into());
+    let body: serde_json::Value = client.send(req).await.unwrap().json().unwrap();
+    body["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no access token: {body}"))
+        .to_owned()
+}

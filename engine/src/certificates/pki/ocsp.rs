@@ -8,11 +8,10 @@
 
 use std::time::Duration;
 
-use der::asn1::{Any, BitString, GeneralizedTime, ObjectIdentifier, OctetString};
+use der::asn1::{BitString, GeneralizedTime, ObjectIdentifier, OctetString};
 use der::{Decode as _, Encode as _};
-use rcgen::{KeyPair, SigningKey as _};
+use rcgen::SigningKey as _;
 use x509_cert::ext::pkix::CrlReason;
-use x509_cert::spki::AlgorithmIdentifierOwned;
 use x509_ocsp::{
     BasicOcspResponse, CertId, CertStatus, OcspGeneralizedTime, OcspRequest, OcspResponse,
     ResponderId, ResponseData, RevokedInfo, SingleResponse, Version,
@@ -20,11 +19,13 @@ use x509_ocsp::{
 
 use super::super::ca::Ca;
 use super::super::issue::internal;
+use super::super::signer::off_runtime;
 use super::super::{x509, CertificatesEngine};
 use super::{stored, RevocationRecord};
 use crate::error::EngineError;
 use crate::validate::check_name;
 use crate::view::VaultView;
+use coffer_crypto::CryptoError;
 
 /// How long a response may be cached (`nextUpdate - thisUpdate`).
 pub const OCSP_VALIDITY_SECS: u64 = 3_600;
@@ -34,12 +35,6 @@ const ID_SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
 const ID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
 const ID_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.2");
 const ID_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.3");
-const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
-const SHA384_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.12");
-const SHA512_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.13");
-const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
-const ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
-const ECDSA_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.4");
 
 /// `digest` of `data` for a CertID hash algorithm (`None`: not supported).
 fn hash(alg: &ObjectIdentifier, data: &[u8]) -> Option<Vec<u8>> {
@@ -52,32 +47,6 @@ fn hash(alg: &ObjectIdentifier, data: &[u8]) -> Option<Vec<u8>> {
         _ => return None,
     };
     Some(digest(algorithm, data).as_ref().to_vec())
-}
-
-/// The signature AlgorithmIdentifier of what `kp` signs.
-fn signature_algorithm(kp: &KeyPair) -> Result<AlgorithmIdentifierOwned, EngineError> {
-    let alg = kp.algorithm();
-    let (oid, null_params) = if alg == &rcgen::PKCS_RSA_SHA256 {
-        (SHA256_WITH_RSA, true)
-    } else if alg == &rcgen::PKCS_RSA_SHA384 {
-        (SHA384_WITH_RSA, true)
-    } else if alg == &rcgen::PKCS_RSA_SHA512 {
-        (SHA512_WITH_RSA, true)
-    } else if alg == &rcgen::PKCS_ECDSA_P256_SHA256 {
-        (ECDSA_SHA256, false)
-    } else if alg == &rcgen::PKCS_ECDSA_P384_SHA384 {
-        (ECDSA_SHA384, false)
-    } else if alg == &rcgen::PKCS_ECDSA_P521_SHA512 {
-        (ECDSA_SHA512, false)
-    } else {
-        return Err(EngineError::NotSupported(
-            "the CA's key type cannot sign OCSP responses".into(),
-        ));
-    };
-    Ok(AlgorithmIdentifierOwned {
-        oid,
-        parameters: null_params.then(Any::null),
-    })
 }
 
 fn generalized(secs: u64) -> Result<OcspGeneralizedTime, EngineError> {
@@ -191,13 +160,13 @@ fn respond(
         response_extensions: (!nonce.is_empty()).then_some(nonce),
     };
     let tbs_der = tbs.to_der().map_err(|e| internal("OCSP", e))?;
-    let kp = ca.key_pair()?;
-    let signature = kp
+    let key = ca.key();
+    let signature = key
         .sign(&tbs_der)
-        .map_err(|e| internal("signing the OCSP response", e))?;
+        .map_err(|e| key.failure("signing the OCSP response", e))?;
     let basic = BasicOcspResponse {
         tbs_response_data: tbs,
-        signature_algorithm: signature_algorithm(&kp)?,
+        signature_algorithm: key.algorithm_identifier(),
         signature: BitString::from_bytes(&signature).map_err(|e| internal("OCSP", e))?,
         certs: None,
     };
@@ -242,8 +211,11 @@ impl CertificatesEngine {
             Ok(s) => s.map(|(_, s)| s).unwrap_or_default(),
             Err(_) => return bare(OcspResponse::try_later()),
         };
-        match respond(&ca, &state, &request, now) {
+        match off_runtime(move || respond(&ca, &state, &request, now)).await {
             Ok(der) => der,
+            Err(EngineError::Crypto(CryptoError::HsmUnavailable(_))) => {
+                bare(OcspResponse::try_later())
+            }
             Err(e) => {
                 tracing::warn!(%vault, %issuer, error = %e, "OCSP response failed");
                 bare(OcspResponse::internal_error())

@@ -15,7 +15,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::context::{host_of, vault_for_host};
+use super::context::request_vault;
 use super::errors::ApiError;
 use super::firewall::{self, ClientAddr};
 use super::operations::{self, Operation};
@@ -62,8 +62,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Authorized {
 /// The middleware: allow, ask for a second factor, or refuse.
 pub async fn authorize(State(st): State<AuthzState>, mut req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    let vault = match host_of(&parts) {
-        Ok(host) => vault_for_host(&host, st.vault_domain.as_deref(), &st.default_vault),
+    let vault = match request_vault(&parts, st.vault_domain.as_deref(), &st.default_vault) {
+        Ok(vault) => vault,
         Err(e) => return e.into_response(),
     };
     req = Request::from_parts(parts, body);

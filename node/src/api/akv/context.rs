@@ -1,9 +1,9 @@
 //! Per-request context: vault (from Host), base URL, api-version and the
 //! request id used as the idempotency key of writes.
 
-use axum::extract::{FromRequestParts, Request};
+use axum::extract::{FromRequestParts, MatchedPath, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{Extensions, HeaderName, HeaderValue, Uri};
 use axum::middleware::Next;
 use axum::response::Response;
 use sha2::{Digest, Sha256};
@@ -59,7 +59,7 @@ pub async fn request_id_layer(mut req: Request, next: Next) -> Response {
 /// What every handler needs to know about the request.
 #[derive(Clone, Debug)]
 pub struct AkvCtx {
-    /// Vault addressed by the Host header.
+    /// Vault addressed by the Host header (or the path, see [`request_vault`]).
     pub vault: String,
     /// `https://{Host}`: prefix of ids and links.
     pub base_url: String,
@@ -125,7 +125,7 @@ impl FromRequestParts<AkvState> for AkvCtx {
             )));
         }
         let host = host_of(parts)?;
-        let vault = vault_for_host(&host, state.vault_domain.as_deref(), &state.default_vault);
+        let vault = request_vault(parts, state.vault_domain.as_deref(), &state.default_vault)?;
         let request_id = parts
             .extensions
             .get::<RequestId>()
@@ -164,6 +164,30 @@ pub(crate) fn host_of(parts: &Parts) -> Result<String, ApiError> {
     } else {
         Err(ApiError::bad_parameter("Invalid Host header"))
     }
+}
+
+/// The vault a request addresses: the `{vault}` segment of a route that
+/// names its vault in the path (the PKI routes, `/v1/pki/{vault}/…`), else
+/// the one its Host selects. Firewall, authorization and handlers all ask
+/// here, so they never judge one vault and act on another.
+pub(crate) fn request_vault(
+    parts: &Parts,
+    domain: Option<&str>,
+    default_vault: &str,
+) -> Result<String, ApiError> {
+    if let Some(vault) = path_vault(&parts.uri, &parts.extensions) {
+        return Ok(vault);
+    }
+    let host = host_of(parts)?;
+    Ok(vault_for_host(&host, domain, default_vault))
+}
+
+/// The `{vault}` segment of a request's path (`uri`), when the route
+/// axum matched (in `extensions`) has one.
+pub(crate) fn path_vault(uri: &Uri, extensions: &Extensions) -> Option<String> {
+    let matched = extensions.get::<MatchedPath>()?;
+    let at = matched.as_str().split('/').position(|s| s == "{vault}")?;
+    uri.path().split('/').nth(at).map(str::to_ascii_lowercase)
 }
 
 /// `{vault}.{domain}` → vault; anything else → the default vault.

@@ -19,7 +19,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 
-use super::context::{host_of, vault_for_host};
+use super::context::request_vault;
 use super::errors::ApiError;
 use crate::api::auth::bearer_token;
 use crate::engine::network::{Bypass, NetworkAcls};
@@ -106,8 +106,8 @@ pub async fn firewall(State(st): State<FirewallState>, mut req: Request, next: N
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();
-    let vault = match host_of(&parts) {
-        Ok(host) => vault_for_host(&host, st.vault_domain.as_deref(), &st.default_vault),
+    let vault = match request_vault(&parts, st.vault_domain.as_deref(), &st.default_vault) {
+        Ok(vault) => vault,
         Err(e) => return e.into_response(),
     };
     let req = Request::from_parts(parts, body);

@@ -102,6 +102,7 @@ pub fn router(state: AkvState) -> Router {
         .merge(certificate_routes())
         .merge(rbac::routes())
         .merge(administration_routes())
+        .merge(crate::api::pki::authorized_routes())
         .layer(axum::middleware::from_fn(context::request_id_layer))
         .with_state(state)
 }

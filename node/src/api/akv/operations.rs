@@ -308,6 +308,18 @@ pub static ROUTES: &[Route] = &[
         "/deletedcertificates/{name}/recover",
         Operation::CertificateRecover,
     ),
+    // Coffer's CA, outside the Key Vault namespace: the vault is the
+    // path's `{vault}`, not the Host's.
+    (
+        Method::POST,
+        "/v1/pki/{vault}/{issuer}/revoke",
+        Operation::CertificateRevoke,
+    ),
+    (
+        Method::GET,
+        "/v1/pki/{vault}/{issuer}/revocations",
+        Operation::CertificateRevocationsList,
+    ),
     (Method::POST, "/backup", Operation::BackupStart),
     (Method::POST, "/prebackup", Operation::BackupStart),
     (

@@ -561,6 +561,7 @@ async fn every_route_classifies_as_its_table_row() {
             .replace("{name}", "n1")
             .replace("{version}", "v1")
             .replace("{issuer}", "i1")
+            .replace("{vault}", "default")
             .replace("{job}", "j1")
             .replace("{id}", "d1");
         *seen.lock().unwrap() = None;
