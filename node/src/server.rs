@@ -53,6 +53,8 @@ pub struct Server {
         Arc<crate::engine::alerts::AlertsEngine>,
         crate::alerts::Sender,
     ),
+    /// When the leader looks for lifecycle events.
+    events: crate::alerts::EventsSchedule,
 }
 
 impl Server {
@@ -131,7 +133,13 @@ impl Server {
             .with(secrets.clone())
             .with(keys.clone())
             .with(certificates.clone())
-            .with(identity.clone());
+            .with(identity.clone())
+            .with(Arc::new(
+                crate::engine::audit::retention::TrailRetention::new(
+                    crate::engine::audit::Trail::new(store.clone()),
+                    config.audit.trail_retention(),
+                ),
+            ));
         // Before anything records a metric.
         let _ = crate::metrics::handle();
         let sealed = seal.clone();
@@ -144,8 +152,9 @@ impl Server {
         )
         .context("opening the audit file")?;
         let alerts = Arc::new(crate::engine::alerts::AlertsEngine::new(store.clone()));
-        let sender =
-            crate::alerts::Sender::new(&config.tenant).context("setting up alert delivery")?;
+        let sender = crate::alerts::Sender::new(&config.tenant)
+            .context("setting up alert delivery")?
+            .with_vault_domain(config.vault_domain.as_deref());
         let seal_device = seal_device(config, pkcs11.as_ref());
         let operator = Arc::new(
             Operator::new(
@@ -194,6 +203,7 @@ impl Server {
             hsm: pkcs11,
             snapshots: config.snapshots.clone(),
             alerts: (alerts, sender),
+            events: config.events.schedule(clock_offset),
         })
     }
 
@@ -213,6 +223,7 @@ impl Server {
             self.operator.clone(),
             self.alerts.0.clone(),
             self.alerts.1.clone(),
+            self.events,
         ));
         tokio::spawn(fail_stop(self.node.clone()));
         tokio::spawn(auto_unseal_loop(self.operator.clone()));
@@ -556,6 +567,7 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
         seal: Default::default(),
         audit: Default::default(),
         server: Default::default(),
+        events: Default::default(),
     };
     let server = Server::start(&config).await?;
     wait_for_leader(&server.node).await?;
