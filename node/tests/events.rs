@@ -3,8 +3,9 @@
 //! that answers the subscription validation handshake) gets
 //! `SecretNewVersionCreated`, `SecretNearExpiry` and `SecretExpired` for a
 //! secret created with an expiry near now, each exactly once, although the
-//! leader is killed between the near-expiry and the expiry; an endpoint
-//! that does not answer the handshake never gets an event; a certificate
+//! leader is killed between the near-expiry and the expiry (and an alert
+//! rule over expiry dates fires once to a webhook); an endpoint that does
+//! not answer the handshake never gets an event; a certificate
 //! whose `EmailContacts` lifetime action triggers mails the vault's
 //! certificate contacts once, through the SMTP receiver.
 
@@ -57,7 +58,8 @@ async fn subscriber() -> (String, Seen) {
     let seen: Seen = Arc::default();
     let app = Router::new()
         .route("/events", post(take).with_state((seen.clone(), "events")))
-        .route("/deaf", post(take).with_state((seen.clone(), "deaf")));
+        .route("/deaf", post(take).with_state((seen.clone(), "deaf")))
+        .route("/hook", post(take).with_state((seen.clone(), "hook")));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -160,6 +162,39 @@ async fn secret_events_reach_a_validated_subscriber_exactly_once_across_a_leader
         ),
         "deaf subscription create",
     );
+    // An alert rule over expiry dates, to a plain webhook.
+    let hook_url = format!("--url={base}/hook");
+    ok_json(
+        coffer(
+            &cluster,
+            0,
+            &[
+                "alert",
+                "receiver",
+                "create",
+                "hook",
+                "--type=webhook",
+                &hook_url,
+            ],
+        ),
+        "webhook create",
+    );
+    ok_json(
+        coffer(
+            &cluster,
+            2,
+            &[
+                "alert",
+                "rule",
+                "create",
+                "expiring-soon",
+                "--signal=expiring",
+                "--within=3600",
+                "--receiver=hook",
+            ],
+        ),
+        "expiring rule create",
+    );
     // An Event Grid subscription cannot take alerts.
     assert!(!coffer(
         &cluster,
@@ -248,7 +283,24 @@ async fn secret_events_reach_a_validated_subscriber_exactly_once_across_a_leader
             .contains("/providers/Microsoft.KeyVault/vaults/"));
     }
     assert_eq!(got.len(), 3, "{got:?}");
+    let vault = got[SECRET_TYPES[0]][0]["data"]["VaultName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let seen_now = seen.lock().unwrap().clone();
+    // The expiry rule fired once for the secret, across the failover.
+    let alerts: Vec<&Value> = seen_now
+        .iter()
+        .filter(|(e, _, _)| *e == "hook")
+        .map(|(_, _, body)| &body["data"]["essentials"])
+        .filter(|e| e["alertRule"] == "expiring-soon")
+        .collect();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["monitorCondition"], "Fired");
+    assert_eq!(
+        alerts[0]["configurationItems"][0],
+        format!("{vault}/secrets/rotating")
+    );
     // The validation is replicated: the new leader did not ask again.
     let validations = seen_now
         .iter()
