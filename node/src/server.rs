@@ -55,6 +55,8 @@ pub struct Server {
     ),
     /// When the leader looks for lifecycle events.
     events: crate::alerts::EventsSchedule,
+    /// How the leader asks members whether they are sealed.
+    seal_probe: crate::alerts::SealProbe,
 }
 
 impl Server {
@@ -155,6 +157,10 @@ impl Server {
         let sender = crate::alerts::Sender::new(&config.tenant)
             .context("setting up alert delivery")?
             .with_vault_domain(config.vault_domain.as_deref());
+        let cluster_ca = std::fs::read_to_string(&config.tls.ca)
+            .with_context(|| format!("reading the cluster CA {}", config.tls.ca.display()))?;
+        let seal_probe = crate::alerts::SealProbe::new(Some(&cluster_ca))
+            .context("setting up the members' seal probe")?;
         let seal_device = seal_device(config, pkcs11.as_ref());
         let operator = Arc::new(
             Operator::new(
@@ -204,6 +210,7 @@ impl Server {
             snapshots: config.snapshots.clone(),
             alerts: (alerts, sender),
             events: config.events.schedule(clock_offset),
+            seal_probe,
         })
     }
 
@@ -224,6 +231,7 @@ impl Server {
             self.alerts.0.clone(),
             self.alerts.1.clone(),
             self.events,
+            self.seal_probe.clone(),
         ));
         tokio::spawn(fail_stop(self.node.clone()));
         tokio::spawn(auto_unseal_loop(self.operator.clone()));

@@ -451,3 +451,91 @@ async fn email_contacts_lifetime_actions_mail_the_certificate_contacts_once() {
         .unwrap();
     assert!(mail.contains("Certificate: web"), "{mail}");
 }
+
+/// Webhook alerts of `rule` as `(monitorCondition, group)`.
+fn alerts_of(seen: &Seen, rule: &str) -> Vec<(String, String)> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|(e, _, _)| *e == "hook")
+        .map(|(_, _, body)| &body["data"]["essentials"])
+        .filter(|e| e["alertRule"] == rule)
+        .map(|e| {
+            (
+                e["monitorCondition"].as_str().unwrap_or("").to_owned(),
+                e["configurationItems"][0].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sealed_member_alerts_once_and_resolves_when_unsealed() {
+    let (base, seen) = subscriber().await;
+    let cluster = cluster().await;
+    let hook_url = format!("--url={base}/hook");
+    ok_json(
+        coffer(
+            &cluster,
+            0,
+            &[
+                "alert",
+                "receiver",
+                "create",
+                "hook",
+                "--type=webhook",
+                &hook_url,
+            ],
+        ),
+        "webhook create",
+    );
+    ok_json(
+        coffer(
+            &cluster,
+            0,
+            &[
+                "alert",
+                "rule",
+                "create",
+                "seal-watch",
+                "--signal=sealed",
+                "--receiver=hook",
+            ],
+        ),
+        "sealed rule create",
+    );
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let follower = (leader + 1) % 3;
+    let token = cluster.root_token.clone().unwrap();
+    let out = common::operator_cli(&cluster, follower, Some(&token), &["seal"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("the sealed alert", Duration::from_secs(30), || {
+        alerts_of(&seen, "seal-watch")
+            .iter()
+            .any(|(c, _)| c == "Fired")
+    })
+    .await;
+    cluster.unseal(follower).await.unwrap();
+    wait_until("the resolution", Duration::from_secs(30), || {
+        alerts_of(&seen, "seal-watch")
+            .iter()
+            .any(|(c, _)| c == "Resolved")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = alerts_of(&seen, "seal-watch");
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].0, "Fired");
+    assert_eq!(got[1].0, "Resolved");
+    assert!(
+        got[0].1.starts_with("node ") && got[0].1 == got[1].1,
+        "{got:?}"
+    );
+}

@@ -41,6 +41,9 @@ pub enum Signal {
     /// State, not records: Raft leader elections within the window reach
     /// the threshold (each new leader records its term through Raft).
     LeaderChanges,
+    /// State, not records: a member answers its seal status as sealed
+    /// (one alert per node; the leader asks every member).
+    Sealed,
     /// Not a signal of the trail: the firing delivers a lifecycle event
     /// (rules cannot use it).
     Event,
@@ -55,7 +58,7 @@ impl Signal {
             Signal::Purge => event.operation_name.ends_with("Purge") && (200..300).contains(&code),
             Signal::RootToken => event.identity.claim.root_token,
             Signal::Any => true,
-            Signal::Expiring | Signal::LeaderChanges | Signal::Event => false,
+            Signal::Expiring | Signal::LeaderChanges | Signal::Sealed | Signal::Event => false,
         }
     }
 

@@ -1,7 +1,8 @@
 //! Alert rules over state rather than the trail: objects whose current
 //! version expires within a time (`expiring`, found by the leader's object
-//! scan) and Raft leader elections within a window (`leader-changes`,
-//! from elections each new leader records through Raft). A group that
+//! scan), Raft leader elections within a window (`leader-changes`,
+//! from elections each new leader records through Raft) and sealed members
+//! (`sealed`, from the leader's look at every member's seal status). A group that
 //! holds fires through the rules' own [`AlertsEngine::fire`] — the firing
 //! id comes from the rule, the group and the episode (the object's expiry,
 //! the newest term), so a leader that takes over finds it — and resolves
@@ -112,6 +113,43 @@ impl AlertsEngine {
                 }],
                 _ => Vec::new(),
             };
+            outcome.add(self.apply_state(rule, &holding, true, now_ms).await?);
+        }
+        Ok(outcome)
+    }
+
+    /// Whether an enabled rule of `signal` exists (local state, the
+    /// leader's): the node only gathers what such rules need.
+    pub fn watches(&self, signal: Signal) -> Result<bool, EngineError> {
+        Ok(self
+            .list::<Rule>(super::RULE_PREFIX)?
+            .iter()
+            .any(|r| r.enabled && r.condition.signal == signal))
+    }
+
+    /// Fires and resolves every `sealed` rule at `now_ms`, given the ids of
+    /// the members found sealed (`sealed`, from a look at every member).
+    pub async fn evaluate_sealed(
+        &self,
+        sealed: &[u64],
+        now_ms: u64,
+    ) -> Result<StateOutcome, EngineError> {
+        let mut outcome = StateOutcome::default();
+        let rules: Vec<Rule> = self.list(super::RULE_PREFIX)?;
+        // A sealing's episode is when it was noticed: while its alert is
+        // active no other fires for the node, whichever leader looks.
+        let holding: Vec<Holding> = sealed
+            .iter()
+            .map(|id| Holding {
+                group: format!("node {id}"),
+                episode: now_ms / 1000,
+                count: 1,
+            })
+            .collect();
+        for rule in rules
+            .iter()
+            .filter(|r| r.enabled && r.condition.signal == Signal::Sealed)
+        {
             outcome.add(self.apply_state(rule, &holding, true, now_ms).await?);
         }
         Ok(outcome)

@@ -122,3 +122,25 @@ async fn leader_changes_fire_above_the_threshold_and_resolve_when_calm() {
     assert_eq!(firings.len(), 1);
     assert_eq!(firings[0].count, 3);
 }
+
+#[tokio::test]
+async fn a_sealed_member_alerts_once_until_it_is_unsealed() {
+    let store = Arc::new(MemStore::new());
+    let alerts = engine_with_rule(&store, serde_json::json!({"signal": "sealed"})).await;
+    assert!(alerts.watches(Signal::Sealed).unwrap());
+    assert!(!alerts.watches(Signal::Expiring).unwrap());
+    let t0 = 1_800_000_000_000u64;
+    assert_eq!(alerts.evaluate_sealed(&[], t0).await.unwrap().fired, 0);
+    assert_eq!(
+        alerts.evaluate_sealed(&[3], t0 + 1000).await.unwrap().fired,
+        1
+    );
+    // Still sealed, seen by the next leader a second later: no new alert.
+    let successor = AlertsEngine::new(store.clone());
+    let o = successor.evaluate_sealed(&[3], t0 + 2000).await.unwrap();
+    assert_eq!((o.fired, o.resolved), (0, 0));
+    let o = successor.evaluate_sealed(&[], t0 + 3000).await.unwrap();
+    assert_eq!((o.fired, o.resolved), (0, 1));
+    let firings = alerts.firings(None, 10).await.unwrap();
+    assert_eq!(states(&firings), [("node 3".into(), "Resolved".into())]);
+}

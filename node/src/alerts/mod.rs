@@ -4,15 +4,17 @@
 //! rules, receivers, events and firings are lives in `engine::alerts`; how
 //! a notification travels in [`send`].
 
+pub mod probe;
 pub mod send;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::alerts::{AlertsEngine, Firing, Receiver, ReceiverKind};
+use crate::engine::alerts::{AlertsEngine, Firing, Receiver, ReceiverKind, Signal};
 use crate::engine::clock::{now_ms, now_secs};
 use crate::operator::Operator;
 
+pub use probe::SealProbe;
 pub use send::{SendError, Sender};
 
 /// How the leader looks for lifecycle events (`[events]` of the config).
@@ -38,6 +40,7 @@ pub async fn run(
     alerts: Arc<AlertsEngine>,
     sender: Sender,
     events: EventsSchedule,
+    probe: SealProbe,
 ) {
     let mut tick = tokio::time::interval(EVALUATE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -61,6 +64,7 @@ pub async fn run(
         if last_scan.is_none_or(|t| t.elapsed() >= events.every) {
             last_scan = Some(tokio::time::Instant::now());
             scan_events(&alerts, &events).await;
+            look_for_sealed(&operator, &alerts, &probe, status.node_id).await;
         }
         match alerts.evaluate(now_ms()).await {
             Ok(r) => {
@@ -102,6 +106,33 @@ async fn scan_events(alerts: &AlertsEngine, events: &EventsSchedule) {
             }
         }
         Err(e) => tracing::debug!(error = %e, "lifecycle event scan failed; retrying"),
+    }
+}
+
+/// Asks every member whether it is sealed, for `sealed` rules (only while
+/// such a rule exists: each look is one request to every member).
+async fn look_for_sealed(operator: &Operator, alerts: &AlertsEngine, probe: &SealProbe, me: u64) {
+    if !alerts.watches(Signal::Sealed).unwrap_or(false) {
+        return;
+    }
+    let peers = match operator.node().peers().await {
+        Ok(p) => p.peers,
+        Err(e) => {
+            tracing::debug!(error = %e, "reading the membership failed");
+            return;
+        }
+    };
+    let sealed = probe.sealed(&peers, me).await;
+    match alerts.evaluate_sealed(&sealed, now_ms()).await {
+        Ok(o) => {
+            if o.fired > 0 {
+                metrics::counter!("coffer_alerts_fired_total").increment(o.fired as u64);
+            }
+            if o.resolved > 0 {
+                metrics::counter!("coffer_alerts_resolved_total").increment(o.resolved as u64);
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "evaluating sealed rules failed; retrying"),
     }
 }
 

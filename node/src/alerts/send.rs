@@ -28,7 +28,8 @@ pub const ALERT_ID_HEADER: &str = "x-coffer-alert-id";
 /// alert (1).
 const SYSLOG_PRI: u8 = 10 * 8 + 1;
 
-type HttpClient = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(super) type HttpClient =
+    hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Why a notification was not delivered.
 #[derive(Debug, thiserror::Error)]
@@ -387,7 +388,7 @@ fn client_with(tls: rustls::ClientConfig) -> HttpClient {
         .build(connector)
 }
 
-fn http_client(extra_pem: Option<&str>) -> Result<HttpClient, SendError> {
+pub(super) fn http_client(extra_pem: Option<&str>) -> Result<HttpClient, SendError> {
     Ok(client_with(tls_config(extra_pem)?))
 }
 

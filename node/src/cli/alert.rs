@@ -56,7 +56,8 @@ pub struct RuleSpec {
     name: String,
     /// What is counted: denied, purge, root-token, any (audit records);
     /// or a state: expiring (objects expiring within --within seconds),
-    /// leader-changes (Raft elections within the window).
+    /// leader-changes (Raft elections within the window), sealed (a member
+    /// answers its seal status as sealed).
     #[arg(long)]
     signal: String,
     /// expiring: seconds ahead an expiry counts (default 7 days).
