@@ -207,6 +207,9 @@ pub struct Config {
     /// `[server]`: trusted reverse proxies (client addresses).
     #[serde(default)]
     pub server: crate::config_server::ServerSection,
+    /// `[events]`: lifecycle event lead time and scan interval.
+    #[serde(default)]
+    pub events: crate::config_server::EventsSection,
 }
 
 /// `[seal]`: `type = "shamir"` (custodians unseal with shares, the default)

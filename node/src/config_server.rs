@@ -1,5 +1,6 @@
 //! `[server]` of the node configuration: how the node sees its clients
-//! (trusted reverse proxies) and where full vault backups may be written.
+//! (trusted reverse proxies) and where full vault backups may be written;
+//! `[events]`: when lifecycle events are looked for.
 
 use std::path::PathBuf;
 
@@ -21,6 +22,38 @@ pub struct ServerSection {
     pub backup_dir: Option<PathBuf>,
 }
 
+/// `[events]`: how the leader finds lifecycle events (Event Grid
+/// `…NewVersionCreated`, `…NearExpiry`, `…Expired`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsSection {
+    /// Days before `exp` that `…NearExpiry` is sent (Key Vault: 30).
+    pub near_expiry_days: u64,
+    /// Seconds between two scans of the objects for due events (each
+    /// scan reads every object's current version on the leader).
+    pub scan_interval_secs: u64,
+}
+
+impl Default for EventsSection {
+    fn default() -> Self {
+        Self {
+            near_expiry_days: 30,
+            scan_interval_secs: 30,
+        }
+    }
+}
+
+impl EventsSection {
+    /// The leader's schedule for these settings.
+    pub fn schedule(&self, clock_offset: u64) -> crate::alerts::EventsSchedule {
+        crate::alerts::EventsSchedule {
+            every: std::time::Duration::from_secs(self.scan_interval_secs.max(1)),
+            near_expiry_secs: self.near_expiry_days.saturating_mul(86_400),
+            clock_offset,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +72,15 @@ mod tests {
             toml::from_str::<ServerSection>("").unwrap(),
             ServerSection::default()
         );
+    }
+
+    #[test]
+    fn events_default_to_key_vaults_thirty_days() {
+        let e: EventsSection = toml::from_str("scan_interval_secs = 5").unwrap();
+        assert_eq!(e.near_expiry_days, 30);
+        let s = e.schedule(7);
+        assert_eq!(s.near_expiry_secs, 30 * 86_400);
+        assert_eq!((s.every.as_secs(), s.clock_offset), (5, 7));
+        assert!(toml::from_str::<EventsSection>("lead = 1").is_err());
     }
 }

@@ -96,14 +96,23 @@ fn describe() {
         "coffer_alert_deliveries_total",
         "Alert notification attempts, by receiver type and outcome (delivered, failed)."
     );
+    describe_counter!(
+        "coffer_events_recorded_total",
+        "Lifecycle events (Event Grid) recorded by the leader for delivery."
+    );
+    describe_counter!(
+        "coffer_events_emitted_total",
+        "Lifecycle event notifications delivered, by event type."
+    );
     for name in [
         "coffer_alerts_fired_total",
         "coffer_alerts_resolved_total",
         "coffer_alerts_suppressed_total",
+        "coffer_events_recorded_total",
     ] {
         metrics::counter!(name).increment(0);
     }
-    for kind in ["webhook", "email", "sms", "syslog"] {
+    for kind in ["webhook", "email", "sms", "syslog", "event-grid"] {
         for outcome in ["delivered", "failed"] {
             metrics::counter!("coffer_alert_deliveries_total", "receiver_type" => kind, "outcome" => outcome)
                 .increment(0);

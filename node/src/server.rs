@@ -53,6 +53,10 @@ pub struct Server {
         Arc<crate::engine::alerts::AlertsEngine>,
         crate::alerts::Sender,
     ),
+    /// When the leader looks for lifecycle events.
+    events: crate::alerts::EventsSchedule,
+    /// How the leader asks members whether they are sealed.
+    seal_probe: crate::alerts::SealProbe,
 }
 
 impl Server {
@@ -131,7 +135,13 @@ impl Server {
             .with(secrets.clone())
             .with(keys.clone())
             .with(certificates.clone())
-            .with(identity.clone());
+            .with(identity.clone())
+            .with(Arc::new(
+                crate::engine::audit::retention::TrailRetention::new(
+                    crate::engine::audit::Trail::new(store.clone()),
+                    config.audit.trail_retention(),
+                ),
+            ));
         // Before anything records a metric.
         let _ = crate::metrics::handle();
         let sealed = seal.clone();
@@ -144,8 +154,13 @@ impl Server {
         )
         .context("opening the audit file")?;
         let alerts = Arc::new(crate::engine::alerts::AlertsEngine::new(store.clone()));
-        let sender =
-            crate::alerts::Sender::new(&config.tenant).context("setting up alert delivery")?;
+        let sender = crate::alerts::Sender::new(&config.tenant)
+            .context("setting up alert delivery")?
+            .with_vault_domain(config.vault_domain.as_deref());
+        let cluster_ca = std::fs::read_to_string(&config.tls.ca)
+            .with_context(|| format!("reading the cluster CA {}", config.tls.ca.display()))?;
+        let seal_probe = crate::alerts::SealProbe::new(Some(&cluster_ca))
+            .context("setting up the members' seal probe")?;
         let seal_device = seal_device(config, pkcs11.as_ref());
         let operator = Arc::new(
             Operator::new(
@@ -194,6 +209,8 @@ impl Server {
             hsm: pkcs11,
             snapshots: config.snapshots.clone(),
             alerts: (alerts, sender),
+            events: config.events.schedule(clock_offset),
+            seal_probe,
         })
     }
 
@@ -213,6 +230,8 @@ impl Server {
             self.operator.clone(),
             self.alerts.0.clone(),
             self.alerts.1.clone(),
+            self.events,
+            self.seal_probe.clone(),
         ));
         tokio::spawn(fail_stop(self.node.clone()));
         tokio::spawn(auto_unseal_loop(self.operator.clone()));
@@ -556,6 +575,7 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
         seal: Default::default(),
         audit: Default::default(),
         server: Default::default(),
+        events: Default::default(),
     };
     let server = Server::start(&config).await?;
     wait_for_leader(&server.node).await?;

@@ -161,6 +161,9 @@ impl AlertsEngine {
         if last >= head {
             report.resolved = self.resolve_idle(&rules, &st.windows, now_ms).await?;
         }
+        let elections = self.evaluate_elections(&rules, now_ms).await?;
+        report.fired += elections.fired;
+        report.resolved += elections.resolved;
         st.windows.prune(&rules, now_ms);
         Ok(report)
     }
@@ -191,23 +194,9 @@ impl AlertsEngine {
     }
 
     /// The last trail position before the first record at or after
-    /// `target_ms` (records are in time order up to shipping delays; the
-    /// rebuild reads a window more than any rule needs).
+    /// `target_ms` (see [`crate::audit::Trail::first_at`]).
     fn first_seq_at(&self, target_ms: u64, head: u64) -> Result<u64, EngineError> {
-        let (mut lo, mut hi) = (0u64, head);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let time = match self.trail.lines(mid, 1)?.first() {
-                Some(line) => parse_time_ms(&cas::decode::<Link>(line)?.event.time).unwrap_or(0),
-                None => u64::MAX,
-            };
-            if time < target_ms {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        Ok(lo)
+        self.trail.first_at(target_ms, head)
     }
 
     async fn write_cursor(&self, seq: u64) -> Result<(), EngineError> {
@@ -236,7 +225,12 @@ impl AlertsEngine {
     /// Records a firing for `crossing` unless it exists (another leader
     /// fired it) or its group's alert is active or throttled; `true` when
     /// it was recorded now.
-    async fn fire(&self, rule: &Rule, crossing: &Crossing, now: u64) -> Result<bool, EngineError> {
+    pub(super) async fn fire(
+        &self,
+        rule: &Rule,
+        crossing: &Crossing,
+        now: u64,
+    ) -> Result<bool, EngineError> {
         let firing = Firing::new(rule, crossing, now);
         let crossing_ms = parse_time_ms(&crossing.time).unwrap_or(0);
         // A crossing long past (records shipped after a long outage, a rule
@@ -327,6 +321,8 @@ impl AlertsEngine {
             };
             let rule = rules.iter().find(|r| r.name == firing.rule);
             let idle = match rule {
+                // State rules resolve when their state stops holding.
+                Some(r) if !r.condition.signal.is_trail() => false,
                 Some(r) => {
                     now_ms >= a.fired_ms + r.condition.window_secs.saturating_mul(1000)
                         && !windows.holds(r, &firing.group, now_ms)
@@ -341,7 +337,7 @@ impl AlertsEngine {
     }
 
     /// Marks `firing` resolved and queues its `Resolved` notifications.
-    async fn resolve(
+    pub(super) async fn resolve(
         &self,
         akey: &[u8],
         arev: u64,

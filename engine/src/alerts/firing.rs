@@ -146,6 +146,10 @@ pub struct Firing {
     pub resolved_at: Option<String>,
     /// Every notification and where it stands.
     pub deliveries: Vec<Delivery>,
+    /// Set when this firing delivers a lifecycle event rather than an
+    /// alert of a rule (see [`super::events`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<super::events::LifecycleEvent>,
 }
 
 impl Firing {
@@ -172,6 +176,7 @@ impl Firing {
                 .iter()
                 .map(|r| Delivery::pending(r, MonitorCondition::Fired, now))
                 .collect(),
+            event: None,
         }
     }
 
@@ -184,6 +189,9 @@ impl Firing {
 
     /// One-line text for email subjects, SMS and syslog.
     pub fn summary(&self, condition: MonitorCondition) -> String {
+        if let Some(event) = &self.event {
+            return event.summary();
+        }
         format!(
             "Coffer Sev{} {}: {} ({} {}: {} matching {:?} records within {}s)",
             self.severity,

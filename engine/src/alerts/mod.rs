@@ -18,9 +18,11 @@
 //! evaluated).
 
 mod evaluate;
+pub mod events;
 pub mod firing;
 pub mod receiver;
 pub mod rule;
+pub mod state;
 pub mod window;
 
 use std::sync::Arc;
@@ -33,6 +35,7 @@ use crate::error::{EngineError, ObjectKind};
 use crate::store::{Compare, Mutation, Store, Txn};
 
 pub use evaluate::Evaluation;
+pub use events::{EventScan, LifecycleEvent, ObjectType};
 pub use firing::{Delivery, DeliveryState, Firing, MonitorCondition};
 pub use receiver::{Receiver, ReceiverKind, SmsFormat, SmtpSecurity};
 pub use rule::{Condition, GroupBy, Rule, Signal};
@@ -43,6 +46,7 @@ const FIRING_PREFIX: &str = "alr/f/";
 const ACTIVE_PREFIX: &str = "alr/a/";
 const PENDING_PREFIX: &str = "alr/p/";
 const CURSOR_KEY: &[u8] = b"alr/cursor";
+const VALIDATED_PREFIX: &str = "alr/g/";
 /// Rules or receivers listed at most.
 const CONFIG_MAX: usize = 1000;
 
@@ -56,6 +60,13 @@ struct Active {
     firing: String,
     fired_ms: u64,
     resolved: bool,
+}
+
+/// An Event Grid subscription's passed validation handshake.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Validation {
+    url: String,
+    validated_at: u64,
 }
 
 fn active_key(rule: &str, group: &str) -> Vec<u8> {
@@ -109,6 +120,13 @@ impl AlertsEngine {
                         "alert rule: receiver {r} does not exist"
                     ))));
                 };
+                let receiver: Receiver = cas::decode(&e.value)?;
+                if matches!(receiver.kind, ReceiverKind::EventGrid { .. }) {
+                    return Ok(Plan::Refuse(EngineError::BadParameter(format!(
+                        "alert rule: receiver {r} is an Event Grid subscription (it takes \
+                         lifecycle events, not alerts)"
+                    ))));
+                }
                 compare.push(Compare::Revision {
                     key: key(RECEIVER_PREFIX, r),
                     revision: e.revision,
@@ -173,12 +191,18 @@ impl AlertsEngine {
         let value = cas::encode(&receiver)?;
         let shown = cas::encode(&receiver.redacted())?;
         cas::write(&*self.store, None, || {
+            // A changed endpoint must pass the validation handshake again.
             Ok(Plan::Commit(Txn {
                 compare: Vec::new(),
-                mutations: vec![Mutation::Put {
-                    key: k.clone(),
-                    value: value.clone(),
-                }],
+                mutations: vec![
+                    Mutation::Put {
+                        key: k.clone(),
+                        value: value.clone(),
+                    },
+                    Mutation::Delete {
+                        key: key(VALIDATED_PREFIX, &receiver.name),
+                    },
+                ],
                 result: shown.clone(),
             }))
         })
@@ -229,8 +253,57 @@ impl AlertsEngine {
                     key: key(RECEIVER_PREFIX, name),
                     revision: rev,
                 }],
-                mutations: vec![Mutation::Delete {
+                mutations: vec![
+                    Mutation::Delete {
+                        key: key(RECEIVER_PREFIX, name),
+                    },
+                    Mutation::Delete {
+                        key: key(VALIDATED_PREFIX, name),
+                    },
+                ],
+                result: Vec::new(),
+            }))
+        })
+        .await
+    }
+
+    /// Whether `event-grid` receiver `name` passed the subscription
+    /// validation handshake for `url` (local state, the leader's).
+    pub fn subscription_validated(&self, name: &str, url: &str) -> Result<bool, EngineError> {
+        Ok(self
+            .read::<Validation>(&key(VALIDATED_PREFIX, name))?
+            .is_some_and(|(_, v)| v.url == url))
+    }
+
+    /// Records that `event-grid` receiver `name` answered the validation
+    /// handshake at `url` (Unix seconds `now`).
+    pub async fn record_validation(
+        &self,
+        name: &str,
+        url: &str,
+        now: u64,
+    ) -> Result<(), EngineError> {
+        let value = cas::encode(&Validation {
+            url: url.to_owned(),
+            validated_at: now,
+        })?;
+        cas::write(&*self.store, None, || {
+            // Only while the receiver still exists with this url.
+            let current = self.read::<Receiver>(&key(RECEIVER_PREFIX, name))?;
+            let Some((rev, r)) = current else {
+                return Ok(Plan::Answer(()));
+            };
+            if !matches!(&r.kind, ReceiverKind::EventGrid { url: u, .. } if u == url) {
+                return Ok(Plan::Answer(()));
+            }
+            Ok(Plan::Commit(Txn {
+                compare: vec![Compare::Revision {
                     key: key(RECEIVER_PREFIX, name),
+                    revision: rev,
+                }],
+                mutations: vec![Mutation::Put {
+                    key: key(VALIDATED_PREFIX, name),
+                    value: value.clone(),
                 }],
                 result: Vec::new(),
             }))

@@ -84,8 +84,15 @@ pub enum ReceiverKind {
         password: Option<String>,
         /// Sender address.
         from: String,
-        /// Recipient addresses.
+        /// Recipient addresses (may be empty when the receiver only mails
+        /// certificate contacts).
+        #[serde(default)]
         to: Vec<String>,
+        /// Also mail `CertificateNearExpiry` to a vault's certificate
+        /// contacts when a certificate's `EmailContacts` lifetime action
+        /// triggers.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        certificate_contacts: bool,
     },
     /// A text message through an HTTP SMS gateway.
     Sms {
@@ -111,6 +118,22 @@ pub enum ReceiverKind {
         /// See `to_field`.
         #[serde(default = "body_field")]
         body_field: String,
+    },
+    /// An Event Grid webhook subscription: lifecycle events in the Event
+    /// Grid schema, after the subscription validation handshake.
+    EventGrid {
+        /// The subscriber's endpoint, `https://…` (or `http://`).
+        url: String,
+        /// Event types delivered (`Microsoft.KeyVault.SecretNearExpiry`, …);
+        /// empty: every type.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        event_types: Vec<String>,
+        /// Vaults whose events are delivered; empty: every vault.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        vaults: Vec<String>,
+        /// PEM CA certificates trusted besides the system roots.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_pem: Option<String>,
     },
     /// An RFC 5424 message to a syslog collector.
     Syslog {
@@ -152,8 +175,14 @@ impl Receiver {
                     return bad("give the signing secret itself, not the redacted marker");
                 }
             }
-            ReceiverKind::Email { host, from, to, .. } => {
-                if host.is_empty() || from.is_empty() || to.is_empty() {
+            ReceiverKind::Email {
+                host,
+                from,
+                to,
+                certificate_contacts,
+                ..
+            } => {
+                if host.is_empty() || from.is_empty() || (to.is_empty() && !certificate_contacts) {
                     return bad("email needs host, from and at least one to");
                 }
                 if !from.contains('@') || to.iter().any(|t| !t.contains('@')) {
@@ -163,6 +192,16 @@ impl Receiver {
             ReceiverKind::Sms { url, to, .. } => {
                 if !http_url(url) || to.is_empty() {
                     return bad("sms needs an http(s) url and a to number");
+                }
+            }
+            ReceiverKind::EventGrid {
+                url, event_types, ..
+            } => {
+                if !http_url(url) {
+                    return bad("url must be an http(s) URL");
+                }
+                if let Some(t) = event_types.iter().find(|t| !is_event_type(t)) {
+                    return bad(&format!("{t} is not a Key Vault event type"));
                 }
             }
             ReceiverKind::Syslog { target } => {
@@ -198,6 +237,7 @@ impl Receiver {
                 password,
                 from,
                 to,
+                certificate_contacts,
             } => ReceiverKind::Email {
                 host: host.clone(),
                 port: *port,
@@ -206,6 +246,7 @@ impl Receiver {
                 password: hide(password),
                 from: from.clone(),
                 to: to.clone(),
+                certificate_contacts: *certificate_contacts,
             },
             ReceiverKind::Sms {
                 url,
@@ -226,9 +267,7 @@ impl Receiver {
                 from_field: from_field.clone(),
                 body_field: body_field.clone(),
             },
-            ReceiverKind::Syslog { target } => ReceiverKind::Syslog {
-                target: target.clone(),
-            },
+            ReceiverKind::EventGrid { .. } | ReceiverKind::Syslog { .. } => self.kind.clone(),
         };
         Self {
             name: self.name.clone(),
@@ -242,9 +281,21 @@ impl Receiver {
             ReceiverKind::Webhook { .. } => "webhook",
             ReceiverKind::Email { .. } => "email",
             ReceiverKind::Sms { .. } => "sms",
+            ReceiverKind::EventGrid { .. } => "event-grid",
             ReceiverKind::Syslog { .. } => "syslog",
         }
     }
+}
+
+/// `Microsoft.KeyVault.{Secret|Key|Certificate}{NewVersionCreated|
+/// NearExpiry|Expired}`.
+fn is_event_type(t: &str) -> bool {
+    t.strip_prefix("Microsoft.KeyVault.").is_some_and(|rest| {
+        ["Secret", "Key", "Certificate"].iter().any(|o| {
+            rest.strip_prefix(o)
+                .is_some_and(|k| matches!(k, "NewVersionCreated" | "NearExpiry" | "Expired"))
+        })
+    })
 }
 
 #[cfg(test)]

@@ -13,6 +13,10 @@ pub const MAX_WINDOW_SECS: u64 = 24 * 3600;
 pub const MAX_THRESHOLD: u32 = 10_000;
 /// Most receivers one rule notifies.
 pub const MAX_RECEIVERS: usize = 16;
+/// Furthest an `expiring` rule looks ahead (a year).
+pub const MAX_WITHIN_SECS: u64 = 365 * 86_400;
+/// What an `expiring` rule looks ahead by default (7 days).
+pub const DEFAULT_WITHIN_SECS: u64 = 7 * 86_400;
 
 /// What kind of record a rule counts, before its filter narrows it down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +33,20 @@ pub enum Signal {
     RootToken,
     /// Every record (narrow it with the filter).
     Any,
+    /// State, not records: the current version of a secret, key or
+    /// certificate expires within `within_secs` (or expired). One alert
+    /// per object; resolved by a new version with a later expiry or a
+    /// delete. Checked by the leader's object scan.
+    Expiring,
+    /// State, not records: Raft leader elections within the window reach
+    /// the threshold (each new leader records its term through Raft).
+    LeaderChanges,
+    /// State, not records: a member answers its seal status as sealed
+    /// (one alert per node; the leader asks every member).
+    Sealed,
+    /// Not a signal of the trail: the firing delivers a lifecycle event
+    /// (rules cannot use it).
+    Event,
 }
 
 impl Signal {
@@ -40,7 +58,17 @@ impl Signal {
             Signal::Purge => event.operation_name.ends_with("Purge") && (200..300).contains(&code),
             Signal::RootToken => event.identity.claim.root_token,
             Signal::Any => true,
+            Signal::Expiring | Signal::LeaderChanges | Signal::Sealed | Signal::Event => false,
         }
+    }
+
+    /// Whether rules of this signal count trail records (the others hold
+    /// or not by state, see `alerts::state`).
+    pub fn is_trail(self) -> bool {
+        matches!(
+            self,
+            Signal::Denied | Signal::Purge | Signal::RootToken | Signal::Any
+        )
     }
 }
 
@@ -121,12 +149,20 @@ pub struct Condition {
     /// Window length in seconds.
     #[serde(default = "sixty")]
     pub window_secs: u64,
+    /// `expiring`: how far ahead an expiry counts (default 7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_secs: Option<u64>,
 }
 
 impl Condition {
     /// Whether `event` counts for this condition.
     pub fn matches(&self, event: &AuditEvent) -> bool {
         self.signal.matches(event) && self.filter.matches(event)
+    }
+
+    /// `expiring`: how far ahead an expiry counts, in seconds.
+    pub fn within(&self) -> u64 {
+        self.within_secs.unwrap_or(DEFAULT_WITHIN_SECS)
     }
 }
 
@@ -168,6 +204,17 @@ impl Rule {
             return bad("severity must be 0..=4");
         }
         let c = &self.condition;
+        if c.signal == Signal::Event {
+            return bad(
+                "signal must be denied, purge, root-token, any, expiring or leader-changes",
+            );
+        }
+        if c.within_secs.is_some() && c.signal != Signal::Expiring {
+            return bad("within_secs is for the expiring signal");
+        }
+        if c.within_secs.is_some_and(|w| w == 0 || w > MAX_WITHIN_SECS) {
+            return bad("within_secs must be 1..=31536000");
+        }
         if c.threshold == 0 || c.threshold > MAX_THRESHOLD {
             return bad("threshold must be 1..=10000");
         }

@@ -128,6 +128,12 @@ pub enum Problem {
         /// Its `seq`.
         seq: u64,
     },
+    /// The first retained record does not link to the retention
+    /// checkpoint (it, or the last pruned record, was changed).
+    CheckpointMismatch {
+        /// Its `seq`.
+        seq: u64,
+    },
     /// The chain does not end where the cluster's head says it does (the
     /// last records were removed or the last one changed).
     HeadMismatch {
@@ -158,6 +164,10 @@ impl std::fmt::Display for Problem {
             Problem::Edited { position, seq } => write!(
                 f,
                 "line {position}: record {seq} was changed (the next record's hash does not match)"
+            ),
+            Problem::CheckpointMismatch { seq } => write!(
+                f,
+                "line 1: record {seq} does not link to the retention checkpoint"
             ),
             Problem::HeadMismatch { head_seq, last_seq } => write!(
                 f,
@@ -274,12 +284,44 @@ pub fn verify<L: AsRef<[u8]>>(lines: &[L]) -> Verification {
     out
 }
 
+/// Verifies a trail whose records up to `checkpoint` were pruned by
+/// retention: as [`verify`], and its first line must be record
+/// `checkpoint.seq + 1` linked to `checkpoint.hash` (an empty trail ends
+/// at the checkpoint).
+pub fn verify_after<L: AsRef<[u8]>>(checkpoint: &Head, lines: &[L]) -> Verification {
+    let mut out = verify(lines);
+    let first = lines.first().and_then(|l| {
+        serde_json::from_slice::<LinkHeader>(l.as_ref())
+            .ok()
+            .map(|h| (h.seq, h.prev))
+    });
+    match first {
+        None if lines.is_empty() => out.last = Some(checkpoint.clone()),
+        None => {}
+        Some((seq, _)) if seq > checkpoint.seq + 1 => out.problems.push(Problem::Gap {
+            position: 1,
+            missing_from: checkpoint.seq + 1,
+            missing_to: seq - 1,
+        }),
+        Some((seq, _)) if seq <= checkpoint.seq => {
+            out.problems.push(Problem::Reordered { position: 1, seq })
+        }
+        Some((seq, prev)) if prev != checkpoint.hash => {
+            out.problems.push(Problem::CheckpointMismatch { seq })
+        }
+        Some(_) => {}
+    }
+    out.problems.sort_by_key(position_of);
+    out
+}
+
 fn position_of(p: &Problem) -> u64 {
     match p {
         Problem::Unreadable { position }
         | Problem::Gap { position, .. }
         | Problem::Reordered { position, .. }
         | Problem::Edited { position, .. } => *position,
+        Problem::CheckpointMismatch { .. } => 1,
         Problem::HeadMismatch { .. } => u64::MAX,
     }
 }

@@ -8,10 +8,12 @@ pub mod chain;
 mod key;
 pub mod query;
 pub mod record;
+pub mod retention;
 mod trail;
 
-pub use chain::{verify, Head, Link, Problem, Verification};
+pub use chain::{verify, verify_after, Head, Link, Problem, Verification};
 pub use key::{AuditKey, HMAC_PREFIX};
 pub use query::Query;
 pub use record::{AuditEvent, Claims, Identity, Properties};
+pub use retention::{Checkpoint, Retention};
 pub use trail::Trail;

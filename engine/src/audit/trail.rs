@@ -7,6 +7,8 @@
 //! all three in one compare-and-set transaction, so a batch is appended
 //! exactly once however often a node retries it, and two nodes shipping at
 //! the same time both land, one after the other, on one chain.
+//! `aud/checkpoint` is where the retained trail starts once old lines were
+//! pruned (see [`super::retention`]).
 
 use std::sync::Arc;
 
@@ -19,7 +21,7 @@ use super::query::Query;
 use super::record::AuditEvent;
 
 const HEAD_KEY: &[u8] = b"aud/head";
-const ENTRY_PREFIX: &str = "aud/t/";
+pub(super) const ENTRY_PREFIX: &str = "aud/t/";
 const NODE_PREFIX: &str = "aud/n/";
 
 /// How far a node shipped: the last `seq` of its current file chain.
@@ -43,10 +45,10 @@ impl Shipped {
 /// The cluster trail over the replicated store.
 #[derive(Clone)]
 pub struct Trail {
-    store: Arc<dyn Store>,
+    pub(super) store: Arc<dyn Store>,
 }
 
-fn entry_key(seq: u64) -> Vec<u8> {
+pub(super) fn entry_key(seq: u64) -> Vec<u8> {
     format!("{ENTRY_PREFIX}{seq:020}").into_bytes()
 }
 

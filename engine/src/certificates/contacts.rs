@@ -1,8 +1,9 @@
 //! The vault's certificate contacts (`/certificates/contacts`): who the
 //! EmailContacts lifetime action notifies.
 
-use super::records::Contact;
-use super::CertificatesEngine;
+use super::records::{CertVersionRecord, Contact};
+use super::renew::action_due;
+use super::{stored_policy, CertificatesEngine};
 use crate::cas::{decode, encode, write, Plan};
 use crate::error::{EngineError, ObjectKind};
 use crate::names::CERT_CONTACTS;
@@ -18,6 +19,34 @@ fn missing() -> EngineError {
         kind: ObjectKind::CertificateContacts,
         name: SUFFIX.into(),
     }
+}
+
+/// The addresses the EmailContacts lifetime action of certificate `lower`
+/// notifies about its version `v` at `now` (Unix seconds): the vault's
+/// contacts once the action's trigger passed and before `v` expires;
+/// `None` when the policy has no such action, it is not due, or the vault
+/// has no contact with an address. What is sent, and that it is sent once,
+/// is the events' business (`alerts::events`).
+pub fn email_contacts_due(
+    view: &VaultView<'_>,
+    lower: &str,
+    v: &CertVersionRecord,
+    now: u64,
+) -> Result<Option<Vec<String>>, EngineError> {
+    let Some((_, policy)) = stored_policy(view, lower)? else {
+        return Ok(None);
+    };
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    let due = action_due(&policy, v, "EmailContacts").is_some_and(|at| now >= at && now < v.exp);
+    if !due {
+        return Ok(None);
+    }
+    let contacts: Vec<Contact> = match view.get(CERT_CONTACTS, SUFFIX)? {
+        Some(e) => decode(&e.value)?,
+        None => return Ok(None),
+    };
+    let emails: Vec<String> = contacts.into_iter().filter_map(|c| c.email).collect();
+    Ok((!emails.is_empty()).then_some(emails))
 }
 
 impl CertificatesEngine {

@@ -48,6 +48,7 @@ use super::store::{Mutation, Store};
 use super::validate::{check_name, check_tags, normalize_vault};
 use super::view::{Fragment, VaultView};
 
+pub use contacts::email_contacts_due;
 pub use policy::Policy;
 pub use records::{
     AdminDetails, CertBackupExtra, CertVersionRecord, Certificate, CertificateOperation, Contact,

@@ -28,11 +28,17 @@ pub fn renewal_due(policy: &Policy, v: &CertVersionRecord) -> Option<i64> {
         // CA-issued certificate is not what anyone wants.
         return None;
     }
+    action_due(policy, v, "AutoRenew")
+}
+
+/// When `policy`'s lifetime action of `action_type` (`AutoRenew`,
+/// `EmailContacts`) triggers for `v` (Unix seconds), `None` without one.
+pub fn action_due(policy: &Policy, v: &CertVersionRecord, action_type: &str) -> Option<i64> {
     let action = policy
         .lifetime_actions
         .as_ref()?
         .iter()
-        .find(|a| a.action.action_type == "AutoRenew")?;
+        .find(|a| a.action.action_type == action_type)?;
     let life = (v.exp - v.nbf).max(0);
     match (
         action.trigger.lifetime_percentage,

@@ -1,18 +1,32 @@
 //! The node's side of alerting: on the leader, evaluate the rules over the
-//! replicated trail and send the notifications that are due, recording
-//! each attempt through Raft. What rules, receivers and firings are lives
-//! in `engine::alerts`; how a notification travels in [`send`].
+//! replicated trail, scan the objects for lifecycle events, and send the
+//! notifications that are due, recording each attempt through Raft. What
+//! rules, receivers, events and firings are lives in `engine::alerts`; how
+//! a notification travels in [`send`].
 
+pub mod probe;
 pub mod send;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::alerts::{AlertsEngine, Firing};
+use crate::engine::alerts::{AlertsEngine, Firing, Receiver, ReceiverKind, Signal};
 use crate::engine::clock::{now_ms, now_secs};
 use crate::operator::Operator;
 
+pub use probe::SealProbe;
 pub use send::{SendError, Sender};
+
+/// How the leader looks for lifecycle events (`[events]` of the config).
+#[derive(Clone, Copy, Debug)]
+pub struct EventsSchedule {
+    /// Seconds between two scans of the objects.
+    pub every: Duration,
+    /// Lead time of `…NearExpiry`, seconds.
+    pub near_expiry_secs: u64,
+    /// TEST ONLY: seconds the scan sees the clock ahead.
+    pub clock_offset: u64,
+}
 
 /// How often the leader evaluates and sends.
 pub const EVALUATE_EVERY: Duration = Duration::from_secs(1);
@@ -21,14 +35,36 @@ const DUE_MAX: usize = 100;
 
 /// Evaluates and delivers while this node leads; forgets its windows
 /// whenever it does not (the next leader rebuilds them from the trail).
-pub async fn run(operator: Arc<Operator>, alerts: Arc<AlertsEngine>, sender: Sender) {
+pub async fn run(
+    operator: Arc<Operator>,
+    alerts: Arc<AlertsEngine>,
+    sender: Sender,
+    events: EventsSchedule,
+    probe: SealProbe,
+) {
     let mut tick = tokio::time::interval(EVALUATE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_scan: Option<tokio::time::Instant> = None;
+    let mut recorded_term: Option<u64> = None;
     loop {
         tick.tick().await;
-        if operator.is_sealed() || !operator.node().status().is_leader {
+        let status = operator.node().status();
+        if operator.is_sealed() || !status.is_leader {
             alerts.step_down().await;
+            last_scan = None;
             continue;
+        }
+        // Each leadership is recorded once, for `leader-changes` rules.
+        if recorded_term != Some(status.term) {
+            match alerts.record_election(status.term, now_ms()).await {
+                Ok(()) => recorded_term = Some(status.term),
+                Err(e) => tracing::debug!(error = %e, "recording the election failed; retrying"),
+            }
+        }
+        if last_scan.is_none_or(|t| t.elapsed() >= events.every) {
+            last_scan = Some(tokio::time::Instant::now());
+            scan_events(&alerts, &events).await;
+            look_for_sealed(&operator, &alerts, &probe, status.node_id).await;
         }
         match alerts.evaluate(now_ms()).await {
             Ok(r) => {
@@ -49,6 +85,54 @@ pub async fn run(operator: Arc<Operator>, alerts: Arc<AlertsEngine>, sender: Sen
             }
         }
         deliver_due(&alerts, &sender).await;
+    }
+}
+
+/// One scan for lifecycle events (logged and counted).
+async fn scan_events(alerts: &AlertsEngine, events: &EventsSchedule) {
+    match alerts
+        .emit_events(now_secs() + events.clock_offset, events.near_expiry_secs)
+        .await
+    {
+        Ok(scan) => {
+            if scan.emitted > 0 {
+                metrics::counter!("coffer_events_recorded_total").increment(scan.emitted as u64);
+            }
+            if scan.fired > 0 {
+                metrics::counter!("coffer_alerts_fired_total").increment(scan.fired as u64);
+            }
+            if scan.resolved > 0 {
+                metrics::counter!("coffer_alerts_resolved_total").increment(scan.resolved as u64);
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "lifecycle event scan failed; retrying"),
+    }
+}
+
+/// Asks every member whether it is sealed, for `sealed` rules (only while
+/// such a rule exists: each look is one request to every member).
+async fn look_for_sealed(operator: &Operator, alerts: &AlertsEngine, probe: &SealProbe, me: u64) {
+    if !alerts.watches(Signal::Sealed).unwrap_or(false) {
+        return;
+    }
+    let peers = match operator.node().peers().await {
+        Ok(p) => p.peers,
+        Err(e) => {
+            tracing::debug!(error = %e, "reading the membership failed");
+            return;
+        }
+    };
+    let sealed = probe.sealed(&peers, me).await;
+    match alerts.evaluate_sealed(&sealed, now_ms()).await {
+        Ok(o) => {
+            if o.fired > 0 {
+                metrics::counter!("coffer_alerts_fired_total").increment(o.fired as u64);
+            }
+            if o.resolved > 0 {
+                metrics::counter!("coffer_alerts_resolved_total").increment(o.resolved as u64);
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "evaluating sealed rules failed; retrying"),
     }
 }
 
@@ -82,13 +166,16 @@ async fn deliver(
     let (kind, outcome) = match alerts.receiver(receiver) {
         Ok(r) => (
             r.kind_name(),
-            sender
-                .send(&r, firing, condition)
+            send_validated(alerts, sender, &r, firing, condition)
                 .await
                 .map_err(|e| e.to_string()),
         ),
         Err(e) => ("missing", Err(format!("receiver: {e}"))),
     };
+    if let (Ok(()), Some(event)) = (&outcome, &firing.event) {
+        metrics::counter!("coffer_events_emitted_total", "type" => event.event_type.clone())
+            .increment(1);
+    }
     let result = if outcome.is_ok() {
         "delivered"
     } else {
@@ -105,4 +192,30 @@ async fn deliver(
     {
         tracing::warn!(firing = %firing.id, receiver, error = %e, "recording an alert delivery failed");
     }
+}
+
+/// Sends one notification; an Event Grid subscription first passes the
+/// validation handshake (once per endpoint, recorded through Raft), so no
+/// event reaches an endpoint that did not ask for them.
+async fn send_validated(
+    alerts: &AlertsEngine,
+    sender: &Sender,
+    receiver: &Receiver,
+    firing: &Firing,
+    condition: crate::engine::alerts::MonitorCondition,
+) -> Result<(), SendError> {
+    if let ReceiverKind::EventGrid { url, .. } = &receiver.kind {
+        let validated = alerts
+            .subscription_validated(&receiver.name, url)
+            .map_err(|e| SendError::Transport(format!("reading the validation state: {e}")))?;
+        if !validated {
+            sender.validate_subscription(receiver).await?;
+            alerts
+                .record_validation(&receiver.name, url, now_secs())
+                .await
+                .map_err(|e| SendError::Transport(format!("recording the validation: {e}")))?;
+            tracing::info!(receiver = %receiver.name, "event subscription validated");
+        }
+    }
+    sender.send(receiver, firing, condition).await
 }

@@ -28,7 +28,8 @@ pub const ALERT_ID_HEADER: &str = "x-coffer-alert-id";
 /// alert (1).
 const SYSLOG_PRI: u8 = 10 * 8 + 1;
 
-type HttpClient = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(super) type HttpClient =
+    hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Why a notification was not delivered.
 #[derive(Debug, thiserror::Error)]
@@ -45,13 +46,21 @@ pub enum SendError {
     /// The attempt took longer than [`SEND_TIMEOUT`].
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// An Event Grid subscriber did not echo the validation code.
+    #[error("the subscriber did not answer the subscription validation handshake with its validationCode")]
+    Validation,
 }
+
+/// Header telling an Event Grid subscriber what a post is:
+/// `SubscriptionValidation` or `Notification`.
+pub const EVENT_GRID_TYPE_HEADER: &str = "aeg-event-type";
 
 /// Sends notifications; holds the HTTP client with the system roots.
 #[derive(Clone)]
 pub struct Sender {
     http: HttpClient,
     cluster: Arc<str>,
+    vault_domain: Option<Arc<str>>,
 }
 
 impl Sender {
@@ -61,7 +70,61 @@ impl Sender {
         Ok(Self {
             http: http_client(None)?,
             cluster: cluster.into(),
+            vault_domain: None,
         })
+    }
+
+    /// Names objects in events as `https://{vault}.{domain}/…` (without a
+    /// domain: `https://{vault}/…`).
+    pub fn with_vault_domain(mut self, domain: Option<&str>) -> Self {
+        self.vault_domain = domain.map(Into::into);
+        self
+    }
+
+    fn vault_host(&self, vault: &str) -> String {
+        match &self.vault_domain {
+            Some(d) => format!("{vault}.{d}"),
+            None => vault.to_owned(),
+        }
+    }
+
+    /// The Event Grid subscription validation handshake with an
+    /// `event-grid` receiver: a `SubscriptionValidationEvent` whose
+    /// `validationCode` the subscriber must echo as `validationResponse`.
+    pub async fn validate_subscription(&self, receiver: &Receiver) -> Result<(), SendError> {
+        let ReceiverKind::EventGrid { url, ca_pem, .. } = &receiver.kind else {
+            return Err(SendError::Config("not an event-grid receiver".into()));
+        };
+        let code = uuid::Uuid::new_v4().to_string();
+        let body = serde_json::to_vec(&serde_json::json!([{
+            "id": uuid::Uuid::new_v4().to_string(),
+            "topic": format!("/subscriptions/{}/resourceGroups/coffer/providers/Microsoft.KeyVault/vaults", self.cluster),
+            "subject": "",
+            "data": {"validationCode": code, "validationUrl": null},
+            "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
+            "eventTime": crate::engine::audit::record::now(),
+            "metadataVersion": "1",
+            "dataVersion": "2",
+        }]))
+        .map_err(|e| SendError::Config(e.to_string()))?;
+        let headers = vec![
+            ("content-type", "application/json".to_owned()),
+            (EVENT_GRID_TYPE_HEADER, "SubscriptionValidation".to_owned()),
+            ("aeg-subscription-name", receiver.name.to_ascii_uppercase()),
+        ];
+        let exchange = self.post(url, ca_pem.as_deref(), headers, body);
+        let answer = match tokio::time::timeout(SEND_TIMEOUT, exchange).await {
+            Ok(r) => r?,
+            Err(_) => return Err(SendError::Timeout(SEND_TIMEOUT)),
+        };
+        let echoed = serde_json::from_slice::<serde_json::Value>(&answer)
+            .ok()
+            .and_then(|v| v["validationResponse"].as_str().map(str::to_owned));
+        if echoed.as_deref() == Some(code.as_str()) {
+            Ok(())
+        } else {
+            Err(SendError::Validation)
+        }
     }
 
     /// Sends `firing`'s `condition` notification to `receiver`.
@@ -100,7 +163,31 @@ impl Sender {
                 if let Some(key) = secret {
                     headers.push((SIGNATURE_HEADER, signature(key.as_bytes(), &body)));
                 }
-                self.post(url, ca_pem.as_deref(), headers, body).await
+                self.post(url, ca_pem.as_deref(), headers, body)
+                    .await
+                    .map(drop)
+            }
+            ReceiverKind::EventGrid { url, ca_pem, .. } => {
+                let test;
+                let event = match &firing.event {
+                    Some(e) => e,
+                    None => {
+                        test = test_event(firing);
+                        &test
+                    }
+                };
+                let host = self.vault_host(&event.vault);
+                let body = serde_json::to_vec(&event.event_grid(&firing.id, &host, &self.cluster))
+                    .map_err(|e| SendError::Config(e.to_string()))?;
+                let headers = vec![
+                    ("content-type", "application/json".to_owned()),
+                    (EVENT_GRID_TYPE_HEADER, "Notification".to_owned()),
+                    ("aeg-subscription-name", receiver.name.to_ascii_uppercase()),
+                    (ALERT_ID_HEADER, firing.id.clone()),
+                ];
+                self.post(url, ca_pem.as_deref(), headers, body)
+                    .await
+                    .map(drop)
             }
             ReceiverKind::Sms {
                 url,
@@ -147,7 +234,7 @@ impl Sender {
                 if let Some(a) = authorization {
                     headers.push(("authorization", a.clone()));
                 }
-                self.post(url, None, headers, body).await
+                self.post(url, None, headers, body).await.map(drop)
             }
             ReceiverKind::Email {
                 host,
@@ -157,7 +244,14 @@ impl Sender {
                 password,
                 from,
                 to,
+                certificate_contacts,
             } => {
+                // A certificate contacts' notice goes to the contacts.
+                let contacts = firing
+                    .event
+                    .as_ref()
+                    .filter(|e| *certificate_contacts && !e.contacts.is_empty())
+                    .map(|e| e.contacts.as_slice());
                 let email = Email {
                     host,
                     port: *port,
@@ -165,7 +259,7 @@ impl Sender {
                     username: username.as_deref(),
                     password: password.as_deref(),
                     from,
-                    to,
+                    to: contacts.unwrap_or(to),
                 };
                 email.send(firing, condition, &self.cluster).await
             }
@@ -195,7 +289,7 @@ impl Sender {
         ca_pem: Option<&str>,
         headers: Vec<(&str, String)>,
         body: Vec<u8>,
-    ) -> Result<(), SendError> {
+    ) -> Result<Bytes, SendError> {
         let own;
         let client = match ca_pem {
             Some(pem) => {
@@ -218,10 +312,16 @@ impl Sender {
             .await
             .map_err(|e| SendError::Transport(error_chain(&e)))?;
         let status = resp.status();
-        // Read (and drop) the answer so the connection can be reused.
-        let _ = resp.into_body().collect().await;
+        // Read the answer (the connection can then be reused); a broken
+        // body after a success status still counts as delivered.
+        let answer = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         if status.is_success() {
-            Ok(())
+            Ok(answer)
         } else {
             Err(SendError::Status(status.as_u16()))
         }
@@ -288,13 +388,63 @@ fn client_with(tls: rustls::ClientConfig) -> HttpClient {
         .build(connector)
 }
 
-fn http_client(extra_pem: Option<&str>) -> Result<HttpClient, SendError> {
+pub(super) fn http_client(extra_pem: Option<&str>) -> Result<HttpClient, SendError> {
     Ok(client_with(tls_config(extra_pem)?))
+}
+
+/// What a receiver test sends an `event-grid` receiver: an event about
+/// no real object, named after the test firing.
+fn test_event(firing: &Firing) -> crate::engine::alerts::LifecycleEvent {
+    crate::engine::alerts::LifecycleEvent {
+        event_type: "Microsoft.KeyVault.SecretNewVersionCreated".into(),
+        object_type: crate::engine::alerts::ObjectType::Secret,
+        vault: "coffer-receiver-test".into(),
+        name: "coffer-receiver-test".into(),
+        version: firing.id.clone(),
+        nbf: None,
+        exp: None,
+        time: firing.fired_at.clone(),
+        contacts: Vec::new(),
+    }
+}
+
+/// The text of an event email.
+fn event_email_body(
+    firing: &Firing,
+    event: &crate::engine::alerts::LifecycleEvent,
+    cluster: &str,
+) -> String {
+    let date = |t: Option<i64>| {
+        t.and_then(|s| u128::try_from(s).ok())
+            .map(|s| crate::engine::audit::record::format_time(s * 1_000_000_000))
+            .unwrap_or_else(|| "-".into())
+    };
+    let mut lines = vec![
+        event.event_type.clone(),
+        String::new(),
+        format!("Cluster: {cluster}"),
+        format!("Vault: {}", event.vault),
+        format!("{:?}: {}", event.object_type, event.name),
+        format!("Version: {}", event.version),
+        format!("Not before: {}", date(event.nbf)),
+        format!("Expires: {}", date(event.exp)),
+        format!("Event time: {}", event.time),
+        format!("Event id: {}", firing.id),
+    ];
+    if !event.contacts.is_empty() {
+        lines.push(String::new());
+        lines.push("You are a certificate contact of this vault.".into());
+    }
+    lines.push(String::new());
+    lines.join("\n")
 }
 
 /// The text of an alert email: one short field per line (so it travels
 /// as 7-bit text, searchable as written).
 fn email_body(firing: &Firing, condition: MonitorCondition, cluster: &str) -> String {
+    if let Some(event) = &firing.event {
+        return event_email_body(firing, event, cluster);
+    }
     let mut lines = vec![
         format!("{}: {}", condition.as_str(), firing.rule),
         String::new(),

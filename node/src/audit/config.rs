@@ -33,6 +33,14 @@ pub struct AuditConfig {
     /// `tcp://host:601` or `unix:///dev/log`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub syslog: Option<String>,
+    /// Retention of the replicated trail: records older than this many
+    /// days are pruned by the leader (absent: kept forever). At least 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trail_max_age_days: Option<u64>,
+    /// Retention of the replicated trail: only the newest this many
+    /// records are kept (absent: no limit). At least 1000.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trail_max_records: Option<u64>,
 }
 
 impl Default for AuditConfig {
@@ -47,6 +55,8 @@ impl Default for AuditConfig {
             ship_interval_ms: 500,
             stdout: false,
             syslog: None,
+            trail_max_age_days: None,
+            trail_max_records: None,
         }
     }
 }
@@ -82,7 +92,17 @@ impl AuditConfig {
         if let Some(s) = &self.syslog {
             super::sinks::SyslogTarget::parse(s)?;
         }
-        Ok(())
+        self.trail_retention()
+            .validate()
+            .map_err(|e| format!("[audit] {e}"))
+    }
+
+    /// How much of the replicated trail the leader keeps.
+    pub fn trail_retention(&self) -> crate::engine::audit::Retention {
+        crate::engine::audit::Retention {
+            max_age_secs: self.trail_max_age_days.map(|d| d.saturating_mul(86_400)),
+            max_records: self.trail_max_records,
+        }
     }
 
     /// The node's audit file.

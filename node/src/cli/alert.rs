@@ -16,7 +16,8 @@ pub enum AlertCommand {
     /// Alert rules: conditions over the audit trail.
     #[command(subcommand)]
     Rule(RuleCommand),
-    /// Receivers: webhook, email, SMS gateway, syslog.
+    /// Receivers: webhook, email, SMS gateway, syslog, and Event Grid
+    /// subscriptions to lifecycle events (`--type event-grid`).
     #[command(subcommand)]
     Receiver(ReceiverCommand),
     /// Alerts that fired, with the delivery state of each notification.
@@ -53,9 +54,15 @@ pub enum RuleCommand {
 pub struct RuleSpec {
     /// Rule name.
     name: String,
-    /// What is counted: denied, purge, root-token, any.
+    /// What is counted: denied, purge, root-token, any (audit records);
+    /// or a state: expiring (objects expiring within --within seconds),
+    /// leader-changes (Raft elections within the window), sealed (a member
+    /// answers its seal status as sealed).
     #[arg(long)]
     signal: String,
+    /// expiring: seconds ahead an expiry counts (default 7 days).
+    #[arg(long)]
+    within: Option<u64>,
     /// One window per: none, principal, ip, vault.
     #[arg(long, default_value = "none")]
     group_by: String,
@@ -123,10 +130,10 @@ pub enum ReceiverCommand {
 pub struct ReceiverSpec {
     /// Receiver name.
     name: String,
-    /// webhook, email, sms or syslog.
+    /// webhook, email, sms, syslog or event-grid.
     #[arg(long = "type")]
     kind: String,
-    /// Webhook or SMS gateway URL.
+    /// Webhook, SMS gateway or Event Grid subscriber URL.
     #[arg(long)]
     url: Option<String>,
     /// File holding the secret: the webhook signing key, the SMTP
@@ -160,6 +167,17 @@ pub struct ReceiverSpec {
     /// Syslog target: udp://host:port, tcp://host:port, unix:///path.
     #[arg(long)]
     target: Option<String>,
+    /// Event Grid: an event type delivered (repeat; none: every type),
+    /// e.g. Microsoft.KeyVault.SecretNearExpiry.
+    #[arg(long = "event-type")]
+    event_types: Vec<String>,
+    /// Event Grid: a vault whose events are delivered (repeat; none: all).
+    #[arg(long = "vault")]
+    vaults: Vec<String>,
+    /// Email: also mail certificate contacts when a certificate's
+    /// EmailContacts lifetime action triggers.
+    #[arg(long)]
+    certificate_contacts: bool,
 }
 
 /// `coffer alert firing …`.
@@ -224,6 +242,7 @@ async fn rule(client: &Client, cmd: RuleCommand) -> anyhow::Result<Value> {
             let RuleSpec {
                 name,
                 signal,
+                within,
                 group_by,
                 threshold,
                 window,
@@ -256,7 +275,7 @@ async fn rule(client: &Client, cmd: RuleCommand) -> anyhow::Result<Value> {
                 "enabled": !disabled,
                 "condition": {
                     "signal": signal, "group_by": group_by, "threshold": threshold,
-                    "window_secs": window, "filter": filter,
+                    "window_secs": window, "filter": filter, "within_secs": within,
                 },
                 "receivers": receivers,
                 "throttle_secs": throttle,
@@ -290,6 +309,9 @@ async fn receiver(client: &Client, cmd: ReceiverCommand) -> anyhow::Result<Value
                 to,
                 format,
                 target,
+                event_types,
+                vaults,
+                certificate_contacts,
             } = *spec;
             let secret = secret_file
                 .map(|p| {
@@ -324,6 +346,13 @@ async fn receiver(client: &Client, cmd: ReceiverCommand) -> anyhow::Result<Value
                     set("password", secret.map(Value::from));
                     set("from", from.map(Value::from));
                     set("to", Some(json!(to)));
+                    set("certificate_contacts", Some(json!(certificate_contacts)));
+                }
+                "event-grid" => {
+                    set("url", url.map(Value::from));
+                    set("event_types", Some(json!(event_types)));
+                    set("vaults", Some(json!(vaults)));
+                    set("ca_pem", ca.map(Value::from));
                 }
                 "sms" => {
                     set("url", url.map(Value::from));
@@ -333,7 +362,9 @@ async fn receiver(client: &Client, cmd: ReceiverCommand) -> anyhow::Result<Value
                     set("authorization", secret.map(Value::from));
                 }
                 "syslog" => set("target", target.map(Value::from)),
-                other => anyhow::bail!("--type must be webhook, email, sms or syslog, not {other}"),
+                other => anyhow::bail!(
+                    "--type must be webhook, email, sms, syslog or event-grid, not {other}"
+                ),
             }
             call(client, Request::put(at(&name)).json(&body)?).await
         }

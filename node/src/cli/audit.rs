@@ -7,7 +7,7 @@ use coffer_client::{Client, Request};
 use serde::Deserialize;
 
 use super::{print_json, ClientArgs};
-use crate::engine::audit::{record, verify, Head, Link, Verification};
+use crate::engine::audit::{record, verify, verify_after, Checkpoint, Head, Link, Verification};
 
 /// `coffer audit …`.
 #[derive(Debug, clap::Subcommand)]
@@ -65,8 +65,12 @@ pub async fn run_audit(args: &ClientArgs, cmd: AuditCommand) -> anyhow::Result<(
         }
         AuditCommand::Verify { .. } => {
             let client = args.client()?;
-            let (lines, head) = cluster_trail(&client).await?;
-            let mut v = verify(&lines);
+            let (lines, head, checkpoint) = cluster_trail(&client).await?;
+            // A pruned trail verifies from its recorded checkpoint.
+            let mut v = match &checkpoint {
+                Some(c) => verify_after(&c.last_pruned, &lines),
+                None => verify(&lines),
+            };
             v.check_head(&head);
             report(v, args.json_output())
         }
@@ -106,11 +110,15 @@ pub async fn run_audit(args: &ClientArgs, cmd: AuditCommand) -> anyhow::Result<(
 #[derive(Deserialize)]
 struct TrailPage {
     head: Head,
+    #[serde(default)]
+    checkpoint: Option<Checkpoint>,
     lines: Vec<String>,
 }
 
-/// Every line of the cluster trail, and its head.
-async fn cluster_trail(client: &Client) -> anyhow::Result<(Vec<Vec<u8>>, Head)> {
+/// Every line of the cluster trail, its head and its retention checkpoint.
+async fn cluster_trail(
+    client: &Client,
+) -> anyhow::Result<(Vec<Vec<u8>>, Head, Option<Checkpoint>)> {
     let mut lines: Vec<Vec<u8>> = Vec::new();
     let mut after = 0u64;
     loop {
@@ -127,7 +135,7 @@ async fn cluster_trail(client: &Client) -> anyhow::Result<(Vec<Vec<u8>>, Head)> 
             lines.push(line.into_bytes());
         }
         if n == 0 || after >= page.head.seq {
-            return Ok((lines, page.head));
+            return Ok((lines, page.head, page.checkpoint));
         }
     }
 }

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::{bad_json, SysError};
 use crate::alerts::Sender;
-use crate::engine::alerts::{AlertsEngine, Firing, MonitorCondition, Receiver, Rule};
+use crate::engine::alerts::{AlertsEngine, Firing, MonitorCondition, Receiver, ReceiverKind, Rule};
 use crate::engine::clock::{now_ms, now_secs};
 
 /// Firings listed at most.
@@ -141,11 +141,21 @@ async fn test_receiver(
     let _ = s.alerts.receiver_shown(&name).await?;
     let receiver = s.alerts.receiver(&name)?;
     let firing = test_firing(&name);
-    match s
-        .sender
-        .send(&receiver, &firing, MonitorCondition::Fired)
-        .await
-    {
+    // An Event Grid subscriber gets the validation handshake first, as
+    // before any event (not recorded: the leader's first delivery does).
+    let validated = match receiver.kind {
+        ReceiverKind::EventGrid { .. } => s.sender.validate_subscription(&receiver).await,
+        _ => Ok(()),
+    };
+    let sent = match validated {
+        Ok(()) => {
+            s.sender
+                .send(&receiver, &firing, MonitorCondition::Fired)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match sent {
         Ok(()) => Ok(
             Json(json!({ "receiver": name, "delivered": true, "alert_id": firing.id }))
                 .into_response(),
@@ -181,6 +191,7 @@ fn test_firing(receiver: &str) -> Firing {
             MonitorCondition::Fired,
             now_secs(),
         )],
+        event: None,
     }
 }
 

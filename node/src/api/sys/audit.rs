@@ -37,13 +37,16 @@ fn unavailable(e: impl std::fmt::Display) -> SysError {
     )
 }
 
-/// `GET /v1/sys/audit/trail?after=N&limit=M`: `{"head", "lines": [...]}`.
+/// `GET /v1/sys/audit/trail?after=N&limit=M`: `{"head", "checkpoint",
+/// "lines": [...]}` (`checkpoint`: where the retained trail starts, null
+/// when nothing was pruned).
 async fn lines(
     State(trail): State<Trail>,
     QueryParams(page): QueryParams<Page>,
 ) -> Result<Json<Value>, SysError> {
     trail.fence().await.map_err(unavailable)?;
     let head = trail.head().map_err(unavailable)?;
+    let checkpoint = trail.checkpoint().map_err(unavailable)?;
     let limit = page.limit.unwrap_or(PAGE_MAX).clamp(1, PAGE_MAX);
     let lines: Vec<String> = trail
         .lines(page.after, limit)
@@ -51,7 +54,9 @@ async fn lines(
         .into_iter()
         .map(|l| String::from_utf8_lossy(&l).into_owned())
         .collect();
-    Ok(Json(json!({ "head": head, "lines": lines })))
+    Ok(Json(
+        json!({ "head": head, "checkpoint": checkpoint, "lines": lines }),
+    ))
 }
 
 #[derive(Deserialize)]
