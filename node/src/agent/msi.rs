@@ -11,7 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::identity::VAULT_RESOURCE;
+use coffer_client::auth::VAULT_RESOURCE;
 use super::{apps, Shared};
 
 #[derive(Deserialize)]
