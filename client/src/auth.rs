@@ -77,9 +77,10 @@ impl fmt::Debug for Credential {
 impl Credential {
     /// Reads a client secret file (surrounding whitespace ignored).
     pub fn from_secret_file(path: &Path) -> Result<Self, ClientError> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-            ClientError::Config(format!("cannot read {}: {e}", path.display()))
-        })?);
+        let text =
+            Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                ClientError::Config(format!("cannot read {}: {e}", path.display()))
+            })?);
         let secret = text.trim();
         if secret.is_empty() {
             return Err(ClientError::Config(format!("{} is empty", path.display())));
@@ -89,7 +90,8 @@ impl Credential {
 
     /// A certificate (PEM, the first one counts) and its PKCS#8 RSA key (PEM).
     pub fn from_certificate_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, ClientError> {
-        let bad = |what: &str| ClientError::Config(format!("invalid certificate credential: {what}"));
+        let bad =
+            |what: &str| ClientError::Config(format!("invalid certificate credential: {what}"));
         let cert_der = rustls_pemfile::certs(&mut &cert_pem[..])
             .next()
             .ok_or_else(|| bad("no certificate in the PEM"))?
@@ -242,10 +244,7 @@ impl TokenSource {
 
     /// A token for `resource` and its expiry (Unix seconds), from the cache
     /// while it is fresh, else from the issuer.
-    pub async fn token_for(
-        &self,
-        resource: &str,
-    ) -> Result<(Zeroizing<String>, u64), ClientError> {
+    pub async fn token_for(&self, resource: &str) -> Result<(Zeroizing<String>, u64), ClientError> {
         // One sign-in at a time: concurrent callers wait for it and share
         // its token instead of each asking the issuer.
         let mut cache = self.cache.lock().await;
@@ -409,6 +408,9 @@ mod tests {
             pair.public_key().as_ref(),
         );
         public.verify(input.as_bytes(), &sig).unwrap();
-        assert_eq!(format!("{cred:?}"), format!("Certificate {{ x5t: {x5t:?} }}"));
+        assert_eq!(
+            format!("{cred:?}"),
+            format!("Certificate {{ x5t: {x5t:?} }}")
+        );
     }
 }

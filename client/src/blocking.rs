@@ -183,7 +183,11 @@ impl Keys<'_> {
         params: &CipherParams,
     ) -> Result<KeyOperationResult, ClientError> {
         let c = self.client;
-        c.block_on(c.inner.keys().encrypt(name, version, alg, plaintext, params))
+        c.block_on(
+            c.inner
+                .keys()
+                .encrypt(name, version, alg, plaintext, params),
+        )
     }
 
     /// [`crate::Keys::decrypt`].
@@ -196,7 +200,11 @@ impl Keys<'_> {
         params: &CipherParams,
     ) -> Result<KeyOperationResult, ClientError> {
         let c = self.client;
-        c.block_on(c.inner.keys().decrypt(name, version, alg, ciphertext, params))
+        c.block_on(
+            c.inner
+                .keys()
+                .decrypt(name, version, alg, ciphertext, params),
+        )
     }
 
     /// [`crate::Keys::delete`].

@@ -98,7 +98,9 @@ impl CertificatePolicy {
     /// valid 12 months, the secret in PKCS#12.
     pub fn self_signed(subject: &str, dns: &[&str]) -> Self {
         Self {
-            key_props: Some(serde_json::json!({"kty": "RSA", "key_size": 2048, "exportable": true, "reuse_key": false})),
+            key_props: Some(
+                serde_json::json!({"kty": "RSA", "key_size": 2048, "exportable": true, "reuse_key": false}),
+            ),
             secret_props: Some(serde_json::json!({"contentType": "application/x-pkcs12"})),
             x509_props: Some(serde_json::json!({
                 "subject": subject,
@@ -397,8 +399,13 @@ impl<'a> Certificates<'a> {
     }
 
     /// `GET /certificates`, every page.
-    pub async fn list(&self, max_results: Option<u32>) -> Result<Vec<CertificateItem>, ClientError> {
-        self.scope.collect(path(&["certificates"], max_results)).await
+    pub async fn list(
+        &self,
+        max_results: Option<u32>,
+    ) -> Result<Vec<CertificateItem>, ClientError> {
+        self.scope
+            .collect(path(&["certificates"], max_results))
+            .await
     }
 
     /// `GET /certificates/{name}/versions`, every page.
@@ -408,7 +415,10 @@ impl<'a> Certificates<'a> {
         max_results: Option<u32>,
     ) -> Result<Vec<CertificateItem>, ClientError> {
         self.scope
-            .collect(path(&["certificates", check(name)?, "versions"], max_results))
+            .collect(path(
+                &["certificates", check(name)?, "versions"],
+                max_results,
+            ))
             .await
     }
 
@@ -426,7 +436,10 @@ impl<'a> Certificates<'a> {
 
     /// `POST /deletedcertificates/{name}/recover`.
     pub async fn recover(&self, name: &str) -> Result<CertificateBundle, ClientError> {
-        let req = Request::post(path(&["deletedcertificates", check(name)?, "recover"], None));
+        let req = Request::post(path(
+            &["deletedcertificates", check(name)?, "recover"],
+            None,
+        ));
         self.scope.json(req).await
     }
 
@@ -452,9 +465,10 @@ mod tests {
 
     #[test]
     fn operations_report_progress() {
-        let op: CertificateOperation =
-            serde_json::from_str(r#"{"id":"x","status":"inProgress","cancellation_requested":false}"#)
-                .unwrap();
+        let op: CertificateOperation = serde_json::from_str(
+            r#"{"id":"x","status":"inProgress","cancellation_requested":false}"#,
+        )
+        .unwrap();
         assert!(op.in_progress());
         let op: CertificateOperation = serde_json::from_str(
             r#"{"id":"x","status":"failed","error":{"code":"BadParameter","message":"no"}}"#,

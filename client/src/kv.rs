@@ -97,7 +97,8 @@ impl<'a> Scope<'a> {
                 };
                 let page: Page<T> = scope.json(Request::get(path)).await?;
                 let next = page.next_link.map(|l| path_of_link(&l)).transpose()?;
-                Ok(Some((stream::iter(page.value.into_iter().map(Ok)), next)))
+                let items = page.value.into_iter().map(Ok::<T, ClientError>);
+                Ok(Some((stream::iter(items), next)))
             }
         })
         .try_flatten()

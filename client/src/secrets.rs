@@ -19,8 +19,10 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
+use crate::kv::{
+    check, id_segments, path, scope_builders, version as checked_version, BlobBody, Scope,
+};
 pub use crate::kv::{DeletionInfo, Page};
-use crate::kv::{check, id_segments, path, scope_builders, version as checked_version, BlobBody, Scope};
 use crate::{Client, ClientError, Request};
 
 /// Secret attributes as Key Vault returns them (times are Unix seconds).
@@ -286,7 +288,8 @@ impl<'a> Secrets<'a> {
         name: &str,
         max_results: Option<u32>,
     ) -> Result<Vec<SecretItem>, ClientError> {
-        self.scope.collect(path(&["secrets", check(name)?, "versions"], max_results))
+        self.scope
+            .collect(path(&["secrets", check(name)?, "versions"], max_results))
             .await
     }
 
@@ -307,7 +310,9 @@ impl<'a> Secrets<'a> {
         &self,
         max_results: Option<u32>,
     ) -> Result<Vec<DeletedSecretItem>, ClientError> {
-        self.scope.collect(path(&["deletedsecrets"], max_results)).await
+        self.scope
+            .collect(path(&["deletedsecrets"], max_results))
+            .await
     }
 
     /// `POST /deletedsecrets/{name}/recover`.
@@ -337,7 +342,6 @@ impl<'a> Secrets<'a> {
         let req = Request::post(path(&["secrets", "restore"], None)).json(&body)?;
         self.scope.json(req).await
     }
-
 }
 
 #[cfg(test)]

@@ -213,7 +213,9 @@ impl Client {
         let token = cfg
             .token
             .as_deref()
-            .map(|t| bearer(t).map_err(|_| ClientError::Config("token has invalid characters".into())))
+            .map(|t| {
+                bearer(t).map_err(|_| ClientError::Config("token has invalid characters".into()))
+            })
             .transpose()?;
         let plain = Self {
             inner: Arc::new(Inner {

@@ -419,7 +419,10 @@ fn node(id: u64, leader: u64) -> Handler {
     Arc::new(move |seen: &Seen| {
         if seen.path_and_query == "/v1/sys/health" {
             let status = if id == leader { 200 } else { 429 };
-            (status, format!(r#"{{"node_id":{id},"leader_id":{leader}}}"#))
+            (
+                status,
+                format!(r#"{{"node_id":{id},"leader_id":{leader}}}"#),
+            )
         } else {
             (200, "{}".into())
         }
@@ -441,7 +444,10 @@ async fn writes_go_to_the_leader_the_nodes_name() {
     assert_eq!(first.endpoint, 0);
     let started = std::time::Instant::now();
     while client.routing().leader().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(5), "no leader learnt");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no leader learnt"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(client.routing().leader(), Some(2));
@@ -471,7 +477,10 @@ async fn the_request_deadline_bounds_every_attempt() {
     let started = std::time::Instant::now();
     let err = c.send(Request::get("/x")).await.unwrap_err();
     let took = started.elapsed();
-    assert!(err.is_transient() || matches!(err, ClientError::Deadline { .. }), "{err:?}");
+    assert!(
+        err.is_transient() || matches!(err, ClientError::Deadline { .. }),
+        "{err:?}"
+    );
     assert!(
         took >= Duration::from_millis(600) && took < Duration::from_millis(1500),
         "took {took:?}"
@@ -501,11 +510,24 @@ async fn a_credential_signs_in_caches_the_token_and_renews_it_on_401() {
                 assert!(form.contains("grant_type=client_credentials"), "{form}");
                 assert!(form.contains("client_id=app-1"), "{form}");
                 assert!(form.contains("client_secret=s3cr3t"), "{form}");
-                assert!(form.contains("scope=https%3A%2F%2Fvault.azure.net%2F.default"), "{form}");
+                assert!(
+                    form.contains("scope=https%3A%2F%2Fvault.azure.net%2F.default"),
+                    "{form}"
+                );
                 let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-                (200, format!(r#"{{"token_type":"Bearer","access_token":"tok-{n}","expires_in":"3600"}}"#))
-            } else if seen.authorization.as_deref() == Some("Bearer tok-1") && p.starts_with("/secrets/stale") {
-                (401, r#"{"error":{"code":"Unauthorized","message":"token revoked"}}"#.into())
+                (
+                    200,
+                    format!(
+                        r#"{{"token_type":"Bearer","access_token":"tok-{n}","expires_in":"3600"}}"#
+                    ),
+                )
+            } else if seen.authorization.as_deref() == Some("Bearer tok-1")
+                && p.starts_with("/secrets/stale")
+            {
+                (
+                    401,
+                    r#"{"error":{"code":"Unauthorized","message":"token revoked"}}"#.into(),
+                )
             } else {
                 (200, r#"{"id":"https://h/secrets/a/v","value":"v"}"#.into())
             }
@@ -535,9 +557,21 @@ async fn a_credential_signs_in_caches_the_token_and_renews_it_on_401() {
         .filter(|x| !x.path_and_query.contains("oauth2"))
         .map(|x| x.authorization.unwrap_or_default())
         .collect();
-    assert_eq!(auth, ["Bearer tok-1", "Bearer tok-1", "Bearer tok-1", "Bearer tok-2"]);
+    assert_eq!(
+        auth,
+        [
+            "Bearer tok-1",
+            "Bearer tok-1",
+            "Bearer tok-1",
+            "Bearer tok-2"
+        ]
+    );
     // The secret never travels in a header.
-    assert!(s.seen_all().iter().all(|x| !x.authorization.clone().unwrap_or_default().contains("s3cr3t")));
+    assert!(s.seen_all().iter().all(|x| !x
+        .authorization
+        .clone()
+        .unwrap_or_default()
+        .contains("s3cr3t")));
 }
 
 #[tokio::test]
@@ -571,13 +605,20 @@ async fn keys_stream_pages_and_decode_operations() {
     let mut stream = std::pin::pin!(keys.list_stream(Some(1)));
     let first = stream.try_next().await.unwrap().unwrap();
     assert_eq!(first.name(), Some("a"));
-    assert_eq!(s.seen().len(), 1, "the second page is fetched only when needed");
+    assert_eq!(
+        s.seen().len(),
+        1,
+        "the second page is fetched only when needed"
+    );
     let second = stream.try_next().await.unwrap().unwrap();
     assert_eq!(second.name(), Some("b"));
     assert!(stream.try_next().await.unwrap().is_none());
     let sig = keys.sign("a", None, "ES256", &[0, 1, 2]).await.unwrap();
     assert_eq!(sig, vec![0xff]);
-    assert!(keys.verify("a", Some("v1"), "ES256", &[0, 1, 2], &sig).await.unwrap());
+    assert!(keys
+        .verify("a", Some("v1"), "ES256", &[0, 1, 2], &sig)
+        .await
+        .unwrap());
     let err = keys.get("zz", None).await.unwrap_err();
     assert_eq!(err.status(), Some(404));
 }

@@ -78,15 +78,16 @@ async fn worker(client: Client, k: usize, stop: Arc<AtomicBool>) -> Outcome {
     while !stop.load(Ordering::Relaxed) {
         i += 1;
         let value = format!("{secret}-value-{i}");
-        let set = client.secrets().set(&secret, &value, &SetOptions::default());
-        if let Some(b) = timed(&mut out, "set secret", set).await {
+        let (secrets, opts) = (client.secrets(), SetOptions::default());
+        if let Some(b) = timed(&mut out, "set secret", secrets.set(&secret, &value, &opts)).await {
             out.secret_versions
                 .insert(b.version().unwrap_or_default().to_owned());
             out.ops[0] += 1;
             // Read-your-write through any node (reads are linearizable).
-            if let Some(got) = timed(&mut out, "get secret", client.secrets().get(&secret, None)).await {
+            if let Some(got) = timed(&mut out, "get secret", secrets.get(&secret, None)).await {
                 if got.value.as_deref() != Some(value.as_str()) {
-                    out.failures.push(format!("get {secret}: not the value just written"));
+                    out.failures
+                        .push(format!("get {secret}: not the value just written"));
                 }
                 out.ops[1] += 1;
             }
@@ -100,13 +101,20 @@ async fn worker(client: Client, k: usize, stop: Arc<AtomicBool>) -> Outcome {
         }
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
         let keys = client.keys();
-        let signed = timed(&mut out, "sign", keys.sign(&key, None, "ES256", digest.as_ref())).await;
+        let signed = timed(
+            &mut out,
+            "sign",
+            keys.sign(&key, None, "ES256", digest.as_ref()),
+        )
+        .await;
         if let Some(sig) = signed {
             let verify = keys.verify(&key, None, "ES256", digest.as_ref(), &sig);
             // A rotation by no one else: the newest version signed and verifies.
             match timed(&mut out, "verify", verify).await {
                 Some(true) => out.ops[3] += 1,
-                Some(false) => out.failures.push("verify: a fresh signature did not verify".into()),
+                Some(false) => out
+                    .failures
+                    .push("verify: a fresh signature did not verify".into()),
                 None => {}
             }
         }
@@ -118,12 +126,21 @@ async fn worker(client: Client, k: usize, stop: Arc<AtomicBool>) -> Outcome {
 async fn stored_versions(client: &Client, name: &str, key: bool) -> BTreeSet<String> {
     let versions: Vec<Option<String>> = if key {
         let items = client.keys().versions(name, Some(25)).await.unwrap();
-        items.iter().map(|i| i.version().map(str::to_owned)).collect()
+        items
+            .iter()
+            .map(|i| i.version().map(str::to_owned))
+            .collect()
     } else {
         let items = client.secrets().versions(name, Some(25)).await.unwrap();
-        items.iter().map(|i| i.version().map(str::to_owned)).collect()
+        items
+            .iter()
+            .map(|i| i.version().map(str::to_owned))
+            .collect()
     };
-    versions.into_iter().map(Option::unwrap_or_default).collect()
+    versions
+        .into_iter()
+        .map(Option::unwrap_or_default)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -235,7 +252,11 @@ async fn mixed_operations_survive_a_leader_kill_and_a_partition_exactly_once() {
             key, out.key_versions,
             "worker {k}: stored key versions differ from the acknowledged ones"
         );
-        assert_eq!(key.len(), out.ops[2], "worker {k}: key creates and rotations");
+        assert_eq!(
+            key.len(),
+            out.ops[2],
+            "worker {k}: key creates and rotations"
+        );
     }
     eprintln!(
         "CLIENT-FAILOVER: total set {} get {} create/rotate {} sign+verify {}; 0 failed, 0 duplicated",

@@ -96,9 +96,11 @@ pub struct JsonWebKey {
 
 impl fmt::Debug for JsonWebKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let private = [&self.d, &self.dp, &self.dq, &self.qi, &self.p, &self.q, &self.k]
-            .iter()
-            .any(|m| m.is_some());
+        let private = [
+            &self.d, &self.dp, &self.dq, &self.qi, &self.p, &self.q, &self.k,
+        ]
+        .iter()
+        .any(|m| m.is_some());
         f.debug_struct("JsonWebKey")
             .field("kid", &self.kid)
             .field("kty", &self.kty)

@@ -214,10 +214,21 @@ mod tests {
         let k1 = ReadCache::key(&Method::GET, path, &headers("Bearer a"), "app").unwrap();
         let k2 = ReadCache::key(&Method::GET, path, &headers("Bearer b"), "app").unwrap();
         let k3 = ReadCache::key(&Method::GET, path, &headers("Bearer a"), "other").unwrap();
-        cache.put(k1.clone(), StatusCode::OK, &HeaderMap::new(), b"{\"value\":\"v1\"}");
+        cache.put(
+            k1.clone(),
+            StatusCode::OK,
+            &HeaderMap::new(),
+            b"{\"value\":\"v1\"}",
+        );
         cache.put(k2.clone(), StatusCode::NOT_FOUND, &HeaderMap::new(), b"{}");
-        assert_eq!(cache.get(&k1).unwrap().1, Bytes::from_static(b"{\"value\":\"v1\"}"));
-        assert!(cache.get(&k2).is_none(), "another token, and errors are not kept");
+        assert_eq!(
+            cache.get(&k1).unwrap().1,
+            Bytes::from_static(b"{\"value\":\"v1\"}")
+        );
+        assert!(
+            cache.get(&k2).is_none(),
+            "another token, and errors are not kept"
+        );
         assert!(cache.get(&k3).is_none(), "another application");
         // A new version through the agent: gone at once (names ignore case).
         cache.saw(&Method::GET, "/secrets/db");

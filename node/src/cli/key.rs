@@ -308,7 +308,13 @@ pub async fn run_key(args: &ClientArgs, cmd: KeyCommand) -> anyhow::Result<()> {
         } => {
             let plaintext = read_input(file.as_ref())?;
             let out = api
-                .encrypt(&name, version.as_deref(), &alg, &plaintext, &CipherParams::default())
+                .encrypt(
+                    &name,
+                    version.as_deref(),
+                    &alg,
+                    &plaintext,
+                    &CipherParams::default(),
+                )
                 .await?;
             let b = |v: &Option<Vec<u8>>| v.as_deref().map(|v| URL_SAFE_NO_PAD.encode(v));
             if json {
@@ -505,12 +511,18 @@ mod tests {
 
     #[test]
     fn parses_create_and_sign() {
-        let cmd = parse(&["create", "k", "--kty", "RSA", "--size", "3072", "--op", "sign"]).unwrap();
+        let cmd = parse(&[
+            "create", "k", "--kty", "RSA", "--size", "3072", "--op", "sign",
+        ])
+        .unwrap();
         assert!(matches!(
             cmd,
             KeyCommand::Create { ref kty, size: Some(3072), ref ops, .. } if kty == "RSA" && ops == &["sign"]
         ));
-        assert!(parse(&["sign", "k", "--alg", "ES256"]).is_err(), "digest or file needed");
+        assert!(
+            parse(&["sign", "k", "--alg", "ES256"]).is_err(),
+            "digest or file needed"
+        );
         assert!(parse(&["sign", "k", "--alg", "ES256", "--digest", "AA", "--file", "/f"]).is_err());
         assert!(parse(&["rotation-policy", "k", "--expiry", "P1Y"]).is_err());
     }
