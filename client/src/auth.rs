@@ -261,7 +261,7 @@ impl TokenSource {
             HeaderValue::from_static("application/x-www-form-urlencoded"),
         );
         req.body = Some(Bytes::copy_from_slice(form.as_bytes()));
-        let resp = self.client.send(req).await?;
+        let resp = self.client.send_boxed(req).await?;
         let body: TokenBody = resp.json()?;
         let (Some(token), Some(lifetime)) = (body.access_token, body.expires_in) else {
             return Err(ClientError::Auth(format!(

@@ -357,6 +357,18 @@ impl Client {
         }))
     }
 
+    /// [`Client::send`] as a boxed future: the token source signs in
+    /// through `send`, which asks the token source for a token, so one of
+    /// the two must have a named (not inferred) future type.
+    pub(crate) fn send_boxed(
+        &self,
+        req: Request,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response, ClientError>> + Send + '_>,
+    > {
+        Box::pin(self.send(req))
+    }
+
     /// Sends `req` to one node only (no failover, no retry).
     pub async fn send_to(&self, endpoint: usize, req: Request) -> Result<Response, ClientError> {
         if endpoint >= self.inner.endpoints.len() {
