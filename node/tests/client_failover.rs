@@ -92,7 +92,8 @@ async fn worker(client: Client, k: usize, stop: Arc<AtomicBool>) -> Outcome {
                 out.ops[1] += 1;
             }
         }
-        if i % 2 == 0 {
+        // Every other round rotates the key.
+        if i & 1 == 0 {
             if let Some(b) = timed(&mut out, "rotate key", client.keys().rotate(&key)).await {
                 out.key_versions
                     .insert(b.version().unwrap_or_default().to_owned());

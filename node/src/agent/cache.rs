@@ -180,6 +180,11 @@ impl ReadCache {
     pub fn len(&self) -> usize {
         self.entries().len()
     }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries().is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -242,7 +247,7 @@ mod tests {
         assert!(cache.get(&k1).is_some());
         std::thread::sleep(Duration::from_millis(250));
         assert!(cache.get(&k1).is_none());
-        assert_eq!(cache.len(), 0);
+        assert!(cache.is_empty());
         // Deletes and restores drop entries too.
         cache.put(k1.clone(), StatusCode::OK, &HeaderMap::new(), b"{}");
         cache.saw(&Method::POST, "/deletedsecrets/db/recover");
