@@ -388,7 +388,8 @@ impl Client {
 
     /// Asks every node for its health at once and records what the answers
     /// say: a node answering as leader or standby closes its breaker, a
-    /// sealed or silent one opens it, and the answers name the leader that
+    /// sealed or silent one opens it (an answer that is no health answer
+    /// changes nothing), and the answers name the leader that
     /// writes are sent to. `coffer agent` calls this every second; the
     /// client itself starts it in the background when it needs a leader.
     pub async fn probe_nodes(&self) {
@@ -407,9 +408,13 @@ impl Client {
                         nodes.failed(i, Instant::now(), jitter());
                     }
                 }
-                Err(_) => {
+                Err(e) if e.is_transient() => {
                     nodes.failed(i, Instant::now(), jitter());
                 }
+                // It answered, but not as a Coffer node does (e.g. `coffer
+                // agent` or a load balancer refusing the probe): reachable,
+                // and no word on the leader.
+                Err(_) => {}
             }
         });
         futures::future::join_all(probes).await;

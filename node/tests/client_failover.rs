@@ -7,6 +7,11 @@
 //! state must hold each acknowledged write exactly once: the versions of
 //! every secret and key are exactly the versions the workers were answered
 //! with — none lost, none duplicated by a retry.
+//!
+//! The check can fail: with the client changed to send a fresh request id
+//! on each retry (an experiment, not kept), a run stored 7 versions of a
+//! secret for 6 acknowledged writes — a write committed by the killed
+//! leader and applied again when retried on the new one.
 
 mod common;
 
