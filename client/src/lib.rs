@@ -34,6 +34,7 @@ pub mod certificates;
 mod config;
 pub mod custody;
 mod error;
+mod http;
 pub mod keys;
 mod kv;
 pub mod load;
