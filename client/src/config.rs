@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::auth::AppCredential;
 use crate::ClientError;
 
 /// Environment variable with a comma-separated list of node addresses.
@@ -25,9 +26,18 @@ pub struct ClientConfig {
     pub ca_pem: Option<Vec<u8>>,
     /// Deadline of one attempt (connect + request + response body).
     pub timeout: Duration,
+    /// Deadline of one request across all its attempts and pauses; `None`:
+    /// bounded by `max_attempts` only. [`Request::deadline`](crate::Request::deadline)
+    /// overrides it per request.
+    pub deadline: Option<Duration>,
+    /// Sign in to the cluster's issuer as an application (client secret,
+    /// certificate or federated token) and send its tokens, renewed before
+    /// they expire; excludes `token`.
+    pub credential: Option<AppCredential>,
     /// Offer HTTP/2 through ALPN (HTTP/1.1 is always offered).
     pub http2: bool,
-    /// Attempts of one failover request; 0 picks `max(3, 2 × endpoints)`.
+    /// Attempts of one failover request; 0 picks `max(3, 2 × endpoints)`, or
+    /// no limit but the deadline when `deadline` is set.
     pub max_attempts: usize,
 }
 
@@ -38,6 +48,8 @@ impl Default for ClientConfig {
             token: None,
             ca_pem: None,
             timeout: Duration::from_secs(10),
+            deadline: None,
+            credential: None,
             http2: true,
             max_attempts: 0,
         }
@@ -52,6 +64,8 @@ impl fmt::Debug for ClientConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("ca_pem", &self.ca_pem.as_ref().map(|p| p.len()))
             .field("timeout", &self.timeout)
+            .field("deadline", &self.deadline)
+            .field("credential", &self.credential)
             .field("http2", &self.http2)
             .field("max_attempts", &self.max_attempts)
             .finish()
@@ -92,7 +106,9 @@ impl ClientConfig {
 
     /// Attempts a failover request makes with this configuration.
     pub(crate) fn attempts(&self) -> usize {
-        if self.max_attempts == 0 {
+        if self.max_attempts == 0 && self.deadline.is_some() {
+            usize::MAX
+        } else if self.max_attempts == 0 {
             (2 * self.endpoints.len()).max(3)
         } else {
             self.max_attempts

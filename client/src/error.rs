@@ -23,6 +23,16 @@ pub enum ClientError {
         /// The configured per-attempt timeout.
         timeout: Duration,
     },
+    /// The request's deadline passed before any node could be tried.
+    #[error("the request's deadline passed after {elapsed:?} without an answer")]
+    Deadline {
+        /// Time spent on the request.
+        elapsed: Duration,
+    },
+    /// The issuer refused the client's credential, or the credential could
+    /// not be used (unreadable file, bad key). Never carries the credential.
+    #[error("cannot sign in: {0}")]
+    Auth(String),
     /// The server answered with an error status.
     #[error("HTTP {status}{}: {message}", code_suffix(.code, .inner_code))]
     Http {

@@ -1,15 +1,29 @@
 //! Typed Key Vault secrets API (`/secrets`, `/deletedsecrets`).
+//!
+//! ```no_run
+//! # async fn demo(client: coffer_client::Client) -> Result<(), coffer_client::ClientError> {
+//! use futures::TryStreamExt as _;
+//! use coffer_client::secrets::SetOptions;
+//!
+//! client.secrets().set("db-password", "hunter2", &SetOptions::default()).await?;
+//! let names: Vec<_> = client.secrets().list_stream(Some(25))
+//!     .map_ok(|item| item.name().unwrap_or_default().to_owned())
+//!     .try_collect().await?;
+//! # let _ = names; Ok(()) }
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use base64::Engine as _;
-use hyper::header::{HeaderValue, HOST};
-use serde::de::DeserializeOwned;
+use futures::Stream;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
-use crate::{Client, ClientError, Request, Response, KEY_VAULT_API_VERSION};
+use crate::kv::{
+    check, id_segments, path, scope_builders, version as checked_version, BlobBody, Scope,
+};
+pub use crate::kv::{DeletionInfo, Page};
+use crate::{Client, ClientError, Request};
 
 /// Secret attributes as Key Vault returns them (times are Unix seconds).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,21 +144,6 @@ impl SecretItem {
     }
 }
 
-/// Soft-delete information shared by deleted bundles and items.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeletionInfo {
-    /// `https://{host}/deletedsecrets/{name}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recovery_id: Option<String>,
-    /// When the secret will be purged (Unix seconds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scheduled_purge_date: Option<i64>,
-    /// When the secret was deleted (Unix seconds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deleted_date: Option<i64>,
-}
-
 /// A soft-deleted secret (`DeletedSecretBundle`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeletedSecretBundle {
@@ -165,17 +164,6 @@ pub struct DeletedSecretItem {
     /// Deletion data.
     #[serde(flatten)]
     pub deletion: DeletionInfo,
-}
-
-/// One page of a Key Vault list.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Page<T> {
-    /// Items of this page.
-    #[serde(default = "Vec::new")]
-    pub value: Vec<T>,
-    /// Absolute URL of the next page.
-    #[serde(rename = "nextLink", default)]
-    pub next_link: Option<String>,
 }
 
 /// Options of [`Secrets::set`].
@@ -223,55 +211,26 @@ impl<'a> SetBody<'a> {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct BlobBody {
-    value: String,
-}
-
 /// Handle on the secrets API; obtained with [`Client::secrets`].
 ///
 /// Builder methods pick the vault (`Host`), pin one node, or fix the request
 /// id so a test can repeat a write with the same idempotency key.
 #[derive(Debug, Clone)]
 pub struct Secrets<'a> {
-    client: &'a Client,
-    host: Option<String>,
-    pinned: Option<usize>,
-    request_id: Option<String>,
+    scope: Scope<'a>,
 }
 
 impl Client {
     /// The Key Vault secrets API of the default vault, with failover.
     pub fn secrets(&self) -> Secrets<'_> {
         Secrets {
-            client: self,
-            host: None,
-            pinned: None,
-            request_id: None,
+            scope: Scope::new(self),
         }
     }
 }
 
 impl<'a> Secrets<'a> {
-    /// Sends `Host: {host}` so the server picks the vault `{vault}.{domain}`.
-    /// Only effective over HTTP/1.1 (`ClientConfig::http2 = false`): over
-    /// HTTP/2 the server sees the endpoint URL's authority instead.
-    pub fn with_host(mut self, host: impl Into<String>) -> Self {
-        self.host = Some(host.into());
-        self
-    }
-
-    /// Sends every request to endpoint `index` only (no failover).
-    pub fn pinned(mut self, index: usize) -> Self {
-        self.pinned = Some(index);
-        self
-    }
-
-    /// Uses `id` as `x-ms-client-request-id` for the calls of this handle.
-    pub fn with_request_id(mut self, id: impl Into<String>) -> Self {
-        self.request_id = Some(id.into());
-        self
-    }
+    scope_builders!();
 
     /// `PUT /secrets/{name}`: creates a new version.
     pub async fn set(
@@ -282,7 +241,7 @@ impl<'a> Secrets<'a> {
     ) -> Result<SecretBundle, ClientError> {
         let req = Request::put(path(&["secrets", check(name)?], None))
             .json(&SetBody::new(Some(value), opts))?;
-        self.call(req).await?.json()
+        self.scope.json(req).await
     }
 
     /// `GET /secrets/{name}/{version}`; `None` reads the latest version.
@@ -291,9 +250,9 @@ impl<'a> Secrets<'a> {
         name: &str,
         version: Option<&str>,
     ) -> Result<SecretBundle, ClientError> {
-        let version = version.map(check).transpose()?.unwrap_or("");
+        let version = checked_version(version)?;
         let req = Request::get(path(&["secrets", check(name)?, version], None));
-        self.call(req).await?.json()
+        self.scope.json(req).await
     }
 
     /// `PATCH /secrets/{name}/{version}`: updates attributes, tags, content type.
@@ -303,15 +262,24 @@ impl<'a> Secrets<'a> {
         version: Option<&str>,
         opts: &SetOptions,
     ) -> Result<SecretBundle, ClientError> {
-        let version = version.map(check).transpose()?.unwrap_or("");
+        let version = checked_version(version)?;
         let req = Request::patch(path(&["secrets", check(name)?, version], None))
             .json(&SetBody::new(None, opts))?;
-        self.call(req).await?.json()
+        self.scope.json(req).await
     }
 
     /// `GET /secrets`, following `nextLink`; `max_results` is the page size.
     pub async fn list(&self, max_results: Option<u32>) -> Result<Vec<SecretItem>, ClientError> {
-        self.collect(path(&["secrets"], max_results)).await
+        self.scope.collect(path(&["secrets"], max_results)).await
+    }
+
+    /// `GET /secrets` as a stream: the next page is fetched when the items
+    /// of the previous one have been read.
+    pub fn list_stream(
+        &self,
+        max_results: Option<u32>,
+    ) -> impl Stream<Item = Result<SecretItem, ClientError>> + 'a {
+        self.scope.stream(path(&["secrets"], max_results))
     }
 
     /// `GET /secrets/{name}/versions`, following `nextLink`.
@@ -320,20 +288,21 @@ impl<'a> Secrets<'a> {
         name: &str,
         max_results: Option<u32>,
     ) -> Result<Vec<SecretItem>, ClientError> {
-        self.collect(path(&["secrets", check(name)?, "versions"], max_results))
+        self.scope
+            .collect(path(&["secrets", check(name)?, "versions"], max_results))
             .await
     }
 
     /// `DELETE /secrets/{name}`: soft-deletes every version.
     pub async fn delete(&self, name: &str) -> Result<DeletedSecretBundle, ClientError> {
         let req = Request::delete(path(&["secrets", check(name)?], None));
-        self.call(req).await?.json()
+        self.scope.json(req).await
     }
 
     /// `GET /deletedsecrets/{name}`.
     pub async fn get_deleted(&self, name: &str) -> Result<DeletedSecretBundle, ClientError> {
         let req = Request::get(path(&["deletedsecrets", check(name)?], None));
-        self.call(req).await?.json()
+        self.scope.json(req).await
     }
 
     /// `GET /deletedsecrets`, following `nextLink`.
@@ -341,150 +310,43 @@ impl<'a> Secrets<'a> {
         &self,
         max_results: Option<u32>,
     ) -> Result<Vec<DeletedSecretItem>, ClientError> {
-        self.collect(path(&["deletedsecrets"], max_results)).await
+        self.scope
+            .collect(path(&["deletedsecrets"], max_results))
+            .await
     }
 
     /// `POST /deletedsecrets/{name}/recover`.
     pub async fn recover(&self, name: &str) -> Result<SecretBundle, ClientError> {
         let req = Request::post(path(&["deletedsecrets", check(name)?, "recover"], None));
-        self.call(req).await?.json()
+        self.scope.json(req).await
     }
 
     /// `DELETE /deletedsecrets/{name}`: removes a soft-deleted secret for good.
     pub async fn purge(&self, name: &str) -> Result<(), ClientError> {
         let req = Request::delete(path(&["deletedsecrets", check(name)?], None));
-        self.call(req).await.map(drop)
+        self.scope.call(req).await.map(drop)
     }
 
     /// `POST /secrets/{name}/backup`: returns the decoded backup blob.
     pub async fn backup(&self, name: &str) -> Result<Vec<u8>, ClientError> {
         let req = Request::post(path(&["secrets", check(name)?, "backup"], None));
-        let blob: BlobBody = self.call(req).await?.json()?;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(blob.value.trim_end_matches('='))
-            .map_err(|_| ClientError::Decode("backup blob is not base64url".into()))
+        let blob: BlobBody = self.scope.json(req).await?;
+        crate::kv::unb64(&blob.value, "the backup blob")
     }
 
     /// `POST /secrets/restore` with a blob from [`Secrets::backup`].
     pub async fn restore(&self, blob: &[u8]) -> Result<SecretBundle, ClientError> {
         let body = BlobBody {
-            value: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(blob),
+            value: crate::kv::b64(blob),
         };
         let req = Request::post(path(&["secrets", "restore"], None)).json(&body)?;
-        self.call(req).await?.json()
+        self.scope.json(req).await
     }
-
-    async fn collect<T: DeserializeOwned>(&self, first: String) -> Result<Vec<T>, ClientError> {
-        let mut items = Vec::new();
-        let mut next = Some(first);
-        while let Some(p) = next.take() {
-            let page: Page<T> = self.call(Request::get(p)).await?.json()?;
-            items.extend(page.value);
-            next = page.next_link.map(|l| path_of_link(&l)).transpose()?;
-        }
-        Ok(items)
-    }
-
-    async fn call(&self, mut req: Request) -> Result<Response, ClientError> {
-        if let Some(host) = &self.host {
-            let value = HeaderValue::from_str(host)
-                .map_err(|_| ClientError::Config(format!("invalid host {host:?}")))?;
-            req.headers.insert(HOST, value);
-        }
-        if let Some(id) = &self.request_id {
-            req.request_id = Some(id.clone());
-        }
-        let resp = match self.pinned {
-            Some(idx) => self.client.send_to(idx, req).await?,
-            None => self.client.send(req).await?,
-        };
-        resp.error_for_status()
-    }
-}
-
-/// Rejects names that are not Key Vault object names, so a name can never
-/// change the request path.
-fn check(segment: &str) -> Result<&str, ClientError> {
-    let ok = !segment.is_empty()
-        && segment.len() <= 127
-        && segment
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if ok {
-        Ok(segment)
-    } else {
-        Err(ClientError::Config(format!(
-            "invalid object name {segment:?}: use 1-127 letters, digits and '-'"
-        )))
-    }
-}
-
-fn path(segments: &[&str], max_results: Option<u32>) -> String {
-    let mut p = String::new();
-    for s in segments {
-        p.push('/');
-        p.push_str(s);
-    }
-    p.push_str("?api-version=");
-    p.push_str(KEY_VAULT_API_VERSION);
-    if let Some(m) = max_results {
-        p.push_str(&format!("&maxresults={m}"));
-    }
-    p
-}
-
-/// The path and query of an absolute `nextLink`; the host is dropped because
-/// the next page may be fetched from any node.
-fn path_of_link(link: &str) -> Result<String, ClientError> {
-    let url = url::Url::parse(link)
-        .map_err(|_| ClientError::Decode(format!("invalid nextLink {link:?}")))?;
-    Ok(match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_string(),
-    })
-}
-
-/// `(name, version)` of `https://host/{collection}/{name}[/{version}]`.
-fn id_segments(id: &str) -> Option<(&str, Option<&str>)> {
-    let rest = id.split_once("://").map_or(id, |(_, r)| r);
-    let mut parts = rest.split('/').skip(2);
-    let name = parts.next().filter(|s| !s.is_empty())?;
-    let version = parts.next().filter(|s| !s.is_empty());
-    Some((name, version))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_carry_api_version_and_page_size() {
-        assert_eq!(
-            path(&["secrets", "a", ""], None),
-            "/secrets/a/?api-version=2026-04-01"
-        );
-        assert_eq!(
-            path(&["secrets"], Some(5)),
-            "/secrets?api-version=2026-04-01&maxresults=5"
-        );
-    }
-
-    #[test]
-    fn names_cannot_escape_the_path() {
-        assert!(check("db-password-1").is_ok());
-        assert!(check("../sys").is_err());
-        assert!(check("a?b").is_err());
-        assert!(check("").is_err());
-    }
-
-    #[test]
-    fn next_link_keeps_path_and_query() {
-        let p = path_of_link(
-            "https://vault.example:8453/secrets?api-version=2026-04-01&$skiptoken=abc",
-        )
-        .unwrap();
-        assert_eq!(p, "/secrets?api-version=2026-04-01&$skiptoken=abc");
-    }
 
     #[test]
     fn ids_give_name_and_version() {

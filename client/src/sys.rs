@@ -191,6 +191,7 @@ pub struct Sys<'a> {
     client: &'a Client,
     pinned: Option<usize>,
     request_id: Option<String>,
+    deadline: Option<std::time::Duration>,
 }
 
 impl Client {
@@ -200,6 +201,7 @@ impl Client {
             client: self,
             pinned: None,
             request_id: None,
+            deadline: None,
         }
     }
 }
@@ -214,6 +216,12 @@ impl<'a> Sys<'a> {
     /// Uses `id` as `x-ms-client-request-id` for the calls of this handle.
     pub fn with_request_id(mut self, id: impl Into<String>) -> Self {
         self.request_id = Some(id.into());
+        self
+    }
+
+    /// Gives up on each call of this handle after `deadline`.
+    pub fn with_deadline(mut self, deadline: std::time::Duration) -> Self {
+        self.deadline = Some(deadline);
         self
     }
 
@@ -404,6 +412,9 @@ impl<'a> Sys<'a> {
     fn with_id(&self, mut req: Request) -> Request {
         if let Some(id) = &self.request_id {
             req.request_id = Some(id.clone());
+        }
+        if self.deadline.is_some() {
+            req.deadline = self.deadline;
         }
         req
     }

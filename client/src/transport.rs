@@ -1,22 +1,25 @@
 //! HTTPS transport with multi-endpoint failover.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{HeaderMap, Method, StatusCode};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::auth::TokenSource;
+use crate::http::{build_http, tls_config, HttpClient};
+use crate::routing::{jitter, pass_pause, Nodes};
 use crate::{ClientConfig, ClientError, REQUEST_ID_HEADER};
 
-type HttpClient = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// Leader probes start at most this often (writes with no known leader and
+/// failed attempts ask for one).
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Deadline of one health probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One logical API request: method, path with query, headers and JSON body.
 #[derive(Debug, Clone)]
@@ -31,6 +34,9 @@ pub struct Request {
     pub body: Option<Bytes>,
     /// `x-ms-client-request-id`; a uuid v4 is generated when `None`.
     pub request_id: Option<String>,
+    /// Deadline of the whole request across attempts; `None` takes the
+    /// client's [`ClientConfig::deadline`].
+    pub deadline: Option<Duration>,
 }
 
 impl Request {
@@ -42,6 +48,7 @@ impl Request {
             headers: HeaderMap::new(),
             body: None,
             request_id: None,
+            deadline: None,
         }
     }
 
@@ -89,6 +96,18 @@ impl Request {
         self.request_id = Some(id.into());
         self
     }
+
+    /// Gives up on the request (every attempt included) after `deadline`.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Whether the request changes state: such requests go to the leader
+    /// first when it is known (a follower would forward them there).
+    pub fn is_write(&self) -> bool {
+        !matches!(self.method, Method::GET | Method::HEAD | Method::OPTIONS)
+    }
 }
 
 /// A server answer (any status).
@@ -104,6 +123,8 @@ pub struct Response {
     pub endpoint: usize,
     /// The request id that was sent.
     pub request_id: String,
+    /// Attempts the request took (1 when the first node answered).
+    pub attempts: usize,
 }
 
 impl Response {
@@ -122,19 +143,49 @@ impl Response {
     }
 }
 
-/// Async Coffer client; cheap to clone (shares its connection pool).
+/// Async Coffer client; cheap to clone (shares its connection pool, its
+/// view of the nodes and its token cache).
+///
+/// ```
+/// # fn main() -> Result<(), coffer_client::ClientError> {
+/// # let ca_pem = rcgen::generate_simple_self_signed(vec!["localhost".into()])
+/// #     .unwrap().cert.pem().into_bytes();
+/// use std::time::Duration;
+/// use coffer_client::{Client, ClientConfig};
+///
+/// let client = Client::new(ClientConfig {
+///     endpoints: coffer_client::parse_endpoints("node1:8453,node2:8453,node3:8453")?,
+///     ca_pem: Some(ca_pem),
+///     deadline: Some(Duration::from_secs(20)),
+///     ..ClientConfig::default()
+/// })?;
+/// assert_eq!(client.endpoints().len(), 3);
+/// // No health answer yet: the leader is unknown.
+/// assert_eq!(client.routing().leader(), None);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     http: HttpClient,
     endpoints: Vec<String>,
     token: Option<HeaderValue>,
+    /// Where tokens come from when the client signs in itself.
+    auth: Option<Arc<TokenSource>>,
     timeout: Duration,
+    deadline: Option<Duration>,
     attempts: usize,
-    last_good: AtomicUsize,
+    routing: Arc<Routing>,
+}
+
+/// The nodes' breakers and leader, and when they were last probed.
+struct Routing {
+    nodes: Nodes,
+    probed: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -159,21 +210,38 @@ impl Client {
             .token
             .as_deref()
             .map(|t| {
-                let mut v = HeaderValue::from_str(&format!("Bearer {t}"))
-                    .map_err(|_| ClientError::Config("token has invalid characters".into()))?;
-                v.set_sensitive(true);
-                Ok::<_, ClientError>(v)
+                bearer(t).map_err(|_| ClientError::Config("token has invalid characters".into()))
             })
             .transpose()?;
-        Ok(Self {
+        let plain = Self {
             inner: Arc::new(Inner {
                 http,
                 attempts: cfg.attempts(),
+                routing: Arc::new(Routing {
+                    nodes: Nodes::new(cfg.endpoints.len()),
+                    probed: Mutex::new(None),
+                }),
                 endpoints: cfg.endpoints,
                 token,
+                auth: None,
                 timeout: cfg.timeout,
-                last_good: AtomicUsize::new(0),
+                deadline: cfg.deadline,
             }),
+        };
+        let Some(credential) = cfg.credential else {
+            return Ok(plain);
+        };
+        if plain.inner.token.is_some() {
+            return Err(ClientError::Config(
+                "give either a token or a credential, not both".into(),
+            ));
+        }
+        // The token source signs in through the same nodes and pool, without
+        // a token of its own.
+        let mut inner = (*plain.inner).clone();
+        inner.auth = Some(Arc::new(TokenSource::new(plain, credential)));
+        Ok(Self {
+            inner: Arc::new(inner),
         })
     }
 
@@ -187,38 +255,114 @@ impl Client {
         &self.inner.endpoints
     }
 
-    /// Sends `req`, failing over to the next node (round robin from the last
-    /// node that answered) on connection errors, timeouts and `503`, with a
-    /// small backoff once every node has been tried. The request id stays the
-    /// same on every attempt. After the last attempt the last `503` response
-    /// (or error) is returned as is.
+    /// What the client knows of the nodes: breakers and the leader.
+    pub fn routing(&self) -> &Nodes {
+        &self.inner.routing.nodes
+    }
+
+    /// The token source when the client signs in with a credential.
+    pub fn token_source(&self) -> Option<&TokenSource> {
+        self.inner.auth.as_deref()
+    }
+
+    /// Sends `req` with failover: writes go to the leader first when it is
+    /// known, reads to the node that answered last; a node that fails
+    /// (connection error, timeout, `503`) has its breaker opened and the
+    /// next one is tried. Once every node was tried the client pauses
+    /// (50 ms doubling to 800 ms, with jitter) and starts another pass.
+    /// The request id stays the same on every attempt, so the server
+    /// applies a write once however often it arrives. It stops after the
+    /// configured attempts or at the deadline, whichever comes first, and
+    /// returns the last `503` response (or error) as is.
+    ///
+    /// With a credential, a `401` answer fetches a new token and tries
+    /// once more.
     pub async fn send(&self, req: Request) -> Result<Response, ClientError> {
         let id = request_id_for(&req);
-        let n = self.inner.endpoints.len();
-        let start = self.inner.last_good.load(Ordering::Relaxed) % n;
-        let mut last = Err(ClientError::Config("no attempt made".into()));
-        for attempt in 0..self.inner.attempts {
-            if let Some(pause) = backoff(attempt, n) {
-                tokio::time::sleep(pause).await;
-            }
-            let idx = (start + attempt) % n;
-            match self.attempt(idx, &req, &id).await {
-                Ok(resp) if resp.status != StatusCode::SERVICE_UNAVAILABLE => {
-                    self.inner.last_good.store(idx, Ordering::Relaxed);
+        let write = req.is_write();
+        let nodes = &self.inner.routing.nodes;
+        if write && nodes.leader().is_none() {
+            self.probe_soon();
+        }
+        let started = Instant::now();
+        let deadline = req.deadline.or(self.inner.deadline).map(|d| started + d);
+        let mut auth = self.authorization(false).await?;
+        let mut renewed = false;
+        let mut tried: Vec<usize> = Vec::new();
+        let (mut pass, mut attempts) = (0u32, 0usize);
+        let mut last = None;
+        while attempts < self.inner.attempts {
+            let now = Instant::now();
+            let left = match deadline {
+                Some(d) if d <= now => break,
+                Some(d) => d - now,
+                None => Duration::MAX,
+            };
+            let order = nodes.order(write, now);
+            let next = order
+                .iter()
+                .copied()
+                .find(|&i| !tried.contains(&i) && !nodes.is_open(i, now))
+                // Every breaker is open: one trial (the soonest to reopen)
+                // per pass rather than none.
+                .or_else(|| tried.is_empty().then(|| order.first().copied()).flatten());
+            let Some(idx) = next else {
+                tried.clear();
+                pass += 1;
+                tokio::time::sleep(pass_pause(pass, jitter()).min(left)).await;
+                continue;
+            };
+            tried.push(idx);
+            attempts += 1;
+            let timeout = self.inner.timeout.min(left);
+            match self.attempt(idx, &req, &id, auth.as_ref(), timeout).await {
+                Ok(resp)
+                    if resp.status == StatusCode::UNAUTHORIZED
+                        && self.inner.auth.is_some()
+                        && !renewed =>
+                {
+                    // A token the cluster no longer takes (signing key
+                    // rotated, revoked): one more try with a fresh one.
+                    renewed = true;
+                    auth = self.authorization(true).await?;
+                    tried.pop();
+                }
+                Ok(mut resp) if resp.status != StatusCode::SERVICE_UNAVAILABLE => {
+                    nodes.succeeded(idx);
+                    resp.attempts = attempts;
                     return Ok(resp);
                 }
-                Ok(resp) => {
+                Ok(mut resp) => {
+                    resp.attempts = attempts;
+                    nodes.failed(idx, Instant::now(), jitter());
+                    self.probe_soon();
                     tracing::debug!(endpoint = %self.inner.endpoints[idx], request_id = %id, "node unavailable (503), failing over");
-                    last = Ok(resp);
+                    last = Some(Ok(resp));
                 }
                 Err(e) if e.is_transient() => {
+                    nodes.failed(idx, Instant::now(), jitter());
+                    self.probe_soon();
                     tracing::debug!(request_id = %id, error = %e, "attempt failed, failing over");
-                    last = Err(e);
+                    last = Some(Err(e));
                 }
                 Err(e) => return Err(e),
             }
         }
-        last
+        last.unwrap_or(Err(ClientError::Deadline {
+            elapsed: started.elapsed(),
+        }))
+    }
+
+    /// [`Client::send`] as a boxed future: the token source signs in
+    /// through `send`, which asks the token source for a token, so one of
+    /// the two must have a named (not inferred) future type.
+    pub(crate) fn send_boxed(
+        &self,
+        req: Request,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response, ClientError>> + Send + '_>,
+    > {
+        Box::pin(self.send(req))
     }
 
     /// Sends `req` to one node only (no failover, no retry).
@@ -230,7 +374,83 @@ impl Client {
             )));
         }
         let id = request_id_for(&req);
-        self.attempt(endpoint, &req, &id).await
+        let auth = self.authorization(false).await?;
+        let timeout = req
+            .deadline
+            .map_or(self.inner.timeout, |d| d.min(self.inner.timeout));
+        self.attempt(endpoint, &req, &id, auth.as_ref(), timeout)
+            .await
+    }
+
+    /// Asks every node for its health at once and records what the answers
+    /// say: a node answering as leader or standby closes its breaker, a
+    /// sealed or silent one opens it (an answer that is no health answer
+    /// changes nothing), and the answers name the leader that
+    /// writes are sent to. `coffer agent` calls this every second; the
+    /// client itself starts it in the background when it needs a leader.
+    pub async fn probe_nodes(&self) {
+        let nodes = &self.inner.routing.nodes;
+        // Health needs no token: probe without one, so a failing sign-in
+        // never marks a node down.
+        let plain = self.inner.auth.as_ref().map_or(self, |a| a.client());
+        let probes = (0..self.inner.endpoints.len()).map(|i| async move {
+            let sys = plain.sys().pinned(i).with_deadline(PROBE_TIMEOUT);
+            match sys.health().await {
+                Ok(h) => {
+                    nodes.observed(i, h.body.node_id, h.body.leader_id);
+                    if matches!(h.status, 200 | 429) {
+                        nodes.healthy(i);
+                    } else {
+                        nodes.failed(i, Instant::now(), jitter());
+                    }
+                }
+                Err(e) if e.is_transient() => {
+                    nodes.failed(i, Instant::now(), jitter());
+                }
+                // It answered, but not as a Coffer node does (e.g. `coffer
+                // agent` or a load balancer refusing the probe): reachable,
+                // and no word on the leader.
+                Err(_) => {}
+            }
+        });
+        futures::future::join_all(probes).await;
+    }
+
+    /// Starts [`Client::probe_nodes`] in the background unless one started
+    /// less than [`PROBE_EVERY`] ago (or no Tokio runtime runs this task).
+    fn probe_soon(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        {
+            let mut probed = self
+                .inner
+                .routing
+                .probed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if probed.is_some_and(|t| t.elapsed() < PROBE_EVERY) {
+                return;
+            }
+            *probed = Some(Instant::now());
+        }
+        let client = self.clone();
+        runtime.spawn(async move { client.probe_nodes().await });
+    }
+
+    /// The `Authorization` value: the configured token, or one from the
+    /// token source (`renew`: a new one even if the cached one is valid).
+    async fn authorization(&self, renew: bool) -> Result<Option<HeaderValue>, ClientError> {
+        let Some(source) = &self.inner.auth else {
+            return Ok(self.inner.token.clone());
+        };
+        if renew {
+            source.forget().await;
+        }
+        let token = source.token().await?;
+        bearer(&token)
+            .map(Some)
+            .map_err(|_| ClientError::Auth("the issued token is not a header value".into()))
     }
 
     /// Sends `req` to one node and hands a successful (2xx) body to `sink`
@@ -262,7 +482,8 @@ impl Client {
             endpoint: url.clone(),
             message,
         };
-        let http_req = self.build(&url, &req, &id)?;
+        let auth = self.authorization(false).await?;
+        let http_req = self.build(&url, &req, &id, auth.as_ref())?;
         let resp = tokio::time::timeout(timeout, self.inner.http.request(http_req))
             .await
             .map_err(|_| timed_out())?
@@ -307,12 +528,20 @@ impl Client {
             body: Bytes::from(kept),
             endpoint,
             request_id: id,
+            attempts: 1,
         })
     }
 
-    async fn attempt(&self, idx: usize, req: &Request, id: &str) -> Result<Response, ClientError> {
+    async fn attempt(
+        &self,
+        idx: usize,
+        req: &Request,
+        id: &str,
+        auth: Option<&HeaderValue>,
+        timeout: Duration,
+    ) -> Result<Response, ClientError> {
         let endpoint = &self.inner.endpoints[idx];
-        let http_req = self.build(endpoint, req, id)?;
+        let http_req = self.build(endpoint, req, id, auth)?;
         let exchange = async {
             let resp =
                 self.inner
@@ -338,13 +567,14 @@ impl Client {
                 body,
                 endpoint: idx,
                 request_id: id.to_string(),
+                attempts: 1,
             })
         };
-        tokio::time::timeout(self.inner.timeout, exchange)
+        tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| ClientError::Timeout {
                 endpoint: endpoint.clone(),
-                timeout: self.inner.timeout,
+                timeout,
             })?
     }
 
@@ -353,6 +583,7 @@ impl Client {
         endpoint: &str,
         req: &Request,
         id: &str,
+        auth: Option<&HeaderValue>,
     ) -> Result<hyper::Request<Full<Bytes>>, ClientError> {
         let uri = format!("{endpoint}{}", req.path);
         let mut builder = hyper::Request::builder()
@@ -366,7 +597,7 @@ impl Client {
         let id_value = HeaderValue::from_str(id)
             .map_err(|_| ClientError::Config("request id has invalid characters".into()))?;
         headers.insert(HeaderName::from_static(REQUEST_ID_HEADER), id_value);
-        if let Some(token) = &self.inner.token {
+        if let Some(token) = auth {
             headers
                 .entry(AUTHORIZATION)
                 .or_insert_with(|| token.clone());
@@ -388,17 +619,11 @@ fn request_id_for(req: &Request) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
-/// No pause during the first pass over the nodes; afterwards 50 ms doubling
-/// per pass, capped at 800 ms, so a cluster mid-election gets time to settle.
-fn backoff(attempt: usize, nodes: usize) -> Option<Duration> {
-    let n = nodes.max(1);
-    let pass = attempt / n;
-    // Pause only at the first attempt of a new pass.
-    if pass == 0 || attempt != pass * n {
-        return None;
-    }
-    let shift = u32::try_from(pass - 1).unwrap_or(u32::MAX).min(4);
-    Some(Duration::from_millis(50u64 << shift))
+/// `Bearer {token}`, marked sensitive so it never shows in debug output.
+fn bearer(token: &str) -> Result<HeaderValue, hyper::header::InvalidHeaderValue> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {token}"))?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -412,59 +637,9 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-fn tls_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, ClientError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
-        let cert = cert.map_err(|e| ClientError::Config(format!("invalid CA PEM: {e}")))?;
-        roots
-            .add(cert)
-            .map_err(|e| ClientError::Config(format!("invalid CA certificate: {e}")))?;
-    }
-    if roots.is_empty() {
-        return Err(ClientError::Config("CA PEM contains no certificate".into()));
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Config(format!("TLS setup failed: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
-fn build_http(tls: rustls::ClientConfig, timeout: Duration, http2: bool) -> HttpClient {
-    let mut tcp = HttpConnector::new();
-    tcp.enforce_http(false);
-    tcp.set_nodelay(true);
-    tcp.set_connect_timeout(Some(timeout));
-    let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_http1();
-    let connector = if http2 {
-        builder.enable_http2().wrap_connector(tcp)
-    } else {
-        builder.wrap_connector(tcp)
-    };
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build(connector)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_only_between_passes() {
-        assert_eq!(backoff(0, 3), None);
-        assert_eq!(backoff(1, 3), None);
-        assert_eq!(backoff(2, 3), None);
-        assert_eq!(backoff(3, 3), Some(Duration::from_millis(50)));
-        assert_eq!(backoff(4, 3), None);
-        assert_eq!(backoff(6, 3), Some(Duration::from_millis(100)));
-        assert_eq!(backoff(1, 1), Some(Duration::from_millis(50)));
-        assert_eq!(backoff(100, 1), Some(Duration::from_millis(800)));
-    }
 
     #[test]
     fn client_requires_a_ca() {

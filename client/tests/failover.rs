@@ -38,7 +38,20 @@ impl TestServer {
     fn url(&self) -> String {
         format!("https://{}", self.addr)
     }
+    /// The requests the server saw, without the client's background health
+    /// probes (it asks every node who leads when it writes without knowing).
     fn seen(&self) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path_and_query != "/v1/sys/health")
+            .cloned()
+            .collect()
+    }
+
+    /// Every request, probes included.
+    fn seen_all(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -166,6 +179,7 @@ fn client(pki: &Pki, endpoints: Vec<String>, http2: bool) -> Client {
         timeout: Duration::from_millis(1500),
         http2,
         max_attempts: 0,
+        ..ClientConfig::default()
     })
     .unwrap()
 }
@@ -397,4 +411,214 @@ async fn health_returns_body_for_sealed_node_and_sys_local_calls_stay_on_one_nod
     assert!(good.seen().is_empty(), "node-local calls never fail over");
     let peers = c.sys().peers().await.unwrap();
     assert_eq!((peers.leader_id, peers.term), (Some(1), 3));
+}
+
+/// A node that answers health as Raft node `id` with `leader` leading, and
+/// 200 `{}` to everything else.
+fn node(id: u64, leader: u64) -> Handler {
+    Arc::new(move |seen: &Seen| {
+        if seen.path_and_query == "/v1/sys/health" {
+            let status = if id == leader { 200 } else { 429 };
+            (
+                status,
+                format!(r#"{{"node_id":{id},"leader_id":{leader}}}"#),
+            )
+        } else {
+            (200, "{}".into())
+        }
+    })
+}
+
+#[tokio::test]
+async fn writes_go_to_the_leader_the_nodes_name() {
+    let pki = pki();
+    let (a, b, c) = (
+        serve(&pki, node(1, 3)).await,
+        serve(&pki, node(2, 3)).await,
+        serve(&pki, node(3, 3)).await,
+    );
+    let client = client(&pki, vec![a.url(), b.url(), c.url()], true);
+    assert_eq!(client.routing().leader(), None);
+    // The first write goes where reads go, and starts a background probe.
+    let first = client.send(Request::post("/keys/k/rotate")).await.unwrap();
+    assert_eq!(first.endpoint, 0);
+    let started = std::time::Instant::now();
+    while client.routing().leader().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no leader learnt"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(client.routing().leader(), Some(2));
+    // Every node was probed once.
+    for s in [&a, &b, &c] {
+        assert_eq!(s.seen_all().len() - s.seen().len(), 1);
+    }
+    let write = client.send(Request::post("/keys/k/rotate")).await.unwrap();
+    assert_eq!(write.endpoint, 2, "writes go to the leader");
+    // Reads stay on the node that answered last (the leader now).
+    let read = client.send(Request::get("/keys/k")).await.unwrap();
+    assert_eq!(read.endpoint, 2);
+}
+
+#[tokio::test]
+async fn the_request_deadline_bounds_every_attempt() {
+    let pki = pki();
+    let slow = serve_delayed(&pki, healthy(), Duration::from_secs(3)).await;
+    let c = Client::new(ClientConfig {
+        endpoints: vec![slow.url(), dead_endpoint()],
+        ca_pem: Some(pki.ca_pem.clone().into_bytes()),
+        timeout: Duration::from_secs(2),
+        deadline: Some(Duration::from_millis(700)),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let started = std::time::Instant::now();
+    let err = c.send(Request::get("/x")).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        err.is_transient() || matches!(err, ClientError::Deadline { .. }),
+        "{err:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_millis(1500),
+        "took {took:?}"
+    );
+    // A per-request deadline overrides the client's.
+    let started = std::time::Instant::now();
+    let _ = c
+        .send(Request::get("/x").deadline(Duration::from_millis(200)))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn a_credential_signs_in_caches_the_token_and_renews_it_on_401() {
+    use coffer_client::auth::{AppCredential, Credential};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let pki = pki();
+    let issued = Arc::new(AtomicUsize::new(0));
+    let counter = issued.clone();
+    let s = serve(
+        &pki,
+        Arc::new(move |seen: &Seen| {
+            let p = seen.path_and_query.as_str();
+            if p == "/contoso/oauth2/v2.0/token" {
+                let form = String::from_utf8_lossy(&seen.body).to_string();
+                assert!(form.contains("grant_type=client_credentials"), "{form}");
+                assert!(form.contains("client_id=app-1"), "{form}");
+                assert!(form.contains("client_secret=s3cr3t"), "{form}");
+                assert!(
+                    form.contains("scope=https%3A%2F%2Fvault.azure.net%2F.default"),
+                    "{form}"
+                );
+                let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                (
+                    200,
+                    format!(
+                        r#"{{"token_type":"Bearer","access_token":"tok-{n}","expires_in":"3600"}}"#
+                    ),
+                )
+            } else if seen.authorization.as_deref() == Some("Bearer tok-1")
+                && p.starts_with("/secrets/stale")
+            {
+                (
+                    401,
+                    r#"{"error":{"code":"Unauthorized","message":"token revoked"}}"#.into(),
+                )
+            } else {
+                (200, r#"{"id":"https://h/secrets/a/v","value":"v"}"#.into())
+            }
+        }),
+    )
+    .await;
+    let c = Client::new(ClientConfig {
+        endpoints: vec![s.url()],
+        ca_pem: Some(pki.ca_pem.clone().into_bytes()),
+        credential: Some(AppCredential::new(
+            "contoso",
+            "app-1",
+            Credential::ClientSecret("s3cr3t".to_string().into()),
+        )),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    c.secrets().get("a", None).await.unwrap();
+    c.secrets().get("a", None).await.unwrap();
+    assert_eq!(issued.load(Ordering::SeqCst), 1, "the token is cached");
+    // A 401 (revoked token): one new sign-in, one more try.
+    c.secrets().get("stale", None).await.unwrap();
+    assert_eq!(issued.load(Ordering::SeqCst), 2);
+    let auth: Vec<_> = s
+        .seen()
+        .into_iter()
+        .filter(|x| !x.path_and_query.contains("oauth2"))
+        .map(|x| x.authorization.unwrap_or_default())
+        .collect();
+    assert_eq!(
+        auth,
+        [
+            "Bearer tok-1",
+            "Bearer tok-1",
+            "Bearer tok-1",
+            "Bearer tok-2"
+        ]
+    );
+    // The secret never travels in a header.
+    assert!(s.seen_all().iter().all(|x| !x
+        .authorization
+        .clone()
+        .unwrap_or_default()
+        .contains("s3cr3t")));
+}
+
+#[tokio::test]
+async fn keys_stream_pages_and_decode_operations() {
+    use futures::TryStreamExt as _;
+    let pki = pki();
+    let s = serve(
+        &pki,
+        Arc::new(|seen: &Seen| {
+            let p = seen.path_and_query.as_str();
+            if p.starts_with("/keys?") && !p.contains("skiptoken") {
+                (200, r#"{"value":[{"kid":"https://h/keys/a"}],"nextLink":"https://h/keys?api-version=2026-04-01&$skiptoken=2"}"#.into())
+            } else if p.starts_with("/keys?") {
+                (200, r#"{"value":[{"kid":"https://h/keys/b"}]}"#.into())
+            } else if p.starts_with("/keys/a//sign?") {
+                let body: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+                assert_eq!(body, serde_json::json!({"alg": "ES256", "value": "AAEC"}));
+                (200, r#"{"kid":"https://h/keys/a/v1","value":"_w"}"#.into())
+            } else if p.starts_with("/keys/a/v1/verify?") {
+                let body: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+                assert_eq!(body, serde_json::json!({"alg": "ES256", "digest": "AAEC", "value": "_w"}));
+                (200, r#"{"value":true}"#.into())
+            } else {
+                (404, r#"{"error":{"code":"KeyNotFound","message":"no"}}"#.into())
+            }
+        }),
+    )
+    .await;
+    let c = client(&pki, vec![s.url()], true);
+    let keys = c.keys();
+    let mut stream = std::pin::pin!(keys.list_stream(Some(1)));
+    let first = stream.try_next().await.unwrap().unwrap();
+    assert_eq!(first.name(), Some("a"));
+    assert_eq!(
+        s.seen().len(),
+        1,
+        "the second page is fetched only when needed"
+    );
+    let second = stream.try_next().await.unwrap().unwrap();
+    assert_eq!(second.name(), Some("b"));
+    assert!(stream.try_next().await.unwrap().is_none());
+    let sig = keys.sign("a", None, "ES256", &[0, 1, 2]).await.unwrap();
+    assert_eq!(sig, vec![0xff]);
+    assert!(keys
+        .verify("a", Some("v1"), "ES256", &[0, 1, 2], &sig)
+        .await
+        .unwrap());
+    let err = keys.get("zz", None).await.unwrap_err();
+    assert_eq!(err.status(), Some(404));
 }

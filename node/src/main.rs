@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use coffer::cli::{self, ClientArgs, OperatorCommand, SecretCommand};
+use coffer::cli::{self, ClientArgs, KeyCommand, OperatorCommand, SecretCommand};
 use coffer::config::Config;
 use coffer::hardening;
 use coffer::server::{self, DevOptions, Server};
@@ -37,6 +37,14 @@ enum Command {
         client: ClientArgs,
         #[command(subcommand)]
         command: SecretCommand,
+    },
+    /// Manage keys and use them (sign, verify, encrypt, decrypt, rotate)
+    /// through the Key Vault API.
+    Key {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: KeyCommand,
     },
     /// Manage the tenant's applications, users, groups and signing keys.
     Identity {
@@ -222,6 +230,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             OperatorCli::Remote(command) => cli::run_operator(&client, command).await,
         },
         Command::Secret { client, command } => cli::run_secret(&client, command).await,
+        Command::Key { client, command } => cli::run_key(&client, command).await,
         Command::Identity { client, command } => cli::run_identity(&client, command).await,
         Command::Role { client, command } => cli::run_role(&client, command).await,
         Command::Cert { client, command } => cli::run_cert(&client, command).await,

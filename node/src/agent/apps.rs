@@ -2,7 +2,9 @@
 //! has its own key, sent in a header (`x-coffer-agent-key` to the proxy,
 //! `X-IDENTITY-HEADER` to the managed-identity endpoint). Keys live in
 //! files readable by that application only; the agent creates a missing
-//! one (32 random bytes, base64url, mode 0600).
+//! one (32 random bytes, base64url, mode 0600). On the agent's unix socket
+//! an application is known by the kernel instead: the connecting process's
+//! user id (`SO_PEERCRED`) must be one of its `unix_uids`.
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +32,10 @@ pub struct AppConfig {
     /// unauthenticated probe for the 401 challenge, without its body.
     #[serde(default)]
     pub attach_token: bool,
+    /// User ids whose processes are this application on the agent's unix
+    /// socket (checked with the kernel's peer credentials, no key needed).
+    #[serde(default)]
+    pub unix_uids: Vec<u32>,
 }
 
 /// An application and its key.
@@ -38,6 +44,8 @@ pub struct App {
     pub name: String,
     /// Whether requests without `Authorization` get the agent's token.
     pub attach_token: bool,
+    /// User ids allowed on the unix socket as this application.
+    pub unix_uids: Vec<u32>,
     key: Zeroizing<String>,
 }
 
@@ -47,6 +55,7 @@ impl App {
         Self {
             name: name.to_owned(),
             attach_token,
+            unix_uids: Vec::new(),
             key: Zeroizing::new(URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())),
         }
     }
@@ -55,7 +64,8 @@ impl App {
     pub fn load(cfg: &AppConfig) -> anyhow::Result<Self> {
         let path = &cfg.key_file;
         if !path.exists() {
-            let app = Self::generated(&cfg.name, cfg.attach_token);
+            let mut app = Self::generated(&cfg.name, cfg.attach_token);
+            app.unix_uids = cfg.unix_uids.clone();
             app.write_key(path)?;
             return Ok(app);
         }
@@ -71,6 +81,7 @@ impl App {
         Ok(Self {
             name: cfg.name.clone(),
             attach_token: cfg.attach_token,
+            unix_uids: cfg.unix_uids.clone(),
             key: Zeroizing::new(key.to_owned()),
         })
     }
@@ -103,6 +114,14 @@ pub fn find<'a>(apps: &'a [App], given: Option<&[u8]>) -> Option<&'a App> {
     found
 }
 
+/// The application the process with user id `uid` is, on the unix socket.
+/// A uid listed by two applications is refused (which one would be a guess).
+pub fn find_uid(apps: &[App], uid: u32) -> Option<&App> {
+    let mut matching = apps.iter().filter(|a| a.unix_uids.contains(&uid));
+    let first = matching.next()?;
+    matching.next().is_none().then_some(first)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +133,7 @@ mod tests {
             name: "payments".into(),
             key_file: dir.path().join("keys/payments.key"),
             attach_token: true,
+            unix_uids: vec![1000],
         };
         let first = App::load(&cfg).unwrap();
         let again = App::load(&cfg).unwrap();
@@ -130,6 +150,8 @@ mod tests {
         assert_eq!(find(&apps, Some(key.as_bytes())).unwrap().name, "other");
         assert!(find(&apps, Some(b"wrong")).is_none());
         assert!(find(&apps, None).is_none());
+        assert_eq!(find_uid(&apps, 1000).unwrap().name, "payments");
+        assert!(find_uid(&apps, 0).is_none());
     }
 
     #[test]
@@ -141,6 +163,7 @@ mod tests {
             name: "a".into(),
             key_file: path,
             attach_token: false,
+            unix_uids: Vec::new(),
         };
         assert!(App::load(&cfg).is_err());
     }

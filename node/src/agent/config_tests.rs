@@ -15,7 +15,7 @@ fn the_shipped_example_parses() {
     assert_eq!(cfg.apps.len(), 1);
     assert!(!cfg.apps[0].attach_token);
     assert!(
-        cfg.identity.unwrap().proof().is_err(),
+        cfg.identity.unwrap().credential().is_err(),
         "the secret file does not exist here"
     );
 }

@@ -4,17 +4,19 @@
 //! - A Key Vault proxy on a loopback HTTPS address ([`proxy`]): any
 //!   unchanged Azure SDK points its vault URL at it; the agent forwards to
 //!   a healthy node, writes to the leader when known, and retries on
-//!   another node (same request id) when one fails ([`breaker`]).
+//!   another node (same request id) when one fails — the failover of
+//!   [`coffer_client::Client`] and its [`coffer_client::routing`].
 //! - The managed-identity endpoint ([`msi`]) so `ManagedIdentityCredential()`
 //!   gets the agent's token, and optionally the agent's token attached to an
 //!   application's unauthenticated requests (auto-auth).
-//! - Local callers are authenticated by a per-application key ([`apps`]).
+//! - Local callers are authenticated by a per-application key ([`apps`]),
+//!   or on the optional unix socket by their user id (`SO_PEERCRED`).
+//! - An optional read cache of secrets ([`cache`]), off by default.
 //!
 //! Configuration: the `[agent]` table of a TOML file ([`AgentConfig`]).
 
 pub mod apps;
-pub mod breaker;
-pub mod identity;
+pub mod cache;
 mod msi;
 mod proxy;
 mod tls;
@@ -22,19 +24,18 @@ mod tls;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use coffer_client::auth::{AppCredential, Credential, TokenSource, VAULT_RESOURCE};
 use coffer_client::{Client, ClientConfig};
 use serde::Deserialize;
 
 use apps::{App, AppConfig};
-use breaker::{jitter, Nodes};
-use identity::{Identity, Proof};
 
 /// How often the agent asks every node for its health (and the leader).
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -57,6 +58,14 @@ pub struct AgentConfig {
     /// Loopback address of the HTTPS Key Vault proxy; none: no proxy.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
+    /// A unix socket the Key Vault proxy also listens on (plain HTTP; the
+    /// caller's user id must be an application's `unix_uids`).
+    #[serde(default)]
+    pub unix_socket: Option<PathBuf>,
+    /// Keep successful secret reads this many seconds (0: no cache). See
+    /// [`cache`] and the README for when this is safe.
+    #[serde(default)]
+    pub secrets_cache_ttl_secs: u64,
     /// Loopback address of the managed-identity endpoint (plain HTTP, as
     /// App Service's); none: no endpoint.
     #[serde(default)]
@@ -126,12 +135,13 @@ pub struct IdentityConfig {
 }
 
 impl IdentityConfig {
-    fn proof(&self) -> anyhow::Result<Proof> {
-        match (&self.client_secret_file, &self.cert, &self.key) {
-            (Some(secret), None, None) => Proof::from_secret_file(secret),
-            (None, Some(cert), Some(key)) => Proof::from_certificate(cert, key),
+    fn credential(&self) -> anyhow::Result<AppCredential> {
+        let proof = match (&self.client_secret_file, &self.cert, &self.key) {
+            (Some(secret), None, None) => Credential::from_secret_file(secret)?,
+            (None, Some(cert), Some(key)) => Credential::from_certificate_files(cert, key)?,
             _ => bail!("[agent.identity] needs either client_secret_file or both cert and key"),
-        }
+        };
+        Ok(AppCredential::new(&self.tenant, &self.client_id, proof))
     }
 }
 
@@ -152,8 +162,10 @@ impl AgentConfig {
                 bail!("the agent serves on loopback addresses only (got {addr})");
             }
         }
-        if self.listen.is_none() && self.msi_listen.is_none() {
-            bail!("[agent] needs listen (the Key Vault proxy) or msi_listen (managed identity)");
+        if self.listen.is_none() && self.msi_listen.is_none() && self.unix_socket.is_none() {
+            bail!(
+                "[agent] needs listen or unix_socket (the Key Vault proxy) or msi_listen (managed identity)"
+            );
         }
         if self.msi_listen.is_some() && self.identity.is_none() {
             bail!("msi_listen needs [agent.identity]");
@@ -167,13 +179,15 @@ impl AgentConfig {
 
 /// What the request handlers share.
 pub(crate) struct Shared {
+    /// Failover to the nodes (their breakers and leader live in it).
     client: Client,
-    nodes: Nodes,
     apps: Vec<App>,
-    identity: Option<Identity>,
+    /// The agent's own identity: signs in through `client`, caches tokens.
+    identity: Option<TokenSource>,
+    /// Secret reads kept for a while, when configured.
+    cache: Option<cache::ReadCache>,
     /// The proxy's TLS names (a resource naming one is the vault resource).
     names: Vec<String>,
-    deadline: Duration,
     max_body: usize,
 }
 
@@ -246,6 +260,11 @@ pub async fn run(cfg: AgentConfig, legacy_header: Option<Option<PathBuf>>) -> an
         token: None,
         ca_pem: Some(ca_pem),
         timeout: Duration::from_secs(cfg.attempt_timeout_secs.max(1)),
+        // One application request may take every attempt that fits.
+        deadline: Some(Duration::from_secs(cfg.request_deadline_secs.max(1))),
+        // The agent attaches its own token only to the requests of the
+        // applications that asked for it (auto-auth), not to every one.
+        credential: None,
         // HTTP/1.1 to the nodes: the Host header (the vault) reaches them
         // as the application sent it.
         http2: false,
@@ -272,29 +291,24 @@ pub async fn run(cfg: AgentConfig, legacy_header: Option<Option<PathBuf>>) -> an
         bail!("no application may use the agent: add [[agent.apps]]");
     }
     let identity = match &cfg.identity {
-        Some(id) => Some(Identity::new(
-            client.clone(),
-            id.tenant.clone(),
-            id.client_id.clone(),
-            id.proof()?,
-        )),
+        Some(id) => Some(TokenSource::new(client.clone(), id.credential()?)),
         None => None,
     };
     if let Some(identity) = &identity {
         // Fail at start, not at the first workload request, when the
         // cluster refuses the agent's credential.
         identity
-            .token_for(identity::VAULT_RESOURCE)
+            .token_for(VAULT_RESOURCE)
             .await
             .context("the cluster refused the agent's credential")?;
     }
     let shared = Arc::new(Shared {
-        nodes: Nodes::new(client.endpoints().len()),
+        cache: (cfg.secrets_cache_ttl_secs > 0)
+            .then(|| cache::ReadCache::new(Duration::from_secs(cfg.secrets_cache_ttl_secs))),
         client,
         apps,
         identity,
         names: cfg.tls_names.clone(),
-        deadline: Duration::from_secs(cfg.request_deadline_secs.max(1)),
         max_body: cfg.max_body_bytes,
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -355,11 +369,54 @@ pub async fn run(cfg: AgentConfig, legacy_header: Option<Option<PathBuf>>) -> an
             .await;
         });
     }
+    if let Some(path) = &cfg.unix_socket {
+        let listener = unix_listener(path)?;
+        announce(&format!("AGENT_SOCKET={}", path.display()));
+        tracing::info!(path = %path.display(), "Key Vault proxy listening on a unix socket");
+        let router = Router::new()
+            .fallback(proxy::forward_unix)
+            .with_state(shared.clone())
+            .into_make_service_with_connect_info::<proxy::PeerCred>();
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            let shutdown = async move {
+                let _ = stop.changed().await;
+            };
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(error = %e, "unix socket listener failed");
+            }
+        });
+    }
     shutdown_signal().await;
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Binds the unix socket at `path` (a stale socket file from an earlier
+/// run is replaced; any other file is not), reachable by every local user:
+/// who may use it is decided per connection from the kernel's peer
+/// credentials, not by the file's mode.
+fn unix_listener(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            bail!("{} exists and is not a socket", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    Ok(listener)
 }
 
 async fn shutdown_signal() {
@@ -377,30 +434,12 @@ async fn shutdown_signal() {
     }
 }
 
-/// Asks every node for its health each [`PROBE_INTERVAL`]: a node that
-/// answers as an active or standby member closes its breaker, a sealed or
-/// silent one opens it; the answers name the leader.
+/// Asks every node for its health each [`PROBE_INTERVAL`] (see
+/// [`Client::probe_nodes`]): breakers and the leader stay current even
+/// while no application calls.
 async fn probe_nodes(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
-        let probes = (0..shared.client.endpoints().len()).map(|i| {
-            let shared = shared.clone();
-            async move {
-                match shared.client.sys().pinned(i).health().await {
-                    Ok(h) => {
-                        shared.nodes.observed(i, h.body.node_id, h.body.leader_id);
-                        if matches!(h.status, 200 | 429) {
-                            shared.nodes.healthy(i);
-                        } else {
-                            shared.nodes.failed(i, Instant::now(), jitter());
-                        }
-                    }
-                    Err(_) => {
-                        shared.nodes.failed(i, Instant::now(), jitter());
-                    }
-                }
-            }
-        });
-        futures::future::join_all(probes).await;
+        shared.client.probe_nodes().await;
         tokio::select! {
             _ = tokio::time::sleep(PROBE_INTERVAL) => {}
             _ = stop.changed() => return,

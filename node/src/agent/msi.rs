@@ -11,8 +11,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::identity::VAULT_RESOURCE;
 use super::{apps, Shared};
+use coffer_client::auth::VAULT_RESOURCE;
 
 #[derive(Deserialize)]
 pub(super) struct TokenQuery {

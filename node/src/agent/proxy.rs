@@ -1,24 +1,27 @@
 //! The Key Vault proxy: a request from a local application is checked
-//! against the application keys, then forwarded to a cluster node — the
-//! leader first for writes, the last node that answered for reads —
-//! and tried again on another node on a connection error, a timeout or a
-//! `503`, always with the same `x-ms-client-request-id` (taken from the
-//! application or generated here), which the cluster uses to apply a
-//! write once however often it arrives.
+//! against the application keys, then forwarded through the failover of
+//! [`coffer_client::Client::send`] — the leader first for writes, the last
+//! node that answered for reads, another node on a connection error, a
+//! timeout or a `503`, until the request's deadline — always with the same
+//! `x-ms-client-request-id` (taken from the application or generated
+//! here), which the cluster uses to apply a write once however often it
+//! arrives.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
+use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::State;
 use axum::http::header::{self, HeaderMap, HeaderValue};
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
+use coffer_client::auth::VAULT_RESOURCE;
 use coffer_client::{ClientError, Request, REQUEST_ID_HEADER};
 use http_body_util::BodyExt;
 
-use super::breaker::jitter;
-use super::identity::VAULT_RESOURCE;
+use super::cache::ReadCache;
 use super::{apps, AgentError, Shared};
 
 /// Headers that belong to one connection and are never forwarded
@@ -36,18 +39,6 @@ const DROPPED: [&str; 11] = [
     "content-length",
     "host",
 ];
-
-/// Pause before pass `pass` over the nodes (every node tried once per
-/// pass): 50 ms doubling to 800 ms, times a jitter factor.
-fn pass_pause(pass: u32) -> Duration {
-    let shift = pass.saturating_sub(1).min(4);
-    Duration::from_millis(50u64 << shift).mul_f64(jitter())
-}
-
-/// Whether a request changes state (sent to the leader first).
-fn is_write(method: &Method) -> bool {
-    !(method == Method::GET || method == Method::HEAD || method == Method::OPTIONS)
-}
 
 /// Copies `from` without the connection-level headers and `extra_drop`.
 fn forwardable(from: &HeaderMap, extra_drop: &[&str]) -> HeaderMap {
@@ -79,12 +70,58 @@ fn request_id(headers: &HeaderMap) -> String {
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
-/// Every path that is not the agent's own: forward it.
+/// The kernel's word on who is at the other end of a unix socket
+/// connection (`SO_PEERCRED`); `None` when it could not be read.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PeerCred {
+    uid: Option<u32>,
+    pid: Option<i32>,
+}
+
+impl Connected<IncomingStream<'_, tokio::net::UnixListener>> for PeerCred {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::UnixListener>) -> Self {
+        match stream.io().peer_cred() {
+            Ok(cred) => Self {
+                uid: Some(cred.uid()),
+                pid: cred.pid(),
+            },
+            Err(_) => Self {
+                uid: None,
+                pid: None,
+            },
+        }
+    }
+}
+
+/// Every path that is not the agent's own (TCP listener): the caller is
+/// the application whose key it sends.
 pub(super) async fn forward(
     State(shared): State<Arc<Shared>>,
     req: axum::extract::Request,
 ) -> Response {
-    match forward_inner(&shared, req).await {
+    let given = req
+        .headers()
+        .get(apps::APP_KEY_HEADER)
+        .map(HeaderValue::as_bytes);
+    let app = apps::find(&shared.apps, given);
+    match forward_inner(&shared, app, req).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The same on the unix socket: the caller is the application its user id
+/// belongs to; a key does not stand in for it.
+pub(super) async fn forward_unix(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    req: axum::extract::Request,
+) -> Response {
+    let app = peer.uid.and_then(|uid| apps::find_uid(&shared.apps, uid));
+    if app.is_none() {
+        tracing::warn!(uid = ?peer.uid, pid = ?peer.pid, "unix socket caller refused");
+    }
+    match forward_inner(&shared, app, req).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
@@ -92,15 +129,12 @@ pub(super) async fn forward(
 
 async fn forward_inner(
     shared: &Shared,
+    app: Option<&apps::App>,
     req: axum::extract::Request,
 ) -> Result<Response, AgentError> {
     let started = Instant::now();
+    let app = app.ok_or(AgentError::UnknownCaller)?;
     let (parts, body) = req.into_parts();
-    let given = parts
-        .headers
-        .get(apps::APP_KEY_HEADER)
-        .map(HeaderValue::as_bytes);
-    let app = apps::find(&shared.apps, given).ok_or(AgentError::UnknownCaller)?;
     let body = http_body_util::Limited::new(body, shared.max_body)
         .collect()
         .await
@@ -129,68 +163,61 @@ async fn forward_inner(
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
-    let write = is_write(&parts.method);
-    let mut outbound = Request::new(parts.method.clone(), path);
+    let cached = shared.cache.as_ref().and_then(|cache| {
+        cache.saw(&parts.method, &path);
+        ReadCache::key(&parts.method, &path, &headers, &app.name)
+    });
+    if let (Some(cache), Some(key)) = (&shared.cache, &cached) {
+        if let Some((content_type, body)) = cache.get(key) {
+            tracing::info!(
+                app = %app.name, method = %parts.method, path = %parts.uri.path(),
+                status = 200, request_id = %id, "served from the read cache"
+            );
+            let mut out = Response::new(Body::from(body));
+            if let Some(ct) = content_type {
+                out.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+            return Ok(out);
+        }
+    }
+    let mut outbound = Request::new(parts.method.clone(), path.clone());
     outbound.headers = headers;
     outbound.body = (!body.is_empty()).then_some(body);
     outbound.request_id = Some(id.clone());
-
-    let deadline = started + shared.deadline;
-    let mut tried: Vec<usize> = Vec::new();
-    let mut pass = 0u32;
-    let mut attempts = 0u32;
-    let mut last: Option<Result<coffer_client::Response, ClientError>> = None;
-    while Instant::now() < deadline {
-        let now = Instant::now();
-        let order = shared.nodes.order(write, now);
-        let next = order
-            .iter()
-            .copied()
-            .find(|&i| !tried.contains(&i) && !shared.nodes.is_open(i, now))
-            // Every node's breaker is open: one trial (the soonest to
-            // reopen) per pass rather than none.
-            .or_else(|| tried.is_empty().then(|| order.first().copied()).flatten());
-        let Some(idx) = next else {
-            tried.clear();
-            pass += 1;
-            tokio::time::sleep(pass_pause(pass).min(deadline.saturating_duration_since(now))).await;
-            continue;
-        };
-        tried.push(idx);
-        attempts += 1;
-        let result = shared.client.send_to(idx, outbound.clone()).await;
-        match result {
-            Ok(resp) if resp.status != StatusCode::SERVICE_UNAVAILABLE => {
-                shared.nodes.succeeded(idx);
-                tracing::info!(
-                    app = %app.name, method = %parts.method, path = %parts.uri.path(),
-                    status = resp.status.as_u16(), node = idx, attempts,
-                    request_id = %id, elapsed_ms = started.elapsed().as_millis() as u64,
-                    "forwarded"
-                );
-                return Ok(render(resp));
-            }
-            Ok(resp) => {
-                shared.nodes.failed(idx, Instant::now(), jitter());
-                tracing::debug!(node = idx, request_id = %id, "node unavailable (503), trying another");
-                last = Some(Ok(resp));
-            }
-            Err(e) if e.is_transient() => {
-                shared.nodes.failed(idx, Instant::now(), jitter());
-                tracing::debug!(node = idx, request_id = %id, error = %e, "attempt failed, trying another");
-                last = Some(Err(e));
-            }
-            Err(e) => return Err(AgentError::Forward(e.to_string())),
+    let result = shared.client.send(outbound).await;
+    if let (Some(cache), Ok(resp)) = (&shared.cache, &result) {
+        if let Some(key) = cached {
+            cache.put(key, resp.status, &resp.headers, &resp.body);
         }
+        // A write's answer came back: drop what was cached meanwhile.
+        cache.saw(&parts.method, &path);
     }
-    tracing::warn!(
-        app = %app.name, method = %parts.method, path = %parts.uri.path(),
-        attempts, request_id = %id, "no node answered before the deadline"
-    );
-    match last {
-        Some(Ok(resp)) => Ok(render(resp)),
-        Some(Err(e)) => Err(AgentError::NoNode(e.to_string())),
-        None => Err(AgentError::NoNode("no attempt fitted the deadline".into())),
+    match result {
+        Ok(resp) if resp.status != StatusCode::SERVICE_UNAVAILABLE => {
+            tracing::info!(
+                app = %app.name, method = %parts.method, path = %parts.uri.path(),
+                status = resp.status.as_u16(), node = resp.endpoint,
+                attempts = resp.attempts, request_id = %id, elapsed_ms = started.elapsed().as_millis() as u64,
+                "forwarded"
+            );
+            Ok(render(resp))
+        }
+        // Every node answered 503 until the deadline: the last answer as is.
+        Ok(resp) => {
+            tracing::warn!(
+                app = %app.name, method = %parts.method, path = %parts.uri.path(),
+                request_id = %id, "no node could serve before the deadline"
+            );
+            Ok(render(resp))
+        }
+        Err(e) if e.is_transient() || matches!(e, ClientError::Deadline { .. }) => {
+            tracing::warn!(
+                app = %app.name, method = %parts.method, path = %parts.uri.path(),
+                request_id = %id, error = %e, "no node answered before the deadline"
+            );
+            Err(AgentError::NoNode(e.to_string()))
+        }
+        Err(e) => Err(AgentError::Forward(e.to_string())),
     }
 }
 
@@ -219,15 +246,5 @@ mod tests {
         assert!(out.contains_key("authorization"));
         assert_eq!(request_id(&out), "abc");
         assert_eq!(request_id(&HeaderMap::new()).len(), 36);
-    }
-
-    #[test]
-    fn writes_and_pauses() {
-        assert!(is_write(&Method::PUT));
-        assert!(is_write(&Method::POST));
-        assert!(!is_write(&Method::GET));
-        let p = pass_pause(1);
-        assert!(p >= Duration::from_millis(25) && p < Duration::from_millis(75));
-        assert!(pass_pause(10) < Duration::from_millis(1200));
     }
 }

@@ -65,6 +65,8 @@ pub async fn run_agent(client_args: &ClientArgs, args: AgentArgs) -> anyhow::Res
             .clone()
             .context("a CA certificate is required: pass --ca-cert or set COFFER_CACERT")?,
         listen: args.proxy_listen,
+        unix_socket: None,
+        secrets_cache_ttl_secs: 0,
         msi_listen: Some(args.listen),
         state_dir: PathBuf::from("coffer-agent"),
         tls_cert: None,

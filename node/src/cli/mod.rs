@@ -1,5 +1,5 @@
-//! Command-line clients of a running cluster: `coffer operator …` and
-//! `coffer secret …`. They talk to the nodes through `coffer-client`.
+//! Command-line clients of a running cluster: `coffer operator …`,
+//! `coffer secret …` and `coffer key …`. They talk to the nodes through `coffer-client`.
 //!
 //! The binary is expected to embed them like this:
 //! ```ignore
@@ -16,6 +16,7 @@ pub mod dr;
 pub mod hsm;
 pub mod identity;
 pub mod identity_agent;
+pub mod key;
 pub mod operator;
 pub mod role;
 pub mod seal;
@@ -36,6 +37,7 @@ pub use bench::{run_bench, BenchArgs, Workload};
 pub use cert::{run_cert, CertCommand};
 pub use identity::{run_identity, IdentityCommand};
 pub use identity_agent::{run_agent, AgentArgs};
+pub use key::{run_key, KeyCommand};
 pub use operator::{run_operator, OperatorCommand, RaftCommand};
 pub use role::{run_role, RoleCommand};
 pub use secret::{run_secret, SecretCommand};

@@ -223,7 +223,7 @@ pub async fn run_secret(args: &ClientArgs, cmd: SecretCommand) -> anyhow::Result
 }
 
 /// Parses `key=value` (the value may contain `=`).
-fn parse_tag(s: &str) -> Result<(String, String), String> {
+pub(super) fn parse_tag(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("tag {s:?} must look like key=value")),
@@ -260,7 +260,7 @@ fn strip_one_newline(mut s: Zeroizing<String>) -> Zeroizing<String> {
     s
 }
 
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+pub(super) fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]

@@ -1,7 +1,21 @@
-//! Which cluster node the agent sends a request to: a circuit breaker per
-//! node (a failing node is skipped for a backoff that doubles with each
-//! consecutive failure, with jitter so many agents do not come back in
-//! step) and the leader learnt from the nodes' health answers.
+//! Which cluster node a request goes to: a circuit breaker per node (a
+//! failing node is skipped for a backoff that doubles with each consecutive
+//! failure, with jitter so many clients do not come back in step) and the
+//! leader learnt from the nodes' health answers, so writes go straight to
+//! it. Shared by [`Client`](crate::Client) and `coffer agent`.
+//!
+//! ```
+//! use std::time::Instant;
+//! use coffer_client::routing::Nodes;
+//!
+//! let nodes = Nodes::new(3);
+//! // Node 2 said it is Raft node 13, and that 13 leads.
+//! nodes.observed(2, Some(13), Some(13));
+//! assert_eq!(nodes.order(true, Instant::now()), vec![2, 0, 1]);
+//! // Reads start at the node that answered last.
+//! nodes.succeeded(1);
+//! assert_eq!(nodes.order(false, Instant::now()), vec![1, 2, 0]);
+//! ```
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -23,6 +37,8 @@ struct NodeState {
 }
 
 /// The per-node breakers and the known leader, shared by every request.
+///
+/// Indexes are positions in the client's endpoint list.
 #[derive(Debug)]
 pub struct Nodes {
     state: Mutex<Table>,
@@ -156,6 +172,18 @@ pub fn jitter() -> f64 {
     0.5 + rand::random::<f64>()
 }
 
+/// Pause before pass `pass` over the nodes (every node tried once per
+/// pass; none before the first): 50 ms doubling to 800 ms, times `jitter`
+/// (clamped to [0.5, 1.5)), so a cluster mid-election gets time to settle
+/// and many clients do not retry in step.
+pub fn pass_pause(pass: u32, jitter: f64) -> Duration {
+    if pass == 0 {
+        return Duration::ZERO;
+    }
+    let shift = pass.saturating_sub(1).min(4);
+    Duration::from_millis(50u64 << shift).mul_f64(jitter.clamp(0.5, 1.5))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +198,16 @@ mod tests {
         assert_eq!(backoff(1, 9.0), Duration::from_millis(300));
         let j = jitter();
         assert!((0.5..1.5).contains(&j));
+    }
+
+    #[test]
+    fn pass_pauses_double_to_a_cap_with_jitter() {
+        assert_eq!(pass_pause(0, 1.0), Duration::ZERO);
+        assert_eq!(pass_pause(1, 1.0), Duration::from_millis(50));
+        assert_eq!(pass_pause(2, 1.0), Duration::from_millis(100));
+        assert_eq!(pass_pause(9, 1.0), Duration::from_millis(800));
+        assert_eq!(pass_pause(1, 0.5), Duration::from_millis(25));
+        assert_eq!(pass_pause(1, 7.0), Duration::from_millis(75));
     }
 
     #[test]
