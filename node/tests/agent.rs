@@ -345,8 +345,10 @@ attach_token = true
     // A third application with no credential and no SDK: plain HTTPS
     // requests, no retry of its own, the agent's token attached.
     let stop_rust = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rust_done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let rust_loop = {
         let stop = stop_rust.clone();
+        let done = rust_done.clone();
         let local = local.clone();
         let bare_key = bare_key.clone();
         tokio::spawn(async move {
@@ -385,12 +387,32 @@ attach_token = true
                     Err(e) => Err(e.to_string()),
                 };
                 ops.push(Op::new(t, "get", started, outcome));
+                done.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
             }
             ops
         })
     };
 
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The faults start once every application has completed some
+    // operations (on a loaded machine the Python interpreters take seconds
+    // to start), and at most after a minute, which the count below reports.
+    let warmed = Instant::now();
+    loop {
+        let python_ops = |mode: &str| {
+            std::fs::read_to_string(d.join(format!("{mode}.jsonl")))
+                .map(|t| t.lines().count())
+                .unwrap_or(0)
+        };
+        let ready = rust_done.load(std::sync::atomic::Ordering::Relaxed) >= 10
+            && python_ops("token") >= 10
+            && python_ops("msi") >= 10;
+        if (ready && warmed.elapsed() >= Duration::from_secs(5))
+            || warmed.elapsed() > Duration::from_secs(60)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let fault_start = unix_now();
     // 1. Kill the leader; bring it back once another node leads.
     let leader = cluster
