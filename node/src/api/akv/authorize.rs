@@ -216,7 +216,8 @@ pub const STEP_UP_CLAIMS: &str = r#"{"access_token":{"acrs":{"essential":true,"v
 
 /// The answer to a caller whose only matching assignment needs MFA: the
 /// claims challenge (401 `insufficient_claims`) when the client declared it
-/// can handle one (`xms_cc` has `cp1`), else the 403 naming the action.
+/// can handle one (`xms_cc` has `cp1`), else the 403 naming the action and
+/// the missing factor.
 fn step_up(
     req: &Request,
     cp1: bool,
@@ -226,7 +227,7 @@ fn step_up(
     vault: &str,
 ) -> Response {
     if !cp1 {
-        return ApiError::forbidden_by_rbac(who, action, resource, vault).into_response();
+        return ApiError::forbidden_without_mfa(who, action, resource, vault).into_response();
     }
     use base64::Engine as _;
     // An authentication context, as Key Vault's conditional access asks
@@ -436,12 +437,19 @@ mod tests {
                 challenge.contains("error=\"insufficient_claims\""),
                 "{challenge}"
             );
-            // ...and the 403 naming the action for one that cannot step up.
+            // ...and, for one that cannot step up (no cp1: azure-identity
+            // declares it only for `enable_cae=True`, as the SDKs' challenge
+            // policy asks), the 403 naming the action and the missing factor,
+            // not "Assignment: (not found)" (what hid the cause of the SDK
+            // test's failure: a token requested without `enable_cae`).
             let (status, _, body) =
                 call(app(authz.clone(), oid, &["pwd"], false), "/secrets/s").await;
             assert_eq!(status, 403);
             assert!(
-                body.contains("ForbiddenByRbac") && body.contains("secrets/getSecret/action"),
+                body.contains("ForbiddenByRbac")
+                    && body.contains("secrets/getSecret/action")
+                    && body.contains("requires multi-factor authentication")
+                    && !body.contains("(not found)"),
                 "{body}"
             );
             // With it: through.
@@ -471,6 +479,7 @@ mod tests {
             )
             .await;
             assert_eq!(status, 403, "{body}");
+            assert!(body.contains("Assignment: (not found)"), "{body}");
         }
     }
 }
