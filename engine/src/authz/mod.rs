@@ -139,6 +139,11 @@ impl AuthzEngine {
         }
     }
 
+    /// The identity engine the callers' principals and groups come from.
+    pub fn identity(&self) -> &IdentityEngine {
+        &self.identity
+    }
+
     /// The caller a verified token stands for: its `oid`, its groups (from
     /// local state: call after a fence) and whether it carries `mfa`.
     pub fn caller(&self, claims: &AccessClaims) -> Result<Caller, AuthzError> {

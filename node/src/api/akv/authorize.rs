@@ -20,7 +20,7 @@ use super::errors::ApiError;
 use super::firewall::{self, ClientAddr};
 use super::operations::{self, Operation};
 use crate::api::auth::BreakGlass;
-use crate::engine::authz::{Actor, AuthzEngine, Decision, ScopePath};
+use crate::engine::authz::{Actor, AuthzEngine, AuthzError, Decision, ScopePath};
 use crate::engine::identity::VerifiedToken;
 use crate::engine::network::Bypass;
 use crate::engine::vaults::VaultsEngine;
@@ -118,6 +118,11 @@ pub async fn authorize(State(st): State<AuthzState>, mut req: Request, next: Nex
     };
     // After the caller's fence: a rule tightened anywhere is in force here.
     let client = req.extensions().get::<ClientAddr>().copied();
+    if decision.is_ok() {
+        if let Some(refused) = binding_check(&st, client, &claims.oid, &vault, &who) {
+            return refused;
+        }
+    }
     if let Some(refused) = network_check(&st, client, false, &vault, &who).await {
         return refused;
     }
@@ -139,6 +144,28 @@ pub async fn authorize(State(st): State<AuthzState>, mut req: Request, next: Nex
             ApiError::forbidden_by_rbac(&who, &action, &resource, &vault).into_response()
         }
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// The caller's application address binding (Vault's `token_bound_cidrs`),
+/// checked on every use of its tokens, after the caller's read fence (a
+/// binding set through any node is in force): outside it, the
+/// `ForbiddenByFirewall` answer naming the client.
+fn binding_check(
+    st: &AuthzState,
+    client: Option<ClientAddr>,
+    oid: &str,
+    vault: &str,
+    who: &str,
+) -> Option<Response> {
+    let ClientAddr(client) = client?;
+    match st.authz.identity().allows_address_local(oid, client) {
+        Ok(true) => None,
+        Ok(false) => {
+            tracing::info!(%client, oid, "token used outside its application's bound CIDRs");
+            Some(ApiError::forbidden_by_firewall(&client.to_string(), who, vault).into_response())
+        }
+        Err(e) => Some(ApiError::from(AuthzError::from(e)).into_response()),
     }
 }
 
