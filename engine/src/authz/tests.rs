@@ -427,3 +427,52 @@ fn administration_actions_are_the_operation_tables() {
         Operation::RoleDefinitionDelete.data_action()
     );
 }
+
+/// Decisions are served from cached grants: a change made through another
+/// engine over the same state (another node's change, once applied here)
+/// must be in force on the next decision, for a vault's own assignments
+/// and for cluster-wide ones alike, granting and revoking.
+#[tokio::test]
+async fn cached_grants_follow_changes_made_elsewhere() {
+    let f = fixture().await;
+    let elsewhere = AuthzEngine::new(f.store.clone(), f.identity.clone());
+    let dev = f.user("dev").await;
+    let get = v("secrets/getSecret/action");
+    assert!(!f.allows(&dev, "dev", "/secrets/s", &get));
+    let own = f
+        .assign(&Actor::BreakGlass, "dev", "/secrets", &dev, SECRETS_USER)
+        .await
+        .unwrap();
+    assert!(f.allows(&dev, "dev", "/secrets/s", &get));
+    elsewhere
+        .delete_assignment(&Actor::BreakGlass, Some("dev"), &own.name)
+        .await
+        .unwrap();
+    assert!(!f.allows(&dev, "dev", "/secrets/s", &get));
+    assert!(!f.allows(&dev, "prod", "/secrets/s", &get));
+
+    let everywhere = elsewhere
+        .put_assignment(
+            &Actor::BreakGlass,
+            None,
+            &uuid::Uuid::new_v4().to_string(),
+            AssignmentSpec {
+                scope: "/".into(),
+                principal_id: dev.oid.clone(),
+                role_definition_id: format!(
+                    "Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/{SECRETS_USER}"
+                ),
+                require_mfa: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(f.allows(&dev, "dev", "/secrets/s", &get));
+    assert!(f.allows(&dev, "prod", "/secrets/s", &get));
+    elsewhere
+        .delete_assignment(&Actor::BreakGlass, None, &everywhere.name)
+        .await
+        .unwrap();
+    assert!(!f.allows(&dev, "dev", "/secrets/s", &get));
+    assert!(!f.allows(&dev, "prod", "/secrets/s", &get));
+}

@@ -327,16 +327,21 @@ impl IdentityEngine {
     /// Object ids of the groups `object_id` belongs to, directly or through
     /// other groups, from local state (request path: the caller fences).
     pub fn groups_of_local(&self, object_id: &str) -> Result<Vec<String>, IdentityError> {
+        // Through the groups' name index, not a scan of every principal:
+        // every request resolves its caller's groups, and decrypting each
+        // application and user record for it made a request's cost grow
+        // with the number of principals.
+        let prefix = name_key(Kind::Group, "");
         let mut groups: Vec<Principal> = Vec::new();
         let mut cursor: Option<Vec<u8>> = None;
         loop {
-            let batch = self
-                .store
-                .scan(PRINCIPAL_PREFIX.as_bytes(), cursor.as_deref(), 256)?;
+            let batch = self.store.scan(&prefix, cursor.as_deref(), 256)?;
             for (_, e) in &batch {
-                let p: Principal = decode(&e.value)?;
-                if p.kind == Kind::Group && p.enabled {
-                    groups.push(p);
+                let id = String::from_utf8_lossy(&e.value);
+                if let Some(p) = self.get_local(&id)? {
+                    if p.kind == Kind::Group && p.enabled {
+                        groups.push(p);
+                    }
                 }
             }
             match batch.last() {
