@@ -272,6 +272,39 @@ async fn group_membership_grants_and_its_removal_revokes() {
         .await
         .unwrap();
     assert_eq!(decide().await.unwrap(), Decision::Deny);
+    // Groups are found through their name index: a disabled or deleted
+    // group grants nothing, a group created later does.
+    f.identity
+        .set_group_member(&g.object_id, &dev.oid, true)
+        .await
+        .unwrap();
+    assert_eq!(decide().await.unwrap(), Decision::Allow);
+    f.identity
+        .set_enabled(Kind::Group, &g.object_id, false)
+        .await
+        .unwrap();
+    assert_eq!(decide().await.unwrap(), Decision::Deny);
+    f.identity.delete(Kind::Group, "devs").await.unwrap();
+    assert_eq!(decide().await.unwrap(), Decision::Deny);
+    let later = f
+        .identity
+        .create_principal(template(Kind::Group, "later"))
+        .await
+        .unwrap();
+    f.identity
+        .set_group_member(&later.object_id, &dev.oid, true)
+        .await
+        .unwrap();
+    f.assign(
+        &Actor::BreakGlass,
+        "dev",
+        "/keys",
+        &caller(&later.object_id),
+        CRYPTO_USER,
+    )
+    .await
+    .unwrap();
+    assert_eq!(decide().await.unwrap(), Decision::Allow);
 }
 
 #[tokio::test]
