@@ -60,40 +60,65 @@ impl NetworkAcls {
     /// Checks the rules and writes every range in canonical CIDR form
     /// (`10.1.2.3` → `10.1.2.3/32`, host bits cleared, duplicates dropped).
     pub fn normalized(mut self) -> Result<Self, EngineError> {
-        if self.ip_rules.len() > MAX_IP_RULES {
-            return Err(EngineError::BadParameter(format!(
-                "at most {MAX_IP_RULES} ipRules are allowed"
-            )));
-        }
-        let mut out: Vec<IpRule> = Vec::with_capacity(self.ip_rules.len());
-        for rule in &self.ip_rules {
-            let net = parse_range(&rule.value).ok_or_else(|| {
-                EngineError::BadParameter(format!(
-                    "ipRules value {:?} is not an IPv4 or IPv6 address or CIDR range",
-                    rule.value
-                ))
-            })?;
-            let value = net.to_string();
-            if !out.iter().any(|r| r.value == value) {
-                out.push(IpRule { value });
-            }
-        }
-        self.ip_rules = out;
+        self.ip_rules =
+            canonical_ranges("ipRules", self.ip_rules.iter().map(|r| r.value.as_str()))?
+                .into_iter()
+                .map(|value| IpRule { value })
+                .collect();
         Ok(self)
     }
 
     /// Whether `addr` may reach the vault by address alone (the bypass is
     /// the caller's to apply: it needs the credential).
     pub fn allows(&self, addr: IpAddr) -> bool {
-        if self.default_action == DefaultAction::Allow {
-            return true;
-        }
-        let addr = addr.to_canonical();
-        self.ip_rules
-            .iter()
-            .filter_map(|r| parse_range(&r.value))
-            .any(|net| net.contains(&addr))
+        self.default_action == DefaultAction::Allow
+            || any_contains(self.ip_rules.iter().map(|r| r.value.as_str()), addr)
     }
+}
+
+/// Checks address ranges (a vault's `ipRules`, an application's bound
+/// CIDRs) and writes each in canonical CIDR form (`10.1.2.3` →
+/// `10.1.2.3/32`, host bits cleared, duplicates dropped); `what` names
+/// them in the error. At most [`MAX_IP_RULES`].
+pub fn canonical_ranges<'a>(
+    what: &str,
+    values: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<String>, EngineError> {
+    let mut out: Vec<String> = Vec::new();
+    for value in values {
+        let net = parse_range(value).ok_or_else(|| {
+            EngineError::BadParameter(format!(
+                "{what} value {value:?} is not an IPv4 or IPv6 address or CIDR range"
+            ))
+        })?;
+        let value = net.to_string();
+        if out.contains(&value) {
+            continue;
+        }
+        if out.len() == MAX_IP_RULES {
+            return Err(EngineError::BadParameter(format!(
+                "at most {MAX_IP_RULES} {what} are allowed"
+            )));
+        }
+        out.push(value);
+    }
+    Ok(out)
+}
+
+/// Whether one of `ranges` (as [`canonical_ranges`] writes them) contains
+/// `addr` (an IPv4-mapped IPv6 address counts as its IPv4 address).
+pub fn any_contains<'a>(ranges: impl IntoIterator<Item = &'a str>, addr: IpAddr) -> bool {
+    let addr = addr.to_canonical();
+    ranges
+        .into_iter()
+        .filter_map(parse_range)
+        .any(|net| net.contains(&addr))
+}
+
+/// Whether an address binding (Vault's `token_bound_cidrs`) lets `addr`
+/// through: no ranges bind nothing, else one must contain it.
+pub fn binding_allows(ranges: &[String], addr: IpAddr) -> bool {
+    ranges.is_empty() || any_contains(ranges.iter().map(String::as_str), addr)
 }
 
 /// An address (a single-host range) or a CIDR range, host bits cleared.
@@ -145,6 +170,26 @@ mod tests {
         for ip in no {
             assert!(!a.allows(ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    #[test]
+    fn an_empty_binding_binds_nothing_and_a_binding_checks_the_canonical_address() {
+        assert!(binding_allows(&[], "203.0.113.1".parse().unwrap()));
+        let bound = canonical_ranges("bound CIDRs", ["10.1.2.3/24", "2001:db8::1"]).unwrap();
+        assert_eq!(bound, ["10.1.2.0/24", "2001:db8::1/128"]);
+        for ip in ["10.1.2.200", "::ffff:10.1.2.9", "2001:db8::1"] {
+            assert!(binding_allows(&bound, ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["10.1.3.1", "2001:db8::2", "127.0.0.1"] {
+            assert!(!binding_allows(&bound, ip.parse().unwrap()), "{ip}");
+        }
+        let too_many: Vec<String> = (0..=MAX_IP_RULES)
+            .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+            .collect();
+        assert!(matches!(
+            canonical_ranges("bound CIDRs", too_many.iter().map(String::as_str)),
+            Err(EngineError::BadParameter(_))
+        ));
     }
 
     #[test]

@@ -7,135 +7,15 @@
 //! believed, the operator bypass lets the root token through, and one
 //! vault's rules say nothing about another's. Needs root (`ip netns`).
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use jepsen_tests::cluster::{ClusterOptions, LocalCluster, Placement};
 use serde_json::Value;
 
-const DOMAIN: &str = "vault.test";
+mod netns_client;
 
-fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_coffer"))
-}
-
-/// One HTTP exchange made with curl from namespace `ns` (`None`: the root
-/// namespace, the bridge address, which is the trusted proxy).
-struct Call<'a> {
-    ns: Option<&'a str>,
-    node: &'a str,
-    vault: &'a str,
-    method: &'a str,
-    path: &'a str,
-    token: Option<&'a str>,
-    xff: Option<&'a str>,
-    body: Option<&'a str>,
-}
-
-/// `GET /secrets` on vault `fw` of `node`, from `ns`.
-fn call<'a>(
-    ns: Option<&'a str>,
-    node: &'a str,
-    xff: Option<&'a str>,
-    token: Option<&'a str>,
-) -> Call<'a> {
-    Call {
-        ns,
-        node,
-        vault: "fw",
-        method: "GET",
-        path: "/secrets",
-        token,
-        xff,
-        body: None,
-    }
-}
-
-fn curl(cluster: &LocalCluster, c: &Call) -> (u16, String) {
-    let mut cmd = match c.ns {
-        Some(ns) => {
-            let mut cmd = Command::new("ip");
-            cmd.args(["netns", "exec", ns, "curl"]);
-            cmd
-        }
-        None => Command::new("curl"),
-    };
-    let host = if c.vault == "default" {
-        "coffer".to_owned()
-    } else {
-        format!("{}.{DOMAIN}", c.vault)
-    };
-    cmd.args([
-        "-sS",
-        "--http1.1",
-        "--max-time",
-        "20",
-        "-w",
-        "\n%{http_code}",
-        "-X",
-        c.method,
-    ])
-    .arg("--cacert")
-    .arg(&cluster.ca_path)
-    .args(["-H", &format!("Host: {host}")]);
-    if let Some(t) = c.token {
-        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
-    }
-    if let Some(x) = c.xff {
-        cmd.args(["-H", &format!("X-Forwarded-For: {x}")]);
-    }
-    if let Some(b) = c.body {
-        cmd.args(["-H", "Content-Type: application/json", "--data", b]);
-    }
-    let sep = if c.path.contains('?') { '&' } else { '?' };
-    cmd.arg(format!("{}{}{sep}api-version=7.4", c.node, c.path));
-    let out = cmd.output().expect("running curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (body, status) = text.rsplit_once('\n').expect("status line");
-    (status.trim().parse().expect("status"), body.to_owned())
-}
-
-/// `coffer operator vault …` from the root namespace (the operator API is
-/// not behind a vault's network rules).
-fn cli(cluster: &LocalCluster, args: &[&str]) -> Value {
-    let out = Command::new(binary())
-        .args(["operator", "vault"])
-        .args(args)
-        .args(["--json", "--addr"])
-        .arg(cluster.nodes[1].url())
-        .arg("--ca-cert")
-        .arg(&cluster.ca_path)
-        .env("COFFER_TOKEN", cluster.root_token.clone().unwrap())
-        .output()
-        .expect("running coffer");
-    assert!(
-        out.status.success(),
-        "coffer operator vault {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json output")
-}
-
-fn firewall_refusal(status: u16, body: &str, client: &str) {
-    assert_eq!(status, 403, "{body}");
-    let v: Value = serde_json::from_str(body).expect("json error body");
-    assert_eq!(v["error"]["code"], "Forbidden", "{body}");
-    assert_eq!(
-        v["error"]["innererror"]["code"], "ForbiddenByFirewall",
-        "{body}"
-    );
-    let message = v["error"]["message"].as_str().unwrap();
-    assert!(
-        message.contains(&format!("Client address: {client}\r\n")),
-        "{body}"
-    );
-}
+use netns_client::{binary, call, cli, curl, firewall_refusal, Call, DOMAIN};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn vault_network_rules_judge_the_client_address() {

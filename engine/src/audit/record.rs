@@ -40,7 +40,8 @@ pub struct AuditEvent {
     pub result_description: Option<String>,
     /// Milliseconds, as a string (Key Vault's type).
     pub duration_ms: String,
-    /// Address of the TCP peer.
+    /// The client's address: the TCP peer, or the client a trusted proxy
+    /// forwarded (`X-Forwarded-For`), as the network rules judge it.
     pub caller_ip_address: String,
     /// `x-ms-client-request-id` when the client sent a GUID, else a new one.
     pub correlation_id: String,

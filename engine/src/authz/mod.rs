@@ -14,6 +14,7 @@
 //! committed through any node is in force on this one before it answers.
 
 mod admin;
+mod cache;
 pub mod evaluate;
 pub mod roles;
 pub mod scope;
@@ -119,6 +120,8 @@ pub struct AuthzEngine {
     store: Arc<dyn Store>,
     identity: Arc<IdentityEngine>,
     clock: Clock,
+    /// Each vault's grants between changes (the request path's decisions).
+    cache: cache::GrantsCache,
 }
 
 /// `*`: the storage name of the cluster-wide scope.
@@ -136,7 +139,13 @@ impl AuthzEngine {
             store,
             identity,
             clock,
+            cache: cache::GrantsCache::default(),
         }
+    }
+
+    /// The identity engine the callers' principals and groups come from.
+    pub fn identity(&self) -> &IdentityEngine {
+        &self.identity
     }
 
     /// The caller a verified token stands for: its `oid`, its groups (from
@@ -151,8 +160,17 @@ impl AuthzEngine {
 
     /// [`Self::caller`] after a read fence (group changes are in force too).
     pub async fn fenced_caller(&self, claims: &AccessClaims) -> Result<Caller, AuthzError> {
+        let started = std::time::Instant::now();
         self.store.read_fence().await?;
-        self.caller(claims)
+        let fenced = started.elapsed();
+        let caller = self.caller(claims);
+        // Where a request's time goes before its decision (no values).
+        tracing::debug!(
+            fence_ms = fenced.as_millis() as u64,
+            groups_ms = (started.elapsed() - fenced).as_millis() as u64,
+            "authorization: caller fenced and resolved"
+        );
+        caller
     }
 
     /// Decides whether the token may perform `action` at `scope` of
@@ -177,8 +195,17 @@ impl AuthzEngine {
         scope: &ScopePath,
         action: &str,
     ) -> Result<Decision, AuthzError> {
-        let grants = self.grants_local(Some(&vault.to_ascii_lowercase()))?;
-        Ok(grants.decide(caller, scope, action))
+        let started = std::time::Instant::now();
+        let grants = self.grants_cached(&vault.to_ascii_lowercase())?;
+        let loaded = started.elapsed();
+        let decision = grants.decide(caller, scope, action);
+        tracing::debug!(
+            grants_ms = loaded.as_millis() as u64,
+            evaluate_ms = (started.elapsed() - loaded).as_millis() as u64,
+            assignments = grants.assignments.len(),
+            "authorization: grants loaded and evaluated"
+        );
+        Ok(decision)
     }
 
     /// The assignments and custom roles bearing on `vault` (cluster-wide

@@ -272,6 +272,39 @@ async fn group_membership_grants_and_its_removal_revokes() {
         .await
         .unwrap();
     assert_eq!(decide().await.unwrap(), Decision::Deny);
+    // Groups are found through their name index: a disabled or deleted
+    // group grants nothing, a group created later does.
+    f.identity
+        .set_group_member(&g.object_id, &dev.oid, true)
+        .await
+        .unwrap();
+    assert_eq!(decide().await.unwrap(), Decision::Allow);
+    f.identity
+        .set_enabled(Kind::Group, &g.object_id, false)
+        .await
+        .unwrap();
+    assert_eq!(decide().await.unwrap(), Decision::Deny);
+    f.identity.delete(Kind::Group, "devs").await.unwrap();
+    assert_eq!(decide().await.unwrap(), Decision::Deny);
+    let later = f
+        .identity
+        .create_principal(template(Kind::Group, "later"))
+        .await
+        .unwrap();
+    f.identity
+        .set_group_member(&later.object_id, &dev.oid, true)
+        .await
+        .unwrap();
+    f.assign(
+        &Actor::BreakGlass,
+        "dev",
+        "/keys",
+        &caller(&later.object_id),
+        CRYPTO_USER,
+    )
+    .await
+    .unwrap();
+    assert_eq!(decide().await.unwrap(), Decision::Allow);
 }
 
 #[tokio::test]
@@ -426,4 +459,53 @@ fn administration_actions_are_the_operation_tables() {
         DEFINITIONS_DELETE,
         Operation::RoleDefinitionDelete.data_action()
     );
+}
+
+/// Decisions are served from cached grants: a change made through another
+/// engine over the same state (another node's change, once applied here)
+/// must be in force on the next decision, for a vault's own assignments
+/// and for cluster-wide ones alike, granting and revoking.
+#[tokio::test]
+async fn cached_grants_follow_changes_made_elsewhere() {
+    let f = fixture().await;
+    let elsewhere = AuthzEngine::new(f.store.clone(), f.identity.clone());
+    let dev = f.user("dev").await;
+    let get = v("secrets/getSecret/action");
+    assert!(!f.allows(&dev, "dev", "/secrets/s", &get));
+    let own = f
+        .assign(&Actor::BreakGlass, "dev", "/secrets", &dev, SECRETS_USER)
+        .await
+        .unwrap();
+    assert!(f.allows(&dev, "dev", "/secrets/s", &get));
+    elsewhere
+        .delete_assignment(&Actor::BreakGlass, Some("dev"), &own.name)
+        .await
+        .unwrap();
+    assert!(!f.allows(&dev, "dev", "/secrets/s", &get));
+    assert!(!f.allows(&dev, "prod", "/secrets/s", &get));
+
+    let everywhere = elsewhere
+        .put_assignment(
+            &Actor::BreakGlass,
+            None,
+            &uuid::Uuid::new_v4().to_string(),
+            AssignmentSpec {
+                scope: "/".into(),
+                principal_id: dev.oid.clone(),
+                role_definition_id: format!(
+                    "Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/{SECRETS_USER}"
+                ),
+                require_mfa: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(f.allows(&dev, "dev", "/secrets/s", &get));
+    assert!(f.allows(&dev, "prod", "/secrets/s", &get));
+    elsewhere
+        .delete_assignment(&Actor::BreakGlass, None, &everywhere.name)
+        .await
+        .unwrap();
+    assert!(!f.allows(&dev, "dev", "/secrets/s", &get));
+    assert!(!f.allows(&dev, "prod", "/secrets/s", &get));
 }

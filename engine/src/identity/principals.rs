@@ -52,6 +52,10 @@ pub struct App {
     /// Trusted external issuers (workload identity federation).
     #[serde(default)]
     pub federated: Vec<FederatedCredential>,
+    /// Address ranges the application may get and use tokens from (Vault's
+    /// `token_bound_cidrs`), canonical CIDRs; empty: from anywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bound_cidrs: Vec<String>,
 }
 
 /// User-specific data.
@@ -115,6 +119,15 @@ impl Principal {
         p
     }
 
+    /// Whether the principal may get or use a token from `addr`: an
+    /// application bound to CIDRs only from inside them; anyone else from
+    /// anywhere.
+    pub fn allows_address(&self, addr: std::net::IpAddr) -> bool {
+        self.app
+            .as_ref()
+            .is_none_or(|a| crate::network::binding_allows(&a.bound_cidrs, addr))
+    }
+
     /// The application data, or `BadRequest` for another kind.
     pub fn app_mut(&mut self) -> Result<&mut App, IdentityError> {
         self.app
@@ -143,6 +156,16 @@ fn client_key(client_id: &str) -> Vec<u8> {
     format!("idn/client/{}", client_id.to_lowercase()).into_bytes()
 }
 
+/// An application's bound CIDRs, checked and canonical.
+fn bound_cidrs(cidrs: &[String]) -> Result<Vec<String>, IdentityError> {
+    crate::network::canonical_ranges("bound CIDRs", cidrs.iter().map(String::as_str)).map_err(|e| {
+        match e {
+            crate::EngineError::BadParameter(m) => IdentityError::BadRequest(m),
+            e => IdentityError::Engine(e),
+        }
+    })
+}
+
 /// Principal names: 1–128 printable characters without `/`, spaces or
 /// control characters (user names are typically `alice@example.com`).
 fn check_name(name: &str) -> Result<(), IdentityError> {
@@ -168,6 +191,9 @@ impl IdentityEngine {
         mut template: Principal,
     ) -> Result<Principal, IdentityError> {
         check_name(&template.name)?;
+        if let Some(app) = &mut template.app {
+            app.bound_cidrs = bound_cidrs(&app.bound_cidrs)?;
+        }
         self.ensure_tenant().await?;
         template.object_id = new_guid();
         template.created = self.now();
@@ -235,6 +261,20 @@ impl IdentityEngine {
         }
     }
 
+    /// Whether principal `object_id` may use a token from `addr` (its
+    /// application's bound CIDRs), from local state: call after a read
+    /// fence, so a binding set through any node is in force. A principal
+    /// that is gone may not.
+    pub fn allows_address_local(
+        &self,
+        object_id: &str,
+        addr: std::net::IpAddr,
+    ) -> Result<bool, IdentityError> {
+        Ok(self
+            .get_local(object_id)?
+            .is_some_and(|p| p.allows_address(addr)))
+    }
+
     /// An application by client id from local state (request path).
     pub fn app_by_client_id(&self, client_id: &str) -> Result<Option<Principal>, IdentityError> {
         match self.store.get(&client_key(client_id))? {
@@ -287,16 +327,21 @@ impl IdentityEngine {
     /// Object ids of the groups `object_id` belongs to, directly or through
     /// other groups, from local state (request path: the caller fences).
     pub fn groups_of_local(&self, object_id: &str) -> Result<Vec<String>, IdentityError> {
+        // Through the groups' name index, not a scan of every principal:
+        // every request resolves its caller's groups, and decrypting each
+        // application and user record for it made a request's cost grow
+        // with the number of principals.
+        let prefix = name_key(Kind::Group, "");
         let mut groups: Vec<Principal> = Vec::new();
         let mut cursor: Option<Vec<u8>> = None;
         loop {
-            let batch = self
-                .store
-                .scan(PRINCIPAL_PREFIX.as_bytes(), cursor.as_deref(), 256)?;
+            let batch = self.store.scan(&prefix, cursor.as_deref(), 256)?;
             for (_, e) in &batch {
-                let p: Principal = decode(&e.value)?;
-                if p.kind == Kind::Group && p.enabled {
-                    groups.push(p);
+                let id = String::from_utf8_lossy(&e.value);
+                if let Some(p) = self.get_local(&id)? {
+                    if p.kind == Kind::Group && p.enabled {
+                        groups.push(p);
+                    }
                 }
             }
             match batch.last() {
@@ -402,6 +447,21 @@ impl IdentityEngine {
     ) -> Result<Principal, IdentityError> {
         self.update(kind, name_or_id, |p| {
             p.enabled = enabled;
+            Ok(p.redacted())
+        })
+        .await
+    }
+
+    /// Binds an application to address ranges (empty: unbound); its tokens
+    /// are then issued and accepted only from inside them. Returns the app.
+    pub async fn set_bound_cidrs(
+        &self,
+        app: &str,
+        cidrs: &[String],
+    ) -> Result<Principal, IdentityError> {
+        let cidrs = bound_cidrs(cidrs)?;
+        self.update(Kind::App, app, |p| {
+            p.app_mut()?.bound_cidrs = cidrs.clone();
             Ok(p.redacted())
         })
         .await

@@ -636,3 +636,34 @@ async fn the_leader_sweeps_expired_device_codes_and_refresh_tokens() {
     assert_eq!(f.id.sweep_sessions(T0 + 2 * 86_400).await.unwrap(), 1);
     assert!(f.id.redeem_refresh_token(&client_id, &again).await.is_err());
 }
+
+#[tokio::test]
+async fn an_apps_bound_cidrs_hold_for_its_tokens_already_issued() {
+    let f = fixture();
+    let (_, client_id, secret) = app_with_secret(&f, "bound").await;
+    let token = token_for(&f, &client_id, &secret).await;
+    let oid = f.id.verify_local(&token, &AnyCoffer).unwrap().claims.oid;
+    let (inside, outside) = ("10.1.2.3".parse().unwrap(), "10.9.9.9".parse().unwrap());
+    let allowed = |addr| f.id.allows_address_local(&oid, addr).unwrap();
+    assert!(allowed(outside));
+    let cidrs = ["10.1.2.0/24".to_owned(), "10.1.2.7".to_owned()];
+    let app = f.id.set_bound_cidrs("bound", &cidrs).await.unwrap();
+    assert_eq!(app.app.unwrap().bound_cidrs, ["10.1.2.0/24", "10.1.2.7/32"]);
+    assert!(allowed(inside) && !allowed(outside));
+    // A bad range is refused and changes nothing; a user cannot be bound.
+    let bad = f.id.set_bound_cidrs("bound", &["10.0.0.0/33".into()]).await;
+    assert!(matches!(bad, Err(IdentityError::BadRequest(_))), "{bad:?}");
+    assert!(!allowed(outside));
+    let mut t = template(Kind::App, "bad-at-birth");
+    t.app.as_mut().unwrap().bound_cidrs = vec!["host.example".into()];
+    let bad = f.id.create_principal(t).await;
+    assert!(matches!(bad, Err(IdentityError::BadRequest(_))), "{bad:?}");
+    let user = user_template("u", "pw-long-enough").unwrap();
+    let user = f.id.create_principal(user).await.unwrap();
+    assert!(f.id.set_bound_cidrs("u", &cidrs).await.is_err());
+    assert!(f.id.allows_address_local(&user.object_id, outside).unwrap());
+    // A principal that is gone may not; unbound again: from anywhere.
+    assert!(!f.id.allows_address_local("no-such-oid", inside).unwrap());
+    f.id.set_bound_cidrs("bound", &[]).await.unwrap();
+    assert!(allowed(outside));
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -19,6 +19,7 @@ use zeroize::Zeroizing;
 
 use super::akv::context::{path_vault, vault_for_host};
 use super::akv::errors::ApiError;
+use super::akv::firewall::ClientAddr;
 use super::akv::operations;
 use super::auth::{bearer_token, Caller};
 use super::envelope::Surface;
@@ -159,10 +160,12 @@ impl AuditState {
             resource_id,
             operation_version: api_version,
             category: record::CATEGORY.into(),
+            // The client the network rules judge (resolved once, outside
+            // this layer): a trusted proxy's forwarded client, not the proxy.
             caller_ip_address: req
                 .extensions()
-                .get::<ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0.ip().to_string())
+                .get::<ClientAddr>()
+                .map(|c| c.0.to_string())
                 .unwrap_or_default(),
             correlation_id,
             identity: Identity::default(),

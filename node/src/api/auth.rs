@@ -120,7 +120,13 @@ async fn verify_access_token(
         request_host(&req),
         members.iter().map(String::as_str),
     );
-    match auth.identity.verify(&token, &audience).await {
+    let started = std::time::Instant::now();
+    let verified = auth.identity.verify(&token, &audience).await;
+    tracing::debug!(
+        verify_ms = started.elapsed().as_millis() as u64,
+        "access token verified"
+    );
+    match verified {
         Ok(verified) => {
             let verified = Arc::new(verified);
             req.extensions_mut().insert(verified.clone());

@@ -13,7 +13,7 @@ use axum::Router;
 
 use crate::api::akv::authorize::{authorize, AuthzState};
 use crate::api::akv::extract::{check_declared_length, read_body};
-use crate::api::akv::firewall::{firewall, FirewallState};
+use crate::api::akv::firewall::{firewall, resolve_client, FirewallState};
 use crate::api::akv::{self, AkvState};
 use crate::api::audit;
 use crate::api::auth::{authenticate, AuthState, Flavor};
@@ -137,6 +137,11 @@ pub fn router(cfg: ApiConfig) -> Router {
         .layer(from_fn_with_state(
             audit::AuditState::new(&cfg),
             audit::audit,
+        ))
+        // Outside the audit layer: the record names the client the rules judged.
+        .layer(from_fn_with_state(
+            Arc::new(cfg.trusted_proxies.clone()),
+            resolve_client,
         ))
         .layer(from_fn(envelope::envelope))
 }

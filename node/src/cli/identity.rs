@@ -69,6 +69,19 @@ pub enum AppCommand {
     Create {
         /// Unique name.
         name: String,
+        /// Bind its tokens to an address range (IPv4/IPv6 address or CIDR;
+        /// repeat for several): they are issued and accepted only from
+        /// inside (Vault's `token_bound_cidrs`).
+        #[arg(long = "bound-cidr", value_name = "CIDR")]
+        bound_cidrs: Vec<String>,
+    },
+    /// Replace an application's address binding (no `--cidr`: unbound).
+    BoundCidrs {
+        /// App name or id.
+        app: String,
+        /// An address range (repeat for several).
+        #[arg(long = "cidr", value_name = "CIDR")]
+        cidrs: Vec<String>,
     },
     /// Client secrets.
     #[command(subcommand)]
@@ -246,8 +259,14 @@ pub async fn run_identity(args: &ClientArgs, cmd: IdentityCommand) -> anyhow::Re
             call(Request::get(format!("{BASE}/tenant"))).await?,
             Shown::Tenant,
         ),
-        IdentityCommand::App(AppCommand::Create { name }) => {
-            let req = Request::post(format!("{BASE}/apps")).json(&json!({ "name": name }))?;
+        IdentityCommand::App(AppCommand::Create { name, bound_cidrs }) => {
+            let req = Request::post(format!("{BASE}/apps"))
+                .json(&json!({ "name": name, "bound_cidrs": bound_cidrs }))?;
+            (call(req).await?, Shown::Principal)
+        }
+        IdentityCommand::App(AppCommand::BoundCidrs { app, cidrs }) => {
+            let req = Request::put(format!("{BASE}/apps/{}/bound-cidrs", seg(&app)))
+                .json(&json!({ "bound_cidrs": cidrs }))?;
             (call(req).await?, Shown::Principal)
         }
         IdentityCommand::App(AppCommand::Common(c)) => lifecycle(&call, "apps", c).await?,
@@ -411,6 +430,18 @@ fn show(v: &Value, shown: Shown) -> anyhow::Result<()> {
                 rows.push(("secrets", n("secrets")));
                 rows.push(("certificates", n("certificates")));
                 rows.push(("federated", n("federated")));
+                let bound: Vec<&str> = app["bound_cidrs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let bound = if bound.is_empty() {
+                    "(any address)".to_owned()
+                } else {
+                    bound.join(", ")
+                };
+                rows.push(("bound cidrs", bound));
             }
             if let Some(user) = v.get("user") {
                 rows.push(("mfa", user["totp"].is_object().to_string()));

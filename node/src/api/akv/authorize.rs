@@ -20,7 +20,7 @@ use super::errors::ApiError;
 use super::firewall::{self, ClientAddr};
 use super::operations::{self, Operation};
 use crate::api::auth::BreakGlass;
-use crate::engine::authz::{Actor, AuthzEngine, Decision, ScopePath};
+use crate::engine::authz::{Actor, AuthzEngine, AuthzError, Decision, ScopePath};
 use crate::engine::identity::VerifiedToken;
 use crate::engine::network::Bypass;
 use crate::engine::vaults::VaultsEngine;
@@ -118,6 +118,11 @@ pub async fn authorize(State(st): State<AuthzState>, mut req: Request, next: Nex
     };
     // After the caller's fence: a rule tightened anywhere is in force here.
     let client = req.extensions().get::<ClientAddr>().copied();
+    if decision.is_ok() {
+        if let Some(refused) = binding_check(&st, client, &claims.oid, &vault, &who) {
+            return refused;
+        }
+    }
     if let Some(refused) = network_check(&st, client, false, &vault, &who).await {
         return refused;
     }
@@ -139,6 +144,28 @@ pub async fn authorize(State(st): State<AuthzState>, mut req: Request, next: Nex
             ApiError::forbidden_by_rbac(&who, &action, &resource, &vault).into_response()
         }
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// The caller's application address binding (Vault's `token_bound_cidrs`),
+/// checked on every use of its tokens, after the caller's read fence (a
+/// binding set through any node is in force): outside it, the
+/// `ForbiddenByFirewall` answer naming the client.
+fn binding_check(
+    st: &AuthzState,
+    client: Option<ClientAddr>,
+    oid: &str,
+    vault: &str,
+    who: &str,
+) -> Option<Response> {
+    let ClientAddr(client) = client?;
+    match st.authz.identity().allows_address_local(oid, client) {
+        Ok(true) => None,
+        Ok(false) => {
+            tracing::info!(%client, oid, "token used outside its application's bound CIDRs");
+            Some(ApiError::forbidden_by_firewall(&client.to_string(), who, vault).into_response())
+        }
+        Err(e) => Some(ApiError::from(AuthzError::from(e)).into_response()),
     }
 }
 
@@ -216,7 +243,8 @@ pub const STEP_UP_CLAIMS: &str = r#"{"access_token":{"acrs":{"essential":true,"v
 
 /// The answer to a caller whose only matching assignment needs MFA: the
 /// claims challenge (401 `insufficient_claims`) when the client declared it
-/// can handle one (`xms_cc` has `cp1`), else the 403 naming the action.
+/// can handle one (`xms_cc` has `cp1`), else the 403 naming the action and
+/// the missing factor.
 fn step_up(
     req: &Request,
     cp1: bool,
@@ -226,7 +254,7 @@ fn step_up(
     vault: &str,
 ) -> Response {
     if !cp1 {
-        return ApiError::forbidden_by_rbac(who, action, resource, vault).into_response();
+        return ApiError::forbidden_without_mfa(who, action, resource, vault).into_response();
     }
     use base64::Engine as _;
     // An authentication context, as Key Vault's conditional access asks
@@ -436,12 +464,19 @@ mod tests {
                 challenge.contains("error=\"insufficient_claims\""),
                 "{challenge}"
             );
-            // ...and the 403 naming the action for one that cannot step up.
+            // ...and, for one that cannot step up (no cp1: azure-identity
+            // declares it only for `enable_cae=True`, as the SDKs' challenge
+            // policy asks), the 403 naming the action and the missing factor,
+            // not "Assignment: (not found)" (what hid the cause of the SDK
+            // test's failure: a token requested without `enable_cae`).
             let (status, _, body) =
                 call(app(authz.clone(), oid, &["pwd"], false), "/secrets/s").await;
             assert_eq!(status, 403);
             assert!(
-                body.contains("ForbiddenByRbac") && body.contains("secrets/getSecret/action"),
+                body.contains("ForbiddenByRbac")
+                    && body.contains("secrets/getSecret/action")
+                    && body.contains("requires multi-factor authentication")
+                    && !body.contains("(not found)"),
                 "{body}"
             );
             // With it: through.
@@ -471,6 +506,7 @@ mod tests {
             )
             .await;
             assert_eq!(status, 403, "{body}");
+            assert!(body.contains("Assignment: (not found)"), "{body}");
         }
     }
 }

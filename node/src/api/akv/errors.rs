@@ -70,8 +70,42 @@ impl ApiError {
     /// 403 `Forbidden` / `ForbiddenByRbac`: no role assignment grants
     /// `action` on `resource` (the body of the real service, §9).
     pub fn forbidden_by_rbac(caller: &str, action: &str, resource: &str, vault: &str) -> Self {
+        Self::rbac_denial(
+            caller,
+            action,
+            resource,
+            "(not found)",
+            "DeniedWithNoValidRBAC",
+            vault,
+        )
+    }
+
+    /// 403 `Forbidden` / `ForbiddenByRbac` for a token without a second
+    /// factor whose only assignment granting `action` requires one, from a
+    /// client that cannot take the claims challenge (it did not declare
+    /// `cp1`): the body says so, rather than that no assignment exists.
+    pub fn forbidden_without_mfa(caller: &str, action: &str, resource: &str, vault: &str) -> Self {
+        Self::rbac_denial(
+            caller,
+            action,
+            resource,
+            "(found, requires multi-factor authentication: the token's amr has no 'mfa' and its client did not declare the 'cp1' capability, so no claims challenge was sent)",
+            "DeniedWithoutMultiFactor",
+            vault,
+        )
+    }
+
+    /// The RBAC denial body of the real service (§9).
+    fn rbac_denial(
+        caller: &str,
+        action: &str,
+        resource: &str,
+        assignment: &str,
+        reason: &str,
+        vault: &str,
+    ) -> Self {
         let message = format!(
-            "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: {caller}\r\nAction: '{action}'\r\nResource: '{resource}'\r\nAssignment: (not found)\r\nDecisionReason: 'DeniedWithNoValidRBAC' \r\nVault: {vault};location=coffer\r\n"
+            "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: {caller}\r\nAction: '{action}'\r\nResource: '{resource}'\r\nAssignment: {assignment}\r\nDecisionReason: '{reason}' \r\nVault: {vault};location=coffer\r\n"
         );
         Self::new(StatusCode::FORBIDDEN, "Forbidden", message).with_inner("ForbiddenByRbac")
     }

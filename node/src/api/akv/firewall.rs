@@ -77,6 +77,33 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAd
     client
 }
 
+/// The client address of `req`: the [`ClientAddr`] already resolved for
+/// it, else [`client_addr`] of its TCP peer (loopback for in-process
+/// routers without a listener: unit tests).
+pub fn client_of(req: &Request, trusted: &[IpNet]) -> IpAddr {
+    if let Some(ClientAddr(addr)) = req.extensions().get::<ClientAddr>() {
+        return *addr;
+    }
+    let peer = match req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(addr)) => addr.ip(),
+        None => IpAddr::from([127, 0, 0, 1]),
+    };
+    client_addr(peer, req.headers(), trusted)
+}
+
+/// The outermost layer of every route: resolves the request's client
+/// address once, so the network rules, application CIDR bindings, the
+/// token endpoint and the audit record all judge and name the same client.
+pub async fn resolve_client(
+    State(trusted): State<Arc<Vec<IpNet>>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let client = client_of(&req, &trusted);
+    req.extensions_mut().insert(ClientAddr(client));
+    next.run(req).await
+}
+
 /// The vault's rules allow `addr`, or the request has no rules to pass.
 pub fn allowed(acls: Option<&NetworkAcls>, addr: IpAddr) -> bool {
     acls.is_none_or(|a| a.allows(addr))
@@ -84,12 +111,7 @@ pub fn allowed(acls: Option<&NetworkAcls>, addr: IpAddr) -> bool {
 
 /// The middleware: pass, or 403 `ForbiddenByFirewall`.
 pub async fn firewall(State(st): State<FirewallState>, mut req: Request, next: Next) -> Response {
-    let peer = match req.extensions().get::<ConnectInfo<SocketAddr>>() {
-        Some(ConnectInfo(addr)) => addr.ip(),
-        // In-process routers without a listener (unit tests): loopback.
-        None => IpAddr::from([127, 0, 0, 1]),
-    };
-    let client = client_addr(peer, req.headers(), &st.trusted_proxies);
+    let client = client_of(&req, &st.trusted_proxies);
     req.extensions_mut().insert(ClientAddr(client));
     // A sealed node answers 503 (authentication says so); it cannot read
     // the rules anyway. A request without a credential gets the challenge.

@@ -40,6 +40,10 @@ pub fn router(identity: Arc<IdentityEngine>) -> Router {
         )
         .route("/v1/sys/identity/apps/{id}/federated", post(add_federated))
         .route(
+            "/v1/sys/identity/apps/{id}/bound-cidrs",
+            axum::routing::put(set_bound_cidrs),
+        )
+        .route(
             "/v1/sys/identity/groups/{id}/members/{member}",
             axum::routing::put(add_member).delete(remove_member),
         )
@@ -116,6 +120,9 @@ struct CreateRequest {
     /// Groups only: initial member object ids.
     #[serde(default)]
     members: Vec<String>,
+    /// Apps only: the address ranges its tokens are bound to.
+    #[serde(default)]
+    bound_cidrs: Vec<String>,
 }
 
 async fn create(
@@ -124,6 +131,12 @@ async fn create(
     OperatorJson(req): OperatorJson<CreateRequest>,
 ) -> Result<Response, SysError> {
     let kind = kind(&k)?;
+    if kind != Kind::App && !req.bound_cidrs.is_empty() {
+        return Err(SysError::new(
+            StatusCode::BAD_REQUEST,
+            "only applications can be bound to CIDRs",
+        ));
+    }
     let template = match kind {
         Kind::User => {
             let password = req
@@ -139,7 +152,13 @@ async fn create(
             }
             t
         }
-        Kind::App => template(kind, &req.name),
+        Kind::App => {
+            let mut t = template(kind, &req.name);
+            if let Some(app) = &mut t.app {
+                app.bound_cidrs = req.bound_cidrs;
+            }
+            t
+        }
     };
     let created = id.create_principal(template).await?;
     tracing::info!(kind = kind.as_str(), oid = %created.object_id, "principal created");
@@ -271,6 +290,25 @@ async fn add_federated(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BoundCidrsRequest {
+    /// The ranges (IPv4/IPv6 addresses or CIDRs); empty: unbound.
+    bound_cidrs: Vec<String>,
+}
+
+/// `PUT /v1/sys/identity/apps/{id}/bound-cidrs`: replaces the app's
+/// address binding; answers the app.
+async fn set_bound_cidrs(
+    State(id): State<Id>,
+    Path(app): Path<String>,
+    OperatorJson(req): OperatorJson<BoundCidrsRequest>,
+) -> Result<Response, SysError> {
+    let app = id.set_bound_cidrs(&app, &req.bound_cidrs).await?;
+    tracing::info!(oid = %app.object_id, ranges = app.app.as_ref().map_or(0, |a| a.bound_cidrs.len()), "application address binding set");
+    Ok(Json(app).into_response())
 }
 
 #[derive(Deserialize)]

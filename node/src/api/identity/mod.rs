@@ -18,6 +18,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::api::akv::extract::{check_declared_length, read_body};
+use crate::api::akv::firewall::ClientAddr;
 use crate::engine::identity::sessions::{DevicePoll, POLL_INTERVAL_SECS};
 use crate::engine::identity::{
     Audience, IdentityEngine, IdentityError, Kind, Proof, Tenant, TokenRequest,
@@ -350,6 +351,22 @@ async fn token(
             ))
         }
     };
+    // An application bound to CIDRs gets tokens only from inside them (the
+    // client the network rules judge); checked after its credential, so an
+    // outsider learns nothing about which applications exist.
+    if let Some(ClientAddr(client)) = parts.extensions.get::<ClientAddr>().copied() {
+        if !principal.allows_address(client) {
+            tracing::info!(%client, oid = %principal.object_id, client_id, "token refused: client address outside the application's bound CIDRs");
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                format!(
+                    "AADSTS53003: Access has been blocked: client address {client} is outside the \
+                     address ranges this application is bound to"
+                ),
+            ));
+        }
+    }
     // Step-up: every authentication context a claims challenge names needs
     // the second factor; a sign-in without it must be redone interactively.
     if mfa_asked && proof != (Proof::Password { mfa: true }) {
