@@ -71,9 +71,10 @@ pub enum AuditSync {
     #[default]
     Always,
     /// In the kernel: answered once `write(2)` took the batch (a full or
-    /// failing disk still refuses the request), flushed right after. Survives
-    /// a crash of the process but not of the machine before the flush;
-    /// Vault's file audit device works this way.
+    /// failing disk still refuses the request), flushed within 100 ms
+    /// together with everything written meanwhile. Survives a crash of the
+    /// process but not of the machine before the flush; Vault's file audit
+    /// device works this way.
     Write,
 }
 
