@@ -74,6 +74,37 @@ fn assert_entries(log: &LogStore, term: u64, from: u64, to: u64) {
     assert_eq!(got, want);
 }
 
+/// Where the last record of a segment starts and where its records end
+/// (what follows is preallocated zeros), found by walking record headers.
+fn last_record(path: &Path) -> (u64, u64) {
+    let bytes = std::fs::read(path).unwrap();
+    let (mut at, mut last) = (8usize, 8usize);
+    while at + 9 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        last = at;
+        at += 9 + len;
+    }
+    (last as u64, at as u64)
+}
+
+fn newest_segment(dir: &Path) -> PathBuf {
+    segments(dir).last().unwrap().clone()
+}
+
+fn damage(path: &Path, at: u64, f: impl Fn(u8) -> u8) {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    file.read_exact_at(&mut b, at).unwrap();
+    file.write_all_at(&[f(b[0])], at).unwrap();
+}
+
 #[tokio::test]
 async fn a_torn_tail_is_cut_back_to_the_last_whole_record() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,23 +115,29 @@ async fn a_torn_tail_is_cut_back_to_the_last_whole_record() {
     }
     let segs = segments(dir.path());
     assert!(segs.len() > 2, "small segments roll over: {segs:?}");
-    let newest = segs.last().unwrap().clone();
-    let full = std::fs::metadata(&newest).unwrap().len();
+    let newest = newest_segment(dir.path());
+    let (start, end) = last_record(&newest);
+    assert!(
+        std::fs::metadata(&newest).unwrap().len() >= 4096,
+        "preallocated"
+    );
 
-    // A write cut short: the last record loses its last 10 bytes.
+    // A write cut short: the file ends 10 bytes into the last record.
     OpenOptions::new()
         .write(true)
         .open(&newest)
         .unwrap()
-        .set_len(full - 10)
+        .set_len(end - 10)
         .unwrap();
     let mut log = open(dir.path());
     assert_eq!(last_index(&log), Some(99), "the torn record is not served");
     assert_entries(&log, 1, 1, 99);
     assert_eq!(log.vote().unwrap(), Some(Vote::new_committed(1, 1)));
-    let cut = std::fs::metadata(&newest).unwrap().len();
-    assert!(cut < full - 10, "the torn bytes were removed from the file");
-    let record = full - cut;
+    assert_eq!(last_record(&newest).1, start, "the torn bytes are gone");
+    assert!(
+        std::fs::metadata(&newest).unwrap().len() >= 4096,
+        "preallocated again"
+    );
 
     // The log goes on after the cut, and that survives a reopen.
     append(&mut log, 1, 100, 102).await;
@@ -109,20 +146,11 @@ async fn a_torn_tail_is_cut_back_to_the_last_whole_record() {
     assert_entries(&log, 1, 1, 102);
     drop(log);
 
-    // A flipped byte inside the newest record (a torn sector): that record
-    // and nothing before it is dropped.
-    let newest = segments(dir.path()).last().unwrap().clone();
-    let len = std::fs::metadata(&newest).unwrap().len();
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&newest)
-        .unwrap();
-    let at = len - record / 2;
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, at).unwrap();
-    f.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
-    drop(f);
+    // A flipped byte inside the newest record: that record goes, nothing
+    // before it does.
+    let newest = newest_segment(dir.path());
+    let (start, end) = last_record(&newest);
+    damage(&newest, (start + end) / 2, |b| b ^ 0x5a);
     let mut log = open(dir.path());
     assert_eq!(last_index(&log), Some(101));
     assert_entries(&log, 1, 1, 101);
@@ -130,8 +158,21 @@ async fn a_torn_tail_is_cut_back_to_the_last_whole_record() {
     drop(log);
     assert_entries(&open(dir.path()), 1, 1, 103);
 
-    // A segment cut down to a partial header (a crash while starting it).
-    let newest = segments(dir.path()).last().unwrap().clone();
+    // The last sector of a record never reached the disk (zeros where its
+    // end should be, inside preallocated space).
+    let newest = newest_segment(dir.path());
+    let (_, end) = last_record(&newest);
+    for at in end - 10..end {
+        damage(&newest, at, |_| 0);
+    }
+    let mut log = open(dir.path());
+    assert_entries(&log, 1, 1, 102);
+    append(&mut log, 1, 103, 103).await;
+    drop(log);
+    assert_entries(&open(dir.path()), 1, 1, 103);
+
+    // A segment with a partial header (a crash while starting it).
+    let newest = newest_segment(dir.path());
     let seq: u64 = newest
         .file_stem()
         .unwrap()
@@ -146,6 +187,11 @@ async fn a_torn_tail_is_cut_back_to_the_last_whole_record() {
     append(&mut log, 1, 104, 104).await;
     drop(log);
     assert_entries(&open(dir.path()), 1, 1, 104);
+    assert_eq!(
+        last_record(&next).0,
+        8,
+        "the new segment holds the new entry"
+    );
 }
 
 #[tokio::test]

@@ -74,6 +74,11 @@ struct Segment {
     max_index: Option<u64>,
 }
 
+/// The segment size in force (a floor keeps tiny settings sane).
+fn segment_bytes(opts: &StoreOptions) -> u64 {
+    opts.wal_segment_bytes.max(4096)
+}
+
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:020}.{SEGMENT_EXT}"))
 }
@@ -86,8 +91,31 @@ fn open_segment(path: &Path) -> Result<File, StorageError> {
         .map_err(|e| StorageError::io(path, e))
 }
 
-/// Creates a new segment holding only the header, durably.
-fn create_segment(dir: &Path, seq: u64) -> Result<Segment, StorageError> {
+/// Gives the segment its full size up front (zeros), so appends overwrite
+/// allocated blocks instead of growing the file: an fdatasync then need not
+/// commit a size change to the file system's journal (measured on ext4: a
+/// few hundred µs instead of a few ms per group commit). Best effort: where
+/// the file system cannot, or the disk is too full, appends grow the file.
+fn preallocate(file: &File, path: &Path, bytes: u64) {
+    use std::os::unix::io::AsRawFd;
+    if file.metadata().is_ok_and(|m| m.len() >= bytes) {
+        return;
+    }
+    let Ok(len) = libc::off_t::try_from(bytes) else {
+        return;
+    };
+    // SAFETY: fallocate on a descriptor we own; no memory is involved.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if rc != 0 {
+        tracing::debug!(
+            file = %path.display(), error = %std::io::Error::last_os_error(),
+            "segment not preallocated; appends grow the file"
+        );
+    }
+}
+
+/// Creates a new segment holding only the header, preallocated, durably.
+fn create_segment(dir: &Path, seq: u64, bytes: u64) -> Result<Segment, StorageError> {
     let path = segment_path(dir, seq);
     let file = OpenOptions::new()
         .read(true)
@@ -97,8 +125,9 @@ fn create_segment(dir: &Path, seq: u64) -> Result<Segment, StorageError> {
         .open(&path)
         .map_err(|e| StorageError::io(&path, e))?;
     file.write_all_at(record::MAGIC, 0)
-        .and_then(|()| file.sync_all())
         .map_err(|e| StorageError::io(&path, e))?;
+    preallocate(&file, &path, bytes);
+    file.sync_all().map_err(|e| StorageError::io(&path, e))?;
     meta::sync_dir(dir)?;
     Ok(Segment {
         file: Arc::new(file),
@@ -145,7 +174,9 @@ impl WalLog {
             replay_segment(&mut state, dir, seq, i + 1 == seqs.len(), opts)?;
         }
         if state.segments.is_empty() {
-            state.segments.insert(1, create_segment(dir, 1)?);
+            state
+                .segments
+                .insert(1, create_segment(dir, 1, segment_bytes(opts))?);
         }
         // Purged entries were applied, so committed; the record of a newer
         // committed id may have gone with the purged segments.
@@ -157,7 +188,7 @@ impl WalLog {
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             group: group.clone(),
-            segment_bytes: opts.wal_segment_bytes.max(4096),
+            segment_bytes: segment_bytes(opts),
             state: Mutex::new(state),
             vote_io: Mutex::new(()),
             _lock: lock_file,
@@ -339,44 +370,52 @@ fn replay_segment(
 ) -> Result<(), StorageError> {
     let path = segment_path(dir, seq);
     let bytes = std::fs::read(&path).map_err(|e| StorageError::io(&path, e))?;
-    let (records, stop) = record::scan(&bytes);
+    let found = record::scan(&bytes);
     let file = open_segment(&path)?;
-    let mut len = bytes.len() as u64;
-    if let Some(stop) = stop {
-        if !newest {
+    let mut len = found.end;
+    // A header cut short (a prefix of it, then nothing or zeros): the
+    // segment was being started when the process died.
+    let started = bytes
+        .iter()
+        .zip(record::MAGIC)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let unstarted = found.end == 0 && bytes[started..].iter().all(|b| *b == 0);
+    if let Some(reason) = found.torn.filter(|_| !(newest && unstarted)) {
+        if !newest || found.end == 0 {
             return Err(StorageError::corrupt(
                 &path,
                 format!(
-                    "{} (byte {} of {}); only the newest segment can end in a torn write",
-                    stop.reason, stop.valid_len, len
+                    "{reason} (byte {} of {}); only the newest segment can end in a torn write",
+                    found.end,
+                    bytes.len()
                 ),
             ));
         }
-        if stop.valid_len == 0 && bytes.len() > record::MAGIC.len() {
-            return Err(StorageError::corrupt(&path, stop.reason));
-        }
         tracing::warn!(
             file = %path.display(),
-            kept = stop.valid_len,
-            dropped = len - stop.valid_len,
-            reason = %stop.reason,
+            kept = found.end,
+            reason = %reason,
             "the raft log ends in a torn write (a crash during an append that was never \
              acknowledged); cutting it back to the last whole record"
         );
-        let cut = || -> std::io::Result<()> {
-            if stop.valid_len == 0 {
-                file.set_len(0)?;
-                file.write_all_at(record::MAGIC, 0)?;
-            } else {
-                file.set_len(stop.valid_len)?;
-            }
-            file.sync_all()
-        };
-        cut().map_err(|e| StorageError::io(&path, e))?;
-        len = stop.valid_len.max(record::MAGIC.len() as u64);
+        file.set_len(found.end)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| StorageError::io(&path, e))?;
+    }
+    if newest && unstarted {
+        // A crash while the segment was being started: start it again.
+        file.set_len(0)
+            .and_then(|()| file.write_all_at(record::MAGIC, 0))
+            .and_then(|()| file.sync_all())
+            .map_err(|e| StorageError::io(&path, e))?;
+        len = record::MAGIC.len() as u64;
+    }
+    if newest {
+        preallocate(&file, &path, segment_bytes(opts));
     }
     let mut max_index = None;
-    for r in records {
+    for r in found.records {
         match r {
             Record::Entry {
                 log_id,
@@ -430,7 +469,7 @@ impl Shared {
             (*seq, seg.file.clone(), seg.path.clone(), st.active_len)
         };
         if roll && offset >= self.segment_bytes {
-            let seg = create_segment(&self.dir, seq + 1)?;
+            let seg = create_segment(&self.dir, seq + 1, self.segment_bytes)?;
             seq += 1;
             (file, path, offset) = (
                 seg.file.clone(),

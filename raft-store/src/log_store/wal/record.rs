@@ -89,44 +89,47 @@ fn put(buf: &mut Vec<u8>, kind: u8, body: &[u8]) -> u32 {
     HEADER as u32 + len
 }
 
-/// Where a scan stopped early, and why.
+/// What [`scan`] found in one segment.
 #[derive(Debug)]
-pub(super) struct Stop {
-    /// Bytes of the segment that hold whole records (magic included).
-    pub valid_len: u64,
-    /// What was wrong at `valid_len`.
-    pub reason: String,
+pub(super) struct Scan {
+    /// The whole records, in order.
+    pub records: Vec<Record>,
+    /// Where the whole records end (0: no valid header).
+    pub end: u64,
+    /// Why the bytes after `end` are not a clean end, when they are not
+    /// (a clean end is the end of the file or zeros: preallocated space).
+    pub torn: Option<String>,
 }
 
-/// Reads the records of one segment's bytes, in order. Returns them and,
-/// when something after the last whole record is not a whole record, where
-/// and why the scan stopped.
-pub(super) fn scan(bytes: &[u8]) -> (Vec<Record>, Option<Stop>) {
-    let mut out = Vec::new();
+/// Reads the records of one segment's bytes, in order, up to the first
+/// one that is not whole.
+pub(super) fn scan(bytes: &[u8]) -> Scan {
+    let mut scan = Scan {
+        records: Vec::new(),
+        end: 0,
+        torn: None,
+    };
     if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-        let stop = Stop {
-            valid_len: 0,
-            reason: "the segment header is missing or not a Coffer WAL header".into(),
-        };
-        return (out, Some(stop));
+        scan.torn = Some("the segment header is missing or not a Coffer WAL header".into());
+        return scan;
     }
     let mut at = MAGIC.len();
     while at < bytes.len() {
         match parse(bytes, at) {
             Ok((record, len)) => {
-                out.push(record);
+                scan.records.push(record);
                 at += len;
             }
             Err(reason) => {
-                let stop = Stop {
-                    valid_len: at as u64,
-                    reason,
-                };
-                return (out, Some(stop));
+                if bytes[at..].iter().any(|b| *b != 0) {
+                    scan.torn = Some(reason);
+                }
+                break;
             }
         }
     }
-    (out, None)
+    scan.end = at as u64;
+    scan
 }
 
 /// Parses the record at `at`; returns it and its total length.
@@ -235,10 +238,11 @@ mod tests {
         let len = put_entry(&mut seg, &entry(5)).unwrap();
         put_truncate(&mut seg, 5);
         put_committed(&mut seg, &Some(entry(4).log_id)).unwrap();
-        let (records, stop) = scan(&seg);
-        assert!(stop.is_none(), "{stop:?}");
+        let found = scan(&seg);
+        assert!(found.torn.is_none(), "{found:?}");
+        assert_eq!(found.end, seg.len() as u64);
         assert_eq!(
-            records,
+            found.records,
             vec![
                 Record::Entry {
                     log_id: entry(5).log_id,
@@ -249,31 +253,39 @@ mod tests {
                 Record::Committed(Some(entry(4).log_id)),
             ]
         );
+        // Zeros after the records (preallocated space) are a clean end.
+        let mut padded = seg.clone();
+        padded.resize(seg.len() + 4096, 0);
+        let found = scan(&padded);
+        assert!(found.torn.is_none(), "{found:?}");
+        assert_eq!((found.end, found.records.len()), (seg.len() as u64, 3));
         let mut decoded = Vec::new();
         decode_entries(Path::new("x"), &seg[8..8 + len as usize], &mut decoded).unwrap();
         assert_eq!(decoded, vec![entry(5)]);
 
         // Every single flipped byte after the magic ends the scan at or
-        // before the damaged record, never past it.
+        // before the damaged record, never past it, and says so.
         for at in 8..seg.len() {
             let mut bad = seg.clone();
             bad[at] ^= 0x40;
-            let (records, stop) = scan(&bad);
-            let stop = stop.expect("damage found");
-            assert!(stop.valid_len as usize <= at, "byte {at}: {stop:?}");
-            assert!(records.len() < 3);
+            let found = scan(&bad);
+            assert!(found.torn.is_some(), "byte {at}: {found:?}");
+            assert!(found.end as usize <= at, "byte {at}: {found:?}");
+            assert!(found.records.len() < 3);
         }
         // Every cut short of the end keeps exactly the whole records
         // before it, and says where they end.
         let ends = [8 + len as usize, 8 + len as usize + HEADER + 8];
         for cut in 8..seg.len() {
-            let (records, stop) = scan(&seg[..cut]);
+            let found = scan(&seg[..cut]);
             let whole = ends.iter().filter(|e| **e <= cut).count();
-            assert_eq!(records.len(), whole, "cut at {cut}");
-            match stop {
-                None => assert!(ends.contains(&cut) || cut == 8, "cut at {cut}"),
-                Some(s) => assert_eq!(s.valid_len as usize, [8, ends[0], ends[1]][whole]),
-            }
+            assert_eq!(found.records.len(), whole, "cut at {cut}");
+            assert_eq!(found.end as usize, [8, ends[0], ends[1]][whole]);
+            assert_eq!(
+                found.torn.is_none(),
+                found.end as usize == cut,
+                "cut at {cut}"
+            );
         }
     }
 }
