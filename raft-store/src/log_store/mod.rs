@@ -108,14 +108,16 @@ impl LogStore {
                  configured log store applies to new data directories)"
             );
         }
-        match kind {
+        let log = match kind {
             LogKind::Redb => {
                 let path = data_dir.join(LOG_FILE);
                 crate::create_database_file(&path).map_err(|e| StorageError::io(&path, e))?;
-                Self::open(&path, opts)
+                Self::open(&path, opts)?
             }
-            LogKind::Wal => Self::open_wal(&data_dir.join(WAL_DIR), opts),
-        }
+            LogKind::Wal => Self::open_wal(&data_dir.join(WAL_DIR), opts)?,
+        };
+        tracing::info!(kind = %kind, path = %log.path().display(), "raft log opened");
+        Ok(log)
     }
 
     /// The backend.
