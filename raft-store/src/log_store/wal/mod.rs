@@ -157,7 +157,14 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
 impl WalLog {
     /// Opens (creating if needed) the WAL in `dir`, replaying every segment.
     pub(crate) fn open(dir: &Path, opts: &StoreOptions) -> Result<Self, StorageError> {
-        crate::create_private_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+        if !dir.is_dir() {
+            crate::create_private_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+            // The new directory's own entry must be durable before anything
+            // acknowledged is written inside it.
+            if let Some(parent) = dir.parent() {
+                meta::sync_dir(parent)?;
+            }
+        }
         let lock_file = meta::lock_dir(dir)?;
         let vote: Option<Vote<NodeId>> = meta::read(dir, VOTE_FILE)?;
         let purged: Option<LogId<NodeId>> = meta::read(dir, PURGED_FILE)?;
