@@ -231,12 +231,16 @@ fn corrupt_remedy(file: &Path) -> String {
         .parent()
         .and_then(Path::file_name)
         .is_some_and(|d| d == crate::SNAPSHOT_DIR);
+    let in_wal = file
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|d| d == crate::WAL_DIR);
     if name == crate::STATE_FILE {
         "the state database must not be served; stop the node and run \
          `coffer operator raft repair` to restore it from a verified snapshot \
          (the node's own, or the leader's)"
             .into()
-    } else if name == crate::LOG_FILE {
+    } else if name == crate::LOG_FILE || name == crate::WAL_DIR || in_wal {
         "the Raft log of this node is damaged and cannot be trusted; remove the \
          node from the cluster, clear its data directory and join it again"
             .into()

@@ -1,7 +1,8 @@
 //! Durable openraft storage for Coffer on redb.
 //!
 //! [`open`] returns the two halves openraft's storage-v2 API needs: a
-//! [`LogStore`] (log, vote, committed id in `log.redb`) and a
+//! [`LogStore`] (log, vote, committed id in `log.redb`, or in the
+//! write-ahead log `log.wal/` — see [`LogKind`]) and a
 //! [`StateMachineStore`] (key/value data and request-id dedup in
 //! `state.redb`, snapshots as files in `snapshots/`). Log appends are
 //! group-committed: one durable redb commit (fsync) covers every append
@@ -26,7 +27,7 @@ use std::path::Path;
 
 pub use digest::{StateDigest, DIGEST_RING};
 pub use error::{ErrorKind, StorageError};
-pub use log_store::LogStore;
+pub use log_store::{has_log, LogKind, LogStore};
 pub use repair::{
     local_repair_possible, promote_membership, recover_membership, repair_state_from_snapshot,
     LocalRepair, RepairReport,
@@ -40,6 +41,9 @@ pub use types::*;
 
 /// File name of the log database inside the data directory.
 pub const LOG_FILE: &str = "log.redb";
+/// Directory of the write-ahead log (segments, vote, purge point) inside
+/// the data directory, when the log store is [`LogKind::Wal`].
+pub const WAL_DIR: &str = "log.wal";
 /// File name of the state machine database inside the data directory.
 pub const STATE_FILE: &str = "state.redb";
 /// Directory of snapshot files inside the data directory.
@@ -63,7 +67,16 @@ pub struct StoreOptions {
     /// node then refuses to start (nothing acknowledged is lost either way).
     /// On by default; costs one extra fsync per group commit.
     pub log_two_phase_commit: bool,
+    /// The log backend of a new data directory; an existing log keeps the
+    /// backend it was written by. Redb by default.
+    pub log_store: LogKind,
+    /// WAL only: a segment past this size is closed and a new one started
+    /// (purges delete whole segments, so this is also the purge grain).
+    pub wal_segment_bytes: u64,
 }
+
+/// Default [`StoreOptions::wal_segment_bytes`]: 64 MiB, as etcd.
+pub const DEFAULT_WAL_SEGMENT_BYTES: u64 = 64 << 20;
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -71,6 +84,8 @@ impl Default for StoreOptions {
             dedup_window_ms: DEFAULT_DEDUP_WINDOW_MS,
             verify_on_open: true,
             log_two_phase_commit: true,
+            log_store: LogKind::default(),
+            wal_segment_bytes: DEFAULT_WAL_SEGMENT_BYTES,
         }
     }
 }
@@ -92,11 +107,9 @@ pub fn open_with(
     opts: &StoreOptions,
 ) -> Result<(LogStore, StateMachineStore), StorageError> {
     create_private_dir(dir).map_err(|e| StorageError::io(dir, e))?;
-    for file in [LOG_FILE, STATE_FILE] {
-        let path = dir.join(file);
-        create_database_file(&path).map_err(|e| StorageError::io(&path, e))?;
-    }
-    let log = LogStore::open(&dir.join(LOG_FILE), opts)?;
+    let state = dir.join(STATE_FILE);
+    create_database_file(&state).map_err(|e| StorageError::io(&state, e))?;
+    let log = LogStore::open_in(dir, opts)?;
     let sm = StateMachineStore::open(dir, opts)?;
     reconcile(&log, &sm)?;
     Ok((log, sm))
@@ -141,7 +154,7 @@ fn reconcile(log: &LogStore, sm: &StateMachineStore) -> Result<(), StorageError>
 /// Creates `dir` (and missing parents) as 0700 whatever the umask: the
 /// databases hold object names and sealed data. An existing directory is
 /// left as it is (the node checks it at start).
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if dir.is_dir() {
         return Ok(());
@@ -158,7 +171,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 /// renamed into place, so a crash during the very first start never leaves
 /// a half-initialised file that could not be opened again ("not a redb
 /// database"): the database is there whole, or not at all.
-fn create_database_file(path: &Path) -> std::io::Result<()> {
+pub(crate) fn create_database_file(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if path.exists() {
         return Ok(());

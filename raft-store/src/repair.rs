@@ -1,7 +1,7 @@
 //! Offline repair of a damaged state database from a verified snapshot.
 //!
-//! Both functions open `log.redb`, so they run while the node is stopped
-//! (redb refuses a second writer; that is reported as such).
+//! Both functions open the Raft log, so they run while the node is stopped
+//! (redb and the WAL refuse a second writer; that is reported as such).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,9 +11,7 @@ use openraft::LogId;
 
 use crate::error::StorageError;
 use crate::snapshot::{copy_to_new, newest_published, sync_dir, verify_snapshot_file};
-use crate::{
-    open_with, LogStore, NodeId, SnapshotSummary, StoreOptions, LOG_FILE, SNAPSHOT_DIR, STATE_FILE,
-};
+use crate::{open_with, LogStore, NodeId, SnapshotSummary, StoreOptions, SNAPSHOT_DIR, STATE_FILE};
 
 /// What [`repair_state_from_snapshot`] did.
 #[derive(Clone, Debug)]
@@ -92,12 +90,11 @@ fn newest_log_id_offline(
 }
 
 fn open_log_offline(data_dir: &Path) -> Result<LogStore, StorageError> {
-    let path = data_dir.join(LOG_FILE);
-    LogStore::open(&path, &StoreOptions::default()).map_err(|e| match e {
+    LogStore::open_in(data_dir, &StoreOptions::default()).map_err(|e| match e {
         StorageError::Db {
             source: redb::Error::DatabaseAlreadyOpen,
-            ..
-        } => StorageError::refused(&path, "the database is in use: stop the node first"),
+            file,
+        } => StorageError::refused(&file, "the database is in use: stop the node first"),
         other => other,
     })
 }
@@ -328,9 +325,24 @@ mod tests {
 
     #[test]
     fn a_promotion_makes_the_node_sole_voter_in_a_new_term() {
+        promotion(crate::LogKind::Redb);
+    }
+
+    #[test]
+    fn a_promotion_makes_the_node_sole_voter_in_a_new_term_wal() {
+        promotion(crate::LogKind::Wal);
+    }
+
+    /// The offline helpers find the log of either kind in the data dir.
+    fn promotion(kind: crate::LogKind) {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (log, _sm) = crate::open(dir.path()).unwrap();
+            let opts = StoreOptions {
+                log_store: kind,
+                ..StoreOptions::default()
+            };
+            let (log, _sm) = crate::open_with(dir.path(), &opts).unwrap();
+            assert_eq!(log.kind(), kind);
             log.save_vote_offline(&Vote::new_committed(3, 1)).unwrap();
             for index in 1..=5 {
                 let entry = Entry::<crate::TypeConfig> {
@@ -347,6 +359,7 @@ mod tests {
         assert_eq!(id.index, 6);
         assert_eq!(id.leader_id, CommittedLeaderId::new(4, 4));
         let log = open_log_offline(dir.path()).unwrap();
+        assert_eq!(log.kind(), kind);
         assert_eq!(log.vote().unwrap(), Some(Vote::new(4, 4)));
         let entries = log.entries(6..7).unwrap();
         let EntryPayload::Membership(m) = &entries[0].payload else {

@@ -1,6 +1,8 @@
 //! Crash durability: a child process appends log batches and saves votes,
 //! printing what was acknowledged; the parent SIGKILLs it at random moments
-//! and checks that everything acknowledged survived, without holes.
+//! and checks that everything acknowledged survived, without holes. Run for
+//! both log backends (the WAL with small segments, so kills land in segment
+//! roll-overs and purges delete whole segments).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -9,10 +11,12 @@ use std::time::{Duration, Instant};
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
-use raft_store::{LogStore, Request, StoreOptions, Txn, TypeConfig, LOG_FILE};
+use raft_store::{LogKind, LogStore, Request, StoreOptions, Txn, TypeConfig};
 use rand::Rng;
 
 const CHILD_ENV: &str = "RAFT_STORE_CRASH_CHILD_DIR";
+/// The log kind the child writes: "wal" or "redb".
+const KIND_ENV: &str = "RAFT_STORE_CRASH_KIND";
 const ROUNDS: usize = 24;
 
 fn entry(index: u64) -> Entry<TypeConfig> {
@@ -31,9 +35,23 @@ fn entry(index: u64) -> Entry<TypeConfig> {
 
 /// The log alone: this test purges without snapshots, which a whole store
 /// refuses at open (the state machine would be behind the purge point).
-fn open_log(dir: &Path) -> LogStore {
+fn open_log(dir: &Path, kind: LogKind) -> LogStore {
     std::fs::create_dir_all(dir).unwrap();
-    LogStore::open(&dir.join(LOG_FILE), &StoreOptions::default()).unwrap()
+    let opts = StoreOptions {
+        log_store: kind,
+        wal_segment_bytes: 16 * 1024,
+        ..StoreOptions::default()
+    };
+    let log = LogStore::open_in(dir, &opts).unwrap();
+    assert_eq!(log.kind(), kind);
+    log
+}
+
+fn kind_name(kind: LogKind) -> &'static str {
+    match kind {
+        LogKind::Wal => "wal",
+        LogKind::Redb => "redb",
+    }
 }
 
 /// Child mode: runs until killed, reporting each durable step on stdout.
@@ -42,12 +60,16 @@ fn crash_child_entry() {
     let Some(dir) = std::env::var_os(CHILD_ENV) else {
         return; // normal test run: nothing to do
     };
+    let kind = match std::env::var(KIND_ENV).as_deref() {
+        Ok("wal") => LogKind::Wal,
+        _ => LogKind::Redb,
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(child_loop(PathBuf::from(dir)));
+    rt.block_on(child_loop(PathBuf::from(dir), kind));
 }
 
-async fn child_loop(dir: PathBuf) {
-    let mut log = open_log(&dir);
+async fn child_loop(dir: PathBuf, kind: LogKind) {
+    let mut log = open_log(&dir, kind);
     let state = log.get_log_state().await.unwrap();
     let mut next = state.last_log_id.map_or(1, |l| l.index + 1);
     let mut term = log
@@ -86,7 +108,7 @@ struct Acked {
     max_term: u64,
 }
 
-fn run_child_and_kill(dir: &Path, delay: Duration) -> Acked {
+fn run_child_and_kill(dir: &Path, kind: LogKind, delay: Duration) -> Acked {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -95,6 +117,7 @@ fn run_child_and_kill(dir: &Path, delay: Duration) -> Acked {
             "--test-threads=1",
         ])
         .env(CHILD_ENV, dir)
+        .env(KIND_ENV, kind_name(kind))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -119,8 +142,8 @@ fn parse_acks(r: impl BufRead) -> Acked {
     acked
 }
 
-async fn check_store(dir: &Path, acked: &Acked, prev_term: u64) -> (u64, u64) {
-    let mut log = open_log(dir);
+async fn check_store(dir: &Path, kind: LogKind, acked: &Acked, prev_term: u64) -> (u64, u64) {
+    let mut log = open_log(dir, kind);
     let state = log.get_log_state().await.unwrap();
     let purged = state.last_purged_log_id.map_or(0, |l| l.index);
     let last = state.last_log_id.map_or(0, |l| l.index);
@@ -162,6 +185,15 @@ fn check_contiguous(log: &LogStore, purged: u64, last: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_sigkill() {
+    survive_sigkill(LogKind::Redb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_sigkill_wal() {
+    survive_sigkill(LogKind::Wal).await;
+}
+
+async fn survive_sigkill(kind: LogKind) {
     if std::env::var_os(CHILD_ENV).is_some() {
         return;
     }
@@ -172,14 +204,15 @@ async fn acknowledged_writes_survive_sigkill() {
         // Opening verifies both databases first, so some kills land in the
         // open and most in the appends after it.
         let delay = Duration::from_millis(rand::rng().random_range(5..400));
-        let acked = run_child_and_kill(dir.path(), delay);
-        let (last, term) = check_store(dir.path(), &acked, prev_term).await;
+        let acked = run_child_and_kill(dir.path(), kind, delay);
+        let (last, term) = check_store(dir.path(), kind, &acked, prev_term).await;
         assert!(last >= prev_last, "round {round}: log shrank");
         (prev_last, prev_term) = (last, term);
     }
     assert!(prev_last > 0, "child never acknowledged anything");
     eprintln!(
-        "crash test: {ROUNDS} rounds, last index {prev_last}, term {prev_term}, {:?}",
+        "crash test ({}): {ROUNDS} rounds, last index {prev_last}, term {prev_term}, {:?}",
+        kind_name(kind),
         started.elapsed()
     );
 }

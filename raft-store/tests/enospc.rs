@@ -2,14 +2,14 @@
 //! file and the OS error, the log stops (every later write fails with the
 //! first cause) and `LogStore::failure()` reports it for the node's health.
 //!
-//! Needs root (it mounts a 4 MiB tmpfs); skipped with a message otherwise.
+//! Run for both log backends. Needs root (it mounts a 4 MiB tmpfs); skipped with a message otherwise.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
-use raft_store::{LogStore, Request, StoreOptions, Txn, TypeConfig, LOG_FILE};
+use raft_store::{LogKind, LogStore, Request, StoreOptions, Txn, TypeConfig, LOG_FILE, WAL_DIR};
 
 /// Unmounts the tmpfs when the test ends, however it ends.
 struct Mount(PathBuf);
@@ -55,12 +55,29 @@ fn entry(index: u64) -> Entry<TypeConfig> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_fails_the_append_names_the_file_and_stops_the_log() {
+    full_disk(LogKind::Redb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_fails_the_append_names_the_file_and_stops_the_log_wal() {
+    full_disk(LogKind::Wal).await;
+}
+
+async fn full_disk(kind: LogKind) {
     let mnt = tempfile::tempdir().unwrap();
     let Some(_mount) = mount_tmpfs(mnt.path(), "4m") else {
         return;
     };
-    let path = mnt.path().join(LOG_FILE);
-    let mut log = LogStore::open(&path, &StoreOptions::default()).unwrap();
+    let path = mnt.path().join(match kind {
+        LogKind::Redb => LOG_FILE,
+        LogKind::Wal => WAL_DIR,
+    });
+    let opts = StoreOptions {
+        log_store: kind,
+        ..StoreOptions::default()
+    };
+    let mut log = LogStore::open_in(mnt.path(), &opts).unwrap();
+    assert_eq!(log.kind(), kind);
     assert_eq!(log.failure(), None);
 
     let mut failed = None;
@@ -108,4 +125,13 @@ async fn full_disk_fails_the_append_names_the_file_and_stops_the_log() {
     // Reads still work: what was acknowledged is there.
     let entries = log.entries(..).unwrap();
     assert_eq!(entries.len() as u64, at - 1);
+    if kind == LogKind::Wal {
+        // The failed write may have left part of a record behind; a restart
+        // cuts it off and serves exactly what was acknowledged.
+        drop(log);
+        let log = LogStore::open_in(mnt.path(), &opts).unwrap();
+        let entries = log.entries(..).unwrap();
+        assert_eq!(entries.len() as u64, at - 1);
+        assert_eq!(entries.last().map(|e| e.log_id.index), Some(at - 1));
+    }
 }

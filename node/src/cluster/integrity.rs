@@ -425,7 +425,7 @@ pub async fn repair_offline(
         .map_err(|e| ClusterError::Transport(format!("loading TLS material: {e}")))?;
     let peers = Peers::new(tls, identity, &config.raft);
     let min = {
-        let log = LogStore::open(&dir.join(raft_store::LOG_FILE), &Default::default())?;
+        let log = LogStore::open_in(dir, &Default::default())?;
         purge_point(&log)
     };
     let candidates: Vec<String> = if from.is_empty() {

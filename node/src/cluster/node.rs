@@ -610,12 +610,16 @@ struct Services {
 /// `auto_repair` is set, repairs from the node's own snapshot first;
 /// otherwise the error says what to run.
 fn open_storage(cfg: &ClusterConfig) -> Result<(LogStore, StateMachineStore), ClusterError> {
-    match raft_store::open(&cfg.data_dir) {
+    let opts = raft_store::StoreOptions {
+        log_store: cfg.tuning.log_store,
+        ..Default::default()
+    };
+    match raft_store::open_with(&cfg.data_dir, &opts) {
         Err(e) if e.kind() == raft_store::ErrorKind::Corrupt && cfg.tuning.auto_repair => {
             tracing::error!(error = %e, "the state failed its integrity check; auto_repair is on");
             let done = integrity::repair_locally(&cfg.data_dir)?;
             tracing::warn!(%done, "repaired at start");
-            Ok(raft_store::open(&cfg.data_dir)?)
+            Ok(raft_store::open_with(&cfg.data_dir, &opts)?)
         }
         other => Ok(other?),
     }

@@ -49,8 +49,12 @@ impl ClusterNode {
 /// `config`. Returns what was done, for the operator.
 pub fn restore_offline(config: &Config, snapshot: &Path) -> Result<String, ClusterError> {
     let data_dir = &config.data_dir;
-    let log = data_dir.join(raft_store::LOG_FILE);
-    if log.exists() {
+    if raft_store::has_log(data_dir) {
+        let log = [raft_store::LOG_FILE, raft_store::WAL_DIR]
+            .map(|name| data_dir.join(name))
+            .into_iter()
+            .find(|p| p.exists())
+            .unwrap_or_else(|| data_dir.join(raft_store::LOG_FILE));
         return Err(ClusterError::Invalid(format!(
             "{} exists: this node already has a Raft log. Restore only into a node that has \
              never started (an empty data dir); to restore over an existing cluster, stop \
