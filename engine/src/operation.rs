@@ -261,6 +261,27 @@ operations! {
 }
 
 impl Operation {
+    /// The operation whose `operationName` is `name` (as audit records
+    /// carry it).
+    pub fn named(name: &str) -> Option<Operation> {
+        Operation::ALL.iter().copied().find(|op| op.name() == name)
+    }
+
+    /// Whether the operation reads a secret's value or a key, or uses a key
+    /// (its dataAction is a read, `getSecret`, or a cryptographic use):
+    /// what "first access" rules watch.
+    pub fn reads_or_uses_object(self) -> bool {
+        let action = self.action();
+        matches!(self.collection(), Collection::Secrets | Collection::Keys)
+            && (action.ends_with("/read")
+                || action == "secrets/getSecret/action"
+                || [
+                    "encrypt", "decrypt", "sign", "verify", "wrap", "unwrap", "release",
+                ]
+                .iter()
+                .any(|use_| action == format!("keys/{use_}/action")))
+    }
+
     /// The full dataAction (`Microsoft.KeyVault/vaults/keys/sign/action`).
     pub fn data_action(self) -> String {
         format!("{DATA_ACTION_PREFIX}{}", self.action())
