@@ -93,12 +93,20 @@ impl Windows {
             let entry = self.map.entry((rule.name.clone(), group.clone()));
             let crossing = if c.signal == Signal::ErrorRate {
                 let tally = entry.or_insert_with(|| Tally::Rate(VecDeque::new()));
+                // A rule replaced by one of another signal starts afresh.
+                if !matches!(tally, Tally::Rate(_)) {
+                    *tally = Tally::Rate(VecDeque::new());
+                }
                 let Tally::Rate(buckets) = tally else {
                     continue;
                 };
                 feed_rate(rule, buckets, t, event)
             } else {
                 let tally = entry.or_insert_with(|| Tally::Count(VecDeque::new()));
+                // A rule replaced by one of another signal starts afresh.
+                if !matches!(tally, Tally::Count(_)) {
+                    *tally = Tally::Count(VecDeque::new());
+                }
                 let Tally::Count(w) = tally else {
                     continue;
                 };
