@@ -402,10 +402,8 @@ impl Rule {
                     return bad("max_pairs must be 1..=1000000");
                 }
             }
-            Signal::ErrorRate => {
-                if c.min_requests.is_some_and(|m| m == 0 || m > MAX_THRESHOLD) {
-                    return bad("min_requests must be 1..=10000");
-                }
+            Signal::ErrorRate if c.min_requests.is_some_and(|m| m == 0 || m > MAX_THRESHOLD) => {
+                return bad("min_requests must be 1..=10000");
             }
             Signal::Slow => match c.slower_than_ms {
                 None => return bad("slow needs slower_than_ms"),

@@ -58,6 +58,9 @@ pub(super) fn contains(store: &dyn Store, rule: &str, pair: &str) -> Result<bool
     Ok(store.get(&seen_key(rule, pair))?.is_some())
 }
 
+/// What a transaction must compare and change.
+type Plan = (Vec<Compare>, Vec<Mutation>);
+
 /// The comparisons and mutations that add `pair` (first seen at trail
 /// position `seq`, time `at_ms`) to `rule`'s set, evicting the oldest pairs
 /// past its `max_pairs`; `None` when the set holds it already.
@@ -67,7 +70,7 @@ pub(super) fn add(
     pair: &str,
     seq: u64,
     at_ms: u64,
-) -> Result<Option<(Vec<Compare>, Vec<Mutation>)>, EngineError> {
+) -> Result<Option<Plan>, EngineError> {
     let name = &rule.name;
     let skey = seen_key(name, pair);
     if store.get(&skey)?.is_some() {
