@@ -633,4 +633,76 @@ async fn a_first_access_rule_alerts_a_new_reader_once_and_not_one_seen_while_lea
         .collect();
     assert_eq!(firings.len(), 1, "{listed}");
     assert_eq!(firings[0]["signal"], "first-access");
+
+    // The other new conditions as the CLI stores them, and refused in the
+    // API's error format when they cannot work (nothing stored).
+    let rule = ok_json(
+        coffer(
+            &cluster,
+            1,
+            &[
+                "alert",
+                "rule",
+                "create",
+                "after-hours",
+                "--signal=denied",
+                "--outside-hours=08:00-18:00",
+                "--days=mon-fri",
+                "--tz-offset=+01:00",
+                "--receiver=hook",
+            ],
+        ),
+        "outside-hours rule",
+    );
+    assert_eq!(
+        rule["condition"]["outside_hours"],
+        serde_json::json!({"hours": "08:00-18:00", "days": "mon-fri", "tz_offset": "+01:00"})
+    );
+    let rule = ok_json(
+        coffer(
+            &cluster,
+            1,
+            &[
+                "alert",
+                "rule",
+                "create",
+                "failing",
+                "--signal=error-rate",
+                "--group-by=operation",
+                "--threshold=5",
+                "--min-requests=50",
+                "--receiver=hook",
+            ],
+        ),
+        "error-rate rule",
+    );
+    assert_eq!(rule["condition"]["min_requests"], 50, "{rule}");
+    for (args, says) in [
+        (
+            vec![
+                "bad",
+                "--signal=denied",
+                "--outside-hours=8-18",
+                "--receiver=hook",
+            ],
+            "is not a time HH:MM",
+        ),
+        (
+            vec!["bad", "--signal=slow", "--receiver=hook"],
+            "slow needs slower_than_ms",
+        ),
+    ] {
+        let mut cmd = vec!["alert", "rule", "create"];
+        cmd.extend(args);
+        let out = coffer(&cluster, 1, &cmd);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(says), "{stderr}");
+        assert!(
+            stderr.contains("400") || stderr.contains("BadParameter"),
+            "{stderr}"
+        );
+    }
+    assert!(!coffer(&cluster, 1, &["alert", "rule", "show", "bad"])
+        .status
+        .success());
 }
