@@ -15,7 +15,8 @@
 //! `alr/f/{firing id}`, `alr/a/{rule}/{group hex}` (the group's last
 //! firing, for throttling and resolution), `alr/p/{firing id}` (firings
 //! with a notification still pending), `alr/cursor` (trail position
-//! evaluated).
+//! evaluated), `alr/s/…`, `alr/so/…`, `alr/sn/…` (what `first-access`
+//! rules have seen, see `seen`).
 
 mod evaluate;
 pub mod events;

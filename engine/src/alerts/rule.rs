@@ -21,7 +21,7 @@ pub const MAX_WITHIN_SECS: u64 = 365 * 86_400;
 /// What an `expiring` rule looks ahead by default (7 days).
 pub const DEFAULT_WITHIN_SECS: u64 = 7 * 86_400;
 /// (principal, object) pairs a `first-access` rule remembers by default;
-/// past it the pair seen longest ago is forgotten (and would fire again).
+/// past it the pair first seen longest ago is forgotten (and would fire again).
 pub const DEFAULT_MAX_PAIRS: u32 = 50_000;
 /// Most pairs a `first-access` rule may remember.
 pub const MAX_PAIRS: u32 = 1_000_000;
@@ -224,7 +224,7 @@ pub struct Condition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learn_secs: Option<u64>,
     /// `first-access`: pairs remembered at most (default 50 000); the one
-    /// seen longest ago is forgotten to make room.
+    /// first seen longest ago is forgotten to make room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_pairs: Option<u32>,
     /// `error-rate`: requests the window must hold before its rate counts
