@@ -261,6 +261,28 @@ operations! {
 }
 
 impl Operation {
+    /// The operation whose `operationName` is `name` (as audit records
+    /// carry it).
+    pub fn named(name: &str) -> Option<Operation> {
+        Operation::ALL.iter().copied().find(|op| op.name() == name)
+    }
+
+    /// Whether the operation reads a secret's value or a key, or uses a key
+    /// (its dataAction is a read, `getSecret`, or a cryptographic use):
+    /// what "first access" rules watch.
+    pub fn reads_or_uses_object(self) -> bool {
+        let action = self.action();
+        // `keys/read`, not `keyrotationpolicies/read`: a policy is no key.
+        matches!(self.collection(), Collection::Secrets | Collection::Keys)
+            && (action == "keys/read"
+                || action == "secrets/getSecret/action"
+                || [
+                    "encrypt", "decrypt", "sign", "verify", "wrap", "unwrap", "release",
+                ]
+                .iter()
+                .any(|use_| action == format!("keys/{use_}/action")))
+    }
+
     /// The full dataAction (`Microsoft.KeyVault/vaults/keys/sign/action`).
     pub fn data_action(self) -> String {
         format!("{DATA_ACTION_PREFIX}{}", self.action())
@@ -287,6 +309,33 @@ mod tests {
             Operation::CertificateIssuersList.name(),
             "CertificateIssuersList"
         );
+    }
+
+    #[test]
+    fn reads_and_key_uses_are_told_from_writes_and_metadata() {
+        for op in [
+            Operation::SecretGet,
+            Operation::KeyGet,
+            Operation::KeySign,
+            Operation::KeyUnwrap,
+            Operation::KeyRelease,
+        ] {
+            assert!(op.reads_or_uses_object(), "{op}");
+        }
+        for op in [
+            Operation::SecretSet,
+            Operation::SecretList,
+            Operation::SecretBackup,
+            Operation::KeyDelete,
+            Operation::KeyRotationPolicySet,
+            Operation::KeyRotationPolicyGet,
+            Operation::CertificateGet,
+            Operation::KeyGetRandomBytes,
+        ] {
+            assert!(!op.reads_or_uses_object(), "{op}");
+        }
+        assert_eq!(Operation::named("KeySign"), Some(Operation::KeySign));
+        assert_eq!(Operation::named("keysign"), None);
     }
 
     #[test]

@@ -96,6 +96,14 @@ fn describe() {
         "coffer_alert_deliveries_total",
         "Alert notification attempts, by receiver type and outcome (delivered, failed)."
     );
+    describe_gauge!(
+        "coffer_alert_first_access_pairs",
+        "Principal/object pairs a first-access rule remembers (on the leader)."
+    );
+    describe_gauge!(
+        "coffer_alert_first_access_evicted_pairs",
+        "Pairs a first-access rule forgot because its seen set was full (they alert again)."
+    );
     describe_counter!(
         "coffer_events_recorded_total",
         "Lifecycle events (Event Grid) recorded by the leader for delivery."

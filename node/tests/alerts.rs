@@ -3,7 +3,9 @@
 //! gateway over HTTP, SMTP, UDP syslog): a burst of denied requests from
 //! one client address fires exactly one alert to each receiver, and still
 //! exactly one when the leader is killed in the middle of the burst; a
-//! purge fires and then resolves; every delivery is recorded.
+//! purge fires and then resolves; every delivery is recorded. A
+//! first-access rule alerts a new reader of a secret once, and not a
+//! reader it saw while learning.
 
 mod alerts_receivers;
 mod common;
@@ -459,4 +461,248 @@ fn check_dashboard(metrics: &str) {
             "the dashboard queries {name}, which /metrics does not serve"
         );
     }
+}
+
+/// An application of the cluster's tenant holding Key Vault Secrets User
+/// on the default vault: its client id and a client bound to node `node`
+/// with its token.
+async fn secrets_reader(
+    cluster: &LocalCluster,
+    root: &coffer_client::Client,
+    tenant: &str,
+    name: &str,
+) -> (String, coffer_client::Client) {
+    let app: Value = root
+        .send(
+            Request::post("/v1/sys/identity/apps")
+                .json(&serde_json::json!({ "name": name }))
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    let oid = app["object_id"].as_str().unwrap().to_owned();
+    let client_id = app["app"]["client_id"].as_str().unwrap().to_owned();
+    let secret: Value = root
+        .send(
+            Request::post(format!("/v1/sys/identity/apps/{name}/secrets"))
+                .json(&serde_json::json!({}))
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    let out = coffer(
+        cluster,
+        0,
+        &["role", "assign", "Key Vault Secrets User", &oid],
+    );
+    assert!(
+        out.status.success(),
+        "role assign: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token =
+        common::app_token(root, tenant, &client_id, secret["secret"].as_str().unwrap()).await;
+    let mut cfg = cluster.client_config(vec![cluster.nodes[1].url()]).unwrap();
+    cfg.token = Some(token);
+    (client_id, coffer_client::Client::new(cfg).unwrap())
+}
+
+/// Reads secret `payroll` as `client`, retrying while a fresh role
+/// assignment or token is not yet served (403/401).
+async fn read_payroll(client: &coffer_client::Client) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let resp = client
+            .send(Request::get("/secrets/payroll?api-version=7.4"))
+            .await
+            .unwrap();
+        if resp.status.as_u16() == 200 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reading payroll: {} {:?}",
+            resp.status,
+            String::from_utf8_lossy(&resp.body)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_access_rule_alerts_a_new_reader_once_and_not_one_seen_while_learning() {
+    let rx = Receivers::start().await;
+    let cluster = cluster().await;
+    let root = cluster.client().unwrap();
+    let put = Request::put("/secrets/payroll?api-version=7.4")
+        .json(&serde_json::json!({"value": "v"}))
+        .unwrap();
+    root.send(put).await.unwrap().error_for_status().unwrap();
+    let tenant: Value = root
+        .send(Request::get("/v1/sys/identity/tenant"))
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    let tenant = tenant["id"].as_str().unwrap().to_owned();
+    let (old_id, old_reader) = secrets_reader(&cluster, &root, &tenant, "old-reader").await;
+    let (new_id, new_reader) = secrets_reader(&cluster, &root, &tenant, "new-reader").await;
+    ok_json(
+        coffer(
+            &cluster,
+            0,
+            &[
+                "alert",
+                "receiver",
+                "create",
+                "hook",
+                "--type=webhook",
+                &format!("--url=http://{}/hook", rx.http),
+            ],
+        ),
+        "receiver create",
+    );
+    let learn_secs = 10;
+    let rule = ok_json(
+        coffer(
+            &cluster,
+            0,
+            &[
+                "alert",
+                "rule",
+                "create",
+                "first-read",
+                "--signal=first-access",
+                &format!("--learn-secs={learn_secs}"),
+                "--window=5",
+                "--receiver=hook",
+            ],
+        ),
+        "rule create",
+    );
+    assert_eq!(rule["condition"]["group_by"], "principal-object", "{rule}");
+    let created = std::time::Instant::now();
+    // The old reader reads while the rule learns: remembered, not alerted.
+    read_payroll(&old_reader).await;
+    assert!(
+        created.elapsed() < Duration::from_secs(learn_secs),
+        "too slow to learn"
+    );
+    tokio::time::sleep(Duration::from_secs(learn_secs + 1).saturating_sub(created.elapsed())).await;
+    // After it: the old reader again, the new reader twice.
+    read_payroll(&old_reader).await;
+    read_payroll(&new_reader).await;
+    read_payroll(&new_reader).await;
+    let first_reads = |i: &Inbox, id: &str, condition: &str| {
+        i.webhook
+            .iter()
+            .filter(|p| {
+                let e = &hook_body(p)["data"]["essentials"];
+                e["alertRule"] == "first-read"
+                    && e["monitorCondition"] == condition
+                    && e["configurationItems"][0]
+                        .as_str()
+                        .is_some_and(|g| g.starts_with(id) && g.ends_with("/secrets/payroll"))
+            })
+            .count()
+    };
+    rx.wait_for(
+        "the first-access alert fired and resolved",
+        Duration::from_secs(40),
+        |i| first_reads(i, &new_id, "Fired") >= 1 && first_reads(i, &new_id, "Resolved") >= 1,
+    )
+    .await;
+    // Nothing more arrives: once for the new reader, never for the old.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    rx.collect();
+    {
+        let inbox = rx.inbox.lock().unwrap();
+        assert_eq!(first_reads(&inbox, &new_id, "Fired"), 1, "new reader");
+        assert_eq!(first_reads(&inbox, &old_id, "Fired"), 0, "learned reader");
+    }
+    let listed = all_delivered(&cluster, 2).await;
+    let firings: Vec<&Value> = listed["firings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["rule"] == "first-read")
+        .collect();
+    assert_eq!(firings.len(), 1, "{listed}");
+    assert_eq!(firings[0]["signal"], "first-access");
+
+    // The other new conditions as the CLI stores them, and refused in the
+    // API's error format when they cannot work (nothing stored).
+    let rule = ok_json(
+        coffer(
+            &cluster,
+            1,
+            &[
+                "alert",
+                "rule",
+                "create",
+                "after-hours",
+                "--signal=denied",
+                "--outside-hours=08:00-18:00",
+                "--days=mon-fri",
+                "--tz-offset=+01:00",
+                "--receiver=hook",
+            ],
+        ),
+        "outside-hours rule",
+    );
+    assert_eq!(
+        rule["condition"]["outside_hours"],
+        serde_json::json!({"hours": "08:00-18:00", "days": "mon-fri", "tz_offset": "+01:00"})
+    );
+    let rule = ok_json(
+        coffer(
+            &cluster,
+            1,
+            &[
+                "alert",
+                "rule",
+                "create",
+                "failing",
+                "--signal=error-rate",
+                "--group-by=operation",
+                "--threshold=5",
+                "--min-requests=50",
+                "--receiver=hook",
+            ],
+        ),
+        "error-rate rule",
+    );
+    assert_eq!(rule["condition"]["min_requests"], 50, "{rule}");
+    for (args, says) in [
+        (
+            vec![
+                "bad",
+                "--signal=denied",
+                "--outside-hours=8-18",
+                "--receiver=hook",
+            ],
+            "is not a time HH:MM",
+        ),
+        (
+            vec!["bad", "--signal=slow", "--receiver=hook"],
+            "slow needs slower_than_ms",
+        ),
+    ] {
+        let mut cmd = vec!["alert", "rule", "create"];
+        cmd.extend(args);
+        let out = coffer(&cluster, 1, &cmd);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(says), "{stderr}");
+        assert!(
+            stderr.contains("400") || stderr.contains("BadParameter"),
+            "{stderr}"
+        );
+    }
+    assert!(!coffer(&cluster, 1, &["alert", "rule", "show", "bad"])
+        .status
+        .success());
 }

@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::firing::{Delivery, Firing, MonitorCondition};
-use super::rule::Rule;
+use super::rule::{Rule, Signal};
+use super::seen;
 use super::window::{Crossing, Windows};
 use super::{
     active_key, key, Active, AlertsEngine, ACTIVE_PREFIX, CURSOR_KEY, FIRING_PREFIX,
@@ -240,15 +241,43 @@ impl AlertsEngine {
             .window_secs
             .max(STALE_SECS)
             .saturating_mul(1000);
-        if crossing_ms.saturating_add(stale_after) < now.saturating_mul(1000) {
+        let stale = crossing_ms.saturating_add(stale_after) < now.saturating_mul(1000);
+        let first_access = rule.condition.signal == Signal::FirstAccess;
+        if stale {
             tracing::info!(rule = %rule.name, group = %crossing.group, at = %crossing.time, "stale crossing not fired");
-            return Ok(false);
+            if !first_access {
+                return Ok(false);
+            }
         }
+        // First access: a pair seen before (by any leader) is no alert; one
+        // in history or the learning period is remembered without one.
+        let learn_only = first_access && (stale || rule.learning(crossing_ms));
         let fkey = key(FIRING_PREFIX, &firing.id);
         let akey = active_key(&rule.name, &crossing.group);
         let fired = cas::write(&*self.store, None, || {
             if self.store.get(&fkey)?.is_some() {
                 return Ok(Plan::Answer(false));
+            }
+            let (mut compare, mut mutations) = (Vec::new(), Vec::new());
+            if first_access {
+                let Some((c, m)) = seen::add(
+                    &*self.store,
+                    rule,
+                    &crossing.group,
+                    crossing.seq,
+                    crossing_ms,
+                )?
+                else {
+                    return Ok(Plan::Answer(false));
+                };
+                if learn_only {
+                    return Ok(Plan::Commit(Txn {
+                        compare: c,
+                        mutations: m,
+                        result: b"false".to_vec(),
+                    }));
+                }
+                (compare, mutations) = (c, m);
             }
             let active = self.read::<Active>(&akey)?;
             if let Some((_, a)) = &active {
@@ -257,18 +286,19 @@ impl AlertsEngine {
                     return Ok(Plan::Answer(false));
                 }
             }
+            compare.extend([
+                Compare::Revision {
+                    key: fkey.clone(),
+                    revision: 0,
+                },
+                Compare::Revision {
+                    key: akey.clone(),
+                    revision: active.as_ref().map_or(0, |(r, _)| *r),
+                },
+            ]);
             Ok(Plan::Commit(Txn {
-                compare: vec![
-                    Compare::Revision {
-                        key: fkey.clone(),
-                        revision: 0,
-                    },
-                    Compare::Revision {
-                        key: akey.clone(),
-                        revision: active.as_ref().map_or(0, |(r, _)| *r),
-                    },
-                ],
-                mutations: vec![
+                compare,
+                mutations: [
                     Mutation::Put {
                         key: fkey.clone(),
                         value: cas::encode(&firing)?,
@@ -285,7 +315,10 @@ impl AlertsEngine {
                         key: key(PENDING_PREFIX, &firing.id),
                         value: b"null".to_vec(),
                     },
-                ],
+                ]
+                .into_iter()
+                .chain(mutations)
+                .collect(),
                 result: b"true".to_vec(),
             }))
         })
@@ -385,9 +418,16 @@ impl AlertsEngine {
                         key: fkey.clone(),
                         value: cas::encode(&f)?,
                     },
-                    Mutation::Put {
-                        key: akey.to_vec(),
-                        value: cas::encode(&a)?,
+                    // A first-access pair never fires again (the seen set
+                    // says so): its group state goes, or one would pile up
+                    // per pair ever seen.
+                    if f.signal == Signal::FirstAccess {
+                        Mutation::Delete { key: akey.to_vec() }
+                    } else {
+                        Mutation::Put {
+                            key: akey.to_vec(),
+                            value: cas::encode(&a)?,
+                        }
                     },
                     Mutation::Put {
                         key: key(PENDING_PREFIX, &f.id),
@@ -405,8 +445,9 @@ impl AlertsEngine {
     }
 
     /// What `rule` would count now: matching records per group within its
-    /// window ending at `now_ms`, and whether each group reaches the
-    /// threshold (a dry run; nothing fires).
+    /// window ending at `now_ms` (`error-rate`: the percentage of 5xx), and
+    /// whether each group reaches the threshold (`first-access`: whether
+    /// the pair is new). A dry run; nothing fires.
     pub async fn dry_run(
         &self,
         rule: &Rule,
@@ -418,19 +459,36 @@ impl AlertsEngine {
         let window_ms = rule.condition.window_secs.saturating_mul(1000);
         let since = now_ms.saturating_sub(window_ms);
         let start = self.first_seq_at(since, head)?;
-        let mut counts: HashMap<String, u32> = HashMap::new();
+        // Per group: matching records and, of them, 5xx answers.
+        let mut counts: HashMap<String, (u32, u32)> = HashMap::new();
         self.read_trail(start, head, |_, link| {
             let in_window = parse_time_ms(&link.event.time).is_some_and(|t| t >= since);
             if in_window && rule.condition.matches(&link.event) {
-                *counts
+                let n = counts
                     .entry(rule.condition.group_by.key(&link.event))
-                    .or_default() += 1;
+                    .or_default();
+                n.0 += 1;
+                n.1 += u32::from(link.event.properties.http_status_code >= 500);
             }
         })?;
-        let mut out: Vec<(String, u32, bool)> = counts
-            .into_iter()
-            .map(|(g, n)| (g, n, n >= rule.condition.threshold))
-            .collect();
+        let c = &rule.condition;
+        let mut out = Vec::with_capacity(counts.len());
+        for (g, (n, errors)) in counts {
+            out.push(match c.signal {
+                Signal::ErrorRate => {
+                    let percent =
+                        u32::try_from(u64::from(errors) * 100 / u64::from(n.max(1))).unwrap_or(100);
+                    let holds = n >= c.min_requests()
+                        && u64::from(errors) * 100 >= u64::from(c.threshold) * u64::from(n);
+                    (g, percent, holds)
+                }
+                Signal::FirstAccess => {
+                    let new = !seen::contains(&*self.store, &rule.name, &g)?;
+                    (g, n, new)
+                }
+                _ => (g, n, n >= c.threshold),
+            });
+        }
         out.sort();
         Ok(out)
     }

@@ -223,6 +223,7 @@ impl Firing {
             threshold: 1,
             window_secs: 0,
             count: 1,
+            requests: None,
             fired_seq: 0,
             fired_at: event.time.clone(),
             window_start: event.time.clone(),

@@ -131,8 +131,12 @@ pub struct Firing {
     pub threshold: u32,
     /// Window in seconds.
     pub window_secs: u64,
-    /// Matching records in the window when it fired.
+    /// Matching records in the window when it fired (`error-rate`: the
+    /// percentage of 5xx answers).
     pub count: u32,
+    /// `error-rate`: requests in the window when it fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u32>,
     /// Trail position of the record that crossed the threshold.
     pub fired_seq: u64,
     /// Time of that record.
@@ -166,6 +170,7 @@ impl Firing {
             threshold: rule.condition.threshold,
             window_secs: rule.condition.window_secs,
             count: crossing.count,
+            requests: crossing.requests,
             fired_seq: crossing.seq,
             fired_at: crossing.time.clone(),
             window_start: crossing.window_start.clone(),
@@ -192,16 +197,24 @@ impl Firing {
         if let Some(event) = &self.event {
             return event.summary();
         }
+        let measured = match (self.signal, self.requests) {
+            (Signal::ErrorRate, Some(requests)) => format!(
+                "{}% of {requests} requests answered 5xx within {}s",
+                self.count, self.window_secs
+            ),
+            (Signal::FirstAccess, _) => "first read of the object by this principal".into(),
+            _ => format!(
+                "{} matching {:?} records within {}s",
+                self.count, self.signal, self.window_secs
+            ),
+        };
         format!(
-            "Coffer Sev{} {}: {} ({} {}: {} matching {:?} records within {}s)",
+            "Coffer Sev{} {}: {} ({} {}: {measured})",
             self.severity,
             condition.as_str(),
             self.rule,
             self.group_by.dimension(),
             self.group,
-            self.count,
-            self.signal,
-            self.window_secs
         )
     }
 

@@ -15,13 +15,16 @@
 //! `alr/f/{firing id}`, `alr/a/{rule}/{group hex}` (the group's last
 //! firing, for throttling and resolution), `alr/p/{firing id}` (firings
 //! with a notification still pending), `alr/cursor` (trail position
-//! evaluated).
+//! evaluated), `alr/s/…`, `alr/so/…`, `alr/sn/…` (what `first-access`
+//! rules have seen, see `seen`).
 
 mod evaluate;
 pub mod events;
 pub mod firing;
+pub mod hours;
 pub mod receiver;
 pub mod rule;
+mod seen;
 pub mod state;
 pub mod window;
 
@@ -37,8 +40,10 @@ use crate::store::{Compare, Mutation, Store, Txn};
 pub use evaluate::Evaluation;
 pub use events::{EventScan, LifecycleEvent, ObjectType};
 pub use firing::{Delivery, DeliveryState, Firing, MonitorCondition};
+pub use hours::OutsideHours;
 pub use receiver::{Receiver, ReceiverKind, SmsFormat, SmtpSecurity};
 pub use rule::{Condition, GroupBy, Rule, Signal};
+pub use seen::SeenStats;
 
 const RULE_PREFIX: &str = "alr/r/";
 const RECEIVER_PREFIX: &str = "alr/v/";
@@ -111,9 +116,23 @@ impl AlertsEngine {
     /// Creates or replaces rule `rule.name`; every receiver it names must
     /// exist.
     pub async fn put_rule(&self, rule: Rule) -> Result<Rule, EngineError> {
-        rule.validate()?;
+        self.put_rule_at(rule, crate::clock::now_ms()).await
+    }
+
+    /// [`AlertsEngine::put_rule`] at Unix milliseconds `now_ms` (the rule's
+    /// creation time when it is new).
+    pub async fn put_rule_at(&self, rule: Rule, now_ms: u64) -> Result<Rule, EngineError> {
+        let mut checked = rule.clone();
+        checked.prepare(None, now_ms);
+        checked.validate()?;
         cas::write(&*self.store, None, || {
-            let mut compare = Vec::new();
+            let previous = self.read::<Rule>(&key(RULE_PREFIX, &rule.name))?;
+            let mut rule = rule.clone();
+            rule.prepare(previous.as_ref().map(|(_, r)| r), now_ms);
+            let mut compare = vec![Compare::Revision {
+                key: key(RULE_PREFIX, &rule.name),
+                revision: previous.as_ref().map_or(0, |(rev, _)| *rev),
+            }];
             for r in &rule.receivers {
                 let Some(e) = self.store.get(&key(RECEIVER_PREFIX, r))? else {
                     return Ok(Plan::Refuse(EngineError::BadParameter(format!(
@@ -177,7 +196,10 @@ impl AlertsEngine {
                     Mutation::DeletePrefix {
                         prefix: format!("{ACTIVE_PREFIX}{name}/").into_bytes(),
                     },
-                ],
+                ]
+                .into_iter()
+                .chain(seen::forget_rule(name))
+                .collect(),
                 result: Vec::new(),
             }))
         })
@@ -414,3 +436,7 @@ fn not_found(kind: ObjectKind, name: &str) -> EngineError {
 #[cfg(test)]
 #[path = "alerts_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "signals_tests.rs"]
+mod signals_tests;

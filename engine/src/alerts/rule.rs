@@ -3,8 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::hours::OutsideHours;
+use crate::audit::record::parse_time_ms;
 use crate::audit::{AuditEvent, Query};
 use crate::error::EngineError;
+use crate::operation::Operation;
 
 /// Longest window a rule may count over (the new leader rebuilds windows
 /// from the trail, so this bounds what it reads on a failover).
@@ -17,6 +20,15 @@ pub const MAX_RECEIVERS: usize = 16;
 pub const MAX_WITHIN_SECS: u64 = 365 * 86_400;
 /// What an `expiring` rule looks ahead by default (7 days).
 pub const DEFAULT_WITHIN_SECS: u64 = 7 * 86_400;
+/// (principal, object) pairs a `first-access` rule remembers by default;
+/// past it the pair first seen longest ago is forgotten (and would fire again).
+pub const DEFAULT_MAX_PAIRS: u32 = 50_000;
+/// Most pairs a `first-access` rule may remember.
+pub const MAX_PAIRS: u32 = 1_000_000;
+/// Requests an `error-rate` window needs by default before a rate counts.
+pub const DEFAULT_MIN_REQUESTS: u32 = 10;
+/// Longest learning period of a `first-access` rule (30 days).
+pub const MAX_LEARN_SECS: u64 = 30 * 86_400;
 
 /// What kind of record a rule counts, before its filter narrows it down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +45,15 @@ pub enum Signal {
     RootToken,
     /// Every record (narrow it with the filter).
     Any,
+    /// A successful read of a secret's value or of a key, or a use of a key
+    /// (encrypt, sign, …), by a principal never seen on that object before:
+    /// fires once per (principal, object) pair, remembered through Raft.
+    FirstAccess,
+    /// The fraction of 5xx answers among the requests of the window reaches
+    /// `threshold` percent (with at least `min_requests` requests).
+    ErrorRate,
+    /// Requests slower than `slower_than_ms` (counted against `threshold`).
+    Slow,
     /// State, not records: the current version of a secret, key or
     /// certificate expires within `within_secs` (or expired). One alert
     /// per object; resolved by a new version with a later expiry or a
@@ -57,7 +78,13 @@ impl Signal {
             Signal::Denied => code == 403 || (code == 401 && event.properties.token_hmac.is_some()),
             Signal::Purge => event.operation_name.ends_with("Purge") && (200..300).contains(&code),
             Signal::RootToken => event.identity.claim.root_token,
-            Signal::Any => true,
+            Signal::Any | Signal::ErrorRate | Signal::Slow => true,
+            Signal::FirstAccess => {
+                (200..300).contains(&code)
+                    && Operation::named(&event.operation_name)
+                        .is_some_and(Operation::reads_or_uses_object)
+                    && accessed_object(event).is_some()
+            }
             Signal::Expiring | Signal::LeaderChanges | Signal::Sealed | Signal::Event => false,
         }
     }
@@ -67,9 +94,33 @@ impl Signal {
     pub fn is_trail(self) -> bool {
         matches!(
             self,
-            Signal::Denied | Signal::Purge | Signal::RootToken | Signal::Any
+            Signal::Denied
+                | Signal::Purge
+                | Signal::RootToken
+                | Signal::Any
+                | Signal::FirstAccess
+                | Signal::ErrorRate
+                | Signal::Slow
         )
     }
+}
+
+/// `{vault}/{secrets|keys}/{name}` of the object a record addresses (the
+/// name lower-cased, as Key Vault names are case-insensitive; versions and
+/// actions after it dropped).
+pub fn accessed_object(event: &AuditEvent) -> Option<String> {
+    let id = event.properties.id.as_deref()?;
+    let path = id.split_once("://").map_or(id, |(_, rest)| rest);
+    let mut segments = path.split('/').skip(1);
+    let collection = segments.next()?;
+    let name = segments.next().filter(|n| !n.is_empty())?;
+    matches!(collection, "secrets" | "keys").then(|| {
+        format!(
+            "{}/{collection}/{}",
+            event.properties.vault,
+            name.to_ascii_lowercase()
+        )
+    })
 }
 
 /// What a rule counts per: one window per distinct value.
@@ -85,6 +136,11 @@ pub enum GroupBy {
     Ip,
     /// Per vault addressed.
     Vault,
+    /// Per operation (`SecretGet`, …).
+    Operation,
+    /// Per caller and object addressed (`{principal} {vault}/{collection}/{name}`):
+    /// what `first-access` rules remember.
+    PrincipalObject,
 }
 
 impl GroupBy {
@@ -95,6 +151,12 @@ impl GroupBy {
             GroupBy::Principal => event.identity.claim.display().to_owned(),
             GroupBy::Ip => event.caller_ip_address.clone(),
             GroupBy::Vault => event.properties.vault.clone(),
+            GroupBy::Operation => event.operation_name.clone(),
+            GroupBy::PrincipalObject => format!(
+                "{} {}",
+                event.identity.claim.display(),
+                accessed_object(event).unwrap_or_else(|| "-".into())
+            ),
         }
     }
 
@@ -105,6 +167,8 @@ impl GroupBy {
             GroupBy::Principal => "Principal",
             GroupBy::Ip => "CallerIPAddress",
             GroupBy::Vault => "VaultName",
+            GroupBy::Operation => "OperationName",
+            GroupBy::PrincipalObject => "PrincipalOnObject",
         }
     }
 }
@@ -152,12 +216,51 @@ pub struct Condition {
     /// `expiring`: how far ahead an expiry counts (default 7 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within_secs: Option<u64>,
+    /// Trail signals: count only records outside these working hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside_hours: Option<OutsideHours>,
+    /// `first-access`: pairs seen within this many seconds after the rule
+    /// was created are remembered without firing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learn_secs: Option<u64>,
+    /// `first-access`: pairs remembered at most (default 50 000); the one
+    /// first seen longest ago is forgotten to make room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pairs: Option<u32>,
+    /// `error-rate`: requests the window must hold before its rate counts
+    /// (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u32>,
+    /// `slow`: a request counts when its duration exceeds this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slower_than_ms: Option<u64>,
 }
 
 impl Condition {
     /// Whether `event` counts for this condition.
     pub fn matches(&self, event: &AuditEvent) -> bool {
-        self.signal.matches(event) && self.filter.matches(event)
+        self.signal.matches(event)
+            && self.filter.matches(event)
+            && self
+                .outside_hours
+                .as_ref()
+                .is_none_or(|h| parse_time_ms(&event.time).is_some_and(|t| h.outside(t)))
+            && (self.signal != Signal::Slow
+                || event
+                    .duration_ms
+                    .trim()
+                    .parse::<u64>()
+                    .is_ok_and(|d| self.slower_than_ms.is_some_and(|limit| d > limit)))
+    }
+
+    /// `first-access`: pairs remembered at most.
+    pub fn max_pairs(&self) -> u32 {
+        self.max_pairs.unwrap_or(DEFAULT_MAX_PAIRS)
+    }
+
+    /// `error-rate`: requests a window needs before its rate counts.
+    pub fn min_requests(&self) -> u32 {
+        self.min_requests.unwrap_or(DEFAULT_MIN_REQUESTS)
     }
 
     /// `expiring`: how far ahead an expiry counts, in seconds.
@@ -191,6 +294,11 @@ pub struct Rule {
     /// protection).
     #[serde(default = "default_throttle")]
     pub throttle_secs: u64,
+    /// When the rule was first stored (Unix milliseconds; set by the
+    /// engine, kept when the rule is replaced): records before it, and
+    /// within `learn_secs` after it, only teach a `first-access` rule.
+    #[serde(default)]
+    pub created_ms: u64,
 }
 
 impl Rule {
@@ -206,16 +314,22 @@ impl Rule {
         let c = &self.condition;
         if c.signal == Signal::Event {
             return bad(
-                "signal must be denied, purge, root-token, any, expiring or leader-changes",
+                "signal must be denied, purge, root-token, any, first-access, error-rate, \
+                 slow, expiring, leader-changes or sealed",
             );
         }
+        self.validate_signal_options()?;
         if c.within_secs.is_some() && c.signal != Signal::Expiring {
             return bad("within_secs is for the expiring signal");
         }
         if c.within_secs.is_some_and(|w| w == 0 || w > MAX_WITHIN_SECS) {
             return bad("within_secs must be 1..=31536000");
         }
-        if c.threshold == 0 || c.threshold > MAX_THRESHOLD {
+        if c.signal == Signal::ErrorRate {
+            if !(1..=100).contains(&c.threshold) {
+                return bad("error-rate: threshold is a percentage, 1..=100");
+            }
+        } else if c.threshold == 0 || c.threshold > MAX_THRESHOLD {
             return bad("threshold must be 1..=10000");
         }
         if c.window_secs == 0 || c.window_secs > MAX_WINDOW_SECS {
@@ -231,6 +345,96 @@ impl Rule {
             return bad("throttle_secs must be at most 604800");
         }
         Ok(())
+    }
+
+    /// Refuses options given to a signal that does not take them, and
+    /// out-of-range values of those it does.
+    fn validate_signal_options(&self) -> Result<(), EngineError> {
+        let bad = |m: &str| Err(EngineError::BadParameter(format!("alert rule: {m}")));
+        let c = &self.condition;
+        let only = |given: bool, signal: Signal, what: &str| {
+            if given && c.signal != signal {
+                bad(what)
+            } else {
+                Ok(())
+            }
+        };
+        only(
+            c.learn_secs.is_some(),
+            Signal::FirstAccess,
+            "learn_secs is for the first-access signal",
+        )?;
+        only(
+            c.max_pairs.is_some(),
+            Signal::FirstAccess,
+            "max_pairs is for the first-access signal",
+        )?;
+        only(
+            c.min_requests.is_some(),
+            Signal::ErrorRate,
+            "min_requests is for the error-rate signal",
+        )?;
+        only(
+            c.slower_than_ms.is_some(),
+            Signal::Slow,
+            "slower_than_ms is for the slow signal",
+        )?;
+        if let Some(h) = &c.outside_hours {
+            if !c.signal.is_trail() {
+                return bad("outside_hours filters audit records: use it with a trail signal");
+            }
+            if let Err(e) = h.validate() {
+                return bad(&e);
+            }
+        }
+        match c.signal {
+            Signal::FirstAccess => {
+                if c.group_by != GroupBy::PrincipalObject {
+                    return bad("first-access groups by principal-object (one alert per pair)");
+                }
+                if c.threshold != 1 {
+                    return bad("first-access fires on the first read: threshold must be 1");
+                }
+                if c.learn_secs.is_some_and(|l| l > MAX_LEARN_SECS) {
+                    return bad("learn_secs must be at most 2592000 (30 days)");
+                }
+                if c.max_pairs.is_some_and(|m| m == 0 || m > MAX_PAIRS) {
+                    return bad("max_pairs must be 1..=1000000");
+                }
+            }
+            Signal::ErrorRate if c.min_requests.is_some_and(|m| m == 0 || m > MAX_THRESHOLD) => {
+                return bad("min_requests must be 1..=10000");
+            }
+            Signal::Slow => match c.slower_than_ms {
+                None => return bad("slow needs slower_than_ms"),
+                Some(0) => return bad("slower_than_ms must be at least 1"),
+                Some(ms) if ms > MAX_WINDOW_SECS * 1000 => {
+                    return bad("slower_than_ms must be at most 86400000")
+                }
+                Some(_) => {}
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Fills in what the engine decides for a rule being stored: its
+    /// creation time (`created_ms`, the earlier rule's when it replaces
+    /// one) and, for `first-access`, grouping by principal and object.
+    pub fn prepare(&mut self, previous: Option<&Rule>, now_ms: u64) {
+        self.created_ms = previous.map_or(now_ms, |p| p.created_ms);
+        if self.condition.signal == Signal::FirstAccess && self.condition.group_by == GroupBy::None
+        {
+            self.condition.group_by = GroupBy::PrincipalObject;
+        }
+    }
+
+    /// `first-access`: whether a record at `t_ms` falls before the rule
+    /// existed or in its learning period (its pair is remembered, not
+    /// alerted).
+    pub fn learning(&self, t_ms: u64) -> bool {
+        let learn_ms = self.condition.learn_secs.unwrap_or(0).saturating_mul(1000);
+        t_ms < self.created_ms.saturating_add(learn_ms)
     }
 
     /// `Sev0` … `Sev4`.

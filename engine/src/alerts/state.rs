@@ -175,6 +175,7 @@ impl AlertsEngine {
                 time: time.clone(),
                 window_start: time.clone(),
                 count: h.count,
+                requests: None,
             };
             if self.fire(rule, &crossing, now_ms / 1000).await? {
                 outcome.fired += 1;

@@ -65,6 +65,7 @@ pub async fn run(
             last_scan = Some(tokio::time::Instant::now());
             scan_events(&alerts, &events).await;
             look_for_sealed(&operator, &alerts, &probe, status.node_id).await;
+            export_seen_sets(&alerts);
         }
         match alerts.evaluate(now_ms()).await {
             Ok(r) => {
@@ -218,4 +219,20 @@ async fn send_validated(
         }
     }
     sender.send(receiver, firing, condition).await
+}
+
+/// Exports how full the `first-access` rules' seen sets are: a set that
+/// evicts pairs forgets readers, who then alert again.
+fn export_seen_sets(alerts: &AlertsEngine) {
+    match alerts.seen_stats() {
+        Ok(all) => {
+            for s in all {
+                metrics::gauge!("coffer_alert_first_access_pairs", "rule" => s.rule.clone())
+                    .set(s.pairs as f64);
+                metrics::gauge!("coffer_alert_first_access_evicted_pairs", "rule" => s.rule)
+                    .set(s.evicted as f64);
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "reading the first-access seen sets failed"),
+    }
 }

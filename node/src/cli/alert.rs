@@ -55,18 +55,50 @@ pub struct RuleSpec {
     /// Rule name.
     name: String,
     /// What is counted: denied, purge, root-token, any (audit records);
-    /// or a state: expiring (objects expiring within --within seconds),
-    /// leader-changes (Raft elections within the window), sealed (a member
-    /// answers its seal status as sealed).
+    /// first-access (a principal's first read or use of a secret or key,
+    /// once per pair); error-rate (percentage of 5xx among the window's
+    /// requests reaches --threshold); slow (requests slower than
+    /// --slower-than-ms); or a state: expiring (objects expiring within
+    /// --within seconds), leader-changes (Raft elections within the
+    /// window), sealed (a member answers its seal status as sealed).
     #[arg(long)]
     signal: String,
+    /// first-access: pairs seen in the first N seconds after the rule is
+    /// created are remembered without alerting.
+    #[arg(long)]
+    learn_secs: Option<u64>,
+    /// first-access: pairs remembered at most (default 50000; the oldest
+    /// is forgotten past it).
+    #[arg(long)]
+    max_pairs: Option<u32>,
+    /// error-rate: requests the window needs before its rate counts
+    /// (default 10).
+    #[arg(long)]
+    min_requests: Option<u32>,
+    /// slow: a request counts when it took longer than this.
+    #[arg(long)]
+    slower_than_ms: Option<u64>,
+    /// Count only records outside these hours, `HH:MM-HH:MM` (with --days
+    /// and --tz-offset).
+    #[arg(long)]
+    outside_hours: Option<String>,
+    /// With --outside-hours: the working days (`mon-fri`; default every
+    /// day); records on other days always count.
+    #[arg(long, requires = "outside_hours")]
+    days: Option<String>,
+    /// With --outside-hours: the local time's fixed UTC offset (`+01:00`;
+    /// default +00:00). Daylight saving time is not followed.
+    #[arg(long, requires = "outside_hours", allow_hyphen_values = true)]
+    tz_offset: Option<String>,
     /// expiring: seconds ahead an expiry counts (default 7 days).
     #[arg(long)]
     within: Option<u64>,
-    /// One window per: none, principal, ip, vault.
+    /// One window per: none, principal, ip, vault, operation,
+    /// principal-object (first-access always groups by principal-object).
     #[arg(long, default_value = "none")]
     group_by: String,
-    /// Matching records within the window that fire the rule.
+    /// Matching records within the window that fire the rule
+    /// (error-rate: the percentage of 5xx answers).
     #[arg(long, default_value_t = 1)]
     threshold: u32,
     /// Window length in seconds.
@@ -255,6 +287,13 @@ async fn rule(client: &Client, cmd: RuleCommand) -> anyhow::Result<Value> {
                 principal,
                 vault,
                 disabled,
+                learn_secs,
+                max_pairs,
+                min_requests,
+                slower_than_ms,
+                outside_hours,
+                days,
+                tz_offset,
             } = *spec;
             let filter = json!({
                 "operation": operation, "status": status,
@@ -269,14 +308,37 @@ async fn rule(client: &Client, cmd: RuleCommand) -> anyhow::Result<Value> {
                         .collect()
                 })
                 .unwrap_or_default();
+            let hours = outside_hours.map(|hours| {
+                let mut h = json!({ "hours": hours });
+                if let Some(days) = days {
+                    h["days"] = days.into();
+                }
+                if let Some(tz) = tz_offset {
+                    h["tz_offset"] = tz.into();
+                }
+                h
+            });
+            let mut condition = json!({
+                "signal": signal, "group_by": group_by, "threshold": threshold,
+                "window_secs": window, "filter": filter,
+            });
+            for (field, value) in [
+                ("within_secs", within.map(Value::from)),
+                ("learn_secs", learn_secs.map(Value::from)),
+                ("max_pairs", max_pairs.map(Value::from)),
+                ("min_requests", min_requests.map(Value::from)),
+                ("slower_than_ms", slower_than_ms.map(Value::from)),
+                ("outside_hours", hours),
+            ] {
+                if let Some(v) = value {
+                    condition[field] = v;
+                }
+            }
             let body = json!({
                 "description": description,
                 "severity": severity,
                 "enabled": !disabled,
-                "condition": {
-                    "signal": signal, "group_by": group_by, "threshold": threshold,
-                    "window_secs": window, "filter": filter, "within_secs": within,
-                },
+                "condition": condition,
                 "receivers": receivers,
                 "throttle_secs": throttle,
             });

@@ -181,6 +181,7 @@ fn test_firing(receiver: &str) -> Firing {
         threshold: 1,
         window_secs: 60,
         count: 1,
+        requests: None,
         fired_seq: 0,
         fired_at: now.clone(),
         window_start: now,
