@@ -15,6 +15,27 @@ pub const ENV_TOKEN: &str = "COFFER_TOKEN";
 pub const ENV_CACERT: &str = "COFFER_CACERT";
 
 /// How to reach a Coffer cluster.
+///
+/// Start from [`ClientConfig::from_parts`] or [`ClientConfig::from_env`],
+/// or fill the fields and take the rest from `Default`.
+///
+/// ```
+/// use std::time::Duration;
+/// use coffer_client::ClientConfig;
+///
+/// let cfg = ClientConfig::from_parts("node1:8453, https://node2:8453", Some("s3cr3t".into()), None)?;
+/// assert_eq!(cfg.endpoints, ["https://node1:8453", "https://node2:8453"]);
+/// assert_eq!(cfg.timeout, Duration::from_secs(10));
+///
+/// let cfg = ClientConfig {
+///     deadline: Some(Duration::from_secs(30)),
+///     max_attempts: 6,
+///     ..cfg
+/// };
+/// // The token never shows in Debug output.
+/// assert!(!format!("{cfg:?}").contains("s3cr3t"));
+/// # Ok::<(), coffer_client::ClientError>(())
+/// ```
 #[derive(Clone)]
 pub struct ClientConfig {
     /// Node base URLs, `https://host:port` (see [`parse_endpoints`]).
