@@ -39,6 +39,26 @@ struct NodeState {
 /// The per-node breakers and the known leader, shared by every request.
 ///
 /// Indexes are positions in the client's endpoint list.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use coffer_client::routing::Nodes;
+///
+/// let nodes = Nodes::new(3);
+/// let now = Instant::now();
+/// // Node 0 failed: its breaker opens for 200 ms (jitter factor 1.0) and it
+/// // is tried last until then.
+/// assert_eq!(nodes.failed(0, now, 1.0), Duration::from_millis(200));
+/// assert!(nodes.is_open(0, now));
+/// assert_eq!(nodes.order(false, now), vec![1, 2, 0]);
+/// // A second failure in a row doubles the pause.
+/// assert_eq!(nodes.failed(0, now, 1.0), Duration::from_millis(400));
+/// // Once the pause is over the node gets a trial again.
+/// assert!(!nodes.is_open(0, now + Duration::from_millis(400)));
+/// // An answer closes the breaker.
+/// nodes.succeeded(0);
+/// assert!(!nodes.is_open(0, now));
+/// ```
 #[derive(Debug)]
 pub struct Nodes {
     state: Mutex<Table>,
