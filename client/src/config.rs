@@ -141,6 +141,19 @@ impl ClientConfig {
 ///
 /// A bare `host:port` gets `https://`; `http://` is refused because tokens and
 /// secrets must not travel in clear text; paths are not allowed.
+///
+/// ```
+/// use coffer_client::{parse_endpoints, ClientError};
+///
+/// let eps = parse_endpoints("10.0.0.1:8453, https://node2.internal:8453/ ,[::1]:8453")?;
+/// assert_eq!(eps, ["https://10.0.0.1:8453", "https://node2.internal:8453", "https://[::1]:8453"]);
+///
+/// // Clear-text HTTP, paths and empty lists are configuration errors.
+/// for bad in ["http://10.0.0.1:8453", "https://node1:8453/v1", " , "] {
+///     assert!(matches!(parse_endpoints(bad), Err(ClientError::Config(_))), "{bad}");
+/// }
+/// # Ok::<(), ClientError>(())
+/// ```
 pub fn parse_endpoints(list: &str) -> Result<Vec<String>, ClientError> {
     let endpoints = list
         .split(',')

@@ -198,6 +198,30 @@ struct Shared {
 /// Runs `op(worker, seq)` from `concurrency` tasks until the time or
 /// operation budget is spent. `seq` is globally unique and increasing, so
 /// operations can derive distinct keys from it.
+///
+/// ```
+/// use std::time::Duration;
+/// use coffer_client::load::{run, LoadOptions};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// // Two workers for 200 ms after a 50 ms warm-up that is not measured.
+/// let opts = LoadOptions {
+///     concurrency: 2,
+///     duration: Duration::from_millis(200),
+///     warmup: Duration::from_millis(50),
+///     total_ops: None,
+/// };
+/// let report = run(&opts, |_worker, _seq| async {
+///     tokio::time::sleep(Duration::from_millis(2)).await;
+///     Ok::<(), String>(())
+/// })
+/// .await;
+/// assert_eq!(report.errors, 0);
+/// assert!(report.ops > 0);
+/// assert!(report.issued >= report.ops); // warm-up operations count as issued only
+/// assert!(report.p50_us >= 2_000);
+/// # });
+/// ```
 pub async fn run<F, Fut, E>(opts: &LoadOptions, op: F) -> LoadReport
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
