@@ -43,6 +43,25 @@ const RENEW_BEFORE_SECS: u64 = 300;
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// How an application proves who it is to the issuer.
+///
+/// ```
+/// use coffer_client::auth::Credential;
+///
+/// let path = std::env::temp_dir().join(format!("coffer-doc-secret-{}", std::process::id()));
+/// std::fs::write(&path, "  s3cr3t\n").unwrap();
+/// let cred = Credential::from_secret_file(&path)?;
+/// match &cred {
+///     Credential::ClientSecret(secret) => assert_eq!(secret.as_str(), "s3cr3t"),
+///     other => panic!("expected a client secret, got {other:?}"),
+/// }
+/// // Debug output never shows the secret.
+/// assert_eq!(format!("{cred:?}"), "ClientSecret(<redacted>)");
+///
+/// // A key that is not PKCS#8 RSA is refused up front.
+/// assert!(Credential::from_certificate_pem(b"not pem", b"not pem").is_err());
+/// # std::fs::remove_file(&path).unwrap();
+/// # Ok::<(), coffer_client::ClientError>(())
+/// ```
 #[derive(Clone)]
 pub enum Credential {
     /// A client secret of the application.
@@ -124,6 +143,29 @@ impl Credential {
 }
 
 /// An application of a tenant and its proof.
+///
+/// Put it in [`ClientConfig::credential`](crate::ClientConfig::credential)
+/// and the client signs in and renews its tokens itself.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), coffer_client::ClientError> {
+/// use std::path::PathBuf;
+/// use coffer_client::auth::{AppCredential, Credential};
+/// use coffer_client::{Client, ClientConfig};
+///
+/// // A Kubernetes service-account token, re-read at every sign-in.
+/// let app = AppCredential::new(
+///     "contoso",
+///     "9f2c0e55-1f4b-4c1e-9a57-0d5b0bb0f2e1",
+///     Credential::FederatedFile(PathBuf::from("/var/run/secrets/tokens/coffer")),
+/// );
+/// let client = Client::new(ClientConfig {
+///     credential: Some(app),
+///     ..ClientConfig::from_parts("node1:8453", None, Some(std::path::Path::new("ca.pem")))?
+/// })?;
+/// let secret = client.secrets().get("db-password", None).await?;
+/// # let _ = secret; Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct AppCredential {
     /// Tenant id (GUID) or name: the issuer path is `/{tenant}/...`.
@@ -161,6 +203,33 @@ struct Cached {
 
 /// Signs an application in and caches its access tokens by resource;
 /// obtained from [`Client::token_source`] or built for other clients.
+///
+/// ```
+/// # fn main() -> Result<(), coffer_client::ClientError> {
+/// # let ca_pem = rcgen::generate_simple_self_signed(vec!["localhost".into()])
+/// #     .unwrap().cert.pem().into_bytes();
+/// use std::path::PathBuf;
+/// use coffer_client::auth::{AppCredential, Credential, TokenSource};
+/// use coffer_client::{Client, ClientConfig, ClientError};
+///
+/// let client = Client::new(ClientConfig {
+///     endpoints: coffer_client::parse_endpoints("127.0.0.1:1")?,
+///     ca_pem: Some(ca_pem),
+///     ..ClientConfig::default()
+/// })?;
+/// let app = AppCredential::new(
+///     "contoso",
+///     "9f2c0e55-1f4b-4c1e-9a57-0d5b0bb0f2e1",
+///     Credential::FederatedFile(PathBuf::from("/nonexistent/coffer-token")),
+/// );
+/// let source = TokenSource::new(client, app);
+/// assert_eq!(source.client_id(), "9f2c0e55-1f4b-4c1e-9a57-0d5b0bb0f2e1");
+/// // The federated token file is read at sign-in; a missing one is an
+/// // `Auth` error before anything is sent.
+/// let err = tokio::runtime::Runtime::new().unwrap().block_on(source.token()).unwrap_err();
+/// assert!(matches!(err, ClientError::Auth(_)), "{err}");
+/// # Ok(()) }
+/// ```
 pub struct TokenSource {
     client: Client,
     app: AppCredential,

@@ -36,6 +36,15 @@ use crate::secrets::{SecretBundle, SecretItem, SetOptions};
 use crate::{ClientConfig, ClientError};
 
 /// The blocking client: the async client and a runtime to drive it.
+///
+/// ```no_run
+/// # fn main() -> Result<(), coffer_client::ClientError> {
+/// let client = coffer_client::blocking::Client::from_env()?;
+/// let secret = client.secrets().get("db-password", None)?;
+/// // Calls without a blocking twin run through `block_on`.
+/// let peers = client.block_on(client.inner().sys().peers())?;
+/// # let _ = (secret, peers); Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Client {
     runtime: tokio::runtime::Runtime,
@@ -81,6 +90,21 @@ impl Client {
 }
 
 /// Blocking secrets calls; see [`crate::Secrets`] for what each does.
+///
+/// ```no_run
+/// # fn demo(client: coffer_client::blocking::Client) -> Result<(), coffer_client::ClientError> {
+/// use coffer_client::secrets::SetOptions;
+///
+/// let secrets = client.secrets();
+/// secrets.set("db-password", "hunter2", &SetOptions::default())?;
+/// let names: Vec<String> = secrets
+///     .list(Some(25))?
+///     .iter()
+///     .filter_map(|item| item.name().map(str::to_owned))
+///     .collect();
+/// assert!(names.iter().any(|n| n == "db-password"));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Secrets<'a> {
     client: &'a Client,
@@ -118,6 +142,19 @@ impl Secrets<'_> {
 }
 
 /// Blocking keys calls; see [`crate::Keys`] for what each does.
+///
+/// ```no_run
+/// # fn demo(client: coffer_client::blocking::Client) -> Result<(), coffer_client::ClientError> {
+/// use coffer_client::keys::{CipherParams, CreateKeyOptions};
+///
+/// let keys = client.keys();
+/// let key = keys.create("wrapping", &CreateKeyOptions::rsa())?;
+/// let none = CipherParams::default();
+/// let sealed = keys.encrypt("wrapping", key.version(), "RSA-OAEP-256", b"data key", &none)?;
+/// let plain = keys.decrypt("wrapping", key.version(), "RSA-OAEP-256", &sealed.value, &none)?;
+/// assert_eq!(plain.value, b"data key");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Keys<'a> {
     client: &'a Client,

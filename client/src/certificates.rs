@@ -30,6 +30,14 @@ use crate::{Client, ClientError, Request};
 const POLL_EVERY: Duration = Duration::from_millis(500);
 
 /// Certificate attributes (times are Unix seconds).
+///
+/// ```
+/// let attrs: coffer_client::certificates::CertificateAttributes = serde_json::from_str(
+///     r#"{"enabled": true, "nbf": 1764547200, "exp": 1796083200, "recoveryLevel": "Recoverable"}"#,
+/// ).unwrap();
+/// assert_eq!(attrs.exp.zip(attrs.nbf).map(|(e, n)| (e - n) / 86_400), Some(365));
+/// assert_eq!(attrs.recovery_level.as_deref(), Some("Recoverable"));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateAttributes {
@@ -114,6 +122,25 @@ impl CertificatePolicy {
 }
 
 /// A certificate version (`CertificateBundle`).
+///
+/// ```
+/// use coffer_client::certificates::CertificateBundle;
+///
+/// let cert: CertificateBundle = serde_json::from_str(r#"{
+///     "id": "https://vault.example/certificates/api-tls/5b1f0c2e",
+///     "kid": "https://vault.example/keys/api-tls/5b1f0c2e",
+///     "sid": "https://vault.example/secrets/api-tls/5b1f0c2e",
+///     "cer": "MIIBhTCCASugAwIBAgIQ",
+///     "attributes": {"enabled": true}
+/// }"#).unwrap();
+/// assert_eq!(cert.name(), Some("api-tls"));
+/// assert_eq!(cert.version(), Some("5b1f0c2e"));
+/// // `cer` is base64 DER; a DER certificate starts with a SEQUENCE tag.
+/// assert_eq!(cert.der()?[0], 0x30);
+/// // An answer without `cer` is a decode error, not a panic.
+/// assert!(CertificateBundle::default().der().is_err());
+/// # Ok::<(), coffer_client::ClientError>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CertificateBundle {
     /// `https://{host}/certificates/{name}/{version}`.
@@ -164,6 +191,16 @@ impl CertificateBundle {
 }
 
 /// A certificate in a list (`CertificateItem`).
+///
+/// ```
+/// let item: coffer_client::certificates::CertificateItem = serde_json::from_str(r#"{
+///     "id": "https://vault.example/certificates/api-tls",
+///     "x5t": "fLi3U52HunIVNXubkEnf8tP6Wbo",
+///     "attributes": {"enabled": true}
+/// }"#).unwrap();
+/// assert_eq!(item.name(), Some("api-tls"));
+/// assert_eq!(item.attributes.enabled, Some(true));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertificateItem {
     /// `https://{host}/certificates/{name}` (with `/{version}` in version lists).
@@ -188,6 +225,16 @@ impl CertificateItem {
 }
 
 /// A soft-deleted certificate.
+///
+/// ```
+/// let deleted: coffer_client::certificates::DeletedCertificateBundle = serde_json::from_str(r#"{
+///     "id": "https://vault.example/certificates/api-tls/5b1f0c2e",
+///     "recoveryId": "https://vault.example/deletedcertificates/api-tls",
+///     "scheduledPurgeDate": 1772323200
+/// }"#).unwrap();
+/// assert_eq!(deleted.certificate.name(), Some("api-tls"));
+/// assert_eq!(deleted.deletion.scheduled_purge_date, Some(1772323200));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeletedCertificateBundle {
     /// The certificate as it was when deleted.
@@ -199,6 +246,18 @@ pub struct DeletedCertificateBundle {
 }
 
 /// The error of a failed certificate operation.
+///
+/// ```
+/// use coffer_client::certificates::CertificateOperation;
+///
+/// let op: CertificateOperation = serde_json::from_str(r#"{
+///     "id": "https://vault.example/certificates/api-tls/pending",
+///     "status": "failed",
+///     "error": {"code": "BadParameter", "message": "unknown issuer"}
+/// }"#).unwrap();
+/// let err = op.error.expect("a failed operation says why");
+/// assert_eq!((err.code.as_str(), err.message.as_str()), ("BadParameter", "unknown issuer"));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperationError {
     /// Error code.
@@ -210,6 +269,21 @@ pub struct OperationError {
 }
 
 /// A certificate operation (`/certificates/{name}/pending`).
+///
+/// ```
+/// use coffer_client::certificates::CertificateOperation;
+///
+/// let op: CertificateOperation = serde_json::from_str(r#"{
+///     "id": "https://vault.example/certificates/api-tls/pending",
+///     "status": "inProgress",
+///     "status_details": "Pending certificate created.",
+///     "cancellation_requested": false
+/// }"#).unwrap();
+/// assert!(op.in_progress());
+///
+/// let done = CertificateOperation { status: "completed".into(), ..op };
+/// assert!(!done.in_progress());
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertificateOperation {
     /// `https://{host}/certificates/{name}/pending`.
@@ -243,6 +317,19 @@ impl CertificateOperation {
 }
 
 /// A certificate (and optionally its key) to import.
+///
+/// ```no_run
+/// # async fn demo(client: coffer_client::Client) -> Result<(), coffer_client::ClientError> {
+/// use coffer_client::certificates::ImportCertificate;
+///
+/// // A PEM chain followed by its private key.
+/// let pem = std::fs::read("api-tls.pem")
+///     .map_err(|e| coffer_client::ClientError::Config(e.to_string()))?;
+/// let cert = ImportCertificate { value: pem, pem: true, ..ImportCertificate::default() };
+/// let bundle = client.certificates().import("api-tls", &cert).await?;
+/// assert_eq!(bundle.name(), Some("api-tls"));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct ImportCertificate {
     /// PKCS#12 bytes, or the PEM text of the certificate chain and key.
@@ -278,6 +365,21 @@ struct ImportBody<'a> {
 }
 
 /// Handle on the certificates API; obtained with [`Client::certificates`].
+///
+/// ```no_run
+/// # async fn demo(client: coffer_client::Client) -> Result<(), coffer_client::ClientError> {
+/// use coffer_client::certificates::CertificatePolicy;
+///
+/// let certs = client.certificates();
+/// let policy = CertificatePolicy::self_signed("CN=api.internal", &["api.internal"]);
+/// let op = certs.create("api-tls", &policy).await?;
+/// if op.in_progress() {
+///     println!("{}", certs.operation("api-tls").await?.status);
+/// }
+/// let cert = certs.get("api-tls", None).await?;
+/// let der = cert.der()?;
+/// # let _ = der; Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Certificates<'a> {
     scope: Scope<'a>,

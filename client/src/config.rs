@@ -15,6 +15,27 @@ pub const ENV_TOKEN: &str = "COFFER_TOKEN";
 pub const ENV_CACERT: &str = "COFFER_CACERT";
 
 /// How to reach a Coffer cluster.
+///
+/// Start from [`ClientConfig::from_parts`] or [`ClientConfig::from_env`],
+/// or fill the fields and take the rest from `Default`.
+///
+/// ```
+/// use std::time::Duration;
+/// use coffer_client::ClientConfig;
+///
+/// let cfg = ClientConfig::from_parts("node1:8453, https://node2:8453", Some("s3cr3t".into()), None)?;
+/// assert_eq!(cfg.endpoints, ["https://node1:8453", "https://node2:8453"]);
+/// assert_eq!(cfg.timeout, Duration::from_secs(10));
+///
+/// let cfg = ClientConfig {
+///     deadline: Some(Duration::from_secs(30)),
+///     max_attempts: 6,
+///     ..cfg
+/// };
+/// // The token never shows in Debug output.
+/// assert!(!format!("{cfg:?}").contains("s3cr3t"));
+/// # Ok::<(), coffer_client::ClientError>(())
+/// ```
 #[derive(Clone)]
 pub struct ClientConfig {
     /// Node base URLs, `https://host:port` (see [`parse_endpoints`]).
@@ -120,6 +141,19 @@ impl ClientConfig {
 ///
 /// A bare `host:port` gets `https://`; `http://` is refused because tokens and
 /// secrets must not travel in clear text; paths are not allowed.
+///
+/// ```
+/// use coffer_client::{parse_endpoints, ClientError};
+///
+/// let eps = parse_endpoints("10.0.0.1:8453, https://node2.internal:8453/ ,[::1]:8453")?;
+/// assert_eq!(eps, ["https://10.0.0.1:8453", "https://node2.internal:8453", "https://[::1]:8453"]);
+///
+/// // Clear-text HTTP, paths and empty lists are configuration errors.
+/// for bad in ["http://10.0.0.1:8453", "https://node1:8453/v1", " , "] {
+///     assert!(matches!(parse_endpoints(bad), Err(ClientError::Config(_))), "{bad}");
+/// }
+/// # Ok::<(), ClientError>(())
+/// ```
 pub fn parse_endpoints(list: &str) -> Result<Vec<String>, ClientError> {
     let endpoints = list
         .split(',')

@@ -14,6 +14,21 @@ use crate::sys::{ok, InitResponse, Sys};
 use crate::{ClientError, Request};
 
 /// Progress and outcome of a rekey (every rekey answer has this shape).
+///
+/// ```
+/// use coffer_client::custody::RekeyBody;
+///
+/// let body: RekeyBody = serde_json::from_str(r#"{
+///     "started": true, "nonce": "4c1d7e2a-9b3f-4a6e-8d5c-2f1e0a9b8c7d",
+///     "progress": 3, "required": 3, "n": 5, "t": 3, "complete": true,
+///     "keys": ["new-share-1", "new-share-2", "new-share-3", "new-share-4", "new-share-5"]
+/// }"#).unwrap();
+/// assert!(body.complete && !body.verification_required);
+/// assert_eq!(body.keys.len(), usize::from(body.n));
+/// // Debug output counts the new shares but never shows them.
+/// let shown = format!("{body:?}");
+/// assert!(shown.contains("<5 redacted>") && !shown.contains("new-share"));
+/// ```
 #[derive(Clone, Default, Deserialize, Serialize)]
 pub struct RekeyBody {
     /// A rekey is in progress on the node.
@@ -73,6 +88,20 @@ impl Drop for RekeyBody {
 }
 
 /// Progress and outcome of generate-root.
+///
+/// ```
+/// use coffer_client::custody::GenerateRootBody;
+///
+/// let body: GenerateRootBody = serde_json::from_str(r#"{
+///     "started": true, "nonce": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
+///     "progress": 3, "required": 3, "complete": true,
+///     "encoded_token": "QhEaPxkxGQ5gGQk0MjY1GRtHPyN9Gg"
+/// }"#).unwrap();
+/// assert!(body.complete);
+/// assert!(body.encoded_token.is_some());
+/// // Debug output leaves the encoded token out.
+/// assert!(!format!("{body:?}").contains("QhEaPx"));
+/// ```
 #[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct GenerateRootBody {
@@ -104,6 +133,25 @@ impl fmt::Debug for GenerateRootBody {
 }
 
 /// A root token's record: its accessor, never the token.
+///
+/// ```no_run
+/// # async fn demo(client: coffer_client::Client) -> Result<(), coffer_client::ClientError> {
+/// // Revoke every root token made by generate-root, keep the init one.
+/// for token in client.sys().root_tokens().await? {
+///     if token.origin == "generate-root" {
+///         client.sys().revoke_root(Some(&token.accessor)).await?;
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// ```
+/// let token: coffer_client::custody::RootToken = serde_json::from_str(r#"{
+///     "accessor": "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8",
+///     "policy": "root", "origin": "init", "created": 1764547200
+/// }"#).unwrap();
+/// assert_eq!((token.policy.as_str(), token.origin.as_str()), ("root", "init"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct RootToken {
     /// SHA-256 hex of the token.

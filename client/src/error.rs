@@ -5,6 +5,37 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// Everything that can go wrong talking to Coffer.
+///
+/// Match on the variant to decide what to do; [`ClientError::status`] and
+/// [`ClientError::is_transient`] cover the common questions.
+///
+/// ```
+/// use coffer_client::ClientError;
+///
+/// // A Key Vault error body, as the server sends it.
+/// let err = ClientError::from_response(
+///     403,
+///     br#"{"error":{"code":"Forbidden","message":"secret is disabled","innererror":{"code":"SecretDisabled"}}}"#,
+/// );
+/// match &err {
+///     ClientError::Http { status: 403, inner_code, .. } => {
+///         assert_eq!(inner_code.as_deref(), Some("SecretDisabled"));
+///     }
+///     other => panic!("unexpected error: {other}"),
+/// }
+/// assert_eq!(err.status(), Some(403));
+/// assert!(!err.is_transient());
+///
+/// // An operator API error body.
+/// let err = ClientError::from_response(503, br#"{"errors":["Vault is sealed"]}"#);
+/// assert!(err.is_transient()); // another node may answer
+/// assert_eq!(err.to_string(), "HTTP 503: Vault is sealed");
+///
+/// // Errors raised by the client itself carry no status.
+/// let err = coffer_client::parse_endpoints("http://127.0.0.1:8200").unwrap_err();
+/// assert!(matches!(err, ClientError::Config(_)));
+/// assert_eq!(err.status(), None);
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The node could not be reached or the connection broke mid-request.

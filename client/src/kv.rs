@@ -10,6 +10,22 @@ use serde::{Deserialize, Serialize};
 use crate::{Client, ClientError, Request, Response, KEY_VAULT_API_VERSION};
 
 /// One page of a Key Vault list.
+///
+/// Lists come one page at a time; `next_link` is absent on the last page.
+///
+/// ```
+/// use coffer_client::secrets::{Page, SecretItem};
+///
+/// let page: Page<SecretItem> = serde_json::from_str(r#"{
+///     "value": [{"id": "https://vault.example/secrets/db-password", "attributes": {"enabled": true}}],
+///     "nextLink": "https://vault.example/secrets?api-version=2026-04-01&$skiptoken=1"
+/// }"#).unwrap();
+/// assert_eq!(page.value[0].name(), Some("db-password"));
+/// assert!(page.next_link.is_some());
+///
+/// let last: Page<SecretItem> = serde_json::from_str(r#"{"value": []}"#).unwrap();
+/// assert!(last.value.is_empty() && last.next_link.is_none());
+/// ```
 #[derive(Debug, Clone, Deserialize)]
 pub struct Page<T> {
     /// Items of this page.
@@ -21,6 +37,20 @@ pub struct Page<T> {
 }
 
 /// Soft-delete information shared by deleted bundles and items.
+///
+/// ```
+/// use coffer_client::secrets::DeletionInfo;
+///
+/// let info: DeletionInfo = serde_json::from_str(r#"{
+///     "recoveryId": "https://vault.example/deletedsecrets/db-password",
+///     "scheduledPurgeDate": 1767225600,
+///     "deletedDate": 1764547200
+/// }"#).unwrap();
+/// assert_eq!(info.scheduled_purge_date, Some(1767225600));
+/// assert_eq!(info.deleted_date, Some(1764547200));
+/// // Absent fields stay absent when written back.
+/// assert_eq!(serde_json::to_string(&DeletionInfo::default()).unwrap(), "{}");
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeletionInfo {

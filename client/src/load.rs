@@ -14,6 +14,24 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 /// How long and how hard to drive the load.
+///
+/// ```
+/// use std::time::Duration;
+/// use coffer_client::load::{run, LoadOptions};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// // 100 operations over 4 workers; every 10th one fails.
+/// let opts = LoadOptions { concurrency: 4, total_ops: Some(100), ..LoadOptions::default() };
+/// let report = run(&opts, |_worker, seq| async move {
+///     tokio::time::sleep(Duration::from_micros(200)).await;
+///     if seq % 10 == 9 { Err(format!("op {seq} failed")) } else { Ok(()) }
+/// })
+/// .await;
+/// assert_eq!((report.ops, report.errors, report.issued), (90, 10, 100));
+/// assert!(report.first_error.unwrap().ends_with("failed"));
+/// assert!(report.p50_us >= 200 && report.p50_us <= report.max_us);
+/// # });
+/// ```
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Workers, each with one operation in flight.
@@ -38,6 +56,23 @@ impl Default for LoadOptions {
 }
 
 /// Latencies in microseconds, exact (every sample kept).
+///
+/// ```
+/// use std::time::Duration;
+/// use coffer_client::load::Latencies;
+///
+/// let mut fast = Latencies::default();
+/// for ms in 1..=99 {
+///     fast.record(Duration::from_millis(ms));
+/// }
+/// assert_eq!(fast.quantile_us(0.5), 50_000);
+/// let mut slow = Latencies::default();
+/// slow.record(Duration::from_secs(2));
+/// fast.merge(slow);
+/// assert_eq!(fast.len(), 100);
+/// assert_eq!(fast.quantile_us(1.0), 2_000_000);
+/// assert_eq!(Latencies::default().quantile_us(0.99), 0); // no samples
+/// ```
 #[derive(Debug, Default, Clone)]
 pub struct Latencies {
     samples: Vec<u32>,
@@ -84,6 +119,22 @@ impl Latencies {
 }
 
 /// Result of one load run.
+///
+/// ```
+/// use std::time::Duration;
+/// use coffer_client::load::{Latencies, LoadReport};
+///
+/// let mut lat = Latencies::default();
+/// (0..1000).for_each(|_| lat.record(Duration::from_micros(800)));
+/// let report = LoadReport::from_samples(8, lat, 2, Duration::from_secs(2), None);
+/// assert_eq!((report.ops, report.errors, report.issued), (1000, 2, 1002));
+/// assert_eq!(report.throughput, 500.0);
+/// assert_eq!(report.p99_us, 800);
+/// // Reports are JSON for the benchmark files.
+/// let json = serde_json::to_value(&report).unwrap();
+/// assert_eq!(json["p50_us"], 800);
+/// assert!(json.get("first_error").is_none());
+/// ```
 #[derive(Debug, Clone, Serialize, serde::Deserialize, Default)]
 pub struct LoadReport {
     /// Workers.
@@ -147,6 +198,30 @@ struct Shared {
 /// Runs `op(worker, seq)` from `concurrency` tasks until the time or
 /// operation budget is spent. `seq` is globally unique and increasing, so
 /// operations can derive distinct keys from it.
+///
+/// ```
+/// use std::time::Duration;
+/// use coffer_client::load::{run, LoadOptions};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// // Two workers for 200 ms after a 50 ms warm-up that is not measured.
+/// let opts = LoadOptions {
+///     concurrency: 2,
+///     duration: Duration::from_millis(200),
+///     warmup: Duration::from_millis(50),
+///     total_ops: None,
+/// };
+/// let report = run(&opts, |_worker, _seq| async {
+///     tokio::time::sleep(Duration::from_millis(2)).await;
+///     Ok::<(), String>(())
+/// })
+/// .await;
+/// assert_eq!(report.errors, 0);
+/// assert!(report.ops > 0);
+/// assert!(report.issued >= report.ops); // warm-up operations count as issued only
+/// assert!(report.p50_us >= 2_000);
+/// # });
+/// ```
 pub async fn run<F, Fut, E>(opts: &LoadOptions, op: F) -> LoadReport
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,

@@ -39,6 +39,26 @@ struct NodeState {
 /// The per-node breakers and the known leader, shared by every request.
 ///
 /// Indexes are positions in the client's endpoint list.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use coffer_client::routing::Nodes;
+///
+/// let nodes = Nodes::new(3);
+/// let now = Instant::now();
+/// // Node 0 failed: its breaker opens for 200 ms (jitter factor 1.0) and it
+/// // is tried last until then.
+/// assert_eq!(nodes.failed(0, now, 1.0), Duration::from_millis(200));
+/// assert!(nodes.is_open(0, now));
+/// assert_eq!(nodes.order(false, now), vec![1, 2, 0]);
+/// // A second failure in a row doubles the pause.
+/// assert_eq!(nodes.failed(0, now, 1.0), Duration::from_millis(400));
+/// // Once the pause is over the node gets a trial again.
+/// assert!(!nodes.is_open(0, now + Duration::from_millis(400)));
+/// // An answer closes the breaker.
+/// nodes.succeeded(0);
+/// assert!(!nodes.is_open(0, now));
+/// ```
 #[derive(Debug)]
 pub struct Nodes {
     state: Mutex<Table>,
@@ -161,6 +181,19 @@ impl Table {
 
 /// Backoff after `failures` consecutive failures, scaled by `jitter`
 /// (clamped to [0.5, 1.5)).
+///
+/// ```
+/// use std::time::Duration;
+/// use coffer_client::routing::{backoff, jitter};
+///
+/// assert_eq!(backoff(1, 1.0), Duration::from_millis(200));
+/// assert_eq!(backoff(3, 1.0), Duration::from_millis(800));
+/// assert_eq!(backoff(30, 1.0), Duration::from_secs(5)); // capped
+/// // Jitter scales the pause by a factor in [0.5, 1.5).
+/// let j = jitter();
+/// assert!((0.5..1.5).contains(&j));
+/// assert!(backoff(1, j) >= Duration::from_millis(100) && backoff(1, j) < Duration::from_millis(300));
+/// ```
 pub fn backoff(failures: u32, jitter: f64) -> Duration {
     let shift = failures.saturating_sub(1).min(16);
     let raw = BASE_BACKOFF.saturating_mul(1u32 << shift).min(MAX_BACKOFF);
@@ -176,6 +209,15 @@ pub fn jitter() -> f64 {
 /// pass; none before the first): 50 ms doubling to 800 ms, times `jitter`
 /// (clamped to [0.5, 1.5)), so a cluster mid-election gets time to settle
 /// and many clients do not retry in step.
+///
+/// ```
+/// use std::time::Duration;
+/// use coffer_client::routing::pass_pause;
+///
+/// let pauses: Vec<_> = (0..6).map(|pass| pass_pause(pass, 1.0).as_millis()).collect();
+/// assert_eq!(pauses, [0, 50, 100, 200, 400, 800]);
+/// assert_eq!(pass_pause(9, 1.0), Duration::from_millis(800)); // capped
+/// ```
 pub fn pass_pause(pass: u32, jitter: f64) -> Duration {
     if pass == 0 {
         return Duration::ZERO;

@@ -9,6 +9,33 @@ use crate::sys::{ok, Sys};
 use crate::{ClientError, Request};
 
 /// Progress and outcome of a seal migration.
+///
+/// ```
+/// use coffer_client::seal_migrate::SealMigrateBody;
+///
+/// let body: SealMigrateBody = serde_json::from_str(r#"{
+///     "started": true, "nonce": "0d9c8b7a-6f5e-4d3c-9b2a-1f0e9d8c7b6a",
+///     "target": "pkcs11", "progress": 1, "required": 3
+/// }"#).unwrap();
+/// assert_eq!(body.target.as_deref(), Some("pkcs11"));
+/// assert_eq!(body.required - body.progress, 2); // shares still needed
+/// assert!(!body.complete);
+/// ```
+///
+/// A whole migration, one share per holder:
+///
+/// ```no_run
+/// # async fn demo(client: coffer_client::Client, shares: Vec<String>) -> Result<(), coffer_client::ClientError> {
+/// let sys = client.sys().pinned(0);
+/// let started = sys.seal_migrate_init("pkcs11").await?;
+/// let nonce = started.nonce.unwrap_or_default();
+/// for share in &shares {
+///     if sys.seal_migrate_update(&nonce, share).await?.complete {
+///         break;
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct SealMigrateBody {

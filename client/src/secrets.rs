@@ -26,6 +26,18 @@ pub use crate::kv::{DeletionInfo, Page};
 use crate::{Client, ClientError, Request};
 
 /// Secret attributes as Key Vault returns them (times are Unix seconds).
+///
+/// ```
+/// use coffer_client::secrets::SecretAttributes;
+///
+/// let attrs: SecretAttributes = serde_json::from_str(r#"{
+///     "enabled": true, "exp": 1767225600, "created": 1764547200,
+///     "recoverableDays": 90, "recoveryLevel": "Recoverable+Purgeable"
+/// }"#).unwrap();
+/// assert_eq!(attrs.enabled, Some(true));
+/// assert_eq!(attrs.recoverable_days, Some(90));
+/// assert_eq!(attrs.nbf, None);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretAttributes {
@@ -53,6 +65,22 @@ pub struct SecretAttributes {
 }
 
 /// A secret version with its value (`SecretBundle`).
+///
+/// ```
+/// use coffer_client::secrets::SecretBundle;
+///
+/// let bundle: SecretBundle = serde_json::from_str(r#"{
+///     "value": "hunter2",
+///     "id": "https://vault.example/secrets/db-password/4387e9f3d6e14c459867679a90fd0f79",
+///     "contentType": "text/plain",
+///     "attributes": {"enabled": true}
+/// }"#).unwrap();
+/// assert_eq!(bundle.name(), Some("db-password"));
+/// assert_eq!(bundle.version(), Some("4387e9f3d6e14c459867679a90fd0f79"));
+/// assert_eq!(bundle.value.as_deref(), Some("hunter2"));
+/// // Debug output never shows the value.
+/// assert!(!format!("{bundle:?}").contains("hunter2"));
+/// ```
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretBundle {
@@ -112,6 +140,19 @@ impl SecretBundle {
 }
 
 /// A secret without its value, as in lists (`SecretItem`).
+///
+/// ```
+/// use coffer_client::secrets::SecretItem;
+///
+/// let item: SecretItem = serde_json::from_str(r#"{
+///     "id": "https://vault.example/secrets/db-password",
+///     "attributes": {"enabled": true, "updated": 1764547200},
+///     "tags": {"team": "payments"}
+/// }"#).unwrap();
+/// assert_eq!(item.name(), Some("db-password"));
+/// assert_eq!(item.version(), None); // list ids carry no version
+/// assert_eq!(item.tags.unwrap()["team"], "payments");
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretItem {
@@ -145,6 +186,26 @@ impl SecretItem {
 }
 
 /// A soft-deleted secret (`DeletedSecretBundle`).
+///
+/// Key Vault sends the secret and its deletion data side by side in one
+/// object; they land in `secret` and `deletion`.
+///
+/// ```
+/// use coffer_client::secrets::DeletedSecretBundle;
+///
+/// let deleted: DeletedSecretBundle = serde_json::from_str(r#"{
+///     "id": "https://vault.example/secrets/db-password/4387e9f3d6e14c459867679a90fd0f79",
+///     "attributes": {"enabled": true},
+///     "recoveryId": "https://vault.example/deletedsecrets/db-password",
+///     "deletedDate": 1764547200,
+///     "scheduledPurgeDate": 1772323200
+/// }"#).unwrap();
+/// assert_eq!(deleted.secret.name(), Some("db-password"));
+/// assert_eq!(
+///     deleted.deletion.recovery_id.as_deref(),
+///     Some("https://vault.example/deletedsecrets/db-password")
+/// );
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeletedSecretBundle {
     /// The secret as it was when deleted.
@@ -156,6 +217,20 @@ pub struct DeletedSecretBundle {
 }
 
 /// A soft-deleted secret in a list (`DeletedSecretItem`).
+///
+/// ```
+/// use coffer_client::secrets::DeletedSecretItem;
+///
+/// let deleted: DeletedSecretItem = serde_json::from_str(r#"{
+///     "id": "https://vault.example/secrets/api-key",
+///     "attributes": {"enabled": false},
+///     "recoveryId": "https://vault.example/deletedsecrets/api-key",
+///     "scheduledPurgeDate": 1772323200
+/// }"#).unwrap();
+/// assert_eq!(deleted.item.name(), Some("api-key"));
+/// assert_eq!(deleted.item.attributes.enabled, Some(false));
+/// assert_eq!(deleted.deletion.scheduled_purge_date, Some(1772323200));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeletedSecretItem {
     /// The secret as it was when deleted.
@@ -167,6 +242,24 @@ pub struct DeletedSecretItem {
 }
 
 /// Options of [`Secrets::set`].
+///
+/// All fields are optional; unset ones are not sent.
+///
+/// ```no_run
+/// # async fn demo(client: coffer_client::Client) -> Result<(), coffer_client::ClientError> {
+/// use std::collections::BTreeMap;
+/// use coffer_client::secrets::SetOptions;
+///
+/// let opts = SetOptions {
+///     content_type: Some("text/plain".into()),
+///     tags: Some(BTreeMap::from([("team".to_owned(), "payments".to_owned())])),
+///     exp: Some(1767225600),
+///     ..SetOptions::default()
+/// };
+/// let bundle = client.secrets().set("db-password", "hunter2", &opts).await?;
+/// assert_eq!(bundle.content_type.as_deref(), Some("text/plain"));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct SetOptions {
     /// Content type.
@@ -215,6 +308,21 @@ impl<'a> SetBody<'a> {
 ///
 /// Builder methods pick the vault (`Host`), pin one node, or fix the request
 /// id so a test can repeat a write with the same idempotency key.
+///
+/// ```no_run
+/// # async fn demo(client: coffer_client::Client) -> Result<(), coffer_client::ClientError> {
+/// use coffer_client::secrets::SetOptions;
+///
+/// // The `payments` vault, one idempotency key for a write that may be retried.
+/// let secrets = client
+///     .secrets()
+///     .with_host("payments.vault.example")
+///     .with_request_id("5d2e4c1a-7b3f-4e9a-8c6d-0f1e2d3c4b5a");
+/// secrets.set("db-password", "hunter2", &SetOptions::default()).await?;
+/// let deleted = client.secrets().delete("old-password").await?;
+/// println!("purged after {:?}", deleted.deletion.scheduled_purge_date);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Secrets<'a> {
     scope: Scope<'a>,

@@ -14,6 +14,20 @@ use zeroize::Zeroize;
 use crate::{Client, ClientError, Request, Response};
 
 /// Body of `GET /v1/sys/health`.
+///
+/// ```
+/// use coffer_client::sys::HealthBody;
+///
+/// let body: HealthBody = serde_json::from_str(r#"{
+///     "initialized": true, "sealed": false, "standby": true,
+///     "node_id": 2, "leader_id": 1, "term": 7, "commit_index": 1042,
+///     "problems": [], "seal_type": "shamir"
+/// }"#).unwrap();
+/// assert!(body.standby && !body.sealed);
+/// assert_eq!((body.node_id, body.leader_id), (Some(2), Some(1)));
+/// // Fields the node does not send take their defaults.
+/// assert_eq!(body.snapshots, None);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct HealthBody {
@@ -50,6 +64,18 @@ pub struct HealthBody {
 }
 
 /// What the automated snapshots of a node did.
+///
+/// ```
+/// use coffer_client::sys::HealthBody;
+///
+/// let body: HealthBody = serde_json::from_str(r#"{"initialized": true, "snapshots": {
+///     "last_file": "/var/lib/coffer/snapshots/snap-00001042.bin",
+///     "last_index": 1042, "last_success_unix_ms": 1764547200000
+/// }}"#).unwrap();
+/// let snaps = body.snapshots.unwrap();
+/// assert_eq!(snaps.last_index, Some(1042));
+/// assert_eq!(snaps.last_error, None);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AutoSnapshots {
@@ -66,6 +92,18 @@ pub struct AutoSnapshots {
 }
 
 /// Health answer: 200 leader, 429 standby, 501 not initialised, 503 sealed.
+///
+/// ```no_run
+/// # async fn demo(client: coffer_client::Client) -> Result<(), coffer_client::ClientError> {
+/// let health = client.sys().pinned(1).health().await?;
+/// match health.status {
+///     200 => println!("node 1 leads term {:?}", health.body.term),
+///     429 => println!("node 1 follows leader {:?}", health.body.leader_id),
+///     501 => println!("cluster not initialised"),
+///     _ => println!("node 1 is sealed: {:?}", health.body.problems),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
     /// HTTP status the node answered with.
@@ -75,6 +113,18 @@ pub struct Health {
 }
 
 /// Body of `GET /v1/sys/seal-status` and of unseal answers.
+///
+/// ```
+/// use coffer_client::sys::SealStatusBody;
+///
+/// let status: SealStatusBody = serde_json::from_str(r#"{
+///     "type": "shamir", "initialized": true, "sealed": true,
+///     "t": 3, "n": 5, "progress": 1, "nonce": "b7f0c1d2-6a3e-4f59-8e21-0c9d8b7a6f5e"
+/// }"#).unwrap();
+/// assert_eq!(status.seal_type, "shamir");
+/// assert_eq!(status.t - status.progress, 2); // shares still needed
+/// assert!(!status.recovery_seal);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SealStatusBody {
@@ -102,6 +152,21 @@ pub struct SealStatusBody {
 }
 
 /// Answer of `POST /v1/sys/init`: shown once, zeroized on drop.
+///
+/// ```
+/// use coffer_client::sys::InitResponse;
+///
+/// let init: InitResponse = serde_json::from_str(r#"{
+///     "keys": ["share-one", "share-two", "share-three"],
+///     "root_token": "cf.root-token",
+///     "seal_type": "shamir"
+/// }"#).unwrap();
+/// assert_eq!(init.keys.len(), 3);
+/// assert!(init.pgp_fingerprints.is_empty()); // shares in clear
+/// // Debug output never shows a share or the root token.
+/// let shown = format!("{init:?}");
+/// assert!(!shown.contains("share-one") && !shown.contains("cf.root-token"));
+/// ```
 #[derive(Clone, Deserialize, Serialize)]
 pub struct InitResponse {
     /// Unseal key shares.
@@ -138,6 +203,14 @@ impl Drop for InitResponse {
 }
 
 /// One Raft member.
+///
+/// ```
+/// let peer: coffer_client::sys::Peer = serde_json::from_str(
+///     r#"{"node_id": 3, "api_addr": "node3:8453", "cluster_addr": "node3:8454"}"#,
+/// ).unwrap();
+/// assert_eq!(peer.node_id, 3);
+/// assert!(!peer.voter); // absent: a learner
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {
     /// Node id.
@@ -152,6 +225,18 @@ pub struct Peer {
 }
 
 /// Body of the `/v1/sys/raft/*` answers.
+///
+/// ```
+/// let body: coffer_client::sys::PeersBody = serde_json::from_str(r#"{
+///     "leader_id": 1, "term": 7,
+///     "peers": [
+///         {"node_id": 1, "api_addr": "node1:8453", "cluster_addr": "node1:8454", "voter": true},
+///         {"node_id": 2, "api_addr": "node2:8453", "cluster_addr": "node2:8454", "voter": true}
+///     ]
+/// }"#).unwrap();
+/// let leader = body.peers.iter().find(|p| Some(p.node_id) == body.leader_id).unwrap();
+/// assert_eq!(leader.api_addr, "node1:8453");
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeersBody {
     /// Current leader, if known.
@@ -166,6 +251,18 @@ pub struct PeersBody {
 }
 
 /// A vault.
+///
+/// ```
+/// use coffer_client::sys::VaultInfo;
+///
+/// let open: VaultInfo = serde_json::from_str(r#"{"name": "payments", "created": 1764547200}"#).unwrap();
+/// assert_eq!(open.network_acls, None); // every address may reach it
+///
+/// let closed: VaultInfo = serde_json::from_str(r#"{"name": "hr", "created": 1764547200,
+///     "network_acls": {"defaultAction": "Deny", "bypass": "None", "ipRules": [{"value": "10.0.0.0/8"}]}}"#,
+/// ).unwrap();
+/// assert_eq!(closed.network_acls.unwrap()["defaultAction"], "Deny");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VaultInfo {
     /// Vault name.
@@ -186,6 +283,22 @@ struct VaultList {
 }
 
 /// Handle on the operator API; obtained with [`Client::sys`].
+///
+/// ```no_run
+/// # async fn demo(client: coffer_client::Client, shares: Vec<String>) -> Result<(), coffer_client::ClientError> {
+/// use std::time::Duration;
+///
+/// // Unseal node 2: node-local calls never fail over to another node.
+/// let node2 = client.sys().pinned(2).with_deadline(Duration::from_secs(5));
+/// for share in &shares {
+///     if !node2.unseal(share).await?.sealed {
+///         break;
+///     }
+/// }
+/// let peers = client.sys().peers().await?;
+/// println!("{} members, leader {:?}", peers.peers.len(), peers.leader_id);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Sys<'a> {
     client: &'a Client,

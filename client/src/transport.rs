@@ -22,6 +22,22 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One logical API request: method, path with query, headers and JSON body.
+///
+/// ```
+/// use std::time::Duration;
+/// use coffer_client::Request;
+/// use hyper::header::{HeaderValue, HOST};
+///
+/// let req = Request::put("/secrets/db-password?api-version=2026-04-01")
+///     .json(&serde_json::json!({"value": "hunter2"}))?
+///     .header(HOST, HeaderValue::from_static("payments.vault.example"))
+///     .request_id("3b7c2a1e-0d4f-4e8a-9b6c-5f2e1d0c9b8a")
+///     .deadline(Duration::from_secs(5));
+/// assert!(req.is_write()); // goes to the leader first
+/// assert_eq!(req.body.as_deref(), Some(&br#"{"value":"hunter2"}"#[..]));
+/// assert!(!Request::get("/v1/sys/health").is_write());
+/// # Ok::<(), coffer_client::ClientError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Request {
     /// HTTP method.
@@ -111,6 +127,31 @@ impl Request {
 }
 
 /// A server answer (any status).
+///
+/// Usually obtained from [`Client::send`]; shown here built by hand.
+///
+/// ```
+/// use coffer_client::{ClientError, Response};
+/// use hyper::{HeaderMap, StatusCode};
+///
+/// let answer = |status, body: &'static str| Response {
+///     status,
+///     headers: HeaderMap::new(),
+///     body: body.into(),
+///     endpoint: 0,
+///     request_id: "3b7c2a1e-0d4f-4e8a-9b6c-5f2e1d0c9b8a".into(),
+///     attempts: 1,
+/// };
+/// let ok = answer(StatusCode::OK, r#"{"initialized": true}"#).error_for_status()?;
+/// let body: serde_json::Value = ok.json()?;
+/// assert_eq!(body["initialized"], true);
+///
+/// let err = answer(StatusCode::NOT_FOUND, r#"{"error":{"code":"SecretNotFound","message":"no such secret"}}"#)
+///     .error_for_status()
+///     .unwrap_err();
+/// assert!(matches!(err, ClientError::Http { status: 404, .. }));
+/// # Ok::<(), ClientError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Response {
     /// HTTP status.

@@ -38,6 +38,18 @@ use crate::{Client, ClientError, Request};
 ///
 /// Builder methods pick the vault (`Host`), pin one node, or fix the request
 /// id so a write can be repeated with the same idempotency key.
+///
+/// ```no_run
+/// # async fn demo(client: coffer_client::Client) -> Result<(), coffer_client::ClientError> {
+/// use coffer_client::keys::CreateKeyOptions;
+///
+/// let keys = client.keys();
+/// let key = keys.create("signer", &CreateKeyOptions::ec("P-256")).await?;
+/// let digest = [7u8; 32]; // SHA-256 of the message
+/// let signature = keys.sign("signer", key.version(), "ES256", &digest).await?;
+/// assert!(keys.verify("signer", key.version(), "ES256", &digest, &signature).await?);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Keys<'a> {
     scope: Scope<'a>,

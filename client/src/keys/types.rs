@@ -10,6 +10,14 @@ use zeroize::Zeroize;
 use crate::kv::{id_segments, DeletionInfo};
 
 /// Key attributes as Key Vault returns them (times are Unix seconds).
+///
+/// ```
+/// let attrs: coffer_client::keys::KeyAttributes = serde_json::from_str(
+///     r#"{"enabled": true, "created": 1764547200, "exportable": false, "recoverableDays": 90}"#,
+/// ).unwrap();
+/// assert_eq!((attrs.enabled, attrs.exportable), (Some(true), Some(false)));
+/// assert_eq!(attrs.exp, None);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyAttributes {
@@ -45,6 +53,29 @@ pub struct KeyAttributes {
 /// A JSON Web Key. Answers carry public members only; the private members
 /// are for [`Keys::import`](crate::Keys::import), zeroized on drop and never
 /// shown by `Debug`.
+///
+/// ```
+/// use coffer_client::keys::JsonWebKey;
+///
+/// // A public EC key as the server returns it.
+/// let jwk: JsonWebKey = serde_json::from_str(r#"{
+///     "kid": "https://vault.example/keys/signer/0f2b5c0e1a8d4b7e9c3f6a2d5e8b1c4f",
+///     "kty": "EC", "crv": "P-256", "key_ops": ["sign", "verify"],
+///     "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+///     "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"
+/// }"#).unwrap();
+/// assert_eq!(jwk.crv.as_deref(), Some("P-256"));
+/// assert_eq!(jwk.key_ops, ["sign", "verify"]);
+///
+/// // Key material for import (the type zeroizes on drop, so it is filled
+/// // in place rather than with `..Default::default()`): Debug hides the
+/// // private member.
+/// let mut secret = JsonWebKey::default();
+/// secret.kty = "oct".into();
+/// secret.k = Some("GawgguFyGrWKav7AX4VKUg".into());
+/// assert!(!format!("{secret:?}").contains("GawgguFyGrWKav7AX4VKUg"));
+/// assert_eq!(serde_json::to_value(&secret).unwrap()["k"], "GawgguFyGrWKav7AX4VKUg");
+/// ```
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JsonWebKey {
     /// `https://{host}/keys/{name}/{version}`.
@@ -131,6 +162,18 @@ impl Drop for JsonWebKey {
 }
 
 /// A key version (`KeyBundle`).
+///
+/// ```
+/// let bundle: coffer_client::keys::KeyBundle = serde_json::from_str(r#"{
+///     "key": {"kid": "https://vault.example/keys/signer/0f2b5c0e1a8d4b7e", "kty": "RSA",
+///             "n": "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1Wl", "e": "AQAB"},
+///     "attributes": {"enabled": true},
+///     "tags": {"purpose": "jwt"}
+/// }"#).unwrap();
+/// assert_eq!(bundle.name(), Some("signer"));
+/// assert_eq!(bundle.version(), Some("0f2b5c0e1a8d4b7e"));
+/// assert_eq!(bundle.key.kty, "RSA");
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyBundle {
     /// The public key.
@@ -160,6 +203,14 @@ impl KeyBundle {
 }
 
 /// A key in a list (`KeyItem`).
+///
+/// ```
+/// let item: coffer_client::keys::KeyItem = serde_json::from_str(
+///     r#"{"kid": "https://vault.example/keys/signer", "attributes": {"enabled": true}}"#,
+/// ).unwrap();
+/// assert_eq!(item.name(), Some("signer"));
+/// assert_eq!(item.version(), None);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyItem {
     /// `https://{host}/keys/{name}` (with `/{version}` in version lists).
@@ -189,6 +240,17 @@ impl KeyItem {
 }
 
 /// A soft-deleted key (`DeletedKeyBundle`).
+///
+/// ```
+/// let deleted: coffer_client::keys::DeletedKeyBundle = serde_json::from_str(r#"{
+///     "key": {"kid": "https://vault.example/keys/signer/0f2b5c0e", "kty": "EC", "crv": "P-256"},
+///     "attributes": {"enabled": true},
+///     "recoveryId": "https://vault.example/deletedkeys/signer",
+///     "scheduledPurgeDate": 1772323200
+/// }"#).unwrap();
+/// assert_eq!(deleted.key.name(), Some("signer"));
+/// assert_eq!(deleted.deletion.scheduled_purge_date, Some(1772323200));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeletedKeyBundle {
     /// The key as it was when deleted.
@@ -200,6 +262,16 @@ pub struct DeletedKeyBundle {
 }
 
 /// A soft-deleted key in a list (`DeletedKeyItem`).
+///
+/// ```
+/// let deleted: coffer_client::keys::DeletedKeyItem = serde_json::from_str(r#"{
+///     "kid": "https://vault.example/keys/signer",
+///     "recoveryId": "https://vault.example/deletedkeys/signer",
+///     "deletedDate": 1764547200
+/// }"#).unwrap();
+/// assert_eq!(deleted.item.name(), Some("signer"));
+/// assert_eq!(deleted.deletion.deleted_date, Some(1764547200));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeletedKeyItem {
     /// The key as it was when deleted.
@@ -256,6 +328,24 @@ impl CreateKeyOptions {
 }
 
 /// Attributes and tags given on create, import and update.
+///
+/// ```no_run
+/// # async fn demo(client: coffer_client::Client) -> Result<(), coffer_client::ClientError> {
+/// use std::collections::BTreeMap;
+/// use coffer_client::keys::{CreateKeyOptions, KeyProperties};
+///
+/// let properties = KeyProperties {
+///     exp: Some(1767225600),
+///     tags: Some(BTreeMap::from([("purpose".to_owned(), "jwt".to_owned())])),
+///     ..KeyProperties::default()
+/// };
+/// let opts = CreateKeyOptions { properties, ..CreateKeyOptions::ec("P-256") };
+/// let key = client.keys().create("signer", &opts).await?;
+/// // Disable the version just made.
+/// let off = KeyProperties { enabled: Some(false), ..KeyProperties::default() };
+/// client.keys().update("signer", key.version(), None, &off).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyProperties {
     /// Enabled flag.
@@ -281,6 +371,17 @@ impl KeyProperties {
 }
 
 /// The result of encrypt, decrypt, wrap and unwrap, decoded.
+///
+/// ```
+/// use coffer_client::keys::KeyOperationResult;
+///
+/// let mut out = KeyOperationResult::default();
+/// out.kid = "https://vault.example/keys/k/1".into();
+/// out.value = b"plaintext".to_vec();
+/// // Debug shows the length, never the bytes.
+/// let shown = format!("{out:?}");
+/// assert!(shown.contains("<9 bytes>") && !shown.contains("plaintext"));
+/// ```
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct KeyOperationResult {
     /// The key version that did the operation.
@@ -310,6 +411,19 @@ impl Drop for KeyOperationResult {
 }
 
 /// Extra inputs of symmetric encryption (AES-GCM, AES-CBC).
+///
+/// ```no_run
+/// # async fn demo(client: coffer_client::Client) -> Result<(), coffer_client::ClientError> {
+/// use coffer_client::keys::CipherParams;
+///
+/// let aad = CipherParams { aad: Some(b"order-42".to_vec()), ..CipherParams::default() };
+/// let sealed = client.keys().encrypt("aes", None, "A256GCM", b"card data", &aad).await?;
+/// // Decrypting needs the IV and tag the server picked, and the same AAD.
+/// let params = CipherParams { iv: sealed.iv.clone(), tag: sealed.tag.clone(), ..aad };
+/// let plain = client.keys().decrypt("aes", None, "A256GCM", &sealed.value, &params).await?;
+/// assert_eq!(plain.value, b"card data");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CipherParams {
     /// Initialisation vector (CBC; GCM picks its own when absent).
@@ -369,6 +483,20 @@ impl RotationPolicy {
 }
 
 /// One lifetime action of a rotation policy.
+///
+/// ```
+/// use coffer_client::keys::{Action, LifetimeAction, Trigger};
+///
+/// // Notify 30 days before the latest version expires.
+/// let notify = LifetimeAction {
+///     trigger: Trigger { time_before_expiry: Some("P30D".into()), ..Trigger::default() },
+///     action: Action { kind: "Notify".into() },
+/// };
+/// assert_eq!(
+///     serde_json::to_value(&notify).unwrap(),
+///     serde_json::json!({"trigger": {"timeBeforeExpiry": "P30D"}, "action": {"type": "Notify"}})
+/// );
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LifetimeAction {
     /// When.
@@ -380,6 +508,13 @@ pub struct LifetimeAction {
 }
 
 /// When a lifetime action fires: exactly one of the two durations.
+///
+/// ```
+/// let t: coffer_client::keys::Trigger =
+///     serde_json::from_str(r#"{"timeAfterCreate": "P90D"}"#).unwrap();
+/// assert_eq!(t.time_after_create.as_deref(), Some("P90D"));
+/// assert_eq!(t.time_before_expiry, None);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Trigger {
@@ -392,6 +527,11 @@ pub struct Trigger {
 }
 
 /// `Rotate` or `Notify`.
+///
+/// ```
+/// let a: coffer_client::keys::Action = serde_json::from_str(r#"{"type": "Rotate"}"#).unwrap();
+/// assert_eq!(a.kind, "Rotate");
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Action {
     /// The action type.
@@ -400,6 +540,19 @@ pub struct Action {
 }
 
 /// Attributes of a rotation policy.
+///
+/// ```
+/// use coffer_client::keys::{RotationPolicy, RotationPolicyAttributes};
+///
+/// let answer: RotationPolicy = serde_json::from_str(r#"{
+///     "id": "https://vault.example/keys/signer/rotationpolicy",
+///     "lifetimeActions": [],
+///     "attributes": {"expiryTime": "P1Y", "created": 1764547200, "updated": 1764547200}
+/// }"#).unwrap();
+/// let RotationPolicyAttributes { expiry_time, created, .. } = &answer.attributes;
+/// assert_eq!(expiry_time.as_deref(), Some("P1Y"));
+/// assert_eq!(*created, Some(1764547200));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RotationPolicyAttributes {
