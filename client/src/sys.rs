@@ -262,6 +262,12 @@ pub struct PeersBody {
 ///     "network_acls": {"defaultAction": "Deny", "bypass": "None", "ipRules": [{"value": "10.0.0.0/8"}]}}"#,
 /// ).unwrap();
 /// assert_eq!(closed.network_acls.unwrap()["defaultAction"], "Deny");
+///
+/// // The answer about one vault spells the field in camelCase.
+/// let one: VaultInfo = serde_json::from_str(
+///     r#"{"name": "hr", "networkAcls": {"defaultAction": "Deny"}}"#,
+/// ).unwrap();
+/// assert_eq!(one.network_acls.unwrap()["defaultAction"], "Deny");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VaultInfo {
@@ -271,8 +277,14 @@ pub struct VaultInfo {
     #[serde(default)]
     pub created: i64,
     /// The vault's network rules (`defaultAction`, `bypass`, `ipRules`),
-    /// absent when every address may reach it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// absent when every address may reach it. The list answer spells it
+    /// `network_acls`, the answers about one vault `networkAcls`: both are
+    /// read.
+    #[serde(
+        default,
+        alias = "networkAcls",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_acls: Option<serde_json::Value>,
 }
 
