@@ -485,7 +485,7 @@ mod tests {
             "{} flushes for 200 batches in {elapsed:?}",
             sink.flushes()
         );
-        assert_eq!(lines_of(&[path.clone()]).len(), 200);
+        assert_eq!(lines_of(std::slice::from_ref(&path)).len(), 200);
         // A lone record after a quiet spell is flushed within the interval
         // with no further request to wake the writer.
         tokio::time::sleep(FLUSH_WITHIN * 3).await;
