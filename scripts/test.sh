@@ -88,7 +88,11 @@ if [[ "${DEPLOY_TESTS:-1}" != 0 ]]; then
 fi
 
 log "testing"
-cargo nextest run --workspace --no-fail-fast "$@"
+test_status=0
+cargo nextest run --workspace --no-fail-fast "$@" || test_status=$?
+# nextest does not run doc tests: the client's examples are its documentation.
+log "doc tests of the client"
+cargo test --doc -p coffer-client || test_status=$?
 if ((deploy_status)); then
     echo "a deployment test failed (see above)" >&2
     exit "$deploy_status"
@@ -97,3 +101,4 @@ if ((fuzz_status)); then
     echo "the fuzz smoke run failed (see above)" >&2
     exit "$fuzz_status"
 fi
+exit "$test_status"
