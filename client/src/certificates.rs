@@ -29,7 +29,8 @@ use crate::{Client, ClientError, Request};
 /// How often [`Certificates::create_and_wait`] asks for the operation.
 const POLL_EVERY: Duration = Duration::from_millis(500);
 
-/// Certificate attributes (times are Unix seconds).
+/// Certificate attributes (times are Unix seconds): the
+/// [`Attributes`](crate::Attributes) every object kind shares.
 ///
 /// ```
 /// let attrs: coffer_client::certificates::CertificateAttributes = serde_json::from_str(
@@ -38,31 +39,7 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 /// assert_eq!(attrs.exp.zip(attrs.nbf).map(|(e, n)| (e - n) / 86_400), Some(365));
 /// assert_eq!(attrs.recovery_level.as_deref(), Some("Recoverable"));
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CertificateAttributes {
-    /// Whether the certificate can be used.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enabled: Option<bool>,
-    /// Not valid before.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nbf: Option<i64>,
-    /// Expiry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exp: Option<i64>,
-    /// Creation time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created: Option<i64>,
-    /// Last update time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub updated: Option<i64>,
-    /// Soft-delete retention in days.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recoverable_days: Option<i64>,
-    /// e.g. `Recoverable+Purgeable`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recovery_level: Option<String>,
-}
+pub type CertificateAttributes = crate::Attributes;
 
 /// A certificate policy: how the key, the secret and the X.509 certificate
 /// are made, who issues it and when it renews. Members are Key Vault's

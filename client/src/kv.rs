@@ -36,6 +36,56 @@ pub struct Page<T> {
     pub next_link: Option<String>,
 }
 
+/// The attributes of a secret, key or certificate version as Key Vault
+/// returns them (times are Unix seconds): one type for the three kinds,
+/// named `SecretAttributes`, `KeyAttributes` and `CertificateAttributes`
+/// in their modules. `exportable` and `hsmPlatform` are only ever set on
+/// keys.
+///
+/// ```
+/// use coffer_client::keys::KeyAttributes;
+/// use coffer_client::secrets::SecretAttributes;
+///
+/// let key: KeyAttributes = serde_json::from_str(
+///     r#"{"enabled": true, "exportable": false, "hsmPlatform": "2"}"#,
+/// ).unwrap();
+/// assert_eq!(key.hsm_platform.as_deref(), Some("2"));
+/// // What a secret never carries is not written back either.
+/// let secret = SecretAttributes { enabled: Some(false), ..Default::default() };
+/// assert_eq!(serde_json::to_string(&secret).unwrap(), r#"{"enabled":false}"#);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attributes {
+    /// Whether the object can be read or used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Not valid before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// Expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    /// Creation time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<i64>,
+    /// Last update time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated: Option<i64>,
+    /// Soft-delete retention in days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recoverable_days: Option<i64>,
+    /// e.g. `Recoverable+Purgeable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_level: Option<String>,
+    /// Keys: whether the private key may be exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exportable: Option<bool>,
+    /// Keys: the HSM platform of `*-HSM` keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsm_platform: Option<String>,
+}
+
 /// Soft-delete information shared by deleted bundles and items.
 ///
 /// ```

@@ -48,6 +48,7 @@ pub use certificates::Certificates;
 pub use config::{parse_endpoints, ClientConfig};
 pub use error::ClientError;
 pub use keys::Keys;
+pub use kv::Attributes;
 pub use secrets::Secrets;
 pub use sys::Sys;
 pub use transport::{Client, Request, Response};

@@ -25,7 +25,8 @@ use crate::kv::{
 pub use crate::kv::{DeletionInfo, Page};
 use crate::{Client, ClientError, Request};
 
-/// Secret attributes as Key Vault returns them (times are Unix seconds).
+/// Secret attributes as Key Vault returns them (times are Unix seconds):
+/// the [`Attributes`](crate::Attributes) every object kind shares.
 ///
 /// ```
 /// use coffer_client::secrets::SecretAttributes;
@@ -38,31 +39,7 @@ use crate::{Client, ClientError, Request};
 /// assert_eq!(attrs.recoverable_days, Some(90));
 /// assert_eq!(attrs.nbf, None);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretAttributes {
-    /// Whether the secret can be read.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enabled: Option<bool>,
-    /// Not valid before.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nbf: Option<i64>,
-    /// Expiry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exp: Option<i64>,
-    /// Creation time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created: Option<i64>,
-    /// Last update time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub updated: Option<i64>,
-    /// Soft-delete retention in days.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recoverable_days: Option<i64>,
-    /// e.g. `Recoverable+Purgeable`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recovery_level: Option<String>,
-}
+pub type SecretAttributes = crate::Attributes;
 
 /// A secret version with its value (`SecretBundle`).
 ///

@@ -9,7 +9,8 @@ use zeroize::Zeroize;
 
 use crate::kv::{id_segments, DeletionInfo};
 
-/// Key attributes as Key Vault returns them (times are Unix seconds).
+/// Key attributes as Key Vault returns them (times are Unix seconds): the
+/// [`Attributes`](crate::Attributes) every object kind shares.
 ///
 /// ```
 /// let attrs: coffer_client::keys::KeyAttributes = serde_json::from_str(
@@ -18,37 +19,7 @@ use crate::kv::{id_segments, DeletionInfo};
 /// assert_eq!((attrs.enabled, attrs.exportable), (Some(true), Some(false)));
 /// assert_eq!(attrs.exp, None);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct KeyAttributes {
-    /// Whether the key can be used.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enabled: Option<bool>,
-    /// Not valid before.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nbf: Option<i64>,
-    /// Expiry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exp: Option<i64>,
-    /// Creation time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created: Option<i64>,
-    /// Last update time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub updated: Option<i64>,
-    /// Soft-delete retention in days.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recoverable_days: Option<i64>,
-    /// e.g. `Recoverable+Purgeable`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recovery_level: Option<String>,
-    /// Whether the private key may be exported.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exportable: Option<bool>,
-    /// The HSM platform of `*-HSM` keys.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hsm_platform: Option<String>,
-}
+pub type KeyAttributes = crate::Attributes;
 
 /// A JSON Web Key. Answers carry public members only; the private members
 /// are for [`Keys::import`](crate::Keys::import), zeroized on drop and never
