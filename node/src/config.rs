@@ -210,6 +210,9 @@ pub struct Config {
     /// `[events]`: lifecycle event lead time and scan interval.
     #[serde(default)]
     pub events: crate::config_server::EventsSection,
+    /// `[metrics]`: a separate listener and a scrape token (both optional).
+    #[serde(default)]
+    pub metrics: crate::config_server::MetricsSection,
 }
 
 /// `[seal]`: `type = "shamir"` (custodians unseal with shares, the default)

@@ -54,6 +54,21 @@ impl EventsSection {
     }
 }
 
+/// `[metrics]`: where `/metrics` is served and who may scrape it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Serve `/metrics` on this address only (HTTPS with the API's
+    /// certificate), so it can be firewalled apart from the API; absent:
+    /// on the API port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// A file holding the bearer token a scraper must present
+    /// (Prometheus `authorization.credentials_file`); absent: no token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

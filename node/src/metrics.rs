@@ -132,14 +132,85 @@ fn describe() {
     }
 }
 
-/// `GET /metrics`.
-pub fn router(operator: Arc<Operator>) -> Router {
-    Router::new()
-        .route("/metrics", get(render))
-        .with_state(operator)
+/// Who may scrape `/metrics`: anyone, or only callers presenting the bearer
+/// token of `[metrics] token_file` (kept as its SHA-256, compared in
+/// constant time).
+#[derive(Clone, Debug, Default)]
+pub struct ScrapeAuth {
+    token_sha256: Option<[u8; 32]>,
 }
 
-async fn render(State(operator): State<Arc<Operator>>) -> Response {
+impl ScrapeAuth {
+    /// Reads the token file, if one is configured (surrounding whitespace
+    /// ignored; an empty file is refused rather than taken as "no token").
+    pub fn from_file(path: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading [metrics] token_file {}: {e}", path.display()))?;
+        let token = text.trim();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "[metrics] token_file {} is empty",
+            path.display()
+        );
+        Ok(Self::with_token(token))
+    }
+
+    /// Requires `token`.
+    pub fn with_token(token: &str) -> Self {
+        Self {
+            token_sha256: Some(sha256(token.as_bytes())),
+        }
+    }
+
+    /// Whether a request with these headers may scrape.
+    pub fn allows(&self, headers: &axum::http::HeaderMap) -> bool {
+        let Some(want) = self.token_sha256 else {
+            return true;
+        };
+        let Some(given) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        aws_lc_rs::constant_time::verify_slices_are_equal(&sha256(given.trim().as_bytes()), &want)
+            .is_ok()
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// `GET /metrics`, for the scrapers `scrape` allows.
+pub fn router(operator: Arc<Operator>, scrape: ScrapeAuth) -> Router {
+    Router::new()
+        .route("/metrics", get(render))
+        .with_state((operator, Arc::new(scrape)))
+}
+
+async fn render(
+    State((operator, scrape)): State<(Arc<Operator>, Arc<ScrapeAuth>)>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if !scrape.allows(&headers) {
+        let mut response = (
+            axum::http::StatusCode::UNAUTHORIZED,
+            "a bearer token is required to scrape /metrics ([metrics] token_file)\n",
+        )
+            .into_response();
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
     let status = operator.node().status();
     metrics::gauge!("coffer_raft_term").set(status.term as f64);
     metrics::gauge!("coffer_raft_leader").set(f64::from(u8::from(status.is_leader)));

@@ -55,6 +55,8 @@ pub struct Server {
     ),
     /// When the leader looks for lifecycle events.
     events: crate::alerts::EventsSchedule,
+    /// `[metrics] listen`: the address and router of the metrics listener.
+    metrics_listener: Option<(SocketAddr, axum::Router)>,
     /// How the leader asks members whether they are sealed.
     seal_probe: crate::alerts::SealProbe,
 }
@@ -173,6 +175,7 @@ impl Server {
             )
             .with_seal_device(config.seal.seal_type, seal_device),
         );
+        let scrape = crate::metrics::ScrapeAuth::from_file(config.metrics.token_file.as_deref())?;
         let router = api::router(api::ApiConfig {
             operator: operator.clone(),
             vaults,
@@ -195,7 +198,13 @@ impl Server {
             trusted_proxies: config.server.trusted_proxies.clone(),
             settings,
             backup_dir: config.server.backup_dir.clone(),
+            // On the API port unless `[metrics] listen` gives it its own.
+            metrics: config.metrics.listen.is_none().then(|| scrape.clone()),
         });
+        let metrics_listener = config
+            .metrics
+            .listen
+            .map(|addr| (addr, crate::metrics::router(operator.clone(), scrape)));
         Ok(Self {
             operator,
             node,
@@ -211,6 +220,7 @@ impl Server {
             alerts: (alerts, sender),
             events: config.events.schedule(clock_offset),
             seal_probe,
+            metrics_listener,
         })
     }
 
@@ -220,6 +230,19 @@ impl Server {
             .await
             .with_context(|| format!("binding the API address {}", self.api_addr))?;
         tracing::info!(addr = %self.api_addr, "API listening");
+        if let Some((addr, router)) = self.metrics_listener.clone() {
+            let metrics = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics address {addr}"))?;
+            tracing::info!(%addr, "metrics listening");
+            tokio::spawn(crate::listener::serve(
+                metrics,
+                self.api_tls.clone(),
+                router,
+                self.limits.clone(),
+                shutdown_signal(),
+            ));
+        }
         tokio::spawn(lifecycle_loop(
             self.operator.clone(),
             self.engines.clone(),
@@ -576,6 +599,7 @@ pub async fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
         audit: Default::default(),
         server: Default::default(),
         events: Default::default(),
+        metrics: Default::default(),
     };
     let server = Server::start(&config).await?;
     wait_for_leader(&server.node).await?;

@@ -61,6 +61,9 @@ pub struct ApiConfig {
     pub settings: Arc<crate::engine::settings::SettingsEngine>,
     /// Where full backups may be written (`[server] backup_dir`).
     pub backup_dir: Option<std::path::PathBuf>,
+    /// `/metrics` on this port and who may scrape it; `None` when
+    /// `[metrics] listen` serves it elsewhere.
+    pub metrics: Option<crate::metrics::ScrapeAuth>,
 }
 
 /// Builds the complete router.
@@ -132,7 +135,10 @@ pub fn router(cfg: ApiConfig) -> Router {
         }))
         .merge(protected_sys)
         .merge(akv)
-        .merge(crate::metrics::router(cfg.operator.clone()))
+        .merge(match cfg.metrics.clone() {
+            Some(scrape) => crate::metrics::router(cfg.operator.clone(), scrape),
+            None => Router::new(),
+        })
         .fallback(envelope::unknown_route)
         .layer(from_fn_with_state(
             audit::AuditState::new(&cfg),
