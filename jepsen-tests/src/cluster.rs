@@ -99,9 +99,10 @@ pub struct ClusterOptions {
     /// is replaced by the bridge address of a [`Placement::Netns`] cluster
     /// (e.g. `trusted_proxies = ["{host_ip}/32"]`).
     pub server_section: Option<String>,
-    /// TOML appended verbatim to every node's config, after everything else
-    /// (whole sections, e.g. `[audit]\nsync = "write"` from the benchmark's
-    /// `--node-config`).
+    /// TOML added to every node's config (the benchmark's `--node-config`):
+    /// top-level keys before its first `[section]` go to the top of the file
+    /// (so `lock_memory = false` stays a top-level key), whole sections such
+    /// as `[audit]\nsync = "write"` after everything else.
     pub extra_config: Option<String>,
 }
 
@@ -315,7 +316,8 @@ impl LocalCluster {
             text.push_str(&format!("[raft]\n{}\n", raft.join("\n")));
         }
         if let Some(extra) = &self.options.extra_config {
-            text.push_str(&format!("{extra}\n"));
+            let (top, sections) = split_top_level(extra);
+            text = format!("{top}{text}{sections}\n");
         }
         fs::write(&node.config_path, text)?;
         Ok(())
@@ -668,6 +670,27 @@ impl LocalCluster {
             .hsm
             .then(|| hsm::token(self.dir.path(), node.id))
     }
+}
+
+/// Splits extra node config into its top-level keys (the lines before the
+/// first `[section]` header, each ending in a newline) and the rest.
+fn split_top_level(extra: &str) -> (String, &str) {
+    let at = extra
+        .lines()
+        .scan(0, |offset, line| {
+            let start = *offset;
+            *offset += line.len() + 1;
+            Some((start, line))
+        })
+        .find(|(_, line)| line.trim_start().starts_with('['))
+        .map_or(extra.len(), |(start, _)| start.min(extra.len()));
+    let top = &extra[..at];
+    let top = if top.is_empty() || top.ends_with('\n') {
+        top.to_string()
+    } else {
+        format!("{top}\n")
+    };
+    (top, &extra[at..])
 }
 
 mod hsm;

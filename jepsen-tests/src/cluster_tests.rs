@@ -14,3 +14,16 @@ fn finds_a_needle_in_a_nested_file_and_counts_files() {
     let clean = scan_for_bytes(dir.path(), &[b"absent"]).unwrap();
     assert!(clean.hits.is_empty());
 }
+
+#[test]
+fn extra_node_config_keeps_top_level_keys_at_the_top() {
+    let (top, sections) = split_top_level("lock_memory = false\n[audit]\nsync = \"write\"");
+    assert_eq!(top, "lock_memory = false\n");
+    assert_eq!(sections, "[audit]\nsync = \"write\"");
+    let (top, sections) = split_top_level("[audit]\nsync = \"write\"\n");
+    assert_eq!(top, "");
+    assert_eq!(sections, "[audit]\nsync = \"write\"\n");
+    let (top, sections) = split_top_level("lock_memory = false");
+    assert_eq!(top, "lock_memory = false\n");
+    assert_eq!(sections, "");
+}
