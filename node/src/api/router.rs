@@ -150,6 +150,13 @@ pub fn router(cfg: ApiConfig) -> Router {
             resolve_client,
         ))
         .layer(from_fn(envelope::envelope))
+        .layer(from_fn(one_fence))
+}
+
+/// Every read fence a request takes after its first is answered by the
+/// first (see [`request_fence`](crate::cluster::request_fence)).
+async fn one_fence(req: Request, next: Next) -> Response {
+    crate::cluster::request_fence::scope(next.run(req)).await
 }
 
 /// Reads the whole request body (authenticated requests only) before any

@@ -19,6 +19,7 @@ mod membership;
 mod network;
 mod node;
 mod read_index;
+pub mod request_fence;
 pub mod recover;
 pub mod snapshot_file;
 mod snapshot_pace;
