@@ -8,7 +8,10 @@
 //! believed, a forged one ignored); a binding changed through one node
 //! holds at once on the others, for tokens already issued; and the audit
 //! record of a request that came through the trusted proxy names the
-//! forwarded client, not the proxy. Needs root (`ip netns`).
+//! forwarded client, not the proxy. On the same cluster, a role
+//! assignment limited to the insider's /32 (`--source-cidr`) admits reads
+//! from there only, refusing the rest with the 403 that names the network
+//! condition. Needs root (`ip netns`).
 
 mod netns_client;
 
