@@ -23,6 +23,8 @@ use serde_json::Value;
 
 /// Secrets User (IDENTITY.md §7).
 const SECRETS_USER: &str = "4633458b-17de-408a-b874-0445c86b69e6";
+/// Key Vault Reader.
+const READER: &str = "21090545-7ca7-4776-b22c-e363652d74d2";
 
 /// `coffer identity …` with the root token.
 fn identity(cluster: &LocalCluster, args: &[&str]) -> Value {
@@ -427,7 +429,67 @@ fn role_assignment_limited_to_a_source_network(cluster: &LocalCluster, h: &Hosts
     // The trusted proxy forwarding the insider is believed.
     let (status, body) = curl(cluster, &read(None, &h.nodes[0], Some(in_ip), &token));
     assert_eq!(status, 200, "{body}");
-    println!("SOURCE CIDRS: {refusals} reads from outside the assignment's network refused as such, 4 from inside allowed");
+
+    // Role administration too: an administrator limited to the insider's
+    // network assigns from there, and from the outsider holds no
+    // assignment rights (the same 403, for roleAssignments/write).
+    let admin = identity(cluster, &["app", "create", "net-admin"]);
+    let admin_oid = admin["object_id"].as_str().unwrap().to_owned();
+    let admin_id = admin["app"]["client_id"].as_str().unwrap().to_owned();
+    let admin_secret = identity(cluster, &["app", "secret", "add", "net-admin"]);
+    let admin_secret = admin_secret["secret"].as_str().unwrap().to_owned();
+    role(&[
+        "assign",
+        "Key Vault Administrator",
+        &admin_oid,
+        "--source-cidr",
+        in_ip,
+    ]);
+    let (status, body) = token_request(
+        cluster,
+        insider,
+        &h.nodes[1],
+        None,
+        h.tenant,
+        (&admin_id, &admin_secret),
+    );
+    assert_eq!(status, 200, "{body}");
+    let admin_token = body["access_token"].as_str().unwrap().to_owned();
+    let grant = |ns: Option<&str>, node: &str| {
+        let path = format!(
+            "/keys/providers/Microsoft.Authorization/roleAssignments/{}",
+            uuid::Uuid::new_v4()
+        );
+        let body =
+            format!(r#"{{"properties":{{"roleDefinitionId":"{READER}","principalId":"{oid}"}}}}"#);
+        curl(
+            cluster,
+            &Call {
+                vault: "default",
+                method: "PUT",
+                path: &path,
+                body: Some(&body),
+                ..call(ns, node, None, Some(&admin_token))
+            },
+        )
+    };
+    let (status, body) = grant(outsider, &h.nodes[2]);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("ForbiddenByRbac")
+            && body.contains("roleAssignments/write")
+            && body.contains("requires a source network")
+            && body.contains(&format!("client address {out_ip} ")),
+        "{body}"
+    );
+    refusals += 1;
+    let (status, body) = grant(insider, &h.nodes[2]);
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        body.contains(READER) && !body.contains("sourceCidrs"),
+        "{body}"
+    );
+    println!("SOURCE CIDRS: {refusals} requests from outside the assignment's network refused as such (reads and one role assignment), 5 from inside allowed");
 }
 
 /// The `callerIpAddress` of the trail records with these correlation ids,
