@@ -175,3 +175,64 @@ impl HsmConfig {
         Ok(())
     }
 }
+
+/// Histogram of HSM operation latency, by `operation`.
+pub const OPERATION_SECONDS: &str = "coffer_hsm_operation_duration_seconds";
+/// Counter of HSM operations the device failed, by `operation`.
+pub const ERRORS_TOTAL: &str = "coffer_hsm_errors_total";
+
+/// The `operation` label values of the HSM metrics: key operations inside
+/// the device, making keys in it, and the auto-unseal's seal key. Verify
+/// and RSA encrypt/wrap of `*-HSM` keys are public-key math in software
+/// and never reach the device, so they are not HSM operations.
+pub mod operation {
+    /// Sign a digest.
+    pub const SIGN: &str = "sign";
+    /// Symmetric encryption (`oct-HSM`).
+    pub const ENCRYPT: &str = "encrypt";
+    /// Decryption (RSA or symmetric).
+    pub const DECRYPT: &str = "decrypt";
+    /// Key wrap (`oct-HSM`, A*KW).
+    pub const WRAP: &str = "wrap";
+    /// Key unwrap.
+    pub const UNWRAP: &str = "unwrap";
+    /// Generate a key inside the device.
+    pub const GENERATE: &str = "generate";
+    /// Import private material into the device.
+    pub const IMPORT: &str = "import";
+    /// The auto-unseal wrapping the root key under the seal key.
+    pub const SEAL_WRAP: &str = "seal_wrap";
+    /// The auto-unseal unwrapping the root key.
+    pub const SEAL_UNWRAP: &str = "seal_unwrap";
+    /// Every value, for pre-registering the series.
+    pub const ALL: [&str; 9] = [
+        SIGN,
+        ENCRYPT,
+        DECRYPT,
+        WRAP,
+        UNWRAP,
+        GENERATE,
+        IMPORT,
+        SEAL_WRAP,
+        SEAL_UNWRAP,
+    ];
+}
+
+/// Runs one HSM operation `f`, recording its latency in
+/// [`OPERATION_SECONDS`] and, when the device failed it, [`ERRORS_TOTAL`].
+/// Callers check the request first, so the time is the device's.
+pub fn observed<T>(
+    operation: &'static str,
+    f: impl FnOnce() -> Result<T, CryptoError>,
+) -> Result<T, CryptoError> {
+    let started = std::time::Instant::now();
+    let res = f();
+    metrics::histogram!(OPERATION_SECONDS, "operation" => operation)
+        .record(started.elapsed().as_secs_f64());
+    if let Err(e) = &res {
+        if e.is_device_failure() {
+            metrics::counter!(ERRORS_TOTAL, "operation" => operation).increment(1);
+        }
+    }
+    res
+}

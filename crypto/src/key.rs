@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::hsm::{HsmKey, HsmProvider};
+use super::hsm::{self, operation, HsmKey, HsmProvider};
 use super::software::{self, LoadedKey, SoftwareKey};
 use super::{
     Ciphertext, CryptoError, EncAlg, KeySpec, KeyType, PrivateKey, PublicKey, SignAlg, SymParams,
@@ -110,22 +110,11 @@ impl HsmHandle {
             .as_deref()
             .ok_or_else(|| CryptoError::HsmUnavailable("no HSM is configured on this node".into()))
     }
-}
 
-impl KeyHandle for HsmHandle {
-    fn public(&self) -> &PublicKey {
-        &self.key.public
-    }
-
-    fn sign(&self, alg: SignAlg, digest: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        // Checked before the device is asked, so a bad request is refused
-        // the same way on a node whose device is down.
-        software::check_sign(&self.key.public, alg, digest)?;
-        self.device()?.sign(&self.key, alg, digest)
-    }
-
-    fn encrypt(
+    /// Encrypt or wrap, recorded as HSM `operation` when the device does it.
+    fn encrypt_as(
         &self,
+        operation: &'static str,
         alg: EncAlg,
         plaintext: &[u8],
         params: &SymParams,
@@ -139,7 +128,49 @@ impl KeyHandle for HsmHandle {
                 tag: None,
             });
         }
-        self.device()?.encrypt(&self.key, alg, plaintext, params)
+        hsm::observed(operation, || {
+            self.device()?.encrypt(&self.key, alg, plaintext, params)
+        })
+    }
+
+    /// Decrypt or unwrap inside the device, recorded as HSM `operation`.
+    fn decrypt_as(
+        &self,
+        operation: &'static str,
+        alg: EncAlg,
+        ciphertext: &[u8],
+        params: &SymParams,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        software::check_enc(self.key.kty, self.key.bits, alg)?;
+        hsm::observed(operation, || {
+            self.device()?.decrypt(&self.key, alg, ciphertext, params)
+        })
+    }
+}
+
+/// The one place HSM keys are used: each device call is timed and its
+/// failures counted here (`hsm::observed`), not at the call sites.
+impl KeyHandle for HsmHandle {
+    fn public(&self) -> &PublicKey {
+        &self.key.public
+    }
+
+    fn sign(&self, alg: SignAlg, digest: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        // Checked before the device is asked, so a bad request is refused
+        // the same way on a node whose device is down.
+        software::check_sign(&self.key.public, alg, digest)?;
+        hsm::observed(operation::SIGN, || {
+            self.device()?.sign(&self.key, alg, digest)
+        })
+    }
+
+    fn encrypt(
+        &self,
+        alg: EncAlg,
+        plaintext: &[u8],
+        params: &SymParams,
+    ) -> Result<Ciphertext, CryptoError> {
+        self.encrypt_as(operation::ENCRYPT, alg, plaintext, params)
     }
 
     fn decrypt(
@@ -148,8 +179,17 @@ impl KeyHandle for HsmHandle {
         ciphertext: &[u8],
         params: &SymParams,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        software::check_enc(self.key.kty, self.key.bits, alg)?;
-        self.device()?.decrypt(&self.key, alg, ciphertext, params)
+        self.decrypt_as(operation::DECRYPT, alg, ciphertext, params)
+    }
+
+    fn wrap(&self, alg: EncAlg, key: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        Ok(self
+            .encrypt_as(operation::WRAP, alg, key, &SymParams::default())?
+            .value)
+    }
+
+    fn unwrap(&self, alg: EncAlg, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        self.decrypt_as(operation::UNWRAP, alg, wrapped, &SymParams::default())
     }
 }
 
@@ -170,7 +210,9 @@ impl KeyMaterial {
         device: Option<&dyn HsmProvider>,
     ) -> Result<KeyMaterial, CryptoError> {
         Ok(match device {
-            Some(hsm) => KeyMaterial::Hsm(hsm.generate(spec)?),
+            Some(device) => KeyMaterial::Hsm(hsm::observed(operation::GENERATE, || {
+                device.generate(spec)
+            })?),
             None => KeyMaterial::Software(software::generate(spec)?),
         })
     }
@@ -181,7 +223,9 @@ impl KeyMaterial {
         device: Option<&dyn HsmProvider>,
     ) -> Result<KeyMaterial, CryptoError> {
         Ok(match device {
-            Some(hsm) => KeyMaterial::Hsm(hsm.import(key)?),
+            Some(device) => {
+                KeyMaterial::Hsm(hsm::observed(operation::IMPORT, || device.import(key))?)
+            }
             None => KeyMaterial::Software(software::import(key)?),
         })
     }

@@ -272,3 +272,15 @@ pub enum CryptoError {
     #[error("crypto failure: {0}")]
     Internal(String),
 }
+
+impl CryptoError {
+    /// Whether the device (or its absence) failed the operation, rather
+    /// than the request: unavailable, unsupported, or an internal error.
+    /// Refused input and failed decryptions of bad data are the caller's.
+    pub fn is_device_failure(&self) -> bool {
+        matches!(
+            self,
+            CryptoError::HsmUnavailable(_) | CryptoError::Unsupported(_) | CryptoError::Internal(_)
+        )
+    }
+}

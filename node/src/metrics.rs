@@ -13,7 +13,16 @@ use axum::Router;
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::engine::alerts::ExpiryCounts;
 use crate::operator::Operator;
+
+/// Counter of leaderships this node observed (see
+/// `cluster::node::count_leader_changes`).
+pub const LEADER_CHANGES: &str = "coffer_raft_leader_changes_total";
+/// Gauge of current secret versions expiring, by `within`.
+pub const SECRETS_EXPIRING: &str = "coffer_secrets_expiring";
+/// Gauge of current certificate versions expiring, by `within`.
+pub const CERTIFICATES_EXPIRING: &str = "coffer_certificates_expiring";
 
 /// Latency buckets (seconds): 1 ms … 10 s.
 const BUCKETS: [f64; 13] = [
@@ -79,6 +88,45 @@ fn describe() {
         Unit::Seconds,
         "On the leader: time since a quorum last acknowledged it."
     );
+    describe_counter!(
+        LEADER_CHANGES,
+        "Leaders this node has seen take over (a new leader id or term); the first leader seen \
+         after the node starts counts."
+    );
+    describe_histogram!(
+        raft_store::log_store::APPEND_SECONDS,
+        Unit::Seconds,
+        "Raft log appends: time from the append to its entries being durable (group commit)."
+    );
+    describe_histogram!(
+        raft_store::log_store::FSYNC_SECONDS,
+        Unit::Seconds,
+        "Raft log group commits: the durable write itself (redb commit, or WAL write and \
+         fdatasync), one per group of appends."
+    );
+    describe_histogram!(
+        crate::crypto::hsm::OPERATION_SECONDS,
+        Unit::Seconds,
+        "HSM (PKCS#11) operations by operation, failed ones included; verify and RSA \
+         encryption of HSM keys run in software and are not counted."
+    );
+    describe_counter!(
+        crate::crypto::hsm::ERRORS_TOTAL,
+        "HSM operations the device failed or could not be reached for, by operation \
+         (refused input and failed decryptions of bad data are not counted)."
+    );
+    describe_gauge!(
+        SECRETS_EXPIRING,
+        "Current secret versions expiring within 7d or 30d (cumulative), or already expired \
+         (within=\"expired\"), as of the leader's last lifecycle scan. Only the leader counts; \
+         other nodes report 0, so take max() over the nodes."
+    );
+    describe_gauge!(
+        CERTIFICATES_EXPIRING,
+        "Current certificate versions expiring within 7d or 30d (cumulative), or already \
+         expired (within=\"expired\"), as of the leader's last lifecycle scan. Only the \
+         leader counts; other nodes report 0, so take max() over the nodes."
+    );
     describe_gauge!("coffer_sealed", "1 when this node is sealed.");
     describe_counter!(
         "coffer_alerts_fired_total",
@@ -112,6 +160,15 @@ fn describe() {
         "coffer_events_emitted_total",
         "Lifecycle event notifications delivered, by event type."
     );
+    metrics::counter!(LEADER_CHANGES).increment(0);
+    // Registering a histogram is enough for it to be served (count 0).
+    let _ = metrics::histogram!(raft_store::log_store::APPEND_SECONDS);
+    let _ = metrics::histogram!(raft_store::log_store::FSYNC_SECONDS);
+    for op in crate::crypto::hsm::operation::ALL {
+        let _ = metrics::histogram!(crate::crypto::hsm::OPERATION_SECONDS, "operation" => op);
+        metrics::counter!(crate::crypto::hsm::ERRORS_TOTAL, "operation" => op).increment(0);
+    }
+    set_expiring(None);
     for name in [
         "coffer_alerts_fired_total",
         "coffer_alerts_resolved_total",
@@ -129,6 +186,20 @@ fn describe() {
     for sink in ["file", "raft"] {
         metrics::counter!("coffer_audit_failures_total", "sink" => sink).increment(0);
         metrics::counter!("coffer_audit_records_total", "sink" => sink).increment(0);
+    }
+}
+
+/// Sets the expiry gauges from the leader's scan (`counts` of secrets and
+/// certificates), or to 0 on a node that does not lead (`None`).
+pub fn set_expiring(counts: Option<(ExpiryCounts, ExpiryCounts)>) {
+    let (secrets, certificates) = counts.unwrap_or_default();
+    for (name, c) in [
+        (SECRETS_EXPIRING, secrets),
+        (CERTIFICATES_EXPIRING, certificates),
+    ] {
+        for (within, n) in c.by_window() {
+            metrics::gauge!(name, "within" => within).set(n as f64);
+        }
     }
 }
 

@@ -65,6 +65,9 @@ impl Server {
     /// Opens storage, joins the cluster transport and builds the API.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
         files::check_node_files(config)?;
+        // Before anything records a metric (the Raft node does, from its
+        // start: leader changes, log appends).
+        let _ = crate::metrics::handle();
         let material = load_tls(&config.tls)?;
         let api_tls = tls::api_server_config(&material)?;
         let node = ClusterNode::start(ClusterConfig {
@@ -144,8 +147,6 @@ impl Server {
                     config.audit.trail_retention(),
                 ),
             ));
-        // Before anything records a metric.
-        let _ = crate::metrics::handle();
         let sealed = seal.clone();
         let audit = crate::audit::Auditor::start(
             &config.audit,

@@ -358,12 +358,33 @@ async fn denied_bursts_alert_every_receiver_exactly_once_even_across_a_leader_ki
     let survivor = (leader + 1) % 3;
     deny(&cluster, survivor, "127.0.0.3", 2).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    let changes = |text: &str| common::sample(text, "coffer_raft_leader_changes_total").unwrap();
+    let changes_before = changes(&common::scrape(&cluster, survivor).await);
+    assert!(changes_before >= 1.0, "the survivor saw the first leader");
     cluster.kill(leader);
     let new_leader = cluster
         .wait_for_leader(Duration::from_secs(30))
         .await
         .unwrap();
     assert_ne!(new_leader, leader);
+    // The survivor counted the new leader when it took over, not per scrape.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let changes_after = loop {
+        let n = changes(&common::scrape(&cluster, survivor).await);
+        if n > changes_before || std::time::Instant::now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        changes_after > changes_before,
+        "leader changes on node {survivor}: {changes_before} before the kill, {changes_after} after"
+    );
+    assert_eq!(
+        changes(&common::scrape(&cluster, survivor).await),
+        changes_after,
+        "a scrape does not count a change"
+    );
     deny(&cluster, survivor, "127.0.0.3", 3).await;
     rx.wait_for(
         "the alert after the failover",

@@ -237,6 +237,16 @@ async fn every_request_leaves_one_record_and_the_trail_keeps_no_secret() {
         "{text}"
     );
     assert!(text.contains("coffer_raft_term") && text.contains("coffer_audit_failures_total"));
+    // The writes above went through this node's Raft log: appends and
+    // group commits were timed, and one commit covers one or more appends.
+    let count = |name: &str| common::sample(&text, name).unwrap_or_else(|| panic!("{name}"));
+    let appends = count("coffer_raft_log_append_duration_seconds_count");
+    let fsyncs = count("coffer_raft_log_fsync_duration_seconds_count");
+    assert!(
+        appends > 0.0 && fsyncs > 0.0 && fsyncs <= appends,
+        "appends {appends}, fsyncs {fsyncs}"
+    );
+    assert!(count("coffer_raft_log_fsync_duration_seconds_sum") > 0.0);
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

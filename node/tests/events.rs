@@ -99,6 +99,32 @@ fn events_of(seen: &Seen, endpoint: &str, name: &str) -> HashMap<String, Vec<Val
     out
 }
 
+/// Node `i`'s `coffer_secrets_expiring` for 7d, 30d and expired.
+async fn expiring(cluster: &LocalCluster, i: usize) -> [f64; 3] {
+    let text = common::scrape(cluster, i).await;
+    ["7d", "30d", "expired"].map(|w| {
+        common::sample(&text, &format!("coffer_secrets_expiring{{within=\"{w}\"}}"))
+            .unwrap_or_else(|| panic!("no coffer_secrets_expiring{{within={w}}} in {text}"))
+    })
+}
+
+/// Node `i`'s expiry gauges once `done` holds for them (a scan runs every
+/// second here), or as they are after 15 s.
+async fn expiring_when(
+    cluster: &LocalCluster,
+    i: usize,
+    done: impl Fn(&[f64; 3]) -> bool,
+) -> [f64; 3] {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let g = expiring(cluster, i).await;
+        if done(&g) || Instant::now() > deadline {
+            return g;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 async fn wait_until(what: &str, within: Duration, done: impl Fn() -> bool) {
     let deadline = Instant::now() + within;
     while !done() {
@@ -218,6 +244,11 @@ async fn secret_events_reach_a_validated_subscriber_exactly_once_across_a_leader
         .json(&json!({"value": "short-lived-value", "attributes": {"exp": exp}}))
         .unwrap();
     root.send(put).await.unwrap().error_for_status().unwrap();
+    // And one that expires in three days (for the expiry gauges).
+    let put = Request::put("/secrets/quarterly?api-version=7.4")
+        .json(&json!({"value": "three-day-value", "attributes": {"exp": now() + 3 * 86_400}}))
+        .unwrap();
+    root.send(put).await.unwrap().error_for_status().unwrap();
 
     wait_until(
         "new-version and near-expiry events",
@@ -240,16 +271,22 @@ async fn secret_events_reach_a_validated_subscriber_exactly_once_across_a_leader
             "Microsoft.EventGrid.SubscriptionValidationEvent"
         );
     }
+    // The leader's scan counts both as expiring within 7 (and 30) days;
+    // a follower reports 0.
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let gauges = expiring_when(&cluster, leader, |g| g[0] >= 2.0).await;
+    assert_eq!(gauges, [2.0, 2.0, 0.0], "secrets expiring 7d, 30d, expired");
+    let follower = (leader + 1) % 3;
+    assert_eq!(expiring(&cluster, follower).await, [0.0; 3]);
     assert!(
         now() < exp,
         "the near-expiry phase took too long for the test"
     );
 
     // The leader dies before the expiry; the next one sends Expired.
-    let leader = cluster
-        .wait_for_leader(Duration::from_secs(10))
-        .await
-        .unwrap();
     cluster.kill(leader);
     let new_leader = cluster
         .wait_for_leader(Duration::from_secs(30))
@@ -261,6 +298,9 @@ async fn secret_events_reach_a_validated_subscriber_exactly_once_across_a_leader
         events_of(&seen, "events", "rotating").contains_key(SECRET_TYPES[2])
     })
     .await;
+    // The new leader counts now: one expired, one still within 7 days.
+    let gauges = expiring_when(&cluster, new_leader, |g| g[2] >= 1.0).await;
+    assert_eq!(gauges, [1.0, 1.0, 1.0], "secrets expiring 7d, 30d, expired");
     // Nothing more arrives.
     tokio::time::sleep(Duration::from_secs(5)).await;
 

@@ -1,6 +1,9 @@
 //! Keys on a real 3-node cluster: HSM-tier keys survive the loss of the node
 //! that created them and never reach a disk in the clear; rotation policies
-//! are carried out by the leader without an operator.
+//! are carried out by the leader without an operator. Each node times
+//! its HSM operations in `/metrics`.
+
+mod common;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -28,6 +31,13 @@ async fn call(client: &Client, method: &str, path: &str, body: Option<Value>) ->
     let value: Value = response.json().unwrap_or(Value::Null);
     assert!(status.is_success(), "{method} {path}: {status} {value}");
     value
+}
+
+/// How many HSM `operation`s a node's `/metrics` text has timed.
+fn hsm_count(text: &str, operation: &str) -> f64 {
+    let series =
+        format!("coffer_hsm_operation_duration_seconds_count{{operation=\"{operation}\"}}");
+    common::sample(text, &series).unwrap_or_else(|| panic!("no {series}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -83,6 +93,21 @@ async fn an_hsm_key_outlives_its_creator_node_and_never_reaches_disk_in_the_clea
         "private material returned"
     );
 
+    // Made in a device: one generate and two imports, on whichever nodes
+    // ran them.
+    let mut made = [0.0; 2];
+    for i in 0..3 {
+        let text = common::scrape(&cluster, i).await;
+        for (n, op) in made.iter_mut().zip(["generate", "import"]) {
+            *n += hsm_count(&text, op);
+        }
+    }
+    assert_eq!(made, [1.0, 2.0], "HSM generate, import");
+    let before = [
+        common::scrape(&cluster, 1).await,
+        common::scrape(&cluster, 2).await,
+    ];
+
     cluster.kill(0);
     let node3 = cluster.node_client(2).unwrap();
     let node2 = cluster.node_client(1).unwrap();
@@ -121,6 +146,26 @@ async fn an_hsm_key_outlives_its_creator_node_and_never_reaches_disk_in_the_clea
     )
     .await;
     assert_eq!(opened["value"], plaintext);
+
+    // Node 3 signed twice and encrypted once in its device, node 2
+    // decrypted once; verify is software and not an HSM operation.
+    let after = [
+        common::scrape(&cluster, 1).await,
+        common::scrape(&cluster, 2).await,
+    ];
+    let grew = |node: usize, op: &str| hsm_count(&after[node], op) - hsm_count(&before[node], op);
+    assert_eq!(
+        [grew(1, "sign"), grew(1, "encrypt"), grew(0, "decrypt")],
+        [2.0, 1.0, 1.0],
+        "HSM operations timed on node 3 (sign, encrypt) and node 2 (decrypt)"
+    );
+    for text in &after {
+        assert!(!text.contains("operation=\"verify\""));
+        assert_eq!(
+            common::sample(text, "coffer_hsm_errors_total{operation=\"sign\"}"),
+            Some(0.0)
+        );
+    }
 
     let scan = cluster.scan_data_dirs(&[&k, &ec_d]).unwrap();
     assert!(

@@ -176,6 +176,10 @@ async fn a_pkcs11_cluster_restarts_and_unseals_itself_and_reports_a_missing_devi
     }
     for i in 0..3 {
         assert_eq!(digest_via(&cluster, i).await, before, "node {}", i + 1);
+        // The unseal went through the device, timed, without an error.
+        let text = common::scrape(&cluster, i).await;
+        assert!(seal_unwraps(&text) >= 1.0, "node {}: {text}", i + 1);
+        assert_eq!(seal_unwrap_errors(&text), 0.0, "node {}", i + 1);
     }
     // Writes go on after the restart.
     let client = cluster.client().unwrap();
@@ -225,6 +229,9 @@ async fn a_pkcs11_cluster_restarts_and_unseals_itself_and_reports_a_missing_devi
         status["seal_status"]["reason"].as_str(),
         Some(reason.as_str())
     );
+    // Its metrics count the failed unseals as HSM errors.
+    let text = common::scrape(&cluster, 2).await;
+    assert!(seal_unwrap_errors(&text) >= 1.0, "{text}");
     // The other two still serve.
     assert_eq!(digest_via(&cluster, 0).await, before);
 
@@ -235,6 +242,18 @@ async fn a_pkcs11_cluster_restarts_and_unseals_itself_and_reports_a_missing_devi
     cluster.restart(2).unwrap();
     wait_unsealed_alone(&cluster, 2, Duration::from_secs(30)).await;
     assert_eq!(digest_via(&cluster, 2).await, before);
+}
+
+/// Auto-unseals a node's `/metrics` text has timed.
+fn seal_unwraps(text: &str) -> f64 {
+    let series = "coffer_hsm_operation_duration_seconds_count{operation=\"seal_unwrap\"}";
+    common::sample(text, series).unwrap_or_else(|| panic!("no {series}"))
+}
+
+/// Auto-unseals the device failed, in a node's `/metrics` text.
+fn seal_unwrap_errors(text: &str) -> f64 {
+    let series = "coffer_hsm_errors_total{operation=\"seal_unwrap\"}";
+    common::sample(text, series).unwrap_or_else(|| panic!("no {series}"))
 }
 
 /// Runs a migration to `to` through node 0 with the CLI: init (token), then

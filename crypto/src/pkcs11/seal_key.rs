@@ -16,6 +16,7 @@ use zeroize::Zeroizing;
 
 use super::pool::OpError;
 use super::{classify, Pkcs11Hsm};
+use crate::hsm::{self, operation};
 use crate::seal_device::SealDevice;
 use crate::CryptoError;
 
@@ -145,10 +146,12 @@ impl SealDevice for Pkcs11SealKey {
     fn encrypt(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let mut iv = [0u8; IV_LEN];
         rand::rng().fill_bytes(&mut iv);
-        let body = self.with_key(|s, key| {
-            let mut iv = iv;
-            let gcm = GcmParams::new(&mut iv, aad, 128.into())?;
-            Ok(s.encrypt(&Mechanism::AesGcm(gcm), key, plaintext)?)
+        let body = hsm::observed(operation::SEAL_WRAP, || {
+            self.with_key(|s, key| {
+                let mut iv = iv;
+                let gcm = GcmParams::new(&mut iv, aad, 128.into())?;
+                Ok(s.encrypt(&Mechanism::AesGcm(gcm), key, plaintext)?)
+            })
         })?;
         let mut out = Vec::with_capacity(IV_LEN + body.len());
         out.extend_from_slice(&iv);
@@ -161,6 +164,20 @@ impl SealDevice for Pkcs11SealKey {
             return Err(CryptoError::DecryptFailed);
         }
         let (iv, body) = wrapped.split_at(IV_LEN);
+        hsm::observed(operation::SEAL_UNWRAP, || {
+            self.unwrap_with_seal_key(aad, iv, body)
+        })
+    }
+}
+
+impl Pkcs11SealKey {
+    /// The device half of [`SealDevice::decrypt`].
+    fn unwrap_with_seal_key(
+        &self,
+        aad: &[u8],
+        iv: &[u8],
+        body: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         self.with_key(|s, key| {
             let mut iv: [u8; IV_LEN] = iv
                 .try_into()

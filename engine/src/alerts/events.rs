@@ -278,6 +278,62 @@ pub struct EventScan {
     pub fired: usize,
     /// `expiring` alerts resolved.
     pub resolved: usize,
+    /// The scan walked every object (it stops early in a storm of events,
+    /// and then the counts below cover only part of the objects).
+    pub complete: bool,
+    /// Current secret versions by how soon they expire (certificates'
+    /// own secrets are counted as certificates, not here).
+    pub secrets: ExpiryCounts,
+    /// Current certificate versions by how soon they expire.
+    pub certificates: ExpiryCounts,
+}
+
+/// Lead time of the short expiry window (`within="7d"`).
+pub const EXPIRY_WITHIN_SHORT_SECS: u64 = 7 * 86_400;
+/// Lead time of the long expiry window (`within="30d"`).
+pub const EXPIRY_WITHIN_LONG_SECS: u64 = 30 * 86_400;
+
+/// How many current, not deleted versions of one kind of object expire
+/// soon or have expired, at the scan's time. The windows are cumulative
+/// (what expires within 7 days also expires within 30); an expired
+/// version is in none of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ExpiryCounts {
+    /// Not yet expired, `exp` within [`EXPIRY_WITHIN_SHORT_SECS`].
+    pub within_short: u64,
+    /// Not yet expired, `exp` within [`EXPIRY_WITHIN_LONG_SECS`].
+    pub within_long: u64,
+    /// `exp` has passed.
+    pub expired: u64,
+}
+
+impl ExpiryCounts {
+    /// The counts named by window (`7d`, `30d`) and `expired`, as the
+    /// `within` label of the expiry gauges shows them.
+    pub fn by_window(&self) -> [(&'static str, u64); 3] {
+        [
+            ("7d", self.within_short),
+            ("30d", self.within_long),
+            ("expired", self.expired),
+        ]
+    }
+
+    /// Counts a version expiring at `exp` (Unix seconds) as seen at `now`.
+    fn count(&mut self, exp: i64, now: u64) {
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        let left = exp.saturating_sub(now);
+        if left <= 0 {
+            self.expired += 1;
+            return;
+        }
+        let left = left.unsigned_abs();
+        if left <= EXPIRY_WITHIN_SHORT_SECS {
+            self.within_short += 1;
+        }
+        if left <= EXPIRY_WITHIN_LONG_SECS {
+            self.within_long += 1;
+        }
+    }
 }
 
 /// The dates of a version, whatever its kind (secret, key and certificate
@@ -312,6 +368,7 @@ impl AlertsEngine {
         // An incomplete scan (a storm of events) does not know what stopped
         // holding: resolution waits for a complete one.
         let complete = scan.emitted < EVENTS_MAX;
+        scan.complete = complete;
         for (rule, groups) in rules.iter().zip(&holding) {
             let o = self.apply_state(rule, groups, complete, now * 1000).await?;
             scan.fired += o.fired;
@@ -339,10 +396,9 @@ impl AlertsEngine {
             .filter(|r| r.mails_contacts())
             .map(|r| r.name.clone())
             .collect();
+        // Always walked, even when nothing subscribes: the expiry counts
+        // (the `…_expiring` gauges) come from this scan, not from scrapes.
         let mut scan = EventScan::default();
-        if subscriptions.is_empty() && contacts.is_empty() && rules.is_empty() {
-            return Ok(scan);
-        }
         let tables = [
             (ObjectType::Secret, SECRETS, SECRET_VERSIONS),
             (ObjectType::Key, KEYS, KEY_VERSIONS),
@@ -373,6 +429,11 @@ impl AlertsEngine {
                         continue;
                     };
                     if let Some(exp) = dates.exp {
+                        match object {
+                            ObjectType::Secret => scan.secrets.count(exp, now),
+                            ObjectType::Certificate => scan.certificates.count(exp, now),
+                            ObjectType::Key => {}
+                        }
                         let group = format!("{vault}/{}/{}", object.collection(), meta.name);
                         let ahead = |within: u64| {
                             exp <= i64::try_from(now.saturating_add(within)).unwrap_or(i64::MAX)

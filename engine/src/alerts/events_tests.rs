@@ -140,7 +140,18 @@ async fn subscriptions_filter_by_type_and_vault_and_nothing_is_kept_without_one(
         .emit_events(T0 + 1, DEFAULT_NEAR_EXPIRY_SECS)
         .await
         .unwrap();
-    assert_eq!(scan, EventScan::default());
+    // Nothing subscribes: no event is kept, but the scan still counts
+    // what expires (10 days: within 30, not within 7).
+    assert_eq!((scan.emitted, scan.known, scan.fired), (0, 0, 0));
+    assert!(scan.complete);
+    assert_eq!(
+        scan.secrets,
+        ExpiryCounts {
+            within_short: 0,
+            within_long: 2,
+            expired: 0
+        }
+    );
     assert!(f.alerts.firings(None, 100).await.unwrap().is_empty());
 
     subscribe(
@@ -322,4 +333,30 @@ async fn email_contacts_actions_notify_the_vaults_contacts_once() {
     assert_eq!(e.event_type, "Microsoft.KeyVault.CertificateNearExpiry");
     assert_eq!(e.contacts, ["owner@example.com"]);
     assert_eq!(firings[0].deliveries[0].receiver, "mail");
+
+    // Three days before it ends the certificate counts as expiring within
+    // 7 (and 30) days, and its own secret is not counted as a secret.
+    let scan = f
+        .alerts
+        .emit_events(cert.exp as u64 - 3 * DAY, 7 * DAY)
+        .await
+        .unwrap();
+    assert_eq!(
+        (scan.certificates, scan.secrets),
+        (
+            ExpiryCounts {
+                within_short: 1,
+                within_long: 1,
+                expired: 0
+            },
+            ExpiryCounts::default()
+        )
+    );
+    let scan = f
+        .alerts
+        .emit_events(cert.exp as u64 + 1, 7 * DAY)
+        .await
+        .unwrap();
+    assert_eq!(scan.certificates.expired, 1);
+    assert_eq!(scan.certificates.within_long, 0);
 }

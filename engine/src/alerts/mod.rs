@@ -38,7 +38,10 @@ use crate::error::{EngineError, ObjectKind};
 use crate::store::{Compare, Mutation, Store, Txn};
 
 pub use evaluate::Evaluation;
-pub use events::{EventScan, LifecycleEvent, ObjectType};
+pub use events::{
+    EventScan, ExpiryCounts, LifecycleEvent, ObjectType, EXPIRY_WITHIN_LONG_SECS,
+    EXPIRY_WITHIN_SHORT_SECS,
+};
 pub use firing::{Delivery, DeliveryState, Firing, MonitorCondition};
 pub use hours::OutsideHours;
 pub use receiver::{Receiver, ReceiverKind, SmsFormat, SmtpSecurity};

@@ -17,6 +17,7 @@ use super::{
 };
 use crate::cas::{decode, encode, write, Plan};
 use crate::error::EngineError;
+use crate::network::canonical_ranges;
 use crate::store::{Compare, Mutation, Txn};
 use crate::validate::normalize_vault;
 use crate::view::VaultView;
@@ -35,6 +36,10 @@ pub struct AssignmentSpec {
     pub role_definition_id: String,
     /// Only tokens with a second factor use it.
     pub require_mfa: bool,
+    /// Only requests from these address ranges (IPv4 or IPv6 addresses or
+    /// CIDRs) use it; empty: from anywhere. A Coffer extension, like
+    /// `require_mfa`.
+    pub source_cidrs: Vec<String>,
 }
 
 /// What a client asks a custom role to be.
@@ -234,6 +239,11 @@ impl AuthzEngine {
         let scope = ScopePath::parse(&spec.scope)?;
         let principal_id = guid(&spec.principal_id)?;
         let role_id = guid(&spec.role_definition_id)?;
+        // Canonical and sorted, so the same ranges written differently make
+        // the same assignment.
+        let mut source_cidrs =
+            canonical_ranges("sourceCidrs", spec.source_cidrs.iter().map(String::as_str))?;
+        source_cidrs.sort();
         let part = vault.as_deref().unwrap_or(CLUSTER);
         let key = assignment_key(part, name);
         let now = self.now();
@@ -261,6 +271,7 @@ impl AuthzEngine {
                 principal_id: principal_id.clone(),
                 role_definition_id: role_id.clone(),
                 require_mfa: spec.require_mfa,
+                source_cidrs: source_cidrs.clone(),
                 created: now,
             };
             let same = |a: &RoleAssignment| {
@@ -268,6 +279,7 @@ impl AuthzEngine {
                     && a.principal_id == wanted.principal_id
                     && a.role_definition_id == wanted.role_definition_id
                     && a.require_mfa == wanted.require_mfa
+                    && a.source_cidrs == wanted.source_cidrs
             };
             let mine = grants.assignments.iter().filter(|a| a.vault == vault);
             for a in mine {

@@ -3,12 +3,15 @@
 //! whether a role change respects separation of duties. Pure functions
 //! over a snapshot, so every rule is unit-tested without a store.
 
+use std::net::IpAddr;
+
 use super::roles::{self, RoleDefinition, ASSIGNMENTS_WRITE};
 use super::scope::ScopePath;
 use super::RoleAssignment;
+use crate::network;
 
-/// Who is asking: the token's `oid`, the groups it belongs to, and whether
-/// it proved a second factor.
+/// Who is asking: the token's `oid`, the groups it belongs to, whether it
+/// proved a second factor, and the client address the request came from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Caller {
     /// Object id of the principal (`oid`).
@@ -17,6 +20,24 @@ pub struct Caller {
     pub groups: Vec<String>,
     /// Whether the token's `amr` contains `mfa`.
     pub mfa: bool,
+    /// The request's client address, as the API layer resolved it (the TCP
+    /// peer, or a trusted proxy's `X-Forwarded-For`). Per request, never
+    /// cached. `None`: unknown, and no assignment limited to a source
+    /// network applies (fail closed).
+    pub addr: Option<IpAddr>,
+}
+
+/// Whether an assignment's conditions hold for a caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Conditions {
+    /// They hold (or it has none): the assignment counts.
+    Met,
+    /// It requires a second factor the token lacks (the address is fine):
+    /// stepping up would make it count.
+    NeedsMfa,
+    /// The client address is outside its source networks: nothing the
+    /// caller can do with this token makes it count.
+    OutsideNetwork,
 }
 
 impl Caller {
@@ -28,6 +49,24 @@ impl Caller {
                 .iter()
                 .any(|g| g.eq_ignore_ascii_case(principal_id))
     }
+
+    /// Whether `a`'s conditions (MFA, source networks) hold for this
+    /// request: the one rule the data-action decision and the control
+    /// check of role changes both apply. An assignment whose conditions
+    /// do not hold contributes nothing.
+    fn meets(&self, a: &RoleAssignment) -> Conditions {
+        let network_ok = a.source_cidrs.is_empty()
+            || self
+                .addr
+                .is_some_and(|addr| network::binding_allows(&a.source_cidrs, addr));
+        if !network_ok {
+            Conditions::OutsideNetwork
+        } else if a.require_mfa && !self.mfa {
+            Conditions::NeedsMfa
+        } else {
+            Conditions::Met
+        }
+    }
 }
 
 /// The answer of an authorization check.
@@ -38,6 +77,9 @@ pub enum Decision {
     /// Only an assignment that requires MFA would grant it, and the token
     /// has no second factor: the caller should step up.
     StepUp,
+    /// Only an assignment limited to source networks would grant it, and
+    /// the client address is outside them (stepping up would not help).
+    OutsideNetwork,
     /// Nothing grants it.
     Deny,
 }
@@ -70,8 +112,8 @@ impl Grants {
         roles::built_in(id).or_else(|| self.custom.iter().find(|d| d.id.eq_ignore_ascii_case(id)))
     }
 
-    /// The caller's assignments at `scope` or above, with their roles;
-    /// `mfa_ok`: include those that require MFA only when the caller has it.
+    /// The caller's assignments at `scope` or above, with their roles,
+    /// whatever their conditions (the callers check [`Caller::meets`]).
     fn applicable<'a>(
         &'a self,
         caller: &'a Caller,
@@ -84,29 +126,34 @@ impl Grants {
     }
 
     /// Whether `caller` may perform `action` at `scope`: the union of the
-    /// roles assigned at the scope or above, each its actions minus its
-    /// exclusions.
+    /// roles assigned at the scope or above whose conditions hold, each its
+    /// actions minus its exclusions. When none holds but one would grant
+    /// the action, the answer says which condition failed (a second factor
+    /// first: stepping up is something the caller can do).
     pub fn decide(&self, caller: &Caller, scope: &ScopePath, action: &str) -> Decision {
         let mut step_up = false;
+        let mut outside = false;
         for (a, role) in self.applicable(caller, scope) {
             if !role.grants(action) {
                 continue;
             }
-            if a.require_mfa && !caller.mfa {
-                step_up = true;
-            } else {
-                return Decision::Allow;
+            match caller.meets(a) {
+                Conditions::Met => return Decision::Allow,
+                Conditions::NeedsMfa => step_up = true,
+                Conditions::OutsideNetwork => outside = true,
             }
         }
         if step_up {
             Decision::StepUp
+        } else if outside {
+            Decision::OutsideNetwork
         } else {
             Decision::Deny
         }
     }
 
-    /// Whether the caller is allowed `action` at `scope` (MFA-conditioned
-    /// assignments count only with a second factor).
+    /// Whether the caller is allowed `action` at `scope` (conditioned
+    /// assignments count only where their conditions hold).
     pub fn allows(&self, caller: &Caller, scope: &ScopePath, action: &str) -> bool {
         self.decide(caller, scope, action) == Decision::Allow
     }
@@ -118,6 +165,14 @@ impl Grants {
     /// for the roles it may delegate, an unrestricted one only when the
     /// caller itself holds everything `role` grants there (checked for
     /// additions: nobody grants more than they hold).
+    ///
+    /// Conditions are judged for this request, like the data actions: a
+    /// conditioned assignment (MFA, source networks) counts in full while
+    /// its conditions hold and not at all otherwise — for holding
+    /// `control` and for what the caller holds. Conditions restrict how
+    /// and from where an assignment is used, not what it may grant: a
+    /// holder inside its network may make an assignment without one, as
+    /// an MFA holder with a second factor may make one without MFA.
     pub fn may_change(
         &self,
         caller: &Caller,
@@ -128,7 +183,7 @@ impl Grants {
         let mut holds_control = false;
         let mut unrestricted = false;
         for (a, r) in self.applicable(caller, scope) {
-            if !r.grants(control) || (a.require_mfa && !caller.mfa) {
+            if !r.grants(control) || caller.meets(a) != Conditions::Met {
                 continue;
             }
             holds_control = true;
@@ -172,11 +227,19 @@ impl Grants {
     /// the whole of `vault` (at its root, or cluster-wide; `None`: the
     /// cluster-wide ones only). Separation of duties keeps this from
     /// dropping to zero.
+    ///
+    /// An assignment limited to source networks does not count: its holder
+    /// can be locked out by no act of their own (the network renumbered,
+    /// the proxy replaced, the holder elsewhere), so it cannot be the last
+    /// line that keeps a vault administrable. An MFA-conditioned one
+    /// counts: the second factor goes with its holder, who can always
+    /// step up.
     pub fn admin_holders(&self, vault: Option<&str>) -> usize {
         self.assignments
             .iter()
             .filter(|a| {
                 (a.vault.is_none() || a.vault.as_deref() == vault)
+                    && a.source_cidrs.is_empty()
                     && a.scope_path().is_root()
                     && self
                         .role(&a.role_definition_id)

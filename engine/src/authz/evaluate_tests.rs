@@ -337,3 +337,224 @@ fn scopes_parse_strictly() {
     assert!(!ScopePath::nothing().covers(&path("/")));
     assert!(!path("/keys/a").covers(&ScopePath::nothing()));
 }
+
+/// `caller(oid)` making its request from `addr`.
+fn from(oid: &str, addr: &str) -> Caller {
+    Caller {
+        addr: Some(addr.parse().unwrap()),
+        ..caller(oid)
+    }
+}
+
+/// `assignment(…)` limited to `cidrs` (canonical, as the engine stores them).
+fn limited(scope: &str, principal: &str, role: &str, cidrs: &[&str]) -> RoleAssignment {
+    let mut a = assignment(Some("dev"), scope, principal, role);
+    a.source_cidrs =
+        crate::network::canonical_ranges("sourceCidrs", cidrs.iter().copied()).unwrap();
+    a
+}
+
+#[test]
+fn a_source_network_condition_admits_only_addresses_inside_it() {
+    let g = grants(vec![limited(
+        "/secrets",
+        "app",
+        SECRETS_USER,
+        &["10.20.0.0/16", "2001:db8:20::/48"],
+    )]);
+    let get = v("secrets/getSecret/action");
+    let at = path("/secrets/s");
+    for inside in [
+        "10.20.0.1",
+        "10.20.255.254",
+        "2001:db8:20::7",
+        "::ffff:10.20.3.4",
+    ] {
+        assert_eq!(
+            g.decide(&from("app", inside), &at, &get),
+            Decision::Allow,
+            "{inside}"
+        );
+    }
+    for outside in [
+        "10.21.0.1",
+        "127.0.0.1",
+        "2001:db8:21::7",
+        "::1",
+        "::ffff:10.21.3.4",
+    ] {
+        assert_eq!(
+            g.decide(&from("app", outside), &at, &get),
+            Decision::OutsideNetwork,
+            "{outside}"
+        );
+    }
+    // No address known (a request that did not come through a listener):
+    // the condition cannot be shown to hold.
+    assert_eq!(
+        g.decide(&caller("app"), &at, &get),
+        Decision::OutsideNetwork
+    );
+    // The condition says nothing about actions the role does not grant, or
+    // other principals: those are plain denials.
+    let inside = from("app", "10.20.0.1");
+    assert_eq!(
+        g.decide(&inside, &at, &v("secrets/setSecret/action")),
+        Decision::Deny
+    );
+    assert_eq!(
+        g.decide(&from("other", "10.21.0.1"), &at, &get),
+        Decision::Deny
+    );
+    // An unconditioned assignment next to it lets the caller in from
+    // anywhere: roles unite, the condition belongs to one assignment.
+    let mut both = g.clone();
+    both.assignments
+        .push(assignment(Some("dev"), "/secrets/s", "app", SECRETS_USER));
+    assert_eq!(
+        both.decide(&from("app", "192.0.2.1"), &at, &get),
+        Decision::Allow
+    );
+    assert_eq!(
+        both.decide(&from("app", "192.0.2.1"), &path("/secrets/t"), &get),
+        Decision::OutsideNetwork
+    );
+}
+
+#[test]
+fn network_and_mfa_conditions_combine_on_groups() {
+    // A group's assignment requiring both a second factor and the office
+    // network.
+    let mut a = limited("/", "g1", CRYPTO_USER, &["192.0.2.0/24"]);
+    a.require_mfa = true;
+    let g = grants(vec![a]);
+    let sign = v("keys/sign/action");
+    let at = path("/keys/k1");
+    let member = |addr: &str, mfa: bool| Caller {
+        groups: vec!["g1".into()],
+        mfa,
+        ..from("u1", addr)
+    };
+    assert_eq!(
+        g.decide(&member("192.0.2.9", true), &at, &sign),
+        Decision::Allow
+    );
+    // In the network without the factor: stepping up helps.
+    assert_eq!(
+        g.decide(&member("192.0.2.9", false), &at, &sign),
+        Decision::StepUp
+    );
+    // Outside, with or without it: stepping up would not.
+    assert_eq!(
+        g.decide(&member("198.51.100.1", false), &at, &sign),
+        Decision::OutsideNetwork
+    );
+    assert_eq!(
+        g.decide(&member("198.51.100.1", true), &at, &sign),
+        Decision::OutsideNetwork
+    );
+    // Not a member: nothing matched.
+    assert_eq!(
+        g.decide(&from("u2", "192.0.2.9"), &at, &sign),
+        Decision::Deny
+    );
+    // An MFA-only assignment elsewhere makes stepping up the way in.
+    let mut g2 = g.clone();
+    let mut mfa_only = assignment(Some("dev"), "/keys", "u1", CRYPTO_USER);
+    mfa_only.require_mfa = true;
+    g2.assignments.push(mfa_only);
+    assert_eq!(
+        g2.decide(&member("198.51.100.1", false), &at, &sign),
+        Decision::StepUp
+    );
+}
+
+#[test]
+fn the_control_check_honours_the_network_condition_and_limited_admins_are_not_last_holders() {
+    let g = grants(vec![
+        limited("/", "admin", ADMINISTRATOR, &["10.0.0.0/8"]),
+        limited("/", "daa", DATA_ACCESS_ADMINISTRATOR, &["fd00::/8"]),
+    ]);
+    let root = path("/");
+    let role = |id| built_in(id).unwrap();
+    // Inside its network the administrator grants anything, the Data
+    // Access Administrator the data roles.
+    assert_eq!(
+        g.may_change(
+            &from("admin", "10.1.1.1"),
+            &root,
+            ASSIGNMENTS_WRITE,
+            role(ADMINISTRATOR)
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        g.may_change(
+            &from("daa", "fd00::5"),
+            &root,
+            ASSIGNMENTS_WRITE,
+            role(SECRETS_USER)
+        ),
+        Ok(())
+    );
+    // Outside it, it holds no assignment rights at all: neither to add nor
+    // to remove.
+    for control in [ASSIGNMENTS_WRITE, ASSIGNMENTS_DELETE] {
+        assert!(matches!(
+            g.may_change(&from("admin", "192.0.2.1"), &root, control, role(SECRETS_USER)),
+            Err(Refusal::Lacks(a)) if a == control
+        ));
+        assert!(matches!(
+            g.may_change(&from("daa", "fe80::5"), &root, control, role(SECRETS_USER)),
+            Err(Refusal::Lacks(_))
+        ));
+    }
+    // The data-action decision of roleAssignments/write says why.
+    assert_eq!(
+        g.decide(&from("admin", "192.0.2.1"), &root, ASSIGNMENTS_WRITE),
+        Decision::OutsideNetwork
+    );
+    // Nobody grants more than they hold, judged from where they are: a
+    // delegate with unconditioned assignment rights whose secrets rights
+    // hold only in the office grants Secrets User from there, not from
+    // elsewhere.
+    let granter = RoleDefinition {
+        id: "33333333-3333-3333-3333-333333333333".into(),
+        role_name: "Assigner".into(),
+        description: String::new(),
+        role_type: RoleType::Custom,
+        permissions: vec![Permission {
+            data_actions: vec![ASSIGNMENTS_WRITE.into()],
+            ..Permission::default()
+        }],
+        assignable_scopes: vec!["/".into()],
+    };
+    let mut split = grants(vec![
+        assignment(Some("dev"), "/", "lead", &granter.id),
+        limited("/", "lead", SECRETS_OFFICER, &["10.0.0.0/8"]),
+    ]);
+    split.custom.push(granter);
+    assert_eq!(
+        split.may_change(
+            &from("lead", "10.0.0.1"),
+            &root,
+            ASSIGNMENTS_WRITE,
+            role(SECRETS_USER)
+        ),
+        Ok(())
+    );
+    assert!(matches!(
+        split.may_change(&from("lead", "192.0.2.1"), &root, ASSIGNMENTS_WRITE, role(SECRETS_USER)),
+        Err(Refusal::Exceeds(a)) if a.contains("secrets/")
+    ));
+    // Last holders: a network-limited administrator does not count, an
+    // MFA-conditioned one does.
+    assert_eq!(g.admin_holders(Some("dev")), 0);
+    let mut mfa_admin = assignment(Some("dev"), "/", "m", ADMINISTRATOR);
+    mfa_admin.require_mfa = true;
+    let g3 = grants(vec![
+        limited("/", "admin", ADMINISTRATOR, &["10.0.0.0/8"]),
+        mfa_admin,
+    ]);
+    assert_eq!(g3.admin_holders(Some("dev")), 1);
+}

@@ -19,6 +19,7 @@ pub mod evaluate;
 pub mod roles;
 pub mod scope;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -93,6 +94,13 @@ pub struct RoleAssignment {
     /// (`amr` contains `mfa`).
     #[serde(default)]
     pub require_mfa: bool,
+    /// Coffer's source-network condition: the assignment applies only to
+    /// requests whose client address is in one of these ranges (canonical
+    /// CIDRs, as [`crate::network::canonical_ranges`] writes them). Empty:
+    /// from any address — what assignments stored before the condition
+    /// existed, and every one made through the Azure API, have.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_cidrs: Vec<String>,
     /// Unix seconds.
     pub created: u64,
 }
@@ -149,21 +157,32 @@ impl AuthzEngine {
     }
 
     /// The caller a verified token stands for: its `oid`, its groups (from
-    /// local state: call after a fence) and whether it carries `mfa`.
-    pub fn caller(&self, claims: &AccessClaims) -> Result<Caller, AuthzError> {
+    /// local state: call after a fence), whether it carries `mfa`, and the
+    /// client address the request came from (`addr`, as the API layer
+    /// resolved it once for every check; `None`: unknown).
+    pub fn caller(
+        &self,
+        claims: &AccessClaims,
+        addr: Option<IpAddr>,
+    ) -> Result<Caller, AuthzError> {
         Ok(Caller {
             oid: claims.oid.to_ascii_lowercase(),
             groups: self.identity.groups_of_local(&claims.oid)?,
             mfa: claims.amr.iter().any(|m| m == "mfa"),
+            addr,
         })
     }
 
     /// [`Self::caller`] after a read fence (group changes are in force too).
-    pub async fn fenced_caller(&self, claims: &AccessClaims) -> Result<Caller, AuthzError> {
+    pub async fn fenced_caller(
+        &self,
+        claims: &AccessClaims,
+        addr: Option<IpAddr>,
+    ) -> Result<Caller, AuthzError> {
         let started = std::time::Instant::now();
         self.store.read_fence().await?;
         let fenced = started.elapsed();
-        let caller = self.caller(claims);
+        let caller = self.caller(claims, addr);
         // Where a request's time goes before its decision (no values).
         tracing::debug!(
             fence_ms = fenced.as_millis() as u64,
@@ -173,17 +192,18 @@ impl AuthzEngine {
         caller
     }
 
-    /// Decides whether the token may perform `action` at `scope` of
-    /// `vault`, after a read fence: every assignment and group change
-    /// committed anywhere before the call is in force.
+    /// Decides whether the token, used from `addr`, may perform `action`
+    /// at `scope` of `vault`, after a read fence: every assignment and
+    /// group change committed anywhere before the call is in force.
     pub async fn decide(
         &self,
         claims: &AccessClaims,
+        addr: Option<IpAddr>,
         vault: &str,
         scope: &ScopePath,
         action: &str,
     ) -> Result<Decision, AuthzError> {
-        let caller = self.fenced_caller(claims).await?;
+        let caller = self.fenced_caller(claims, addr).await?;
         self.decide_local(&caller, vault, scope, action)
     }
 

@@ -31,6 +31,7 @@ pub(super) fn assignment(
         principal_id: principal.to_owned(),
         role_definition_id: role.to_owned(),
         require_mfa: false,
+        source_cidrs: Vec::new(),
         created: 0,
     }
 }
@@ -102,6 +103,7 @@ impl Fixture {
                         "Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/{role}"
                     ),
                     require_mfa: false,
+                    source_cidrs: Vec::new(),
                 },
             )
             .await
@@ -235,7 +237,7 @@ async fn a_revocation_is_in_force_on_a_lagging_replica() {
     assert!(f.allows(&dev, "dev", "/secrets/s", &get));
     let d = f
         .authz
-        .decide(&claims(&dev.oid), "dev", &path("/secrets/s"), &get)
+        .decide(&claims(&dev.oid), None, "dev", &path("/secrets/s"), &get)
         .await
         .unwrap();
     assert_eq!(d, Decision::Deny);
@@ -265,7 +267,7 @@ async fn group_membership_grants_and_its_removal_revokes() {
     .unwrap();
     let sign = v("keys/sign/action");
     let (who, at) = (claims(&dev.oid), path("/keys/k"));
-    let decide = || f.authz.decide(&who, "dev", &at, &sign);
+    let decide = || f.authz.decide(&who, None, "dev", &at, &sign);
     assert_eq!(decide().await.unwrap(), Decision::Allow);
     f.identity
         .set_group_member(&g.object_id, &dev.oid, false)
@@ -383,6 +385,7 @@ async fn custom_roles_and_bad_input() {
                     principal_id,
                     role_definition_id: role,
                     require_mfa: false,
+                    source_cidrs: Vec::new(),
                 },
             )
             .await
@@ -413,6 +416,7 @@ async fn the_same_assignment_twice_is_answered_and_a_different_one_conflicts() {
         principal_id: dev.oid.clone(),
         role_definition_id: role.into(),
         require_mfa: false,
+        source_cidrs: Vec::new(),
     };
     let name = "55555555-5555-5555-5555-555555555555";
     let a = f
@@ -438,6 +442,97 @@ async fn the_same_assignment_twice_is_answered_and_a_different_one_conflicts() {
             .await,
         Err(AuthzError::Conflict(_))
     ));
+    // The source-network condition is part of what an assignment is: the
+    // same ranges written differently (order, host bits, a bare address)
+    // are the same assignment; other ranges are another one.
+    let limited = |cidrs: &[&str]| AssignmentSpec {
+        source_cidrs: cidrs.iter().map(|c| (*c).to_owned()).collect(),
+        ..spec(SECRETS_USER)
+    };
+    let net = "66666666-6666-6666-6666-666666666666";
+    let b = f
+        .authz
+        .put_assignment(
+            &Actor::BreakGlass,
+            Some("dev"),
+            net,
+            limited(&["2001:db8::/32", "10.1.2.3/24", "192.0.2.7"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        b.source_cidrs,
+        ["10.1.2.0/24", "192.0.2.7/32", "2001:db8::/32"]
+    );
+    let again = f
+        .authz
+        .put_assignment(
+            &Actor::BreakGlass,
+            Some("dev"),
+            net,
+            limited(&["192.0.2.7/32", "2001:db8::1/32", "10.1.2.0/24"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(b, again);
+    assert!(matches!(
+        f.authz
+            .put_assignment(
+                &Actor::BreakGlass,
+                Some("dev"),
+                net,
+                limited(&["10.1.2.0/24"])
+            )
+            .await,
+        Err(AuthzError::Conflict(_))
+    ));
+    let third = f
+        .authz
+        .put_assignment(
+            &Actor::BreakGlass,
+            Some("dev"),
+            "77777777-7777-7777-7777-777777777777",
+            limited(&["10.1.2.0/24"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(third.source_cidrs, ["10.1.2.0/24"]);
+    // A range that does not parse: a bad request naming it, nothing stored.
+    let before = f.store.keys().len();
+    for bad in ["10.0.0.0/33", "fe80::/129", "corp-net", ""] {
+        let err = f
+            .authz
+            .put_assignment(
+                &Actor::BreakGlass,
+                Some("dev"),
+                "88888888-8888-8888-8888-888888888888",
+                limited(&["10.1.2.0/24", bad]),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, AuthzError::Engine(EngineError::BadParameter(m)) if m.contains("sourceCidrs") && m.contains(&format!("{bad:?}"))),
+            "{bad}: {err}"
+        );
+    }
+    assert_eq!(f.store.keys().len(), before);
+    assert!(f
+        .authz
+        .get_assignment(Some("dev"), "88888888-8888-8888-8888-888888888888")
+        .await
+        .is_err());
+}
+
+#[test]
+fn assignments_stored_before_the_network_condition_load_unconditioned() {
+    let stored = serde_json::json!({
+        "name": "a1", "vault": "dev", "scope": "/", "principal_id": "p1",
+        "role_definition_id": SECRETS_USER, "require_mfa": false, "created": 1,
+    });
+    let a: RoleAssignment = serde_json::from_value(stored.clone()).unwrap();
+    assert!(a.source_cidrs.is_empty());
+    // And an unconditioned one is written exactly as before.
+    assert_eq!(serde_json::to_value(&a).unwrap(), stored);
 }
 
 #[test]
@@ -496,6 +591,7 @@ async fn cached_grants_follow_changes_made_elsewhere() {
                     "Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/{SECRETS_USER}"
                 ),
                 require_mfa: false,
+                source_cidrs: Vec::new(),
             },
         )
         .await
@@ -508,4 +604,121 @@ async fn cached_grants_follow_changes_made_elsewhere() {
         .unwrap();
     assert!(!f.allows(&dev, "dev", "/secrets/s", &get));
     assert!(!f.allows(&dev, "prod", "/secrets/s", &get));
+}
+
+/// Source-network conditions through the store and the grants cache: the
+/// same cached grants answer differently per request address, the control
+/// check of a change is judged from where the caller is, and an
+/// administrator limited to a network is never the one left holding a
+/// vault's assignment rights (an MFA-conditioned one may be).
+#[tokio::test]
+async fn network_conditions_through_the_store_and_the_last_holder_rule() {
+    let f = fixture().await;
+    let (lead, office, dev) = (
+        f.user("lead").await,
+        f.user("office").await,
+        f.user("dev").await,
+    );
+    let lead_a = Actor::Principal(lead.clone());
+    let lead_assignment = f
+        .assign(&Actor::BreakGlass, "dev", "/", &lead, ADMINISTRATOR)
+        .await
+        .unwrap();
+    let spec = |who: &Caller, role: &str, cidrs: &[&str]| AssignmentSpec {
+        scope: "/".into(),
+        principal_id: who.oid.clone(),
+        role_definition_id: role.into(),
+        require_mfa: false,
+        source_cidrs: cidrs.iter().map(|c| (*c).to_owned()).collect(),
+    };
+    f.authz
+        .put_assignment(
+            &lead_a,
+            Some("dev"),
+            "office-admin",
+            spec(&office, ADMINISTRATOR, &["10.0.0.0/8", "2001:db8::/32"]),
+        )
+        .await
+        .unwrap();
+
+    // Per request, from the same cached grants.
+    let at = |addr: &str| Some(addr.parse().unwrap());
+    let get = v("secrets/getSecret/action");
+    let secrets = path("/secrets/s");
+    let who = claims(&office.oid);
+    for (addr, want) in [
+        ("10.1.2.3", Decision::Allow),
+        ("192.0.2.1", Decision::OutsideNetwork),
+        ("2001:db8::9", Decision::Allow),
+        ("2001:db9::9", Decision::OutsideNetwork),
+        ("10.1.2.3", Decision::Allow),
+    ] {
+        let d = f
+            .authz
+            .decide(&who, at(addr), "dev", &secrets, &get)
+            .await
+            .unwrap();
+        assert_eq!(d, want, "{addr}");
+    }
+    assert_eq!(
+        f.authz
+            .decide(&who, None, "dev", &secrets, &get)
+            .await
+            .unwrap(),
+        Decision::OutsideNetwork
+    );
+
+    // Granting: from inside the network, yes; from outside, it holds no
+    // assignment rights.
+    let office_in = f.authz.caller(&who, at("10.9.9.9")).unwrap();
+    let office_out = f.authz.caller(&who, at("192.0.2.1")).unwrap();
+    f.authz
+        .put_assignment(
+            &Actor::Principal(office_in.clone()),
+            Some("dev"),
+            "dev-reads",
+            spec(&dev, SECRETS_USER, &[]),
+        )
+        .await
+        .unwrap();
+    let err = f
+        .authz
+        .put_assignment(
+            &Actor::Principal(office_out.clone()),
+            Some("dev"),
+            "dev-writes",
+            spec(&dev, SECRETS_OFFICER, &[]),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AuthzError::Forbidden { ref action, .. } if action == ASSIGNMENTS_WRITE),
+        "{err}"
+    );
+
+    // The network-limited administrator does not count as a holder: the
+    // lead cannot remove themselves, nor can the office administrator
+    // remove the lead, even from inside its network.
+    for actor in [lead_a.clone(), Actor::Principal(office_in.clone())] {
+        let err = f
+            .authz
+            .delete_assignment(&actor, Some("dev"), &lead_assignment.name)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AuthzError::Conflict(ref m) if m.contains("last holder")),
+            "{err}"
+        );
+    }
+    // An MFA-conditioned administrator counts: then the lead may go.
+    let mut mfa_admin = spec(&dev, ADMINISTRATOR, &[]);
+    mfa_admin.require_mfa = true;
+    f.authz
+        .put_assignment(&Actor::BreakGlass, Some("dev"), "mfa-admin", mfa_admin)
+        .await
+        .unwrap();
+    f.authz
+        .delete_assignment(&lead_a, Some("dev"), &lead_assignment.name)
+        .await
+        .unwrap();
 }

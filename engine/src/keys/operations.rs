@@ -17,7 +17,7 @@ use crate::parsed_key_cache::{CacheId, Ticket};
 use crate::view::VaultView;
 use coffer_crypto::key::{HsmHandle, KeyHandle};
 use coffer_crypto::software::{self, LoadedKey};
-use coffer_crypto::{EncAlg, SignAlg, SymParams};
+use coffer_crypto::{Ciphertext, EncAlg, SignAlg, SymParams};
 
 /// A version ready for an operation.
 struct Usable {
@@ -173,7 +173,17 @@ impl KeysEngine {
         check_payload(input)?;
         let (u, key) = self.usable(vault, name, version, op).await?;
         let input = Zeroizing::new(input.to_vec());
-        let ct = blocking(move || key.encrypt(alg, &input, &params)).await?;
+        // A wrap is `KeyHandle::wrap`, so the tier can tell it from an
+        // encrypt (the HSM metrics do).
+        let ct = blocking(move || match op {
+            KeyOp::WrapKey => key.wrap(alg, &input).map(|value| Ciphertext {
+                value,
+                iv: None,
+                tag: None,
+            }),
+            _ => key.encrypt(alg, &input, &params),
+        })
+        .await?;
         Ok(output(u, Zeroizing::new(ct.value), ct.iv, ct.tag))
     }
 
@@ -192,7 +202,11 @@ impl KeysEngine {
         check_payload(input)?;
         let (u, key) = self.usable(vault, name, version, op).await?;
         let input = input.to_vec();
-        let plain = blocking(move || key.decrypt(alg, &input, &params)).await?;
+        let plain = blocking(move || match op {
+            KeyOp::UnwrapKey => key.unwrap(alg, &input),
+            _ => key.decrypt(alg, &input, &params),
+        })
+        .await?;
         Ok(output(u, plain, None, None))
     }
 

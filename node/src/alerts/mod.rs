@@ -51,6 +51,8 @@ pub async fn run(
         let status = operator.node().status();
         if operator.is_sealed() || !status.is_leader {
             alerts.step_down().await;
+            // Only the leader counts what expires (its scan).
+            crate::metrics::set_expiring(None);
             last_scan = None;
             continue;
         }
@@ -96,6 +98,11 @@ async fn scan_events(alerts: &AlertsEngine, events: &EventsSchedule) {
         .await
     {
         Ok(scan) => {
+            // A scan cut short by a storm of events counted only part of
+            // the objects: keep the last complete counts.
+            if scan.complete {
+                crate::metrics::set_expiring(Some((scan.secrets, scan.certificates)));
+            }
             if scan.emitted > 0 {
                 metrics::counter!("coffer_events_recorded_total").increment(scan.emitted as u64);
             }

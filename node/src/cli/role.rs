@@ -38,6 +38,10 @@ pub enum RoleCommand {
         /// The assignment counts only for tokens with a second factor.
         #[arg(long)]
         require_mfa: bool,
+        /// The assignment counts only for requests from this IPv4 or IPv6
+        /// address or CIDR range (repeat for several; none: any address).
+        #[arg(long = "source-cidr", value_name = "CIDR")]
+        source_cidrs: Vec<String>,
     },
     /// Remove a role assignment by name.
     Unassign {
@@ -93,6 +97,7 @@ pub async fn run_role(args: &ClientArgs, cmd: RoleCommand) -> anyhow::Result<()>
             principal,
             scope,
             require_mfa,
+            source_cidrs,
         } => {
             let defs = definitions().await?;
             let id = defs["value"]
@@ -111,13 +116,26 @@ pub async fn run_role(args: &ClientArgs, cmd: RoleCommand) -> anyhow::Result<()>
                 .ok_or_else(|| anyhow::anyhow!("no role named {role:?}"))?
                 .to_owned();
             let name = uuid::Uuid::new_v4();
-            let body = json!({"properties": {
+            let mut body = json!({"properties": {
                 "roleDefinitionId": id, "principalId": principal, "requireMfa": require_mfa}});
-            call(
-                Request::put(format!("{}/{name}?{API}", at(&scope, "roleAssignments")))
-                    .json(&body)?,
-            )
-            .await?
+            if !source_cidrs.is_empty() {
+                body["properties"]["sourceCidrs"] = json!(source_cidrs);
+            }
+            let path = format!("{}/{name}?{API}", at(&scope, "roleAssignments"));
+            let made = call(Request::put(path.clone()).json(&body)?).await?;
+            // A server that predates the condition ignores the field and
+            // stores an assignment valid from anywhere: take it back.
+            if !source_cidrs.is_empty() && made["properties"]["sourceCidrs"].is_null() {
+                let undone = call(Request::delete(path)).await;
+                anyhow::bail!(
+                    "the server does not support --source-cidr: it stored assignment {name} without the condition ({})",
+                    match undone {
+                        Ok(_) => "removed again".to_owned(),
+                        Err(e) => format!("removing it failed: {e}; remove it with `coffer role unassign {name} --scope {scope}`"),
+                    }
+                );
+            }
+            made
         }
         RoleCommand::Unassign { name, scope } => {
             call(Request::delete(format!(
@@ -148,7 +166,7 @@ fn print_item(item: &Value) {
         println!("{}  {role}", item["name"].as_str().unwrap_or("-"));
     } else {
         println!(
-            "{}  {}  {}  {}",
+            "{}  {}  {}  {}{}",
             item["name"].as_str().unwrap_or("-"),
             p["scope"].as_str().unwrap_or("-"),
             p["principalId"].as_str().unwrap_or("-"),
@@ -156,6 +174,44 @@ fn print_item(item: &Value) {
                 .as_str()
                 .and_then(|r| r.rsplit('/').next())
                 .unwrap_or("-"),
+            conditions(p),
+        );
+    }
+}
+
+/// An assignment's Coffer conditions, for its line: `  [mfa]`,
+/// `  [from 10.0.0.0/8,2001:db8::/32]`, both, or nothing.
+fn conditions(p: &Value) -> String {
+    let mut out = String::new();
+    if p["requireMfa"].as_bool() == Some(true) {
+        out.push_str("  [mfa]");
+    }
+    let cidrs: Vec<&str> = p["sourceCidrs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !cidrs.is_empty() {
+        out.push_str(&format!("  [from {}]", cidrs.join(",")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::conditions;
+    use serde_json::json;
+
+    #[test]
+    fn assignment_lines_show_their_conditions() {
+        assert_eq!(conditions(&json!({"scope": "/"})), "");
+        assert_eq!(conditions(&json!({"requireMfa": true})), "  [mfa]");
+        assert_eq!(
+            conditions(
+                &json!({"requireMfa": true, "sourceCidrs": ["10.0.0.0/8", "2001:db8::/32"]})
+            ),
+            "  [mfa]  [from 10.0.0.0/8,2001:db8::/32]"
         );
     }
 }

@@ -145,7 +145,8 @@ impl ClusterNode {
             sm.clone(),
             cfg.data_dir.clone(),
         ));
-        // Ends by itself when Raft shuts down.
+        // Both end by themselves when Raft shuts down.
+        tokio::spawn(health_ops::count_leader_changes(raft.clone()));
         tokio::spawn(super::snapshot_pace::run(
             raft.clone(),
             cfg.snapshot_logs,

@@ -110,3 +110,29 @@ impl ClusterNode {
         }
     }
 }
+
+/// Counts every new leadership this node observes in
+/// `coffer_raft_leader_changes_total`: a leader id or term other than the
+/// last one seen with a leader (the first leader seen after start counts,
+/// as etcd's `leader_changes_seen_total` does). Driven by openraft's
+/// metrics watch, so a change is counted once when it happens, whoever
+/// scrapes; ends when Raft shuts down.
+pub async fn count_leader_changes(raft: openraft::Raft<raft_store::TypeConfig>) {
+    let mut metrics = raft.metrics();
+    drop(raft);
+    let changes = metrics::counter!(crate::metrics::LEADER_CHANGES);
+    let mut last: Option<(u64, raft_store::NodeId)> = None;
+    loop {
+        let seen = {
+            let m = metrics.borrow_and_update();
+            m.current_leader.map(|leader| (m.current_term, leader))
+        };
+        if seen.is_some() && seen != last {
+            changes.increment(1);
+            last = seen;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -229,3 +229,25 @@ pub async fn app_token(client: &Client, tenant: &str, client_id: &str, secret: &
         .unwrap_or_else(|| panic!("no access token: {body}"))
         .to_owned()
 }
+
+/// Node `i`'s `/metrics` text (served on the API port by default).
+pub async fn scrape(cluster: &LocalCluster, i: usize) -> String {
+    let resp = quick_client(cluster, i)
+        .send(coffer_client::Request::get("/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status.as_u16(), 200, "scraping node {i}");
+    String::from_utf8(resp.body.to_vec()).unwrap()
+}
+
+/// The value of one series in a `/metrics` text: `series` is the name with
+/// its labels as rendered (`coffer_x{a="b"}`), or the bare name.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}

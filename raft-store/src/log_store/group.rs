@@ -6,6 +6,12 @@
 //! was queued before the round started. Under load one fsync thus covers
 //! many client writes, while openraft keeps processing during the fsync.
 //!
+//! Both durations are recorded here, once for both backends:
+//! `coffer_raft_log_append_duration_seconds` from each `append` to its
+//! acknowledgement (queueing and the group's write), and
+//! `coffer_raft_log_fsync_duration_seconds` for each group's durable write
+//! itself (the redb commit, or the WAL write and fdatasync).
+//!
 //! The first failed write stops the log: it is recorded once, every pending
 //! and later write fails with it, and the node reports it in its health (a
 //! log that lost a write cannot promise anything after it).
@@ -15,12 +21,18 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use openraft::storage::LogFlushed;
 use openraft::{Entry, LogId};
 
 use crate::error::{ErrorKind, StorageError};
 use crate::{NodeId, TypeConfig};
+
+/// Histogram of the time from `append` to its acknowledgement (durable).
+pub const APPEND_SECONDS: &str = "coffer_raft_log_append_duration_seconds";
+/// Histogram of one group commit's durable write (commit or fdatasync).
+pub const FSYNC_SECONDS: &str = "coffer_raft_log_fsync_duration_seconds";
 
 /// Entries by index.
 pub(crate) type Batch = BTreeMap<u64, Entry<TypeConfig>>;
@@ -50,7 +62,8 @@ struct Queue {
     entries: Batch,
     /// The batch the flusher is writing (still readable from here).
     flushing: Option<Arc<Batch>>,
-    callbacks: Vec<LogFlushed<TypeConfig>>,
+    /// Acknowledgements, with when their `append` was queued.
+    callbacks: Vec<(Instant, LogFlushed<TypeConfig>)>,
     closed: bool,
 }
 
@@ -131,7 +144,7 @@ impl Group {
         let mut q = lock(&self.queue);
         q.entries
             .extend(entries.into_iter().map(|e| (e.log_id.index, e)));
-        q.callbacks.push(callback);
+        q.callbacks.push((Instant::now(), callback));
         drop(q);
         self.wake.notify_one();
     }
@@ -240,12 +253,20 @@ fn flush_loop(group: &Group, write: &mut dyn FnMut(&Batch) -> Result<(), Storage
         };
         // After a failure nothing more is written: every pending and later
         // append fails with the first error (logged once, in `fail`).
+        let started = Instant::now();
         let res = group.write(|| write(batch.as_ref()));
+        if res.is_ok() {
+            metrics::histogram!(FSYNC_SECONDS).record(started.elapsed().as_secs_f64());
+        }
         lock(&group.queue).flushing = None;
         drop(io);
-        for cb in callbacks {
+        let append = metrics::histogram!(APPEND_SECONDS);
+        for (queued, cb) in callbacks {
             match &res {
-                Ok(()) => cb.log_io_completed(Ok(())),
+                Ok(()) => {
+                    append.record(queued.elapsed().as_secs_f64());
+                    cb.log_io_completed(Ok(()));
+                }
                 Err(e) => cb.log_io_completed(Err(io_error(e))),
             }
         }

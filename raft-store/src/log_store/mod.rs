@@ -16,6 +16,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, Vote};
 use serde::{Deserialize, Serialize};
 
+pub use self::group::{APPEND_SECONDS, FSYNC_SECONDS};
 use self::redb::RedbLog;
 use self::wal::WalLog;
 use crate::error::{blocking, raft_err, RaftStorageError, StorageError};

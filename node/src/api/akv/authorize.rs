@@ -116,7 +116,12 @@ pub async fn authorize(State(st): State<AuthzState>, mut req: Request, next: Nex
     };
     let action = op.data_action();
     let scope = request_scope(op, &matched, req.uri().path());
-    let decision = match st.authz.fenced_caller(claims).await {
+    // The address `resolve_client` settled for this request: the one the
+    // network rules, bindings and audit use decides source-network
+    // conditions of role assignments too.
+    let client = req.extensions().get::<ClientAddr>().copied();
+    let addr = client.map(|ClientAddr(a)| a);
+    let decision = match st.authz.fenced_caller(claims, addr).await {
         Ok(caller) => st
             .authz
             .decide_local(&caller, &vault, &scope, &action)
@@ -124,7 +129,6 @@ pub async fn authorize(State(st): State<AuthzState>, mut req: Request, next: Nex
         Err(e) => Err(e),
     };
     // After the caller's fence: a rule tightened anywhere is in force here.
-    let client = req.extensions().get::<ClientAddr>().copied();
     if decision.is_ok() {
         if let Some(refused) = binding_check(&st, client, &claims.oid, &vault, &who) {
             return refused;
@@ -146,6 +150,18 @@ pub async fn authorize(State(st): State<AuthzState>, mut req: Request, next: Nex
             &resource,
             &vault,
         ),
+        Ok((Decision::OutsideNetwork, _)) => {
+            let client = addr.map_or_else(|| "(unknown)".to_owned(), |a| a.to_string());
+            tracing::info!(
+                oid = claims.oid,
+                action,
+                resource,
+                %client,
+                "denied by RBAC: outside the assignment's source networks"
+            );
+            ApiError::forbidden_outside_network(&who, &action, &resource, &vault, &client)
+                .into_response()
+        }
         Ok((Decision::Deny, _)) => {
             tracing::info!(oid = claims.oid, action, resource, "denied by RBAC");
             ApiError::forbidden_by_rbac(&who, &action, &resource, &vault).into_response()
@@ -375,6 +391,7 @@ mod tests {
         use tower::ServiceExt as _;
 
         use super::super::{authorize, AuthzState};
+        use crate::api::akv::firewall::ClientAddr;
         use crate::engine::authz::{Actor, AssignmentSpec, AuthzEngine};
         use crate::engine::identity::principals::template;
         use crate::engine::identity::{IdentityEngine, Kind, VerifiedToken};
@@ -457,6 +474,7 @@ mod tests {
                         principal_id: user.object_id.clone(),
                         role_definition_id: "4633458b-17de-408a-b874-0445c86b69e6".into(),
                         require_mfa: true,
+                        source_cidrs: Vec::new(),
                     },
                 )
                 .await
@@ -514,6 +532,72 @@ mod tests {
             .await;
             assert_eq!(status, 403, "{body}");
             assert!(body.contains("Assignment: (not found)"), "{body}");
+        }
+
+        #[tokio::test]
+        async fn source_network_conditions_use_the_resolved_client_address() {
+            let store = Arc::new(MemStore::new());
+            VaultsEngine::new(store.clone())
+                .create("default", None)
+                .await
+                .unwrap();
+            let identity = Arc::new(IdentityEngine::new(store.clone(), "t"));
+            let user = identity
+                .create_principal(template(Kind::User, "bob"))
+                .await
+                .unwrap();
+            let authz = Arc::new(AuthzEngine::new(store.clone(), identity));
+            authz
+                .put_assignment(
+                    &Actor::BreakGlass,
+                    Some("default"),
+                    "a2",
+                    AssignmentSpec {
+                        scope: "/secrets".into(),
+                        principal_id: user.object_id.clone(),
+                        role_definition_id: "4633458b-17de-408a-b874-0445c86b69e6".into(),
+                        require_mfa: false,
+                        source_cidrs: vec!["10.9.0.0/16".into(), "2001:db8:9::/48".into()],
+                    },
+                )
+                .await
+                .unwrap();
+            let oid = user.object_id.as_str();
+            // The address the outer `resolve_client` layer settled on.
+            let from = |addr: &str| {
+                let addr = ClientAddr(addr.parse().unwrap());
+                app(authz.clone(), oid, &["pwd"], true).layer(from_fn(
+                    move |mut req: Request, next: Next| {
+                        req.extensions_mut().insert(addr);
+                        next.run(req)
+                    },
+                ))
+            };
+            for inside in ["10.9.8.7", "2001:db8:9::1"] {
+                let (status, _, body) = call(from(inside), "/secrets/s").await;
+                assert_eq!((status, body.as_str()), (200, "the value"), "{inside}");
+            }
+            for outside in ["127.0.0.1", "2001:db8:a::1"] {
+                let (status, challenge, body) = call(from(outside), "/secrets/s").await;
+                assert_eq!(status, 403, "{outside}: {body}");
+                // Not a step-up: a second factor would not help.
+                assert!(challenge.is_empty(), "{challenge}");
+                assert!(
+                    body.contains("ForbiddenByRbac")
+                        && body.contains("secrets/getSecret/action")
+                        && body.contains("requires a source network")
+                        && body.contains(&format!("client address {outside} "))
+                        && body.contains("DeniedOutsideSourceNetwork")
+                        && !body.contains("(not found)")
+                        && !body.contains("10.9.0.0"),
+                    "{body}"
+                );
+            }
+            // Without a resolved address (no listener), fail closed.
+            let (status, _, body) =
+                call(app(authz.clone(), oid, &["pwd"], true), "/secrets/s").await;
+            assert_eq!(status, 403, "{body}");
+            assert!(body.contains("(unknown)"), "{body}");
         }
     }
 }

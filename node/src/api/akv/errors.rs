@@ -95,6 +95,28 @@ impl ApiError {
         )
     }
 
+    /// 403 `Forbidden` / `ForbiddenByRbac` for a request whose only
+    /// assignments granting `action` are limited to source networks that
+    /// do not contain its client address (Coffer's condition): the body
+    /// says so, rather than that no assignment exists. Names the client
+    /// address (as the firewall's answer does), never the ranges.
+    pub fn forbidden_outside_network(
+        caller: &str,
+        action: &str,
+        resource: &str,
+        vault: &str,
+        client: &str,
+    ) -> Self {
+        Self::rbac_denial(
+            caller,
+            action,
+            resource,
+            &format!("(found, requires a source network: the client address {client} is outside the assignment's source CIDRs)"),
+            "DeniedOutsideSourceNetwork",
+            vault,
+        )
+    }
+
     /// The RBAC denial body of the real service (§9).
     fn rbac_denial(
         caller: &str,

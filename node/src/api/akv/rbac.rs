@@ -162,6 +162,10 @@ struct AssignmentPropsOut {
     /// Coffer's condition: the assignment applies only to tokens with MFA.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     require_mfa: bool,
+    /// Coffer's condition: the assignment applies only to requests from
+    /// these address ranges.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    source_cidrs: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -176,6 +180,10 @@ struct AssignmentPropsIn {
     principal_id: String,
     #[serde(default)]
     require_mfa: bool,
+    /// Coffer's extension (absent from the Azure API, so SDK-made
+    /// assignments have none): IPv4/IPv6 addresses or CIDRs.
+    #[serde(default)]
+    source_cidrs: Vec<String>,
 }
 
 fn render_assignment(a: RoleAssignment) -> AssignmentOut {
@@ -193,6 +201,7 @@ fn render_assignment(a: RoleAssignment) -> AssignmentOut {
             principal_id: a.principal_id,
             role_definition_id: format!("{DEFINITION_ID_PREFIX}{}", a.role_definition_id),
             require_mfa: a.require_mfa,
+            source_cidrs: a.source_cidrs,
         },
     }
 }
@@ -362,6 +371,7 @@ async fn put_assignment(
         principal_id: p.principal_id,
         role_definition_id: p.role_definition_id,
         require_mfa: p.require_mfa,
+        source_cidrs: p.source_cidrs,
     };
     let a = st
         .authz

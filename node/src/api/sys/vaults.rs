@@ -105,6 +105,7 @@ async fn create_vault(
             principal_id: oid.clone(),
             role_definition_id: roles::ADMINISTRATOR.into(),
             require_mfa: false,
+            source_cidrs: Vec::new(),
         };
         let assignment = admin_assignment_name(&info.name, oid);
         s.authz
