@@ -20,7 +20,8 @@ use super::{
 };
 
 /// A key that can be used: the one interface of both tiers. Calls may
-/// block (RSA math, PKCS#11): run them off the async threads.
+/// block (RSA math, PKCS#11): run those off the async threads
+/// ([`KeyHandle::may_block`] says which).
 pub trait KeyHandle: Send + Sync {
     /// The public half (`Oct` for symmetric keys), rendered as the JWK.
     fn public(&self) -> &PublicKey;
@@ -61,6 +62,15 @@ pub trait KeyHandle: Send + Sync {
     fn unwrap(&self, alg: EncAlg, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         self.decrypt(alg, wrapped, &SymParams::default())
     }
+
+    /// Whether an operation with this key can take long enough to stall an
+    /// async worker (RSA private-key math, a device round trip): callers run
+    /// those on a blocking pool and the others where they are, since the
+    /// hop to another thread costs more than a P-256 signature or an AES
+    /// operation.
+    fn may_block(&self) -> bool {
+        true
+    }
 }
 
 impl KeyHandle for LoadedKey {
@@ -88,6 +98,14 @@ impl KeyHandle for LoadedKey {
         params: &SymParams,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         LoadedKey::decrypt(self, alg, ciphertext, params)
+    }
+
+    /// AES keys and P-256 (tens of microseconds) run inline; RSA private
+    /// operations (hundreds of microseconds to milliseconds) and the larger
+    /// curves do not.
+    fn may_block(&self) -> bool {
+        let key = self.key();
+        !(key.kty == KeyType::Oct || (key.kty == KeyType::Ec && key.bits <= 256))
     }
 }
 
@@ -302,5 +320,20 @@ mod tests {
         let sig = handle.sign(SignAlg::ES256, &digest).unwrap();
         assert!(handle.verify(SignAlg::ES256, &digest, &sig).unwrap());
         assert!(!handle.verify(SignAlg::ES256, &[8u8; 32], &sig).unwrap());
+    }
+
+    #[test]
+    fn only_rsa_larger_curves_and_devices_leave_the_async_workers() {
+        let loaded = |spec| LoadedKey::new(software::generate(&spec).unwrap());
+        assert!(!loaded(KeySpec::Ec { curve: Curve::P256 }).may_block());
+        assert!(!loaded(KeySpec::Oct { bits: 256 }).may_block());
+        assert!(loaded(KeySpec::Ec { curve: Curve::P384 }).may_block());
+        assert!(loaded(KeySpec::Rsa {
+            bits: 2048,
+            public_exponent: 65537
+        })
+        .may_block());
+        let (_, hsm) = hsm_ec_key();
+        assert!(HsmHandle::new(None, hsm).may_block());
     }
 }

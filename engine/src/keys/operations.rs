@@ -42,7 +42,7 @@ impl KeysEngine {
     ) -> Result<OpOutput, EngineError> {
         let (u, key) = self.usable(vault, name, version, KeyOp::Sign).await?;
         let digest = digest.to_vec();
-        let sig = blocking(move || key.sign(alg, &digest)).await?;
+        let sig = run(key, move |key| key.sign(alg, &digest)).await?;
         Ok(output(u, Zeroizing::new(sig), None, None))
     }
 
@@ -175,7 +175,7 @@ impl KeysEngine {
         let input = Zeroizing::new(input.to_vec());
         // A wrap is `KeyHandle::wrap`, so the tier can tell it from an
         // encrypt (the HSM metrics do).
-        let ct = blocking(move || match op {
+        let ct = run(key, move |key| match op {
             KeyOp::WrapKey => key.wrap(alg, &input).map(|value| Ciphertext {
                 value,
                 iv: None,
@@ -202,7 +202,7 @@ impl KeysEngine {
         check_payload(input)?;
         let (u, key) = self.usable(vault, name, version, op).await?;
         let input = input.to_vec();
-        let plain = blocking(move || match op {
+        let plain = run(key, move |key| match op {
             KeyOp::UnwrapKey => key.unwrap(alg, &input),
             _ => key.decrypt(alg, &input, &params),
         })
@@ -283,6 +283,19 @@ impl KeysEngine {
             KeyMaterial::Software(k) => Arc::new(LoadedKey::new(k.clone())),
             KeyMaterial::Hsm(k) => Arc::new(HsmHandle::new(self.hsm.clone(), k.clone())),
         }
+    }
+}
+
+/// Runs `op` with `key`: on the blocking pool when the key says an
+/// operation may take long ([`KeyHandle::may_block`]), else right here.
+async fn run<T: Send + 'static>(
+    key: Arc<dyn KeyHandle>,
+    op: impl FnOnce(&dyn KeyHandle) -> Result<T, coffer_crypto::CryptoError> + Send + 'static,
+) -> Result<T, EngineError> {
+    if key.may_block() {
+        blocking(move || op(&*key)).await
+    } else {
+        op(&*key).map_err(EngineError::Crypto)
     }
 }
 
