@@ -451,8 +451,13 @@ mod tests {
             )
         }
 
-        #[tokio::test]
-        async fn mfa_conditions_step_up_and_unclassified_routes_are_refused() {
+        /// A vault `default` whose user `name` is a Secrets User on
+        /// `/secrets` under the given conditions: the engine and the user's id.
+        async fn secrets_user(
+            name: &str,
+            require_mfa: bool,
+            source_cidrs: Vec<String>,
+        ) -> (Arc<AuthzEngine>, String) {
             let store = Arc::new(MemStore::new());
             VaultsEngine::new(store.clone())
                 .create("default", None)
@@ -460,26 +465,28 @@ mod tests {
                 .unwrap();
             let identity = Arc::new(IdentityEngine::new(store.clone(), "t"));
             let user = identity
-                .create_principal(template(Kind::User, "alice"))
+                .create_principal(template(Kind::User, name))
                 .await
                 .unwrap();
             let authz = Arc::new(AuthzEngine::new(store.clone(), identity));
+            let spec = AssignmentSpec {
+                scope: "/secrets".into(),
+                principal_id: user.object_id.clone(),
+                role_definition_id: "4633458b-17de-408a-b874-0445c86b69e6".into(),
+                require_mfa,
+                source_cidrs,
+            };
             authz
-                .put_assignment(
-                    &Actor::BreakGlass,
-                    Some("default"),
-                    "a1",
-                    AssignmentSpec {
-                        scope: "/secrets".into(),
-                        principal_id: user.object_id.clone(),
-                        role_definition_id: "4633458b-17de-408a-b874-0445c86b69e6".into(),
-                        require_mfa: true,
-                        source_cidrs: Vec::new(),
-                    },
-                )
+                .put_assignment(&Actor::BreakGlass, Some("default"), name, spec)
                 .await
                 .unwrap();
-            let oid = user.object_id.as_str();
+            (authz, user.object_id)
+        }
+
+        #[tokio::test]
+        async fn mfa_conditions_step_up_and_unclassified_routes_are_refused() {
+            let (authz, oid) = secrets_user("alice", true, Vec::new()).await;
+            let oid = oid.as_str();
 
             // Without a second factor: the claims challenge for a cp1 client...
             let (status, challenge, _) =
@@ -536,33 +543,9 @@ mod tests {
 
         #[tokio::test]
         async fn source_network_conditions_use_the_resolved_client_address() {
-            let store = Arc::new(MemStore::new());
-            VaultsEngine::new(store.clone())
-                .create("default", None)
-                .await
-                .unwrap();
-            let identity = Arc::new(IdentityEngine::new(store.clone(), "t"));
-            let user = identity
-                .create_principal(template(Kind::User, "bob"))
-                .await
-                .unwrap();
-            let authz = Arc::new(AuthzEngine::new(store.clone(), identity));
-            authz
-                .put_assignment(
-                    &Actor::BreakGlass,
-                    Some("default"),
-                    "a2",
-                    AssignmentSpec {
-                        scope: "/secrets".into(),
-                        principal_id: user.object_id.clone(),
-                        role_definition_id: "4633458b-17de-408a-b874-0445c86b69e6".into(),
-                        require_mfa: false,
-                        source_cidrs: vec!["10.9.0.0/16".into(), "2001:db8:9::/48".into()],
-                    },
-                )
-                .await
-                .unwrap();
-            let oid = user.object_id.as_str();
+            let cidrs = vec!["10.9.0.0/16".into(), "2001:db8:9::/48".into()];
+            let (authz, oid) = secrets_user("bob", false, cidrs).await;
+            let oid = oid.as_str();
             // The address the outer `resolve_client` layer settled on.
             let from = |addr: &str| {
                 let addr = ClientAddr(addr.parse().unwrap());
