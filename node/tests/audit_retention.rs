@@ -57,10 +57,16 @@ async fn a_pruned_trail_verifies_from_its_checkpoint() {
     let v = loop {
         let (ok, v) = verify(&cluster);
         assert!(ok, "the trail failed verification: {v}");
-        if v["firstSeq"].as_u64().unwrap_or(0) > 1 {
+        // Pruned, and every node's records shipped (on a loaded machine the
+        // leader may prune before the last batches of the burst arrive).
+        let shipped = v["last"]["seq"].as_u64().unwrap_or(0) >= 1300;
+        if v["firstSeq"].as_u64().unwrap_or(0) > 1 && shipped {
             break v;
         }
-        assert!(Instant::now() < deadline, "nothing was pruned: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "nothing was pruned, or the burst's records never reached the trail: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
