@@ -348,8 +348,16 @@ async fn seal_migration_shamir_to_pkcs11_and_back_keeps_every_secret() {
     assert_eq!(back["complete"], true, "{back}");
     set_seal_type(&cluster, "pkcs11", "shamir");
     restart_all(&mut cluster);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let status = ok_json(operator(&cluster, 1, None, &["status"]), "status");
+    // Until node 2 answers (it took 3.5 s to listen on a loaded machine; a
+    // fixed 3 s wait failed there).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let out = operator(&cluster, 1, None, &["status"]);
+        if out.status.success() || std::time::Instant::now() > deadline {
+            break ok_json(out, "status");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
     assert_eq!(status["seal_status"]["type"], "shamir");
     assert_eq!(
         status["seal_status"]["sealed"], true,
