@@ -258,13 +258,13 @@ fn memory_is_locked_unless_switched_off() {
 }
 
 #[test]
-fn the_raft_log_store_is_chosen_in_the_config_and_defaults_to_redb() {
+fn the_raft_log_store_is_chosen_in_the_config_and_defaults_to_wal() {
     let config = load(SAMPLE, &[]).unwrap();
+    assert_eq!(config.raft.log_store, raft_store::LogKind::Wal);
+    let config = load(&format!("{SAMPLE}\n[raft]\nlog_store = \"redb\"\n"), &[]).unwrap();
     assert_eq!(config.raft.log_store, raft_store::LogKind::Redb);
-    let config = load(&format!("{SAMPLE}\n[raft]\nlog_store = \"wal\"\n"), &[]).unwrap();
-    assert_eq!(config.raft.log_store, raft_store::LogKind::Wal);
-    let config = load(SAMPLE, &[("COFFER_RAFT__LOG_STORE", "wal")]).unwrap();
-    assert_eq!(config.raft.log_store, raft_store::LogKind::Wal);
+    let config = load(SAMPLE, &[("COFFER_RAFT__LOG_STORE", "redb")]).unwrap();
+    assert_eq!(config.raft.log_store, raft_store::LogKind::Redb);
     let err = load(&format!("{SAMPLE}\n[raft]\nlog_store = \"sled\"\n"), &[])
         .unwrap_err()
         .to_string();

@@ -443,7 +443,7 @@ fn the_server_refuses_an_open_data_dir_or_key_unless_told_otherwise() {
         "{stderr}"
     );
     assert!(
-        !data.join("log.redb").exists(),
+        !data.join("log.wal").exists() && !data.join("log.redb").exists(),
         "nothing opened before the check"
     );
 
@@ -471,5 +471,5 @@ fn the_server_refuses_an_open_data_dir_or_key_unless_told_otherwise() {
         "it exited: {:?}",
         outcome.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
     );
-    assert!(data.join("log.redb").exists());
+    assert!(data.join("log.wal").exists());
 }

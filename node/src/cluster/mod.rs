@@ -166,9 +166,9 @@ pub struct RaftTuning {
     /// from a healthy member's snapshot (the node then restarts itself,
     /// which needs a supervisor such as systemd).
     pub auto_repair: bool,
-    /// The Raft log backend of a new data directory: `"redb"` (default) or
-    /// `"wal"` (append-only segment files, one fdatasync per group of
-    /// appends). A data directory that already holds a log keeps its kind.
+    /// The Raft log backend of a new data directory: `"wal"` (default:
+    /// append-only segment files, one fdatasync per group of appends) or
+    /// `"redb"`. A data directory that already holds a log keeps its kind.
     pub log_store: raft_store::LogKind,
 }
 
@@ -186,7 +186,7 @@ impl Default for RaftTuning {
             election_timeout_max_ms: 1_000,
             corruption_check_interval_secs: 60,
             auto_repair: false,
-            log_store: raft_store::LogKind::Redb,
+            log_store: raft_store::LogKind::default(),
         }
     }
 }
