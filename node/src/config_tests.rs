@@ -270,3 +270,15 @@ fn the_raft_log_store_is_chosen_in_the_config_and_defaults_to_wal() {
         .to_string();
     assert!(err.contains("sled"), "{err}");
 }
+
+#[test]
+fn the_store_cache_is_bounded_by_default_and_must_be_positive() {
+    let config = load(SAMPLE, &[]).unwrap();
+    assert_eq!(config.raft.cache_mb, 32);
+    let config = load(&format!("{SAMPLE}\n[raft]\ncache_mb = 256\n"), &[]).unwrap();
+    assert_eq!(config.raft.cache_mb, 256);
+    let err = load(&format!("{SAMPLE}\n[raft]\ncache_mb = 0\n"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cache_mb"), "{err}");
+}

@@ -68,12 +68,21 @@ pub struct StoreOptions {
     /// On by default; costs one extra fsync per group commit.
     pub log_two_phase_commit: bool,
     /// The log backend of a new data directory; an existing log keeps the
-    /// backend it was written by. Redb by default.
+    /// backend it was written by. The WAL by default.
     pub log_store: LogKind,
+    /// Page cache of each redb database (the state, and the log when it is
+    /// redb). redb's own default is 1 GiB, which lets a node's RSS grow with
+    /// the whole state; past this, pages are read from the file (the OS page
+    /// cache) again.
+    pub cache_bytes: usize,
     /// WAL only: a segment past this size is closed and a new one started
     /// (purges delete whole segments, so this is also the purge grain).
     pub wal_segment_bytes: u64,
 }
+
+/// Default [`StoreOptions::cache_bytes`]: 32 MiB (measured in README
+/// "Performance", the scaling run).
+pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 
 /// Default [`StoreOptions::wal_segment_bytes`]: 64 MiB, as etcd.
 pub const DEFAULT_WAL_SEGMENT_BYTES: u64 = 64 << 20;
@@ -85,6 +94,7 @@ impl Default for StoreOptions {
             verify_on_open: true,
             log_two_phase_commit: true,
             log_store: LogKind::default(),
+            cache_bytes: DEFAULT_CACHE_BYTES,
             wal_segment_bytes: DEFAULT_WAL_SEGMENT_BYTES,
         }
     }

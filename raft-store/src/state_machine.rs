@@ -122,7 +122,7 @@ impl StateMachineStore {
         // 1024 applies, snapshots, close), so an older commit is never the
         // expected outcome of a crash; the Raft log would re-apply what it
         // lacks, but silent rollbacks would hide a failing disk.
-        let mut db = open_db(path, opts.verify_on_open)?.check(path)?;
+        let mut db = open_db(path, opts)?.check(path)?;
         let names = table_names(&db)?;
         let has = |t: &str| names.iter().any(|n| n == t);
         let had_legacy_snapshot = has(LEGACY_SNAPSHOT.name());

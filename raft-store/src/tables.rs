@@ -162,16 +162,19 @@ pub(crate) fn table_names(db: &Database) -> Result<Vec<String>, StorageError> {
     Ok(names)
 }
 
-/// Opens (creating if needed) a redb database. With `verify`, redb's full
+/// Opens (creating if needed) a redb database with a page cache of
+/// `opts.cache_bytes`. With `opts.verify_on_open`, redb's full
 /// integrity check (every page checksum of the committed trees) runs after
 /// the open, whatever the last shutdown was; an unrepairable file is
 /// [`StorageError::Corrupt`]. The open and the check are separate so the
 /// caller can tell recovery from a crash (expected) from damage to a file
 /// that was closed cleanly (not).
-pub(crate) fn open_db(path: &Path, verify: bool) -> Result<OpenedDb, StorageError> {
+pub(crate) fn open_db(path: &Path, opts: &crate::StoreOptions) -> Result<OpenedDb, StorageError> {
+    let verify = opts.verify_on_open;
     let fell_back = Arc::new(AtomicBool::new(false));
     let f = fell_back.clone();
     let mut builder = Database::builder();
+    builder.set_cache_size(opts.cache_bytes);
     // redb repairs at open only after an unclean shutdown, and reports
     // progress 0.3 exactly when the primary commit slot failed verification
     // and it is about to fall back to the secondary one.

@@ -170,6 +170,10 @@ pub struct RaftTuning {
     /// append-only segment files, one fdatasync per group of appends) or
     /// `"redb"`. A data directory that already holds a log keeps its kind.
     pub log_store: raft_store::LogKind,
+    /// Page cache of each redb database, in MiB (see
+    /// `raft_store::StoreOptions::cache_bytes`): bounds what the state adds
+    /// to the node's memory.
+    pub cache_mb: usize,
 }
 
 impl Default for RaftTuning {
@@ -187,6 +191,7 @@ impl Default for RaftTuning {
             corruption_check_interval_secs: 60,
             auto_repair: false,
             log_store: raft_store::LogKind::default(),
+            cache_mb: raft_store::DEFAULT_CACHE_BYTES >> 20,
         }
     }
 }
@@ -210,6 +215,11 @@ impl RaftTuning {
         if self.election_timeout_max_ms <= self.election_timeout_min_ms {
             return Err(ClusterError::Invalid(
                 "[raft] election_timeout_max_ms must be above election_timeout_min_ms".into(),
+            ));
+        }
+        if self.cache_mb == 0 {
+            return Err(ClusterError::Invalid(
+                "[raft] cache_mb must be at least 1".into(),
             ));
         }
         if self.max_leader_silence_ms < self.election_timeout_max_ms {

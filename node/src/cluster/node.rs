@@ -613,6 +613,7 @@ struct Services {
 fn open_storage(cfg: &ClusterConfig) -> Result<(LogStore, StateMachineStore), ClusterError> {
     let opts = raft_store::StoreOptions {
         log_store: cfg.tuning.log_store,
+        cache_bytes: cfg.tuning.cache_mb.saturating_mul(1 << 20),
         ..Default::default()
     };
     match raft_store::open_with(&cfg.data_dir, &opts) {

@@ -43,7 +43,7 @@ impl RedbLog {
     fn open_inner(path: &Path, opts: &StoreOptions) -> Result<Self, StorageError> {
         // A log that went back to an older commit could lack acknowledged
         // entries or the last vote, which could break Raft's guarantees.
-        let db = open_db(path, opts.verify_on_open)?.check(path)?;
+        let db = open_db(path, opts)?.check(path)?;
         let names = table_names(&db)?;
         if [LOGS.name(), LOG_META.name()]
             .iter()
