@@ -411,6 +411,15 @@ impl LocalCluster {
         )
     }
 
+    /// Starts the cluster, initialises it with one unseal share through node
+    /// 0 and waits for a leader: a cluster ready to serve the root token.
+    pub async fn start_ready(binary: &Path, options: ClusterOptions) -> anyhow::Result<Self> {
+        let mut cluster = Self::start(binary, options)?;
+        cluster.init(0, 1, 1).await?;
+        cluster.wait_for_leader(Duration::from_secs(20)).await?;
+        Ok(cluster)
+    }
+
     /// Initialises the cluster through node `via` and unseals every running node.
     pub async fn init(&mut self, via: usize, shares: u8, threshold: u8) -> anyhow::Result<()> {
         self.wait_for_leader(Duration::from_secs(20)).await?;

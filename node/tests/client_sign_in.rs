@@ -4,8 +4,6 @@
 //! with no token given to it. A wrong secret is refused with the issuer's
 //! error, and the secret appears in no error text.
 
-use std::time::Duration;
-
 use coffer_client::auth::{AppCredential, Credential};
 use coffer_client::keys::CreateKeyOptions;
 use coffer_client::{Client, ClientError, Request};
@@ -29,19 +27,15 @@ async fn admin(root: &Client, req: Request, want: u16) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_application_signs_in_with_a_secret_or_a_certificate_and_uses_keys() {
-    let mut cluster = LocalCluster::start(
+    let cluster = LocalCluster::start_ready(
         &std::path::PathBuf::from(env!("CARGO_BIN_EXE_coffer")),
         ClusterOptions {
             nodes: 1,
             ..ClusterOptions::default()
         },
     )
+    .await
     .unwrap();
-    cluster.init(0, 1, 1).await.unwrap();
-    cluster
-        .wait_for_leader(Duration::from_secs(20))
-        .await
-        .unwrap();
     let root = cluster.client().unwrap();
     let tenant = admin(&root, Request::get("/v1/sys/identity/tenant"), 200).await;
     let tenant = tenant["id"].as_str().unwrap().to_owned();

@@ -4,7 +4,6 @@
 
 use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 use jepsen_tests::cluster::{ClusterOptions, LocalCluster};
 use serde_json::Value;
@@ -46,19 +45,15 @@ fn json(out: Output, what: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_key_commands_work_end_to_end() {
-    let mut cluster = LocalCluster::start(
+    let cluster = LocalCluster::start_ready(
         &std::path::PathBuf::from(env!("CARGO_BIN_EXE_coffer")),
         ClusterOptions {
             nodes: 1,
             ..ClusterOptions::default()
         },
     )
+    .await
     .unwrap();
-    cluster.init(0, 1, 1).await.unwrap();
-    cluster
-        .wait_for_leader(Duration::from_secs(20))
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("release.tar");
     std::fs::write(&file, b"release contents").unwrap();

@@ -4,7 +4,6 @@
 //! with another) get 401.
 
 use std::process::Command;
-use std::time::Duration;
 
 use jepsen_tests::cluster::{free_port, ClusterOptions, LocalCluster};
 
@@ -29,7 +28,7 @@ async fn metrics_on_their_own_listener_need_the_scrape_token() {
     let token_file = dir.path().join("metrics-token");
     std::fs::write(&token_file, "scrape-4f1c9e0b7a\n").unwrap();
     let port = free_port().unwrap();
-    let mut cluster = LocalCluster::start(
+    let cluster = LocalCluster::start_ready(
         &std::path::PathBuf::from(env!("CARGO_BIN_EXE_coffer")),
         ClusterOptions {
             nodes: 1,
@@ -40,12 +39,8 @@ async fn metrics_on_their_own_listener_need_the_scrape_token() {
             ..ClusterOptions::default()
         },
     )
+    .await
     .unwrap();
-    cluster.init(0, 1, 1).await.unwrap();
-    cluster
-        .wait_for_leader(Duration::from_secs(20))
-        .await
-        .unwrap();
     let ca = cluster.ca_path.clone();
     let metrics = format!("https://127.0.0.1:{port}/metrics");
 
