@@ -86,9 +86,62 @@ pub fn dir_bytes(path: &Path) -> u64 {
         .sum()
 }
 
+/// What each part of a data dir holds on disk: the files at its top and,
+/// for each directory at its top, the entries inside it (`raft/state.redb`,
+/// `raft/log.wal`, …), largest first.
+pub fn dir_parts(path: &Path) -> Vec<(String, u64)> {
+    let mut parts = Vec::new();
+    let Ok(entries) = fs::read_dir(path) else {
+        return parts;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.metadata().is_ok_and(|m| m.is_dir()) {
+            let Ok(inner) = fs::read_dir(e.path()) else {
+                continue;
+            };
+            for i in inner.flatten() {
+                let inner_name = i.file_name().to_string_lossy().into_owned();
+                parts.push((format!("{name}/{inner_name}"), dir_bytes_of(&i.path())));
+            }
+        } else {
+            parts.push((name, dir_bytes_of(&e.path())));
+        }
+    }
+    parts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    parts
+}
+
+/// Allocated bytes of a file, or of a directory's whole tree.
+fn dir_bytes_of(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    match fs::metadata(path) {
+        Ok(m) if m.is_dir() => dir_bytes(path),
+        Ok(m) => m.blocks() * 512,
+        Err(_) => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_dir_is_broken_down_one_level_into_its_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("raft/log.wal")).unwrap();
+        fs::write(dir.path().join("raft/log.wal/1.wal"), vec![1u8; 64 * 1024]).unwrap();
+        fs::write(dir.path().join("raft/state.redb"), vec![1u8; 8 * 1024]).unwrap();
+        fs::write(dir.path().join("node-id"), b"1").unwrap();
+        let parts = dir_parts(dir.path());
+        let names: Vec<&str> = parts.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["raft/log.wal", "raft/state.redb", "node-id"]);
+        assert!(parts[0].1 >= 64 * 1024 && parts[1].1 >= 8 * 1024);
+        assert_eq!(
+            parts.iter().map(|p| p.1).sum::<u64>(),
+            dir_bytes(dir.path())
+        );
+    }
 
     #[test]
     fn parses_stat_with_spaces_in_the_name() {

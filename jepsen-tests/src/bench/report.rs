@@ -137,6 +137,20 @@ pub fn scale_markdown(points: &[super::scale::ScalePoint]) -> String {
             p.disk_per_value_byte()
         );
     }
+    for p in points.iter().filter(|p| !p.disk_parts.is_empty()) {
+        let parts: Vec<String> = p
+            .disk_parts
+            .iter()
+            .take(6)
+            .map(|(name, bytes)| format!("`{name}` {:.1}", *bytes as f64 / 1_048_576.0))
+            .collect();
+        let _ = write!(
+            out,
+            "\n{} secrets, data dir MiB: {}.",
+            p.secrets,
+            parts.join(", ")
+        );
+    }
     out
 }
 

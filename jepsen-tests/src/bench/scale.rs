@@ -37,6 +37,9 @@ pub struct ScalePoint {
     pub rss_bytes: u64,
     /// Its data dir (Raft log, state machine, snapshots, audit).
     pub disk_bytes: u64,
+    /// The data dir by part, largest first (see [`procs::dir_parts`]).
+    #[serde(default)]
+    pub disk_parts: Vec<(String, u64)>,
 }
 
 impl ScalePoint {
@@ -115,6 +118,7 @@ async fn measure(
         first_read_s: first_read.as_secs_f64(),
         rss_bytes: procs::rss_bytes(pid),
         disk_bytes: procs::dir_bytes(&cluster.nodes[0].data_dir),
+        disk_parts: procs::dir_parts(&cluster.nodes[0].data_dir),
     })
 }
 
