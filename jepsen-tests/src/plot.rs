@@ -449,6 +449,7 @@ mod tests {
                 first_read_s: 0.1,
                 rss_bytes: n * 3000,
                 disk_bytes: n * 6000,
+                disk_parts: vec![("raft/state.redb".into(), n * 6000)],
             })
             .collect();
         let svg = scale(&points).unwrap();
