@@ -32,6 +32,19 @@ pub struct EventsSchedule {
 pub const EVALUATE_EVERY: Duration = Duration::from_secs(1);
 /// Firings handled per round at most.
 const DUE_MAX: usize = 100;
+/// A lifecycle scan reads every object's current version, which takes
+/// seconds on a vault of a million secrets; the next scan then waits this
+/// many times as long as the last one took (if that is longer than
+/// `[events] scan_interval_secs`), so scanning never takes more than a
+/// tenth of the leader's time however large the vault grows.
+const SCAN_DUTY_FACTOR: u32 = 10;
+
+impl EventsSchedule {
+    /// How long after a scan that took `took` the next one starts.
+    fn next_scan_after(&self, took: Duration) -> Duration {
+        self.every.max(took.saturating_mul(SCAN_DUTY_FACTOR))
+    }
+}
 
 /// Evaluates and delivers while this node leads; forgets its windows
 /// whenever it does not (the next leader rebuilds them from the trail).
@@ -45,6 +58,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(EVALUATE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_scan: Option<tokio::time::Instant> = None;
+    let mut scan_gap = events.every;
     let mut recorded_term: Option<u64> = None;
     loop {
         tick.tick().await;
@@ -63,9 +77,18 @@ pub async fn run(
                 Err(e) => tracing::debug!(error = %e, "recording the election failed; retrying"),
             }
         }
-        if last_scan.is_none_or(|t| t.elapsed() >= events.every) {
-            last_scan = Some(tokio::time::Instant::now());
+        if last_scan.is_none_or(|t| t.elapsed() >= scan_gap) {
+            let started = tokio::time::Instant::now();
+            last_scan = Some(started);
             scan_events(&alerts, &events).await;
+            scan_gap = events.next_scan_after(started.elapsed());
+            if scan_gap > events.every {
+                tracing::debug!(
+                    took_ms = started.elapsed().as_millis() as u64,
+                    next_in_s = scan_gap.as_secs(),
+                    "the lifecycle scan is slow; the next one waits longer"
+                );
+            }
             look_for_sealed(&operator, &alerts, &probe, status.node_id).await;
             export_seen_sets(&alerts);
         }
@@ -241,5 +264,29 @@ fn export_seen_sets(alerts: &AlertsEngine) {
             }
         }
         Err(e) => tracing::debug!(error = %e, "reading the first-access seen sets failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_scan_spaces_out_the_next_one_to_a_tenth_of_the_time() {
+        let schedule = EventsSchedule {
+            every: Duration::from_secs(30),
+            near_expiry_secs: 0,
+            clock_offset: 0,
+        };
+        // A small vault: the configured interval.
+        assert_eq!(
+            schedule.next_scan_after(Duration::from_millis(40)),
+            Duration::from_secs(30)
+        );
+        // A scan of 8 s (a million objects): the next in 80 s.
+        assert_eq!(
+            schedule.next_scan_after(Duration::from_secs(8)),
+            Duration::from_secs(80)
+        );
     }
 }
