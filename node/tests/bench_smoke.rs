@@ -105,7 +105,17 @@ async fn runner_writes_table_json_and_plot() {
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("bench.json")).unwrap()).unwrap();
     assert!(json["rows"].as_array().unwrap().len() >= 3);
-    // The smoke run measures each row at one client count: no family to
-    // chart, so no chart (plot.rs tests draw one).
-    assert!(!out.path().join("throughput.svg").exists());
+    // The 1-node read is measured at the crypto rows' client count and at
+    // the top one: a family, charted against its peer.
+    let reads: Vec<usize> = result
+        .rows
+        .iter()
+        .filter(|r| r.name == "read on 1 node")
+        .map(|r| r.concurrency)
+        .collect();
+    assert_eq!(reads.len(), 2, "{md}");
+    assert_ne!(reads[0], reads[1]);
+    let svg = std::fs::read_to_string(out.path().join("throughput.svg")).unwrap();
+    assert!(svg.contains("read on 1 node"), "the family's panel");
+    assert!(svg.contains("TLS hello-world"), "its peer's line");
 }

@@ -285,7 +285,11 @@ async fn a_second_process_is_refused_and_a_data_dir_keeps_its_kind() {
 
     // A redb data dir stays redb when the config asks for the WAL.
     let redb_dir = tempfile::tempdir().unwrap();
-    let redb = LogStore::open_in(redb_dir.path(), &StoreOptions::default()).unwrap();
+    let redb_opts = StoreOptions {
+        log_store: LogKind::Redb,
+        ..StoreOptions::default()
+    };
+    let redb = LogStore::open_in(redb_dir.path(), &redb_opts).unwrap();
     assert_eq!(redb.kind(), LogKind::Redb);
     drop(redb);
     assert!(redb_dir.path().join(LOG_FILE).exists());
