@@ -403,6 +403,14 @@ impl IdentityEngine {
         &self,
         claims: &T,
     ) -> Result<Zeroizing<String>, IdentityError> {
+        let (key, der) = self.current_signing_key()?;
+        let header =
+            serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": key.kid, "x5t": key.kid});
+        compose_rs256(&der, &header, claims)
+    }
+
+    /// The current signing key and its PKCS#8 private key.
+    fn current_signing_key(&self) -> Result<(SigningKey, Zeroizing<Vec<u8>>), IdentityError> {
         let cur = match self.store.get(CURRENT_KEY)? {
             Some(e) => decode::<CurrentKey>(&e.value)?,
             None => return Err(IdentityError::NotFound("signing key".into())),
@@ -411,9 +419,15 @@ impl IdentityEngine {
             .load_key(&cur.kid)?
             .ok_or_else(|| IdentityError::NotFound("signing key".into()))?;
         let der = Zeroizing::new(STANDARD.decode(&key.pkcs8).map_err(|_| signing_failed())?);
-        let header =
-            serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": key.kid, "x5t": key.kid});
-        compose_rs256(&der, &header, claims)
+        Ok((key, der))
+    }
+
+    /// TEST ONLY: signs `header` and `claims` bytes, whatever they hold, with
+    /// the current key, so a fuzzer reaches the checks after the signature.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn sign_raw(&self, header: &[u8], claims: &[u8]) -> Result<Zeroizing<String>, IdentityError> {
+        let (_, der) = self.current_signing_key()?;
+        compose_rs256_bytes(&der, header, claims)
     }
 
     /// Mints an access token for `principal` (an app, or a user through
@@ -578,9 +592,19 @@ pub fn compose_rs256<T: Serialize>(
     header: &serde_json::Value,
     claims: &T,
 ) -> Result<Zeroizing<String>, IdentityError> {
-    let pair = KeyPair::from_pkcs8(pkcs8).map_err(|_| signing_failed())?;
     let header = serde_json::to_vec(header).map_err(|_| signing_failed())?;
     let claims = serde_json::to_vec(claims).map_err(|_| signing_failed())?;
+    compose_rs256_bytes(pkcs8, &header, &claims)
+}
+
+/// [`compose_rs256`] over header and claims bytes as they are (which need
+/// not be JSON: the fuzz target of the token parser signs arbitrary ones).
+fn compose_rs256_bytes(
+    pkcs8: &[u8],
+    header: &[u8],
+    claims: &[u8],
+) -> Result<Zeroizing<String>, IdentityError> {
+    let pair = KeyPair::from_pkcs8(pkcs8).map_err(|_| signing_failed())?;
     let mut input = URL_SAFE_NO_PAD.encode(header);
     input.push('.');
     input.push_str(&URL_SAFE_NO_PAD.encode(claims));
