@@ -425,7 +425,11 @@ impl IdentityEngine {
     /// TEST ONLY: signs `header` and `claims` bytes, whatever they hold, with
     /// the current key, so a fuzzer reaches the checks after the signature.
     #[cfg(any(test, feature = "test-util"))]
-    pub fn sign_raw(&self, header: &[u8], claims: &[u8]) -> Result<Zeroizing<String>, IdentityError> {
+    pub fn sign_raw(
+        &self,
+        header: &[u8],
+        claims: &[u8],
+    ) -> Result<Zeroizing<String>, IdentityError> {
         let (_, der) = self.current_signing_key()?;
         compose_rs256_bytes(&der, header, claims)
     }

@@ -149,6 +149,7 @@ impl ClusterNode {
         tokio::spawn(health_ops::count_leader_changes(raft.clone()));
         tokio::spawn(super::snapshot_pace::run(
             raft.clone(),
+            sm.clone(),
             cfg.snapshot_logs,
             peers.snapshot_transfers(),
         ));
