@@ -49,6 +49,10 @@ struct Inner {
     applied: AtomicU64,
     /// Last applied index known to be on disk.
     durable_applied: AtomicU64,
+    /// Bytes of the entries applied since the store was opened (by
+    /// [`crate::entry_bytes`]): the snapshot pace compares the log written
+    /// since the last snapshot with the snapshot's size.
+    applied_bytes: AtomicU64,
     dedup_window_ms: u64,
     /// The KV digest as of the last commit, and its recent history.
     digest: Mutex<DigestState>,
@@ -191,6 +195,7 @@ impl StateMachineStore {
                 snapshots,
                 applied: AtomicU64::new(applied),
                 durable_applied: AtomicU64::new(applied),
+                applied_bytes: AtomicU64::new(0),
                 dedup_window_ms: opts.dedup_window_ms,
                 digest: Mutex::new(DigestState { applied, sum, ring }),
                 receiving: Mutex::new(Vec::new()),
@@ -305,6 +310,12 @@ impl StateMachineStore {
         self.inner.snapshots.current().map(|p| (p.meta, p.path))
     }
 
+    /// Bytes of the entries this store applied since it was opened
+    /// (estimated by [`crate::entry_bytes`], without encoding them).
+    pub fn applied_bytes(&self) -> u64 {
+        self.inner.applied_bytes.load(Ordering::Relaxed)
+    }
+
     /// The snapshot directory.
     pub fn snapshot_dir(&self) -> &Path {
         self.inner.snapshots.dir()
@@ -315,6 +326,7 @@ impl StateMachineStore {
         entries: Vec<Entry<TypeConfig>>,
     ) -> Result<Vec<Response>, StorageError> {
         let last = entries.last().map(|e| e.log_id.index);
+        let bytes: usize = entries.iter().map(crate::entry_bytes).sum();
         // Applies are committed without fsync: every applied entry is in the
         // durable Raft log, and after a crash the state machine comes back at
         // its last durable commit (redb never exposes a partial one) and
@@ -344,6 +356,9 @@ impl StateMachineStore {
                 }
             }
             self.inner.applied.store(last, Ordering::Release);
+            self.inner
+                .applied_bytes
+                .fetch_add(bytes as u64, Ordering::Relaxed);
             if durable {
                 self.inner.durable_applied.store(last, Ordering::Release);
             }

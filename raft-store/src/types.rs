@@ -141,6 +141,40 @@ pub struct Versioned {
     pub value: Vec<u8>,
 }
 
+/// Bytes a transaction puts into a message, near enough: keys and values
+/// dominate, postcard adds a few bytes per field. Cheap (no encoding).
+pub fn request_bytes(req: &Request) -> usize {
+    let mutations: usize = req
+        .txn
+        .mutations
+        .iter()
+        .map(|m| match m {
+            Mutation::Put { key, value } => key.len() + value.len() + 8,
+            Mutation::Delete { key } => key.len() + 4,
+            Mutation::DeletePrefix { prefix } | Mutation::RestoreStaged { prefix } => {
+                prefix.len() + 4
+            }
+        })
+        .sum();
+    let compares: usize = req
+        .txn
+        .compare
+        .iter()
+        .map(|Compare::Revision { key, .. }| key.len() + 12)
+        .sum();
+    let id = req.request_id.as_ref().map_or(0, String::len);
+    mutations + compares + req.txn.result.len() + id + 16
+}
+
+/// [`request_bytes`] of a log entry; membership and blank entries are small.
+pub fn entry_bytes(entry: &openraft::Entry<crate::TypeConfig>) -> usize {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(req) => request_bytes(req) + 24,
+        openraft::EntryPayload::Membership(_) => 512,
+        openraft::EntryPayload::Blank => 24,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
