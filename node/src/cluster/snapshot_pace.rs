@@ -14,9 +14,10 @@
 //! to a follower is under way, up to a bound (`MAX_DEFER` intervals) that
 //! caps how much log a stuck transfer can pin on disk.
 //!
-//! A build writes the whole state, so on a large state it also waits until
-//! the entries applied since the last snapshot add up to half of that
-//! snapshot's size ([`big_enough`]): the scaling run at 1M secrets built a
+//! A build writes the whole state, so on a large state (past 64 MiB of
+//! snapshot) it also waits until the entries applied since the last
+//! snapshot add up to half of its size ([`big_enough`]): the scaling run at
+//! 1M secrets built a
 //! 1.4 GB snapshot every 5000 writes, ~280 KB of disk writes per 256-byte
 //! secret, and its fill slowed down with every snapshot. Snapshots now
 //! write at most about two bytes per byte of log, and the log stays under
@@ -95,11 +96,18 @@ impl SnapshotTransfers {
     }
 }
 
+/// Below this snapshot size the entry interval alone decides (a snapshot of
+/// 64 MiB every 5000 entries costs at most ~13 KB of writes per entry), so
+/// small states, and the tests that shorten the interval to force
+/// snapshots, behave as before.
+const SNAPSHOT_BYTES_FLOOR: u64 = 64 << 20;
+
 /// Whether the entries applied since the last snapshot (`log_bytes`, as
 /// [`raft_store::entry_bytes`] counts them) are worth rebuilding a snapshot
-/// of `snapshot_bytes` for: at least half its size.
+/// of `snapshot_bytes` for: at least half its size, once it is past
+/// [`SNAPSHOT_BYTES_FLOOR`].
 pub fn big_enough(log_bytes: u64, snapshot_bytes: u64) -> bool {
-    log_bytes >= snapshot_bytes / 2
+    snapshot_bytes < SNAPSHOT_BYTES_FLOOR || log_bytes >= snapshot_bytes / 2
 }
 
 /// Whether a node that applied up to `applied`, with its last snapshot at
@@ -181,9 +189,11 @@ mod tests {
 
     #[test]
     fn a_large_state_waits_for_half_its_size_of_log() {
-        // No snapshot yet, or a small one: the entry interval rules.
+        // No snapshot yet, or one under 64 MiB: the entry interval rules.
         assert!(big_enough(0, 0));
-        assert!(big_enough(5_000 * 300, 2 << 20));
+        assert!(big_enough(50 * 300, 2 << 20));
+        assert!(big_enough(0, (64 << 20) - 1));
+        assert!(!big_enough(0, 64 << 20));
         // 1.4 GB (1M secrets): 5000 entries of ~600 bytes are not enough…
         assert!(!big_enough(5_000 * 600, 1_400_000_000));
         // …700 MB of log is.
