@@ -17,11 +17,10 @@
 //! A build writes the whole state, so on a large state (past 64 MiB of
 //! snapshot) it also waits until the entries applied since the last
 //! snapshot add up to half of its size ([`big_enough`]): the scaling run at
-//! 1M secrets built a
-//! 1.4 GB snapshot every 5000 writes, ~280 KB of disk writes per 256-byte
-//! secret, and its fill slowed down with every snapshot. Snapshots now
-//! write at most about two bytes per byte of log, and the log stays under
-//! about half the state's size.
+//! 1M secrets built a 1.4 GB snapshot every 5000 writes, ~280 KB of disk
+//! writes per 256-byte secret, and its fill slowed down with every snapshot.
+//! Snapshots now write at most about two bytes per byte of log, and the log
+//! stays under about half the state's size.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
