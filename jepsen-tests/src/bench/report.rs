@@ -137,6 +137,15 @@ pub fn scale_markdown(points: &[super::scale::ScalePoint]) -> String {
             p.disk_per_value_byte()
         );
     }
+    for p in points.iter().filter(|p| p.fill.report.errors > 0) {
+        let _ = write!(
+            out,
+            "\n{} secrets: {} of the fill's writes failed, first: {}.",
+            p.secrets,
+            p.fill.report.errors,
+            p.fill.report.first_error.as_deref().unwrap_or("?")
+        );
+    }
     for p in points.iter().filter(|p| !p.disk_parts.is_empty()) {
         let parts: Vec<String> = p
             .disk_parts
