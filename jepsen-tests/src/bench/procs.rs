@@ -72,18 +72,10 @@ pub fn rss_bytes(pid: u32) -> u64 {
 
 /// Bytes allocated on disk under `path` (recursively).
 pub fn dir_bytes(path: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
     let Ok(entries) = fs::read_dir(path) else {
         return 0;
     };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.blocks() * 512,
-            Err(_) => 0,
-        })
-        .sum()
+    entries.flatten().map(|e| path_bytes(&e.path())).sum()
 }
 
 /// What each part of a data dir holds on disk: the files at its top and,
@@ -102,20 +94,21 @@ pub fn dir_parts(path: &Path) -> Vec<(String, u64)> {
             };
             for i in inner.flatten() {
                 let inner_name = i.file_name().to_string_lossy().into_owned();
-                parts.push((format!("{name}/{inner_name}"), dir_bytes_of(&i.path())));
+                parts.push((format!("{name}/{inner_name}"), path_bytes(&i.path())));
             }
         } else {
-            parts.push((name, dir_bytes_of(&e.path())));
+            parts.push((name, path_bytes(&e.path())));
         }
     }
     parts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     parts
 }
 
-/// Allocated bytes of a file, or of a directory's whole tree.
-fn dir_bytes_of(path: &Path) -> u64 {
+/// Allocated bytes of a file, or of a directory's whole tree (a symlink is
+/// not followed).
+fn path_bytes(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    match fs::metadata(path) {
+    match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => dir_bytes(path),
         Ok(m) => m.blocks() * 512,
         Err(_) => 0,

@@ -81,10 +81,11 @@ pub async fn run(
             let started = tokio::time::Instant::now();
             last_scan = Some(started);
             scan_events(&alerts, &events).await;
-            scan_gap = events.next_scan_after(started.elapsed());
+            let took = started.elapsed();
+            scan_gap = events.next_scan_after(took);
             if scan_gap > events.every {
                 tracing::debug!(
-                    took_ms = started.elapsed().as_millis() as u64,
+                    took_ms = took.as_millis() as u64,
                     next_in_s = scan_gap.as_secs(),
                     "the lifecycle scan is slow; the next one waits longer"
                 );
