@@ -74,6 +74,42 @@ impl Drop for Server {
     }
 }
 
+/// An `openssl s_server` with `leaf.pem` in `dir`, once `curl` trusting
+/// `ca.pem` fetched its page into `page`. The port is picked before the
+/// server binds it, so another process can take it in between; a server
+/// that exits is started again on a new port.
+async fn serve_leaf(dir: &Path, page: &Path) -> (Server, u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let port = free_port().unwrap();
+        let mut server = Server(
+            Command::new("openssl")
+                .args(["s_server", "-quiet", "-www", "-accept", &port.to_string()])
+                .args(["-cert", "leaf.pem", "-key", "key.pem"])
+                .current_dir(dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        loop {
+            let got = curl(
+                &dir.join("ca.pem"),
+                &format!("https://localhost:{port}/"),
+                page,
+            );
+            if got.status.success() {
+                return (server, port);
+            }
+            assert!(Instant::now() < deadline, "curl never got through: {got:?}");
+            if server.0.try_wait().unwrap().is_some() {
+                break; // lost the port: try another
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 /// `curl` of `url` trusting `ca` (a file), the body saved to `out`.
 fn curl(ca: &Path, url: &str, out: &Path) -> Output {
     output(
@@ -178,31 +214,8 @@ async fn a_private_ca_issues_and_revokes_for_openssl_and_curl() {
     assert!(verified.contains("leaf.pem: OK"), "{verified}");
 
     // A TLS server with the leaf: curl trusts it through the CA only.
-    let port = free_port().unwrap();
-    let _server = Server(
-        Command::new("openssl")
-            .args(["s_server", "-quiet", "-www", "-accept", &port.to_string()])
-            .args(["-cert", "leaf.pem", "-key", "key.pem"])
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
     let page = dir.join("page.html");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let got = curl(
-            &dir.join("ca.pem"),
-            &format!("https://localhost:{port}/"),
-            &page,
-        );
-        if got.status.success() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "curl never got through: {got:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (_server, port) = serve_leaf(&dir, &page).await;
     assert!(std::fs::read_to_string(&page).unwrap().contains("s_server"));
     let untrusted = curl(&cluster_ca, &format!("https://localhost:{port}/"), &page);
     assert!(!untrusted.status.success(), "a CA the leaf is not from");
