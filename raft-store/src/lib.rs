@@ -33,8 +33,8 @@ pub use repair::{
     LocalRepair, RepairReport,
 };
 pub use snapshot::{
-    inspect_snapshot_file, rewrite_snapshot, verify_snapshot_file, SnapshotHeader, SnapshotSummary,
-    SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC,
+    inspect_snapshot_file, rewrite_open_snapshot, rewrite_snapshot, verify_snapshot_file,
+    SnapshotHeader, SnapshotSummary, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC,
 };
 pub use state_machine::{AppliedState, StateMachineStore, DEFAULT_DEDUP_WINDOW_MS};
 pub use types::*;

@@ -302,12 +302,25 @@ impl StateMachineStore {
         read().map_err(|e| e.at(&self.inner.path))
     }
 
-    /// The newest snapshot file and what it covers, for streaming it to a
-    /// node that repairs itself. Open the file promptly: an older file may
-    /// be pruned once a newer snapshot is published (an open handle stays
-    /// readable).
+    /// The newest snapshot file and what it covers. The file is pruned when
+    /// a newer snapshot is published; to read it, use
+    /// [`StateMachineStore::open_current_snapshot`].
     pub fn current_snapshot_file(&self) -> Option<(SnapshotMeta<NodeId, Node>, PathBuf)> {
         self.inner.snapshots.current().map(|p| (p.meta, p.path))
+    }
+
+    /// The newest snapshot, opened while no publish can prune it: what it
+    /// covers, its path and a handle that stays readable after a newer
+    /// snapshot removes the file (streaming it to a member that repairs
+    /// itself, or copying it into a backup).
+    pub fn open_current_snapshot(
+        &self,
+    ) -> Result<Option<(SnapshotMeta<NodeId, Node>, PathBuf, File)>, StorageError> {
+        self.inner.snapshots.with_current(|current| {
+            let Some(p) = current else { return Ok(None) };
+            let file = File::open(&p.path).map_err(|e| StorageError::io(&p.path, e))?;
+            Ok(Some((p.meta.clone(), p.path.clone(), file)))
+        })
     }
 
     /// Bytes of the entries this store applied since it was opened
@@ -539,14 +552,12 @@ impl StateMachineStore {
     }
 
     fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        self.inner.snapshots.with_current(|current| {
-            let Some(p) = current else { return Ok(None) };
-            let file = File::open(&p.path).map_err(|e| StorageError::io(&p.path, e))?;
-            Ok(Some(Snapshot {
-                meta: p.meta.clone(),
+        Ok(self
+            .open_current_snapshot()?
+            .map(|(meta, _, file)| Snapshot {
+                meta,
                 snapshot: Box::new(tokio::fs::File::from_std(file)),
             }))
-        })
     }
 }
 

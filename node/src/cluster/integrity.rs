@@ -232,10 +232,8 @@ impl pb::integrity_server::Integrity for IntegrityService {
             )));
         }
         let req: FetchRequest = decode(req)?;
-        let path = snapshot_covering(&self.raft, &self.sm, req.min_index).await?;
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| Status::internal(format!("opening {}: {e}", path.display())))?;
+        let (_, file) = snapshot_covering(&self.raft, &self.sm, req.min_index).await?;
+        let file = tokio::fs::File::from_std(file);
         let chunks = futures::stream::unfold(Some(file), |file| async move {
             let mut file = file?;
             let mut buf = vec![0u8; CHUNK];
@@ -256,19 +254,23 @@ impl pb::integrity_server::Integrity for IntegrityService {
 }
 
 /// This node's snapshot file covering `min_index`, building a new one if
-/// the current one is older.
+/// the current one is older: its path and a handle opened before any newer
+/// snapshot could prune it.
 pub(crate) async fn snapshot_covering(
     raft: &RaftHandle,
     sm: &StateMachineStore,
     min_index: u64,
-) -> Result<PathBuf, Status> {
-    let covers = |sm: &StateMachineStore| {
-        sm.current_snapshot_file()
-            .filter(|(meta, _)| meta.last_log_id.map_or(0, |l| l.index) >= min_index)
-            .map(|(_, path)| path)
+) -> Result<(PathBuf, std::fs::File), Status> {
+    let covers = |sm: &StateMachineStore| -> Result<_, Status> {
+        let current = sm
+            .open_current_snapshot()
+            .map_err(|e| Status::internal(format!("opening the snapshot: {e}")))?;
+        Ok(current
+            .filter(|(meta, _, _)| meta.last_log_id.map_or(0, |l| l.index) >= min_index)
+            .map(|(_, path, file)| (path, file)))
     };
-    if let Some(path) = covers(sm) {
-        return Ok(path);
+    if let Some(found) = covers(sm)? {
+        return Ok(found);
     }
     raft.trigger()
         .snapshot()
@@ -276,8 +278,8 @@ pub(crate) async fn snapshot_covering(
         .map_err(|e| Status::unavailable(format!("building a snapshot: {e}")))?;
     let deadline = Instant::now() + SNAPSHOT_WAIT;
     while Instant::now() < deadline {
-        if let Some(path) = covers(sm) {
-            return Ok(path);
+        if let Some(found) = covers(sm)? {
+            return Ok(found);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -311,8 +311,11 @@ impl ClusterNode {
     /// A snapshot file of this node covering every write committed before
     /// the call (ReadIndex fence, then a snapshot at or after the applied
     /// index, built if needed): what `operator snapshot save` streams. The
-    /// values in it are barrier ciphertext, as in the state.
-    pub async fn backup_snapshot(&self) -> Result<std::path::PathBuf, ClusterError> {
+    /// values in it are barrier ciphertext, as in the state. The handle
+    /// stays readable if a newer snapshot prunes the file meanwhile.
+    pub async fn backup_snapshot(
+        &self,
+    ) -> Result<(std::path::PathBuf, std::fs::File), ClusterError> {
         self.read_fence()
             .await
             .map_err(|e| ClusterError::Unavailable(e.to_string()))?;

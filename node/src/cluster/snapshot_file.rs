@@ -25,16 +25,15 @@ impl ClusterNode {
     /// a copy of [`ClusterNode::backup_snapshot`] in the data dir, which the
     /// caller streams and then deletes (the open handle keeps it readable).
     pub async fn labelled_backup(&self) -> Result<PathBuf, ClusterError> {
-        let path = self.backup_snapshot().await?;
+        let (src, file) = self.backup_snapshot().await?;
         let seq = crate::engine::clock::now_ms();
         let copy = self
             .data_dir()
             .join(format!("{BACKUP_PREFIX}{seq}-{}.tmp", self.id()));
         let (cluster_id, node_id) = (self.cluster_id(), self.id());
-        let src = path.clone();
         let dst = copy.clone();
         tokio::task::spawn_blocking(move || {
-            raft_store::rewrite_snapshot(&src, &dst, |header| {
+            raft_store::rewrite_open_snapshot(file, &src, &dst, |header| {
                 header.cluster_id = cluster_id;
                 header.node_id = Some(node_id);
             })

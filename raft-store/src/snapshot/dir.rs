@@ -170,7 +170,7 @@ impl SnapshotDir {
 
     /// Moves the complete, fsynced temporary `tmp` into place as a snapshot
     /// covering `meta`, makes the rename durable and prunes older files
-    /// (the newest and the one before it are kept).
+    /// (only the newest is kept).
     pub(crate) fn publish(
         &self,
         tmp: &Path,
@@ -200,22 +200,24 @@ impl SnapshotDir {
         Ok(published)
     }
 
-    /// Removes published files older than the newest but one. Failures are
-    /// only logged: a leftover file wastes space but harms nothing.
+    /// Removes published files older than the newest. Nothing reads an older
+    /// one: the open takes the newest, and a transfer that is streaming an
+    /// older file holds it open, which on Unix keeps its data until it is
+    /// closed. Keeping one more used to double the snapshots' share of the
+    /// disk (a full copy of the state). Failures are only logged: a leftover
+    /// file wastes space but harms nothing.
     fn prune(&self, current: Option<&Published>) {
         let Some(current) = current else { return };
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
         };
-        let mut older: Vec<(u64, u64, PathBuf)> = entries
+        let older: Vec<(u64, u64, PathBuf)> = entries
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let (i, s) = parse_name(&e.file_name().to_string_lossy())?;
                 ((i, s) < (current.index, current.seq)).then(|| (i, s, e.path()))
             })
             .collect();
-        older.sort();
-        older.pop(); // keep the one before the current
         for (_, _, path) in older {
             if let Err(e) = fs::remove_file(&path) {
                 if let Some(held_back) = PRUNE_WARN.allow() {

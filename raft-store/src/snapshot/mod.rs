@@ -163,10 +163,25 @@ pub fn rewrite_snapshot(
     dst: &Path,
     edit: impl FnOnce(&mut SnapshotHeader),
 ) -> Result<SnapshotSummary, StorageError> {
-    let mut header = read_header(src)?;
-    edit(&mut header);
-    let mut writer = SnapshotWriter::create(dst, &header)?;
     let file = File::open(src).map_err(|e| StorageError::io(src, e))?;
+    rewrite_open_snapshot(file, src, dst, edit)
+}
+
+/// [`rewrite_snapshot`] of a file already open, read from its start. A
+/// handle stays readable after a newer snapshot prunes its file, so a
+/// caller that opened the current snapshot under the directory's lock can
+/// copy it at leisure; `src` only names it in errors.
+pub fn rewrite_open_snapshot(
+    mut file: File,
+    src: &Path,
+    dst: &Path,
+    edit: impl FnOnce(&mut SnapshotHeader),
+) -> Result<SnapshotSummary, StorageError> {
+    let mut header = read_preamble(&mut HashReader::new(BufReader::new(&file)), src)?;
+    edit(&mut header);
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| StorageError::io(src, e))?;
+    let mut writer = SnapshotWriter::create(dst, &header)?;
     let copied = read_snapshot(file, src, |item| match item {
         Item::Kv {
             key,

@@ -248,6 +248,41 @@ fn snapshot_roundtrip_preserves_state_and_dedup() {
     assert_eq!(r.revision, 2);
 }
 
+/// Each published snapshot replaces the one before: the directory holds
+/// one file, the newest, which a reopen finds.
+#[test]
+fn only_the_newest_snapshot_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(DEFAULT_DEDUP_WINDOW_MS);
+    let snap_files = |sm: &StateMachineStore| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(sm.snapshot_dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "snap"))
+            .collect()
+    };
+    let last = {
+        let sm = StateMachineStore::open(dir.path(), &o).unwrap();
+        for i in 1..=3u64 {
+            apply_one(
+                &sm,
+                i,
+                req(None, 0, vec![], vec![put(&format!("k{i}"), "v")]),
+            );
+            let snap = sm.build().unwrap();
+            assert_eq!(snap.meta.last_log_id, Some(log_id(i)));
+            let files = snap_files(&sm);
+            assert_eq!(files.len(), 1, "after snapshot {i}: {files:?}");
+            assert_eq!(sm.current_snapshot_file().unwrap().1, files[0]);
+        }
+        snap_files(&sm)
+    };
+    let sm = StateMachineStore::open(dir.path(), &o).unwrap();
+    assert_eq!(snap_files(&sm), last);
+    let current = sm.current_snapshot().unwrap().unwrap();
+    assert_eq!(current.meta.last_log_id, Some(log_id(3)));
+}
+
 #[test]
 fn digest_changes_with_content() {
     let (_d, sm) = store(DEFAULT_DEDUP_WINDOW_MS);
