@@ -156,6 +156,9 @@ impl MemKv {
                     Mutation::RestoreStaged { prefix } => {
                         st.data.retain(|k, _| !k.starts_with(&prefix));
                     }
+                    // Batches are built by the cluster's proposer from
+                    // whole requests, never inside an engine transaction.
+                    Mutation::Batch { .. } => {}
                 }
             }
         }

@@ -94,6 +94,10 @@ fn describe() {
          after the node starts counts."
     );
     describe_histogram!(
+        "coffer_raft_proposal_batch_size",
+        "Client writes per Raft entry the leader proposed (proposal batching)."
+    );
+    describe_histogram!(
         raft_store::log_store::APPEND_SECONDS,
         Unit::Seconds,
         "Raft log appends: time from the append to its entries being durable (group commit)."

@@ -97,6 +97,10 @@ fn apply_request(
     req: Request,
     window_ms: u64,
 ) -> Result<Response, StorageError> {
+    let req = match split_batch(req) {
+        Ok(requests) => return apply_batch_entry(t, index, requests, window_ms),
+        Err(req) => req,
+    };
     evict_expired(t, req.time_ms.saturating_sub(window_ms))?;
     if let Some(id) = &req.request_id {
         if let Some(rec) = t.dedup.get(id.as_str())? {
@@ -112,6 +116,49 @@ fn apply_request(
         remember(t, id, req.time_ms, &response)?;
     }
     Ok(response)
+}
+
+/// The requests of a [`Mutation::Batch`] entry (one built by
+/// [`crate::Batch::into_request`]: the batch alone, no comparison, no id),
+/// or the request back when it is not one.
+fn split_batch(mut req: Request) -> Result<Vec<Request>, Request> {
+    let alone =
+        req.txn.compare.is_empty() && req.request_id.is_none() && req.txn.mutations.len() == 1;
+    match req.txn.mutations.pop() {
+        Some(Mutation::Batch { requests }) if alone => Ok(requests),
+        other => {
+            req.txn.mutations.extend(other);
+            Err(req)
+        }
+    }
+}
+
+/// Applies each request of a batch entry as if it were an entry of its own
+/// at `index`; the entry's response carries theirs. A batch nested in a
+/// batch is refused (`succeeded: false`) and changes nothing.
+fn apply_batch_entry(
+    t: &mut Tables<'_>,
+    index: u64,
+    requests: Vec<Request>,
+    window_ms: u64,
+) -> Result<Response, StorageError> {
+    let mut responses = Vec::with_capacity(requests.len());
+    for req in requests {
+        let response = match split_batch(req) {
+            Ok(_nested) => Response {
+                revision: index,
+                ..Response::default()
+            },
+            Err(req) => apply_request(t, index, req, window_ms)?,
+        };
+        responses.push(response);
+    }
+    Ok(Response {
+        succeeded: true,
+        revision: index,
+        result: encode(&responses)?,
+        deduplicated: false,
+    })
 }
 
 /// Forgets every request id first seen before `threshold_ms`. Runs inside
@@ -212,6 +259,9 @@ fn apply_mutation(
         }
         Mutation::DeletePrefix { prefix } => delete_prefix(kv, sum, &prefix)?,
         Mutation::RestoreStaged { prefix } => return restore_staged(kv, sum, index, &prefix),
+        // Only whole entries are batches (`apply_request`); one among other
+        // mutations is not applied.
+        Mutation::Batch { .. } => return Ok(false),
     }
     Ok(true)
 }

@@ -109,10 +109,22 @@ pub enum Mutation {
     /// file's (with their revisions; remembered request ids, membership and
     /// the applied index stay); if not, only the staged chunks are removed
     /// and the transaction reports `succeeded: false`. Alone in its
-    /// transaction. (Last variant: older log entries keep their encoding.)
+    /// transaction.
     RestoreStaged {
         #[serde(with = "serde_bytes")]
         prefix: Vec<u8>,
+    },
+    /// Proposal batching: `requests` are applied one after another at this
+    /// entry's index, each exactly as if it were an entry of its own (its
+    /// comparisons, its request id, its response). Built only by
+    /// [`Batch::into_request`], alone in a transaction without comparisons
+    /// or request id; a batch inside a batch is refused. The entry's
+    /// [`Response::result`] carries the responses ([`Batch::responses`]).
+    /// (Variants are only ever added last: older log entries keep their
+    /// encoding.)
+    Batch {
+        /// The batched requests, in the order they are applied.
+        requests: Vec<Request>,
     },
 }
 
@@ -141,6 +153,142 @@ pub struct Versioned {
     pub value: Vec<u8>,
 }
 
+/// Many client requests proposed as one log entry, so the leader's Raft
+/// core, the log appends, the replication messages and the apply each pay
+/// once for the group. A key one request writes is neither written nor
+/// compared by another in the same batch: a key's revision (the entry's
+/// index) then still names one write, so a later compare-and-set against
+/// it cannot mistake another request's value for the one it read, and no
+/// request's comparison depends on its place in the batch.
+#[derive(Debug, Default)]
+pub struct Batch {
+    requests: Vec<Request>,
+    /// Keys the requests compare.
+    compared: std::collections::HashSet<Vec<u8>>,
+    /// Keys the requests write.
+    written: std::collections::HashSet<Vec<u8>>,
+    /// Bytes left.
+    room: usize,
+    /// Holds a request that must be an entry of its own.
+    closed: bool,
+}
+
+/// Whether [`Batch::admit`] took the request.
+#[derive(Debug)]
+pub enum Admit {
+    /// Added to the batch.
+    Taken,
+    /// Shares a key with a request in the batch, does not fit, or must be
+    /// an entry of its own (it works on key prefixes) and the batch is not
+    /// empty: propose it in a later batch.
+    Later(Request),
+}
+
+impl Batch {
+    /// An empty batch that holds at most `max_bytes` (by [`request_bytes`];
+    /// a first request is taken whatever its size).
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            room: max_bytes,
+            ..Self::default()
+        }
+    }
+
+    /// Requests in the batch.
+    pub fn len(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Nothing in the batch.
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+    }
+
+    /// Adds `req` unless it conflicts with the batch or would overfill it.
+    pub fn admit(&mut self, req: Request) -> Admit {
+        if self.closed {
+            return Admit::Later(req);
+        }
+        let size = request_bytes(&req);
+        if !self.requests.is_empty() && size > self.room {
+            return Admit::Later(req);
+        }
+        match request_keys(&req) {
+            None if self.requests.is_empty() => self.closed = true,
+            None => return Admit::Later(req),
+            Some((compared, written)) => {
+                // Comparing a key another request only compares is fine:
+                // neither changes its revision.
+                let clash = written
+                    .iter()
+                    .any(|k| self.written.contains(*k) || self.compared.contains(*k))
+                    || compared.iter().any(|k| self.written.contains(*k));
+                if clash {
+                    return Admit::Later(req);
+                }
+                self.compared
+                    .extend(compared.into_iter().map(<[u8]>::to_vec));
+                self.written.extend(written.into_iter().map(<[u8]>::to_vec));
+            }
+        }
+        self.room = self.room.saturating_sub(size);
+        self.requests.push(req);
+        Admit::Taken
+    }
+
+    /// The request to propose: the one request itself when the batch holds
+    /// one (an ordinary entry), else one [`Mutation::Batch`]. `time_ms`
+    /// stamps the batch and every request in it.
+    pub fn into_request(mut self, time_ms: u64) -> Request {
+        for r in &mut self.requests {
+            r.time_ms = time_ms;
+        }
+        if self.requests.len() == 1 {
+            if let Some(one) = self.requests.pop() {
+                return one;
+            }
+        }
+        Request {
+            request_id: None,
+            time_ms,
+            txn: Txn {
+                compare: Vec::new(),
+                mutations: vec![Mutation::Batch {
+                    requests: self.requests,
+                }],
+                result: Vec::new(),
+            },
+        }
+    }
+
+    /// The responses, in the batch's order, that the state machine gave to
+    /// the requests of a batch entry (`response` is the entry's).
+    pub fn responses(response: &Response) -> Result<Vec<Response>, postcard::Error> {
+        postcard::from_bytes(&response.result)
+    }
+}
+
+/// The keys `req` compares and the keys it writes; `None` when it works
+/// on key prefixes or is a batch (it must be an entry of its own).
+fn request_keys(req: &Request) -> Option<(Vec<&[u8]>, Vec<&[u8]>)> {
+    let compared = req
+        .txn
+        .compare
+        .iter()
+        .map(|Compare::Revision { key, .. }| key.as_slice())
+        .collect();
+    let mut written: Vec<&[u8]> = Vec::with_capacity(req.txn.mutations.len());
+    for m in &req.txn.mutations {
+        match m {
+            Mutation::Put { key, .. } | Mutation::Delete { key } => written.push(key),
+            Mutation::DeletePrefix { .. }
+            | Mutation::RestoreStaged { .. }
+            | Mutation::Batch { .. } => return None,
+        }
+    }
+    Some((compared, written))
+}
+
 /// Bytes a transaction puts into a message, near enough: keys and values
 /// dominate, postcard adds a few bytes per field. Cheap (no encoding).
 pub fn request_bytes(req: &Request) -> usize {
@@ -154,6 +302,7 @@ pub fn request_bytes(req: &Request) -> usize {
             Mutation::DeletePrefix { prefix } | Mutation::RestoreStaged { prefix } => {
                 prefix.len() + 4
             }
+            Mutation::Batch { requests } => requests.iter().map(request_bytes).sum::<usize>() + 4,
         })
         .sum();
     let compares: usize = req

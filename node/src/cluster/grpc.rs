@@ -15,6 +15,7 @@ use super::identity::{IdentityFile, CLUSTER_ID_HEADER};
 use super::join::{self, JoinRequest, JoinToken};
 use super::membership;
 use super::pb;
+use super::proposals::ProposalBatcher;
 use super::read_index::ReadIndexBatcher;
 
 /// Decodes a postcard-encoded request body.
@@ -123,6 +124,7 @@ impl pb::raft_server::Raft for RaftService {
 pub struct ForwardService {
     raft: RaftHandle,
     reads: Arc<ReadIndexBatcher>,
+    proposals: Arc<ProposalBatcher>,
     identity: Arc<IdentityFile>,
     join_token: Option<JoinToken>,
     sm: StateMachineStore,
@@ -130,12 +132,14 @@ pub struct ForwardService {
 }
 
 impl ForwardService {
-    /// Serves `raft`; read-index requests share rounds through `reads`.
-    /// Auto-join requests are accepted with `join_token` only. `sm` is
-    /// the local state (the DR member list).
+    /// Serves `raft`; read-index requests share rounds through `reads`,
+    /// forwarded writes share entries through `proposals`. Auto-join
+    /// requests are accepted with `join_token` only. `sm` is the local
+    /// state (the DR member list).
     pub fn new(
         raft: RaftHandle,
         reads: Arc<ReadIndexBatcher>,
+        proposals: Arc<ProposalBatcher>,
         identity: Arc<IdentityFile>,
         join_token: Option<JoinToken>,
         sm: StateMachineStore,
@@ -144,6 +148,7 @@ impl ForwardService {
         Self {
             raft,
             reads,
+            proposals,
             identity,
             join_token,
             sm,
@@ -162,7 +167,7 @@ impl pb::forward_server::Forward for ForwardService {
                 forward::ForwardError::Refused(reason),
             ));
         }
-        encode(&forward::leader_write(&self.raft, write).await)
+        encode(&self.proposals.write(write).await)
     }
 
     async fn read_index(&self, req: Request<pb::Empty>) -> Result<Response<pb::Blob>, Status> {

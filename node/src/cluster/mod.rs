@@ -18,6 +18,7 @@ pub mod live_restore;
 mod membership;
 mod network;
 mod node;
+mod proposals;
 mod read_index;
 pub mod recover;
 pub mod request_fence;
@@ -141,7 +142,14 @@ pub struct RaftTuning {
     /// `raft_store::StoreOptions::cache_bytes`): bounds what the state adds
     /// to the node's memory.
     pub cache_mb: usize,
+    /// Raft entries of client writes the leader keeps being replicated at
+    /// once; writes arriving while all are taken share the next entry
+    /// (proposal batching, `cluster::proposals`).
+    pub proposals_in_flight: usize,
 }
+
+/// See [`RaftTuning::proposals_in_flight`].
+pub const DEFAULT_PROPOSALS_IN_FLIGHT: usize = 2;
 
 impl Default for RaftTuning {
     fn default() -> Self {
@@ -159,6 +167,7 @@ impl Default for RaftTuning {
             auto_repair: false,
             log_store: raft_store::LogKind::default(),
             cache_mb: raft_store::DEFAULT_CACHE_BYTES >> 20,
+            proposals_in_flight: DEFAULT_PROPOSALS_IN_FLIGHT,
         }
     }
 }
@@ -187,6 +196,11 @@ impl RaftTuning {
         if self.cache_mb == 0 {
             return Err(ClusterError::Invalid(
                 "[raft] cache_mb must be at least 1".into(),
+            ));
+        }
+        if self.proposals_in_flight == 0 {
+            return Err(ClusterError::Invalid(
+                "[raft] proposals_in_flight must be at least 1".into(),
             ));
         }
         if self.max_leader_silence_ms < self.election_timeout_max_ms {

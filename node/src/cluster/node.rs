@@ -15,11 +15,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::election::{Driver, LeaderContact, Timing};
-use super::forward::{self, AdminRequest, AdminResult, ForwardError, ReadIndexResult, WriteResult};
+use super::forward::{AdminRequest, AdminResult, ForwardError, ReadIndexResult, WriteResult};
 use super::grpc::{ForwardService, RaftService};
 use super::identity::IdentityFile;
 use super::integrity::{self, Checker, CorruptFlag, IntegrityService};
 use super::network::{blob, limited, NetworkFactory, Peers, RpcFailure};
+use super::proposals::ProposalBatcher;
 use super::read_index::ReadIndexBatcher;
 use super::{
     membership, pb, raft_config, ClusterConfig, ClusterError, PeersInfo, RaftTuning, ADMIN_TIMEOUT,
@@ -62,6 +63,7 @@ pub struct ClusterNode {
     ca_pem: String,
     stale_reads: bool,
     reads: Arc<ReadIndexBatcher>,
+    proposals: Arc<ProposalBatcher>,
     local_addr: SocketAddr,
     server: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
     elections: JoinHandle<()>,
@@ -104,6 +106,7 @@ impl ClusterNode {
         .await
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let reads = ReadIndexBatcher::new(raft.clone());
+        let proposals = ProposalBatcher::new(raft.clone(), cfg.tuning.proposals_in_flight);
         let contact = Arc::new(LeaderContact::default());
         let services = Services {
             integrity: IntegrityService::new(
@@ -122,6 +125,7 @@ impl ClusterNode {
             forward: ForwardService::new(
                 raft.clone(),
                 reads.clone(),
+                proposals.clone(),
                 identity.clone(),
                 cfg.join_token.clone(),
                 sm.clone(),
@@ -182,6 +186,7 @@ impl ClusterNode {
             ca_pem: cfg.tls.ca_pem.clone(),
             stale_reads: cfg.stale_reads,
             reads,
+            proposals,
             local_addr,
             server: Mutex::new(Some(server)),
             elections,
@@ -264,7 +269,7 @@ impl ClusterNode {
                 let req = req.clone();
                 async move {
                     match target {
-                        Target::Local => forward::leader_write(&self.raft, req).await,
+                        Target::Local => self.proposals.write(req).await,
                         Target::Remote(node) => self.remote_write(&node, &req).await,
                     }
                 }

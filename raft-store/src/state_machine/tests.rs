@@ -99,6 +99,130 @@ fn cas_applies_only_when_revisions_match() {
     assert_eq!(sm.applied_index(), 3);
 }
 
+/// A batch entry applies each of its requests as if it were an entry of
+/// its own at the entry's index: its own comparisons (a failed one changes
+/// only its request), its own request id (a retry inside or after the batch
+/// is answered from it), its own response; a nested batch is refused.
+#[test]
+fn a_batch_entry_applies_each_request_as_its_own() {
+    let (_d, sm) = store(DEFAULT_DEDUP_WINDOW_MS);
+    apply_one(&sm, 1, req(None, 0, vec![], vec![put("held", "v1")]));
+    let mut batch = crate::Batch::new(1 << 20);
+    let requests = [
+        req(Some("a"), 0, vec![rev("a", 0)], vec![put("a", "A")]),
+        req(Some("b"), 0, vec![rev("held", 7)], vec![put("b", "B")]),
+        req(Some("c"), 0, vec![rev("held", 1)], vec![put("c", "C")]),
+    ];
+    for r in requests {
+        assert!(matches!(batch.admit(r), crate::Admit::Taken));
+    }
+    let nested = crate::Batch::new(1 << 20).into_request(0);
+    let mut entry = batch.into_request(50);
+    if let Mutation::Batch { requests } = &mut entry.txn.mutations[0] {
+        requests.push(Request {
+            request_id: None,
+            ..nested
+        });
+    }
+    let out = apply_one(&sm, 2, entry);
+    assert!(out.succeeded);
+    let each = crate::Batch::responses(&out).unwrap();
+    let got: Vec<(bool, u64, &[u8], bool)> = each
+        .iter()
+        .map(|r| (r.succeeded, r.revision, r.result.as_slice(), r.deduplicated))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (true, 2, &b"done"[..], false),
+            (false, 2, &b""[..], false),
+            (true, 2, &b"done"[..], false),
+            (false, 2, &b""[..], false),
+        ]
+    );
+    assert_eq!(value(&sm, "a"), Some((2, b"A".to_vec())));
+    assert_eq!(value(&sm, "b"), None);
+    assert_eq!(value(&sm, "c"), Some((2, b"C".to_vec())));
+    // Each id was remembered with its own outcome.
+    let retry = apply_one(
+        &sm,
+        3,
+        req(Some("a"), 60, vec![rev("a", 0)], vec![put("a", "X")]),
+    );
+    assert!(retry.deduplicated && retry.succeeded);
+    assert_eq!(value(&sm, "a"), Some((2, b"A".to_vec())));
+}
+
+/// A key one request of a batch writes is neither written nor compared by
+/// another (comparing the same key is fine), and a request on a prefix
+/// goes alone; the first request goes in whatever its size.
+#[test]
+fn a_key_written_in_a_batch_belongs_to_one_request() {
+    let mut batch = crate::Batch::new(100);
+    let admit = |b: &mut crate::Batch, r| matches!(b.admit(r), crate::Admit::Taken);
+    let big = req(None, 0, vec![], vec![put("big", &"x".repeat(500))]);
+    assert!(
+        admit(&mut batch, big),
+        "the first request, whatever its size"
+    );
+    assert!(
+        !admit(&mut batch, req(None, 0, vec![], vec![put("small", "v")])),
+        "full"
+    );
+    let mut batch = crate::Batch::new(1 << 20);
+    assert!(admit(
+        &mut batch,
+        req(None, 0, vec![rev("k", 3)], vec![put("j", "v")])
+    ));
+    assert!(
+        !admit(&mut batch, req(None, 0, vec![], vec![put("k", "v")])),
+        "compared key"
+    );
+    assert!(
+        !admit(&mut batch, req(None, 0, vec![], vec![put("j", "w")])),
+        "written key"
+    );
+    assert!(
+        !admit(&mut batch, req(None, 0, vec![rev("j", 0)], vec![])),
+        "compares a written key"
+    );
+    assert!(
+        admit(
+            &mut batch,
+            req(None, 0, vec![rev("k", 3)], vec![put("m", "v")])
+        ),
+        "both compare k"
+    );
+    let prefix = || {
+        req(
+            None,
+            0,
+            vec![],
+            vec![Mutation::DeletePrefix {
+                prefix: b"p/".to_vec(),
+            }],
+        )
+    };
+    assert!(!admit(&mut batch, prefix()), "a prefix op beside others");
+    assert_eq!(batch.len(), 2);
+    let mut alone = crate::Batch::new(1 << 20);
+    assert!(
+        admit(&mut alone, prefix()),
+        "a prefix op opens an empty batch"
+    );
+    assert!(
+        !admit(&mut alone, req(None, 0, vec![], vec![put("z", "v")])),
+        "and closes it"
+    );
+    // One request is proposed as itself, not as a batch.
+    let one = alone.into_request(9);
+    assert!(matches!(
+        one.txn.mutations[..],
+        [Mutation::DeletePrefix { .. }]
+    ));
+    assert_eq!(one.time_ms, 9);
+}
+
 #[test]
 fn duplicate_request_replays_first_response_and_changes_nothing() {
     let (_d, sm) = store(DEFAULT_DEDUP_WINDOW_MS);
