@@ -144,7 +144,9 @@ pub struct RaftTuning {
     pub cache_mb: usize,
     /// Raft entries of client writes the leader keeps being replicated at
     /// once; writes arriving while all are taken share the next entry
-    /// (proposal batching, `cluster::proposals`).
+    /// (proposal batching, `cluster::proposals`). 0 turns batching off:
+    /// every write is an entry of its own, as before batching, which a
+    /// member on such an older build can still decode.
     pub proposals_in_flight: usize,
 }
 
@@ -196,11 +198,6 @@ impl RaftTuning {
         if self.cache_mb == 0 {
             return Err(ClusterError::Invalid(
                 "[raft] cache_mb must be at least 1".into(),
-            ));
-        }
-        if self.proposals_in_flight == 0 {
-            return Err(ClusterError::Invalid(
-                "[raft] proposals_in_flight must be at least 1".into(),
             ));
         }
         if self.max_leader_silence_ms < self.election_timeout_max_ms {

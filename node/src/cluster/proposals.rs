@@ -33,34 +33,42 @@ const BATCH_BYTES: usize = super::MAX_ENTRY_BYTES / 2;
 const QUEUE: usize = 4096;
 
 /// A write waiting for its entry.
-struct Pending {
+pub struct Pending {
     req: Request,
     reply: oneshot::Sender<WriteResult>,
 }
 
 /// Hands the leader's writes to Raft, batched; see the module docs.
-pub struct ProposalBatcher {
-    tx: mpsc::Sender<Pending>,
+pub enum ProposalBatcher {
+    /// Writes queue for the batching task.
+    Batched(mpsc::Sender<Pending>),
+    /// Batching is off: each write is an entry of its own, proposed at once.
+    Off(RaftHandle),
 }
 
 impl ProposalBatcher {
     /// A batcher over this node's Raft that keeps at most `in_flight`
-    /// entries (at least one) being replicated at a time. Its task ends when
-    /// the batcher is dropped.
+    /// entries being replicated at a time (0: batching off). Its task ends
+    /// when the batcher is dropped.
     pub fn new(raft: RaftHandle, in_flight: usize) -> Arc<Self> {
+        if in_flight == 0 {
+            return Arc::new(Self::Off(raft));
+        }
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(raft, rx, in_flight.max(1)));
-        Arc::new(Self { tx })
+        tokio::spawn(run(raft, rx, in_flight));
+        Arc::new(Self::Batched(tx))
     }
 
-    /// Replicates `req` if this node leads, stamped with the leader's clock:
-    /// [`forward::leader_write`](super::forward::leader_write), sharing an
-    /// entry with concurrent writes.
+    /// Replicates `req` if this node leads, stamped with the leader's clock,
+    /// sharing an entry with concurrent writes.
     pub async fn write(&self, req: Request) -> WriteResult {
+        let tx = match self {
+            Self::Off(raft) => return super::forward::leader_write(raft, req).await,
+            Self::Batched(tx) => tx,
+        };
         let (reply, answer) = oneshot::channel();
         let stopped = || ForwardError::Unavailable("the node is shutting down".into());
-        self.tx
-            .send(Pending { req, reply })
+        tx.send(Pending { req, reply })
             .await
             .map_err(|_| stopped())?;
         answer.await.unwrap_or_else(|_| Err(stopped()))
