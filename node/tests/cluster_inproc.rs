@@ -44,6 +44,15 @@ fn init_crypto() {
 }
 
 async fn start_node(ca: &Ca, id: NodeId, dirs: &mut Vec<TempDir>) -> Arc<ClusterNode> {
+    start_node_tuned(ca, id, dirs, Default::default()).await
+}
+
+async fn start_node_tuned(
+    ca: &Ca,
+    id: NodeId,
+    dirs: &mut Vec<TempDir>,
+    tuning: coffer::cluster::RaftTuning,
+) -> Arc<ClusterNode> {
     let dir = tempfile::tempdir().unwrap();
     let cfg = ClusterConfig {
         node_id: id,
@@ -53,7 +62,7 @@ async fn start_node(ca: &Ca, id: NodeId, dirs: &mut Vec<TempDir>) -> Arc<Cluster
         tls: ca.material(&format!("n{id}")),
         stale_reads: false,
         snapshot_logs: coffer::cluster::SNAPSHOT_LOGS,
-        tuning: Default::default(),
+        tuning,
         join_token: None,
     };
     dirs.push(dir);
@@ -69,12 +78,22 @@ fn advertised(node: &ClusterNode) -> Node {
 }
 
 async fn start_cluster(n: u64) -> Cluster {
+    start_cluster_tuned(n, coffer::cluster::DEFAULT_PROPOSALS_IN_FLIGHT).await
+}
+
+/// [`start_cluster`] with `[raft] proposals_in_flight` set.
+async fn start_cluster_tuned(n: u64, proposals_in_flight: usize) -> Cluster {
     init_crypto();
     let ca = Ca::new("test cluster CA");
     let mut dirs = Vec::new();
     let mut nodes = BTreeMap::new();
+    let tuning = coffer::cluster::RaftTuning {
+        proposals_in_flight,
+        ..Default::default()
+    };
     for id in 1..=n {
-        nodes.insert(id, start_node(&ca, id, &mut dirs).await);
+        let node = start_node_tuned(&ca, id, &mut dirs, tuning.clone()).await;
+        nodes.insert(id, node);
     }
     let members: BTreeMap<NodeId, Node> =
         nodes.iter().map(|(id, n)| (*id, advertised(n))).collect();
@@ -160,6 +179,111 @@ async fn cluster_write_via_follower_is_visible_on_other_follower_after_fence() {
     let st = c.nodes[&leader].status();
     assert!(st.is_leader && st.commit_index >= resp.revision && st.applied_index >= resp.revision);
     c.shutdown().await;
+}
+
+/// A put of `key` that holds only while `key` does not exist.
+fn create(id: &str, key: &[u8], value: &[u8]) -> Request {
+    let mut req = put(id, key, value);
+    req.txn.compare = vec![raft_store::Compare::Revision {
+        key: key.to_vec(),
+        revision: 0,
+    }];
+    req
+}
+
+/// Concurrent writes through every member: each gets its own answer, a
+/// key's revision names the one write that stored it, racing creates of
+/// one key let exactly one through, a request id sent twice applies once —
+/// and, with batching on (the default), writes shared entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_share_entries_and_each_gets_its_own_answer() {
+    for in_flight in [coffer::cluster::DEFAULT_PROPOSALS_IN_FLIGHT, 0] {
+        let c = start_cluster_tuned(3, in_flight).await;
+        let nodes: Vec<Arc<ClusterNode>> = c.nodes.values().cloned().collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..240usize {
+            let node = nodes[i % nodes.len()].clone();
+            let req = match i % 4 {
+                // Racing creates of one key.
+                0 => create(&format!("hot-{i}"), b"k/hot", format!("v{i}").as_bytes()),
+                // Pairs under one request id (i and i + 1 share id d-{i/2}).
+                1 | 2 => create(
+                    &format!("d-{}", i / 4),
+                    format!("k/d{}", i / 4).as_bytes(),
+                    b"dup",
+                ),
+                _ => create(
+                    &format!("w-{i}"),
+                    format!("k/w{i}").as_bytes(),
+                    format!("v{i}").as_bytes(),
+                ),
+            };
+            tasks.spawn(async move { (i, node.propose(req).await.unwrap()) });
+        }
+        let mut answers = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            answers.push(done.unwrap());
+        }
+        let leader = c.wait_leader(Duration::from_secs(5)).await;
+        let check = &c.nodes[&leader];
+        check.read_fence().await.unwrap();
+        let hot: Vec<_> = answers
+            .iter()
+            .filter(|(i, r)| i % 4 == 0 && r.succeeded)
+            .collect();
+        assert_eq!(hot.len(), 1, "exactly one racing create of one key applies");
+        let stored = check.get_raw(b"k/hot").unwrap().unwrap();
+        assert_eq!(stored.value, format!("v{}", hot[0].0).into_bytes());
+        assert_eq!(stored.revision, hot[0].1.revision);
+        for (i, r) in answers.iter().filter(|(i, _)| i % 4 == 3) {
+            assert!(r.succeeded && !r.deduplicated, "write {i}");
+            let stored = check
+                .get_raw(format!("k/w{i}").as_bytes())
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (stored.revision, stored.value.clone()),
+                (r.revision, format!("v{i}").into_bytes())
+            );
+            assert_eq!(r.result, b"done");
+        }
+        for pair in 0..60usize {
+            let both: Vec<_> = answers
+                .iter()
+                .filter(|(i, _)| matches!(i % 4, 1 | 2) && i / 4 == pair)
+                .map(|(_, r)| r)
+                .collect();
+            assert_eq!(both.len(), 2);
+            assert!(both.iter().all(|r| r.succeeded), "pair {pair}: {both:?}");
+            assert_eq!(
+                both.iter().filter(|r| r.deduplicated).count(),
+                1,
+                "pair {pair}"
+            );
+            assert_eq!(both[0].revision, both[1].revision, "pair {pair}");
+        }
+        let applied: Vec<u64> = answers
+            .iter()
+            .filter(|(_, r)| r.succeeded && !r.deduplicated)
+            .map(|(_, r)| r.revision)
+            .collect();
+        let entries: std::collections::BTreeSet<u64> = applied.iter().copied().collect();
+        if in_flight == 0 {
+            assert_eq!(
+                entries.len(),
+                applied.len(),
+                "batching off: an entry per write"
+            );
+        } else {
+            assert!(
+                entries.len() < applied.len(),
+                "240 concurrent writes took {} entries for {} writes",
+                entries.len(),
+                applied.len()
+            );
+        }
+        c.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
