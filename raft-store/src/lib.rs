@@ -36,7 +36,7 @@ pub use snapshot::{
     inspect_snapshot_file, rewrite_open_snapshot, rewrite_snapshot, verify_snapshot_file,
     SnapshotHeader, SnapshotSummary, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC,
 };
-pub use state_machine::{AppliedState, StateMachineStore, DEFAULT_DEDUP_WINDOW_MS};
+pub use state_machine::{AppliedState, OpenSnapshot, StateMachineStore, DEFAULT_DEDUP_WINDOW_MS};
 pub use types::*;
 
 /// File name of the log database inside the data directory.

@@ -92,6 +92,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The newest snapshot, opened by [`StateMachineStore::open_current_snapshot`].
+#[derive(Debug)]
+pub struct OpenSnapshot {
+    /// What it covers.
+    pub meta: SnapshotMeta<NodeId, Node>,
+    /// Where it was published (it may since have been pruned).
+    pub path: PathBuf,
+    /// A handle that stays readable after the file is pruned.
+    pub file: File,
+}
+
 /// Durable state machine on redb. Cheap to clone; clones share the database,
 /// so the node can read while Raft applies.
 #[derive(Clone)]
@@ -313,13 +324,15 @@ impl StateMachineStore {
     /// covers, its path and a handle that stays readable after a newer
     /// snapshot removes the file (streaming it to a member that repairs
     /// itself, or copying it into a backup).
-    pub fn open_current_snapshot(
-        &self,
-    ) -> Result<Option<(SnapshotMeta<NodeId, Node>, PathBuf, File)>, StorageError> {
+    pub fn open_current_snapshot(&self) -> Result<Option<OpenSnapshot>, StorageError> {
         self.inner.snapshots.with_current(|current| {
             let Some(p) = current else { return Ok(None) };
             let file = File::open(&p.path).map_err(|e| StorageError::io(&p.path, e))?;
-            Ok(Some((p.meta.clone(), p.path.clone(), file)))
+            Ok(Some(OpenSnapshot {
+                meta: p.meta.clone(),
+                path: p.path.clone(),
+                file,
+            }))
         })
     }
 
@@ -552,12 +565,10 @@ impl StateMachineStore {
     }
 
     fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(self
-            .open_current_snapshot()?
-            .map(|(meta, _, file)| Snapshot {
-                meta,
-                snapshot: Box::new(tokio::fs::File::from_std(file)),
-            }))
+        Ok(self.open_current_snapshot()?.map(|open| Snapshot {
+            meta: open.meta,
+            snapshot: Box::new(tokio::fs::File::from_std(open.file)),
+        }))
     }
 }
 

@@ -216,7 +216,7 @@ impl Batch {
         match request_keys(&req) {
             None if self.requests.is_empty() => self.closed = true,
             None => return Admit::Later(req),
-            Some((compared, written)) => {
+            Some(RequestKeys { compared, written }) => {
                 // Comparing a key another request only compares is fine:
                 // neither changes its revision.
                 let clash = written
@@ -268,9 +268,15 @@ impl Batch {
     }
 }
 
-/// The keys `req` compares and the keys it writes; `None` when it works
-/// on key prefixes or is a batch (it must be an entry of its own).
-fn request_keys(req: &Request) -> Option<(Vec<&[u8]>, Vec<&[u8]>)> {
+/// The keys one request compares and the keys it writes.
+struct RequestKeys<'r> {
+    compared: Vec<&'r [u8]>,
+    written: Vec<&'r [u8]>,
+}
+
+/// The keys `req` compares and writes; `None` when it works on key
+/// prefixes or is a batch (it must be an entry of its own).
+fn request_keys(req: &Request) -> Option<RequestKeys<'_>> {
     let compared = req
         .txn
         .compare
@@ -286,7 +292,7 @@ fn request_keys(req: &Request) -> Option<(Vec<&[u8]>, Vec<&[u8]>)> {
             | Mutation::Batch { .. } => return None,
         }
     }
-    Some((compared, written))
+    Some(RequestKeys { compared, written })
 }
 
 /// Bytes a transaction puts into a message, near enough: keys and values

@@ -266,8 +266,8 @@ pub(crate) async fn snapshot_covering(
             .open_current_snapshot()
             .map_err(|e| Status::internal(format!("opening the snapshot: {e}")))?;
         Ok(current
-            .filter(|(meta, _, _)| meta.last_log_id.map_or(0, |l| l.index) >= min_index)
-            .map(|(_, path, file)| (path, file)))
+            .filter(|open| open.meta.last_log_id.map_or(0, |l| l.index) >= min_index)
+            .map(|open| (open.path, open.file)))
     };
     if let Some(found) = covers(sm)? {
         return Ok(found);
