@@ -3,8 +3,8 @@
 //! Every replicated write used to be one Raft entry: the leader's Raft core
 //! handled it alone, appended it with its own log write, sent it in its own
 //! replication message to every follower (each appending it alone too) and
-//! answered it through its own channel — a fixed cost per write that
-//! dominated small writes. The batcher lets concurrent writes share an
+//! answered it through its own channel — a fixed cost per write. The
+//! batcher lets concurrent writes share an
 //! entry, as etcd takes many proposals per Ready: at most
 //! `in_flight` entries are being replicated at a time, and the writes that
 //! arrive meanwhile wait for a slot and go into the next entry together
@@ -12,8 +12,11 @@
 //! at once, so a lone write is not delayed; under load, entries grow
 //! instead of the queue.
 //!
-//! Requests within an entry never share a key (the batch defers the second
-//! one to a later entry), so a key's revision still names one write.
+//! No key one request of an entry writes is written or compared by another
+//! (the batch defers the second one to a later entry), so a key's revision
+//! still names one write. Measured (README "Performance", run K): +40 %
+//! writes at 256 clients; at 64 clients and fewer, most entries still carry
+//! one write on one core, and the change is within the noise.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
