@@ -104,10 +104,11 @@ async fn rot_after_a_clean_stop_is_refused_at_start_and_repaired_from_the_leader
 /// itself from its own snapshot at start and serves every value. (More than
 /// 1024 entries, so that part of the state was committed durably: applies
 /// in between are lazy, and a kill -9 before the first durable commit
-/// leaves nothing on disk to rot.)
+/// leaves nothing on disk to rot. Proposal batching is off so that 1100
+/// writes are 1100 entries.)
 #[tokio::test(flavor = "multi_thread")]
 async fn rot_after_kill_9_is_repaired_by_the_node_itself_with_auto_repair() {
-    let mut cluster = started("auto_repair = true").await;
+    let mut cluster = started("auto_repair = true\nproposals_in_flight = 0").await;
     let names: Vec<String> = (0..1100).map(|i| format!("s-{i:04}")).collect();
     let client = cluster.client().unwrap();
     write_all(&client, names.clone(), 8).await;
