@@ -129,12 +129,17 @@ fn take_batch(queue: &mut VecDeque<Pending>) -> (Batch, Vec<oneshot::Sender<Writ
 async fn propose(raft: &RaftHandle, batch: Batch, replies: Vec<oneshot::Sender<WriteResult>>) {
     let n = batch.len();
     metrics::histogram!("coffer_raft_proposal_batch_size").record(n as f64);
-    let answers: Vec<WriteResult> = match raft.client_write(batch.into_request(now_ms())).await {
+    let request = batch.into_request(now_ms());
+    if n == 1 {
+        // Not a batch: the request itself, as `leader_write` proposes it.
+        let answer = super::forward::leader_write(raft, request).await;
+        if let Some(reply) = replies.into_iter().next() {
+            let _ = reply.send(answer);
+        }
+        return;
+    }
+    let answers: Vec<WriteResult> = match raft.client_write(request).await {
         Err(e) => vec![Err(ForwardError::from(e)); n],
-        Ok(written) if n == 1 => vec![Ok(WriteReply {
-            log_index: written.log_id.index,
-            response: written.data,
-        })],
         Ok(written) => match Batch::responses(&written.data) {
             Ok(responses) if responses.len() == n => responses
                 .into_iter()

@@ -211,14 +211,14 @@ impl SnapshotDir {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
         };
-        let older: Vec<(u64, u64, PathBuf)> = entries
+        let older: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let (i, s) = parse_name(&e.file_name().to_string_lossy())?;
-                ((i, s) < (current.index, current.seq)).then(|| (i, s, e.path()))
+                ((i, s) < (current.index, current.seq)).then(|| e.path())
             })
             .collect();
-        for (_, _, path) in older {
+        for path in older {
             if let Err(e) = fs::remove_file(&path) {
                 if let Some(held_back) = PRUNE_WARN.allow() {
                     tracing::warn!(
