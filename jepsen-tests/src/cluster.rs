@@ -7,7 +7,6 @@
 //! namespaces removed.
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -146,10 +145,7 @@ pub struct LocalCluster {
     dir: tempfile::TempDir,
 }
 
-/// Reserves a free loopback port (released before the node binds it).
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+pub use crate::ports::free_port;
 
 impl LocalCluster {
     /// Generates certificates and configs, then starts every node.

@@ -11,6 +11,7 @@ pub mod nemesis;
 pub mod netns;
 pub mod observe;
 pub mod plot;
+pub mod ports;
 pub mod report;
 pub mod runner;
 pub mod suite;

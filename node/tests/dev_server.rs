@@ -1,7 +1,6 @@
 //! `coffer server --dev`: a single self-initialising node that keeps its
 //! data and unseals itself again after a restart.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -9,13 +8,9 @@ use std::time::{Duration, Instant};
 use coffer_client::secrets::SetOptions;
 use coffer_client::{Client, ClientConfig};
 
+/// A loopback address no other test process is handed (see `jepsen_tests::ports`).
 fn free_addr() -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
+    format!("127.0.0.1:{}", jepsen_tests::ports::free_port().unwrap())
 }
 
 struct DevNode(Child);

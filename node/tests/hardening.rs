@@ -6,7 +6,6 @@
 //! file modes of what the node writes, whatever its umask.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -20,13 +19,9 @@ fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_coffer")
 }
 
+/// A loopback address no other test process is handed (see `jepsen_tests::ports`).
 fn free_addr() -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
+    format!("127.0.0.1:{}", jepsen_tests::ports::free_port().unwrap())
 }
 
 /// A `coffer server` process, killed on drop.

@@ -40,12 +40,9 @@ impl Drop for Node {
     }
 }
 
+/// A loopback port no other test process is handed (see `jepsen_tests::ports`).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    jepsen_tests::ports::free_port().unwrap()
 }
 
 impl Node {
