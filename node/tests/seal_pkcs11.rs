@@ -349,11 +349,17 @@ async fn seal_migration_shamir_to_pkcs11_and_back_keeps_every_secret() {
     set_seal_type(&cluster, "pkcs11", "shamir");
     restart_all(&mut cluster);
     // Until node 2 answers (it took 3.5 s to listen on a loaded machine; a
-    // fixed 3 s wait failed there).
+    // fixed 3 s wait failed there) and has the migration: it may have been
+    // killed before applying it (`complete` means a quorum committed it),
+    // and then reports the seal of its own last applied state until the new
+    // leader's log reaches it (seen on a loaded machine).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let status = loop {
         let out = operator(&cluster, 1, None, &["status"]);
-        if out.status.success() || std::time::Instant::now() > deadline {
+        let caught_up = out.status.success()
+            && serde_json::from_slice::<Value>(&out.stdout)
+                .is_ok_and(|s| s["seal_status"]["type"] == "shamir");
+        if caught_up || std::time::Instant::now() > deadline {
             break ok_json(out, "status");
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
