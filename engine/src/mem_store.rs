@@ -95,8 +95,8 @@ impl MemKv {
 
     /// Simulates a replica that has not yet applied the latest writes:
     /// `get` and `scan` answer from `snapshot` until the next
-    /// [`RawStore::read_fence`]. Commits still apply to (and compare against)
-    /// the current data, as a Raft leader would.
+    /// [`RawStore::read_fence`] or answered commit. Commits still apply to
+    /// (and compare against) the current data, as a Raft leader would.
     pub fn lag_behind(&self, snapshot: Snapshot) {
         self.lock().view = Some(snapshot.0);
     }
@@ -241,6 +241,10 @@ impl RawStore for MemKv {
         if lost {
             return Err(StoreError::Unavailable("answer lost (test fault)".into()));
         }
+        // An answered commit has been applied here, and so has everything
+        // before it: the store's contract, which a lagging replica keeps
+        // by waiting for its apply.
+        self.lock().view = None;
         Ok(outcome)
     }
 }

@@ -33,22 +33,28 @@ pub struct SecretProperties {
     /// Version id (32 lowercase hex).
     pub version: String,
     /// Free-form content type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
     /// Whether the value can be read.
     pub enabled: bool,
     /// Not-before, Unix seconds (informational: not enforced on get).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<i64>,
     /// Expiry, Unix seconds (informational: not enforced on get).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp: Option<i64>,
     /// Unix seconds of creation.
     pub created: u64,
     /// Unix seconds of the last change.
     pub updated: u64,
     /// Tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<BTreeMap<String, String>>,
     /// Key id when the secret backs a certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kid: Option<String>,
     /// Whether the secret's lifetime is managed by a certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed: Option<bool>,
 }
 
@@ -68,6 +74,14 @@ impl std::fmt::Debug for Secret {
             .field("value", &"<redacted>")
             .finish()
     }
+}
+
+/// What a set keeps as its answer (the value is in the version record).
+/// Unknown fields are ignored, so the whole [`Secret`] that older builds
+/// kept decodes as this too.
+#[derive(Serialize, Deserialize)]
+struct SetAnswer {
+    properties: SecretProperties,
 }
 
 /// A soft-deleted secret (its latest version's metadata).
@@ -206,15 +220,21 @@ impl SecretsEngine {
             kid: None,
             managed: None,
         };
-        self.objects
-            .add_version(
-                (vault, name),
-                false,
-                request_id,
-                make,
-                VersionRecord::secret,
-            )
-            .await
+        // The answer kept with the request id (and carried in the log entry)
+        // leaves the value out; the value is read back from the version the
+        // write made. Keeping it there too doubled every set's log entry (a
+        // 25 KiB secret made a 50 KiB entry) and its one-hour dedup record.
+        let written: SetAnswer = self
+            .objects
+            .add_version((vault, name), false, request_id, make, |record, name| {
+                SetAnswer {
+                    properties: record.properties(name),
+                }
+            })
+            .await?;
+        let props = written.properties;
+        let record = self.objects.written_version(vault, name, &props.version)?;
+        Ok(record.secret(&props.name))
     }
 
     /// Reads a version (`None` or empty: the latest) with its value.

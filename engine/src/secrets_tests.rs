@@ -159,6 +159,76 @@ async fn retried_set_after_lost_answer_creates_one_version() {
     }
 }
 
+/// The answer a set keeps with its request id (and that its log entry
+/// carries) has no value: a 25 KiB secret is stored once, in its version.
+/// A retry still answers with the value.
+#[tokio::test]
+async fn a_sets_kept_answer_leaves_the_value_out_and_a_retry_still_gets_it() {
+    let f = fixture().await;
+    let value = "v".repeat(crate::secrets::MAX_VALUE_BYTES);
+    let first = f
+        .secrets
+        .set("v", "big", val(&value), Some("req-big"))
+        .await
+        .unwrap();
+    assert_eq!(first.value, value);
+    let kept = crate::cas::replay_if_applied(&*f.store, Some("req-big"))
+        .await
+        .unwrap()
+        .expect("the set's answer is kept");
+    assert!(
+        kept.result.len() < 1024,
+        "kept answer is {} bytes",
+        kept.result.len()
+    );
+    assert!(!kept
+        .result
+        .windows(64)
+        .any(|w| w == &value.as_bytes()[..64]));
+    let retry = f
+        .secrets
+        .set("v", "big", val(&value), Some("req-big"))
+        .await
+        .unwrap();
+    assert_eq!(retry.properties, first.properties);
+    assert_eq!(retry.value, value);
+    assert_eq!(version_keys(&f.store, "big"), 1);
+}
+
+/// A set retried after an upgrade finds the whole secret that the older
+/// build kept as its answer, and reads it as the new answer.
+#[test]
+fn the_answer_older_builds_kept_still_decodes() {
+    let old = Secret {
+        properties: SecretProperties {
+            name: "s".into(),
+            version: "0123456789abcdef0123456789abcdef".into(),
+            content_type: None,
+            enabled: true,
+            nbf: None,
+            exp: Some(5),
+            created: 1,
+            updated: 2,
+            tags: None,
+            kid: None,
+            managed: None,
+        },
+        value: "x".into(),
+    };
+    // Older builds wrote every field, `null`s included.
+    let json = serde_json::to_vec(&serde_json::json!({
+        "properties": {
+            "name": "s", "version": "0123456789abcdef0123456789abcdef",
+            "content_type": null, "enabled": true, "nbf": null, "exp": 5,
+            "created": 1, "updated": 2, "tags": null, "kid": null, "managed": null
+        },
+        "value": "x"
+    }))
+    .unwrap();
+    let answer: SetAnswer = serde_json::from_slice(&json).unwrap();
+    assert_eq!(answer.properties, old.properties);
+}
+
 #[tokio::test]
 async fn concurrent_sets_all_succeed_with_distinct_versions() {
     for store in [MemStore::new(), MemStore::remembering_failures()] {

@@ -54,6 +54,23 @@ impl<K: Kind> Objects<K> {
         .await
     }
 
+    /// The version `version` of `name` that a write of this request made,
+    /// from this node's state without a fence: writes return only once this
+    /// node has applied them. Not found once the version is purged.
+    pub fn written_version(
+        &self,
+        vault: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<K::Version, EngineError> {
+        let lower = check_name(K::LABEL, name)?;
+        let view = VaultView::open(self.store(), vault)?;
+        match self.version_record(&view, &lower, version)? {
+            Some((_, record)) => Ok(record),
+            None => Err(not_found(K::LIVE, format!("{name}/{version}"))),
+        }
+    }
+
     /// Reads a version (`None` or empty: the latest) of a live object.
     pub async fn get(
         &self,
