@@ -441,8 +441,7 @@ impl StateMachineStore {
         // restores the state from a snapshot that is ahead of it (see
         // `crate::open_with`), so no durable commit — which would make
         // applies wait for its fsync — is needed here.
-        let published = self.inner.snapshots.publish(&tmp, &meta)?;
-        let file = File::open(&published.path).map_err(|e| StorageError::io(&published.path, e))?;
+        let (published, file) = self.inner.snapshots.publish(&tmp, &meta)?;
         tracing::info!(
             file = %published.path.display(),
             index = last_log_id.map_or(0, |l| l.index),
@@ -538,8 +537,8 @@ impl StateMachineStore {
         // Published before the state is replaced: if the process dies in
         // between, the next open finds a verified snapshot newer than the
         // state and finishes the install (see `crate::open_with`).
-        let published = self.inner.snapshots.publish(&tmp, covers)?;
-        self.restore_file(&published.path)
+        let (published, file) = self.inner.snapshots.publish(&tmp, covers)?;
+        self.restore_open(file, &published.path)
     }
 
     /// Replaces the whole state with the snapshot at `path` in one durable
@@ -547,6 +546,12 @@ impl StateMachineStore {
     /// on the way, and a failure aborts the transaction.
     pub(crate) fn restore_file(&self, path: &Path) -> Result<SnapshotSummary, StorageError> {
         let file = File::open(path).map_err(|e| StorageError::io(path, e))?;
+        self.restore_open(file, path)
+    }
+
+    /// [`Self::restore_file`] from `file`, already open (`path` names it in
+    /// messages; it may have been pruned since).
+    fn restore_open(&self, file: File, path: &Path) -> Result<SnapshotSummary, StorageError> {
         let txn = durable_write(&self.inner.db).map_err(|e| e.at(&self.inner.path))?;
         let (summary, sum) = restore_from(&txn, file, path).map_err(|e| e.at(&self.inner.path))?;
         txn.commit()

@@ -170,18 +170,24 @@ impl SnapshotDir {
 
     /// Moves the complete, fsynced temporary `tmp` into place as a snapshot
     /// covering `meta`, makes the rename durable and prunes older files
-    /// (only the newest is kept).
+    /// (only the newest is kept). The file comes back open: a snapshot older
+    /// than the newest (a build that finished after a newer one was
+    /// installed from the leader) is pruned at once, and reading it by path
+    /// afterwards failed the node.
     pub(crate) fn publish(
         &self,
         tmp: &Path,
         meta: &SnapshotMeta<NodeId, Node>,
-    ) -> Result<Published, StorageError> {
+    ) -> Result<(Published, File), StorageError> {
         let index = meta.last_log_id.map_or(0, |l| l.index);
         let seq = self.next_seq();
         let path = self
             .dir
             .join(format!("snapshot-{index:020}-{seq:020}.{SNAP_EXT}"));
         let mut current = lock(&self.current);
+        // Opened before the rename so that it is never the pruned name that
+        // is opened.
+        let file = File::open(tmp).map_err(|e| StorageError::io(tmp, e))?;
         fs::rename(tmp, &path).map_err(|e| StorageError::io(&path, e))?;
         sync_dir(&self.dir)?;
         let published = Published {
@@ -197,7 +203,7 @@ impl SnapshotDir {
             *current = Some(published.clone());
         }
         self.prune(current.as_ref());
-        Ok(published)
+        Ok((published, file))
     }
 
     /// Removes published files older than the newest. Nothing reads an older

@@ -407,6 +407,51 @@ fn only_the_newest_snapshot_is_kept() {
     assert_eq!(current.meta.last_log_id, Some(log_id(3)));
 }
 
+/// A build that finishes after a newer snapshot was installed from the
+/// leader publishes a file that is pruned at once (only the newest is
+/// kept). It must still hand openraft a readable file: it used to open it
+/// again by name, and the node stopped on "No such file or directory" (seen
+/// in the Jepsen short suite, Set × Kill).
+#[test]
+fn a_build_overtaken_by_an_installed_snapshot_still_returns_its_file() {
+    let (_da, a) = store(DEFAULT_DEDUP_WINDOW_MS);
+    let (_db, leader) = store(DEFAULT_DEDUP_WINDOW_MS);
+    let write = |i: u64| req(None, 0, vec![], vec![put(&format!("k{i}"), "v")]);
+    for i in 1..=5 {
+        apply_one(&leader, i, write(i));
+    }
+    leader.build().unwrap();
+    let (newer, newer_path) = leader.current_snapshot_file().unwrap();
+    for i in 1..=2 {
+        apply_one(&a, i, write(i));
+    }
+    // While `a` writes its snapshot at index 2, the leader's at 5 arrives.
+    let installer = a.clone();
+    let mut installed = false;
+    *lock(&a.inner.build_hook) = Some(Box::new(move |_written| {
+        if !installed {
+            installed = true;
+            installer
+                .install(&newer, File::open(&newer_path).unwrap())
+                .unwrap();
+        }
+    }));
+    let built = a.build();
+    *lock(&a.inner.build_hook) = None;
+    let built = built.expect("the overtaken build fails");
+    assert_eq!(built.meta.last_log_id, Some(log_id(2)));
+    // The installed snapshot stays the newest, and the only file.
+    let (current, path) = a.current_snapshot_file().unwrap();
+    assert_eq!(current.last_log_id, Some(log_id(5)));
+    let files: Vec<_> = std::fs::read_dir(a.snapshot_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "snap"))
+        .collect();
+    assert_eq!(files, vec![path]);
+    assert_eq!(a.applied_index(), 5);
+}
+
 #[test]
 fn digest_changes_with_content() {
     let (_d, sm) = store(DEFAULT_DEDUP_WINDOW_MS);
