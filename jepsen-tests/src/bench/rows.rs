@@ -15,6 +15,10 @@ use crate::cluster::{ClusterOptions, LocalCluster};
 
 /// Name of the replicated-write rows (also the plot's series).
 pub const WRITE_ROW: &str = "replicated write 256 B (3 nodes)";
+/// The same with values of a realistic size (secrets go up to 25 KiB).
+const LARGE_WRITE_ROW: &str = "replicated write 20 KiB (3 nodes)";
+/// Value size of [`LARGE_WRITE_ROW`].
+const LARGE_VALUE_SIZE: usize = 20 * 1024;
 const READ_ROW: &str = "linearizable read (3 nodes, all members)";
 const SINGLE_READ_ROW: &str = "read on 1 node";
 /// Secret value size of every Coffer row (and etcd's values).
@@ -228,6 +232,12 @@ async fn write_rows(opts: &BenchOptions, ct: &Target<'_>, et: &Target<'_>, rows:
         let res = interleaved(opts, (ct, "set", &[]), (et, "etcd-put", &[]), c).await;
         let target = (c == 64).then_some(1.5);
         rows.push(row(WRITE_ROW, c, "etcd put (3 members)", target, res));
+    }
+    let large = format!("--value-size={LARGE_VALUE_SIZE}");
+    let large: &[&str] = &[&large];
+    for &c in &levels[..levels.len().min(3)] {
+        let res = interleaved(opts, (ct, "set", large), (et, "etcd-put", large), c).await;
+        rows.push(row(LARGE_WRITE_ROW, c, "etcd put (3 members)", None, res));
     }
 }
 
