@@ -11,8 +11,13 @@
 //!
 //! So nodes build snapshots themselves (openraft's policy is `Never`): every
 //! N applied entries, but a leader defers the build while a snapshot transfer
-//! to a follower is under way, up to a bound (`MAX_DEFER` intervals) that
-//! caps how much log a stuck transfer can pin on disk.
+//! to a follower is under way, up to a bound that caps how much log a stuck
+//! transfer can pin on disk: `MAX_DEFER` intervals or `DEFER_BYTES` of log,
+//! whichever is more. An entry count alone was too short where entries are
+//! few bytes and the install is slow: the Jepsen short suite (interval 100,
+//! a debug build on a loaded machine) saw a wiped member take 40 s to
+//! install a 46 MB snapshot, by which time the leader had built and purged
+//! past it again, 25 installs in a row.
 //!
 //! A build writes the whole state, so on a large state (past 64 MiB of
 //! snapshot) it also waits until the entries applied since the last
@@ -36,6 +41,9 @@ const TRANSFER_IDLE: Duration = Duration::from_secs(5);
 /// A build is deferred for a transfer until this many intervals of entries
 /// have accumulated: the log on disk stays bounded.
 const MAX_DEFER: u64 = 4;
+/// …or until this much log (as [`raft_store::entry_bytes`] counts it) has
+/// accumulated, if that is more: one WAL segment.
+const DEFER_BYTES: u64 = 64 << 20;
 
 /// Snapshot transfers from this node to its peers, as seen by the network
 /// layer: shared by every `Network` openraft builds.
@@ -109,12 +117,14 @@ pub fn big_enough(log_bytes: u64, snapshot_bytes: u64) -> bool {
     snapshot_bytes < SNAPSHOT_BYTES_FLOOR || log_bytes >= snapshot_bytes / 2
 }
 
-/// Whether a node that applied up to `applied`, with its last snapshot at
-/// `snapshot`, should build one now, given the `interval` in entries and
-/// whether it is `sending` a snapshot to a peer.
-pub fn due(applied: u64, snapshot: u64, interval: u64, sending: bool) -> bool {
+/// Whether a node that applied up to `applied` (`log_bytes` of log since
+/// its last snapshot), with its last snapshot at `snapshot`, should build one
+/// now, given the `interval` in entries and whether it is `sending` a
+/// snapshot to a peer.
+pub fn due(applied: u64, snapshot: u64, log_bytes: u64, interval: u64, sending: bool) -> bool {
     let since = applied.saturating_sub(snapshot);
-    since >= interval && (!sending || since >= interval.saturating_mul(MAX_DEFER))
+    let deferred_enough = since >= interval.saturating_mul(MAX_DEFER) && log_bytes >= DEFER_BYTES;
+    since >= interval && (!sending || deferred_enough)
 }
 
 /// Size of the node's current snapshot file (0: none).
@@ -153,11 +163,17 @@ pub async fn run(
         if last_snapshot.0 != snapshot {
             last_snapshot = (snapshot, sm.applied_bytes());
         }
+        let log_bytes = sm.applied_bytes().saturating_sub(last_snapshot.1);
         // The file is looked at only once the configured interval passed.
-        if !due(applied, snapshot, interval, transfers.in_flight()) {
+        if !due(
+            applied,
+            snapshot,
+            log_bytes,
+            interval,
+            transfers.in_flight(),
+        ) {
             continue;
         }
-        let log_bytes = sm.applied_bytes().saturating_sub(last_snapshot.1);
         if big_enough(log_bytes, snapshot_bytes(&sm)) {
             // A build already running makes this a no-op; an error means
             // Raft is shutting down, which the next tick sees.
@@ -174,16 +190,22 @@ mod tests {
 
     #[test]
     fn builds_every_interval_and_defers_for_a_transfer_up_to_a_bound() {
-        assert!(!due(99, 0, 100, false));
-        assert!(due(100, 0, 100, false));
-        assert!(due(1_250, 1_000, 100, false));
+        const MB: u64 = 1 << 20;
+        assert!(!due(99, 0, MB, 100, false));
+        assert!(due(100, 0, MB, 100, false));
+        assert!(due(1_250, 1_000, MB, 100, false));
         // A follower is receiving a snapshot: keep the log it will need.
-        assert!(!due(100, 0, 100, true));
-        assert!(!due(399, 0, 100, true));
-        // …but not forever.
-        assert!(due(400, 0, 100, true));
+        assert!(!due(100, 0, MB, 100, true));
+        assert!(!due(399, 0, 100 * MB, 100, true));
+        // Four intervals of small entries are not enough while a slow
+        // install is under way (the short suite's 40 s install)…
+        assert!(!due(900, 0, 4 * MB, 100, true));
+        // …but not forever: four intervals and a WAL segment's worth of log.
+        assert!(due(400, 0, 64 * MB, 100, true));
+        // With large entries the interval count is what is reached last.
+        assert!(!due(300, 0, 200 * MB, 100, true));
         // A snapshot ahead of applied (just installed) is not due.
-        assert!(!due(5, 100, 100, false));
+        assert!(!due(5, 100, 0, 100, false));
     }
 
     #[test]
