@@ -42,8 +42,8 @@ const TRANSFER_IDLE: Duration = Duration::from_secs(5);
 /// have accumulated: the log on disk stays bounded.
 const MAX_DEFER: u64 = 4;
 /// …or until this much log (as [`raft_store::entry_bytes`] counts it) has
-/// accumulated, if that is more: one WAL segment.
-const DEFER_BYTES: u64 = 64 << 20;
+/// accumulated, if that is more: one WAL segment of the default size.
+const DEFER_BYTES: u64 = raft_store::DEFAULT_WAL_SEGMENT_BYTES;
 
 /// Snapshot transfers from this node to its peers, as seen by the network
 /// layer: shared by every `Network` openraft builds.
